@@ -1,0 +1,70 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::state::BackupState;
+
+/// A backup of an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backup {
+    /// Backup id.
+    pub id: Uuid,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Source instance.
+    pub instance_id: Option<Uuid>,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// State (§2.6).
+    pub state: BackupState,
+    /// Size in GB.
+    pub size: Option<f64>,
+    /// Where the backup object lives.
+    pub location: Option<String>,
+    /// Checksum of the object.
+    pub checksum: Option<String>,
+    /// Parent, for incremental backups.
+    pub parent_id: Option<Uuid>,
+    /// Full or incremental.
+    pub backup_type: BackupType,
+    /// Datastore version of the source.
+    pub datastore_version_id: Uuid,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Last update.
+    pub updated: DateTime<Utc>,
+    /// Whether it was deleted.
+    pub deleted: bool,
+}
+
+/// Full or incremental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// A full copy.
+    Full,
+    /// Changes since the parent.
+    Incremental,
+}
+
+/// Which backups to list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupFilter {
+    /// Only this tenant's (`None`: all).
+    pub tenant_id: Option<String>,
+    /// Only this instance's.
+    pub instance_id: Option<Uuid>,
+    /// Include deleted rows.
+    pub include_deleted: bool,
+}
+
+impl BackupFilter {
+    /// Whether `b` passes the filter.
+    pub fn matches(&self, b: &Backup) -> bool {
+        (self.include_deleted || !b.deleted)
+            && self.tenant_id.as_ref().is_none_or(|t| *t == b.tenant_id)
+            && self.instance_id.is_none_or(|i| Some(i) == b.instance_id)
+    }
+}

@@ -1,0 +1,25 @@
+//! Domain records of the control plane. Plain data: no I/O, no behaviour beyond validation.
+
+mod backup;
+mod config;
+mod datastore;
+mod instance;
+mod quota;
+mod secret;
+mod specs;
+mod workflow;
+
+pub use backup::{Backup, BackupFilter, BackupType};
+pub use config::{ConfigParam, Configuration, ParamType};
+pub use datastore::{Capabilities, Datastore, DatastoreVersion, Flavor, Manager};
+pub use instance::{
+    Access, Address, Instance, InstanceFault, InstanceFilter, Locality, RootHistory,
+    ServiceStatusRecord, VolumeUsage,
+};
+pub use quota::{QuotaLimits, QuotaUsage, Resource};
+pub use secret::Secret;
+pub use specs::{
+    validate_database_name, validate_host, validate_instance_name, validate_password,
+    validate_user_name, DatabaseSpec, UserSpec, UserUpdate,
+};
+pub use workflow::{JournalEntry, JournalPhase, Workflow, WorkflowKind, WorkflowState};

@@ -1,0 +1,205 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{
+    Backup, BackupFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor, Instance,
+    InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, Resource, RootHistory, ServiceStatusRecord,
+    Workflow,
+};
+
+/// What a write expects to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// The row must not exist (insert).
+    Absent,
+    /// The row must exist at this version (optimistic update).
+    Version(u64),
+    /// Insert or overwrite.
+    Any,
+}
+
+/// One write of a [`ChangeSet`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Write {
+    /// Insert or update an instance. The stored `version` becomes the expected version + 1 (0 for an insert
+    /// with [`Expect::Absent`]; `Any` stores `version + 1` of what was there, or 0).
+    Instance {
+        /// The new row.
+        instance: Instance,
+        /// Precondition.
+        expect: Expect,
+    },
+    /// Insert or update a workflow, with the same versioning rule as instances.
+    Workflow {
+        /// The new row.
+        workflow: Workflow,
+        /// Precondition.
+        expect: Expect,
+    },
+    /// Upsert a service status.
+    ServiceStatus(ServiceStatusRecord),
+    /// Upsert a backup.
+    Backup(Backup),
+    /// Upsert a configuration group.
+    Configuration(Configuration),
+    /// Insert a root-history record.
+    RootHistory(RootHistory),
+    /// Remove the root-history record of an instance.
+    DeleteRootHistory(Uuid),
+}
+
+/// A quota check made inside the transaction, after the writes: usage of `resources` must be within limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaCheck {
+    /// Tenant whose usage is checked.
+    pub tenant_id: String,
+    /// Resources to check.
+    pub resources: Vec<Resource>,
+}
+
+/// An atomic set of writes: all happen, or none (and the error says why).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChangeSet {
+    /// The writes, applied in order.
+    pub writes: Vec<Write>,
+    /// Optional quota check.
+    pub quota: Option<QuotaCheck>,
+}
+
+impl ChangeSet {
+    /// An empty change set.
+    pub fn new() -> ChangeSet {
+        ChangeSet::default()
+    }
+    /// Adds a write.
+    pub fn with(mut self, w: Write) -> ChangeSet {
+        self.writes.push(w);
+        self
+    }
+    /// Adds a write in place.
+    pub fn push(&mut self, w: Write) {
+        self.writes.push(w);
+    }
+    /// Adds a quota check.
+    pub fn check_quota(mut self, tenant_id: impl Into<String>, resources: &[Resource]) -> ChangeSet {
+        self.quota = Some(QuotaCheck { tenant_id: tenant_id.into(), resources: resources.to_vec() });
+        self
+    }
+}
+
+/// The control plane's own database (upstream's infrastructure database).
+///
+/// # Contract
+/// - Reads return what the last committed write stored. `list_*` results are ordered: instances by `created`
+///   descending then id, datastores and versions by name, flavors by id, backups by `updated` descending,
+///   configurations by `created` descending, workflows by `created`.
+/// - [`InfraStore::commit`] is atomic. A failed [`Expect`] is [`crate::Error::Conflict`] and a failed
+///   [`QuotaCheck`] is [`crate::Error::QuotaExceeded`] naming the resources; in both cases nothing is written.
+///   Concurrent commits that check the same tenant's quota are serialised, so two can never both pass a limit
+///   only one of them fits in.
+/// - Quota usage is derived from live rows: instances (and their `ram_mb`, `volume_size`) and backups that are not
+///   deleted. Limits default to [`QuotaLimits::default`] for tenants without an override.
+/// - `claim_workflow` gives an open workflow to exactly one worker at a time: it succeeds when the workflow is
+///   unowned, owned by the same worker, or its lease has expired at `now`.
+/// - Names are unique: a datastore's name; a version's (datastore, name); putting a duplicate under another id
+///   is a conflict.
+/// - `put_service_statuses` is a batched upsert (heartbeats); it must sustain thousands of rows per second.
+#[async_trait]
+pub trait InfraStore: Send + Sync + 'static {
+    // ---- datastores and versions
+    /// Inserts or updates a datastore.
+    async fn put_datastore(&self, ds: &Datastore) -> Result<()>;
+    /// A datastore by id or name.
+    async fn get_datastore(&self, id_or_name: &str) -> Result<Option<Datastore>>;
+    /// All datastores.
+    async fn list_datastores(&self) -> Result<Vec<Datastore>>;
+    /// Deletes a datastore and its versions.
+    async fn delete_datastore(&self, id: Uuid) -> Result<()>;
+    /// Inserts or updates a version.
+    async fn put_datastore_version(&self, v: &DatastoreVersion) -> Result<()>;
+    /// A version by id.
+    async fn get_datastore_version(&self, id: Uuid) -> Result<Option<DatastoreVersion>>;
+    /// Versions of one datastore, or all.
+    async fn list_datastore_versions(&self, datastore_id: Option<Uuid>) -> Result<Vec<DatastoreVersion>>;
+    /// Deletes a version.
+    async fn delete_datastore_version(&self, id: Uuid) -> Result<()>;
+
+    // ---- flavors
+    /// Inserts or updates a flavor.
+    async fn put_flavor(&self, f: &Flavor) -> Result<()>;
+    /// A flavor by id.
+    async fn get_flavor(&self, id: &str) -> Result<Option<Flavor>>;
+    /// All flavors.
+    async fn list_flavors(&self) -> Result<Vec<Flavor>>;
+    /// Deletes a flavor (idempotent).
+    async fn delete_flavor(&self, id: &str) -> Result<()>;
+
+    // ---- configuration parameter rules
+    /// Upserts rules of a version (by name).
+    async fn put_config_params(&self, params: &[ConfigParam]) -> Result<()>;
+    /// Rules of a version, by name.
+    async fn list_config_params(&self, datastore_version_id: Uuid) -> Result<Vec<ConfigParam>>;
+    /// Deletes one rule; `false` if it did not exist.
+    async fn delete_config_param(&self, datastore_version_id: Uuid, name: &str) -> Result<bool>;
+
+    // ---- configuration groups
+    /// A configuration group by id (deleted ones included).
+    async fn get_configuration(&self, id: Uuid) -> Result<Option<Configuration>>;
+    /// Live configuration groups of a tenant.
+    async fn list_configurations(&self, tenant_id: &str) -> Result<Vec<Configuration>>;
+
+    // ---- instances and statuses
+    /// An instance by id (deleted ones included).
+    async fn get_instance(&self, id: Uuid) -> Result<Option<Instance>>;
+    /// Instances passing a filter.
+    async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>>;
+    /// The service status of an instance.
+    async fn get_service_status(&self, instance_id: Uuid) -> Result<Option<ServiceStatusRecord>>;
+    /// Service statuses of many instances (missing ones are left out).
+    async fn get_service_statuses(&self, instance_ids: &[Uuid]) -> Result<Vec<ServiceStatusRecord>>;
+    /// Batched upsert of service statuses (heartbeats).
+    async fn put_service_statuses(&self, batch: &[ServiceStatusRecord]) -> Result<()>;
+
+    // ---- backups
+    /// A backup by id (deleted ones included).
+    async fn get_backup(&self, id: Uuid) -> Result<Option<Backup>>;
+    /// Backups passing a filter.
+    async fn list_backups(&self, filter: &BackupFilter) -> Result<Vec<Backup>>;
+
+    // ---- quotas
+    /// Limits of a tenant (defaults when none are stored).
+    async fn get_quota_limits(&self, tenant_id: &str) -> Result<QuotaLimits>;
+    /// Stores limits of a tenant.
+    async fn set_quota_limits(&self, tenant_id: &str, limits: &QuotaLimits) -> Result<()>;
+    /// Usage of a tenant, derived from live rows.
+    async fn quota_usage(&self, tenant_id: &str) -> Result<QuotaUsage>;
+
+    // ---- root history
+    /// The root-history record of an instance.
+    async fn get_root_history(&self, instance_id: Uuid) -> Result<Option<RootHistory>>;
+
+    // ---- transactions
+    /// Applies a change set atomically.
+    async fn commit(&self, change: ChangeSet) -> Result<()>;
+
+    // ---- workflows
+    /// A workflow by id.
+    async fn get_workflow(&self, id: Uuid) -> Result<Option<Workflow>>;
+    /// Open workflows (pending, running, rolling back), oldest first.
+    async fn list_open_workflows(&self) -> Result<Vec<Workflow>>;
+    /// Claims an open workflow for `worker` until `lease_until`; `None` if another worker holds it or it is closed.
+    async fn claim_workflow(
+        &self,
+        id: Uuid,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Workflow>>;
+    /// Appends a journal entry.
+    async fn append_journal(&self, entry: &JournalEntry) -> Result<()>;
+    /// The journal of a workflow, in append order.
+    async fn journal(&self, workflow_id: Uuid) -> Result<Vec<JournalEntry>>;
+}
