@@ -1,1 +1,1 @@
-//! placeholder
+//! MessageBus over RabbitMQ (to be written).

@@ -2,12 +2,19 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod conductor;
 pub mod config;
 pub mod error;
+pub mod guest_agent;
+pub mod health;
+pub mod memory;
 pub mod model;
 pub mod ports;
 pub mod rpc;
 pub mod state;
+pub mod taskmanager;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::CoreConfig;
 pub use error::{Error, Fault, Result};

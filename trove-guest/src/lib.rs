@@ -1,1 +1,1 @@
-//! placeholder
+//! Guest agent strategies for real engines (to be written).

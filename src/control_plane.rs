@@ -1,0 +1,1 @@
+//! The ControlPlane builder (to be written).

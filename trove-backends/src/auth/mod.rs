@@ -1,0 +1,1 @@
+//! Authenticators: noauth, static token file, Keystone v3 (to be written).

@@ -1,0 +1,1 @@
+//! Local-process compute, directory volumes and filesystem backups (to be written).

@@ -1,0 +1,1 @@
+//! InfraStore on SQLite and PostgreSQL with sqlx (to be written).

@@ -1,0 +1,1 @@
+//! conductor (to be written).

@@ -1,0 +1,1 @@
+//! guest_agent (to be written).

@@ -1,0 +1,1 @@
+//! In-memory auth (to be written).

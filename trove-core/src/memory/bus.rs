@@ -1,0 +1,1 @@
+//! In-memory bus (to be written).

@@ -1,0 +1,1 @@
+//! In-memory clock (to be written).

@@ -1,0 +1,1 @@
+//! In-memory compute (to be written).

@@ -1,0 +1,10 @@
+//! In-memory implementations of every port, plus a simulated datastore strategy, so an embedder (or a test)
+//! can run the whole control plane in one process with no external service. Pure Rust, no I/O.
+
+mod auth;
+mod bus;
+mod clock;
+mod compute;
+mod simulated;
+mod storage;
+mod store;

@@ -1,0 +1,1 @@
+//! In-memory simulated (to be written).
