@@ -8,3 +8,5 @@ mod compute;
 mod simulated;
 mod storage;
 mod store;
+
+pub use store::MemoryStore;

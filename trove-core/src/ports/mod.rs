@@ -16,10 +16,13 @@ pub use bus::{AckHandle, Delivery, MessageBus, ReplyHandle, Subscription};
 pub use clock::{Clock, SystemClock};
 pub use compute::{Compute, GuestLauncher, GuestSpec, Server, ServerSpec};
 pub use guest::{
-    DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, StrategyFactory, UserInfo,
+    DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, StrategyFactory,
+    UserInfo,
 };
 pub use storage::{BackupStore, BlockStorage, ByteStream, ObjectMeta, Volume};
-pub use store::{ChangeSet, Expect, InfraStore, QuotaCheck, Write};
+pub use store::{
+    workflow_claim_renews, workflow_claimable, ChangeSet, Expect, InfraStore, QuotaCheck, Write,
+};
 
 use std::sync::Arc;
 

@@ -5,9 +5,9 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    Backup, BackupFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor, Instance,
-    InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, Resource, RootHistory, ServiceStatusRecord,
-    Workflow,
+    Backup, BackupFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor,
+    Instance, InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, Resource, RootHistory,
+    ServiceStatusRecord, Workflow,
 };
 
 /// What a write expects to find.
@@ -21,7 +21,47 @@ pub enum Expect {
     Any,
 }
 
+impl Expect {
+    /// The version a versioned row gets when written with this precondition over a row currently at `current`
+    /// (`None`: absent), or the [`crate::Error::Conflict`] naming `what` and `id`. The one rule every store uses.
+    pub fn next_version(self, what: &str, id: Uuid, current: Option<u64>) -> Result<u64> {
+        match (self, current) {
+            (Expect::Absent, None) | (Expect::Any, None) => Ok(0),
+            (Expect::Absent, Some(_)) => Err(crate::Error::conflict(format!(
+                "{what} {id} already exists."
+            ))),
+            (Expect::Version(v), Some(c)) if v == c => Ok(c + 1),
+            (Expect::Version(v), Some(c)) => Err(crate::Error::conflict(format!(
+                "{what} {id} was changed concurrently (expected version {v}, found {c})."
+            ))),
+            (Expect::Version(v), None) => Err(crate::Error::conflict(format!(
+                "{what} {id} does not exist (expected version {v})."
+            ))),
+            (Expect::Any, Some(c)) => Ok(c + 1),
+        }
+    }
+}
+
+/// Whether `worker` may claim workflow `w` at `now` (the rule of [`InfraStore::claim_workflow`]): it is open
+/// and unowned, owned by `worker`, or its lease has expired.
+pub fn workflow_claimable(w: &Workflow, worker: &str, now: DateTime<Utc>) -> bool {
+    w.state.is_open()
+        && match (&w.owner, w.lease_until) {
+            (None, _) => true,
+            (Some(owner), _) if owner == worker => true,
+            (Some(_), None) => true,
+            (Some(_), Some(until)) => until <= now,
+        }
+}
+
+/// Whether a claim of `w` by `worker` at `now` only renews the worker's own live lease. A renewal does not count
+/// as a new attempt; every other successful claim increments [`Workflow::attempts`].
+pub fn workflow_claim_renews(w: &Workflow, worker: &str, now: DateTime<Utc>) -> bool {
+    w.owner.as_deref() == Some(worker) && w.lease_until.is_some_and(|u| u > now)
+}
+
 /// One write of a [`ChangeSet`].
+#[allow(clippy::large_enum_variant)] // rows are moved, not copied around; boxing would only add allocations
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Write {
     /// Insert or update an instance. The stored `version` becomes the expected version + 1 (0 for an insert
@@ -84,8 +124,15 @@ impl ChangeSet {
         self.writes.push(w);
     }
     /// Adds a quota check.
-    pub fn check_quota(mut self, tenant_id: impl Into<String>, resources: &[Resource]) -> ChangeSet {
-        self.quota = Some(QuotaCheck { tenant_id: tenant_id.into(), resources: resources.to_vec() });
+    pub fn check_quota(
+        mut self,
+        tenant_id: impl Into<String>,
+        resources: &[Resource],
+    ) -> ChangeSet {
+        self.quota = Some(QuotaCheck {
+            tenant_id: tenant_id.into(),
+            resources: resources.to_vec(),
+        });
         self
     }
 }
@@ -103,7 +150,9 @@ impl ChangeSet {
 /// - Quota usage is derived from live rows: instances (and their `ram_mb`, `volume_size`) and backups that are not
 ///   deleted. Limits default to [`QuotaLimits::default`] for tenants without an override.
 /// - `claim_workflow` gives an open workflow to exactly one worker at a time: it succeeds when the workflow is
-///   unowned, owned by the same worker, or its lease has expired at `now`.
+///   unowned, owned by the same worker, or its lease has expired at `now` ([`workflow_claimable`]). A successful
+///   claim sets `owner`, `lease_until` and `updated` (= `now`), bumps `version`, and increments `attempts` unless
+///   it renews the worker's own live lease ([`workflow_claim_renews`]); it leaves `state` alone.
 /// - Names are unique: a datastore's name; a version's (datastore, name); putting a duplicate under another id
 ///   is a conflict.
 /// - `put_service_statuses` is a batched upsert (heartbeats); it must sustain thousands of rows per second.
@@ -123,7 +172,10 @@ pub trait InfraStore: Send + Sync + 'static {
     /// A version by id.
     async fn get_datastore_version(&self, id: Uuid) -> Result<Option<DatastoreVersion>>;
     /// Versions of one datastore, or all.
-    async fn list_datastore_versions(&self, datastore_id: Option<Uuid>) -> Result<Vec<DatastoreVersion>>;
+    async fn list_datastore_versions(
+        &self,
+        datastore_id: Option<Uuid>,
+    ) -> Result<Vec<DatastoreVersion>>;
     /// Deletes a version.
     async fn delete_datastore_version(&self, id: Uuid) -> Result<()>;
 
@@ -159,7 +211,8 @@ pub trait InfraStore: Send + Sync + 'static {
     /// The service status of an instance.
     async fn get_service_status(&self, instance_id: Uuid) -> Result<Option<ServiceStatusRecord>>;
     /// Service statuses of many instances (missing ones are left out).
-    async fn get_service_statuses(&self, instance_ids: &[Uuid]) -> Result<Vec<ServiceStatusRecord>>;
+    async fn get_service_statuses(&self, instance_ids: &[Uuid])
+        -> Result<Vec<ServiceStatusRecord>>;
     /// Batched upsert of service statuses (heartbeats).
     async fn put_service_statuses(&self, batch: &[ServiceStatusRecord]) -> Result<()>;
 
