@@ -9,4 +9,10 @@ mod simulated;
 mod storage;
 mod store;
 
+pub use auth::{NoAuth, StaticTokens};
+pub use bus::MemoryBus;
+pub use clock::ManualClock;
+pub use compute::{MemoryCompute, NoopLauncher, RecordingLauncher};
+pub use simulated::{SimulatedEngine, SimulatedStrategy, SimulatedStrategyFactory};
+pub use storage::{MemoryBackupStore, MemoryBlockStorage};
 pub use store::MemoryStore;

@@ -1,1 +1,691 @@
-//! In-memory simulated (to be written).
+//! A simulated datastore: a [`DatastoreStrategy`] whose engine is a few maps in memory.
+//!
+//! It behaves like a real engine as far as the API can tell: unknown users and databases are 404s, duplicates
+//! are refused, managers without databases (Redis) answer "not supported", and data survives restarts. Tests
+//! reach an engine through [`SimulatedStrategyFactory::engine`] to crash or stop it, or to read its state.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::{DatabaseSpec, Manager, Secret, UserSpec, UserUpdate};
+use crate::ports::{
+    DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, StrategyFactory,
+    UserInfo,
+};
+use crate::state::ServiceStatus;
+
+const GIB: u64 = 1 << 30;
+/// Bytes a freshly prepared engine uses (system tables and logs).
+const BASE_USAGE: u64 = 16 << 20;
+/// Bytes each database adds.
+const DB_USAGE: u64 = 1 << 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Parameters whose change needs a restart (the rest apply live).
+const STATIC_PARAMS: &[&str] = &[
+    "innodb_buffer_pool_size",
+    "innodb_log_file_size",
+    "shared_buffers",
+    "max_connections",
+    "port",
+];
+
+#[derive(Debug, Clone)]
+struct SimUser {
+    password: Secret,
+    databases: BTreeSet<String>,
+}
+
+/// What is inside a simulated engine.
+#[derive(Debug, Clone, Default)]
+struct EngineState {
+    prepared: bool,
+    running: bool,
+    crashed: Option<String>,
+    databases: BTreeMap<String, DatabaseSpec>,
+    users: BTreeMap<(String, String), SimUser>,
+    root: Option<Secret>,
+    overrides: Map<String, Value>,
+    memory_mb: u32,
+    volume_gb: Option<u32>,
+    extra_used: u64,
+    starts: u32,
+    fail_next_prepare: bool,
+}
+
+impl EngineState {
+    fn used(&self) -> u64 {
+        if !self.prepared {
+            return 0;
+        }
+        BASE_USAGE + DB_USAGE * self.databases.len() as u64 + self.extra_used
+    }
+}
+
+/// A test's handle on one simulated engine.
+#[derive(Debug, Clone)]
+pub struct SimulatedEngine {
+    state: Arc<Mutex<EngineState>>,
+}
+
+impl SimulatedEngine {
+    /// The engine dies: `status` reports CRASHED with `reason` until it is started again.
+    pub fn crash(&self, reason: impl Into<String>) {
+        let mut st = lock(&self.state);
+        st.running = false;
+        st.crashed = Some(reason.into());
+    }
+    /// The engine is shut down cleanly from outside: `status` reports SHUTDOWN.
+    pub fn stop(&self) {
+        let mut st = lock(&self.state);
+        st.running = false;
+        st.crashed = None;
+    }
+    /// Whether the engine runs.
+    pub fn is_running(&self) -> bool {
+        lock(&self.state).running
+    }
+    /// Whether `prepare` has completed.
+    pub fn is_prepared(&self) -> bool {
+        lock(&self.state).prepared
+    }
+    /// How many times the engine was started (prepare counts as a start).
+    pub fn starts(&self) -> u32 {
+        lock(&self.state).starts
+    }
+    /// Database names.
+    pub fn databases(&self) -> Vec<String> {
+        lock(&self.state).databases.keys().cloned().collect()
+    }
+    /// Users as (name, host).
+    pub fn users(&self) -> Vec<(String, String)> {
+        lock(&self.state).users.keys().cloned().collect()
+    }
+    /// The password of a user, for tests that check password changes.
+    pub fn password(&self, name: &str, host: &str) -> Option<Secret> {
+        lock(&self.state)
+            .users
+            .get(&(name.to_string(), host.to_string()))
+            .map(|u| u.password.clone())
+    }
+    /// Whether root is enabled.
+    pub fn root_enabled(&self) -> bool {
+        lock(&self.state).root.is_some()
+    }
+    /// The applied configuration overrides.
+    pub fn overrides(&self) -> Map<String, Value> {
+        lock(&self.state).overrides.clone()
+    }
+    /// The memory setting the engine was rendered with (MB).
+    pub fn memory_mb(&self) -> u32 {
+        lock(&self.state).memory_mb
+    }
+    /// Adds `bytes` of user data to the reported volume usage.
+    pub fn set_extra_usage(&self, bytes: u64) {
+        lock(&self.state).extra_used = bytes;
+    }
+    /// Makes the next `prepare` fail (the engine stays unprepared).
+    pub fn fail_next_prepare(&self) {
+        lock(&self.state).fail_next_prepare = true;
+    }
+}
+
+/// Builds [`SimulatedStrategy`] values and keeps one engine per instance, so that every strategy built for an
+/// instance (a restarted guest, say) sees the same data.
+#[derive(Debug, Clone, Default)]
+pub struct SimulatedStrategyFactory {
+    engines: Arc<Mutex<HashMap<Uuid, SimulatedEngine>>>,
+}
+
+impl SimulatedStrategyFactory {
+    /// A factory with no engines.
+    pub fn new() -> SimulatedStrategyFactory {
+        SimulatedStrategyFactory::default()
+    }
+
+    /// The engine of an instance, created empty (not prepared, not running) on first use.
+    pub fn engine(&self, instance_id: Uuid) -> SimulatedEngine {
+        lock(&self.engines)
+            .entry(instance_id)
+            .or_insert_with(|| SimulatedEngine {
+                state: Arc::new(Mutex::new(EngineState::default())),
+            })
+            .clone()
+    }
+
+    /// Whether an engine exists for the instance.
+    pub fn has_engine(&self, instance_id: Uuid) -> bool {
+        lock(&self.engines).contains_key(&instance_id)
+    }
+
+    /// Forgets an instance's engine and its data (its volume was deleted).
+    pub fn remove(&self, instance_id: Uuid) {
+        lock(&self.engines).remove(&instance_id);
+    }
+}
+
+impl StrategyFactory for SimulatedStrategyFactory {
+    fn strategy(&self, ctx: &StrategyContext) -> Result<Arc<dyn DatastoreStrategy>> {
+        Ok(Arc::new(SimulatedStrategy {
+            manager: ctx.datastore_version.manager,
+            engine: self.engine(ctx.instance_id),
+        }))
+    }
+}
+
+/// The simulated strategy of one instance.
+#[derive(Debug, Clone)]
+pub struct SimulatedStrategy {
+    manager: Manager,
+    engine: SimulatedEngine,
+}
+
+impl SimulatedStrategy {
+    /// A strategy over a private engine (not registered in any factory).
+    pub fn standalone(manager: Manager) -> SimulatedStrategy {
+        SimulatedStrategy {
+            manager,
+            engine: SimulatedEngine {
+                state: Arc::new(Mutex::new(EngineState::default())),
+            },
+        }
+    }
+
+    /// The engine behind this strategy.
+    pub fn engine(&self) -> &SimulatedEngine {
+        &self.engine
+    }
+
+    fn unsupported(&self, what: &str) -> Error {
+        Error::unprocessable(format!(
+            "Operation not supported for datastore {}: {what}.",
+            self.manager
+        ))
+    }
+
+    /// Locks the engine state, refusing when the engine is not running (as a real client's connect would fail).
+    fn running(&self) -> Result<MutexGuard<'_, EngineState>> {
+        let st = lock(&self.engine.state);
+        if !st.running {
+            return Err(Error::backend(
+                "simulated",
+                format!("{} is not running", self.manager),
+                true,
+            ));
+        }
+        Ok(st)
+    }
+
+    fn user_host(&self, host: Option<&str>) -> String {
+        match self.manager {
+            Manager::Mysql | Manager::Mariadb => host.unwrap_or("%").to_string(),
+            // Engines without host patterns report `%`.
+            Manager::Postgresql | Manager::Redis | Manager::Mongodb | Manager::Cassandra => {
+                "%".to_string()
+            }
+        }
+    }
+
+    fn add_databases(st: &mut EngineState, dbs: &[DatabaseSpec]) -> Result<()> {
+        let mut seen = BTreeSet::new();
+        for db in dbs {
+            if st.databases.contains_key(&db.name) || !seen.insert(db.name.as_str()) {
+                return Err(Error::bad_request(format!(
+                    "A database with the name {} already exists.",
+                    db.name
+                )));
+            }
+        }
+        for db in dbs {
+            st.databases.insert(db.name.clone(), db.clone());
+        }
+        Ok(())
+    }
+
+    fn add_users(&self, st: &mut EngineState, users: &[UserSpec]) -> Result<()> {
+        let mut seen = BTreeSet::new();
+        for u in users {
+            let key = (u.name.clone(), self.user_host(u.host.as_deref()));
+            if st.users.contains_key(&key) || !seen.insert(key.clone()) {
+                return Err(Error::bad_request(format!(
+                    "A user with the name {}@{} already exists.",
+                    key.0, key.1
+                )));
+            }
+            if let Some(db) = u.databases.iter().find(|d| !st.databases.contains_key(*d)) {
+                return Err(Error::not_found("Database", db));
+            }
+        }
+        for u in users {
+            let key = (u.name.clone(), self.user_host(u.host.as_deref()));
+            st.users.insert(
+                key,
+                SimUser {
+                    password: u.password.clone(),
+                    databases: u.databases.iter().cloned().collect(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn user_mut<'a>(
+        &self,
+        st: &'a mut EngineState,
+        name: &str,
+        host: &str,
+    ) -> Result<&'a mut SimUser> {
+        let key = (name.to_string(), self.user_host(Some(host)));
+        st.users
+            .get_mut(&key)
+            .ok_or_else(|| Error::not_found("User", format!("{name}@{}", key.1)))
+    }
+}
+
+#[async_trait]
+impl DatastoreStrategy for SimulatedStrategy {
+    fn manager(&self) -> Manager {
+        self.manager
+    }
+
+    async fn prepare(&self, req: &PrepareRequest) -> Result<()> {
+        let mut st = lock(&self.engine.state);
+        if st.fail_next_prepare {
+            st.fail_next_prepare = false;
+            return Err(Error::backend(
+                "simulated",
+                "injected prepare failure",
+                false,
+            ));
+        }
+        if st.prepared {
+            if !st.running {
+                st.running = true;
+                st.crashed = None;
+                st.starts += 1;
+            }
+            return Ok(());
+        }
+        // Build the new state aside so that a refused request leaves the engine unprepared, not half-prepared.
+        let mut next = EngineState {
+            memory_mb: req.memory_mb,
+            volume_gb: req.volume_size_gb,
+            overrides: req.overrides.clone(),
+            root: req.root_password.clone(),
+            extra_used: st.extra_used,
+            ..EngineState::default()
+        };
+        let caps = self.manager.capabilities();
+        if !req.databases.is_empty() {
+            if !caps.databases {
+                return Err(self.unsupported("databases"));
+            }
+            Self::add_databases(&mut next, &req.databases)?;
+        }
+        if !req.users.is_empty() {
+            if !caps.users {
+                return Err(self.unsupported("users"));
+            }
+            self.add_users(&mut next, &req.users)?;
+        }
+        next.prepared = true;
+        next.running = true;
+        next.starts = st.starts + 1;
+        *st = next;
+        Ok(())
+    }
+
+    async fn start(&self) -> Result<()> {
+        let mut st = lock(&self.engine.state);
+        if !st.prepared {
+            return Err(Error::unprocessable(format!(
+                "{} has not been prepared.",
+                self.manager
+            )));
+        }
+        if !st.running {
+            st.running = true;
+            st.crashed = None;
+            st.starts += 1;
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<()> {
+        let mut st = lock(&self.engine.state);
+        st.running = false;
+        st.crashed = None;
+        Ok(())
+    }
+
+    async fn status(&self) -> EngineStatus {
+        let st = lock(&self.engine.state);
+        match (&st.crashed, st.prepared, st.running) {
+            (Some(reason), _, _) => EngineStatus {
+                status: ServiceStatus::Crashed,
+                reason: Some(reason.clone()),
+            },
+            (None, false, _) => EngineStatus {
+                status: ServiceStatus::Building,
+                reason: Some("not prepared yet".into()),
+            },
+            (None, true, true) => EngineStatus {
+                status: ServiceStatus::Healthy,
+                reason: None,
+            },
+            (None, true, false) => EngineStatus {
+                status: ServiceStatus::Shutdown,
+                reason: Some(format!("{} is stopped", self.manager)),
+            },
+        }
+    }
+
+    async fn filesystem_stats(&self) -> Result<FsStats> {
+        let st = lock(&self.engine.state);
+        Ok(FsStats {
+            used_bytes: st.used(),
+            total_bytes: u64::from(st.volume_gb.unwrap_or(0)) * GIB,
+        })
+    }
+
+    async fn apply_flavor(&self, memory_mb: u32) -> Result<()> {
+        let mut st = lock(&self.engine.state);
+        st.memory_mb = memory_mb;
+        if st.prepared {
+            st.running = true;
+            st.crashed = None;
+            st.starts += 1;
+        }
+        Ok(())
+    }
+
+    async fn resize_fs(&self, size_gb: u32) -> Result<()> {
+        let mut st = lock(&self.engine.state);
+        if let Some(cur) = st.volume_gb {
+            if size_gb < cur {
+                return Err(Error::bad_request(format!(
+                    "Cannot shrink the filesystem from {cur} GB to {size_gb} GB."
+                )));
+            }
+        }
+        st.volume_gb = Some(size_gb);
+        Ok(())
+    }
+
+    async fn create_databases(&self, dbs: &[DatabaseSpec]) -> Result<()> {
+        if !self.manager.capabilities().databases {
+            return Err(self.unsupported("databases"));
+        }
+        let mut st = self.running()?;
+        Self::add_databases(&mut st, dbs)
+    }
+
+    async fn list_databases(&self) -> Result<Vec<DatabaseSpec>> {
+        if !self.manager.capabilities().databases {
+            return Err(self.unsupported("databases"));
+        }
+        Ok(self.running()?.databases.values().cloned().collect())
+    }
+
+    async fn delete_database(&self, name: &str) -> Result<()> {
+        if !self.manager.capabilities().databases {
+            return Err(self.unsupported("databases"));
+        }
+        let mut st = self.running()?;
+        if st.databases.remove(name).is_none() {
+            return Err(Error::not_found("Database", name));
+        }
+        for u in st.users.values_mut() {
+            u.databases.remove(name);
+        }
+        Ok(())
+    }
+
+    async fn create_users(&self, users: &[UserSpec]) -> Result<()> {
+        if !self.manager.capabilities().users {
+            return Err(self.unsupported("users"));
+        }
+        let mut st = self.running()?;
+        self.add_users(&mut st, users)
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserInfo>> {
+        if !self.manager.capabilities().users {
+            return Err(self.unsupported("users"));
+        }
+        Ok(self
+            .running()?
+            .users
+            .iter()
+            .map(|((name, host), u)| UserInfo {
+                name: name.clone(),
+                host: host.clone(),
+                databases: u.databases.iter().cloned().collect(),
+            })
+            .collect())
+    }
+
+    async fn delete_user(&self, name: &str, host: &str) -> Result<()> {
+        if !self.manager.capabilities().users {
+            return Err(self.unsupported("users"));
+        }
+        let mut st = self.running()?;
+        let key = (name.to_string(), self.user_host(Some(host)));
+        if st.users.remove(&key).is_none() {
+            return Err(Error::not_found("User", format!("{name}@{}", key.1)));
+        }
+        Ok(())
+    }
+
+    async fn update_user(&self, name: &str, host: &str, update: &UserUpdate) -> Result<()> {
+        if !self.manager.capabilities().users {
+            return Err(self.unsupported("users"));
+        }
+        let mut st = self.running()?;
+        let old_key = (name.to_string(), self.user_host(Some(host)));
+        let mut user = self.user_mut(&mut st, name, host)?.clone();
+        let new_key = (
+            update.name.clone().unwrap_or_else(|| old_key.0.clone()),
+            update
+                .host
+                .as_deref()
+                .map(|h| self.user_host(Some(h)))
+                .unwrap_or_else(|| old_key.1.clone()),
+        );
+        if new_key != old_key && st.users.contains_key(&new_key) {
+            return Err(Error::bad_request(format!(
+                "A user with the name {}@{} already exists.",
+                new_key.0, new_key.1
+            )));
+        }
+        if let Some(p) = &update.password {
+            user.password = p.clone();
+        }
+        st.users.remove(&old_key);
+        st.users.insert(new_key, user);
+        Ok(())
+    }
+
+    async fn change_passwords(&self, users: &[UserSpec]) -> Result<()> {
+        if !self.manager.capabilities().users {
+            return Err(self.unsupported("users"));
+        }
+        let mut st = self.running()?;
+        for u in users {
+            self.user_mut(&mut st, &u.name, u.host.as_deref().unwrap_or("%"))?;
+        }
+        for u in users {
+            self.user_mut(&mut st, &u.name, u.host.as_deref().unwrap_or("%"))?
+                .password = u.password.clone();
+        }
+        Ok(())
+    }
+
+    async fn grant_access(&self, name: &str, host: &str, dbs: &[String]) -> Result<()> {
+        if !self.manager.capabilities().databases {
+            return Err(self.unsupported("user access"));
+        }
+        let mut st = self.running()?;
+        if let Some(db) = dbs.iter().find(|d| !st.databases.contains_key(*d)) {
+            return Err(Error::not_found("Database", db));
+        }
+        self.user_mut(&mut st, name, host)?
+            .databases
+            .extend(dbs.iter().cloned());
+        Ok(())
+    }
+
+    async fn revoke_access(&self, name: &str, host: &str, db: &str) -> Result<()> {
+        if !self.manager.capabilities().databases {
+            return Err(self.unsupported("user access"));
+        }
+        let mut st = self.running()?;
+        if !st.databases.contains_key(db) {
+            return Err(Error::not_found("Database", db));
+        }
+        let user = self.user_mut(&mut st, name, host)?;
+        if !user.databases.remove(db) {
+            return Err(Error::not_found(
+                "Database access",
+                format!("{db} for {name}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn enable_root(&self, password: Option<Secret>) -> Result<Secret> {
+        if !self.manager.capabilities().root {
+            return Err(self.unsupported("root"));
+        }
+        let mut st = self.running()?;
+        let password = password
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| Secret::generate(24));
+        st.root = Some(password.clone());
+        Ok(password)
+    }
+
+    async fn disable_root(&self) -> Result<()> {
+        if !self.manager.capabilities().root {
+            return Err(self.unsupported("root"));
+        }
+        self.running()?.root = None;
+        Ok(())
+    }
+
+    async fn apply_overrides(&self, overrides: &Map<String, Value>) -> Result<bool> {
+        if !self.manager.capabilities().configuration {
+            return Err(self.unsupported("configuration"));
+        }
+        let mut st = lock(&self.engine.state);
+        let mut restart = false;
+        for (k, v) in overrides {
+            if st.overrides.get(k) != Some(v) && STATIC_PARAMS.contains(&k.as_str()) {
+                restart = true;
+            }
+            st.overrides.insert(k.clone(), v.clone());
+        }
+        Ok(restart)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prep() -> PrepareRequest {
+        PrepareRequest {
+            memory_mb: 512,
+            volume_size_gb: Some(1),
+            databases: vec![DatabaseSpec {
+                name: "db1".into(),
+                character_set: None,
+                collate: None,
+            }],
+            users: vec![UserSpec {
+                name: "bob".into(),
+                password: Secret::new("pw"),
+                host: None,
+                databases: vec!["db1".into()],
+            }],
+            root_password: None,
+            overrides: Map::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn crash_and_recover() {
+        let f = SimulatedStrategyFactory::new();
+        let id = Uuid::new_v4();
+        let ctx = StrategyContext {
+            instance_id: id,
+            datastore_version: crate::model::DatastoreVersion {
+                id: Uuid::new_v4(),
+                datastore_id: Uuid::new_v4(),
+                name: "10".into(),
+                manager: Manager::Mariadb,
+                image: String::new(),
+                packages: String::new(),
+                active: true,
+                version: "10".into(),
+                flavor_ids: vec![],
+            },
+            flavor: crate::model::Flavor {
+                id: "1".into(),
+                name: "s".into(),
+                ram_mb: 512,
+                vcpus: 1,
+                disk_gb: 1,
+                ephemeral_gb: 0,
+            },
+            server_dir: "/x".into(),
+            volume_path: None,
+            bind_address: "127.0.0.1".into(),
+            port: 3306,
+        };
+        let s = f.strategy(&ctx).unwrap();
+        assert_eq!(s.status().await.status, ServiceStatus::Building);
+        s.prepare(&prep()).await.unwrap();
+        assert_eq!(s.status().await.status, ServiceStatus::Healthy);
+        f.engine(id).crash("oom");
+        let st = s.status().await;
+        assert_eq!(
+            (st.status, st.reason.as_deref()),
+            (ServiceStatus::Crashed, Some("oom"))
+        );
+        assert!(s.list_users().await.is_err());
+        s.restart().await.unwrap();
+        // A second strategy for the same instance sees the same data.
+        let s2 = f.strategy(&ctx).unwrap();
+        assert_eq!(
+            s2.list_users().await.unwrap()[0].databases,
+            vec!["db1".to_string()]
+        );
+        assert_eq!(
+            s2.revoke_access("bob", "%", "nope")
+                .await
+                .unwrap_err()
+                .fault()
+                .status,
+            404
+        );
+    }
+
+    #[tokio::test]
+    async fn redis_has_no_databases() {
+        let s = SimulatedStrategy::standalone(Manager::Redis);
+        let mut req = prep();
+        req.databases.clear();
+        req.users[0].databases.clear();
+        s.prepare(&req).await.unwrap();
+        assert_eq!(s.list_databases().await.unwrap_err().fault().status, 422);
+        assert_eq!(s.list_users().await.unwrap().len(), 1);
+    }
+}
