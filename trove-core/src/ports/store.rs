@@ -85,7 +85,8 @@ pub enum Write {
     Backup(Backup),
     /// Upsert a configuration group.
     Configuration(Configuration),
-    /// Insert a root-history record.
+    /// Insert a root-history record; an existing record of the instance is kept (it says when root was first
+    /// enabled).
     RootHistory(RootHistory),
     /// Remove the root-history record of an instance.
     DeleteRootHistory(Uuid),

@@ -1,0 +1,1570 @@
+//! Conformance suite of [`InfraStore`]: one `check_*` function per clause of its Contract, and [`run_all`].
+//!
+//! Every check works on its own tenant, names and ids (random per call), so the suite can run against a store that
+//! already holds data, and checks may run one after another on the same store. A check panics (with a message saying
+//! which clause failed) when the store breaks the contract.
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+//! async fn my_store_conforms() {
+//!     trove_core::testing::store::run_all(Arc::new(MyStore::open().await)).await;
+//! }
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::model::{
+    Access, Backup, BackupFilter, BackupType, ConfigParam, Configuration, Datastore,
+    DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, JournalPhase, Manager,
+    ParamType, QuotaLimits, QuotaUsage, Resource, RootHistory, ServiceStatusRecord, VolumeUsage,
+    Workflow, WorkflowKind, WorkflowState,
+};
+use crate::ports::{ChangeSet, Expect, InfraStore, Write};
+use crate::state::{BackupState, ServerStatus, ServiceStatus, TaskStatus};
+
+/// Row builders used by the suite, public so that other tests can build valid rows quickly.
+pub mod fixtures {
+    use super::*;
+
+    /// A fixed, whole-second point in time `secs` after an arbitrary epoch, so ordering checks are exact.
+    pub fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0)
+            .single()
+            .unwrap_or_else(Utc::now)
+    }
+
+    /// A unique tenant id.
+    pub fn tenant() -> String {
+        format!("tenant-{}", Uuid::new_v4().simple())
+    }
+
+    /// A building instance of `tenant` with `ram_mb` and a `volume_size` GB volume, created at `created`.
+    pub fn instance(
+        tenant: &str,
+        ram_mb: u32,
+        volume_size: Option<u32>,
+        created: DateTime<Utc>,
+    ) -> Instance {
+        Instance {
+            id: Uuid::new_v4(),
+            name: "db-1".into(),
+            tenant_id: tenant.into(),
+            datastore_version_id: Uuid::new_v4(),
+            flavor_id: "7".into(),
+            ram_mb,
+            volume_size,
+            volume_type: None,
+            task: TaskStatus::Building,
+            server_status: ServerStatus::Build,
+            server_id: None,
+            volume_id: None,
+            host: None,
+            addresses: vec![],
+            port: None,
+            configuration_id: None,
+            replica_of: None,
+            locality: None,
+            region: "RegionOne".into(),
+            availability_zone: None,
+            access: Access::default(),
+            fault: None,
+            cluster_id: None,
+            created,
+            updated: created,
+            deleted: false,
+            deleted_at: None,
+            version: 0,
+        }
+    }
+
+    /// A pending workflow of `kind` for `instance_id`, created at `created`.
+    pub fn workflow(kind: WorkflowKind, instance_id: Uuid, created: DateTime<Utc>) -> Workflow {
+        Workflow {
+            id: Uuid::new_v4(),
+            kind,
+            instance_id,
+            params: json!({"flavor": "7", "nested": {"list": [1, 2, 3]}}),
+            state: WorkflowState::Pending,
+            owner: None,
+            lease_until: None,
+            attempts: 0,
+            created,
+            updated: created,
+            version: 0,
+        }
+    }
+
+    /// A completed full backup of `tenant`, updated at `updated`.
+    pub fn backup(tenant: &str, instance_id: Option<Uuid>, updated: DateTime<Utc>) -> Backup {
+        Backup {
+            id: Uuid::new_v4(),
+            tenant_id: tenant.into(),
+            instance_id,
+            name: "nightly".into(),
+            description: Some("a backup".into()),
+            state: BackupState::Completed,
+            size: Some(0.25),
+            location: Some("file:///backups/x.xbstream".into()),
+            checksum: Some("abc123".into()),
+            parent_id: None,
+            backup_type: BackupType::Full,
+            datastore_version_id: Uuid::new_v4(),
+            created: updated,
+            updated,
+            deleted: false,
+        }
+    }
+
+    /// A configuration group of `tenant`, created at `created`.
+    pub fn configuration(tenant: &str, created: DateTime<Utc>) -> Configuration {
+        let mut values = serde_json::Map::new();
+        values.insert("max_connections".into(), json!(200));
+        Configuration {
+            id: Uuid::new_v4(),
+            tenant_id: tenant.into(),
+            name: "cfg".into(),
+            description: None,
+            datastore_version_id: Uuid::new_v4(),
+            values,
+            created,
+            updated: created,
+            deleted: false,
+        }
+    }
+
+    /// A service status of `instance_id` reported at `at`.
+    pub fn status(
+        instance_id: Uuid,
+        status: ServiceStatus,
+        at: DateTime<Utc>,
+    ) -> ServiceStatusRecord {
+        ServiceStatusRecord {
+            instance_id,
+            status,
+            reason: None,
+            volume: Some(VolumeUsage {
+                used_bytes: 1024,
+                total_bytes: 1 << 30,
+            }),
+            updated_at: at,
+        }
+    }
+
+    /// A datastore with a unique name starting with `prefix`.
+    pub fn datastore(prefix: &str) -> Datastore {
+        Datastore {
+            id: Uuid::new_v4(),
+            name: format!("{prefix}-{}", Uuid::new_v4().simple()),
+            default_version_id: None,
+        }
+    }
+
+    /// An active version `name` of `datastore_id`.
+    pub fn version(datastore_id: Uuid, name: &str) -> DatastoreVersion {
+        DatastoreVersion {
+            id: Uuid::new_v4(),
+            datastore_id,
+            name: name.into(),
+            manager: Manager::Mysql,
+            image: "/usr/sbin".into(),
+            packages: "mariadb-server".into(),
+            active: true,
+            version: name.into(),
+            flavor_ids: vec![],
+        }
+    }
+
+    /// A flavor with id `id`.
+    pub fn flavor(id: &str) -> Flavor {
+        Flavor {
+            id: id.into(),
+            name: format!("m.{id}"),
+            ram_mb: 512,
+            vcpus: 1,
+            disk_gb: 5,
+            ephemeral_gb: 0,
+        }
+    }
+}
+
+use fixtures::*;
+
+fn insert(i: &Instance) -> Write {
+    Write::Instance {
+        instance: i.clone(),
+        expect: Expect::Absent,
+    }
+}
+
+fn insert_wf(w: &Workflow) -> Write {
+    Write::Workflow {
+        workflow: w.clone(),
+        expect: Expect::Absent,
+    }
+}
+
+async fn must_commit(store: &dyn InfraStore, change: ChangeSet, what: &str) {
+    if let Err(e) = store.commit(change).await {
+        panic!("{what}: commit failed: {e}");
+    }
+}
+
+fn ids<T>(rows: &[T], id: impl Fn(&T) -> Uuid) -> Vec<Uuid> {
+    rows.iter().map(id).collect()
+}
+
+/// Datastores and versions: CRUD, lookup by id or name, name order, unique names, delete cascades to versions.
+pub async fn check_datastores(store: &dyn InfraStore) {
+    let prefix = format!("ds{}", Uuid::new_v4().simple());
+    let mut b = Datastore {
+        name: format!("{prefix}-b"),
+        ..datastore("x")
+    };
+    let a = Datastore {
+        name: format!("{prefix}-a"),
+        ..datastore("x")
+    };
+    store.put_datastore(&b).await.expect("put datastore b");
+    store.put_datastore(&a).await.expect("put datastore a");
+    assert_eq!(
+        store
+            .get_datastore(&b.id.to_string())
+            .await
+            .expect("get by id"),
+        Some(b.clone()),
+        "get by id"
+    );
+    assert_eq!(
+        store.get_datastore(&a.name).await.expect("get by name"),
+        Some(a.clone()),
+        "get by name"
+    );
+    assert_eq!(
+        store
+            .get_datastore(&format!("{prefix}-zzz"))
+            .await
+            .expect("get missing"),
+        None,
+        "missing name"
+    );
+    let listed: Vec<_> = store
+        .list_datastores()
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|d| d.name.starts_with(&prefix))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![a.clone(), b.clone()],
+        "datastores are listed by name"
+    );
+
+    // Unique names: another id with the same name is a conflict, and changes nothing.
+    let dup = Datastore {
+        id: Uuid::new_v4(),
+        name: a.name.clone(),
+        default_version_id: None,
+    };
+    let err = store
+        .put_datastore(&dup)
+        .await
+        .expect_err("a duplicate datastore name must be refused");
+    assert!(
+        matches!(err, Error::Conflict { .. }),
+        "duplicate datastore name: expected Conflict, got {err:?}"
+    );
+    assert_eq!(
+        store.get_datastore(&a.name).await.expect("get"),
+        Some(a.clone()),
+        "duplicate changed nothing"
+    );
+
+    // Versions.
+    let v2 = version(b.id, "5.7");
+    let v1 = version(b.id, "10.11");
+    let other = version(a.id, "5.7");
+    for v in [&v2, &v1, &other] {
+        store.put_datastore_version(v).await.expect("put version");
+    }
+    assert_eq!(
+        store
+            .get_datastore_version(v1.id)
+            .await
+            .expect("get version"),
+        Some(v1.clone()),
+        "get version"
+    );
+    assert_eq!(
+        store
+            .list_datastore_versions(Some(b.id))
+            .await
+            .expect("list versions"),
+        vec![v1.clone(), v2.clone()],
+        "versions of one datastore, by name"
+    );
+    let all = store
+        .list_datastore_versions(None)
+        .await
+        .expect("list all versions");
+    for v in [&v1, &v2, &other] {
+        assert!(all.contains(v), "list of all versions misses {}", v.id);
+    }
+    let names: Vec<_> = all.iter().map(|v| v.name.clone()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "all versions are listed by name");
+    let dup = DatastoreVersion {
+        id: Uuid::new_v4(),
+        ..v2.clone()
+    };
+    let err = store
+        .put_datastore_version(&dup)
+        .await
+        .expect_err("duplicate version name must be refused");
+    assert!(
+        matches!(err, Error::Conflict { .. }),
+        "duplicate version name: expected Conflict, got {err:?}"
+    );
+    assert_eq!(
+        store.get_datastore_version(dup.id).await.expect("get"),
+        None,
+        "duplicate version not stored"
+    );
+
+    // Updates by id.
+    let mut v2b = v2.clone();
+    v2b.active = false;
+    v2b.image = "/opt/mariadb/bin".into();
+    v2b.flavor_ids = vec!["7".into(), "8".into()];
+    store
+        .put_datastore_version(&v2b)
+        .await
+        .expect("update version");
+    assert_eq!(
+        store.get_datastore_version(v2.id).await.expect("get"),
+        Some(v2b.clone()),
+        "version updated"
+    );
+    b.default_version_id = Some(v2.id);
+    store.put_datastore(&b).await.expect("update datastore");
+    assert_eq!(
+        store.get_datastore(&b.name).await.expect("get"),
+        Some(b.clone()),
+        "default version stored"
+    );
+
+    store
+        .delete_datastore_version(v1.id)
+        .await
+        .expect("delete version");
+    assert_eq!(
+        store.get_datastore_version(v1.id).await.expect("get"),
+        None,
+        "version deleted"
+    );
+    store
+        .delete_datastore(b.id)
+        .await
+        .expect("delete datastore");
+    assert_eq!(
+        store.get_datastore(&b.name).await.expect("get"),
+        None,
+        "datastore deleted"
+    );
+    assert_eq!(
+        store.get_datastore_version(v2.id).await.expect("get"),
+        None,
+        "versions deleted with datastore"
+    );
+    assert_eq!(
+        store.get_datastore_version(other.id).await.expect("get"),
+        Some(other.clone()),
+        "other kept"
+    );
+    store
+        .delete_datastore(a.id)
+        .await
+        .expect("delete datastore a");
+}
+
+/// Flavors: upsert, list by id, idempotent delete.
+pub async fn check_flavors(store: &dyn InfraStore) {
+    let p = format!("f{}", Uuid::new_v4().simple());
+    let (f2, f1) = (flavor(&format!("{p}-2")), flavor(&format!("{p}-1")));
+    store.put_flavor(&f2).await.expect("put flavor");
+    store.put_flavor(&f1).await.expect("put flavor");
+    let mine: Vec<_> = store
+        .list_flavors()
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|f| f.id.starts_with(&p))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![f1.clone(), f2.clone()],
+        "flavors are listed by id"
+    );
+    let f1b = Flavor {
+        ram_mb: 2048,
+        vcpus: 2,
+        ..f1.clone()
+    };
+    store.put_flavor(&f1b).await.expect("update flavor");
+    assert_eq!(
+        store.get_flavor(&f1.id).await.expect("get"),
+        Some(f1b),
+        "flavor updated"
+    );
+    store.delete_flavor(&f1.id).await.expect("delete");
+    store
+        .delete_flavor(&f1.id)
+        .await
+        .expect("deleting a missing flavor is harmless");
+    assert_eq!(
+        store.get_flavor(&f1.id).await.expect("get"),
+        None,
+        "flavor deleted"
+    );
+    store.delete_flavor(&f2.id).await.expect("delete");
+}
+
+/// Configuration parameter rules: upsert by name, listed by name, delete says whether it existed.
+pub async fn check_config_params(store: &dyn InfraStore) {
+    let ds = datastore("cp");
+    store.put_datastore(&ds).await.expect("put datastore");
+    let v = version(ds.id, "1");
+    store.put_datastore_version(&v).await.expect("put version");
+    let rule = |name: &str, t: ParamType| ConfigParam {
+        datastore_version_id: v.id,
+        name: name.into(),
+        restart_required: false,
+        data_type: t,
+        min: Some(0.into()),
+        max: Some(65535.into()),
+    };
+    let b = rule("wait_timeout", ParamType::Integer);
+    let a = rule("autocommit", ParamType::Boolean);
+    store
+        .put_config_params(&[b.clone(), a.clone()])
+        .await
+        .expect("put rules");
+    let b2 = ConfigParam {
+        restart_required: true,
+        max: None,
+        ..b.clone()
+    };
+    store
+        .put_config_params(std::slice::from_ref(&b2))
+        .await
+        .expect("upsert rule");
+    assert_eq!(
+        store.list_config_params(v.id).await.expect("list"),
+        vec![a.clone(), b2],
+        "rules by name, upserted"
+    );
+    assert!(
+        store
+            .delete_config_param(v.id, "autocommit")
+            .await
+            .expect("delete"),
+        "delete reports existing"
+    );
+    assert!(
+        !store
+            .delete_config_param(v.id, "autocommit")
+            .await
+            .expect("delete"),
+        "delete reports missing"
+    );
+    assert_eq!(
+        store.list_config_params(v.id).await.expect("list").len(),
+        1,
+        "one rule left"
+    );
+    store
+        .delete_datastore(ds.id)
+        .await
+        .expect("delete datastore");
+}
+
+/// Configuration groups: written by commits, `get` includes deleted ones, `list` is the tenant's live ones,
+/// newest first.
+pub async fn check_configurations(store: &dyn InfraStore) {
+    let t = tenant();
+    let old = configuration(&t, at(10));
+    let new = configuration(&t, at(20));
+    let gone = Configuration {
+        deleted: true,
+        ..configuration(&t, at(30))
+    };
+    let foreign = configuration(&tenant(), at(40));
+    let mut cs = ChangeSet::new();
+    for c in [&old, &new, &gone, &foreign] {
+        cs.push(Write::Configuration(c.clone()));
+    }
+    must_commit(store, cs, "configurations").await;
+    assert_eq!(
+        store.get_configuration(gone.id).await.expect("get"),
+        Some(gone.clone()),
+        "deleted ones readable"
+    );
+    assert_eq!(
+        store.list_configurations(&t).await.expect("list"),
+        vec![new.clone(), old.clone()],
+        "live, newest first"
+    );
+    let renamed = Configuration {
+        name: "renamed".into(),
+        ..old.clone()
+    };
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Configuration(renamed.clone())),
+        "update configuration",
+    )
+    .await;
+    assert_eq!(
+        store.get_configuration(old.id).await.expect("get"),
+        Some(renamed),
+        "configuration upserted"
+    );
+}
+
+/// Instances: versioning rule of [`Write::Instance`], filters and ordering of `list_instances`.
+pub async fn check_instances(store: &dyn InfraStore) {
+    let t = tenant();
+    let a = instance(&t, 512, Some(1), at(100));
+    must_commit(store, ChangeSet::new().with(insert(&a)), "insert").await;
+    let got = store
+        .get_instance(a.id)
+        .await
+        .expect("get")
+        .expect("inserted instance readable");
+    assert_eq!(got, a, "instance round-trips exactly");
+    assert_eq!(got.version, 0, "an insert stores version 0");
+
+    let mut upd = got.clone();
+    upd.task = TaskStatus::None;
+    upd.server_status = ServerStatus::Active;
+    upd.addresses = vec![crate::model::Address {
+        address: "127.0.0.1".into(),
+        kind: "private".into(),
+    }];
+    upd.port = Some(40001);
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Instance {
+            instance: upd.clone(),
+            expect: Expect::Version(0),
+        }),
+        "update",
+    )
+    .await;
+    let got = store.get_instance(a.id).await.expect("get").expect("row");
+    assert_eq!(got.version, 1, "an update at version 0 stores version 1");
+    assert_eq!(
+        Instance {
+            version: 0,
+            ..got.clone()
+        },
+        Instance {
+            version: 0,
+            ..upd.clone()
+        },
+        "update stored"
+    );
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Instance {
+            instance: got.clone(),
+            expect: Expect::Any,
+        }),
+        "any",
+    )
+    .await;
+    assert_eq!(
+        store
+            .get_instance(a.id)
+            .await
+            .expect("get")
+            .expect("row")
+            .version,
+        2,
+        "Any bumps the version"
+    );
+    let fresh = instance(&t, 512, None, at(50));
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Instance {
+            instance: fresh.clone(),
+            expect: Expect::Any,
+        }),
+        "any",
+    )
+    .await;
+    assert_eq!(
+        store
+            .get_instance(fresh.id)
+            .await
+            .expect("get")
+            .expect("row")
+            .version,
+        0,
+        "Any inserts at 0"
+    );
+    assert_eq!(
+        store
+            .get_instance(Uuid::new_v4())
+            .await
+            .expect("get missing"),
+        None,
+        "missing instance"
+    );
+
+    // Filters and ordering: created descending, then id.
+    let src = a.id;
+    let cfg = Uuid::new_v4();
+    let same1 = Instance {
+        replica_of: Some(src),
+        ..instance(&t, 256, Some(2), at(200))
+    };
+    let same2 = Instance {
+        configuration_id: Some(cfg),
+        ..instance(&t, 256, Some(2), at(200))
+    };
+    let deleted = Instance {
+        deleted: true,
+        deleted_at: Some(at(301)),
+        ..instance(&t, 256, Some(2), at(300))
+    };
+    let clustered = Instance {
+        cluster_id: Some(Uuid::new_v4()),
+        ..instance(&t, 256, Some(2), at(150))
+    };
+    let foreign = instance(&tenant(), 256, Some(2), at(400));
+    let mut cs = ChangeSet::new();
+    for i in [&same1, &same2, &deleted, &clustered, &foreign] {
+        cs.push(insert(i));
+    }
+    must_commit(store, cs, "insert several").await;
+    let (lo, hi) = if same1.id < same2.id {
+        (same1.id, same2.id)
+    } else {
+        (same2.id, same1.id)
+    };
+
+    let live = store
+        .list_instances(&InstanceFilter::tenant(&t))
+        .await
+        .expect("list");
+    assert_eq!(
+        ids(&live, |i| i.id),
+        vec![lo, hi, clustered.id, a.id, fresh.id],
+        "tenant list: created desc, id"
+    );
+    let mut f = InstanceFilter::tenant(&t);
+    f.include_deleted = true;
+    let all = store.list_instances(&f).await.expect("list");
+    assert_eq!(
+        ids(&all, |i| i.id),
+        vec![deleted.id, lo, hi, clustered.id, a.id, fresh.id],
+        "with deleted"
+    );
+    f.include_clustered = false;
+    f.include_deleted = false;
+    let unclustered = store.list_instances(&f).await.expect("list");
+    assert_eq!(
+        ids(&unclustered, |i| i.id),
+        vec![lo, hi, a.id, fresh.id],
+        "without cluster members"
+    );
+    let replicas = InstanceFilter {
+        replica_of: Some(src),
+        ..InstanceFilter::tenant(&t)
+    };
+    assert_eq!(
+        ids(&store.list_instances(&replicas).await.expect("list"), |i| i
+            .id),
+        vec![same1.id],
+        "replica_of"
+    );
+    let by_cfg = InstanceFilter {
+        configuration_id: Some(cfg),
+        ..InstanceFilter::tenant(&t)
+    };
+    assert_eq!(
+        ids(&store.list_instances(&by_cfg).await.expect("list"), |i| i
+            .id),
+        vec![same2.id],
+        "configuration"
+    );
+    let everyone = store
+        .list_instances(&InstanceFilter {
+            include_clustered: true,
+            ..Default::default()
+        })
+        .await;
+    let everyone = everyone.expect("list all tenants");
+    assert!(
+        everyone.iter().any(|i| i.id == foreign.id) && everyone.iter().any(|i| i.id == a.id),
+        "all tenants"
+    );
+    let key = |i: &Instance| (std::cmp::Reverse(i.created), i.id);
+    assert!(
+        everyone.windows(2).all(|w| key(&w[0]) <= key(&w[1])),
+        "all tenants: created desc, then id"
+    );
+}
+
+/// A failed [`Expect`] is a conflict and leaves nothing of the change set written.
+pub async fn check_expect_conflict_writes_nothing(store: &dyn InfraStore) {
+    let t = tenant();
+    let existing = instance(&t, 512, Some(1), at(1));
+    let wf = workflow(WorkflowKind::Create, existing.id, at(1));
+    must_commit(
+        store,
+        ChangeSet::new()
+            .with(insert(&existing))
+            .with(insert_wf(&wf)),
+        "setup",
+    )
+    .await;
+
+    for (label, bad) in [
+        ("instance Absent over an existing row", insert(&existing)),
+        (
+            "instance at a wrong version",
+            Write::Instance {
+                instance: existing.clone(),
+                expect: Expect::Version(5),
+            },
+        ),
+        (
+            "missing instance at a version",
+            Write::Instance {
+                instance: instance(&t, 1, None, at(1)),
+                expect: Expect::Version(0),
+            },
+        ),
+        ("workflow Absent over an existing row", insert_wf(&wf)),
+        (
+            "workflow at a wrong version",
+            Write::Workflow {
+                workflow: wf.clone(),
+                expect: Expect::Version(9),
+            },
+        ),
+    ] {
+        let newcomer = instance(&t, 512, Some(1), at(2));
+        let new_wf = workflow(WorkflowKind::Delete, newcomer.id, at(2));
+        let bk = backup(&t, Some(newcomer.id), at(2));
+        let cfg = configuration(&t, at(2));
+        let mut changed = existing.clone();
+        changed.name = "changed".into();
+        let cs = ChangeSet::new()
+            .with(insert(&newcomer))
+            .with(insert_wf(&new_wf))
+            .with(Write::Instance {
+                instance: changed,
+                expect: Expect::Any,
+            })
+            .with(Write::ServiceStatus(status(
+                newcomer.id,
+                ServiceStatus::Running,
+                at(2),
+            )))
+            .with(Write::Backup(bk.clone()))
+            .with(Write::Configuration(cfg.clone()))
+            .with(Write::RootHistory(RootHistory {
+                instance_id: newcomer.id,
+                user: "root".into(),
+                created: at(2),
+            }))
+            .with(bad);
+        match store.commit(cs).await {
+            Err(Error::Conflict { .. }) => {}
+            other => panic!("{label}: expected Conflict, got {other:?}"),
+        }
+        assert_eq!(
+            store.get_instance(newcomer.id).await.expect("get"),
+            None,
+            "{label}: instance written"
+        );
+        assert_eq!(
+            store.get_workflow(new_wf.id).await.expect("get"),
+            None,
+            "{label}: workflow written"
+        );
+        assert_eq!(
+            store.get_instance(existing.id).await.expect("get"),
+            Some(existing.clone()),
+            "{label}: update kept"
+        );
+        assert_eq!(
+            store.get_service_status(newcomer.id).await.expect("get"),
+            None,
+            "{label}: status written"
+        );
+        assert_eq!(
+            store.get_backup(bk.id).await.expect("get"),
+            None,
+            "{label}: backup written"
+        );
+        assert_eq!(
+            store.get_configuration(cfg.id).await.expect("get"),
+            None,
+            "{label}: configuration written"
+        );
+        assert_eq!(
+            store.get_root_history(newcomer.id).await.expect("get"),
+            None,
+            "{label}: root history written"
+        );
+    }
+    assert_eq!(
+        store.get_workflow(wf.id).await.expect("get"),
+        Some(wf),
+        "workflow untouched"
+    );
+}
+
+/// A failed quota check is [`Error::QuotaExceeded`] naming exactly the resources over their limits, and leaves
+/// nothing written; only the resources asked for are checked; tenants without limits get the defaults.
+pub async fn check_quota_exceeded_writes_nothing(store: &dyn InfraStore) {
+    let t = tenant();
+    assert_eq!(
+        store.get_quota_limits(&t).await.expect("limits"),
+        QuotaLimits::default(),
+        "default limits"
+    );
+    let limits = QuotaLimits {
+        instances: 2,
+        ram: 1024,
+        volumes: 3,
+        backups: 1,
+    };
+    store
+        .set_quota_limits(&t, &limits)
+        .await
+        .expect("set limits");
+    assert_eq!(
+        store.get_quota_limits(&t).await.expect("limits"),
+        limits,
+        "limits stored"
+    );
+
+    let first = instance(&t, 512, Some(2), at(1));
+    must_commit(
+        store,
+        ChangeSet::new()
+            .with(insert(&first))
+            .check_quota(&t, &Resource::ALL),
+        "within limits",
+    )
+    .await;
+
+    // Over ram (512 + 600) and volumes (2 + 2), not over instances (2 of 2).
+    let second = instance(&t, 600, Some(2), at(2));
+    let bk = backup(&t, None, at(2));
+    let cs = ChangeSet::new()
+        .with(insert(&second))
+        .with(Write::Backup(bk.clone()))
+        .with(Write::ServiceStatus(status(
+            second.id,
+            ServiceStatus::New,
+            at(2),
+        )))
+        .check_quota(&t, &Resource::ALL);
+    match store.commit(cs).await {
+        Err(Error::QuotaExceeded { resources }) => {
+            let got: BTreeSet<_> = resources.into_iter().collect();
+            let want: BTreeSet<_> = ["ram".to_string(), "volumes".to_string()]
+                .into_iter()
+                .collect();
+            assert_eq!(
+                got, want,
+                "QuotaExceeded names exactly the resources over their limits"
+            );
+        }
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    assert_eq!(
+        store.get_instance(second.id).await.expect("get"),
+        None,
+        "quota failure wrote the instance"
+    );
+    assert_eq!(
+        store.get_backup(bk.id).await.expect("get"),
+        None,
+        "quota failure wrote the backup"
+    );
+    assert_eq!(
+        store.get_service_status(second.id).await.expect("get"),
+        None,
+        "quota failure wrote the status"
+    );
+    let usage = store.quota_usage(&t).await.expect("usage");
+    assert_eq!(
+        usage,
+        QuotaUsage {
+            instances: 1,
+            ram: 512,
+            volumes: 2,
+            backups: 0
+        },
+        "usage unchanged"
+    );
+
+    // Only the listed resources are checked.
+    let third = instance(&t, 4096, Some(1), at(3));
+    must_commit(
+        store,
+        ChangeSet::new()
+            .with(insert(&third))
+            .check_quota(&t, &[Resource::Instances]),
+        "unchecked ram",
+    )
+    .await;
+    // Exactly at the limit passes; one more fails.
+    let fourth = instance(&t, 1, None, at(4));
+    match store
+        .commit(
+            ChangeSet::new()
+                .with(insert(&fourth))
+                .check_quota(&t, &[Resource::Instances]),
+        )
+        .await
+    {
+        Err(Error::QuotaExceeded { resources }) => {
+            assert_eq!(resources, vec!["instances".to_string()])
+        }
+        other => {
+            panic!("a third instance over a limit of 2: expected QuotaExceeded, got {other:?}")
+        }
+    }
+    // Unlimited (-1) never fails.
+    store
+        .set_quota_limits(
+            &t,
+            &QuotaLimits {
+                instances: -1,
+                ..limits
+            },
+        )
+        .await
+        .expect("set");
+    must_commit(
+        store,
+        ChangeSet::new()
+            .with(insert(&fourth))
+            .check_quota(&t, &[Resource::Instances]),
+        "unlimited",
+    )
+    .await;
+}
+
+/// Usage is derived from live rows: not-deleted instances (count, ram, volume) and not-deleted backups of the
+/// tenant, and follows every commit (deleting a row frees its share).
+pub async fn check_derived_usage(store: &dyn InfraStore) {
+    let t = tenant();
+    assert_eq!(
+        store.quota_usage(&t).await.expect("usage"),
+        QuotaUsage::default(),
+        "a new tenant uses nothing"
+    );
+    let a = instance(&t, 512, Some(5), at(1));
+    let b = instance(&t, 1024, None, at(2));
+    let dead = Instance {
+        deleted: true,
+        ..instance(&t, 4096, Some(10), at(3))
+    };
+    let other = instance(&tenant(), 4096, Some(10), at(3));
+    let b1 = backup(&t, Some(a.id), at(1));
+    let b2 = Backup {
+        deleted: true,
+        ..backup(&t, Some(a.id), at(2))
+    };
+    let b3 = backup(&other.tenant_id, Some(other.id), at(3));
+    let mut cs = ChangeSet::new();
+    for i in [&a, &b, &dead, &other] {
+        cs.push(insert(i));
+    }
+    for bk in [&b1, &b2, &b3] {
+        cs.push(Write::Backup(bk.clone()));
+    }
+    must_commit(store, cs, "rows").await;
+    assert_eq!(
+        store.quota_usage(&t).await.expect("usage"),
+        QuotaUsage {
+            instances: 2,
+            ram: 1536,
+            volumes: 5,
+            backups: 1
+        },
+        "usage counts live rows of the tenant only"
+    );
+    let mut a_gone = store.get_instance(a.id).await.expect("get").expect("row");
+    a_gone.deleted = true;
+    a_gone.deleted_at = Some(at(9));
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Instance {
+            instance: a_gone,
+            expect: Expect::Version(0),
+        }),
+        "del",
+    )
+    .await;
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Backup(Backup {
+            deleted: true,
+            ..b1
+        })),
+        "delete backup",
+    )
+    .await;
+    assert_eq!(
+        store.quota_usage(&t).await.expect("usage"),
+        QuotaUsage {
+            instances: 1,
+            ram: 1024,
+            volumes: 0,
+            backups: 0
+        },
+        "deleting rows frees their usage"
+    );
+}
+
+/// Concurrent commits checking the same tenant's quota are serialised: with a limit of `LIMIT` instances and many
+/// concurrent inserts, exactly `LIMIT` succeed and the rest fail with `QuotaExceeded`.
+pub async fn check_concurrent_quota(store: Arc<dyn InfraStore>) {
+    const LIMIT: i64 = 3;
+    const TRIES: usize = 24;
+    let t = tenant();
+    store
+        .set_quota_limits(
+            &t,
+            &QuotaLimits {
+                instances: LIMIT,
+                ..QuotaLimits::default()
+            },
+        )
+        .await
+        .expect("set");
+    let barrier = Arc::new(tokio::sync::Barrier::new(TRIES));
+    let mut tasks = Vec::new();
+    for n in 0..TRIES {
+        let (store, t, barrier) = (store.clone(), t.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let i = instance(&t, 128, Some(1), at(n as i64));
+            barrier.wait().await;
+            store
+                .commit(
+                    ChangeSet::new()
+                        .with(insert(&i))
+                        .check_quota(&t, &[Resource::Instances]),
+                )
+                .await
+        }));
+    }
+    let (mut ok, mut over) = (0, 0);
+    for task in tasks {
+        match task.await.expect("commit task panicked") {
+            Ok(()) => ok += 1,
+            Err(Error::QuotaExceeded { .. }) => over += 1,
+            Err(e) => panic!("concurrent quota commit failed with an unexpected error: {e}"),
+        }
+    }
+    assert_eq!(
+        ok, LIMIT,
+        "exactly the limit's worth of concurrent commits may pass (got {ok}, {over} refused)"
+    );
+    assert_eq!(
+        store.quota_usage(&t).await.expect("usage").instances,
+        LIMIT,
+        "usage equals the limit"
+    );
+}
+
+/// Workflows: versioned writes, open ones listed oldest first, claims exclusive (also under concurrency),
+/// renewals, lease expiry, closed and missing workflows unclaimable.
+pub async fn check_workflow_claims(store: Arc<dyn InfraStore>) {
+    let s: &dyn InfraStore = store.as_ref();
+    let base = Utc::now() + Duration::days(3650); // later than any other open workflow a shared store may hold
+    let w2 = workflow(
+        WorkflowKind::Create,
+        Uuid::new_v4(),
+        base + Duration::seconds(2),
+    );
+    let w1 = workflow(
+        WorkflowKind::Delete,
+        Uuid::new_v4(),
+        base + Duration::seconds(1),
+    );
+    let done = Workflow {
+        state: WorkflowState::Done,
+        ..workflow(WorkflowKind::Restart, Uuid::new_v4(), base)
+    };
+    let failed = Workflow {
+        state: WorkflowState::Failed,
+        ..workflow(WorkflowKind::Restart, Uuid::new_v4(), base)
+    };
+    let rolling = Workflow {
+        state: WorkflowState::RollingBack,
+        ..workflow(
+            WorkflowKind::Create,
+            Uuid::new_v4(),
+            base + Duration::seconds(3),
+        )
+    };
+    let mut cs = ChangeSet::new();
+    for w in [&w2, &w1, &done, &failed, &rolling] {
+        cs.push(insert_wf(w));
+    }
+    must_commit(s, cs, "workflows").await;
+    assert_eq!(
+        s.get_workflow(w1.id).await.expect("get"),
+        Some(w1.clone()),
+        "workflow round-trips exactly"
+    );
+    let mine = [w1.id, w2.id, rolling.id, done.id, failed.id];
+    let open: Vec<_> = s
+        .list_open_workflows()
+        .await
+        .expect("open")
+        .into_iter()
+        .filter(|w| mine.contains(&w.id))
+        .collect();
+    assert_eq!(
+        ids(&open, |w| w.id),
+        vec![w1.id, w2.id, rolling.id],
+        "open workflows, oldest first"
+    );
+
+    let now = Utc::now();
+    let lease = now + Duration::seconds(30);
+    assert_eq!(
+        s.claim_workflow(done.id, "a", now, lease)
+            .await
+            .expect("claim"),
+        None,
+        "done is unclaimable"
+    );
+    assert_eq!(
+        s.claim_workflow(failed.id, "a", now, lease)
+            .await
+            .expect("claim"),
+        None,
+        "failed is unclaimable"
+    );
+    assert_eq!(
+        s.claim_workflow(Uuid::new_v4(), "a", now, lease)
+            .await
+            .expect("claim"),
+        None,
+        "missing"
+    );
+
+    let got = s
+        .claim_workflow(w1.id, "a", now, lease)
+        .await
+        .expect("claim")
+        .expect("unowned is claimable");
+    assert_eq!(got.owner.as_deref(), Some("a"), "claim sets the owner");
+    assert_eq!(got.lease_until, Some(lease), "claim sets the lease");
+    assert_eq!(
+        (got.attempts, got.version, got.state),
+        (1, 1, WorkflowState::Pending),
+        "claim counts, bumps, keeps state"
+    );
+    assert_eq!(
+        s.get_workflow(w1.id).await.expect("get"),
+        Some(got.clone()),
+        "claim is stored"
+    );
+    assert_eq!(
+        s.claim_workflow(w1.id, "b", now, lease)
+            .await
+            .expect("claim"),
+        None,
+        "held lease excludes others"
+    );
+    let renewed = s
+        .claim_workflow(
+            w1.id,
+            "a",
+            now + Duration::seconds(10),
+            lease + Duration::seconds(10),
+        )
+        .await
+        .expect("claim")
+        .expect("the owner may renew");
+    assert_eq!(
+        (renewed.attempts, renewed.version),
+        (1, 2),
+        "a renewal is not a new attempt"
+    );
+    let later = lease + Duration::seconds(10);
+    assert_eq!(
+        s.claim_workflow(w1.id, "b", later - Duration::seconds(1), later)
+            .await
+            .expect("claim"),
+        None,
+        "lease still held"
+    );
+    let taken = s
+        .claim_workflow(w1.id, "b", later, later + Duration::seconds(30))
+        .await
+        .expect("claim")
+        .expect("an expired lease may be taken over");
+    assert_eq!(
+        (taken.owner.as_deref(), taken.attempts),
+        (Some("b"), 2),
+        "takeover counts an attempt"
+    );
+
+    // Finishing via a versioned write closes it.
+    let mut fin = taken.clone();
+    fin.state = WorkflowState::Done;
+    fin.owner = None;
+    let stale = Write::Workflow {
+        workflow: fin.clone(),
+        expect: Expect::Version(got.version),
+    };
+    assert!(
+        matches!(
+            s.commit(ChangeSet::new().with(stale)).await,
+            Err(Error::Conflict { .. })
+        ),
+        "stale workflow write"
+    );
+    must_commit(
+        s,
+        ChangeSet::new().with(Write::Workflow {
+            workflow: fin,
+            expect: Expect::Version(taken.version),
+        }),
+        "finish",
+    )
+    .await;
+    assert_eq!(
+        s.claim_workflow(w1.id, "a", later, later)
+            .await
+            .expect("claim"),
+        None,
+        "a finished workflow"
+    );
+
+    // Concurrent claims: exactly one of many workers wins.
+    const WORKERS: usize = 16;
+    let barrier = Arc::new(tokio::sync::Barrier::new(WORKERS));
+    let mut tasks = Vec::new();
+    for n in 0..WORKERS {
+        let (store, barrier, id) = (store.clone(), barrier.clone(), w2.id);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .claim_workflow(id, &format!("worker-{n}"), now, lease)
+                .await
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let Some(w) = task
+            .await
+            .expect("claim task panicked")
+            .expect("claim failed")
+        {
+            winners.push(w.owner.unwrap_or_default());
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one concurrent claim wins, got {winners:?}"
+    );
+    let stored = s.get_workflow(w2.id).await.expect("get").expect("row");
+    assert_eq!(
+        stored.owner.as_deref(),
+        Some(winners[0].as_str()),
+        "the winner is the stored owner"
+    );
+    assert_eq!(stored.attempts, 1, "one attempt recorded");
+}
+
+/// The journal returns a workflow's entries in append order (even with equal timestamps), per workflow.
+pub async fn check_journal(store: &dyn InfraStore) {
+    let (w1, w2) = (Uuid::new_v4(), Uuid::new_v4());
+    let same_time = at(5);
+    let mut expected = Vec::new();
+    for n in 0..40 {
+        let e = JournalEntry {
+            workflow_id: if n % 3 == 0 { w2 } else { w1 },
+            step: format!("step-{}", 40 - n),
+            phase: if n % 2 == 0 {
+                JournalPhase::Started
+            } else {
+                JournalPhase::Completed
+            },
+            data: json!({"n": n, "server_id": "srv-1"}),
+            at: if n % 5 == 0 { at(1) } else { same_time },
+        };
+        store.append_journal(&e).await.expect("append");
+        expected.push(e);
+    }
+    let want1: Vec<_> = expected
+        .iter()
+        .filter(|e| e.workflow_id == w1)
+        .cloned()
+        .collect();
+    let want2: Vec<_> = expected
+        .iter()
+        .filter(|e| e.workflow_id == w2)
+        .cloned()
+        .collect();
+    assert_eq!(
+        store.journal(w1).await.expect("journal"),
+        want1,
+        "journal of w1 in append order"
+    );
+    assert_eq!(
+        store.journal(w2).await.expect("journal"),
+        want2,
+        "journal of w2 in append order"
+    );
+    assert!(
+        store
+            .journal(Uuid::new_v4())
+            .await
+            .expect("journal")
+            .is_empty(),
+        "empty journal"
+    );
+}
+
+/// Service statuses: batched upsert (large batches, duplicates overwrite), single and many reads, commit writes.
+pub async fn check_service_statuses(store: &dyn InfraStore) {
+    let ids: Vec<Uuid> = (0..1500).map(|_| Uuid::new_v4()).collect();
+    let batch: Vec<_> = ids
+        .iter()
+        .map(|id| status(*id, ServiceStatus::Running, at(1)))
+        .collect();
+    store
+        .put_service_statuses(&batch)
+        .await
+        .expect("batched upsert");
+    store
+        .put_service_statuses(&[])
+        .await
+        .expect("an empty batch is fine");
+    let mut second: Vec<_> = ids[..700]
+        .iter()
+        .map(|id| status(*id, ServiceStatus::Shutdown, at(2)))
+        .collect();
+    second[0].reason = Some("engine exited with status 1".into());
+    second[1].volume = None;
+    store
+        .put_service_statuses(&second)
+        .await
+        .expect("batched upsert over existing rows");
+    assert_eq!(
+        store.get_service_status(ids[0]).await.expect("get"),
+        Some(second[0].clone()),
+        "upsert overwrote"
+    );
+    assert_eq!(
+        store.get_service_status(ids[1000]).await.expect("get"),
+        Some(batch[1000].clone()),
+        "untouched"
+    );
+    let missing = Uuid::new_v4();
+    let wanted = [ids[1], missing, ids[900]];
+    let mut got = store.get_service_statuses(&wanted).await.expect("get many");
+    got.sort_by_key(|s| s.instance_id);
+    let mut want = vec![second[1].clone(), batch[900].clone()];
+    want.sort_by_key(|s| s.instance_id);
+    assert_eq!(got, want, "get_service_statuses returns the existing ones");
+    assert_eq!(
+        store
+            .get_service_statuses(&ids)
+            .await
+            .expect("get many")
+            .len(),
+        ids.len(),
+        "all found"
+    );
+    assert!(
+        store
+            .get_service_statuses(&[])
+            .await
+            .expect("get none")
+            .is_empty(),
+        "no ids, no rows"
+    );
+    let via_commit = status(missing, ServiceStatus::Building, at(3));
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::ServiceStatus(via_commit.clone())),
+        "status commit",
+    )
+    .await;
+    assert_eq!(
+        store.get_service_status(missing).await.expect("get"),
+        Some(via_commit),
+        "commit upserts statuses"
+    );
+}
+
+/// Backups: upsert by commit, `get` includes deleted ones, filters, newest update first.
+pub async fn check_backups(store: &dyn InfraStore) {
+    let t = tenant();
+    let inst = Uuid::new_v4();
+    let b1 = backup(&t, Some(inst), at(10));
+    let b2 = Backup {
+        parent_id: Some(b1.id),
+        backup_type: BackupType::Incremental,
+        ..backup(&t, Some(inst), at(20))
+    };
+    let b3 = backup(&t, None, at(15));
+    let gone = Backup {
+        deleted: true,
+        ..backup(&t, Some(inst), at(30))
+    };
+    let foreign = backup(&tenant(), Some(inst), at(40));
+    let mut cs = ChangeSet::new();
+    for b in [&b1, &b2, &b3, &gone, &foreign] {
+        cs.push(Write::Backup(b.clone()));
+    }
+    must_commit(store, cs, "backups").await;
+    assert_eq!(
+        store.get_backup(gone.id).await.expect("get"),
+        Some(gone.clone()),
+        "deleted backups readable"
+    );
+    let f = BackupFilter {
+        tenant_id: Some(t.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&store.list_backups(&f).await.expect("list"), |b| b.id),
+        vec![b2.id, b3.id, b1.id],
+        "updated desc"
+    );
+    let f = BackupFilter {
+        tenant_id: Some(t.clone()),
+        instance_id: Some(inst),
+        include_deleted: true,
+    };
+    assert_eq!(
+        ids(&store.list_backups(&f).await.expect("list"), |b| b.id),
+        vec![gone.id, b2.id, b1.id],
+        "by instance"
+    );
+    let f = BackupFilter {
+        instance_id: Some(inst),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&store.list_backups(&f).await.expect("list"), |b| b.id),
+        vec![foreign.id, b2.id, b1.id],
+        "all tenants"
+    );
+    let b1b = Backup {
+        state: BackupState::DeleteFailed,
+        updated: at(50),
+        ..b1.clone()
+    };
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Backup(b1b.clone())),
+        "update backup",
+    )
+    .await;
+    assert_eq!(
+        store.get_backup(b1.id).await.expect("get"),
+        Some(b1b),
+        "backup upserted"
+    );
+}
+
+/// Root history: inserted by commit, the first record kept, removed by [`Write::DeleteRootHistory`].
+pub async fn check_root_history(store: &dyn InfraStore) {
+    let id = Uuid::new_v4();
+    assert_eq!(
+        store.get_root_history(id).await.expect("get"),
+        None,
+        "no history yet"
+    );
+    let first = RootHistory {
+        instance_id: id,
+        user: "admin".into(),
+        created: at(1),
+    };
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::RootHistory(first.clone())),
+        "root",
+    )
+    .await;
+    let again = RootHistory {
+        instance_id: id,
+        user: "other".into(),
+        created: at(2),
+    };
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::RootHistory(again)),
+        "root again",
+    )
+    .await;
+    assert_eq!(
+        store.get_root_history(id).await.expect("get"),
+        Some(first),
+        "the first record is kept"
+    );
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::DeleteRootHistory(id)),
+        "delete root",
+    )
+    .await;
+    assert_eq!(
+        store.get_root_history(id).await.expect("get"),
+        None,
+        "history removed"
+    );
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::DeleteRootHistory(id)),
+        "delete again is harmless",
+    )
+    .await;
+}
+
+/// Runs every check against `store` (which may already hold data). Call it from a multi-threaded tokio runtime.
+pub async fn run_all(store: Arc<dyn InfraStore>) {
+    let s = store.as_ref();
+    check_datastores(s).await;
+    check_flavors(s).await;
+    check_config_params(s).await;
+    check_configurations(s).await;
+    check_instances(s).await;
+    check_expect_conflict_writes_nothing(s).await;
+    check_quota_exceeded_writes_nothing(s).await;
+    check_derived_usage(s).await;
+    check_concurrent_quota(store.clone()).await;
+    check_workflow_claims(store.clone()).await;
+    check_journal(s).await;
+    check_service_statuses(s).await;
+    check_backups(s).await;
+    check_root_history(s).await;
+}
