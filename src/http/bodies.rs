@@ -1,0 +1,925 @@
+//! Request bodies as upstream's JSON schemas (`trove/common/apischema.py`) describe them, decoded into the
+//! core's request types. Only shape is checked here; meaning is checked by the core.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use trove_core::api::{CreateInstance, UpdateInstance};
+use trove_core::error::Error;
+use trove_core::model::{Access, DatabaseSpec, Locality, Secret, UserSpec, UserUpdate};
+use uuid::Uuid;
+
+use super::fault::ApiError;
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError(Error::validation(msg.into()))
+}
+
+/// The last path segment of an id or href (`flavorRef`, `configuration`, `instance`).
+pub fn ref_id(v: &str) -> &str {
+    v.trim_end_matches('/').rsplit('/').next().unwrap_or(v)
+}
+
+/// A string-or-integer reference such as `flavorRef`.
+fn string_or_int(field: &str, v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Ok(ref_id(s).to_string()),
+        Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+        _ => Err(invalid(format!(
+            "{field} {v} is not a non-empty string or an integer"
+        ))),
+    }
+}
+
+/// A positive integer given as a number or a numeric string (upstream `volume.size`).
+fn positive_int(field: &str, v: &Value) -> Result<u32, ApiError> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    n.filter(|n| *n >= 1)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| invalid(format!("{field} {v} is not a positive integer")))
+}
+
+fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(ref_id(s)).map_err(|_| {
+        invalid(format!(
+            "{field} '{}' is not a valid UUID",
+            s.escape_default()
+        ))
+    })
+}
+
+/// `{"name": ...}` items of database lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameRef {
+    /// Name.
+    pub name: String,
+}
+
+/// A database in a create request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseBody {
+    name: String,
+    #[serde(default)]
+    character_set: Option<String>,
+    #[serde(default)]
+    collate: Option<String>,
+}
+
+impl From<DatabaseBody> for DatabaseSpec {
+    fn from(d: DatabaseBody) -> DatabaseSpec {
+        DatabaseSpec {
+            name: d.name,
+            character_set: d.character_set,
+            collate: d.collate,
+        }
+    }
+}
+
+/// A user in a create request or a password change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    name: String,
+    password: String,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    databases: Vec<NameRef>,
+}
+
+impl From<UserBody> for UserSpec {
+    fn from(u: UserBody) -> UserSpec {
+        UserSpec {
+            name: u.name,
+            password: Secret::new(u.password),
+            host: u.host,
+            databases: u.databases.into_iter().map(|d| d.name).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeBody {
+    size: Value,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatastoreRefBody {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    version_number: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestorePointBody {
+    #[serde(rename = "backupRef")]
+    backup_ref: String,
+}
+
+/// `access` of create and update.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessBody {
+    #[serde(default)]
+    is_public: bool,
+    #[serde(default)]
+    allowed_cidrs: Vec<String>,
+}
+
+fn valid_cidr(c: &str) -> bool {
+    let Some((ip, bits)) = c.split_once('/') else {
+        return false;
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits.parse::<u8>().is_ok_and(|b| b <= 32),
+        Ok(std::net::IpAddr::V6(_)) => bits.parse::<u8>().is_ok_and(|b| b <= 128),
+        Err(_) => false,
+    }
+}
+
+impl AccessBody {
+    /// Checks the CIDRs and converts.
+    pub fn into_access(self) -> Result<Access, ApiError> {
+        if let Some(bad) = self.allowed_cidrs.iter().find(|c| !valid_cidr(c)) {
+            return Err(invalid(format!(
+                "access.allowed_cidrs '{}' is not a CIDR",
+                bad.escape_default()
+            )));
+        }
+        Ok(Access {
+            is_public: self.is_public,
+            allowed_cidrs: self.allowed_cidrs,
+        })
+    }
+}
+
+/// `POST /instances`.
+#[derive(Debug, Deserialize)]
+pub struct CreateInstanceBody {
+    instance: CreateInstanceFields,
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateInstanceFields {
+    name: String,
+    #[serde(default, rename = "flavorRef")]
+    flavor_ref: Option<Value>,
+    #[serde(default)]
+    volume: Option<VolumeBody>,
+    #[serde(default)]
+    datastore: Option<DatastoreRefBody>,
+    #[serde(default)]
+    databases: Vec<DatabaseBody>,
+    #[serde(default)]
+    users: Vec<UserBody>,
+    #[serde(default, rename = "restorePoint")]
+    restore_point: Option<RestorePointBody>,
+    #[serde(default)]
+    replica_of: Option<String>,
+    #[serde(default)]
+    slave_of: Option<String>,
+    #[serde(default)]
+    replica_count: Option<u32>,
+    #[serde(default)]
+    availability_zone: Option<String>,
+    #[serde(default)]
+    nics: Vec<Map<String, Value>>,
+    #[serde(default)]
+    modules: Vec<Value>,
+    #[serde(default)]
+    region_name: Option<String>,
+    #[serde(default)]
+    locality: Option<String>,
+    #[serde(default)]
+    configuration: Option<String>,
+    #[serde(default)]
+    configuration_id: Option<String>,
+    #[serde(default)]
+    access: Option<AccessBody>,
+}
+
+impl CreateInstanceBody {
+    /// Converts into the core request.
+    pub fn into_request(self) -> Result<CreateInstance, ApiError> {
+        let f = self.instance;
+        if f.nics.len() > 1 {
+            return Err(invalid("instance.nics: at most one network may be given"));
+        }
+        if !f.modules.is_empty() {
+            return Err(ApiError(Error::not_implemented(
+                "Modules are not supported by this deployment.",
+            )));
+        }
+        if let Some(rc) = f.replica_count {
+            if !(1..=3).contains(&rc) {
+                return Err(invalid(format!(
+                    "instance.replica_count {rc} is not between 1 and 3"
+                )));
+            }
+        }
+        let locality = match f.locality.as_deref() {
+            None => None,
+            Some(l) => Some(
+                serde_json::from_value::<Locality>(Value::String(l.to_string()))
+                    .map_err(|_| invalid(format!("instance.locality '{}' is not one of affinity, soft-affinity, anti-affinity, soft-anti-affinity", l.escape_default())))?,
+            ),
+        };
+        let (volume_size, volume_type) = match f.volume {
+            None => (None, None),
+            Some(v) => (Some(positive_int("instance.volume.size", &v.size)?), v.kind),
+        };
+        let (datastore, datastore_version, datastore_version_number) = match f.datastore {
+            None => (None, None, None),
+            Some(d) => (d.kind, d.version, d.version_number),
+        };
+        let replica_of = f
+            .replica_of
+            .or(f.slave_of)
+            .map(|r| uuid_field("instance.replica_of", &r))
+            .transpose()?;
+        Ok(CreateInstance {
+            name: f.name,
+            flavor_ref: f
+                .flavor_ref
+                .as_ref()
+                .map(|v| string_or_int("instance.flavorRef", v))
+                .transpose()?,
+            volume_size,
+            volume_type,
+            datastore,
+            datastore_version,
+            datastore_version_number,
+            databases: f.databases.into_iter().map(Into::into).collect(),
+            users: f.users.into_iter().map(Into::into).collect(),
+            restore_point: f
+                .restore_point
+                .map(|r| uuid_field("instance.restorePoint.backupRef", &r.backup_ref))
+                .transpose()?,
+            replica_of,
+            replica_count: f.replica_count,
+            configuration: f
+                .configuration
+                .or(f.configuration_id)
+                .map(|c| uuid_field("instance.configuration", &c))
+                .transpose()?,
+            locality,
+            availability_zone: f.availability_zone,
+            region_name: f.region_name,
+            access: f.access.map(AccessBody::into_access).transpose()?,
+        })
+    }
+}
+
+/// `PUT`/`PATCH /instances/{id}`: `{"instance": {...}}` with only the upstream keys.
+pub fn update_instance(body: Map<String, Value>, patch: bool) -> Result<UpdateInstance, ApiError> {
+    let inst = match body.get("instance") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => {
+            return Err(invalid(
+                "'instance' is a required property and must be an object",
+            ))
+        }
+    };
+    if let Some(k) = body.keys().find(|k| *k != "instance") {
+        return Err(invalid(format!(
+            "Additional properties are not allowed ('{}' was unexpected)",
+            k.escape_default()
+        )));
+    }
+    // PATCH (the deprecated edit) also knows the old `slave_of` spelling.
+    let allowed: &[&str] = if patch {
+        &[
+            "name",
+            "replica_of",
+            "slave_of",
+            "configuration",
+            "datastore_version",
+            "access",
+        ]
+    } else {
+        &[
+            "name",
+            "replica_of",
+            "configuration",
+            "datastore_version",
+            "access",
+        ]
+    };
+    if let Some(k) = inst.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "instance: Additional properties are not allowed ('{}' was unexpected)",
+            k.escape_default()
+        )));
+    }
+    let mut u = UpdateInstance::default();
+    if let Some(n) = inst.get("name") {
+        u.name = Some(
+            n.as_str()
+                .ok_or_else(|| invalid("instance.name is not a string"))?
+                .to_string(),
+        );
+    }
+    if inst.contains_key("replica_of") || inst.contains_key("slave_of") {
+        u.replica_of = Some(None);
+    }
+    match inst.get("configuration") {
+        None => {}
+        Some(Value::Null) => u.configuration = Some(None),
+        Some(Value::String(s)) => {
+            let id = Uuid::parse_str(ref_id(s))
+                .map_err(|_| ApiError(Error::not_found("Configuration", s)))?;
+            u.configuration = Some(Some(id));
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "instance.configuration {other} is not a string or null"
+            )))
+        }
+    }
+    if let Some(v) = inst.get("datastore_version") {
+        u.datastore_version = Some(
+            v.as_str()
+                .ok_or_else(|| invalid("instance.datastore_version is not a string"))?
+                .to_string(),
+        );
+    }
+    if let Some(a) = inst.get("access") {
+        let a: AccessBody = serde_json::from_value(a.clone())
+            .map_err(|e| invalid(format!("instance.access: {e}")))?;
+        u.access = Some(a.into_access()?);
+    }
+    // `{"instance": {}}` detaches the configuration group (upstream behaviour).
+    if inst.is_empty() {
+        u.configuration = Some(None);
+    }
+    Ok(u)
+}
+
+/// `POST /instances/{id}/action`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceAction {
+    /// `{"restart": {}}`
+    Restart,
+    /// `{"resize": {"flavorRef": ...}}`
+    ResizeFlavor(String),
+    /// `{"resize": {"volume": {"size": N}}}`
+    ResizeVolume(u32),
+    /// `{"promote_to_replica_source": {}}`
+    Promote,
+    /// `{"eject_replica_source": {}}`
+    Eject,
+    /// `{"reset_status": {"force_delete"?: bool}}`
+    ResetStatus {
+        /// The force-delete variant (different policy upstream).
+        force_delete: bool,
+    },
+}
+
+fn one_key(body: &Map<String, Value>, what: &str) -> Result<(String, Value), ApiError> {
+    let mut it = body.iter();
+    match (it.next(), it.next()) {
+        (Some((k, v)), None) => Ok((k.clone(), v.clone())),
+        _ => Err(invalid(format!("{what}: exactly one action must be given"))),
+    }
+}
+
+fn empty_object(key: &str, v: &Value) -> Result<(), ApiError> {
+    match v {
+        Value::Object(m) if m.is_empty() => Ok(()),
+        Value::Null => Ok(()),
+        _ => Err(invalid(format!("{key} must be an empty object"))),
+    }
+}
+
+/// Decodes an instance action body.
+pub fn instance_action(body: Map<String, Value>) -> Result<InstanceAction, ApiError> {
+    let (key, v) = one_key(&body, "action")?;
+    match key.as_str() {
+        "restart" => empty_object("restart", &v).map(|_| InstanceAction::Restart),
+        "promote_to_replica_source" => empty_object(&key, &v).map(|_| InstanceAction::Promote),
+        "eject_replica_source" => empty_object(&key, &v).map(|_| InstanceAction::Eject),
+        "reset_status" => {
+            let m = match v {
+                Value::Object(m) => m,
+                Value::Null => Map::new(),
+                _ => return Err(invalid("reset_status must be an object")),
+            };
+            if let Some(k) = m.keys().find(|k| *k != "force_delete") {
+                return Err(invalid(format!(
+                    "reset_status: unexpected property '{}'",
+                    k.escape_default()
+                )));
+            }
+            let force_delete = match m.get("force_delete") {
+                None => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(invalid("reset_status.force_delete is not a boolean")),
+            };
+            Ok(InstanceAction::ResetStatus { force_delete })
+        }
+        "resize" => {
+            let m = match v {
+                Value::Object(m) => m,
+                _ => return Err(invalid("resize must be an object")),
+            };
+            // Upstream checks `volume` first.
+            if let Some(vol) = m.get("volume") {
+                let size = vol
+                    .get("size")
+                    .ok_or_else(|| invalid("resize.volume.size is required"))?;
+                return Ok(InstanceAction::ResizeVolume(positive_int(
+                    "resize.volume.size",
+                    size,
+                )?));
+            }
+            if let Some(f) = m.get("flavorRef") {
+                return Ok(InstanceAction::ResizeFlavor(string_or_int(
+                    "resize.flavorRef",
+                    f,
+                )?));
+            }
+            Err(invalid(
+                "resize: one of 'volume' or 'flavorRef' is required",
+            ))
+        }
+        other => Err(invalid(format!(
+            "'{}' is not a known instance action",
+            other.escape_default()
+        ))),
+    }
+}
+
+/// `POST /mgmt/instances/{id}/action`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MgmtAction {
+    /// `{"stop": {}}`
+    Stop,
+    /// `{"reboot": {}}`
+    Reboot,
+    /// `{"reset-task-status": {}}`
+    ResetTaskStatus,
+    /// `{"migrate": {"host"?}}`
+    Migrate(Option<String>),
+    /// `{"rebuild": {"image_id"}}`
+    Rebuild(String),
+}
+
+/// Decodes a management action body.
+pub fn mgmt_action(body: Map<String, Value>) -> Result<MgmtAction, ApiError> {
+    let (key, v) = one_key(&body, "action")?;
+    match key.as_str() {
+        "stop" => empty_object(&key, &v).map(|_| MgmtAction::Stop),
+        "reboot" => empty_object(&key, &v).map(|_| MgmtAction::Reboot),
+        "reset-task-status" => empty_object(&key, &v).map(|_| MgmtAction::ResetTaskStatus),
+        "migrate" => {
+            let host = v.get("host").and_then(Value::as_str).map(str::to_string);
+            Ok(MgmtAction::Migrate(host))
+        }
+        "rebuild" => {
+            let image = v
+                .get("image_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("rebuild.image_id is required"))?;
+            Ok(MgmtAction::Rebuild(image.to_string()))
+        }
+        other => Err(invalid(format!(
+            "'{}' is not a known management action",
+            other.escape_default()
+        ))),
+    }
+}
+
+/// `{"databases": [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabasesBody {
+    /// Databases.
+    pub databases: Vec<DatabaseBody>,
+}
+
+/// `{"databases": [{"name"}]}` (grant access).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseNamesBody {
+    /// Names.
+    pub databases: Vec<NameRef>,
+}
+
+/// `{"users": [...]}` (create, change passwords).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersBody {
+    /// Users.
+    pub users: Vec<UserBody>,
+}
+
+/// `{"user": {name?, password?, host?}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdateBody {
+    user: UserUpdateFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserUpdateFields {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+}
+
+impl UserUpdateBody {
+    /// Converts; at least one attribute is required.
+    pub fn into_update(self) -> Result<UserUpdate, ApiError> {
+        let f = self.user;
+        if f.name.is_none() && f.password.is_none() && f.host.is_none() {
+            return Err(invalid(
+                "user: at least one of name, password or host is required",
+            ));
+        }
+        Ok(UserUpdate {
+            name: f.name,
+            password: f.password.map(Secret::new),
+            host: f.host,
+        })
+    }
+}
+
+/// `POST /root` optional body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootBody {
+    /// Chosen password.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// `POST /backups`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupBody {
+    /// Fields.
+    pub backup: BackupFields,
+}
+
+/// Fields of a backup create.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupFields {
+    /// Name.
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Instance id or href.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Parent backup.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// 0 or 1 (or a boolean).
+    #[serde(default)]
+    pub incremental: Option<Value>,
+    /// Container (accepted, unused by local storage).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub swift_container: Option<String>,
+    /// `swift` or `cinder` (accepted; the configured backup store is used).
+    #[serde(default)]
+    pub storage_driver: Option<String>,
+    /// Register an existing remote backup.
+    #[serde(default)]
+    pub restore_from: Option<Map<String, Value>>,
+}
+
+impl BackupFields {
+    /// Instance id, if given.
+    pub fn instance_id(&self) -> Result<Option<Uuid>, ApiError> {
+        self.instance
+            .as_deref()
+            .map(|s| uuid_field("backup.instance", s))
+            .transpose()
+    }
+    /// Parent id, if given.
+    pub fn parent(&self) -> Result<Option<Uuid>, ApiError> {
+        self.parent_id
+            .as_deref()
+            .map(|s| uuid_field("backup.parent_id", s))
+            .transpose()
+    }
+    /// Whether an incremental backup was asked for.
+    pub fn is_incremental(&self) -> Result<bool, ApiError> {
+        match &self.incremental {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(false),
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(true),
+            Some(other) => Err(invalid(format!("backup.incremental {other} is not 0 or 1"))),
+        }
+    }
+    /// Checks the storage driver.
+    pub fn check(&self) -> Result<(), ApiError> {
+        if let Some(d) = &self.storage_driver {
+            if d != "swift" && d != "cinder" {
+                return Err(invalid(format!(
+                    "backup.storage_driver '{}' is not swift or cinder",
+                    d.escape_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `POST /backup_strategies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupStrategyBody {
+    /// Fields.
+    pub backup_strategy: BackupStrategyFields,
+}
+
+/// Fields of a backup strategy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupStrategyFields {
+    /// Instance (optional: project-wide).
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Container.
+    pub swift_container: String,
+}
+
+/// `POST /configurations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigurationCreateBody {
+    /// Fields.
+    pub configuration: ConfigurationCreateFields,
+}
+
+/// Fields of a configuration create.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigurationCreateFields {
+    /// Name.
+    pub name: String,
+    /// Values.
+    pub values: Map<String, Value>,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Datastore.
+    #[serde(default)]
+    datastore: Option<DatastoreRefBody>,
+}
+
+impl ConfigurationCreateFields {
+    /// `(datastore, version, version_number)` named by the request.
+    pub fn datastore(&self) -> (Option<String>, Option<String>, Option<String>) {
+        match &self.datastore {
+            None => (None, None, None),
+            Some(d) => (d.kind.clone(), d.version.clone(), d.version_number.clone()),
+        }
+    }
+}
+
+/// `PUT /configurations/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigurationUpdateBody {
+    /// Fields.
+    pub configuration: ConfigurationUpdateFields,
+}
+
+/// Fields of a configuration update (PUT) or edit (PATCH: values only).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigurationUpdateFields {
+    /// Values.
+    pub values: Map<String, Value>,
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New description.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `PUT /mgmt/quotas/{project}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasBody {
+    /// Resource → limit.
+    pub quotas: Map<String, Value>,
+}
+
+/// `POST /mgmt/datastore-versions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionCreateBody {
+    /// Fields.
+    pub version: VersionCreateFields,
+}
+
+/// Fields of a datastore version create.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionCreateFields {
+    /// Version name.
+    pub name: String,
+    /// Datastore name.
+    pub datastore_name: String,
+    /// Manager.
+    pub datastore_manager: String,
+    /// Image.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Image tags (accepted; at most 5).
+    #[serde(default)]
+    pub image_tags: Vec<String>,
+    /// Packages.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Active.
+    pub active: bool,
+    /// Make default.
+    #[serde(default)]
+    pub default: bool,
+    /// Version number.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Registry extension (accepted, unused).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub registry_ext: Option<String>,
+    /// Replication strategy (accepted, unused).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub repl_strategy: Option<String>,
+}
+
+/// `PATCH /mgmt/datastore-versions/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionPatchBody {
+    /// Manager.
+    #[serde(default)]
+    pub datastore_manager: Option<String>,
+    /// Packages.
+    #[serde(default)]
+    pub packages: Option<Vec<String>>,
+    /// Image.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Image tags.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub image_tags: Option<Vec<String>>,
+    /// Registry extension.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub registry_ext: Option<String>,
+    /// Replication strategy.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub repl_strategy: Option<String>,
+    /// Active.
+    #[serde(default)]
+    pub active: Option<bool>,
+    /// Default.
+    #[serde(default)]
+    pub default: Option<bool>,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `{"configuration-parameter": {...}}` (mgmt create / update).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterBody {
+    /// Fields.
+    #[serde(rename = "configuration-parameter")]
+    pub parameter: ParameterFields,
+}
+
+/// Fields of a parameter rule. Both `min`/`max` (schema) and `min_size`/`max_size` (samples) are accepted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterFields {
+    /// Name.
+    pub name: String,
+    /// Type name.
+    pub data_type: String,
+    /// 0/1 or a boolean.
+    pub restart_required: Value,
+    /// Minimum.
+    #[serde(default, alias = "min_size")]
+    pub min: Option<serde_json::Number>,
+    /// Maximum.
+    #[serde(default, alias = "max_size")]
+    pub max: Option<serde_json::Number>,
+}
+
+impl ParameterFields {
+    /// `restart_required` as a boolean.
+    pub fn restart_required(&self) -> Result<bool, ApiError> {
+        match &self.restart_required {
+            Value::Bool(b) => Ok(*b),
+            Value::Number(n) if n.as_u64() == Some(0) => Ok(false),
+            Value::Number(n) if n.as_u64() == Some(1) => Ok(true),
+            other => Err(invalid(format!(
+                "configuration-parameter.restart_required {other} is not 0 or 1"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn actions_decode_as_upstream() {
+        assert_eq!(
+            instance_action(obj(json!({"restart": {}}))).unwrap(),
+            InstanceAction::Restart
+        );
+        assert_eq!(
+            instance_action(obj(json!({"resize": {"flavorRef": "http://x/flavors/7"}}))).unwrap(),
+            InstanceAction::ResizeFlavor("7".into())
+        );
+        assert_eq!(
+            instance_action(obj(
+                json!({"resize": {"volume": {"size": "4"}, "flavorRef": 2}})
+            ))
+            .unwrap(),
+            InstanceAction::ResizeVolume(4)
+        );
+        assert_eq!(
+            instance_action(obj(json!({"reset_status": {"force_delete": true}}))).unwrap(),
+            InstanceAction::ResetStatus { force_delete: true }
+        );
+        assert!(instance_action(obj(json!({"restart": {}, "resize": {}}))).is_err());
+        assert!(instance_action(obj(json!({"explode": {}}))).is_err());
+        assert!(instance_action(obj(json!({"resize": {"volume": {"size": 0}}}))).is_err());
+    }
+
+    #[test]
+    fn update_keys_are_checked() {
+        let u = update_instance(obj(json!({"instance": {}})), false).unwrap();
+        assert_eq!(u.configuration, Some(None));
+        let u = update_instance(obj(json!({"instance": {"replica_of": null}})), true).unwrap();
+        assert_eq!(u.replica_of, Some(None));
+        assert!(update_instance(obj(json!({"instance": {"flavor": "x"}})), false).is_err());
+        assert_eq!(
+            update_instance(obj(json!({"instance": {"configuration": "nope"}})), false)
+                .unwrap_err()
+                .0
+                .fault()
+                .status,
+            404
+        );
+    }
+
+    #[test]
+    fn create_fields() {
+        let b: CreateInstanceBody = serde_json::from_value(json!({"instance": {
+            "name": "db1", "flavorRef": 1, "volume": {"size": "2", "type": null},
+            "datastore": {"type": "mysql", "version": "5.7"}, "access": {"is_public": false},
+            "nics": [{"net-id": "x"}], "locality": "anti-affinity"
+        }}))
+        .unwrap();
+        let r = b.into_request().unwrap();
+        assert_eq!(r.flavor_ref.as_deref(), Some("1"));
+        assert_eq!(r.volume_size, Some(2));
+        assert_eq!(r.locality, Some(Locality::AntiAffinity));
+        let bad: CreateInstanceBody = serde_json::from_value(
+            json!({"instance": {"name": "x", "access": {"allowed_cidrs": ["1.2.3.4"]}}}),
+        )
+        .unwrap();
+        assert!(bad.into_request().is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! The OpenAPI 3 document, generated from the same route table the router is built from.
+
+use serde_json::{json, Map, Value};
+
+/// One documented route.
+#[derive(Debug, Clone)]
+pub struct RouteDoc {
+    /// HTTP method (upper case).
+    pub method: &'static str,
+    /// axum path (also an OpenAPI path template).
+    pub path: &'static str,
+    /// Operation id.
+    pub op: &'static str,
+    /// Success status.
+    pub status: u16,
+    /// Tag (resource family).
+    pub tag: &'static str,
+    /// Whether the admin role is needed.
+    pub admin: bool,
+}
+
+fn params(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+        .collect()
+}
+
+/// Builds the document.
+pub fn document(routes: &[RouteDoc]) -> Value {
+    let mut paths = Map::new();
+    for r in routes {
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
+        let mut op = json!({
+            "operationId": r.op,
+            "tags": [r.tag],
+            "parameters": params(r.path),
+            "responses": {
+                r.status.to_string(): { "description": "Success" },
+                "default": {
+                    "description": "An upstream Trove fault",
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Fault" } } }
+                }
+            }
+        });
+        if r.path.starts_with("/v1.0/{tenant_id}") {
+            op["security"] = json!([{ "token": [] }]);
+        }
+        if r.admin {
+            op["description"] = json!("Requires the admin role.");
+        }
+        if matches!(r.method, "POST" | "PUT" | "PATCH") {
+            op["requestBody"] = json!({
+                "required": false,
+                "content": { "application/json": { "schema": { "type": "object" } } }
+            });
+        }
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert(r.method.to_ascii_lowercase(), op);
+        }
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Trove v1.0 API (trove-rs)",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The OpenStack Trove v1.0 database-as-a-service API as served by trove-rs."
+        },
+        "paths": Value::Object(paths),
+        "components": {
+            "securitySchemes": {
+                "token": { "type": "apiKey", "in": "header", "name": "X-Auth-Token" }
+            },
+            "schemas": {
+                "Fault": {
+                    "type": "object",
+                    "description": "{\"<faultName>\": {\"code\": N, \"message\": \"...\"}}",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": { "type": "integer" },
+                            "message": { "type": "string" }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
