@@ -1,1 +1,396 @@
-//! guest_agent (to be written).
+//! The guest agent runtime: serves `guestagent.<instance_id>`, runs each [`GuestRequest`] against a
+//! [`DatastoreStrategy`], replies with an [`rpc::Reply`](crate::rpc::Reply), and heartbeats the engine's status
+//! and volume usage to the conductor every `report_interval`.
+//!
+//! The agent reports nothing until it was asked to prepare (or served any other request, which means the control
+//! plane considers it prepared); while prepare runs it reports BUILDING, and FAILED if prepare fails.
+//!
+//! [`InProcessLauncher`] is a [`GuestLauncher`] that runs one agent per instance as a tokio task, with strategies
+//! from a [`StrategyFactory`]: the embedded deployment and the tests use it.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Mutex};
+use uuid::Uuid;
+
+use crate::conductor::{guest_sender, GuestKeys};
+use crate::error::{Error, Result};
+use crate::ports::{
+    DatastoreStrategy, Delivery, DynBus, DynClock, GuestLauncher, GuestSpec, StrategyFactory,
+    Subscription,
+};
+use crate::rpc::{guest_topic, ConductorClient, ConductorRequest, Envelope, GuestRequest, Reply};
+use crate::state::ServiceStatus;
+
+const IDLE: u8 = 0;
+const PREPARING: u8 = 1;
+const SERVING: u8 = 2;
+const PREPARE_FAILED: u8 = 3;
+
+/// The agent of one instance.
+pub struct GuestAgent {
+    instance_id: Uuid,
+    bus: DynBus,
+    clock: DynClock,
+    strategy: Arc<dyn DatastoreStrategy>,
+    conductor: ConductorClient,
+    report_interval: Duration,
+    phase: AtomicU8,
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for GuestAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestAgent")
+            .field("instance_id", &self.instance_id)
+            .finish()
+    }
+}
+
+impl GuestAgent {
+    /// An agent for `instance_id` running `strategy`, reporting every `report_interval` (signed with `key`).
+    pub fn new(
+        instance_id: Uuid,
+        bus: DynBus,
+        clock: DynClock,
+        strategy: Arc<dyn DatastoreStrategy>,
+        report_interval: Duration,
+        key: Option<crate::model::Secret>,
+    ) -> GuestAgent {
+        GuestAgent {
+            conductor: ConductorClient::new(bus.clone(), guest_sender(instance_id), key),
+            instance_id,
+            bus,
+            clock,
+            strategy,
+            report_interval,
+            phase: AtomicU8::new(IDLE),
+            failure: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Marks the agent as serving an already prepared engine (an agent restarted next to a running instance).
+    pub fn assume_prepared(&self) {
+        self.phase.store(SERVING, Ordering::SeqCst);
+    }
+
+    /// Subscribes to the agent's topic. Call before [`GuestAgent::serve`] to be sure nothing is missed.
+    pub async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
+        self.bus.subscribe(&guest_topic(self.instance_id)).await
+    }
+
+    /// Serves requests from `sub` and heartbeats until `shutdown` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        mut sub: Box<dyn Subscription>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let hb = {
+            let me = self.clone();
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
+                        _ = me.clock.sleep(me.report_interval) => me.heartbeat().await,
+                    }
+                }
+            })
+        };
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                r = shutdown.changed() => if r.is_err() { break },
+                d = sub.next() => match d {
+                    Ok(Some(d)) => self.handle(d).await,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(instance = %self.instance_id, error = %e, "guest subscription failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        }
+        hb.abort();
+    }
+
+    /// Sends one heartbeat now (nothing before prepare was asked).
+    pub async fn heartbeat(&self) {
+        let (status, reason) = match self.phase.load(Ordering::SeqCst) {
+            IDLE => return,
+            PREPARING => (ServiceStatus::Building, None),
+            PREPARE_FAILED => (
+                ServiceStatus::Failed,
+                self.failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
+            _ => {
+                let s = self.strategy.status().await;
+                (s.status, s.reason)
+            }
+        };
+        let fs = if status.is_datastore_running() {
+            self.strategy.filesystem_stats().await.ok()
+        } else {
+            None
+        };
+        let r = self
+            .conductor
+            .send(ConductorRequest::Heartbeat {
+                instance_id: self.instance_id,
+                status,
+                reason,
+                fs,
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(instance = %self.instance_id, error = %e, "heartbeat not sent");
+        }
+    }
+
+    async fn handle(&self, mut d: Delivery) {
+        let req = match Envelope::<GuestRequest>::decode(&d.body) {
+            Ok(env) => env.body,
+            Err(e) => {
+                tracing::warn!(instance = %self.instance_id, error = %e, "dropping undecodable guest request");
+                if d.expects_reply() {
+                    let body =
+                        serde_json::to_vec(&Reply::from_result::<()>(Err(e))).unwrap_or_default();
+                    let _ = d.reply(body).await;
+                }
+                let _ = d.ack().await;
+                return;
+            }
+        };
+        let result = self.dispatch(req).await;
+        if d.expects_reply() {
+            let body = serde_json::to_vec(&Reply::from_result(result)).unwrap_or_default();
+            if let Err(e) = d.reply(body).await {
+                tracing::debug!(instance = %self.instance_id, error = %e, "reply not sent");
+            }
+        } else if let Err(e) = result {
+            tracing::warn!(instance = %self.instance_id, error = %e, "guest request (cast) failed");
+        }
+        let _ = d.ack().await;
+    }
+
+    async fn dispatch(&self, req: GuestRequest) -> Result<Value> {
+        let s = &self.strategy;
+        let unit = |r: Result<()>| r.map(|()| Value::Null);
+        if !matches!(req, GuestRequest::Prepare(_)) && self.phase.load(Ordering::SeqCst) == IDLE {
+            self.phase.store(SERVING, Ordering::SeqCst);
+        }
+        let v = match req {
+            GuestRequest::Prepare(p) => {
+                self.phase.store(PREPARING, Ordering::SeqCst);
+                self.heartbeat().await;
+                match s.prepare(&p).await {
+                    Ok(()) => {
+                        self.phase.store(SERVING, Ordering::SeqCst);
+                        self.heartbeat().await;
+                        Ok(Value::Null)
+                    }
+                    Err(e) => {
+                        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(e.to_string());
+                        self.phase.store(PREPARE_FAILED, Ordering::SeqCst);
+                        self.heartbeat().await;
+                        Err(e)
+                    }
+                }
+            }
+            GuestRequest::Restart => {
+                let r = s.restart().await;
+                self.heartbeat().await;
+                unit(r)
+            }
+            GuestRequest::StartDb => {
+                let r = s.start().await;
+                self.heartbeat().await;
+                unit(r)
+            }
+            GuestRequest::StopDb => {
+                let r = s.stop().await;
+                self.heartbeat().await;
+                unit(r)
+            }
+            GuestRequest::GetFilesystemStats => to_value(s.filesystem_stats().await),
+            GuestRequest::RpcPing => Ok(Value::Null),
+            GuestRequest::ApplyFlavor { memory_mb } => {
+                let r = s.apply_flavor(memory_mb).await;
+                self.heartbeat().await;
+                unit(r)
+            }
+            GuestRequest::ResizeFs { size_gb } => unit(s.resize_fs(size_gb).await),
+            GuestRequest::CreateDatabase { databases } => {
+                unit(s.create_databases(&databases).await)
+            }
+            GuestRequest::ListDatabases => to_value(s.list_databases().await),
+            GuestRequest::DeleteDatabase { database } => unit(s.delete_database(&database).await),
+            GuestRequest::CreateUser { users } => unit(s.create_users(&users).await),
+            GuestRequest::ListUsers => to_value(s.list_users().await),
+            GuestRequest::DeleteUser { username, hostname } => {
+                unit(s.delete_user(&username, &hostname).await)
+            }
+            GuestRequest::UpdateAttributes {
+                username,
+                hostname,
+                user_attrs,
+            } => unit(s.update_user(&username, &hostname, &user_attrs).await),
+            GuestRequest::ChangePasswords { users } => unit(s.change_passwords(&users).await),
+            GuestRequest::GrantAccess {
+                username,
+                hostname,
+                databases,
+            } => unit(s.grant_access(&username, &hostname, &databases).await),
+            GuestRequest::RevokeAccess {
+                username,
+                hostname,
+                database,
+            } => unit(s.revoke_access(&username, &hostname, &database).await),
+            GuestRequest::EnableRoot { root_password } => {
+                to_value(s.enable_root(root_password).await)
+            }
+            GuestRequest::DisableRoot => unit(s.disable_root().await),
+            GuestRequest::ApplyOverrides { overrides } => {
+                to_value(s.apply_overrides(&overrides).await)
+            }
+        };
+        v
+    }
+}
+
+fn to_value<T: serde::Serialize>(r: Result<T>) -> Result<Value> {
+    r.and_then(|v| serde_json::to_value(v).map_err(|e| Error::backend("guest", e, false)))
+}
+
+struct Running {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    strategy: Arc<dyn DatastoreStrategy>,
+}
+
+/// Runs guest agents as tokio tasks in this process (embedded deployment, tests).
+pub struct InProcessLauncher {
+    bus: DynBus,
+    clock: DynClock,
+    factory: Arc<dyn StrategyFactory>,
+    report_interval: Duration,
+    keys: Option<Arc<dyn GuestKeys>>,
+    agents: Mutex<HashMap<Uuid, Running>>,
+}
+
+impl std::fmt::Debug for InProcessLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessLauncher")
+            .field("report_interval", &self.report_interval)
+            .finish()
+    }
+}
+
+impl InProcessLauncher {
+    /// A launcher building strategies with `factory`; agents heartbeat every `report_interval`.
+    pub fn new(
+        bus: DynBus,
+        clock: DynClock,
+        factory: Arc<dyn StrategyFactory>,
+        report_interval: Duration,
+    ) -> InProcessLauncher {
+        InProcessLauncher {
+            bus,
+            clock,
+            factory,
+            report_interval,
+            keys: None,
+            agents: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Agents sign their reports with the key `keys` gives for their instance.
+    pub fn with_keys(mut self, keys: Arc<dyn GuestKeys>) -> InProcessLauncher {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Instances with a running agent.
+    pub async fn running(&self) -> Vec<Uuid> {
+        self.agents.lock().await.keys().copied().collect()
+    }
+
+    /// Ends every agent without stopping the engines (control-plane shutdown).
+    pub async fn shutdown_all(&self) {
+        let all: Vec<Running> = self.agents.lock().await.drain().map(|(_, r)| r).collect();
+        for r in all {
+            let _ = r.shutdown.send(true);
+            let mut task = r.task;
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl GuestLauncher for InProcessLauncher {
+    async fn launch(&self, spec: &GuestSpec) -> Result<()> {
+        let mut agents = self.agents.lock().await;
+        if agents
+            .get(&spec.instance_id)
+            .is_some_and(|r| !r.task.is_finished())
+        {
+            return Ok(());
+        }
+        let strategy = self.factory.strategy(spec)?;
+        let key = self.keys.as_ref().and_then(|k| k.key(spec.instance_id));
+        let agent = Arc::new(GuestAgent::new(
+            spec.instance_id,
+            self.bus.clone(),
+            self.clock.clone(),
+            strategy.clone(),
+            self.report_interval,
+            key,
+        ));
+        let sub = agent.subscribe().await?;
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(agent.serve(sub, rx));
+        agents.insert(
+            spec.instance_id,
+            Running {
+                shutdown: tx,
+                task,
+                strategy,
+            },
+        );
+        Ok(())
+    }
+
+    async fn stop(&self, instance_id: Uuid) -> Result<()> {
+        let running = self.agents.lock().await.remove(&instance_id);
+        if let Some(r) = running {
+            let _ = r.shutdown.send(true);
+            let mut task = r.task;
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+            // The server is going away: its engine stops with it.
+            if let Err(e) = r.strategy.stop().await {
+                tracing::debug!(instance = %instance_id, error = %e, "engine stop on guest stop failed");
+            }
+        }
+        Ok(())
+    }
+}
