@@ -1,0 +1,82 @@
+//! The core's MessageBus conformance suite against RabbitMQ on 127.0.0.1:5672 (guest/guest).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+use trove_core::ports::MessageBus;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_bus_passes_the_message_bus_suite() {
+    let bus = common::shared_bus().await;
+    let probe = bus.clone();
+    trove_core::testing::bus::run_all(Arc::new(bus.clone()), &move || probe.pending_calls()).await;
+    assert_eq!(
+        bus.drain_dead_letters().await.expect("drain").len(),
+        1,
+        "the one nack(false) was dead-lettered"
+    );
+    bus.delete_infrastructure().await.expect("cleanup");
+    bus.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_is_dead_lettered_after_too_many_deliveries() {
+    let mut cfg = common::unique_config(5672);
+    cfg.max_redeliveries = 2;
+    let bus = trove_amqp::AmqpBus::connect(cfg)
+        .await
+        .expect("RabbitMQ must run on 127.0.0.1:5672");
+    let topic = "poison";
+    bus.cast(topic, b"kills workers".to_vec())
+        .await
+        .expect("cast");
+    let mut sub = bus.subscribe(topic).await.expect("subscribe");
+    let mut deliveries = 0;
+    // A worker that never manages to handle the message: each delivery is dropped unsettled.
+    while let Ok(Ok(Some(d))) = tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+        deliveries += 1;
+        drop(d);
+        assert!(deliveries < 20, "the poison message keeps looping");
+    }
+    assert!(
+        deliveries >= 2,
+        "redelivered before giving up ({deliveries})"
+    );
+    let dead = bus.drain_dead_letters().await.expect("drain");
+    assert_eq!(
+        dead,
+        vec![b"kills workers".to_vec()],
+        "the poison message went to the dead-letter queue"
+    );
+    drop(sub);
+    bus.delete_topic(topic).await.expect("delete_topic");
+    bus.delete_infrastructure().await.expect("cleanup");
+    bus.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_call_leaves_no_queue_or_consumer_on_the_broker() {
+    let bus = common::shared_bus().await;
+    for _ in 0..5 {
+        let e = bus
+            .call("nobody-home", b"?".to_vec(), Duration::from_millis(100))
+            .await
+            .expect_err("timeout");
+        assert!(matches!(e, trove_core::Error::Timeout { .. }), "{e:?}");
+    }
+    assert_eq!(bus.pending_calls(), 0);
+    // The topic's queue holds the 5 unanswered requests; nothing else was declared for them.
+    let mut sub = bus.subscribe("nobody-home").await.expect("subscribe");
+    for _ in 0..5 {
+        let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("request")
+            .expect("ok");
+        d.expect("some").ack().await.expect("ack");
+    }
+    drop(sub);
+    bus.delete_topic("nobody-home").await.expect("delete_topic");
+    bus.delete_infrastructure().await.expect("cleanup");
+    bus.close().await;
+}
