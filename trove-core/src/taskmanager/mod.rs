@@ -63,6 +63,12 @@ pub struct CreateParams {
     /// Whether secrets were scrubbed.
     #[serde(default)]
     pub scrubbed: bool,
+    /// Source to replicate from (replication is a later issue: the build fails with a clear fault).
+    #[serde(default)]
+    pub replica_of: Option<Uuid>,
+    /// Backup to restore from (restore is a later issue: the build fails with a clear fault).
+    #[serde(default)]
+    pub restore_point: Option<Uuid>,
 }
 
 /// Parameters of a [`WorkflowKind::ResizeFlavor`] workflow.
@@ -599,7 +605,9 @@ impl Inner {
         let task = match run.wf.kind {
             WorkflowKind::Promote => Some(TaskStatus::PromotionError),
             WorkflowKind::Eject => Some(TaskStatus::EjectionError),
-            _ => Some(TaskStatus::None),
+            WorkflowKind::Detach => Some(TaskStatus::None),
+            // Backups and configuration applies never changed the task: leave it alone.
+            _ => None,
         };
         Stop::Fail(Failure {
             task,
@@ -761,6 +769,22 @@ impl Inner {
     async fn create(&self, run: &mut Run) -> StepResult<()> {
         let p: CreateParams = params(&run.wf)?;
         let instance_id = run.wf.instance_id;
+        if p.replica_of.is_some() {
+            return Err(Stop::Fail(Failure {
+                task: Some(TaskStatus::BuildingErrorReplica),
+                service: None,
+                message: "Creating replicas is not implemented yet (issue 5).".into(),
+                details: format!("replica of {:?} requested", p.replica_of),
+            }));
+        }
+        if p.restore_point.is_some() {
+            return Err(Stop::Fail(Failure {
+                task: Some(TaskStatus::BuildingErrorServer),
+                service: None,
+                message: "Restoring from a backup is not implemented yet (issue 5).".into(),
+                details: format!("restore from backup {:?} requested", p.restore_point),
+            }));
+        }
         let inst = self
             .store
             .get_instance(instance_id)
