@@ -1,1 +1,30 @@
-//! Guest agent strategies for real engines (to be written).
+//! Guest side of trove-rs: [`DatastoreStrategy`](trove_core::ports::DatastoreStrategy) implementations that run
+//! the real engines as local processes.
+//!
+//! | manager | engine | memory rendered from the flavor RAM |
+//! |---|---|---|
+//! | `mysql`, `mariadb` | MariaDB (`mariadb-install-db`, `mariadbd`) | `innodb_buffer_pool_size` = 50 % |
+//! | `postgresql` | PostgreSQL (`initdb`, `postgres`) | `shared_buffers` = 25 %, `effective_cache_size` = 75 % |
+//! | `redis` | Redis (`redis-server`) | `maxmemory` = 50 % (`noeviction`) |
+//!
+//! Each instance has its own directories (see [`EngineStrategyFactory`]), port and admin account `os_admin`, whose
+//! generated password is kept in `<server_dir>/guest/os_admin.secret` (mode 0600, owner only). When the control
+//! plane runs as root the engines run as an unprivileged user (`nobody` unless configured), and they survive a
+//! restart of the control plane: a new strategy for the same directories adopts the running engine by its pid file.
+//!
+//! Status: HEALTHY when the engine answers; SHUTDOWN after a clean stop; CRASHED (with the reason and the last log
+//! lines) when the process is gone without a stop; BLOCKED when it runs but does not answer.
+#![forbid(unsafe_code)]
+
+mod base;
+mod common;
+mod factory;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
+
+pub use common::{current_uid, EngineConfig, RunAs};
+pub use factory::{detect_engines, DetectedEngine, EngineDetection, EngineStrategyFactory};
+pub use mysql::MysqlStrategy;
+pub use postgres::PostgresStrategy;
+pub use redis::RedisStrategy;

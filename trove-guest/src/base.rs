@@ -1,0 +1,174 @@
+//! The part of a strategy that does not depend on the engine: context, layout, identity, fs stats.
+
+use std::path::Path;
+use std::time::Duration;
+
+use trove_core::model::{
+    validate_database_name, validate_host, validate_password, validate_user_name, Manager,
+};
+use trove_core::model::{DatabaseSpec, UserSpec};
+use trove_core::ports::{FsStats, StrategyContext};
+use trove_core::{Error, Result};
+
+use crate::common::{
+    dir_usage, pid_alive, read_pid, send_signal, wait_gone, EngineConfig, Layout, RunAs,
+};
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// Instance-wide facts every strategy holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Base {
+    pub manager: Manager,
+    pub ctx: StrategyContext,
+    pub layout: Layout,
+    pub run_as: RunAs,
+    pub cfg: EngineConfig,
+}
+
+impl Base {
+    pub fn new(manager: Manager, ctx: &StrategyContext, cfg: &EngineConfig) -> Result<Base> {
+        Ok(Base {
+            manager,
+            ctx: ctx.clone(),
+            layout: Layout::new(ctx),
+            run_as: RunAs::resolve(cfg.run_as.as_deref())?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The address the control plane connects to: the bind address, loopback for wildcard binds.
+    pub fn connect_host(&self) -> String {
+        match self.ctx.bind_address.trim() {
+            "" | "0.0.0.0" | "::" | "*" => "127.0.0.1".to_string(),
+            a => a.to_string(),
+        }
+    }
+
+    /// Pid from a pid file when that process is alive.
+    pub fn live_pid(pid_file: &Path) -> Option<u32> {
+        read_pid(pid_file).filter(|p| pid_alive(*p))
+    }
+
+    /// Stops the process named by `pid_file` with `signal` (the engine's clean shutdown signal), killing it when it
+    /// does not go within the stop timeout.
+    pub async fn stop_process(&self, pid_file: &Path, signal: &str) -> Result<()> {
+        self.layout.update_state(|s| s.running = false)?;
+        let Some(pid) = Self::live_pid(pid_file) else {
+            return Ok(());
+        };
+        send_signal(pid, signal)?;
+        if !wait_gone(pid, self.cfg.stop_timeout).await {
+            tracing::warn!(instance = %self.ctx.instance_id, pid, "engine did not stop in time; killing it");
+            send_signal(pid, "KILL")?;
+            if !wait_gone(pid, Duration::from_secs(10)).await {
+                return Err(Error::backend(
+                    "guest",
+                    format!("engine process {pid} does not stop"),
+                    false,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Volume usage against the recorded limit (the filesystem's size when no limit is recorded).
+    pub async fn fs_stats(&self) -> Result<FsStats> {
+        let dir = self.layout.volume_dir.clone();
+        let limit_gb = self.layout.state()?.volume_size_gb;
+        tokio::task::spawn_blocking(move || {
+            let used = dir_usage(&dir);
+            let total = if limit_gb > 0 {
+                u64::from(limit_gb) * GIB
+            } else {
+                fs_size(&dir).unwrap_or(used)
+            };
+            Ok(FsStats {
+                used_bytes: used,
+                total_bytes: total,
+            })
+        })
+        .await
+        .map_err(|e| Error::backend("guest", e, false))?
+    }
+
+    /// Records a new volume limit.
+    pub fn record_volume_size(&self, size_gb: u32) -> Result<()> {
+        self.layout
+            .update_state(|s| s.volume_size_gb = size_gb)
+            .map(|_| ())
+    }
+
+    /// Validates names before anything reaches the engine.
+    pub fn validate_databases(&self, dbs: &[DatabaseSpec]) -> Result<()> {
+        for db in dbs {
+            validate_database_name(self.manager, &db.name)?;
+            for v in [&db.character_set, &db.collate].into_iter().flatten() {
+                check_charset(v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates users before anything reaches the engine.
+    pub fn validate_users(&self, users: &[UserSpec]) -> Result<()> {
+        for u in users {
+            validate_user_name(self.manager, &u.name)?;
+            validate_password(&u.password)?;
+            if let Some(h) = &u.host {
+                validate_host(h)?;
+            }
+            for d in &u.databases {
+                validate_database_name(self.manager, d)?;
+            }
+            self.check_reserved(&u.name)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses names the guest keeps for itself.
+    pub fn check_reserved(&self, name: &str) -> Result<()> {
+        let reserved: &[&str] = match self.manager {
+            Manager::Postgresql => &["os_admin", "postgres"],
+            Manager::Redis => &["os_admin", "default"],
+            _ => &["os_admin", "root", "mariadb.sys", "mysql"],
+        };
+        if reserved.contains(&name) {
+            return Err(Error::bad_request(format!(
+                "The user name '{name}' is reserved."
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Character set and collation names: letters, digits, `_`, `-`, `.`.
+pub(crate) fn check_charset(v: &str) -> Result<()> {
+    if v.is_empty()
+        || v.len() > 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(Error::bad_request(format!(
+            "'{}' is not a valid character set or collation name.",
+            v.escape_default()
+        )));
+    }
+    Ok(())
+}
+
+/// Size of the filesystem holding `dir`, from `df` (no `unsafe` statvfs).
+fn fs_size(dir: &Path) -> Option<u64> {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=size"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
+}

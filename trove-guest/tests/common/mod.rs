@@ -1,0 +1,193 @@
+//! Shared fixtures of the real-engine tests: a private directory and port per test, and a guard that kills every
+//! engine the test started, even when it fails.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use trove_core::model::{DatastoreVersion, Flavor, Manager};
+use trove_core::ports::{DatastoreStrategy, PrepareRequest, StrategyContext, StrategyFactory};
+use trove_core::state::ServiceStatus;
+use trove_guest::{EngineConfig, EngineStrategyFactory};
+use uuid::Uuid;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub fn flavor(ram_mb: u32) -> Flavor {
+    Flavor {
+        id: format!("f{ram_mb}"),
+        name: format!("m{ram_mb}"),
+        ram_mb,
+        vcpus: 1,
+        disk_gb: 0,
+        ephemeral_gb: 0,
+    }
+}
+
+pub fn version(manager: Manager) -> DatastoreVersion {
+    DatastoreVersion {
+        id: Uuid::new_v4(),
+        datastore_id: Uuid::new_v4(),
+        name: "test".into(),
+        manager,
+        image: String::new(),
+        packages: String::new(),
+        active: true,
+        version: "test".into(),
+        flavor_ids: Vec::new(),
+    }
+}
+
+/// One engine instance under test.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub ctx: StrategyContext,
+    pub factory: EngineStrategyFactory,
+    pub strategy: Arc<dyn DatastoreStrategy>,
+}
+
+impl Fixture {
+    pub fn new(manager: Manager, ram_mb: u32) -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("tg")
+            .tempdir()
+            .expect("temp dir");
+        // The engine runs as an unprivileged user, which must be able to reach its directories.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let ctx = StrategyContext {
+            instance_id: Uuid::new_v4(),
+            datastore_version: version(manager),
+            flavor: flavor(ram_mb),
+            server_dir: dir.path().join("srv"),
+            volume_path: Some(dir.path().join("vol")),
+            bind_address: "127.0.0.1".into(),
+            port: free_port(),
+        };
+        let factory = EngineStrategyFactory::new(EngineConfig::default());
+        let strategy = factory
+            .strategy(&ctx)
+            .expect("the engine is installed on this machine");
+        Fixture {
+            dir,
+            ctx,
+            factory,
+            strategy,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.ctx.port
+    }
+
+    pub fn prepare_request(&self, volume_gb: u32) -> PrepareRequest {
+        PrepareRequest {
+            memory_mb: self.ctx.flavor.ram_mb,
+            volume_size_gb: Some(volume_gb),
+            databases: Vec::new(),
+            users: Vec::new(),
+            root_password: None,
+            overrides: Default::default(),
+        }
+    }
+
+    /// A fresh strategy for the same instance, as a restarted control plane would build.
+    pub fn reopen(&self) -> Arc<dyn DatastoreStrategy> {
+        self.factory.strategy(&self.ctx).expect("strategy")
+    }
+
+    /// Pid files this instance's engine may have written.
+    fn pid_files(&self) -> Vec<PathBuf> {
+        let srv = &self.ctx.server_dir;
+        let vol = self
+            .ctx
+            .volume_path
+            .clone()
+            .unwrap_or_else(|| srv.join("volume"));
+        vec![
+            srv.join("engine/mysqld.pid"),
+            srv.join("engine/redis.pid"),
+            vol.join("data/postmaster.pid"),
+        ]
+    }
+
+    /// The running engine's pid.
+    pub fn engine_pid(&self) -> Option<u32> {
+        self.pid_files()
+            .iter()
+            .find_map(|p| read_pid(p))
+            .filter(|p| alive(*p))
+    }
+
+    /// Kills the engine the hard way (what a crash looks like).
+    pub fn kill_engine(&self) -> u32 {
+        let pid = self.engine_pid().expect("a running engine");
+        let st = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        let start = Instant::now();
+        while alive(pid) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "engine {pid} survived kill -9"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        pid
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for p in self.pid_files() {
+            if let Some(pid) = read_pid(&p).filter(|p| alive(*p)) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+pub fn read_pid(p: &Path) -> Option<u32> {
+    std::fs::read_to_string(p)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rfind(')')
+            .map(|i| !s[i + 1..].trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Waits (briefly) for the strategy to report `want`.
+pub async fn wait_status(
+    s: &Arc<dyn DatastoreStrategy>,
+    want: ServiceStatus,
+) -> trove_core::ports::EngineStatus {
+    let start = Instant::now();
+    loop {
+        let st = s.status().await;
+        if st.status == want || start.elapsed() > Duration::from_secs(10) {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,247 @@
+//! The `postgresql` strategy on the real PostgreSQL binaries.
+
+mod common;
+
+use common::{wait_status, Fixture};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
+use std::time::Instant;
+use trove_core::model::{DatabaseSpec, Manager, Secret, UserSpec, UserUpdate};
+use trove_core::state::ServiceStatus;
+
+async fn connect(port: u16, user: &str, pw: &str, db: &str) -> Result<PgConnection, sqlx::Error> {
+    PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username(user)
+        .password(pw)
+        .database(db)
+        .connect()
+        .await
+}
+
+async fn shared_buffers_mb(port: u16, root_pw: &str) -> i64 {
+    let mut c = connect(port, "postgres", root_pw, "postgres")
+        .await
+        .expect("root connects");
+    let row = c
+        .fetch_one(
+            "SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'",
+        )
+        .await
+        .expect("query");
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_real_engine_journey() {
+    let fx = Fixture::new(Manager::Postgresql, 256);
+    let s = fx.strategy.clone();
+    let port = fx.port();
+
+    let mut req = fx.prepare_request(1);
+    req.databases = vec![DatabaseSpec {
+        name: "first_db".into(),
+        character_set: None,
+        collate: None,
+    }];
+    req.users = vec![UserSpec {
+        name: "early".into(),
+        password: Secret::new("early-pw"),
+        host: None,
+        databases: vec!["first_db".into()],
+    }];
+    let t = Instant::now();
+    s.prepare(&req).await.expect("prepare");
+    eprintln!("postgresql: prepare took {:?}", t.elapsed());
+    assert_eq!(s.status().await.status, ServiceStatus::Healthy);
+    connect(port, "early", "early-pw", "first_db")
+        .await
+        .expect("initial user reaches initial database");
+    s.prepare(&req).await.expect("second prepare is harmless");
+
+    let pw = "p'w\"\\x; --";
+    s.create_databases(&[DatabaseSpec {
+        name: "app_db".into(),
+        character_set: Some("UTF8".into()),
+        collate: None,
+    }])
+    .await
+    .expect("create database");
+    s.create_users(&[UserSpec {
+        name: "alice".into(),
+        password: Secret::new(pw),
+        host: None,
+        databases: vec!["app_db".into()],
+    }])
+    .await
+    .expect("create user");
+    let names: Vec<_> = s
+        .list_databases()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["app_db", "first_db"]);
+    let users = s.list_users().await.expect("list users");
+    assert_eq!(
+        users
+            .iter()
+            .find(|u| u.name == "alice")
+            .expect("alice")
+            .databases,
+        ["app_db"]
+    );
+    assert!(users.iter().all(|u| u.name != "os_admin"), "{users:?}");
+
+    // Write and read as that user.
+    let mut c = connect(port, "alice", pw, "app_db")
+        .await
+        .expect("alice connects");
+    c.execute("CREATE TABLE t (id int primary key, v text)")
+        .await
+        .expect("create table");
+    c.execute("INSERT INTO t VALUES (1, 'kept')")
+        .await
+        .expect("insert");
+    let v: String = c
+        .fetch_one("SELECT v FROM t WHERE id = 1")
+        .await
+        .expect("select")
+        .get(0);
+    assert_eq!(v, "kept");
+    c.close().await.expect("close");
+    assert!(
+        connect(port, "alice", pw, "first_db").await.is_err(),
+        "alice reaches a database not granted"
+    );
+    assert!(
+        connect(port, "alice", "wrong", "app_db").await.is_err(),
+        "a wrong password is accepted"
+    );
+
+    // Injection attempts are 400s.
+    let e = s
+        .create_users(&[UserSpec {
+            name: "x\"; DROP ROLE os_admin; --".into(),
+            password: Secret::new("pw"),
+            host: None,
+            databases: vec![],
+        }])
+        .await
+        .expect_err("bad user name");
+    assert_eq!(e.fault().status, 400);
+
+    // Revoke takes effect, grant gives access back.
+    s.revoke_access("alice", "%", "app_db")
+        .await
+        .expect("revoke");
+    assert!(
+        connect(port, "alice", pw, "app_db").await.is_err(),
+        "revoked user still connects"
+    );
+    s.grant_access("alice", "%", &["app_db".into()])
+        .await
+        .expect("grant");
+    connect(port, "alice", pw, "app_db")
+        .await
+        .expect("granted again");
+
+    s.update_user(
+        "alice",
+        "%",
+        &UserUpdate {
+            name: Some("alice2".into()),
+            password: Some(Secret::new("new-pw")),
+            host: None,
+        },
+    )
+    .await
+    .expect("update user");
+    connect(port, "alice2", "new-pw", "app_db")
+        .await
+        .expect("renamed user connects");
+
+    // Root and the rendered memory setting (25 % of 256 MB).
+    let root_pw = s
+        .enable_root(Some(Secret::new("root-pw")))
+        .await
+        .expect("enable root");
+    assert_eq!(shared_buffers_mb(port, root_pw.expose()).await, 64);
+
+    s.restart().await.expect("restart");
+    let mut c = connect(port, "alice2", "new-pw", "app_db")
+        .await
+        .expect("after restart");
+    let v: String = c
+        .fetch_one("SELECT v FROM t WHERE id = 1")
+        .await
+        .expect("select")
+        .get(0);
+    assert_eq!(v, "kept");
+    c.close().await.expect("close");
+
+    s.apply_flavor(512).await.expect("apply flavor");
+    assert_eq!(shared_buffers_mb(port, root_pw.expose()).await, 128);
+
+    let fs = s.filesystem_stats().await.expect("fs");
+    assert!(
+        fs.used_bytes > 1024 * 1024 && fs.total_bytes == 1024 * 1024 * 1024,
+        "{fs:?}"
+    );
+    s.resize_fs(2).await.expect("resize");
+    assert_eq!(
+        s.filesystem_stats().await.expect("fs").total_bytes,
+        2 * 1024 * 1024 * 1024
+    );
+
+    assert_eq!(
+        fx.reopen().status().await.status,
+        ServiceStatus::Healthy,
+        "a new strategy adopts the engine"
+    );
+
+    s.disable_root().await.expect("disable root");
+    assert!(connect(port, "postgres", root_pw.expose(), "postgres")
+        .await
+        .is_err());
+
+    s.delete_user("alice2", "%").await.expect("delete user");
+    assert!(connect(port, "alice2", "new-pw", "app_db").await.is_err());
+    assert!(s
+        .list_users()
+        .await
+        .expect("list")
+        .iter()
+        .all(|u| u.name != "alice2"));
+    s.delete_database("app_db").await.expect("delete db");
+    assert!(s
+        .list_databases()
+        .await
+        .expect("list")
+        .iter()
+        .all(|d| d.name != "app_db"));
+
+    s.stop().await.expect("stop");
+    assert_eq!(s.status().await.status, ServiceStatus::Shutdown);
+    s.start().await.expect("start");
+    assert_eq!(s.status().await.status, ServiceStatus::Healthy);
+
+    let pid = fx.kill_engine();
+    let st = wait_status(&s, ServiceStatus::Crashed).await;
+    assert_eq!(st.status, ServiceStatus::Crashed, "{st:?}");
+    assert!(
+        st.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains(&pid.to_string()),
+        "{st:?}"
+    );
+    s.start().await.expect("start after crash");
+    connect(port, "early", "early-pw", "first_db")
+        .await
+        .expect("data survived the crash");
+    s.stop().await.expect("final stop");
+    assert_eq!(s.status().await.status, ServiceStatus::Shutdown);
+}
