@@ -1,8 +1,8 @@
 //! The [`InfraStore`](trove_core::ports::InfraStore) implementation shared by SQLite and PostgreSQL.
 //!
-//! The SQL is the same on both (positional `$N` parameters, `ON CONFLICT` upserts, `COLLATE "C"`-free byte-order
-//! columns); what differs is how a write transaction starts (`begin_write`) and the row-lock suffix
-//! (`FOR_UPDATE`). The macro stamps the implementation out for each concrete store type, which keeps sqlx's
+//! The SQL is the same on both (positional `$N` parameters, `ON CONFLICT` upserts, byte-order text columns);
+//! what differs is how a write transaction starts (`begin_write`) and the row-lock suffix (`FOR_UPDATE`).
+//! The macro stamps the implementation out for each concrete store type, which keeps sqlx's
 //! generic bounds out of the way.
 
 use tokio::sync::OwnedMutexGuard;
