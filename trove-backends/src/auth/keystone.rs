@@ -211,14 +211,21 @@ impl KeystoneAuth {
         let mut refreshed = false;
         loop {
             let service = self.service_token(refreshed).await?;
-            let resp = self
-                .client
-                .get(format!("{}/auth/tokens?nocatalog", self.base))
-                .header("X-Auth-Token", service.expose())
-                .header("X-Subject-Token", token)
-                .send()
-                .await
-                .map_err(unreachable_keystone)?;
+            let request = || {
+                self.client
+                    .get(format!("{}/auth/tokens?nocatalog", self.base))
+                    .header("X-Auth-Token", service.expose())
+                    .header("X-Subject-Token", token)
+                    .send()
+            };
+            // A pooled connection the server closed meanwhile fails at once: retry that (idempotent) GET once.
+            let resp = match request().await {
+                Ok(r) => r,
+                Err(e) if e.is_request() || e.is_connect() => {
+                    request().await.map_err(unreachable_keystone)?
+                }
+                Err(e) => return Err(unreachable_keystone(e)),
+            };
             let status = resp.status().as_u16();
             match status {
                 200 => {
