@@ -1,0 +1,208 @@
+//! The `redis` strategy on the real Redis server.
+
+mod common;
+
+use common::{wait_status, Fixture};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisConnectionInfo};
+use std::time::Instant;
+use trove_core::model::{DatabaseSpec, Manager, Secret, UserSpec, UserUpdate};
+use trove_core::state::ServiceStatus;
+
+async fn connect(
+    port: u16,
+    user: Option<&str>,
+    pw: &str,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let info = ConnectionInfo {
+        addr: ConnectionAddr::Tcp("127.0.0.1".into(), port),
+        redis: RedisConnectionInfo {
+            db: 0,
+            username: user.map(str::to_string),
+            password: Some(pw.to_string()),
+            protocol: ProtocolVersion::RESP2,
+        },
+    };
+    redis::Client::open(info)?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+async fn maxmemory_mb(port: u16, root_pw: &str) -> u64 {
+    let mut c = connect(port, None, root_pw)
+        .await
+        .expect("root (default user) connects");
+    let (_, v): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query_async(&mut c)
+        .await
+        .expect("config get");
+    v.parse::<u64>().expect("number") / (1024 * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_real_engine_journey() {
+    let fx = Fixture::new(Manager::Redis, 256);
+    let s = fx.strategy.clone();
+    let port = fx.port();
+
+    let mut req = fx.prepare_request(1);
+    req.users = vec![UserSpec {
+        name: "early".into(),
+        password: Secret::new("early-pw"),
+        host: None,
+        databases: vec![],
+    }];
+    let t = Instant::now();
+    s.prepare(&req).await.expect("prepare");
+    eprintln!("redis: prepare took {:?}", t.elapsed());
+    assert_eq!(s.status().await.status, ServiceStatus::Healthy);
+    s.prepare(&req).await.expect("second prepare is harmless");
+
+    // Unauthenticated clients get nothing.
+    let anon = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
+    if let Ok(mut c) = anon.get_multiplexed_async_connection().await {
+        let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+        assert!(r.is_err(), "an unauthenticated client may run commands");
+    }
+
+    // Databases are not a Redis concept: 422.
+    let e = s
+        .create_databases(&[DatabaseSpec {
+            name: "x".into(),
+            character_set: None,
+            collate: None,
+        }])
+        .await
+        .expect_err("databases");
+    assert_eq!(e.fault().status, 422);
+    assert_eq!(
+        s.list_databases().await.expect_err("list").fault().status,
+        422
+    );
+    assert_eq!(
+        s.grant_access("early", "%", &["x".into()])
+            .await
+            .expect_err("grant")
+            .fault()
+            .status,
+        422
+    );
+
+    // A user: write and read as that user.
+    let pw = "p'w\" \\x";
+    s.create_users(&[UserSpec {
+        name: "alice".into(),
+        password: Secret::new(pw),
+        host: None,
+        databases: vec![],
+    }])
+    .await
+    .expect("create user");
+    let names: Vec<_> = s
+        .list_users()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["alice", "early"]);
+    let mut c = connect(port, Some("alice"), pw)
+        .await
+        .expect("alice connects");
+    let _: () = c.set("k", "kept").await.expect("set");
+    let v: String = c.get("k").await.expect("get");
+    assert_eq!(v, "kept");
+    let admin: redis::RedisResult<redis::Value> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("dir")
+        .query_async(&mut c)
+        .await;
+    assert!(admin.is_err(), "users may not run administrative commands");
+    assert!(connect(port, Some("alice"), "wrong").await.is_err());
+
+    let e = s
+        .create_users(&[UserSpec {
+            name: "bad user >x".into(),
+            password: Secret::new("pw"),
+            host: None,
+            databases: vec![],
+        }])
+        .await
+        .expect_err("bad name");
+    assert_eq!(e.fault().status, 400);
+
+    // Password change.
+    s.update_user(
+        "alice",
+        "%",
+        &UserUpdate {
+            name: None,
+            password: Some(Secret::new("new-pw")),
+            host: None,
+        },
+    )
+    .await
+    .expect("change password");
+    assert!(connect(port, Some("alice"), pw).await.is_err());
+    connect(port, Some("alice"), "new-pw")
+        .await
+        .expect("new password works");
+
+    // Root = the default user with a password; the rendered memory setting (50 % of 256 MB).
+    let root_pw = s.enable_root(None).await.expect("enable root");
+    assert_eq!(maxmemory_mb(port, root_pw.expose()).await, 128);
+
+    // Restart keeps data and users.
+    s.restart().await.expect("restart");
+    let mut c = connect(port, Some("alice"), "new-pw")
+        .await
+        .expect("alice after restart");
+    let v: String = c.get("k").await.expect("get");
+    assert_eq!(v, "kept");
+
+    s.apply_flavor(512).await.expect("apply flavor");
+    assert_eq!(maxmemory_mb(port, root_pw.expose()).await, 256);
+
+    let fs = s.filesystem_stats().await.expect("fs");
+    assert!(
+        fs.used_bytes > 0 && fs.total_bytes == 1024 * 1024 * 1024,
+        "{fs:?}"
+    );
+
+    assert_eq!(fx.reopen().status().await.status, ServiceStatus::Healthy);
+
+    s.disable_root().await.expect("disable root");
+    assert!(connect(port, None, root_pw.expose()).await.is_err());
+
+    // Deleting the user takes its access away.
+    s.delete_user("alice", "%").await.expect("delete user");
+    assert!(
+        connect(port, Some("alice"), "new-pw").await.is_err(),
+        "deleted user still connects"
+    );
+
+    s.stop().await.expect("stop");
+    assert_eq!(s.status().await.status, ServiceStatus::Shutdown);
+    s.start().await.expect("start");
+    assert_eq!(s.status().await.status, ServiceStatus::Healthy);
+
+    let pid = fx.kill_engine();
+    let st = wait_status(&s, ServiceStatus::Crashed).await;
+    assert_eq!(st.status, ServiceStatus::Crashed, "{st:?}");
+    assert!(
+        st.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains(&pid.to_string()),
+        "{st:?}"
+    );
+    s.start().await.expect("start after crash");
+    let mut c = connect(port, Some("early"), "early-pw")
+        .await
+        .expect("users survived the crash");
+    let _: Option<String> = c.get("k").await.expect("get");
+    s.stop().await.expect("final stop");
+    assert_eq!(s.status().await.status, ServiceStatus::Shutdown);
+}
