@@ -119,7 +119,7 @@ impl Conductor {
                 r = shutdown.changed() => if r.is_err() { break },
                 d = sub.next() => match d {
                     Ok(Some(d)) => {
-                        if let Some(rec) = self.handle(&d).await {
+                        if let Some(rec) = self.handle(&d.body).await {
                             batch.push((rec, d));
                             if batch.len() >= self.batch_max {
                                 self.flush(&mut batch).await;
@@ -191,8 +191,8 @@ impl Conductor {
 
     /// Decodes, verifies and orders one report. Heartbeats come back as a record to batch; other reports are
     /// applied at once.
-    async fn handle(&self, d: &Delivery) -> Option<ServiceStatusRecord> {
-        let env = match Envelope::<ConductorRequest>::decode(&d.body) {
+    async fn handle(&self, body: &[u8]) -> Option<ServiceStatusRecord> {
+        let env = match Envelope::<ConductorRequest>::decode(body) {
             Ok(env) => env,
             Err(e) => {
                 tracing::warn!(error = %e, "dropping undecodable conductor message");
