@@ -1,0 +1,232 @@
+//! The all-in-one server: the whole control plane and the Trove v1.0 API in one process.
+//!
+//! ```text
+//! cargo run --release --example all-in-one -- --listen 127.0.0.1:8779 --state-dir ./trove-state
+//! openstack --os-auth-type none --os-endpoint http://127.0.0.1:8779/v1.0/demo datastore list
+//! ```
+//!
+//! Embedded defaults: the SQLite store in the state directory, the in-process message bus, in-process guest
+//! agents, and `noauth` (the tenant is the one in the URL). On first start it registers a standard set of
+//! flavors and datastore versions (unless `--no-seed`). It prints `listening on ADDR` once it accepts requests
+//! and stops cleanly on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, ValueEnum};
+use trove::backends::auth::{load_token_file, KeystoneAuth, KeystoneConfig, NoAuth};
+use trove::backends::sql::{self, StoreLocation};
+use trove::core::api::DatastoreVersionSpec;
+use trove::core::model::{Flavor, Secret};
+use trove::core::ports::{DynAuthenticator, RequestContext, SystemClock};
+use trove::core::{CoreConfig, Result};
+use trove::http::{router, HttpConfig, RateLimits};
+use trove::InMemoryParts;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthMode {
+    /// Any token or none; the tenant is the URL's.
+    Noauth,
+    /// Tokens from `--token-file` (one `TOKEN PROJECT USER [ROLES]` per line).
+    TokenFile,
+    /// Keystone v3 token validation.
+    Keystone,
+}
+
+/// Trove-compatible database-as-a-service in one process.
+#[derive(Debug, Parser)]
+#[command(name = "all-in-one", version)]
+struct Args {
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:8779")]
+    listen: SocketAddr,
+    /// State directory (SQLite database). Default: $XDG_DATA_HOME/trove-rs or ~/.local/share/trove-rs.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Infrastructure database URL instead of the state directory (postgres://... or sqlite://PATH).
+    #[arg(long, env = "TROVE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Authentication.
+    #[arg(long, value_enum, default_value_t = AuthMode::Noauth)]
+    auth: AuthMode,
+    /// With `--auth noauth`: every caller has the admin role (single-operator installs).
+    #[arg(long)]
+    noauth_admin: bool,
+    /// Token file for `--auth token-file`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Keystone v3 URL for `--auth keystone`.
+    #[arg(long, default_value = "http://127.0.0.1:5000/v3")]
+    keystone_url: String,
+    /// Keystone service user.
+    #[arg(long, default_value = "trove")]
+    keystone_user: String,
+    /// Keystone service user's password.
+    #[arg(
+        long,
+        env = "TROVE_KEYSTONE_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    keystone_password: String,
+    /// Keystone service project.
+    #[arg(long, default_value = "service")]
+    keystone_project: String,
+    /// Enforce upstream's per-tenant rate limits (200 requests per minute and verb).
+    #[arg(long)]
+    rate_limit: bool,
+    /// Base URL shown in links (default: the request's Host).
+    #[arg(long)]
+    public_endpoint: Option<String>,
+    /// Do not register the default flavors and datastore versions on first start.
+    #[arg(long)]
+    no_seed: bool,
+}
+
+fn authenticator(args: &Args) -> Result<DynAuthenticator> {
+    Ok(match args.auth {
+        AuthMode::Noauth if args.noauth_admin => Arc::new(NoAuth::admin()),
+        AuthMode::Noauth => Arc::new(NoAuth::new()),
+        AuthMode::TokenFile => {
+            let path = args.token_file.as_ref().ok_or_else(|| {
+                trove::core::Error::bad_request("--auth token-file needs --token-file PATH")
+            })?;
+            Arc::new(load_token_file(path)?)
+        }
+        AuthMode::Keystone => Arc::new(KeystoneAuth::new(KeystoneConfig {
+            auth_url: args.keystone_url.clone(),
+            username: args.keystone_user.clone(),
+            password: Secret::new(args.keystone_password.clone()),
+            project_name: args.keystone_project.clone(),
+            ..Default::default()
+        })?),
+    })
+}
+
+/// Registers standard flavors and datastore versions when the store has none (first start).
+async fn seed(api: &trove::core::api::ApiService) -> Result<()> {
+    let admin = RequestContext::admin("all-in-one");
+    if api.list_flavors(&admin).await?.is_empty() {
+        for (id, name, ram_mb, vcpus, disk_gb) in [
+            ("1", "m1.tiny", 512, 1, 1),
+            ("2", "m1.small", 2048, 1, 20),
+            ("3", "m1.medium", 4096, 2, 40),
+            ("4", "m1.large", 8192, 4, 80),
+            ("5", "m1.xlarge", 16384, 8, 160),
+        ] {
+            let f = Flavor {
+                id: id.into(),
+                name: name.into(),
+                ram_mb,
+                vcpus,
+                disk_gb,
+                ephemeral_gb: 0,
+            };
+            api.mgmt_put_flavor(&admin, f).await?;
+        }
+    }
+    if api.list_datastores(&admin).await?.is_empty() {
+        for (ds, version, manager) in [
+            ("mysql", "5.7", "mysql"),
+            ("mariadb", "10.11", "mariadb"),
+            ("postgresql", "15", "postgresql"),
+        ] {
+            let spec = DatastoreVersionSpec {
+                datastore_name: ds.into(),
+                name: version.into(),
+                manager: manager.into(),
+                image: String::new(),
+                packages: String::new(),
+                active: true,
+                version: Some(version.into()),
+                default: true,
+            };
+            api.mgmt_create_datastore_version(&admin, spec).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let location = StoreLocation::from_options(args.state_dir.clone(), args.database_url.clone());
+    let store = sql::open(&location).await?;
+    let config = CoreConfig::default();
+    let auth = authenticator(&args)?;
+    let cp = InMemoryParts::new(config, Arc::new(SystemClock))
+        .builder()
+        .store(store)
+        .authenticator(auth.clone())
+        .start()
+        .await?;
+    if !args.no_seed {
+        seed(&cp.api()).await?;
+    }
+    let http = HttpConfig {
+        rate_limits: args.rate_limit.then(RateLimits::default),
+        public_endpoint: args.public_endpoint.clone(),
+        ..HttpConfig::default()
+    };
+    let app = router(cp.api(), auth, http);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            trove::core::Error::backend(
+                "http",
+                format!("cannot listen on {}: {e}", args.listen),
+                false,
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| trove::core::Error::backend("http", e, false))?;
+    println!(
+        "trove all-in-one: store {}, listening on {addr}",
+        location.display()
+    );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    cp.shutdown().await;
+    println!("trove all-in-one: stopped");
+    served.map_err(|e| trove::core::Error::backend("http", e, false))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,trove=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trove all-in-one: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
