@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod guest_agent;
 pub mod health;
+pub mod manage;
 pub mod memory;
 pub mod model;
 pub mod ports;
