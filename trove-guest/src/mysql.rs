@@ -84,12 +84,14 @@ pub(crate) fn lit(s: &str) -> String {
 
 /// A database name in a GRANT: backticked, with the LIKE wildcards `_` and `%` escaped so only that database matches.
 fn grant_db(name: &str) -> String {
-    ident(
-        &name
-            .replace('\\', "\\\\")
-            .replace('_', "\\_")
-            .replace('%', "\\%"),
-    )
+    ident(&grant_db_name(name))
+}
+
+/// The database name as stored in `mysql.db` after a GRANT on [`grant_db`].
+fn grant_db_name(name: &str) -> String {
+    name.replace('\\', "\\\\")
+        .replace('_', "\\_")
+        .replace('%', "\\%")
 }
 
 fn unescape_grant_db(name: &str) -> String {
@@ -366,6 +368,117 @@ impl MysqlStrategy {
         Ok(())
     }
 
+    /// Validates an account and gives its host (`%` when empty).
+    fn check_account<'a>(&self, name: &str, host: &'a str) -> Result<&'a str> {
+        validate_user_name(self.base.manager, name)?;
+        self.base.check_reserved(name)?;
+        let host = Self::user_host(Some(host));
+        validate_host(host)?;
+        Ok(host)
+    }
+
+    async fn has_db(&self, c: &mut MySqlConnection, name: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?")
+            .bind(name)
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.is_some())
+    }
+
+    async fn has_user(&self, c: &mut MySqlConnection, name: &str, host: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM mysql.user WHERE User = ? AND Host = ?")
+            .bind(name)
+            .bind(host)
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.is_some())
+    }
+
+    async fn require_user(&self, c: &mut MySqlConnection, name: &str, host: &str) -> Result<()> {
+        if self.has_user(c, name, host).await? {
+            Ok(())
+        } else {
+            Err(Error::not_found("User", format!("{name}@{host}")))
+        }
+    }
+
+    /// Creates databases; `strict` refuses existing ones (the API), otherwise they are left as they are (prepare).
+    async fn create_dbs(&self, dbs: &[DatabaseSpec], strict: bool) -> Result<()> {
+        self.base.validate_databases(dbs)?;
+        if dbs.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.connect_admin().await?;
+        let mut todo = Vec::new();
+        for db in dbs {
+            if !self.has_db(&mut c, &db.name).await? {
+                todo.push(db);
+            } else if strict {
+                return Err(Error::bad_request(format!(
+                    "A database named '{}' already exists.",
+                    db.name
+                )));
+            }
+        }
+        for db in todo {
+            let mut s = format!("CREATE DATABASE IF NOT EXISTS {}", ident(&db.name));
+            if let Some(cs) = &db.character_set {
+                s.push_str(&format!(" CHARACTER SET {cs}"));
+            }
+            if let Some(co) = &db.collate {
+                s.push_str(&format!(" COLLATE {co}"));
+            }
+            exec_sql(&mut c, &s).await.map_err(|e| self.err(e))?;
+        }
+        let _ = c.close().await;
+        Ok(())
+    }
+
+    /// Creates users with their grants; `strict` refuses existing ones (the API), otherwise their password and
+    /// grants are set again (prepare).
+    async fn create_accounts(&self, users: &[UserSpec], strict: bool) -> Result<()> {
+        self.base.validate_users(users)?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.connect_admin().await?;
+        for u in users {
+            let host = Self::user_host(u.host.as_deref());
+            if strict && self.has_user(&mut c, &u.name, host).await? {
+                return Err(Error::bad_request(format!(
+                    "A user named '{}'@'{host}' already exists.",
+                    u.name
+                )));
+            }
+            for d in &u.databases {
+                if !self.has_db(&mut c, d).await? {
+                    return Err(Error::not_found("Database", d));
+                }
+            }
+        }
+        for u in users {
+            let acct = account(&u.name, Self::user_host(u.host.as_deref()));
+            let pw = lit(u.password.expose());
+            let mut stmts = vec![
+                format!("CREATE USER IF NOT EXISTS {acct} IDENTIFIED BY {pw}"),
+                format!("ALTER USER {acct} IDENTIFIED BY {pw}"),
+            ];
+            for d in &u.databases {
+                stmts.push(format!(
+                    "GRANT ALL PRIVILEGES ON {}.* TO {acct}",
+                    grant_db(d)
+                ));
+            }
+            for st in &stmts {
+                exec_sql(&mut c, st).await.map_err(|e| self.err(e))?;
+            }
+        }
+        let _ = c.close().await;
+        Ok(())
+    }
+
     fn user_host(host: Option<&str>) -> &str {
         host.filter(|h| !h.is_empty()).unwrap_or("%")
     }
@@ -406,8 +519,8 @@ impl DatastoreStrategy for MysqlStrategy {
         self.start_engine().await?;
         self.ensure_admin().await?;
         self.base.layout.update_state(|s| s.prepared = true)?;
-        self.create_databases(&req.databases).await?;
-        self.create_users(&req.users).await?;
+        self.create_dbs(&req.databases, false).await?;
+        self.create_accounts(&req.users, false).await?;
         if let Some(p) = &req.root_password {
             self.enable_root(Some(p.clone())).await?;
         }
@@ -477,24 +590,7 @@ impl DatastoreStrategy for MysqlStrategy {
     }
 
     async fn create_databases(&self, dbs: &[DatabaseSpec]) -> Result<()> {
-        self.base.validate_databases(dbs)?;
-        let stmts: Vec<String> = dbs
-            .iter()
-            .map(|db| {
-                let mut s = format!("CREATE DATABASE IF NOT EXISTS {}", ident(&db.name));
-                if let Some(cs) = &db.character_set {
-                    s.push_str(&format!(" CHARACTER SET {cs}"));
-                }
-                if let Some(co) = &db.collate {
-                    s.push_str(&format!(" COLLATE {co}"));
-                }
-                s
-            })
-            .collect();
-        if stmts.is_empty() {
-            return Ok(());
-        }
-        self.exec(&stmts).await
+        self.create_dbs(dbs, true).await
     }
 
     async fn list_databases(&self) -> Result<Vec<DatabaseSpec>> {
@@ -524,31 +620,19 @@ impl DatastoreStrategy for MysqlStrategy {
 
     async fn delete_database(&self, name: &str) -> Result<()> {
         validate_database_name(self.base.manager, name)?;
-        self.exec(&[format!("DROP DATABASE IF EXISTS {}", ident(name))])
+        let mut c = self.connect_admin().await?;
+        if !self.has_db(&mut c, name).await? {
+            return Err(Error::not_found("Database", name));
+        }
+        exec_sql(&mut c, &format!("DROP DATABASE {}", ident(name)))
             .await
+            .map_err(|e| self.err(e))?;
+        let _ = c.close().await;
+        Ok(())
     }
 
     async fn create_users(&self, users: &[UserSpec]) -> Result<()> {
-        self.base.validate_users(users)?;
-        let mut stmts = Vec::new();
-        for u in users {
-            let acct = account(&u.name, Self::user_host(u.host.as_deref()));
-            let pw = lit(u.password.expose());
-            stmts.push(format!(
-                "CREATE USER IF NOT EXISTS {acct} IDENTIFIED BY {pw}"
-            ));
-            stmts.push(format!("ALTER USER {acct} IDENTIFIED BY {pw}"));
-            for d in &u.databases {
-                stmts.push(format!(
-                    "GRANT ALL PRIVILEGES ON {}.* TO {acct}",
-                    grant_db(d)
-                ));
-            }
-        }
-        if stmts.is_empty() {
-            return Ok(());
-        }
-        self.exec(&stmts).await
+        self.create_accounts(users, true).await
     }
 
     async fn list_users(&self) -> Result<Vec<UserInfo>> {
@@ -590,19 +674,18 @@ impl DatastoreStrategy for MysqlStrategy {
     }
 
     async fn delete_user(&self, name: &str, host: &str) -> Result<()> {
-        validate_user_name(self.base.manager, name)?;
-        self.base.check_reserved(name)?;
-        let host = Self::user_host(Some(host));
-        validate_host(host)?;
-        self.exec(&[format!("DROP USER IF EXISTS {}", account(name, host))])
+        let host = self.check_account(name, host)?;
+        let mut c = self.connect_admin().await?;
+        self.require_user(&mut c, name, host).await?;
+        exec_sql(&mut c, &format!("DROP USER {}", account(name, host)))
             .await
+            .map_err(|e| self.err(e))?;
+        let _ = c.close().await;
+        Ok(())
     }
 
     async fn update_user(&self, name: &str, host: &str, update: &UserUpdate) -> Result<()> {
-        validate_user_name(self.base.manager, name)?;
-        self.base.check_reserved(name)?;
-        let host = Self::user_host(Some(host));
-        validate_host(host)?;
+        let host = self.check_account(name, host)?;
         if let Some(n) = &update.name {
             validate_user_name(self.base.manager, n)?;
             self.base.check_reserved(n)?;
@@ -613,75 +696,102 @@ impl DatastoreStrategy for MysqlStrategy {
         if let Some(p) = &update.password {
             validate_password(p)?;
         }
-        let mut stmts = Vec::new();
+        let mut c = self.connect_admin().await?;
+        self.require_user(&mut c, name, host).await?;
         let acct = account(name, host);
+        let (new_name, new_host) = (
+            update.name.as_deref().unwrap_or(name),
+            update.host.as_deref().unwrap_or(host),
+        );
+        let renamed = (new_name, new_host) != (name, host);
+        if renamed && self.has_user(&mut c, new_name, new_host).await? {
+            return Err(Error::bad_request(format!(
+                "A user named '{new_name}'@'{new_host}' already exists."
+            )));
+        }
         if let Some(p) = &update.password {
-            stmts.push(format!(
-                "ALTER USER {acct} IDENTIFIED BY {}",
-                lit(p.expose())
-            ));
+            exec_sql(
+                &mut c,
+                &format!("ALTER USER {acct} IDENTIFIED BY {}", lit(p.expose())),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
         }
-        if update.name.is_some() || update.host.is_some() {
-            let new = account(
-                update.name.as_deref().unwrap_or(name),
-                update.host.as_deref().unwrap_or(host),
-            );
-            stmts.push(format!("RENAME USER {acct} TO {new}"));
+        if renamed {
+            exec_sql(
+                &mut c,
+                &format!("RENAME USER {acct} TO {}", account(new_name, new_host)),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
         }
-        if stmts.is_empty() {
-            return Ok(());
-        }
-        self.exec(&stmts).await
+        let _ = c.close().await;
+        Ok(())
     }
 
     async fn change_passwords(&self, users: &[UserSpec]) -> Result<()> {
         self.base.validate_users(users)?;
-        let stmts: Vec<String> = users
-            .iter()
-            .map(|u| {
-                format!(
-                    "ALTER USER {} IDENTIFIED BY {}",
-                    account(&u.name, Self::user_host(u.host.as_deref())),
-                    lit(u.password.expose())
-                )
-            })
-            .collect();
-        if stmts.is_empty() {
-            return Ok(());
+        let mut c = self.connect_admin().await?;
+        for u in users {
+            let host = Self::user_host(u.host.as_deref());
+            self.require_user(&mut c, &u.name, host).await?;
         }
-        self.exec(&stmts).await
+        for u in users {
+            let acct = account(&u.name, Self::user_host(u.host.as_deref()));
+            exec_sql(
+                &mut c,
+                &format!(
+                    "ALTER USER {acct} IDENTIFIED BY {}",
+                    lit(u.password.expose())
+                ),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        let _ = c.close().await;
+        Ok(())
     }
 
     async fn grant_access(&self, name: &str, host: &str, dbs: &[String]) -> Result<()> {
-        validate_user_name(self.base.manager, name)?;
-        self.base.check_reserved(name)?;
-        let host = Self::user_host(Some(host));
-        validate_host(host)?;
+        let host = self.check_account(name, host)?;
         for d in dbs {
             validate_database_name(self.base.manager, d)?;
         }
-        let acct = account(name, host);
-        let stmts: Vec<String> = dbs
-            .iter()
-            .map(|d| format!("GRANT ALL PRIVILEGES ON {}.* TO {acct}", grant_db(d)))
-            .collect();
-        if stmts.is_empty() {
-            return Ok(());
+        let mut c = self.connect_admin().await?;
+        self.require_user(&mut c, name, host).await?;
+        for d in dbs {
+            if !self.has_db(&mut c, d).await? {
+                return Err(Error::not_found("Database", d));
+            }
         }
-        self.exec(&stmts).await
+        for d in dbs {
+            exec_sql(
+                &mut c,
+                &format!(
+                    "GRANT ALL PRIVILEGES ON {}.* TO {}",
+                    grant_db(d),
+                    account(name, host)
+                ),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        let _ = c.close().await;
+        Ok(())
     }
 
     async fn revoke_access(&self, name: &str, host: &str, db: &str) -> Result<()> {
-        validate_user_name(self.base.manager, name)?;
-        self.base.check_reserved(name)?;
-        let host = Self::user_host(Some(host));
-        validate_host(host)?;
+        let host = self.check_account(name, host)?;
         validate_database_name(self.base.manager, db)?;
         let mut c = self.connect_admin().await?;
+        self.require_user(&mut c, name, host).await?;
+        if !self.has_db(&mut c, db).await? {
+            return Err(Error::not_found("Database", db));
+        }
         let granted = sqlx::query("SELECT 1 FROM mysql.db WHERE User = ? AND Host = ? AND Db = ?")
             .bind(name)
             .bind(host)
-            .bind(grant_db(db).trim_matches('`').replace("``", "`"))
+            .bind(grant_db_name(db))
             .fetch_optional(&mut c)
             .await
             .map_err(|e| self.err(e))?;

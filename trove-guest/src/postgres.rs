@@ -397,6 +397,99 @@ impl PostgresStrategy {
         Ok(())
     }
 
+    async fn require_role(&self, c: &mut PgConnection, name: &str) -> Result<()> {
+        if self.role_exists(c, name).await? {
+            Ok(())
+        } else {
+            Err(Error::not_found("User", name))
+        }
+    }
+
+    /// Creates databases; `strict` refuses existing ones (the API), otherwise they are left as they are (prepare).
+    async fn create_dbs(&self, dbs: &[DatabaseSpec], strict: bool) -> Result<()> {
+        self.base.validate_databases(dbs)?;
+        if dbs.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.connect_admin(ADMIN_DB).await?;
+        let mut todo = Vec::new();
+        for db in dbs {
+            if !self.database_exists(&mut c, &db.name).await? {
+                todo.push(db);
+            } else if strict {
+                return Err(Error::bad_request(format!(
+                    "A database named '{}' already exists.",
+                    db.name
+                )));
+            }
+        }
+        for db in todo {
+            let mut s = format!("CREATE DATABASE {}", ident(&db.name));
+            if db.character_set.is_some() || db.collate.is_some() {
+                s.push_str(" TEMPLATE template0");
+            }
+            if let Some(cs) = &db.character_set {
+                s.push_str(&format!(" ENCODING {}", lit(cs)));
+            }
+            if let Some(co) = &db.collate {
+                s.push_str(&format!(" LC_COLLATE {} LC_CTYPE {}", lit(co), lit(co)));
+            }
+            exec_sql(&mut c, &s).await.map_err(|e| self.err(e))?;
+            exec_sql(
+                &mut c,
+                &format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", ident(&db.name)),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        let _ = c.close().await;
+        Ok(())
+    }
+
+    /// Creates login roles with their grants; `strict` refuses existing ones (the API), otherwise their password
+    /// and grants are set again (prepare).
+    async fn create_roles(&self, users: &[UserSpec], strict: bool) -> Result<()> {
+        self.base.validate_users(users)?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.connect_admin(ADMIN_DB).await?;
+        let mut exists = Vec::new();
+        for u in users {
+            let e = self.role_exists(&mut c, &u.name).await?;
+            if e && strict {
+                return Err(Error::bad_request(format!(
+                    "A user named '{}' already exists.",
+                    u.name
+                )));
+            }
+            for d in &u.databases {
+                if !self.database_exists(&mut c, d).await? {
+                    return Err(Error::not_found("Database", d));
+                }
+            }
+            exists.push(e);
+        }
+        for (u, e) in users.iter().zip(exists) {
+            let verb = if e { "ALTER" } else { "CREATE" };
+            exec_sql(
+                &mut c,
+                &format!(
+                    "{verb} ROLE {} LOGIN PASSWORD {}",
+                    ident(&u.name),
+                    lit(u.password.expose())
+                ),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        let _ = c.close().await;
+        for u in users {
+            self.grant(&u.name, &u.databases).await?;
+        }
+        Ok(())
+    }
+
     fn check_user(&self, name: &str) -> Result<()> {
         validate_user_name(Manager::Postgresql, name)?;
         self.base.check_reserved(name)
@@ -445,8 +538,8 @@ impl DatastoreStrategy for PostgresStrategy {
             .await?;
             self.base.layout.update_state(|s| s.prepared = true)?;
         }
-        self.create_databases(&req.databases).await?;
-        self.create_users(&req.users).await?;
+        self.create_dbs(&req.databases, false).await?;
+        self.create_roles(&req.users, false).await?;
         if let Some(p) = &req.root_password {
             self.enable_root(Some(p.clone())).await?;
         }
@@ -513,35 +606,7 @@ impl DatastoreStrategy for PostgresStrategy {
     }
 
     async fn create_databases(&self, dbs: &[DatabaseSpec]) -> Result<()> {
-        self.base.validate_databases(dbs)?;
-        if dbs.is_empty() {
-            return Ok(());
-        }
-        let mut c = self.connect_admin(ADMIN_DB).await?;
-        for db in dbs {
-            if self.database_exists(&mut c, &db.name).await? {
-                continue;
-            }
-            let mut s = format!("CREATE DATABASE {}", ident(&db.name));
-            if db.character_set.is_some() || db.collate.is_some() {
-                s.push_str(" TEMPLATE template0");
-            }
-            if let Some(cs) = &db.character_set {
-                s.push_str(&format!(" ENCODING {}", lit(cs)));
-            }
-            if let Some(co) = &db.collate {
-                s.push_str(&format!(" LC_COLLATE {} LC_CTYPE {}", lit(co), lit(co)));
-            }
-            exec_sql(&mut c, &s).await.map_err(|e| self.err(e))?;
-            exec_sql(
-                &mut c,
-                &format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", ident(&db.name)),
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        }
-        let _ = c.close().await;
-        Ok(())
+        self.create_dbs(dbs, true).await
     }
 
     async fn list_databases(&self) -> Result<Vec<DatabaseSpec>> {
@@ -570,39 +635,22 @@ impl DatastoreStrategy for PostgresStrategy {
         if name == ADMIN_DB {
             return Err(Error::bad_request("The database 'postgres' is reserved."));
         }
-        self.exec(
-            ADMIN_DB,
-            &[format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                ident(name)
-            )],
+        let mut c = self.connect_admin(ADMIN_DB).await?;
+        if !self.database_exists(&mut c, name).await? {
+            return Err(Error::not_found("Database", name));
+        }
+        exec_sql(
+            &mut c,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)),
         )
         .await
+        .map_err(|e| self.err(e))?;
+        let _ = c.close().await;
+        Ok(())
     }
 
     async fn create_users(&self, users: &[UserSpec]) -> Result<()> {
-        self.base.validate_users(users)?;
-        for u in users {
-            let mut c = self.connect_admin(ADMIN_DB).await?;
-            let verb = if self.role_exists(&mut c, &u.name).await? {
-                "ALTER"
-            } else {
-                "CREATE"
-            };
-            exec_sql(
-                &mut c,
-                &format!(
-                    "{verb} ROLE {} LOGIN PASSWORD {}",
-                    ident(&u.name),
-                    lit(u.password.expose())
-                ),
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-            let _ = c.close().await;
-            self.grant(&u.name, &u.databases).await?;
-        }
-        Ok(())
+        self.create_roles(users, true).await
     }
 
     async fn list_users(&self) -> Result<Vec<UserInfo>> {
@@ -631,9 +679,7 @@ impl DatastoreStrategy for PostgresStrategy {
     async fn delete_user(&self, name: &str, _host: &str) -> Result<()> {
         self.check_user(name)?;
         let mut c = self.connect_admin(ADMIN_DB).await?;
-        if !self.role_exists(&mut c, name).await? {
-            return Ok(());
-        }
+        self.require_role(&mut c, name).await?;
         let dbs = self.user_databases(&mut c).await?;
         let _ = c.close().await;
         // What the user owns goes to os_admin (data is kept); its privileges go away in every database.
@@ -664,10 +710,18 @@ impl DatastoreStrategy for PostgresStrategy {
                 "PostgreSQL users have no host; only '%' is accepted.",
             ));
         }
+        let mut c = self.connect_admin(ADMIN_DB).await?;
+        self.require_role(&mut c, name).await?;
         let mut stmts = Vec::new();
         if let Some(n) = update.name.as_deref().filter(|n| *n != name) {
+            if self.role_exists(&mut c, n).await? {
+                return Err(Error::bad_request(format!(
+                    "A user named '{n}' already exists."
+                )));
+            }
             stmts.push(format!("ALTER ROLE {} RENAME TO {}", ident(name), ident(n)));
         }
+        let _ = c.close().await;
         let current = update.name.as_deref().unwrap_or(name);
         if let Some(p) = &update.password {
             stmts.push(format!(
@@ -681,6 +735,11 @@ impl DatastoreStrategy for PostgresStrategy {
 
     async fn change_passwords(&self, users: &[UserSpec]) -> Result<()> {
         self.base.validate_users(users)?;
+        let mut c = self.connect_admin(ADMIN_DB).await?;
+        for u in users {
+            self.require_role(&mut c, &u.name).await?;
+        }
+        let _ = c.close().await;
         let stmts: Vec<String> = users
             .iter()
             .map(|u| {
@@ -699,12 +758,26 @@ impl DatastoreStrategy for PostgresStrategy {
         for d in dbs {
             validate_database_name(Manager::Postgresql, d)?;
         }
+        let mut c = self.connect_admin(ADMIN_DB).await?;
+        self.require_role(&mut c, name).await?;
+        for d in dbs {
+            if !self.database_exists(&mut c, d).await? {
+                return Err(Error::not_found("Database", d));
+            }
+        }
+        let _ = c.close().await;
         self.grant(name, dbs).await
     }
 
     async fn revoke_access(&self, name: &str, _host: &str, db: &str) -> Result<()> {
         self.check_user(name)?;
         validate_database_name(Manager::Postgresql, db)?;
+        let mut c = self.connect_admin(ADMIN_DB).await?;
+        self.require_role(&mut c, name).await?;
+        if !self.database_exists(&mut c, db).await? {
+            return Err(Error::not_found("Database", db));
+        }
+        let _ = c.close().await;
         self.exec(
             db,
             &[format!("REVOKE ALL ON SCHEMA public FROM {}", ident(name))],

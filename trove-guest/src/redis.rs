@@ -230,6 +230,61 @@ impl RedisStrategy {
         Ok(())
     }
 
+    async fn require_user(&self, name: &str) -> Result<()> {
+        if self.user_names().await?.iter().any(|n| n == name) {
+            Ok(())
+        } else {
+            Err(Error::not_found("User", name))
+        }
+    }
+
+    /// The rules of a user as `ACL LIST` shows them (password hashes as `#<sha256>`).
+    async fn user_rules(&self, name: &str) -> Result<Vec<String>> {
+        let mut c = self.connect_admin().await?;
+        let lines: Vec<String> = redis::cmd("ACL")
+            .arg("LIST")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        lines
+            .iter()
+            .find_map(|l| {
+                let mut parts = l.split(' ');
+                (parts.next() == Some("user") && parts.next() == Some(name))
+                    .then(|| parts.map(str::to_string).collect())
+            })
+            .ok_or_else(|| Error::not_found("User", name))
+    }
+
+    /// Creates ACL users; `strict` refuses existing ones (the API), otherwise they are set again (prepare).
+    async fn create_acl_users(&self, users: &[UserSpec], strict: bool) -> Result<()> {
+        self.base.validate_users(users)?;
+        if users.iter().any(|u| !u.databases.is_empty()) {
+            return Err(Error::unprocessable(
+                "Operation not supported for datastore redis: databases.",
+            ));
+        }
+        if users.is_empty() {
+            return Ok(());
+        }
+        if strict {
+            let names = self.user_names().await?;
+            if let Some(u) = users.iter().find(|u| names.contains(&u.name)) {
+                return Err(Error::bad_request(format!(
+                    "A user named '{}' already exists.",
+                    u.name
+                )));
+            }
+        }
+        for u in users {
+            let pw = format!(">{}", u.password.expose());
+            let mut args = vec!["SETUSER", u.name.as_str(), "reset", "on", pw.as_str()];
+            args.extend_from_slice(USER_RULES);
+            self.acl(&args).await?;
+        }
+        self.acl_save().await
+    }
+
     fn check_user(&self, name: &str) -> Result<()> {
         validate_user_name(Manager::Redis, name)?;
         self.base.check_reserved(name)
@@ -277,7 +332,7 @@ impl DatastoreStrategy for RedisStrategy {
         })?;
         self.start_engine().await?;
         self.base.layout.update_state(|s| s.prepared = true)?;
-        self.create_users(&req.users).await?;
+        self.create_acl_users(&req.users, false).await?;
         if let Some(p) = &req.root_password {
             self.enable_root(Some(p.clone())).await?;
         }
@@ -334,22 +389,7 @@ impl DatastoreStrategy for RedisStrategy {
     }
 
     async fn create_users(&self, users: &[UserSpec]) -> Result<()> {
-        self.base.validate_users(users)?;
-        if users.iter().any(|u| !u.databases.is_empty()) {
-            return Err(Error::unprocessable(
-                "Operation not supported for datastore redis: databases.",
-            ));
-        }
-        if users.is_empty() {
-            return Ok(());
-        }
-        for u in users {
-            let pw = format!(">{}", u.password.expose());
-            let mut args = vec!["SETUSER", u.name.as_str(), "reset", "on", pw.as_str()];
-            args.extend_from_slice(USER_RULES);
-            self.acl(&args).await?;
-        }
-        self.acl_save().await
+        self.create_acl_users(users, true).await
     }
 
     async fn list_users(&self) -> Result<Vec<UserInfo>> {
@@ -368,16 +408,15 @@ impl DatastoreStrategy for RedisStrategy {
 
     async fn delete_user(&self, name: &str, _host: &str) -> Result<()> {
         self.check_user(name)?;
+        self.require_user(name).await?;
         self.acl(&["DELUSER", name]).await?;
         self.acl_save().await
     }
 
     async fn update_user(&self, name: &str, _host: &str, update: &UserUpdate) -> Result<()> {
         self.check_user(name)?;
-        if update.name.as_deref().is_some_and(|n| n != name) {
-            return Err(Error::unprocessable(
-                "Operation not supported for datastore redis: renaming users.",
-            ));
+        if let Some(n) = &update.name {
+            self.check_user(n)?;
         }
         if update.host.as_deref().is_some_and(|h| h != "%") {
             return Err(Error::bad_request(
@@ -386,19 +425,39 @@ impl DatastoreStrategy for RedisStrategy {
         }
         if let Some(p) = &update.password {
             validate_password(p)?;
-            if !self.user_names().await?.iter().any(|n| n == name) {
-                return Err(Error::not_found("User", name));
-            }
-            let pw = format!(">{}", p.expose());
-            self.acl(&["SETUSER", name, "resetpass", pw.as_str()])
-                .await?;
-            self.acl_save().await?;
         }
-        Ok(())
+        let names = self.user_names().await?;
+        if !names.iter().any(|n| n == name) {
+            return Err(Error::not_found("User", name));
+        }
+        let mut current = name.to_string();
+        if let Some(new) = update.name.as_deref().filter(|n| *n != name) {
+            if names.iter().any(|n| n == new) {
+                return Err(Error::bad_request(format!(
+                    "A user named '{new}' already exists."
+                )));
+            }
+            // Redis cannot rename: copy the user's rules (password hashes included) to the new name.
+            let rules = self.user_rules(name).await?;
+            let mut args = vec!["SETUSER", new, "reset"];
+            args.extend(rules.iter().map(String::as_str));
+            self.acl(&args).await?;
+            self.acl(&["DELUSER", name]).await?;
+            current = new.to_string();
+        }
+        if let Some(p) = &update.password {
+            let pw = format!(">{}", p.expose());
+            self.acl(&["SETUSER", current.as_str(), "resetpass", pw.as_str()])
+                .await?;
+        }
+        self.acl_save().await
     }
 
     async fn change_passwords(&self, users: &[UserSpec]) -> Result<()> {
         self.base.validate_users(users)?;
+        for u in users {
+            self.require_user(&u.name).await?;
+        }
         for u in users {
             let pw = format!(">{}", u.password.expose());
             self.acl(&["SETUSER", u.name.as_str(), "resetpass", pw.as_str()])
