@@ -289,3 +289,293 @@ impl Conductor {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::memory::{ManualClock, MemoryBus, MemoryStore};
+    use crate::model::{Access, Instance};
+    use crate::ports::{Expect, InfraStore, MessageBus};
+    use crate::state::{ServerStatus, TaskStatus};
+    use chrono::Duration as ChronoDuration;
+
+    pub(crate) fn instance(id: Uuid, task: TaskStatus, at: DateTime<Utc>) -> Instance {
+        Instance {
+            id,
+            name: "i".into(),
+            tenant_id: "t".into(),
+            datastore_version_id: Uuid::new_v4(),
+            flavor_id: "1".into(),
+            ram_mb: 512,
+            volume_size: Some(1),
+            volume_type: None,
+            task,
+            server_status: ServerStatus::Active,
+            server_id: Some("s".into()),
+            volume_id: Some("v".into()),
+            host: None,
+            addresses: vec![],
+            port: None,
+            configuration_id: None,
+            replica_of: None,
+            locality: None,
+            region: "r".into(),
+            availability_zone: None,
+            access: Access::default(),
+            fault: None,
+            cluster_id: None,
+            created: at,
+            updated: at,
+            deleted: false,
+            deleted_at: None,
+            version: 0,
+        }
+    }
+
+    pub(crate) async fn put_instance(store: &MemoryStore, inst: Instance, status: ServiceStatus) {
+        let st = ServiceStatusRecord {
+            instance_id: inst.id,
+            status,
+            reason: None,
+            volume: None,
+            updated_at: inst.created,
+        };
+        store
+            .commit(
+                ChangeSet::new()
+                    .with(Write::Instance {
+                        instance: inst,
+                        expect: Expect::Absent,
+                    })
+                    .with(Write::ServiceStatus(st)),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn heartbeat(
+        id: Uuid,
+        status: ServiceStatus,
+        sent: DateTime<Utc>,
+    ) -> Envelope<ConductorRequest> {
+        let mut env = Envelope::new(
+            guest_sender(id),
+            ConductorRequest::Heartbeat {
+                instance_id: id,
+                status,
+                reason: None,
+                fs: None,
+            },
+        );
+        env.sent = sent;
+        env
+    }
+
+    async fn wait_status(store: &MemoryStore, id: Uuid, want: ServiceStatus) {
+        for _ in 0..500 {
+            if store
+                .get_service_status(id)
+                .await
+                .unwrap()
+                .is_some_and(|s| s.status == want)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "status of {id} never became {want:?}: {:?}",
+            store.get_service_status(id).await.unwrap()
+        );
+    }
+
+    struct Fixture {
+        store: Arc<MemoryStore>,
+        bus: Arc<MemoryBus>,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(keys: Option<Arc<dyn GuestKeys>>) -> Fixture {
+        let store = Arc::new(MemoryStore::new());
+        let bus = Arc::new(MemoryBus::new());
+        let clock = Arc::new(ManualClock::new());
+        let c = Conductor::new(store.clone(), bus.clone(), clock, keys);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(async move { c.run(rx).await.unwrap() });
+        Fixture {
+            store,
+            bus,
+            stop,
+            task,
+        }
+    }
+
+    async fn send(bus: &MemoryBus, env: &Envelope<ConductorRequest>) {
+        bus.cast(CONDUCTOR_TOPIC, env.encode().unwrap())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn heartbeats_are_recorded_and_older_ones_dropped() {
+        let f = start(None).await;
+        let id = Uuid::new_v4();
+        let t0 = Utc::now();
+        put_instance(
+            &f.store,
+            instance(id, TaskStatus::None, t0),
+            ServiceStatus::New,
+        )
+        .await;
+        send(
+            &f.bus,
+            &heartbeat(id, ServiceStatus::Healthy, t0 + ChronoDuration::seconds(10)),
+        )
+        .await;
+        wait_status(&f.store, id, ServiceStatus::Healthy).await;
+        // An older report (sent before the one recorded) is dropped ...
+        send(
+            &f.bus,
+            &heartbeat(id, ServiceStatus::Shutdown, t0 + ChronoDuration::seconds(5)),
+        )
+        .await;
+        // ... a newer one is not.
+        let barrier = Uuid::new_v4();
+        put_instance(
+            &f.store,
+            instance(barrier, TaskStatus::None, t0),
+            ServiceStatus::New,
+        )
+        .await;
+        send(&f.bus, &heartbeat(barrier, ServiceStatus::Healthy, t0)).await;
+        wait_status(&f.store, barrier, ServiceStatus::Healthy).await;
+        assert_eq!(
+            f.store
+                .get_service_status(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            ServiceStatus::Healthy
+        );
+        send(
+            &f.bus,
+            &heartbeat(id, ServiceStatus::Crashed, t0 + ChronoDuration::seconds(20)),
+        )
+        .await;
+        wait_status(&f.store, id, ServiceStatus::Crashed).await;
+        let _ = f.stop.send(true);
+        f.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn restart_required_is_not_overwritten_by_heartbeats() {
+        let f = start(None).await;
+        let id = Uuid::new_v4();
+        let t0 = Utc::now();
+        put_instance(
+            &f.store,
+            instance(id, TaskStatus::RestartRequired, t0),
+            ServiceStatus::RestartRequired,
+        )
+        .await;
+        send(&f.bus, &heartbeat(id, ServiceStatus::Healthy, t0)).await;
+        let barrier = Uuid::new_v4();
+        put_instance(
+            &f.store,
+            instance(barrier, TaskStatus::None, t0),
+            ServiceStatus::New,
+        )
+        .await;
+        send(&f.bus, &heartbeat(barrier, ServiceStatus::Healthy, t0)).await;
+        wait_status(&f.store, barrier, ServiceStatus::Healthy).await;
+        assert_eq!(
+            f.store
+                .get_service_status(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            ServiceStatus::RestartRequired
+        );
+        let _ = f.stop.send(true);
+        f.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn forged_and_unsigned_reports_are_rejected() {
+        let key = Secret::new("guest-key");
+        let f = start(Some(Arc::new(SharedKey(key.clone())))).await;
+        let t0 = Utc::now();
+        let (a, b, good) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        for id in [a, b, good] {
+            put_instance(
+                &f.store,
+                instance(id, TaskStatus::None, t0),
+                ServiceStatus::New,
+            )
+            .await;
+        }
+        // Unsigned.
+        send(&f.bus, &heartbeat(a, ServiceStatus::Healthy, t0)).await;
+        // Signed with the wrong key.
+        send(
+            &f.bus,
+            &heartbeat(a, ServiceStatus::Healthy, t0)
+                .signed(&Secret::new("forged"))
+                .unwrap(),
+        )
+        .await;
+        // Signed correctly, but guest a reporting for instance b.
+        let mut env = heartbeat(b, ServiceStatus::Healthy, t0);
+        env.sender = guest_sender(a);
+        send(&f.bus, &env.signed(&key).unwrap()).await;
+        // A genuine report goes through.
+        send(
+            &f.bus,
+            &heartbeat(good, ServiceStatus::Healthy, t0)
+                .signed(&key)
+                .unwrap(),
+        )
+        .await;
+        wait_status(&f.store, good, ServiceStatus::Healthy).await;
+        assert_eq!(
+            f.store.get_service_status(a).await.unwrap().unwrap().status,
+            ServiceStatus::New
+        );
+        assert_eq!(
+            f.store.get_service_status(b).await.unwrap().unwrap().status,
+            ServiceStatus::New
+        );
+        let _ = f.stop.send(true);
+        f.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn root_reports_are_recorded() {
+        let f = start(None).await;
+        let id = Uuid::new_v4();
+        let mut env = Envelope::new(
+            guest_sender(id),
+            ConductorRequest::ReportRoot {
+                instance_id: id,
+                user: "root".into(),
+            },
+        );
+        env.sent = Utc::now();
+        send(&f.bus, &env).await;
+        for _ in 0..500 {
+            if f.store.get_root_history(id).await.unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            f.store.get_root_history(id).await.unwrap().unwrap().user,
+            "root"
+        );
+        let _ = f.stop.send(true);
+        f.task.await.unwrap();
+    }
+}

@@ -106,3 +106,116 @@ impl HealthMonitor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conductor::tests::{instance, put_instance};
+    use crate::memory::{ManualClock, MemoryStore};
+    use crate::ports::{Clock, InfraStore};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    #[tokio::test]
+    async fn expired_heartbeats_are_recorded_as_failed_and_restored_by_the_next_one() {
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(ManualClock::new());
+        let t0 = clock.now();
+        let config = CoreConfig::default();
+        let hm = HealthMonitor::new(store.clone(), clock.clone(), config.clone());
+        let (live, restart, building) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        put_instance(
+            &store,
+            instance(live, TaskStatus::None, t0),
+            ServiceStatus::Healthy,
+        )
+        .await;
+        put_instance(
+            &store,
+            instance(restart, TaskStatus::None, t0),
+            ServiceStatus::RestartRequired,
+        )
+        .await;
+        put_instance(
+            &store,
+            instance(building, TaskStatus::Building, t0),
+            ServiceStatus::Building,
+        )
+        .await;
+
+        clock.advance(config.agent_heartbeat_expiry - Duration::from_secs(1));
+        assert_eq!(hm.sweep().await.unwrap(), 0);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(hm.sweep().await.unwrap(), 1);
+        let st = store.get_service_status(live).await.unwrap().unwrap();
+        assert_eq!(st.status, ServiceStatus::FailedTimeoutGuestagent);
+        assert_eq!(
+            st.updated_at, t0,
+            "the heartbeat time must stay the last real heartbeat"
+        );
+        for (id, want) in [
+            (restart, ServiceStatus::RestartRequired),
+            (building, ServiceStatus::Building),
+        ] {
+            assert_eq!(
+                store.get_service_status(id).await.unwrap().unwrap().status,
+                want
+            );
+        }
+        // Sweeping again changes nothing.
+        assert_eq!(hm.sweep().await.unwrap(), 0);
+        // A later heartbeat (what the conductor writes) restores the guest.
+        store
+            .put_service_statuses(&[ServiceStatusRecord {
+                instance_id: live,
+                status: ServiceStatus::Healthy,
+                reason: None,
+                volume: None,
+                updated_at: clock.now(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(hm.sweep().await.unwrap(), 0);
+        assert_eq!(
+            store
+                .get_service_status(live)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            ServiceStatus::Healthy
+        );
+    }
+
+    #[tokio::test]
+    async fn the_background_sweep_runs_on_the_injected_clock() {
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(ManualClock::new());
+        let config = CoreConfig::default();
+        let id = Uuid::new_v4();
+        put_instance(
+            &store,
+            instance(id, TaskStatus::None, clock.now()),
+            ServiceStatus::Healthy,
+        )
+        .await;
+        let hm = HealthMonitor::new(store.clone(), clock.clone(), config.clone());
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move { hm.run(rx).await });
+        let mut marked = false;
+        for _ in 0..200 {
+            clock.advance(config.health_sweep_interval);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if store.get_service_status(id).await.unwrap().unwrap().status
+                == ServiceStatus::FailedTimeoutGuestagent
+            {
+                marked = true;
+                break;
+            }
+        }
+        assert!(marked, "the sweep never marked the stale guest");
+        let _ = tx.send(true);
+        task.await.unwrap().unwrap();
+    }
+}
