@@ -1767,6 +1767,10 @@ impl ApiService {
         let expect = Expect::Version(inst.version);
         let mut inst = inst;
         inst.task = TaskStatus::None;
+        if inst.server_status == ServerStatus::Build {
+            // The build will not finish: without this the instance would read BUILD, which refuses delete.
+            inst.server_status = ServerStatus::Error;
+        }
         inst.updated = now;
         cs.push(Write::Instance {
             instance: inst,
