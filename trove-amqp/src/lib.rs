@@ -30,6 +30,8 @@
 mod config;
 
 pub use config::{AmqpConfig, QueueType};
+/// The AMQP client this crate uses, for callers that need the broker directly (benchmarks, tools).
+pub use lapin;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -117,29 +119,42 @@ struct Shared {
     reconnects: AtomicU64,
 }
 
+/// Opens a plain lapin connection on the tokio runtime with the settings of `cfg` (benchmarks and tools that
+/// need the broker without the bus).
+pub async fn raw_connection(cfg: &AmqpConfig) -> std::result::Result<Connection, lapin::Error> {
+    Connection::connect_uri(uri(cfg), connection_properties()).await
+}
+
+fn connection_properties() -> ConnectionProperties {
+    ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio)
+        .with_connection_name(LongString::from(format!("trove-rs {}", std::process::id())))
+}
+
+fn uri(cfg: &AmqpConfig) -> AMQPUri {
+    AMQPUri {
+        scheme: AMQPScheme::AMQP,
+        authority: AMQPAuthority {
+            userinfo: AMQPUserInfo {
+                username: cfg.username.clone(),
+                password: cfg.password.expose().to_string(),
+            },
+            host: cfg.host.clone(),
+            port: cfg.port,
+        },
+        vhost: cfg.vhost.clone(),
+        query: AMQPQueryString {
+            heartbeat: Some(cfg.heartbeat_secs),
+            connection_timeout: Some(cfg.connect_timeout_ms),
+            ..AMQPQueryString::default()
+        },
+    }
+}
+
 impl Shared {
     fn queue(&self, topic: &str) -> String {
         format!("{}{topic}", self.cfg.queue_prefix)
-    }
-
-    fn uri(&self) -> AMQPUri {
-        AMQPUri {
-            scheme: AMQPScheme::AMQP,
-            authority: AMQPAuthority {
-                userinfo: AMQPUserInfo {
-                    username: self.cfg.username.clone(),
-                    password: self.cfg.password.expose().to_string(),
-                },
-                host: self.cfg.host.clone(),
-                port: self.cfg.port,
-            },
-            vhost: self.cfg.vhost.clone(),
-            query: AMQPQueryString {
-                heartbeat: Some(self.cfg.heartbeat_secs),
-                connection_timeout: Some(self.cfg.connect_timeout_ms),
-                ..AMQPQueryString::default()
-            },
-        }
     }
 
     fn queue_args(&self) -> FieldTable {
@@ -163,11 +178,7 @@ impl Shared {
 
     /// Opens a connection, declares the exchanges and the dead-letter queue, and starts the reply consumer.
     async fn open(&self) -> std::result::Result<Conn, lapin::Error> {
-        let props = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio)
-            .with_connection_name(LongString::from(format!("trove-rs {}", std::process::id())));
-        let connection = Connection::connect_uri(self.uri(), props).await?;
+        let connection = raw_connection(&self.cfg).await?;
         let publish = connection.create_channel().await?;
         publish
             .confirm_select(ConfirmSelectOptions::default())
@@ -641,7 +652,9 @@ impl MessageBus for AmqpBus {
 
     async fn subscribe(&self, topic: &str) -> Result<Box<dyn Subscription>> {
         check_topic(topic)?;
-        let first = self.shared.consume(topic).await?;
+        let first = self
+            .bounded("subscribing", self.shared.consume(topic))
+            .await?;
         Ok(Box::new(AmqpSubscription {
             shared: self.shared.clone(),
             topic: topic.to_string(),
@@ -651,6 +664,27 @@ impl MessageBus for AmqpBus {
 
     async fn delete_topic(&self, topic: &str) -> Result<()> {
         check_topic(topic)?;
+        self.bounded("deleting a topic", self.delete_queue(topic))
+            .await
+    }
+}
+
+impl AmqpBus {
+    /// Runs `fut` within the publish timeout (the broker may be down and the connection retrying).
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let limit = self.shared.cfg.publish_timeout();
+        tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                what: format!("{what} (broker unreachable for {limit:?})"),
+            })
+        })
+    }
+
+    async fn delete_queue(&self, topic: &str) -> Result<()> {
         let conn = self.shared.conn().await?;
         lock(&conn.declared).remove(topic);
         let ch = conn

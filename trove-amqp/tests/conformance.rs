@@ -80,3 +80,47 @@ async fn timed_out_call_leaves_no_queue_or_consumer_on_the_broker() {
     bus.delete_infrastructure().await.expect("cleanup");
     bus.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_to_a_caller_that_went_away_is_harmless() {
+    let cfg = common::unique_config(5672);
+    let server = trove_amqp::AmqpBus::connect(cfg.clone())
+        .await
+        .expect("RabbitMQ must run on 127.0.0.1:5672");
+    let caller = trove_amqp::AmqpBus::connect(cfg).await.expect("connect");
+    let e = caller
+        .call("svc", b"q1".to_vec(), Duration::from_millis(200))
+        .await
+        .expect_err("nobody answers yet");
+    assert!(matches!(e, trove_core::Error::Timeout { .. }), "{e:?}");
+    caller.close().await;
+    // The server answers a request whose caller (and its connection) is gone.
+    let mut sub = server.subscribe("svc").await.expect("subscribe");
+    let mut d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("request")
+        .expect("ok")
+        .expect("some");
+    d.reply(b"nobody listens".to_vec())
+        .await
+        .expect("replying to a vanished caller is not an error");
+    d.ack().await.expect("ack");
+    // The server's connection is unharmed: a fresh call on it is answered.
+    let responder = tokio::spawn(async move {
+        let mut d = sub.next().await.expect("next").expect("some");
+        d.reply(b"a1".to_vec()).await.expect("reply");
+        d.ack().await.expect("ack");
+    });
+    assert_eq!(
+        server
+            .call("svc", b"q2".to_vec(), Duration::from_secs(5))
+            .await
+            .expect("call"),
+        b"a1"
+    );
+    responder.await.expect("responder");
+    assert_eq!(server.reconnects(), 0, "no reconnect was needed");
+    server.delete_topic("svc").await.expect("delete_topic");
+    server.delete_infrastructure().await.expect("cleanup");
+    server.close().await;
+}

@@ -177,12 +177,18 @@ pub async fn dead_consumer_leaves_message_for_another(bus: &DynBus) {
     let mut standby = bus.subscribe(&t).await.expect("subscribe");
     bus.cast(&t, b"job".to_vec()).await.expect("cast");
     // Whichever consumer got it "dies" (drops delivery and subscription).
-    let (d, mut survivor) = tokio::select! {
-        r = worker.next() => (r, standby),
-        r = standby.next() => (r, worker),
+    let (d, worker_won) = tokio::select! {
+        r = worker.next() => (r, true),
+        r = standby.next() => (r, false),
+    };
+    let (dead, mut survivor) = if worker_won {
+        (worker, standby)
+    } else {
+        (standby, worker)
     };
     let d = d.expect("next").expect("a delivery");
     drop(d);
+    drop(dead);
     let d = expect_delivery(&mut survivor, "job left by a dead worker").await;
     assert_eq!(d.body, b"job");
     assert!(d.redelivered);
