@@ -655,7 +655,7 @@ where
             });
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
+        delay = (delay * 2).min(Duration::from_millis(20));
     }
 }
 
