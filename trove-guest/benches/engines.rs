@@ -82,7 +82,7 @@ async fn bare_mariadb(who: RunAs) -> Duration {
         .expect("mariadb-install-db");
     assert!(st.success());
     let sock = dir.path().join("s.sock");
-    let child = as_engine_user(&mut Command::new("mariadbd"), who)
+    let mut child = as_engine_user(&mut Command::new("mariadbd"), who)
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
         .arg(format!("--port={port}"))
@@ -109,6 +109,7 @@ async fn bare_mariadb(who: RunAs) -> Duration {
     .await;
     let el = t.elapsed();
     kill(child.id());
+    let _ = child.wait();
     el
 }
 
@@ -137,7 +138,7 @@ async fn bare_postgres(who: RunAs) -> Duration {
         .status()
         .expect("initdb");
     assert!(st.success());
-    let child = as_engine_user(&mut Command::new(bin.join("postgres")), who)
+    let mut child = as_engine_user(&mut Command::new(bin.join("postgres")), who)
         .arg("-D")
         .arg(&data)
         .args(["-p", &port.to_string(), "-k"])
@@ -160,6 +161,7 @@ async fn bare_postgres(who: RunAs) -> Duration {
     .await;
     let el = t.elapsed();
     kill(child.id());
+    let _ = child.wait();
     el
 }
 
