@@ -1,4 +1,4 @@
-//! Typed RPC over the [`MessageBus`]: the messages of the task manager, the conductor and the guest agents,
+//! Typed RPC over the [`MessageBus`](crate::ports::MessageBus): the messages of the task manager, the conductor and the guest agents,
 //! their envelope (version, sender, time, optional signature) and thin clients.
 
 use chrono::{DateTime, Utc};

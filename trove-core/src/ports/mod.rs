@@ -1,7 +1,7 @@
 //! Ports: the traits every adapter implements. The core talks to the world only through these.
 //!
 //! Each trait's docs carry a **Contract** section; the matching conformance suite in
-//! [`crate::testing`] (feature `testing`) checks it, and an implementation is done when it passes.
+//! `crate::testing` (feature `testing`) checks it, and an implementation is done when it passes.
 
 mod auth;
 mod bus;

@@ -2,9 +2,9 @@
 //!
 //! A workflow is inserted by the [`crate::api::ApiService`] in the same commit as the state change that asked
 //! for it, then cast to the `taskmanager` topic. Any task manager may run it: it claims the workflow with a lease
-//! ([`InfraStore::claim_workflow`]), renews the lease while it works, and journals every step before
+//! ([`InfraStore::claim_workflow`](crate::ports::InfraStore::claim_workflow)), renews the lease while it works, and journals every step before
 //! (`Started`) and after (`Completed`) its side effect. Every step is idempotent, so a task manager that finds
-//! an unfinished workflow (a periodic scan of [`InfraStore::list_open_workflows`] picks up workflows whose lease
+//! an unfinished workflow (a periodic scan of [`InfraStore::list_open_workflows`](crate::ports::InfraStore::list_open_workflows) picks up workflows whose lease
 //! expired, e.g. because their worker crashed) simply runs it again from the first step not completed.
 //!
 //! Every write to an instance is fenced by the workflow row: it is committed together with the workflow at its
