@@ -606,11 +606,26 @@ impl ApiService {
             .into_iter()
             .map(|s| (s.instance_id, s))
             .collect();
+        // Instances with a running backup show BACKUP: one backup query per tenant in the list.
+        let mut tenants: Vec<&str> = instances.iter().map(|i| i.tenant_id.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut backing_up = std::collections::HashSet::new();
+        for t in tenants {
+            let f = BackupFilter {
+                tenant_id: Some(t.to_string()),
+                ..Default::default()
+            };
+            for b in self.store.list_backups(&f).await? {
+                if b.state.is_running() {
+                    backing_up.extend(b.instance_id);
+                }
+            }
+        }
         let mut out = Vec::with_capacity(instances.len());
         for inst in instances {
             let st = statuses.remove(&inst.id);
-            // Backups are rare: only look when listing small sets would be wrong to skip; one query per tenant.
-            let running = false;
+            let running = backing_up.contains(&inst.id);
             out.push(self.view_with(inst, st, running).await?);
         }
         Ok(out)

@@ -394,3 +394,108 @@ impl GuestLauncher for InProcessLauncher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{ManualClock, MemoryBus, SimulatedStrategy};
+    use crate::model::{DatabaseSpec, Manager};
+    use crate::ports::{MessageBus, PrepareRequest};
+    use crate::rpc::{GuestClient, GuestTimeouts, CONDUCTOR_TOPIC};
+
+    async fn next_report(sub: &mut Box<dyn Subscription>) -> ConductorRequest {
+        let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let env = Envelope::<ConductorRequest>::decode(&d.body).unwrap();
+        d.ack().await.unwrap();
+        env.body
+    }
+
+    #[tokio::test]
+    async fn silent_until_prepare_then_building_then_healthy_and_serves_requests() {
+        let bus = Arc::new(MemoryBus::new());
+        let clock = Arc::new(ManualClock::new());
+        let id = Uuid::new_v4();
+        let strategy = Arc::new(SimulatedStrategy::standalone(Manager::Postgresql));
+        let agent = Arc::new(GuestAgent::new(
+            id,
+            bus.clone(),
+            clock.clone(),
+            strategy.clone(),
+            Duration::from_secs(1),
+            None,
+        ));
+        let sub = agent.subscribe().await.unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(agent.clone().serve(sub, rx));
+        // Time passes, nothing was asked: no report.
+        for _ in 0..5 {
+            clock.advance(Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            bus.queued(CONDUCTOR_TOPIC),
+            0,
+            "a guest reported before prepare"
+        );
+
+        let mut reports = bus.subscribe(CONDUCTOR_TOPIC).await.unwrap();
+        let client = GuestClient::new(bus.clone(), id, "test", GuestTimeouts::default());
+        client
+            .cast(GuestRequest::Prepare(PrepareRequest {
+                memory_mb: 512,
+                volume_size_gb: Some(1),
+                databases: vec![DatabaseSpec {
+                    name: "d1".into(),
+                    character_set: None,
+                    collate: None,
+                }],
+                users: vec![],
+                root_password: None,
+                overrides: Default::default(),
+            }))
+            .await
+            .unwrap();
+        match next_report(&mut reports).await {
+            ConductorRequest::Heartbeat {
+                instance_id,
+                status,
+                ..
+            } => {
+                assert_eq!(instance_id, id);
+                assert_eq!(status, ServiceStatus::Building);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match next_report(&mut reports).await {
+            ConductorRequest::Heartbeat { status, fs, .. } => {
+                assert_eq!(status, ServiceStatus::Healthy);
+                assert!(fs.is_some(), "a running engine reports its volume usage");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let dbs = client.list_databases().await.unwrap();
+        assert!(dbs.iter().any(|d| d.name == "d1"));
+        // Errors keep their status across the wire.
+        let e = client
+            .call::<Value>(
+                GuestRequest::DeleteDatabase {
+                    database: "nope".into(),
+                },
+                client.low(),
+            )
+            .await;
+        assert!(e.is_err());
+        // Periodic heartbeats follow the injected clock.
+        clock.advance(Duration::from_secs(1));
+        assert!(matches!(
+            next_report(&mut reports).await,
+            ConductorRequest::Heartbeat { .. }
+        ));
+        let _ = tx.send(true);
+        task.await.unwrap();
+    }
+}
