@@ -1,4 +1,4 @@
-//! Conformance suite for [`MessageBus`].
+//! Conformance suite for [`crate::ports::MessageBus`].
 //!
 //! Every check uses fresh, unique topic names (a random suffix) and deletes its topics at the end, so suites
 //! running at the same time against one broker do not see each other's messages.

@@ -1,4 +1,4 @@
-//! Conformance suite for [`Clock`].
+//! Conformance suite for [`crate::ports::Clock`].
 //!
 //! The suite takes an `advance` hook: a manual clock moves forward when it is called, a real clock ignores it
 //! (pass `&|_| {}`) and lets time pass by itself.

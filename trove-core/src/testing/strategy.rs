@@ -1,4 +1,4 @@
-//! Conformance suite for [`DatastoreStrategy`]: what the guest agent asks of an engine.
+//! Conformance suite for [`crate::ports::DatastoreStrategy`]: what the guest agent asks of an engine.
 //!
 //! [`run_all`] takes a factory for a fresh (never prepared) strategy, so real engine strategies run the same
 //! checks as the simulated one. Checks for what the manager does not claim ([`crate::model::Capabilities`])
