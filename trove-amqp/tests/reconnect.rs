@@ -107,6 +107,26 @@ async fn bus_survives_a_broker_restart() {
     assert!(bus.reconnects() >= 1, "the bus reconnected");
     assert_eq!(bus.pending_calls(), 0);
 
+    // The broker drops every client connection (as after a network blip): the bus reconnects again.
+    let before = bus.reconnects();
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.ctl(&["close_all_connections", "test: dropped connection"]);
+        broker
+    })
+    .await
+    .expect("close connections");
+    bus.cast("work", b"after drop".to_vec())
+        .await
+        .expect("cast after a dropped connection");
+    assert_eq!(
+        recv(&mut rx, "after a dropped connection").await,
+        b"after drop"
+    );
+    assert!(
+        bus.reconnects() > before,
+        "the bus reconnected after the dropped connection"
+    );
+
     bus.close().await;
     worker.abort();
     responder.abort();

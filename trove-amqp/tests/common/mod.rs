@@ -146,6 +146,25 @@ impl PrivateBroker {
         }
     }
 
+    /// Runs `rabbitmqctl` against this node; panics when it fails.
+    pub fn ctl(&self, args: &[&str]) {
+        let out = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .env("HOME", self.dir.path())
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            .env("RABBITMQ_CONF_ENV_FILE", self.path("rabbitmq-env.conf"))
+            .args(["-n", &self.node])
+            .args(args)
+            .output()
+            .expect("run rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Stops the node (SIGTERM to its process group, then waits) and checks the port is closed.
     pub fn stop_server(&mut self) {
         if let Some(mut child) = self.server.take() {
