@@ -171,7 +171,10 @@ async fn two_workers_never_run_a_step_twice() {
 
         let ledger = {
             let guard = ledger.lock().expect("ledger");
-            Ledger { effects: guard.effects.clone(), runs: guard.runs.clone() }
+            Ledger {
+                effects: guard.effects.clone(),
+                runs: guard.runs.clone(),
+            }
         };
         for id in &ids {
             for step in STEPS {

@@ -578,14 +578,23 @@ mod tests {
         let m = manage();
         // Each command twice in a row: the second run changes nothing.
         for first in [true, false] {
-            assert_eq!(m.datastore_update("mysql", "").await.unwrap().changed, first);
+            assert_eq!(
+                m.datastore_update("mysql", "").await.unwrap().changed,
+                first
+            );
         }
         let req = VersionUpdate::new("mysql", "5.6", "mysql", "IMAGE", "", "1").unwrap();
         for first in [true, false] {
-            assert_eq!(m.datastore_version_update(&req).await.unwrap().changed, first);
+            assert_eq!(
+                m.datastore_version_update(&req).await.unwrap().changed,
+                first
+            );
         }
         for first in [true, false] {
-            assert_eq!(m.datastore_update("mysql", "5.6").await.unwrap().changed, first);
+            assert_eq!(
+                m.datastore_update("mysql", "5.6").await.unwrap().changed,
+                first
+            );
         }
         let ds = m.store.get_datastore("mysql").await.unwrap().unwrap();
         let versions = m.store.list_datastore_versions(Some(ds.id)).await.unwrap();
