@@ -498,6 +498,7 @@ impl InfraStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::model::{Access, Resource, WorkflowKind, WorkflowState};
+    use crate::model::{BackupFilter, InstanceFilter, QuotaUsage};
     use crate::ports::Expect;
     use crate::state::{ServerStatus, TaskStatus};
     use chrono::Duration;
@@ -658,5 +659,134 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((taken.owner.as_deref(), taken.attempts), (Some("b"), 2));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert {
+            ram: u32,
+            vol: Option<u32>,
+            checked: bool,
+        },
+        Delete(usize),
+        Resize {
+            idx: usize,
+            ram: u32,
+            vol: Option<u32>,
+        },
+        Backup {
+            checked: bool,
+        },
+        DeleteBackup(usize),
+        Limits {
+            instances: i64,
+            volumes: i64,
+            backups: i64,
+        },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u32..4096, proptest::option::of(0u32..20), any::<bool>())
+                .prop_map(|(ram, vol, checked)| Op::Insert { ram, vol, checked }),
+            (0usize..64).prop_map(Op::Delete),
+            (0usize..64, 0u32..4096, proptest::option::of(0u32..20))
+                .prop_map(|(idx, ram, vol)| Op::Resize { idx, ram, vol }),
+            any::<bool>().prop_map(|checked| Op::Backup { checked }),
+            (0usize..64).prop_map(Op::DeleteBackup),
+            (-1i64..8, -1i64..60, -1i64..6).prop_map(|(instances, volumes, backups)| Op::Limits {
+                instances,
+                volumes,
+                backups
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the sequence of commits, usage equals the sum over live rows, and a commit that checked the
+        /// quota never leaves a checked resource over its limit.
+        #[test]
+        fn usage_always_equals_the_sum_of_live_rows(ops in proptest::collection::vec(op(), 1..50)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            rt.block_on(async {
+                let s = MemoryStore::new();
+                let t = "t";
+                let mut instance_ids = Vec::new();
+                let mut backup_ids = Vec::new();
+                for op in ops {
+                    let mut cs = ChangeSet::new();
+                    let mut checked = false;
+                    match op {
+                        Op::Insert { ram, vol, checked: c } => {
+                            let mut i = instance(t, ram, 0);
+                            i.volume_size = vol;
+                            instance_ids.push(i.id);
+                            cs.push(Write::Instance { instance: i, expect: Expect::Absent });
+                            checked = c;
+                        }
+                        Op::Delete(n) | Op::Resize { idx: n, .. } if instance_ids.is_empty() => { let _ = n; continue; }
+                        Op::Delete(n) => {
+                            let id = instance_ids[n % instance_ids.len()];
+                            let Some(mut i) = s.get_instance(id).await.expect("get") else { continue };
+                            let v = i.version;
+                            i.deleted = true;
+                            cs.push(Write::Instance { instance: i, expect: Expect::Version(v) });
+                        }
+                        Op::Resize { idx, ram, vol } => {
+                            let id = instance_ids[idx % instance_ids.len()];
+                            let Some(mut i) = s.get_instance(id).await.expect("get") else { continue };
+                            let v = i.version;
+                            i.ram_mb = ram;
+                            i.volume_size = vol;
+                            cs.push(Write::Instance { instance: i, expect: Expect::Version(v) });
+                            checked = true;
+                        }
+                        Op::Backup { checked: c } => {
+                            let now = Utc::now();
+                            let b = Backup {
+                                id: Uuid::new_v4(), tenant_id: t.into(), instance_id: None, name: "b".into(),
+                                description: None, state: crate::state::BackupState::Completed, size: None,
+                                location: None, checksum: None, parent_id: None,
+                                backup_type: crate::model::BackupType::Full, datastore_version_id: Uuid::new_v4(),
+                                created: now, updated: now, deleted: false,
+                            };
+                            backup_ids.push(b.id);
+                            cs.push(Write::Backup(b));
+                            checked = c;
+                        }
+                        Op::DeleteBackup(n) => {
+                            if backup_ids.is_empty() { continue; }
+                            let Some(mut b) = s.get_backup(backup_ids[n % backup_ids.len()]).await.expect("get") else { continue };
+                            b.deleted = true;
+                            cs.push(Write::Backup(b));
+                        }
+                        Op::Limits { instances, volumes, backups } => {
+                            let l = QuotaLimits { instances, volumes, backups, ram: -1 };
+                            s.set_quota_limits(t, &l).await.expect("limits");
+                            continue;
+                        }
+                    }
+                    if checked {
+                        cs = cs.check_quota(t, &Resource::ALL);
+                    }
+                    let ok = s.commit(cs).await.is_ok();
+                    let live = s.list_instances(&InstanceFilter::tenant(t)).await.expect("list");
+                    let backups = s.list_backups(&BackupFilter { tenant_id: Some(t.into()), ..Default::default() }).await.expect("list");
+                    let want = QuotaUsage {
+                        instances: live.len() as i64,
+                        ram: live.iter().map(|i| i64::from(i.ram_mb)).sum(),
+                        volumes: live.iter().map(|i| i64::from(i.volume_size.unwrap_or(0))).sum(),
+                        backups: backups.len() as i64,
+                    };
+                    let usage = s.quota_usage(t).await.expect("usage");
+                    assert_eq!(usage, want, "usage is derived from live rows");
+                    if ok && checked {
+                        let limits = s.get_quota_limits(t).await.expect("limits");
+                        assert!(usage.over(&limits, &Resource::ALL).is_empty(), "a checked commit passed a limit: {usage:?} {limits:?}");
+                    }
+                }
+            });
+        }
     }
 }
