@@ -347,3 +347,108 @@ async fn a_crashed_build_can_be_reset_and_deleted_without_leaks() {
         w.cp.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_task_manager_resumes_work_left_by_a_crashed_one() {
+    let clock = Arc::new(ManualClock::new());
+    let parts = InMemoryParts::new(config(), clock.clone());
+    let crashing = TaskManagerConfig {
+        worker_id: "doomed".into(),
+        scan_interval: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(5),
+        crash_before_journal_write: Some(5),
+    };
+    let first = parts
+        .builder()
+        .without_health_monitor()
+        .taskmanager_config(crashing)
+        .start()
+        .await
+        .unwrap();
+    let w = World {
+        parts: parts.clone(),
+        clock: clock.clone(),
+        api: first.api(),
+        cp: first,
+    };
+    let api = w.api.clone();
+    api.mgmt_create_datastore_version(
+        &RequestContext::admin("admin"),
+        DatastoreVersionSpec {
+            datastore_name: "postgresql".into(),
+            name: "16".into(),
+            manager: "postgresql".into(),
+            active: true,
+            default: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    api.mgmt_put_flavor(
+        &RequestContext::admin("admin"),
+        Flavor {
+            id: "1".into(),
+            name: "small".into(),
+            ram_mb: 512,
+            vcpus: 1,
+            disk_gb: 5,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let (id, _) = create(&w).await;
+    let tm = w.cp.taskmanager().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !tm.crashed() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first task manager never crashed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        w.api.show_instance(&tenant(), id).await.unwrap().status,
+        "BUILD"
+    );
+    // A second control plane node (task manager only) on the same store and bus.
+    let healthy = TaskManagerConfig {
+        worker_id: "survivor".into(),
+        scan_interval: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(5),
+        crash_before_journal_write: None,
+    };
+    let second = parts
+        .builder()
+        .without_conductor()
+        .without_health_monitor()
+        .taskmanager_config(healthy)
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        w.api.show_instance(&tenant(), id).await.unwrap().status,
+        "BUILD",
+        "lease ignored"
+    );
+    clock.advance(config().workflow_lease + Duration::from_secs(1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = w.api.show_instance(&tenant(), id).await.unwrap();
+        if v.status == "ACTIVE" && v.instance.task == TaskStatus::None {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not resumed: {} {:?}",
+            v.status,
+            v.instance.fault
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_live(&w, id, 5).await;
+    second.shutdown().await;
+    w.cp.shutdown().await;
+}

@@ -837,6 +837,7 @@ impl Inner {
             availability_zone: inst.availability_zone.clone(),
         };
         let compute = self.compute.clone();
+        let spec_again = spec.clone();
         let data = self
             .step(run, "server", |_| async move {
                 let s = compute.create_server(&spec).await.map_err(|e| {
@@ -879,7 +880,17 @@ impl Inner {
             overrides: p.overrides.clone(),
         };
         let scrubbed = p.scrubbed;
+        let compute = self.compute.clone();
         self.step(run, "prepare", |_| async move {
+            // Make sure the guest runs: after a restart of the whole process the server step is done but its guest
+            // may be gone; create_server is idempotent and (re)launches the guest.
+            compute.create_server(&spec_again).await.map_err(|e| {
+                Stop::Fail(Failure::new(
+                    Some(TaskStatus::BuildingErrorServer),
+                    "The server could not be found or started again.",
+                    &e,
+                ))
+            })?;
             if scrubbed {
                 return Err(Stop::Fail(Failure {
                     task: Some(TaskStatus::BuildingErrorServer),
