@@ -1,0 +1,580 @@
+//! [`LocalCompute`]: a server is a directory on a named host root, plus the engine its guest supervises.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use trove_core::model::{Address, DatastoreVersion, Flavor, Locality};
+use trove_core::ports::{Compute, GuestLauncher, GuestSpec, Server, ServerSpec, StrategyFactory};
+use trove_core::state::{ServerStatus, ServiceStatus};
+use trove_core::{Error, Result};
+
+use super::{io_err, write_atomic, BACKEND};
+
+const RECORD: &str = "server.json";
+
+/// One place servers can live: a name (the "host", shown to users and used for locality) and a root directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalHost {
+    /// Host name.
+    pub name: String,
+    /// Root directory of its servers.
+    pub root: PathBuf,
+}
+
+/// Configuration of [`LocalCompute`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LocalComputeConfig {
+    /// Hosts servers can be placed on (at least one).
+    pub hosts: Vec<LocalHost>,
+    /// Address every engine listens on and the instance view shows.
+    pub bind_address: String,
+    /// First port handed to an engine.
+    pub port_min: u16,
+    /// Last port handed to an engine.
+    pub port_max: u16,
+    /// How long a leftover engine gets to stop on delete before it is killed.
+    pub stop_timeout: Duration,
+    /// Restarts of a crashed engine the supervisor attempts before leaving it CRASHED.
+    pub max_restarts: u32,
+    /// Restarts older than this are forgotten (the bound is per window).
+    pub restart_window: Duration,
+}
+
+impl Default for LocalComputeConfig {
+    fn default() -> Self {
+        LocalComputeConfig {
+            hosts: Vec::new(),
+            bind_address: "127.0.0.1".into(),
+            port_min: 21000,
+            port_max: 29999,
+            stop_timeout: Duration::from_secs(30),
+            max_restarts: 3,
+            restart_window: Duration::from_secs(600),
+        }
+    }
+}
+
+impl LocalComputeConfig {
+    /// One host named `local` with its servers in `<state_dir>/servers`.
+    pub fn single(state_dir: impl AsRef<Path>) -> LocalComputeConfig {
+        LocalComputeConfig {
+            hosts: vec![LocalHost {
+                name: "local".into(),
+                root: state_dir.as_ref().join("servers"),
+            }],
+            ..LocalComputeConfig::default()
+        }
+    }
+}
+
+/// What is recorded about a server (`<host root>/<instance_id>/server.json`), so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ServerRecord {
+    instance_id: Uuid,
+    name: String,
+    host: String,
+    port: u16,
+    bind_address: String,
+    flavor: Flavor,
+    datastore_version: DatastoreVersion,
+    volume_path: Option<PathBuf>,
+    group: Option<(Uuid, Locality)>,
+}
+
+struct Inner {
+    servers: BTreeMap<Uuid, ServerRecord>,
+    restarts: BTreeMap<Uuid, Vec<std::time::Instant>>,
+}
+
+/// Local-process compute.
+///
+/// - A server is the directory `<host root>/<instance_id>/` (its `server.json` records name, flavor, version,
+///   volume, placement group and port). The guest agent it launches runs the engine there, as a process of its own
+///   that outlives the control plane.
+/// - Every engine listens on the configured bind address (default 127.0.0.1) with its own port, allocated from a
+///   range without collisions (ports of known servers are never reused; a port something else listens on is
+///   skipped) and recorded. The view shows the address in `addresses` and the port in `port`.
+/// - Locality: each host root is a host; affinity places group members on the source's host, anti-affinity on
+///   distinct hosts (strict variants fail with a 400 when impossible; soft ones fall back to the least loaded host).
+/// - [`LocalCompute::open`] finds existing server directories again; [`LocalCompute::adopt_all`] then relaunches
+///   their guests (and, with [`LocalCompute::with_engines`], restarts engines that should run but do not).
+/// - With engines ([`LocalCompute::with_engines`]), `reboot_server` restarts the engine, delete stops it, and
+///   [`LocalCompute::supervise`] restarts crashed engines a bounded number of times.
+pub struct LocalCompute {
+    config: LocalComputeConfig,
+    launcher: Arc<dyn GuestLauncher>,
+    engines: Option<Arc<dyn StrategyFactory>>,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for LocalCompute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCompute")
+            .field("hosts", &self.config.hosts)
+            .finish()
+    }
+}
+
+fn read_record(path: &Path) -> Option<ServerRecord> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring a corrupt server record");
+            None
+        }
+    }
+}
+
+fn port_is_free(addr: &str, port: u16) -> bool {
+    std::net::TcpListener::bind((addr, port)).is_ok()
+}
+
+impl LocalCompute {
+    /// Opens the compute: creates the host roots and finds the servers already in them.
+    pub fn open(
+        config: LocalComputeConfig,
+        launcher: Arc<dyn GuestLauncher>,
+    ) -> Result<LocalCompute> {
+        if config.hosts.is_empty() {
+            return Err(Error::bad_request(
+                "Local compute needs at least one host root.",
+            ));
+        }
+        if config.port_min == 0 || config.port_min > config.port_max {
+            return Err(Error::bad_request(
+                "Local compute needs a port range port_min..=port_max (port_min > 0).",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut servers = BTreeMap::new();
+        for h in &config.hosts {
+            if !names.insert(h.name.clone()) {
+                return Err(Error::bad_request(format!(
+                    "Host name '{}' is configured twice.",
+                    h.name
+                )));
+            }
+            std::fs::create_dir_all(&h.root).map_err(|e| io_err("create", &h.root, e))?;
+            std::fs::set_permissions(&h.root, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| io_err("chmod", &h.root, e))?;
+            let rd = std::fs::read_dir(&h.root).map_err(|e| io_err("read", &h.root, e))?;
+            for e in rd.flatten() {
+                let Some(id) = e.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()) else {
+                    continue;
+                };
+                let Some(mut rec) = read_record(&e.path().join(RECORD)) else {
+                    continue;
+                };
+                if rec.instance_id != id {
+                    tracing::warn!(dir = %e.path().display(), "server record names another instance; ignored");
+                    continue;
+                }
+                if servers.contains_key(&id) {
+                    tracing::warn!(instance = %id, host = %h.name, "server found on two hosts; keeping the first");
+                    continue;
+                }
+                rec.host = h.name.clone();
+                servers.insert(id, rec);
+            }
+        }
+        Ok(LocalCompute {
+            config,
+            launcher,
+            engines: None,
+            inner: Mutex::new(Inner {
+                servers,
+                restarts: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// Lets the compute act on engines directly (reboot, delete, supervision, re-adoption) through strategies from
+    /// `factory` (the same factory the guest agents use).
+    pub fn with_engines(mut self, factory: Arc<dyn StrategyFactory>) -> LocalCompute {
+        self.engines = Some(factory);
+        self
+    }
+
+    fn host_root(&self, host: &str) -> Result<&Path> {
+        self.config
+            .hosts
+            .iter()
+            .find(|h| h.name == host)
+            .map(|h| h.root.as_path())
+            .ok_or_else(|| Error::backend(BACKEND, format!("unknown host {host}"), false))
+    }
+
+    fn server_dir(&self, rec: &ServerRecord) -> Result<PathBuf> {
+        Ok(self.host_root(&rec.host)?.join(rec.instance_id.to_string()))
+    }
+
+    fn guest_spec(&self, rec: &ServerRecord) -> Result<GuestSpec> {
+        Ok(GuestSpec {
+            instance_id: rec.instance_id,
+            datastore_version: rec.datastore_version.clone(),
+            flavor: rec.flavor.clone(),
+            server_dir: self.server_dir(rec)?,
+            volume_path: rec.volume_path.clone(),
+            bind_address: rec.bind_address.clone(),
+            port: rec.port,
+        })
+    }
+
+    fn view(&self, rec: &ServerRecord) -> Server {
+        let address = match rec.bind_address.as_str() {
+            "0.0.0.0" | "::" | "" => "127.0.0.1".to_string(),
+            a => a.to_string(),
+        };
+        Server {
+            id: rec.instance_id.to_string(),
+            instance_id: rec.instance_id,
+            host: rec.host.clone(),
+            status: ServerStatus::Active,
+            addresses: vec![Address {
+                address,
+                kind: "private".into(),
+            }],
+            port: Some(rec.port),
+        }
+    }
+
+    fn save(&self, rec: &ServerRecord) -> Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(rec).map_err(|e| Error::backend(BACKEND, e, false))?;
+        write_atomic(&self.server_dir(rec)?.join(RECORD), &bytes)
+    }
+
+    /// Picks a host for a new server.
+    fn place(&self, inner: &Inner, spec: &ServerSpec) -> Result<String> {
+        let mut load: BTreeMap<&str, usize> = self
+            .config
+            .hosts
+            .iter()
+            .map(|h| (h.name.as_str(), 0))
+            .collect();
+        for s in inner.servers.values() {
+            if let Some(n) = load.get_mut(s.host.as_str()) {
+                *n += 1;
+            }
+        }
+        let mut candidates: Vec<&str> = self.config.hosts.iter().map(|h| h.name.as_str()).collect();
+        if let Some(az) = spec.availability_zone.as_deref().filter(|z| !z.is_empty()) {
+            if !candidates.contains(&az) {
+                return Err(Error::bad_request(format!(
+                    "Availability zone '{az}' is not a host of this compute ({}).",
+                    candidates.join(", ")
+                )));
+            }
+            candidates = vec![az];
+        }
+        let least = |c: &[&str]| -> Option<String> {
+            c.iter()
+                .min_by_key(|h| load.get(**h).copied().unwrap_or(0))
+                .map(|h| h.to_string())
+        };
+        let Some((group, locality)) = spec.group else {
+            return least(&candidates).ok_or_else(|| Error::bad_request("No host available."));
+        };
+        let member_hosts: HashSet<&str> = inner
+            .servers
+            .values()
+            .filter(|s| s.instance_id == group || s.group.map(|g| g.0) == Some(group))
+            .map(|s| s.host.as_str())
+            .collect();
+        let source_host = inner.servers.get(&group).map(|s| s.host.as_str());
+        match locality {
+            Locality::Affinity | Locality::SoftAffinity => {
+                let target = source_host.or_else(|| member_hosts.iter().next().copied());
+                match target {
+                    Some(h) if candidates.contains(&h) => Ok(h.to_string()),
+                    Some(h) if locality == Locality::Affinity => Err(Error::bad_request(format!(
+                        "Affinity needs host '{h}', which the requested availability zone excludes."
+                    ))),
+                    _ => least(&candidates).ok_or_else(|| Error::bad_request("No host available.")),
+                }
+            }
+            Locality::AntiAffinity | Locality::SoftAntiAffinity => {
+                let free: Vec<&str> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|h| !member_hosts.contains(h))
+                    .collect();
+                if let Some(h) = least(&free) {
+                    Ok(h)
+                } else if locality == Locality::AntiAffinity {
+                    Err(Error::bad_request(format!(
+                        "Anti-affinity cannot be honoured: every host ({}) already has a member of the group.",
+                        candidates.join(", ")
+                    )))
+                } else {
+                    least(&candidates).ok_or_else(|| Error::bad_request("No host available."))
+                }
+            }
+        }
+    }
+
+    fn allocate_port(&self, inner: &Inner) -> Result<u16> {
+        let used: HashSet<u16> = inner.servers.values().map(|s| s.port).collect();
+        (self.config.port_min..=self.config.port_max)
+            .find(|p| !used.contains(p) && port_is_free(&self.config.bind_address, *p))
+            .ok_or_else(|| {
+                Error::backend(
+                    BACKEND,
+                    format!(
+                        "no free port left in {}..={}",
+                        self.config.port_min, self.config.port_max
+                    ),
+                    true,
+                )
+            })
+    }
+
+    /// Stops whatever engine still runs in a server directory: through a strategy when engines are configured,
+    /// then by the pid files it left (TERM, KILL after the stop timeout).
+    async fn stop_leftovers(&self, rec: &ServerRecord) -> Result<()> {
+        let spec = self.guest_spec(rec)?;
+        if let Some(f) = &self.engines {
+            if let Ok(s) = f.strategy(&spec) {
+                if let Err(e) = s.stop().await {
+                    tracing::warn!(instance = %rec.instance_id, error = %e, "engine stop failed; killing it");
+                }
+            }
+        }
+        let mut pid_files = Vec::new();
+        let engine_dir = spec.server_dir.join("engine");
+        if let Ok(rd) = std::fs::read_dir(&engine_dir) {
+            pid_files.extend(
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "pid")),
+            );
+        }
+        let vol = spec
+            .volume_path
+            .clone()
+            .unwrap_or_else(|| spec.server_dir.join("volume"));
+        pid_files.push(vol.join("data").join("postmaster.pid"));
+        for pf in pid_files {
+            let Some(pid) = super::read_pid(&pf).filter(|p| super::pid_alive(*p)) else {
+                continue;
+            };
+            super::signal(pid, "TERM");
+            if !super::wait_gone(pid, self.config.stop_timeout).await {
+                super::signal(pid, "KILL");
+                super::wait_gone(pid, Duration::from_secs(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Relaunches the guests of every known server (after a restart of the control plane). With engines, an engine
+    /// that should run but does not is started first. Returns the instances adopted; failures are logged and
+    /// skipped so one broken server does not keep the others down.
+    pub async fn adopt_all(&self) -> Vec<Uuid> {
+        let recs: Vec<ServerRecord> = self.inner.lock().await.servers.values().cloned().collect();
+        let mut adopted = Vec::new();
+        for rec in recs {
+            let spec = match self.guest_spec(&rec) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(instance = %rec.instance_id, error = %e, "cannot adopt server");
+                    continue;
+                }
+            };
+            if let Some(f) = &self.engines {
+                if let Ok(s) = f.strategy(&spec) {
+                    let st = s.status().await;
+                    if st.status == ServiceStatus::Crashed {
+                        tracing::info!(instance = %rec.instance_id, "engine is not running after restart; starting it");
+                        if let Err(e) = s.start().await {
+                            tracing::warn!(instance = %rec.instance_id, error = %e, "engine start failed");
+                        }
+                    }
+                }
+            }
+            match self.launcher.launch(&spec).await {
+                Ok(()) => adopted.push(rec.instance_id),
+                Err(e) => {
+                    tracing::warn!(instance = %rec.instance_id, error = %e, "guest launch failed")
+                }
+            }
+        }
+        adopted
+    }
+
+    /// One supervision pass: every engine that crashed (died without a stop) is started again, at most
+    /// `max_restarts` times per `restart_window`; beyond that it stays CRASHED (the guest keeps reporting it).
+    /// Returns the instances restarted. Needs [`LocalCompute::with_engines`].
+    pub async fn supervise_once(&self) -> Vec<Uuid> {
+        let Some(f) = &self.engines else {
+            return Vec::new();
+        };
+        let recs: Vec<ServerRecord> = self.inner.lock().await.servers.values().cloned().collect();
+        let mut restarted = Vec::new();
+        for rec in recs {
+            let Ok(spec) = self.guest_spec(&rec) else {
+                continue;
+            };
+            let Ok(s) = f.strategy(&spec) else { continue };
+            let st = s.status().await;
+            if st.status != ServiceStatus::Crashed {
+                continue;
+            }
+            {
+                let mut inner = self.inner.lock().await;
+                let now = std::time::Instant::now();
+                let window = self.config.restart_window;
+                let times = inner.restarts.entry(rec.instance_id).or_default();
+                times.retain(|t| now.duration_since(*t) < window);
+                if times.len() >= self.config.max_restarts as usize {
+                    tracing::warn!(instance = %rec.instance_id, reason = ?st.reason, "engine crashed too often; leaving it down");
+                    continue;
+                }
+                times.push(now);
+            }
+            tracing::warn!(instance = %rec.instance_id, reason = ?st.reason, "engine crashed; restarting it");
+            match s.start().await {
+                Ok(()) => restarted.push(rec.instance_id),
+                Err(e) => {
+                    tracing::warn!(instance = %rec.instance_id, error = %e, "restart of crashed engine failed")
+                }
+            }
+        }
+        restarted
+    }
+
+    /// Runs [`LocalCompute::supervise_once`] every `interval` until the compute is dropped.
+    pub fn supervise(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(c) = weak.upgrade() else { return };
+                c.supervise_once().await;
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Compute for LocalCompute {
+    async fn create_server(&self, spec: &ServerSpec) -> Result<Server> {
+        let mut inner = self.inner.lock().await;
+        if let Some(rec) = inner.servers.get(&spec.instance_id).cloned() {
+            drop(inner);
+            // Idempotent: the same server; make sure its guest runs.
+            self.launcher.launch(&self.guest_spec(&rec)?).await?;
+            return Ok(self.view(&rec));
+        }
+        let host = self.place(&inner, spec)?;
+        let port = self.allocate_port(&inner)?;
+        let rec = ServerRecord {
+            instance_id: spec.instance_id,
+            name: spec.name.clone(),
+            host,
+            port,
+            bind_address: self.config.bind_address.clone(),
+            flavor: spec.flavor.clone(),
+            datastore_version: spec.datastore_version.clone(),
+            volume_path: spec.volume_path.clone(),
+            group: spec.group,
+        };
+        let dir = self.server_dir(&rec)?;
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| io_err("chmod", &dir, e))?;
+        self.save(&rec)?;
+        inner.servers.insert(rec.instance_id, rec.clone());
+        drop(inner);
+        if let Err(e) = self.launcher.launch(&self.guest_spec(&rec)?).await {
+            // Nothing is left behind by a failed create.
+            let _ = self.launcher.stop(rec.instance_id).await;
+            self.inner.lock().await.servers.remove(&rec.instance_id);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(self.view(&rec))
+    }
+
+    async fn get_server(&self, instance_id: Uuid) -> Result<Option<Server>> {
+        Ok(self
+            .inner
+            .lock()
+            .await
+            .servers
+            .get(&instance_id)
+            .map(|r| self.view(r)))
+    }
+
+    async fn delete_server(&self, instance_id: Uuid) -> Result<()> {
+        let Some(rec) = self.inner.lock().await.servers.get(&instance_id).cloned() else {
+            return Ok(());
+        };
+        self.launcher.stop(instance_id).await?;
+        self.stop_leftovers(&rec).await?;
+        let dir = self.server_dir(&rec)?;
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &dir, e)),
+        })
+        .await
+        .map_err(|e| Error::backend(BACKEND, e, false))??;
+        let mut inner = self.inner.lock().await;
+        inner.servers.remove(&instance_id);
+        inner.restarts.remove(&instance_id);
+        Ok(())
+    }
+
+    async fn reboot_server(&self, instance_id: Uuid) -> Result<()> {
+        let rec = self
+            .inner
+            .lock()
+            .await
+            .servers
+            .get(&instance_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("Server", instance_id))?;
+        let spec = self.guest_spec(&rec)?;
+        match &self.engines {
+            // The engine restarts; its guest keeps running and reports it.
+            Some(f) => {
+                let s = f.strategy(&spec)?;
+                s.stop().await?;
+                s.start().await?;
+                self.launcher.launch(&spec).await
+            }
+            // Without engine access a reboot restarts the guest.
+            None => {
+                self.launcher.stop(instance_id).await?;
+                self.launcher.launch(&spec).await
+            }
+        }
+    }
+
+    async fn resize_server(&self, instance_id: Uuid, flavor: &Flavor) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let rec = inner
+            .servers
+            .get_mut(&instance_id)
+            .ok_or_else(|| Error::not_found("Server", instance_id))?;
+        let mut updated = rec.clone();
+        updated.flavor = flavor.clone();
+        self.save(&updated)?;
+        *rec = updated;
+        Ok(())
+    }
+
+    async fn hosts(&self) -> Result<Vec<String>> {
+        Ok(self.config.hosts.iter().map(|h| h.name.clone()).collect())
+    }
+}

@@ -1,0 +1,379 @@
+//! LocalCompute: the core's Compute conformance suite, ports, re-adoption, and a real engine's whole life.
+
+use async_trait::async_trait;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+use trove_backends::local::{DirBlockStorage, LocalCompute, LocalComputeConfig, LocalHost};
+use trove_core::memory::RecordingLauncher;
+use trove_core::model::Manager;
+use trove_core::ports::{
+    BlockStorage, Compute, DynCompute, GuestLauncher, GuestSpec, PrepareRequest, StrategyFactory,
+};
+use trove_core::state::{ServerStatus, ServiceStatus};
+use trove_core::testing::{compute::run_all, sample_server_spec};
+use trove_guest::{EngineConfig, EngineStrategyFactory};
+
+fn tempdir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("lc")
+        .tempdir()
+        .expect("temp dir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d
+}
+
+fn config(dir: &Path, hosts: usize, port_min: u16) -> LocalComputeConfig {
+    LocalComputeConfig {
+        hosts: (0..hosts)
+            .map(|i| LocalHost {
+                name: format!("h{i}"),
+                root: dir.join(format!("h{i}")),
+            })
+            .collect(),
+        port_min,
+        port_max: port_min + 200,
+        ..LocalComputeConfig::default()
+    }
+}
+
+/// A port range nobody else in this test binary uses (tests run in parallel).
+fn range_base(slot: u16) -> u16 {
+    30000 + (std::process::id() % 50) as u16 * 600 + slot * 200
+}
+
+fn server_dirs(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|h| h.path().is_dir())
+                .map(|h| std::fs::read_dir(h.path()).map(|r| r.count()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn passes_the_compute_suite_on_three_hosts() {
+    let dir = tempdir();
+    let launcher = RecordingLauncher::new();
+    let compute = LocalCompute::open(
+        config(dir.path(), 3, range_base(0)),
+        Arc::new(launcher.clone()),
+    )
+    .expect("open");
+    run_all(Arc::new(compute) as DynCompute, &launcher).await;
+    assert_eq!(
+        server_dirs(dir.path()),
+        0,
+        "the suite's servers left directories behind"
+    );
+    assert!(launcher.running().is_empty());
+}
+
+#[tokio::test]
+async fn passes_the_compute_suite_on_one_host() {
+    let dir = tempdir();
+    let launcher = RecordingLauncher::new();
+    let compute = LocalCompute::open(
+        config(dir.path(), 1, range_base(1)),
+        Arc::new(launcher.clone()),
+    )
+    .expect("open");
+    run_all(Arc::new(compute) as DynCompute, &launcher).await;
+    assert_eq!(server_dirs(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn ports_are_unique_recorded_and_survive_reopen() {
+    let dir = tempdir();
+    let base = range_base(2);
+    let cfg = config(dir.path(), 2, base);
+    let launcher = RecordingLauncher::new();
+    let compute = LocalCompute::open(cfg.clone(), Arc::new(launcher.clone())).expect("open");
+    // Something else listens on the third port of the range: it must be skipped.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", base + 2)).expect("bind");
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        let spec = sample_server_spec(Manager::Mariadb);
+        servers.push(compute.create_server(&spec).await.expect("create"));
+    }
+    let mut ports: Vec<u16> = servers.iter().map(|s| s.port.expect("port")).collect();
+    assert!(
+        !ports.contains(&(base + 2)),
+        "a port in use by someone else was handed out: {ports:?}"
+    );
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 4, "ports collide");
+    for s in &servers {
+        assert_eq!(s.addresses[0].address, "127.0.0.1");
+        assert_eq!(s.status, ServerStatus::Active);
+        assert_eq!(
+            launcher.spec(s.instance_id).expect("guest").port,
+            s.port.expect("port")
+        );
+        let rec = dir
+            .path()
+            .join(&s.host)
+            .join(s.instance_id.to_string())
+            .join("server.json");
+        let text = std::fs::read_to_string(&rec).expect("server record");
+        assert!(
+            text.contains(&format!("\"port\": {}", s.port.expect("port"))),
+            "{text}"
+        );
+    }
+    // Without locality, servers spread over the hosts.
+    assert!(servers.iter().any(|s| s.host == "h0") && servers.iter().any(|s| s.host == "h1"));
+    drop(squatter);
+
+    // A restarted control plane finds every server again, with its host and port.
+    drop(compute);
+    let reopened = LocalCompute::open(cfg, Arc::new(launcher.clone())).expect("reopen");
+    for s in &servers {
+        assert_eq!(
+            reopened
+                .get_server(s.instance_id)
+                .await
+                .expect("get")
+                .as_ref(),
+            Some(s)
+        );
+    }
+    let adopted = reopened.adopt_all().await;
+    assert_eq!(adopted.len(), 4);
+    let fresh = reopened
+        .create_server(&sample_server_spec(Manager::Redis))
+        .await
+        .expect("create");
+    assert!(
+        !servers.iter().any(|s| s.port == fresh.port),
+        "a reopened compute reused a port"
+    );
+    for s in servers.iter().chain([&fresh]) {
+        reopened.delete_server(s.instance_id).await.expect("delete");
+    }
+    assert_eq!(server_dirs(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn availability_zone_is_a_host() {
+    let dir = tempdir();
+    let compute = LocalCompute::open(
+        config(dir.path(), 3, range_base(3)),
+        Arc::new(RecordingLauncher::new()),
+    )
+    .expect("open");
+    let mut spec = sample_server_spec(Manager::Postgresql);
+    spec.availability_zone = Some("h2".into());
+    assert_eq!(
+        compute.create_server(&spec).await.expect("create").host,
+        "h2"
+    );
+    let mut bad = sample_server_spec(Manager::Postgresql);
+    bad.availability_zone = Some("nowhere".into());
+    assert_eq!(
+        compute
+            .create_server(&bad)
+            .await
+            .expect_err("unknown zone")
+            .fault()
+            .status,
+        400
+    );
+    assert_eq!(
+        compute.get_server(bad.instance_id).await.expect("get"),
+        None
+    );
+    compute
+        .delete_server(spec.instance_id)
+        .await
+        .expect("delete");
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let dir = tempdir();
+    let l: Arc<dyn GuestLauncher> = Arc::new(RecordingLauncher::new());
+    assert!(
+        LocalCompute::open(LocalComputeConfig::default(), l.clone()).is_err(),
+        "no hosts"
+    );
+    let mut twice = config(dir.path(), 1, 40000);
+    twice.hosts.push(twice.hosts[0].clone());
+    assert!(
+        LocalCompute::open(twice, l.clone()).is_err(),
+        "a host twice"
+    );
+    let mut ports = config(dir.path(), 1, 40000);
+    ports.port_max = 39000;
+    assert!(LocalCompute::open(ports, l).is_err(), "empty port range");
+}
+
+/// A launcher that does what a guest agent's prepare does: run the engine (prepared once) for the server.
+#[derive(Clone)]
+struct EngineLauncher {
+    factory: Arc<EngineStrategyFactory>,
+    running: Arc<Mutex<Vec<Uuid>>>,
+}
+
+#[async_trait]
+impl GuestLauncher for EngineLauncher {
+    async fn launch(&self, spec: &GuestSpec) -> trove_core::Result<()> {
+        let s = self.factory.strategy(spec)?;
+        if s.status().await.status == ServiceStatus::New {
+            s.prepare(&PrepareRequest {
+                memory_mb: spec.flavor.ram_mb,
+                volume_size_gb: Some(1),
+                databases: vec![],
+                users: vec![],
+                root_password: None,
+                overrides: Default::default(),
+            })
+            .await?;
+        }
+        let mut r = self.running.lock().expect("lock");
+        if !r.contains(&spec.instance_id) {
+            r.push(spec.instance_id);
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, instance_id: Uuid) -> trove_core::Result<()> {
+        self.running
+            .lock()
+            .expect("lock")
+            .retain(|i| *i != instance_id);
+        Ok(())
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rfind(')')
+                .map(|i| !s[i + 1..].trim_start().starts_with(['Z', 'X']))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+fn engine_pid(server_dir: &Path) -> Option<u32> {
+    let s = std::fs::read_to_string(server_dir.join("engine/redis.pid")).ok()?;
+    s.trim().parse().ok().filter(|p| alive(*p))
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_engine_create_reboot_crash_readopt_delete() {
+    let dir = tempdir();
+    let cfg = config(dir.path(), 2, range_base(4));
+    let factory = Arc::new(EngineStrategyFactory::new(EngineConfig::default()));
+    let launcher = EngineLauncher {
+        factory: factory.clone(),
+        running: Arc::default(),
+    };
+    let volumes = DirBlockStorage::open(dir.path().join("volumes")).expect("volumes");
+    let compute = LocalCompute::open(cfg.clone(), Arc::new(launcher.clone()))
+        .expect("open")
+        .with_engines(factory.clone() as Arc<dyn StrategyFactory>);
+
+    let mut spec = sample_server_spec(Manager::Redis);
+    let vol = volumes
+        .create_volume(spec.instance_id, 1, None)
+        .await
+        .expect("volume");
+    spec.volume_path = Some(vol.path.clone());
+    let server = compute.create_server(&spec).await.expect("create");
+    let port = server.port.expect("port");
+    let server_dir = dir
+        .path()
+        .join(&server.host)
+        .join(spec.instance_id.to_string());
+    assert!(listening(port), "the engine listens on the server's port");
+    let pid = engine_pid(&server_dir).expect("engine runs");
+    let (used, _) = volumes.usage(spec.instance_id).await.expect("usage");
+    assert!(used > 0, "the engine's data is on the volume");
+
+    // Reboot restarts the engine.
+    compute
+        .reboot_server(spec.instance_id)
+        .await
+        .expect("reboot");
+    let pid2 = engine_pid(&server_dir).expect("engine runs after reboot");
+    assert_ne!(pid, pid2, "reboot restarts the engine");
+    assert!(!alive(pid));
+
+    // A crashed engine is restarted by the supervisor, within a bound.
+    std::process::Command::new("kill")
+        .args(["-9", &pid2.to_string()])
+        .status()
+        .expect("kill");
+    let t = Instant::now();
+    while alive(pid2) {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let strategy = factory.strategy(&GuestSpec {
+        instance_id: spec.instance_id,
+        datastore_version: spec.datastore_version.clone(),
+        flavor: spec.flavor.clone(),
+        server_dir: server_dir.clone(),
+        volume_path: spec.volume_path.clone(),
+        bind_address: "127.0.0.1".into(),
+        port,
+    });
+    let strategy = strategy.expect("strategy");
+    assert_eq!(strategy.status().await.status, ServiceStatus::Crashed);
+    assert_eq!(compute.supervise_once().await, vec![spec.instance_id]);
+    assert_eq!(strategy.status().await.status, ServiceStatus::Healthy);
+    let pid3 = engine_pid(&server_dir).expect("restarted");
+
+    // The control plane restarts: the server and its running engine are found again, not duplicated.
+    drop(compute);
+    let compute = LocalCompute::open(cfg, Arc::new(launcher.clone()))
+        .expect("reopen")
+        .with_engines(factory.clone() as Arc<dyn StrategyFactory>);
+    assert_eq!(
+        compute.get_server(spec.instance_id).await.expect("get"),
+        Some(server.clone())
+    );
+    assert_eq!(compute.adopt_all().await, vec![spec.instance_id]);
+    assert_eq!(
+        engine_pid(&server_dir),
+        Some(pid3),
+        "the running engine is adopted, not restarted"
+    );
+
+    // Resize records the flavor.
+    let mut bigger = spec.flavor.clone();
+    bigger.ram_mb = 1024;
+    compute
+        .resize_server(spec.instance_id, &bigger)
+        .await
+        .expect("resize");
+    let rec = std::fs::read_to_string(server_dir.join("server.json")).expect("record");
+    assert!(rec.contains("\"ram_mb\": 1024"), "{rec}");
+
+    // Delete removes the process, the port and the files.
+    compute
+        .delete_server(spec.instance_id)
+        .await
+        .expect("delete");
+    assert!(!alive(pid3), "the engine survived the delete");
+    assert!(!listening(port), "the port is still served");
+    assert!(!server_dir.exists(), "the server directory is left");
+    volumes
+        .delete_volume(spec.instance_id)
+        .await
+        .expect("delete volume");
+    assert!(!vol.path.exists());
+}
