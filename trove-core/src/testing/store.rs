@@ -1550,6 +1550,259 @@ pub async fn check_root_history(store: &dyn InfraStore) {
     .await;
 }
 
+/// How a call ended, for comparing two stores (errors by kind; quota errors with their sorted resources).
+fn outcome<T>(r: &crate::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(Error::QuotaExceeded { resources }) => {
+            let mut r = resources.clone();
+            r.sort();
+            format!("quota {r:?}")
+        }
+        Err(Error::Conflict { .. }) => "conflict".into(),
+        Err(Error::NotFound { .. }) => "not found".into(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Differential check: a pseudo-random sequence of `steps` operations (seeded by `seed`) is applied to `store` and
+/// to a fresh [`crate::memory::MemoryStore`] (the reference); every call must end the same way and every read
+/// must return the same rows. Covers version rules, quota checks, deletes, backups, claims with competing workers
+/// and expiring leases, journals and heartbeat batches with duplicates.
+pub async fn check_matches_reference(store: &dyn InfraStore, seed: u64, steps: usize) {
+    use rand::{Rng, SeedableRng};
+    let reference = crate::memory::MemoryStore::new();
+    let r: &dyn InfraStore = &reference;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let t = tenant();
+    let mut instances: Vec<Uuid> = Vec::new();
+    let mut backups: Vec<Uuid> = Vec::new();
+    let mut workflows: Vec<Uuid> = Vec::new();
+    let workers = ["w1", "w2", "w3"];
+    macro_rules! both {
+        ($step:expr, $what:expr, |$s:ident| $call:expr) => {{
+            let got = {
+                let $s = store;
+                $call.await
+            };
+            let want = {
+                let $s = r;
+                $call.await
+            };
+            assert_eq!(
+                outcome(&got),
+                outcome(&want),
+                "seed {seed} step {}: {} ended differently",
+                $step,
+                $what
+            );
+            (got, want)
+        }};
+    }
+    for step in 0..steps {
+        match rng.gen_range(0..10) {
+            0 | 1 => {
+                let mut i = instance(&t, rng.gen_range(0..3000), None, at(rng.gen_range(0..5)));
+                i.volume_size = if rng.gen_bool(0.8) {
+                    Some(rng.gen_range(0..15))
+                } else {
+                    None
+                };
+                if !instances.is_empty() && rng.gen_bool(0.3) {
+                    i.replica_of = Some(instances[rng.gen_range(0..instances.len())]);
+                }
+                if rng.gen_bool(0.2) {
+                    i.cluster_id = Some(Uuid::new_v4());
+                }
+                let expect = if rng.gen_bool(0.8) {
+                    Expect::Absent
+                } else {
+                    Expect::Any
+                };
+                instances.push(i.id);
+                let mut cs = ChangeSet::new().with(Write::Instance {
+                    instance: i,
+                    expect,
+                });
+                if rng.gen_bool(0.7) {
+                    cs = cs.check_quota(&t, &Resource::ALL);
+                }
+                let _ = both!(step, "insert instance", |s| s.commit(cs.clone()));
+            }
+            2 | 3 if !instances.is_empty() => {
+                let id = instances[rng.gen_range(0..instances.len())];
+                let (cur, _) = both!(step, "get instance", |s| s.get_instance(id));
+                let Some(mut i) = cur.unwrap_or_default() else {
+                    continue;
+                };
+                let expect = match rng.gen_range(0..4) {
+                    0 => Expect::Any,
+                    1 => Expect::Version(i.version + 1),
+                    2 => Expect::Absent,
+                    _ => Expect::Version(i.version),
+                };
+                match rng.gen_range(0..3) {
+                    0 => {
+                        i.deleted = true;
+                        i.deleted_at = Some(at(99));
+                    }
+                    1 => i.ram_mb = rng.gen_range(0..3000),
+                    _ => i.volume_size = Some(rng.gen_range(0..15)),
+                }
+                let mut cs = ChangeSet::new().with(Write::Instance {
+                    instance: i,
+                    expect,
+                });
+                if rng.gen_bool(0.5) {
+                    cs = cs.check_quota(&t, &Resource::ALL);
+                }
+                let _ = both!(step, "update instance", |s| s.commit(cs.clone()));
+            }
+            4 => {
+                let mut b = backup(&t, instances.first().copied(), at(rng.gen_range(0..5)));
+                if !backups.is_empty() && rng.gen_bool(0.3) {
+                    b.id = backups[rng.gen_range(0..backups.len())];
+                    b.deleted = rng.gen_bool(0.5);
+                } else {
+                    backups.push(b.id);
+                }
+                let mut cs = ChangeSet::new().with(Write::Backup(b));
+                if rng.gen_bool(0.5) {
+                    cs = cs.check_quota(&t, &[Resource::Backups]);
+                }
+                let _ = both!(step, "backup", |s| s.commit(cs.clone()));
+            }
+            5 => {
+                let limits = QuotaLimits {
+                    instances: rng.gen_range(-1..8),
+                    ram: rng.gen_range(-1..9000),
+                    volumes: rng.gen_range(-1..60),
+                    backups: rng.gen_range(-1..5),
+                };
+                let _ = both!(step, "set limits", |s| s.set_quota_limits(&t, &limits));
+            }
+            6 => {
+                let w = workflow(
+                    WorkflowKind::Create,
+                    Uuid::new_v4(),
+                    at(rng.gen_range(0..5)),
+                );
+                workflows.push(w.id);
+                let _ = both!(step, "insert workflow", |s| s
+                    .commit(ChangeSet::new().with(insert_wf(&w))));
+            }
+            7 if !workflows.is_empty() => {
+                let id = workflows[rng.gen_range(0..workflows.len())];
+                let worker = workers[rng.gen_range(0..workers.len())];
+                let now = at(rng.gen_range(0..100));
+                let until = now + Duration::seconds(rng.gen_range(0..30));
+                if rng.gen_bool(0.8) {
+                    let _ = both!(step, "claim", |s| s.claim_workflow(id, worker, now, until));
+                } else {
+                    let (cur, _) = both!(step, "get workflow", |s| s.get_workflow(id));
+                    let Some(mut w) = cur.unwrap_or_default() else {
+                        continue;
+                    };
+                    let v = w.version;
+                    w.state = [
+                        WorkflowState::Running,
+                        WorkflowState::Done,
+                        WorkflowState::Failed,
+                    ][rng.gen_range(0..3)];
+                    let expect = if rng.gen_bool(0.8) {
+                        Expect::Version(v)
+                    } else {
+                        Expect::Version(v + 1)
+                    };
+                    let cs = ChangeSet::new().with(Write::Workflow {
+                        workflow: w,
+                        expect,
+                    });
+                    let _ = both!(step, "write workflow", |s| s.commit(cs.clone()));
+                }
+            }
+            8 if !workflows.is_empty() => {
+                let e = JournalEntry {
+                    workflow_id: workflows[rng.gen_range(0..workflows.len())],
+                    step: format!("s{step}"),
+                    phase: JournalPhase::Started,
+                    data: json!({"step": step}),
+                    at: at(rng.gen_range(0..3)),
+                };
+                let _ = both!(step, "journal", |s| s.append_journal(&e));
+            }
+            _ if !instances.is_empty() => {
+                let n = rng.gen_range(1..20);
+                let batch: Vec<_> = (0..n)
+                    .map(|k| {
+                        let id = instances[rng.gen_range(0..instances.len())];
+                        status(
+                            id,
+                            ServiceStatus::ALL[rng.gen_range(0..ServiceStatus::ALL.len())],
+                            at(k),
+                        )
+                    })
+                    .collect();
+                let _ = both!(step, "heartbeats", |s| s.put_service_statuses(&batch));
+            }
+            _ => continue,
+        }
+    }
+    // Every read agrees.
+    for include_deleted in [false, true] {
+        for include_clustered in [false, true] {
+            let f = InstanceFilter {
+                tenant_id: Some(t.clone()),
+                include_deleted,
+                include_clustered,
+                ..Default::default()
+            };
+            let (got, want) = both!(steps, "list instances", |s| s.list_instances(&f));
+            assert_eq!(got.ok(), want.ok(), "seed {seed}: list_instances({f:?})");
+        }
+    }
+    for id in &instances {
+        let (got, want) = both!(steps, "get instance", |s| s.get_instance(*id));
+        assert_eq!(got.ok(), want.ok(), "seed {seed}: instance {id}");
+        let f = InstanceFilter {
+            replica_of: Some(*id),
+            ..InstanceFilter::tenant(&t)
+        };
+        let (got, want) = both!(steps, "list replicas", |s| s.list_instances(&f));
+        assert_eq!(got.ok(), want.ok(), "seed {seed}: replicas of {id}");
+    }
+    let (got, want) = both!(steps, "usage", |s| s.quota_usage(&t));
+    assert_eq!(got.ok(), want.ok(), "seed {seed}: usage");
+    let (got, want) = both!(steps, "limits", |s| s.get_quota_limits(&t));
+    assert_eq!(got.ok(), want.ok(), "seed {seed}: limits");
+    let bf = BackupFilter {
+        tenant_id: Some(t.clone()),
+        include_deleted: true,
+        ..Default::default()
+    };
+    let (got, want) = both!(steps, "list backups", |s| s.list_backups(&bf));
+    assert_eq!(got.ok(), want.ok(), "seed {seed}: backups");
+    let (got, want) = both!(steps, "statuses", |s| s.get_service_statuses(&instances));
+    let (mut got, mut want) = (got.unwrap_or_default(), want.unwrap_or_default());
+    got.sort_by_key(|x| x.instance_id);
+    want.sort_by_key(|x| x.instance_id);
+    assert_eq!(got, want, "seed {seed}: statuses");
+    for id in &workflows {
+        let (got, want) = both!(steps, "get workflow", |s| s.get_workflow(*id));
+        assert_eq!(got.ok(), want.ok(), "seed {seed}: workflow {id}");
+        let (got, want) = both!(steps, "journal", |s| s.journal(*id));
+        assert_eq!(got.ok(), want.ok(), "seed {seed}: journal of {id}");
+    }
+    let (got, want) = both!(steps, "open workflows", |s| s.list_open_workflows());
+    let mine = |v: crate::Result<Vec<Workflow>>| -> Vec<Workflow> {
+        v.unwrap_or_default()
+            .into_iter()
+            .filter(|w| workflows.contains(&w.id))
+            .collect()
+    };
+    assert_eq!(mine(got), mine(want), "seed {seed}: open workflows");
+}
+
 /// Runs every check against `store` (which may already hold data). Call it from a multi-threaded tokio runtime.
 pub async fn run_all(store: Arc<dyn InfraStore>) {
     let s = store.as_ref();
@@ -1567,4 +1820,7 @@ pub async fn run_all(store: Arc<dyn InfraStore>) {
     check_service_statuses(s).await;
     check_backups(s).await;
     check_root_history(s).await;
+    for seed in 0..4 {
+        check_matches_reference(s, seed, 250).await;
+    }
 }
