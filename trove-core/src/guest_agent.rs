@@ -3,7 +3,8 @@
 //! and volume usage to the conductor every `report_interval`.
 //!
 //! The agent reports nothing until it was asked to prepare (or served any other request, which means the control
-//! plane considers it prepared); while prepare runs it reports BUILDING, and FAILED if prepare fails.
+//! plane considers it prepared, or found its engine already running when it started); while prepare runs it
+//! reports BUILDING, and FAILED if prepare fails.
 //!
 //! [`InProcessLauncher`] is a [`GuestLauncher`] that runs one agent per instance as a tokio task, with strategies
 //! from a [`StrategyFactory`]: the embedded deployment and the tests use it.
@@ -89,6 +90,13 @@ impl GuestAgent {
         mut sub: Box<dyn Subscription>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        // An agent started next to an engine that already runs (a restarted process) reports right away.
+        if self.phase.load(Ordering::SeqCst) == IDLE
+            && self.strategy.status().await.status.is_datastore_running()
+        {
+            self.phase.store(SERVING, Ordering::SeqCst);
+            self.heartbeat().await;
+        }
         let hb = {
             let me = self.clone();
             let mut shutdown = shutdown.clone();
