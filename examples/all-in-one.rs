@@ -17,8 +17,8 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use trove::backends::auth::{load_token_file, KeystoneAuth, KeystoneConfig, NoAuth};
 use trove::backends::sql::{self, StoreLocation};
-use trove::core::api::DatastoreVersionSpec;
-use trove::core::model::{Flavor, Secret};
+use trove::core::api::{ConfigParamSpec, DatastoreVersionSpec};
+use trove::core::model::{Flavor, ParamType, Secret};
 use trove::core::ports::{DynAuthenticator, RequestContext, SystemClock};
 use trove::core::{CoreConfig, Result};
 use trove::http::{router, HttpConfig, RateLimits};
@@ -142,7 +142,31 @@ async fn seed(api: &trove::core::api::ApiService) -> Result<()> {
                 version: Some(version.into()),
                 default: true,
             };
-            api.mgmt_create_datastore_version(&admin, spec).await?;
+            let v = api.mgmt_create_datastore_version(&admin, spec).await?;
+            // A few validation rules, so configuration groups work out of the box.
+            let rules: &[(&str, bool, i64, i64)] = if manager == "postgresql" {
+                &[
+                    ("max_connections", true, 10, 10_000),
+                    ("work_mem", false, 64, 2_097_151),
+                ]
+            } else {
+                &[
+                    ("max_connections", false, 1, 100_000),
+                    ("connect_timeout", false, 2, 31_536_000),
+                    ("wait_timeout", false, 1, 31_536_000),
+                ]
+            };
+            for (name, restart_required, min, max) in rules {
+                let spec = ConfigParamSpec {
+                    name: (*name).into(),
+                    data_type: ParamType::Integer,
+                    restart_required: *restart_required,
+                    min: Some((*min).into()),
+                    max: Some((*max).into()),
+                };
+                api.mgmt_create_parameter(&admin, v.version.id, spec)
+                    .await?;
+            }
         }
     }
     Ok(())

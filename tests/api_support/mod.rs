@@ -296,3 +296,273 @@ pub fn reference_dir() -> PathBuf {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// The real `openstack` CLI (python-openstackclient + python-troveclient from PyPI, in a cached venv), driven
+/// through its own entry point `openstackclient.shell.main(argv)`; commands run one after another in one Python
+/// process, so the ~1 s interpreter start is paid once.
+pub struct OpenStackCli {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    base_args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// The outcome of one CLI command.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Exit status.
+    pub code: i64,
+    /// What it printed.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// stdout as JSON (for `-f json`).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+const CLI_DRIVER: &str = r#"
+import sys, json, io, contextlib
+from openstackclient import shell
+for line in sys.stdin:
+    argv = json.loads(line)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = shell.main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    sys.__stdout__.write(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}) + "\n")
+    sys.__stdout__.flush()
+"#;
+
+impl OpenStackCli {
+    /// Starts the driver for `endpoint` (`http://HOST:PORT/v1.0/TENANT`) with `--os-auth-type none`.
+    pub fn start(endpoint: &str) -> OpenStackCli {
+        let venv = venv(
+            "openstack",
+            &["python-openstackclient", "python-troveclient"],
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("driver.py");
+        std::fs::write(&script, CLI_DRIVER).expect("write driver");
+        let mut child = Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .env_remove("OS_CLOUD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let base_args = ["--os-auth-type", "none", "--os-endpoint", endpoint]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        OpenStackCli {
+            child,
+            stdin,
+            stdout,
+            base_args,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `openstack <args>`.
+    pub fn run(&mut self, args: &[&str]) -> CliOutput {
+        use std::io::{BufRead, Write};
+        let mut argv = self.base_args.clone();
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let line = serde_json::to_string(&argv).expect("json");
+        writeln!(self.stdin, "{line}").expect("write to the driver");
+        self.stdin.flush().expect("flush");
+        let mut answer = String::new();
+        self.stdout
+            .read_line(&mut answer)
+            .expect("read from the driver");
+        let v: serde_json::Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("driver answer {answer:?}: {e}"));
+        CliOutput {
+            code: v["code"].as_i64().unwrap_or(-1),
+            stdout: v["stdout"].as_str().unwrap_or_default().to_string(),
+            stderr: v["stderr"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Runs `openstack <args>` and asserts it exits 0.
+    pub fn ok(&mut self, args: &[&str]) -> CliOutput {
+        let out = self.run(args);
+        assert_eq!(
+            out.code,
+            0,
+            "openstack {} failed:\n{}\n{}",
+            args.join(" "),
+            out.stdout,
+            out.stderr
+        );
+        out
+    }
+}
+
+impl Drop for OpenStackCli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The all-in-one server started as a process (the example binary built next to the test binaries).
+pub struct AllInOne {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    child: Child,
+    /// State directory.
+    pub state: tempfile::TempDir,
+}
+
+/// Path of the all-in-one example binary of this build, building it when missing or older than this test.
+pub fn all_in_one_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
+    let bin = profile_dir.join("examples").join("all-in-one");
+    let fresh = |b: &Path| {
+        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        matches!((m(b), m(&exe)), (Some(b), Some(e)) if b >= e)
+    };
+    if !fresh(&bin) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(repo_root())
+            .args(["build", "--example", "all-in-one"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("cargo runs");
+        assert!(st.success(), "cargo build --example all-in-one failed");
+    }
+    assert!(bin.exists(), "{} is missing", bin.display());
+    bin
+}
+
+impl AllInOne {
+    /// Starts the server on an ephemeral port with a fresh state directory and `extra` arguments.
+    pub fn start(extra: &[&str]) -> AllInOne {
+        let state = tempfile::tempdir().expect("tempdir");
+        AllInOne::start_in(state, extra)
+    }
+
+    /// Starts the server on `state` (to test restarts).
+    pub fn start_in(state: tempfile::TempDir, extra: &[&str]) -> AllInOne {
+        use std::io::BufRead;
+        let mut child = Command::new(all_in_one_binary())
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start all-in-one");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server prints 'listening on ADDR'");
+        AllInOne {
+            base: format!("http://{addr}"),
+            child,
+            state,
+        }
+    }
+
+    /// Stops the server with SIGTERM and returns its exit status and state directory.
+    pub fn stop(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let state = std::mem::replace(&mut self.state, tempfile::tempdir().expect("tempdir"));
+        (status, state)
+    }
+}
+
+impl Drop for AllInOne {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking JSON GET (status, body) for sync tests.
+pub fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .header("X-Auth-Token", "t")
+            .send()
+            .await
+            .expect("GET");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    })
+}
+
+/// Polls an instance until its status is `want` (panics on ERROR or after `within`).
+pub fn wait_status(base: &str, tenant: &str, id: &str, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (s, body) = get_json(&format!("{base}/v1.0/{tenant}/instances/{id}"));
+        let status = body["instance"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if want == "GONE" && s == 404 {
+            return;
+        }
+        if status == want {
+            return;
+        }
+        assert!(
+            status != "ERROR",
+            "instance {id} went to ERROR waiting for {want}: {body}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "instance {id} not {want} within {within:?}: {s} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
