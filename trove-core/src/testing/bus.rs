@@ -121,16 +121,34 @@ pub async fn competing_consumers_get_each_message_once(bus: &DynBus) {
             .await
             .expect("cast");
     }
+    let total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
     let mut tasks = Vec::new();
     for mut sub in subs {
+        let total = total.clone();
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            // Each consumer takes what comes until the topic has been quiet for a while.
-            while let Ok(Ok(Some(d))) =
-                tokio::time::timeout(Duration::from_millis(700), sub.next()).await
-            {
-                got.push(String::from_utf8_lossy(&d.body).into_owned());
-                d.ack().await.expect("ack");
+            // Each consumer takes what comes until all messages were received (by anyone) or time is up; then
+            // it lingers a little so that a duplicate would show.
+            let mut linger = None;
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= deadline || linger.is_some_and(|l| now >= l) {
+                    break;
+                }
+                match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+                    Ok(Ok(Some(d))) => {
+                        got.push(String::from_utf8_lossy(&d.body).into_owned());
+                        d.ack().await.expect("ack");
+                        total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => panic!("competing consumer failed: {e}"),
+                    Err(_) => {}
+                }
+                if linger.is_none() && total.load(std::sync::atomic::Ordering::SeqCst) >= N {
+                    linger = Some(tokio::time::Instant::now() + QUIET);
+                }
             }
             got
         }));
