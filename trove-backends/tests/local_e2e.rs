@@ -1,0 +1,216 @@
+//! The whole embedded path on a real engine: ApiService → TaskManager → LocalCompute + DirBlockStorage →
+//! InProcessLauncher → GuestAgent → the real MariaDB strategy → Conductor → ACTIVE; then a database and a user
+//! through the API, a client connecting as that user, and delete removing process, port and files.
+
+use sqlx::{ConnectOptions, Connection, Executor, Row};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use trove_backends::local::{DirBlockStorage, LocalCompute, LocalComputeConfig};
+use trove_core::api::{ApiService, CreateInstance, DatastoreVersionSpec, InstanceView};
+use trove_core::conductor::Conductor;
+use trove_core::guest_agent::InProcessLauncher;
+use trove_core::memory::{MemoryBus, MemoryStore};
+use trove_core::model::{DatabaseSpec, Flavor, Secret, UserSpec};
+use trove_core::ports::{RequestContext, StrategyFactory, SystemClock};
+use trove_core::state::TaskStatus;
+use trove_core::taskmanager::{TaskManager, TaskManagerConfig};
+use trove_core::CoreConfig;
+use trove_guest::{EngineConfig, EngineStrategyFactory};
+
+async fn wait(
+    api: &ApiService,
+    id: Uuid,
+    what: &str,
+    pred: impl Fn(&InstanceView) -> bool,
+) -> InstanceView {
+    let ctx = RequestContext::tenant("t1");
+    let start = Instant::now();
+    loop {
+        let v = api.show_instance(&ctx, id).await.expect("show");
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{what}: never reached; last view {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_create_use_delete_on_real_mariadb() {
+    let dir = tempfile::Builder::new()
+        .prefix("e2e")
+        .tempdir()
+        .expect("tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = CoreConfig {
+        report_interval: Duration::from_millis(500),
+        agent_call_high_timeout: Duration::from_secs(120),
+        ..CoreConfig::default()
+    };
+    let store = Arc::new(MemoryStore::new());
+    let bus = Arc::new(MemoryBus::new());
+    let clock = Arc::new(SystemClock);
+    let engines: Arc<dyn StrategyFactory> =
+        Arc::new(EngineStrategyFactory::new(EngineConfig::default()));
+    let launcher = Arc::new(InProcessLauncher::new(
+        bus.clone(),
+        clock.clone(),
+        engines.clone(),
+        config.report_interval,
+    ));
+    let mut cc = LocalComputeConfig::single(dir.path());
+    cc.port_min = 36000 + (std::process::id() % 100) as u16 * 20;
+    cc.port_max = cc.port_min + 19;
+    let compute = Arc::new(
+        LocalCompute::open(cc, launcher.clone())
+            .expect("compute")
+            .with_engines(engines.clone()),
+    );
+    let volumes = Arc::new(DirBlockStorage::open(dir.path().join("volumes")).expect("volumes"));
+    let (stop, rx) = watch::channel(false);
+    let conductor = Conductor::new(store.clone(), bus.clone(), clock.clone(), None);
+    let rx2 = rx.clone();
+    tokio::spawn(async move { conductor.run(rx2).await });
+    let tm = TaskManager::new(
+        store.clone(),
+        bus.clone(),
+        compute.clone(),
+        volumes.clone(),
+        clock.clone(),
+        config.clone(),
+        TaskManagerConfig {
+            poll_interval: Duration::from_millis(10),
+            ..TaskManagerConfig::default()
+        },
+    );
+    tokio::spawn(async move { tm.run(rx).await });
+    let api = ApiService::new(store.clone(), bus.clone(), clock.clone(), config);
+    let admin = RequestContext::admin("admin");
+    api.mgmt_create_datastore_version(
+        &admin,
+        DatastoreVersionSpec {
+            datastore_name: "mariadb".into(),
+            name: "10.11".into(),
+            manager: "mariadb".into(),
+            active: true,
+            default: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("datastore");
+    api.mgmt_put_flavor(
+        &admin,
+        Flavor {
+            id: "1".into(),
+            name: "small".into(),
+            ram_mb: 256,
+            vcpus: 1,
+            disk_gb: 1,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .expect("flavor");
+
+    let t1 = RequestContext::tenant("t1");
+    let started = Instant::now();
+    let created = api
+        .create_instance(
+            &t1,
+            CreateInstance {
+                name: "db1".into(),
+                flavor_ref: Some("1".into()),
+                volume_size: Some(1),
+                datastore: Some("mariadb".into()),
+                databases: vec![DatabaseSpec {
+                    name: "shop".into(),
+                    character_set: None,
+                    collate: None,
+                }],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let id = created.instance.id;
+    let v = wait(&api, id, "ACTIVE", |v| {
+        v.status == "ACTIVE" && v.instance.task == TaskStatus::None
+    })
+    .await;
+    eprintln!("POST /instances to ACTIVE: {:?}", started.elapsed());
+    let port = v.instance.port.expect("the view shows the engine port");
+    assert_eq!(
+        v.instance.addresses.first().map(|a| a.address.as_str()),
+        Some("127.0.0.1")
+    );
+
+    // A user through the API, then a client connecting as that user.
+    api.create_users(
+        &t1,
+        id,
+        vec![UserSpec {
+            name: "app".into(),
+            password: Secret::new("app-pw-1"),
+            host: None,
+            databases: vec!["shop".into()],
+        }],
+    )
+    .await
+    .expect("create user");
+    let mut c = sqlx::mysql::MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username("app")
+        .password("app-pw-1")
+        .database("shop")
+        .connect()
+        .await
+        .expect("the user connects to the instance");
+    c.execute("CREATE TABLE t (v INT)").await.expect("create");
+    c.execute("INSERT INTO t VALUES (42)")
+        .await
+        .expect("insert");
+    let n: i32 = c.fetch_one("SELECT v FROM t").await.expect("select").get(0);
+    assert_eq!(n, 42);
+    c.close().await.expect("close");
+
+    // Delete: the process, the port and the files go.
+    api.delete_instance(&t1, id).await.expect("delete");
+    let start = Instant::now();
+    loop {
+        let gone = api.show_instance(&t1, id).await.is_err();
+        if gone {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "instance never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the engine still serves its port after delete"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !dir.path().join("servers").join(id.to_string()).exists(),
+        "server directory left"
+    );
+    assert!(
+        !dir.path().join("volumes").join(id.to_string()).exists(),
+        "volume left"
+    );
+    let _ = stop.send(true);
+}
