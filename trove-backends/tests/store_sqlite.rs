@@ -104,3 +104,18 @@ async fn bad_locations_are_refused_clearly() {
         .to_string();
     assert!(err.contains("Unsupported database URL"), "{err}");
 }
+
+#[tokio::test]
+async fn a_new_state_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("new").join("state");
+    sql::db_sync(&StoreLocation::StateDir(state.clone()))
+        .await
+        .expect("db_sync");
+    let mode = std::fs::metadata(&state)
+        .expect("state dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "state dir mode {mode:o}");
+}

@@ -38,8 +38,16 @@ impl SqliteStore {
     /// Opens (creating the file and its directory if missing) the database at `path`, without checking or
     /// migrating the schema; see [`super::open`] for the checked way.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Backend {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            // A new state directory is private to its owner: the database describes every tenant's instances.
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(|e| Error::Backend {
                 backend: Self::BACKEND,
                 message: format!("cannot create the state directory {}: {e}", dir.display()),
                 transient: false,
