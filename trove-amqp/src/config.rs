@@ -53,6 +53,10 @@ pub struct AmqpConfig {
     pub reconnect_max_ms: u64,
     /// How long `cast` keeps trying (across reconnects) before it fails, in milliseconds.
     pub publish_timeout_ms: u64,
+    /// Whether the bus declares the exchanges and the topics' queues it uses. A restricted user (a guest with
+    /// credentials of its own, see [`crate::access`]) has no configure permission: it runs with `false` and uses
+    /// what the control plane declared for it.
+    pub declare_topology: bool,
 }
 
 impl Default for AmqpConfig {
@@ -73,6 +77,7 @@ impl Default for AmqpConfig {
             reconnect_initial_ms: 100,
             reconnect_max_ms: 5_000,
             publish_timeout_ms: 30_000,
+            declare_topology: true,
         }
     }
 }

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 mod config;
 
 pub use config::{AmqpConfig, QueueType};
@@ -61,8 +62,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn backend(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::backend(BACKEND, format!("{what}: {e}"), true)
+/// Maps a client error. Refusals the broker will repeat (access refused, missing resource, inequivalent
+/// declaration) are permanent; everything else (connection and channel trouble) is worth retrying.
+fn backend(what: &str, e: lapin::Error) -> Error {
+    let permanent = matches!(&e, lapin::Error::ProtocolError(p) if matches!(
+        p.kind(),
+        AMQPErrorKind::Soft(
+            AMQPSoftError::ACCESSREFUSED | AMQPSoftError::NOTFOUND | AMQPSoftError::PRECONDITIONFAILED
+        )
+    ));
+    Error::backend(BACKEND, format!("{what}: {e}"), !permanent)
 }
 
 fn is_not_found(e: &lapin::Error) -> bool {
@@ -176,13 +185,8 @@ impl Shared {
         args
     }
 
-    /// Opens a connection, declares the exchanges and the dead-letter queue, and starts the reply consumer.
-    async fn open(&self) -> std::result::Result<Conn, lapin::Error> {
-        let connection = raw_connection(&self.cfg).await?;
-        let publish = connection.create_channel().await?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+    /// Declares the topic exchange, the dead-letter exchange and the dead-letter queue.
+    async fn declare_exchanges(&self, publish: &Channel) -> std::result::Result<(), lapin::Error> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -216,7 +220,20 @@ impl Shared {
                 FieldTable::default(),
             )
             .await?;
+        Ok(())
+    }
 
+    /// Opens a connection, declares the exchanges and the dead-letter queue (unless told not to), and starts the
+    /// reply consumer.
+    async fn open(&self) -> std::result::Result<Conn, lapin::Error> {
+        let connection = raw_connection(&self.cfg).await?;
+        let publish = connection.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        if self.cfg.declare_topology {
+            self.declare_exchanges(&publish).await?;
+        }
         let rpc = connection.create_channel().await?;
         let replies = rpc
             .basic_consume(
@@ -297,6 +314,10 @@ impl Shared {
         channel: &Channel,
         topic: &str,
     ) -> std::result::Result<(), lapin::Error> {
+        if !self.cfg.declare_topology {
+            // Restricted users (guests) may not declare: the control plane created the queue for them.
+            return Ok(());
+        }
         let q = self.queue(topic);
         let opts = QueueDeclareOptions {
             durable: true,

@@ -146,6 +146,19 @@ impl PrivateBroker {
         }
     }
 
+    /// A `rabbitmqctl` runner for this node.
+    pub fn rabbitctl(&self) -> trove_amqp::access::RabbitCtl {
+        trove_amqp::access::RabbitCtl::new()
+            .with_program("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .with_env("HOME", self.dir.path().to_string_lossy())
+            .with_env("RABBITMQ_NODENAME", &self.node)
+            .with_env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            .with_env(
+                "RABBITMQ_CONF_ENV_FILE",
+                self.path("rabbitmq-env.conf").to_string_lossy(),
+            )
+    }
+
     /// Runs `rabbitmqctl` against this node; panics when it fails.
     pub fn ctl(&self, args: &[&str]) {
         let out = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
