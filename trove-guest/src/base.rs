@@ -45,16 +45,31 @@ impl Base {
         }
     }
 
-    /// Pid from a pid file when that process is alive.
-    pub fn live_pid(pid_file: &Path) -> Option<u32> {
-        read_pid(pid_file).filter(|p| pid_alive(*p))
+    /// The engine's pid: from its pid file, else the pid recorded at spawn (the engine may not have written its
+    /// pid file yet), and only when that process is alive and its command line names this instance (`idents`), so
+    /// a pid reused by another process after a crash or a host reboot is not mistaken for the engine.
+    pub fn engine_pid(&self, pid_file: &Path, idents: &[String]) -> Option<u32> {
+        let ours = |p: u32| pid_alive(p) && cmdline_matches(p, idents);
+        read_pid(pid_file)
+            .filter(|p| ours(*p))
+            .or_else(|| self.layout.state().ok()?.pid.filter(|p| ours(*p)))
     }
 
-    /// Stops the process named by `pid_file` with `signal` (the engine's clean shutdown signal), killing it when it
-    /// does not go within the stop timeout.
-    pub async fn stop_process(&self, pid_file: &Path, signal: &str) -> Result<()> {
+    /// Records the pid of a freshly spawned engine.
+    pub fn record_pid(&self, pid: u32) -> Result<()> {
+        self.layout.update_state(|s| s.pid = Some(pid)).map(|_| ())
+    }
+
+    /// Stops the engine with `signal` (its clean shutdown signal), killing it when it does not go within the stop
+    /// timeout.
+    pub async fn stop_process(
+        &self,
+        pid_file: &Path,
+        idents: &[String],
+        signal: &str,
+    ) -> Result<()> {
         self.layout.update_state(|s| s.running = false)?;
-        let Some(pid) = Self::live_pid(pid_file) else {
+        let Some(pid) = self.engine_pid(pid_file, idents) else {
             return Ok(());
         };
         send_signal(pid, signal)?;
@@ -142,6 +157,17 @@ impl Base {
     }
 }
 
+/// Whether the command line of `pid` contains one of `idents`.
+fn cmdline_matches(pid: u32, idents: &[String]) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(raw) => {
+            let text = String::from_utf8_lossy(&raw).replace('\0', " ");
+            idents.iter().any(|i| text.contains(i.as_str()))
+        }
+        Err(_) => false,
+    }
+}
+
 /// Character set and collation names: letters, digits, `_`, `-`, `.`.
 pub(crate) fn check_charset(v: &str) -> Result<()> {
     if v.is_empty()
@@ -171,4 +197,21 @@ fn fs_size(dir: &Path) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_pid_is_not_taken_for_the_engine() {
+        let me = std::process::id();
+        let exe = std::env::args().next().unwrap_or_default();
+        assert!(cmdline_matches(me, &[exe]));
+        assert!(!cmdline_matches(
+            me,
+            &["--defaults-file=/nowhere/my.cnf".to_string()]
+        ));
+        assert!(!cmdline_matches(u32::MAX - 1, &["x".to_string()]));
+    }
 }

@@ -271,6 +271,9 @@ pub(crate) struct GuestState {
     pub prepared: bool,
     /// Whether the engine should be running (a stop sets it false): tells SHUTDOWN from CRASHED.
     pub running: bool,
+    /// Pid of the engine process last spawned.
+    #[serde(default)]
+    pub pid: Option<u32>,
     /// Configuration overrides applied.
     #[serde(default)]
     pub overrides: serde_json::Map<String, serde_json::Value>,

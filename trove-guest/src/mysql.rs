@@ -150,6 +150,11 @@ impl MysqlStrategy {
     fn cnf_path(&self) -> PathBuf {
         self.base.layout.engine_dir.join("my.cnf")
     }
+    /// What the engine's command line contains (tells our engine from a process that reused its pid).
+    fn idents(&self) -> Vec<String> {
+        vec![format!("--defaults-file={}", self.cnf_path().display())]
+    }
+
     fn pid_path(&self) -> PathBuf {
         self.base.layout.engine_dir.join("mysqld.pid")
     }
@@ -277,7 +282,7 @@ impl MysqlStrategy {
     /// Starts the engine unless it runs, and waits until it answers.
     async fn start_engine(&self) -> Result<()> {
         self.base.layout.update_state(|s| s.running = true)?;
-        let pid = match Base::live_pid(&self.pid_path()) {
+        let pid = match self.base.engine_pid(&self.pid_path(), &self.idents()) {
             Some(pid) => pid,
             None => {
                 let _ = std::fs::remove_file(self.pid_path());
@@ -293,6 +298,7 @@ impl MysqlStrategy {
                 )?
             }
         };
+        self.base.record_pid(pid)?;
         wait_ready(
             "mariadbd",
             self.base.cfg.ready_timeout,
@@ -532,7 +538,9 @@ impl DatastoreStrategy for MysqlStrategy {
     }
 
     async fn stop(&self) -> Result<()> {
-        self.base.stop_process(&self.pid_path(), "TERM").await
+        self.base
+            .stop_process(&self.pid_path(), &self.idents(), "TERM")
+            .await
     }
 
     async fn status(&self) -> EngineStatus {
@@ -540,7 +548,7 @@ impl DatastoreStrategy for MysqlStrategy {
             Ok(s) => s,
             Err(e) => return status(ServiceStatus::Unknown, Some(e.to_string())),
         };
-        match Base::live_pid(&self.pid_path()) {
+        match self.base.engine_pid(&self.pid_path(), &self.idents()) {
             Some(_) if !st.prepared => status(ServiceStatus::Building, None),
             Some(_) => {
                 let probe = async {
@@ -565,7 +573,7 @@ impl DatastoreStrategy for MysqlStrategy {
             }
             None => down_status(
                 &st,
-                crate::common::read_pid(&self.pid_path()),
+                crate::common::read_pid(&self.pid_path()).or(st.pid),
                 &self.log_path(),
             ),
         }

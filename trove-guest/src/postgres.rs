@@ -155,6 +155,11 @@ impl PostgresStrategy {
         Arc::new(self)
     }
 
+    /// What the engine's command line contains (tells our engine from a process that reused its pid).
+    fn idents(&self) -> Vec<String> {
+        vec![self.base.layout.data_dir.display().to_string()]
+    }
+
     fn pid_path(&self) -> PathBuf {
         self.base.layout.data_dir.join("postmaster.pid")
     }
@@ -306,7 +311,7 @@ impl PostgresStrategy {
 
     async fn start_engine(&self) -> Result<()> {
         self.base.layout.update_state(|s| s.running = true)?;
-        let pid = match Base::live_pid(&self.pid_path()) {
+        let pid = match self.base.engine_pid(&self.pid_path(), &self.idents()) {
             Some(pid) => pid,
             None => {
                 let _ = std::fs::remove_file(self.pid_path());
@@ -327,6 +332,7 @@ impl PostgresStrategy {
                 )?
             }
         };
+        self.base.record_pid(pid)?;
         wait_ready(
             "postgres",
             self.base.cfg.ready_timeout,
@@ -552,7 +558,9 @@ impl DatastoreStrategy for PostgresStrategy {
 
     async fn stop(&self) -> Result<()> {
         // SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected, a checkpoint is written.
-        self.base.stop_process(&self.pid_path(), "INT").await
+        self.base
+            .stop_process(&self.pid_path(), &self.idents(), "INT")
+            .await
     }
 
     async fn status(&self) -> EngineStatus {
@@ -560,7 +568,7 @@ impl DatastoreStrategy for PostgresStrategy {
             Ok(s) => s,
             Err(e) => return status(ServiceStatus::Unknown, Some(e.to_string())),
         };
-        match Base::live_pid(&self.pid_path()) {
+        match self.base.engine_pid(&self.pid_path(), &self.idents()) {
             Some(_) if !st.prepared => status(ServiceStatus::Building, None),
             Some(_) => {
                 let probe = async {
@@ -583,7 +591,7 @@ impl DatastoreStrategy for PostgresStrategy {
                     ),
                 }
             }
-            None => down_status(&st, read_pid(&self.pid_path()), &self.log_path()),
+            None => down_status(&st, read_pid(&self.pid_path()).or(st.pid), &self.log_path()),
         }
     }
 

@@ -80,6 +80,14 @@ impl RedisStrategy {
     fn acl_path(&self) -> PathBuf {
         self.base.layout.engine_dir.join("users.acl")
     }
+    /// What the engine's command line contains (tells our engine from a process that reused its pid).
+    fn idents(&self) -> Vec<String> {
+        vec![
+            self.conf_path().display().to_string(),
+            format!(":{}", self.base.ctx.port),
+        ]
+    }
+
     fn pid_path(&self) -> PathBuf {
         self.base.layout.engine_dir.join("redis.pid")
     }
@@ -195,7 +203,7 @@ impl RedisStrategy {
 
     async fn start_engine(&self) -> Result<()> {
         self.base.layout.update_state(|s| s.running = true)?;
-        let pid = match Base::live_pid(&self.pid_path()) {
+        let pid = match self.base.engine_pid(&self.pid_path(), &self.idents()) {
             Some(pid) => pid,
             None => {
                 let _ = std::fs::remove_file(self.pid_path());
@@ -211,6 +219,7 @@ impl RedisStrategy {
                 )?
             }
         };
+        self.base.record_pid(pid)?;
         wait_ready(
             "redis-server",
             self.base.cfg.ready_timeout,
@@ -345,7 +354,9 @@ impl DatastoreStrategy for RedisStrategy {
 
     async fn stop(&self) -> Result<()> {
         // SIGTERM makes Redis flush the append-only file and exit cleanly.
-        self.base.stop_process(&self.pid_path(), "TERM").await
+        self.base
+            .stop_process(&self.pid_path(), &self.idents(), "TERM")
+            .await
     }
 
     async fn status(&self) -> EngineStatus {
@@ -353,7 +364,7 @@ impl DatastoreStrategy for RedisStrategy {
             Ok(s) => s,
             Err(e) => return status(ServiceStatus::Unknown, Some(e.to_string())),
         };
-        match Base::live_pid(&self.pid_path()) {
+        match self.base.engine_pid(&self.pid_path(), &self.idents()) {
             Some(_) if !st.prepared => status(ServiceStatus::Building, None),
             Some(_) => match tokio::time::timeout(self.base.cfg.probe_timeout, self.ping()).await {
                 Ok(Ok(())) => status(ServiceStatus::Healthy, None),
@@ -366,7 +377,7 @@ impl DatastoreStrategy for RedisStrategy {
                     Some("the engine runs but does not answer in time".into()),
                 ),
             },
-            None => down_status(&st, read_pid(&self.pid_path()), &self.log_path()),
+            None => down_status(&st, read_pid(&self.pid_path()).or(st.pid), &self.log_path()),
         }
     }
 
