@@ -1,0 +1,383 @@
+//! The HTTP layer over a real (in-memory) control plane: tenant isolation, admin checks, bad input answered
+//! with upstream faults (never a 500), rate limiting, pagination, version documents and the OpenAPI document.
+
+mod api_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use trove::control_plane::ControlPlane;
+use trove::http::{router, HttpConfig, RateLimits};
+use trove_core::api::DatastoreVersionSpec;
+use trove_core::memory::StaticTokens;
+use trove_core::model::Flavor;
+use trove_core::ports::RequestContext;
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = self
+            .http
+            .request(m, format!("{}{path}", self.base))
+            .header("X-Auth-Token", token);
+        if let Some(b) = body {
+            r = r
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+}
+
+async fn setup(config: HttpConfig) -> (ControlPlane, Client) {
+    let cp = ControlPlane::in_memory().await.expect("control plane");
+    let api = cp.api();
+    let admin = RequestContext::admin("ops");
+    api.mgmt_put_flavor(
+        &admin,
+        Flavor {
+            id: "1".into(),
+            name: "m1.tiny".into(),
+            ram_mb: 512,
+            vcpus: 1,
+            disk_gb: 1,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .expect("flavor");
+    api.mgmt_create_datastore_version(
+        &admin,
+        DatastoreVersionSpec {
+            datastore_name: "mysql".into(),
+            name: "5.7".into(),
+            manager: "mysql".into(),
+            active: true,
+            default: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("version");
+    let tokens = StaticTokens::new()
+        .with("tok-a", RequestContext::tenant("alpha"))
+        .with("tok-b", RequestContext::tenant("beta"))
+        .with("tok-ops", RequestContext::admin("ops"));
+    let app = router(api, Arc::new(tokens), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (
+        cp,
+        Client {
+            base,
+            http: reqwest::Client::new(),
+        },
+    )
+}
+
+const CREATE: &str = r#"{"instance": {"name": "db1", "flavorRef": "1", "volume": {"size": 1}, "datastore": {"type": "mysql", "version": "5.7"}}}"#;
+
+async fn wait_active(c: &Client, tenant: &str, token: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, b, _) = c
+            .send(
+                "GET",
+                &format!("/v1.0/{tenant}/instances/{id}"),
+                token,
+                None,
+            )
+            .await;
+        if b["instance"]["status"] == "ACTIVE" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not ACTIVE: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_never_see_each_other() {
+    let (cp, c) = setup(HttpConfig::default()).await;
+    let (s, b, _) = c
+        .send("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+        .await;
+    assert_eq!(s, 200, "create: {b}");
+    let id = b["instance"]["id"].as_str().expect("id").to_string();
+    wait_active(&c, "alpha", "tok-a", &id).await;
+
+    // beta cannot see, change or delete alpha's instance: 404, as if it did not exist
+    let (s, list, _) = c.send("GET", "/v1.0/beta/instances", "tok-b", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["instances"], json!([]), "beta lists nothing: {list}");
+    for (m, path, body) in [
+        ("GET", format!("/v1.0/beta/instances/{id}"), None),
+        ("DELETE", format!("/v1.0/beta/instances/{id}"), None),
+        (
+            "POST",
+            format!("/v1.0/beta/instances/{id}/action"),
+            Some(r#"{"restart": {}}"#),
+        ),
+        ("GET", format!("/v1.0/beta/instances/{id}/databases"), None),
+        ("POST", format!("/v1.0/beta/instances/{id}/root"), None),
+    ] {
+        let (s, b, _) = c.send(m, &path, "tok-b", body).await;
+        assert_eq!(s, 404, "{m} {path} by beta: {b}");
+        assert_eq!(b["itemNotFound"]["code"], 404, "fault shape: {b}");
+    }
+    // beta's token on alpha's URL: 403
+    let (s, b, _) = c
+        .send("GET", &format!("/v1.0/alpha/instances/{id}"), "tok-b", None)
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["forbidden"]["code"], 403);
+    // no token / bad token: 401
+    let (s, b, _) = c.send("GET", "/v1.0/alpha/instances", "", None).await;
+    assert_eq!(s, 401, "{b}");
+    let (s, _, _) = c.send("GET", "/v1.0/alpha/instances", "nope", None).await;
+    assert_eq!(s, 401);
+    // mgmt needs admin; the owner may read its own quota
+    let (s, b, _) = c
+        .send("GET", "/v1.0/alpha/mgmt/instances", "tok-a", None)
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, b, _) = c
+        .send("GET", "/v1.0/alpha/mgmt/quotas/alpha", "tok-a", None)
+        .await;
+    assert_eq!(s, 200, "own quota: {b}");
+    let (s, _, _) = c
+        .send(
+            "PUT",
+            "/v1.0/alpha/mgmt/quotas/alpha",
+            "tok-a",
+            Some(r#"{"quotas": {"instances": 99}}"#),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, b, _) = c
+        .send("GET", "/v1.0/ops/mgmt/instances", "tok-ops", None)
+        .await;
+    assert_eq!(s, 200, "admin mgmt: {b}");
+    let ids: Vec<&str> = b["instances"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&id.as_str()),
+        "the admin sees every tenant's instances: {b}"
+    );
+    // the owner still has it
+    let (s, b, _) = c
+        .send("GET", &format!("/v1.0/alpha/instances/{id}"), "tok-a", None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_fault_never_a_500() {
+    let (cp, c) = setup(HttpConfig {
+        max_body_bytes: 4096,
+        ..HttpConfig::default()
+    })
+    .await;
+    let big = format!(r#"{{"instance": {{"name": "{}"}}}}"#, "x".repeat(10_000));
+    let cases: Vec<(&str, String, Option<String>, u16)> = vec![
+        ("POST", "/v1.0/alpha/instances".into(), Some("{not json".into()), 400),
+        ("POST", "/v1.0/alpha/instances".into(), Some("[]".into()), 400),
+        ("POST", "/v1.0/alpha/instances".into(), Some("".into()), 400),
+        ("POST", "/v1.0/alpha/instances".into(), Some(r#"{"instance": {"name": 5}}"#.into()), 400),
+        ("POST", "/v1.0/alpha/instances".into(), Some(r#"{"instance": {"name": "x", "volume": {"size": -1}}}"#.into()), 400),
+        ("POST", "/v1.0/alpha/instances".into(), Some(r#"{"instance": {"name": "x", "flavorRef": {}}}"#.into()), 400),
+        ("POST", "/v1.0/alpha/instances".into(), Some(r#"{"instance": {"name": "x", "locality": "nearby"}}"#.into()), 400),
+        ("POST", "/v1.0/alpha/instances".into(), Some(big), 413),
+        ("GET", "/v1.0/alpha/instances/not-a-uuid".into(), None, 404),
+        ("GET", "/v1.0/alpha/instances/00000000-0000-0000-0000-000000000000".into(), None, 404),
+        ("PUT", "/v1.0/alpha/instances/00000000-0000-0000-0000-000000000000".into(), Some(r#"{"instance": {"flavor": "2"}}"#.into()), 400),
+        ("POST", "/v1.0/alpha/instances/00000000-0000-0000-0000-000000000000/action".into(), Some(r#"{"explode": {}}"#.into()), 400),
+        ("POST", "/v1.0/alpha/instances/00000000-0000-0000-0000-000000000000/action".into(), Some(r#"{"restart": {}, "resize": {}}"#.into()), 400),
+        ("GET", "/v1.0/alpha/instances?limit=abc".into(), None, 400),
+        ("GET", "/v1.0/alpha/instances?marker=nope".into(), None, 400),
+        ("GET", "/v1.0/alpha/no-such-collection".into(), None, 404),
+        ("DELETE", "/v1.0/alpha/flavors".into(), None, 405),
+        ("POST", "/v1.0/alpha/configurations".into(), Some(r#"{"configuration": {"name": "c", "values": {"max_connections": 10}, "colour": 1}}"#.into()), 400),
+        ("POST", "/v1.0/alpha/backups".into(), Some(r#"{"backup": {"name": "b", "instance": "not-a-uuid"}}"#.into()), 400),
+        ("GET", "/v1.0/alpha/backups/not-a-uuid".into(), None, 404),
+        ("GET", "/v1.0/alpha/configurations/not-a-uuid".into(), None, 404),
+    ];
+    for (m, path, body, want) in cases {
+        let (s, b, _) = c.send(m, &path, "tok-a", body.as_deref()).await;
+        assert_eq!(
+            s,
+            want,
+            "{m} {path} {:?}: {b}",
+            body.as_deref().map(|b| &b[..b.len().min(80)])
+        );
+        let fault = b
+            .as_object()
+            .and_then(|o| o.values().next())
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(fault["code"], want, "fault body of {m} {path}: {b}");
+        assert!(
+            fault["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "message of {m} {path}: {b}"
+        );
+    }
+    // a user name that would reach the engine is refused before it does
+    let (s, b, _) = c
+        .send("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let id = b["instance"]["id"].as_str().expect("id").to_string();
+    wait_active(&c, "alpha", "tok-a", &id).await;
+    let (s, b, _) = c
+        .send(
+            "POST",
+            &format!("/v1.0/alpha/instances/{id}/databases"),
+            "tok-a",
+            Some(r#"{"databases": [{"name": "x`; DROP"}]}"#),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_413_with_retry_after() {
+    let (cp, c) = setup(HttpConfig {
+        rate_limits: Some(RateLimits {
+            get: 3,
+            ..RateLimits::default()
+        }),
+        ..HttpConfig::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let (s, _, _) = c.send("GET", "/v1.0/alpha/flavors", "tok-a", None).await;
+        assert_eq!(s, 200);
+    }
+    let (s, b, h) = c.send("GET", "/v1.0/alpha/flavors", "tok-a", None).await;
+    assert_eq!(s, 413, "{b}");
+    assert_eq!(b["overLimit"]["code"], 413);
+    assert_eq!(b["overLimit"]["message"], "This request was rate-limited.");
+    let retry: u64 = h
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(b["overLimit"]["retryAfter"], retry.to_string());
+    // another tenant is not limited
+    let (s, _, _) = c.send("GET", "/v1.0/beta/flavors", "tok-b", None).await;
+    assert_eq!(s, 200);
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_versions_and_openapi() {
+    let (cp, c) = setup(HttpConfig::default()).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (s, b, _) = c
+            .send("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        ids.push(b["instance"]["id"].as_str().expect("id").to_string());
+        tokio::time::sleep(Duration::from_millis(1100)).await; // distinct `created` seconds
+    }
+    let (s, p1, _) = c
+        .send("GET", "/v1.0/alpha/instances?limit=2", "tok-a", None)
+        .await;
+    assert_eq!(s, 200);
+    let first: Vec<&str> = p1["instances"]
+        .as_array()
+        .expect("page")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(
+        first,
+        vec![ids[2].as_str(), ids[1].as_str()],
+        "newest first: {p1}"
+    );
+    let next = p1["links"][0]["href"].as_str().expect("next link");
+    assert_eq!(p1["links"][0]["rel"], "next");
+    assert!(
+        next.contains(&format!("marker={}", ids[1])) && next.contains("limit=2"),
+        "{next}"
+    );
+    let path = next.strip_prefix(&c.base).expect("same base");
+    let (_, p2, _) = c.send("GET", path, "tok-a", None).await;
+    let second: Vec<&str> = p2["instances"]
+        .as_array()
+        .expect("page")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(second, vec![ids[0].as_str()]);
+    assert!(
+        p2.get("links").is_none(),
+        "last page has no next link: {p2}"
+    );
+
+    let (s, v, _) = c.send("GET", "/", "", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["versions"][0]["id"], "v1.0");
+    assert_eq!(
+        v["versions"][0]["links"][0]["href"],
+        format!("{}/v1.0/", c.base)
+    );
+    let (s, v, _) = c.send("GET", "/v1.0/", "", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["version"]["status"], "CURRENT");
+
+    let (s, doc, _) = c.send("GET", "/openapi.json", "", None).await;
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = doc["paths"].as_object().expect("paths");
+    let operations: usize = paths
+        .values()
+        .filter_map(Value::as_object)
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        paths.len() >= 45 && operations >= 80,
+        "every route is documented: {} paths, {operations} operations",
+        paths.len()
+    );
+    assert_eq!(
+        doc["paths"]["/v1.0/{tenant_id}/instances"]["post"]["responses"]["200"]["description"],
+        "Success"
+    );
+    assert!(doc["paths"]["/v1.0/{tenant_id}/instances/{instance_id}/action"]["post"].is_object());
+    assert!(doc["paths"]["/v1.0/{tenant_id}/mgmt/quotas/{project_id}"]["put"].is_object());
+    cp.shutdown().await;
+}
