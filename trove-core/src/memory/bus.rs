@@ -25,6 +25,8 @@ type ReplySlot = Arc<Mutex<Option<oneshot::Sender<Vec<u8>>>>>;
 struct Message {
     body: Vec<u8>,
     redelivered: bool,
+    /// How many times the message was handed back (dropped or nacked with requeue).
+    returns: u32,
     reply: Option<ReplySlot>,
 }
 
@@ -59,6 +61,7 @@ struct Inner {
     dead: Mutex<Vec<(String, Vec<u8>)>>,
     faults: Mutex<Faults>,
     pending_calls: AtomicUsize,
+    max_returns: Option<u32>,
 }
 
 impl Inner {
@@ -109,6 +112,17 @@ impl MemoryBus {
     /// An empty bus.
     pub fn new() -> MemoryBus {
         MemoryBus::default()
+    }
+
+    /// A bus that treats a message handed back more than `limit` times (dropped unsettled or nacked with requeue)
+    /// as poison and moves it to the dead letters, as the RabbitMQ bus does with quorum queues.
+    pub fn with_max_redeliveries(limit: u32) -> MemoryBus {
+        MemoryBus {
+            inner: Arc::new(Inner {
+                max_returns: Some(limit),
+                ..Inner::default()
+            }),
+        }
     }
 
     /// Makes the next `n` casts or calls fail with a transient [`Error::Backend`].
@@ -169,6 +183,7 @@ impl MessageBus for MemoryBus {
             self.inner.topic(topic).push_back(Message {
                 body,
                 redelivered: false,
+                returns: 0,
                 reply: None,
             });
         }
@@ -186,6 +201,7 @@ impl MessageBus for MemoryBus {
             self.inner.topic(topic).push_back(Message {
                 body,
                 redelivered: false,
+                returns: 0,
                 reply: Some(slot),
             });
         } else {
@@ -306,10 +322,20 @@ struct MemoryAck {
 impl MemoryAck {
     fn requeue(&mut self) {
         if let Some(mut m) = self.msg.take() {
-            if !self.state.closed.load(Ordering::SeqCst) {
-                m.redelivered = true;
-                self.state.push_front(m);
+            if self.state.closed.load(Ordering::SeqCst) {
+                return;
             }
+            m.returns = m.returns.saturating_add(1);
+            if self
+                .inner
+                .max_returns
+                .is_some_and(|limit| m.returns > limit)
+            {
+                lock(&self.inner.dead).push((self.topic.clone(), m.body));
+                return;
+            }
+            m.redelivered = true;
+            self.state.push_front(m);
         }
     }
 }
@@ -418,6 +444,29 @@ mod tests {
         assert!(waiter.await.unwrap());
         assert_eq!(bus.queued("g"), 0);
         assert!(bus.topics().is_empty());
+    }
+
+    #[tokio::test]
+    async fn poison_is_dead_lettered_after_the_redelivery_limit() {
+        let bus = MemoryBus::with_max_redeliveries(2);
+        bus.cast("t", b"poison".to_vec()).await.unwrap();
+        let mut s = bus.subscribe("t").await.unwrap();
+        for _ in 0..3 {
+            drop(s.next().await.unwrap().unwrap());
+        }
+        assert_eq!(bus.queued("t"), 0);
+        assert_eq!(
+            bus.dead_letters(),
+            vec![("t".to_string(), b"poison".to_vec())]
+        );
+        // Without a limit a message keeps coming back.
+        let unlimited = MemoryBus::new();
+        unlimited.cast("t", vec![1]).await.unwrap();
+        let mut s = unlimited.subscribe("t").await.unwrap();
+        for _ in 0..10 {
+            drop(s.next().await.unwrap().unwrap());
+        }
+        assert_eq!(unlimited.queued("t"), 1);
     }
 
     #[tokio::test]

@@ -406,4 +406,16 @@ mod tests {
             bus.topics()
         );
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_bus_with_a_redelivery_limit_passes_the_suite() {
+        let bus = MemoryBus::with_max_redeliveries(5);
+        let probe = bus.clone();
+        run_all(Arc::new(bus.clone()), &move || probe.pending_calls()).await;
+        assert_eq!(
+            bus.dead_letters().len(),
+            1,
+            "only the nack(false) was dead-lettered"
+        );
+    }
 }
