@@ -69,7 +69,9 @@ mod secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
         if !(v.is_finite() && v >= 0.0) {
-            return Err(serde::de::Error::custom("a duration must be a non-negative number of seconds"));
+            return Err(serde::de::Error::custom(
+                "a duration must be a non-negative number of seconds",
+            ));
         }
         Ok(Duration::from_secs_f64(v))
     }

@@ -177,31 +177,48 @@ impl Error {
 
     /// Shorthand for [`Error::NotFound`].
     pub fn not_found(what: &'static str, id: impl ToString) -> Error {
-        Error::NotFound { what, id: id.to_string() }
+        Error::NotFound {
+            what,
+            id: id.to_string(),
+        }
     }
     /// Shorthand for [`Error::BadRequest`].
     pub fn bad_request(message: impl Into<String>) -> Error {
-        Error::BadRequest { message: message.into() }
+        Error::BadRequest {
+            message: message.into(),
+        }
     }
     /// Shorthand for [`Error::Validation`].
     pub fn validation(message: impl Into<String>) -> Error {
-        Error::Validation { message: message.into() }
+        Error::Validation {
+            message: message.into(),
+        }
     }
     /// Shorthand for [`Error::Unprocessable`].
     pub fn unprocessable(message: impl Into<String>) -> Error {
-        Error::Unprocessable { message: message.into() }
+        Error::Unprocessable {
+            message: message.into(),
+        }
     }
     /// Shorthand for [`Error::NotImplemented`].
     pub fn not_implemented(message: impl Into<String>) -> Error {
-        Error::NotImplemented { message: message.into() }
+        Error::NotImplemented {
+            message: message.into(),
+        }
     }
     /// Shorthand for [`Error::Conflict`].
     pub fn conflict(message: impl Into<String>) -> Error {
-        Error::Conflict { message: message.into() }
+        Error::Conflict {
+            message: message.into(),
+        }
     }
     /// Shorthand for a [`Error::Backend`] error.
     pub fn backend(backend: &'static str, message: impl ToString, transient: bool) -> Error {
-        Error::Backend { backend, message: message.to_string(), transient }
+        Error::Backend {
+            backend,
+            message: message.to_string(),
+            transient,
+        }
     }
 }
 
@@ -211,10 +228,29 @@ mod tests {
 
     #[test]
     fn faults_follow_upstream_table() {
-        assert_eq!(Error::not_found("Instance", "x").fault(), Fault { status: 404, name: "itemNotFound" });
-        assert_eq!(Error::unprocessable("x").fault().name, "unprocessableEntity");
-        assert_eq!(Error::QuotaExceeded { resources: vec![] }.fault().status, 413);
-        assert_eq!(Error::Unauthorized { message: String::new() }.fault().status, 401);
+        assert_eq!(
+            Error::not_found("Instance", "x").fault(),
+            Fault {
+                status: 404,
+                name: "itemNotFound"
+            }
+        );
+        assert_eq!(
+            Error::unprocessable("x").fault().name,
+            "unprocessableEntity"
+        );
+        assert_eq!(
+            Error::QuotaExceeded { resources: vec![] }.fault().status,
+            413
+        );
+        assert_eq!(
+            Error::Unauthorized {
+                message: String::new()
+            }
+            .fault()
+            .status,
+            401
+        );
         assert_eq!(Error::not_implemented("x").fault().name, "notImplemented");
         assert_eq!(Error::backend("x", "y", true).fault().status, 503);
     }

@@ -43,14 +43,26 @@ pub struct Envelope<T> {
     pub sig: Option<String>,
 }
 
-fn mac_input<T: Serialize>(v: u32, sender: &str, sent: &DateTime<Utc>, body: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(&(v, sender, sent, body)).map_err(|e| Error::bad_request(format!("unencodable message: {e}")))
+fn mac_input<T: Serialize>(
+    v: u32,
+    sender: &str,
+    sent: &DateTime<Utc>,
+    body: &T,
+) -> Result<Vec<u8>> {
+    serde_json::to_vec(&(v, sender, sent, body))
+        .map_err(|e| Error::bad_request(format!("unencodable message: {e}")))
 }
 
 impl<T: Serialize + DeserializeOwned> Envelope<T> {
     /// Wraps a message.
     pub fn new(sender: impl Into<String>, body: T) -> Envelope<T> {
-        Envelope { v: PROTOCOL_VERSION, sender: sender.into(), sent: Utc::now(), body, sig: None }
+        Envelope {
+            v: PROTOCOL_VERSION,
+            sender: sender.into(),
+            sent: Utc::now(),
+            body,
+            sig: None,
+        }
     }
 
     /// Signs the envelope with `key`.
@@ -64,22 +76,29 @@ impl<T: Serialize + DeserializeOwned> Envelope<T> {
 
     /// Checks the signature against `key` (constant time). Unsigned envelopes fail.
     pub fn verify(&self, key: &Secret) -> bool {
-        let Some(sig) = self.sig.as_deref().and_then(|s| hex::decode(s).ok()) else { return false };
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) else { return false };
-        let Ok(input) = mac_input(self.v, &self.sender, &self.sent, &self.body) else { return false };
+        let Some(sig) = self.sig.as_deref().and_then(|s| hex::decode(s).ok()) else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) else {
+            return false;
+        };
+        let Ok(input) = mac_input(self.v, &self.sender, &self.sent, &self.body) else {
+            return false;
+        };
         mac.update(&input);
         mac.verify_slice(&sig).is_ok()
     }
 
     /// Encodes to bytes.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|e| Error::bad_request(format!("unencodable message: {e}")))
+        serde_json::to_vec(self)
+            .map_err(|e| Error::bad_request(format!("unencodable message: {e}")))
     }
 
     /// Decodes from bytes; a newer protocol version is refused.
     pub fn decode(bytes: &[u8]) -> Result<Envelope<T>> {
-        let env: Envelope<T> =
-            serde_json::from_slice(bytes).map_err(|e| Error::bad_request(format!("undecodable message: {e}")))?;
+        let env: Envelope<T> = serde_json::from_slice(bytes)
+            .map_err(|e| Error::bad_request(format!("undecodable message: {e}")))?;
         if env.v > PROTOCOL_VERSION {
             return Err(Error::bad_request(format!(
                 "message protocol version {} is newer than this service understands ({PROTOCOL_VERSION}); upgrade it",
@@ -153,21 +172,52 @@ pub enum GuestRequest {
     GetFilesystemStats,
     RpcPing,
     /// Re-render config for a new flavor and restart (upstream `start_db_with_conf_changes`).
-    ApplyFlavor { memory_mb: u32 },
-    ResizeFs { size_gb: u32 },
-    CreateDatabase { databases: Vec<DatabaseSpec> },
+    ApplyFlavor {
+        memory_mb: u32,
+    },
+    ResizeFs {
+        size_gb: u32,
+    },
+    CreateDatabase {
+        databases: Vec<DatabaseSpec>,
+    },
     ListDatabases,
-    DeleteDatabase { database: String },
-    CreateUser { users: Vec<UserSpec> },
+    DeleteDatabase {
+        database: String,
+    },
+    CreateUser {
+        users: Vec<UserSpec>,
+    },
     ListUsers,
-    DeleteUser { username: String, hostname: String },
-    UpdateAttributes { username: String, hostname: String, user_attrs: UserUpdate },
-    ChangePasswords { users: Vec<UserSpec> },
-    GrantAccess { username: String, hostname: String, databases: Vec<String> },
-    RevokeAccess { username: String, hostname: String, database: String },
-    EnableRoot { root_password: Option<Secret> },
+    DeleteUser {
+        username: String,
+        hostname: String,
+    },
+    UpdateAttributes {
+        username: String,
+        hostname: String,
+        user_attrs: UserUpdate,
+    },
+    ChangePasswords {
+        users: Vec<UserSpec>,
+    },
+    GrantAccess {
+        username: String,
+        hostname: String,
+        databases: Vec<String>,
+    },
+    RevokeAccess {
+        username: String,
+        hostname: String,
+        database: String,
+    },
+    EnableRoot {
+        root_password: Option<Secret>,
+    },
     DisableRoot,
-    ApplyOverrides { overrides: Map<String, Value> },
+    ApplyOverrides {
+        overrides: Map<String, Value>,
+    },
 }
 
 /// A reply: the result value, or an error with its upstream status.
@@ -191,17 +241,25 @@ impl Reply {
         match r {
             Ok(v) => match serde_json::to_value(v) {
                 Ok(v) => Reply::Ok(v),
-                Err(e) => Reply::Err { status: 500, message: e.to_string() },
+                Err(e) => Reply::Err {
+                    status: 500,
+                    message: e.to_string(),
+                },
             },
-            Err(e) => Reply::Err { status: e.fault().status, message: e.to_string() },
+            Err(e) => Reply::Err {
+                status: e.fault().status,
+                message: e.to_string(),
+            },
         }
     }
 
     /// Turns a reply back into a result, keeping the remote error's status.
     pub fn into_result<T: DeserializeOwned>(self, instance_id: Uuid) -> Result<T> {
         match self {
-            Reply::Ok(v) => serde_json::from_value(v)
-                .map_err(|e| Error::Guest { instance_id, message: format!("unexpected reply: {e}") }),
+            Reply::Ok(v) => serde_json::from_value(v).map_err(|e| Error::Guest {
+                instance_id,
+                message: format!("unexpected reply: {e}"),
+            }),
             Reply::Err { status, message } => Err(error_from_status(status, message, instance_id)),
         }
     }
@@ -213,12 +271,21 @@ pub fn error_from_status(status: u16, message: String, instance_id: Uuid) -> Err
         400 => Error::BadRequest { message },
         401 => Error::Unauthorized { message },
         403 => Error::Forbidden { message },
-        404 => Error::NotFound { what: "Resource", id: message },
+        404 => Error::NotFound {
+            what: "Resource",
+            id: message,
+        },
         409 => Error::Conflict { message },
-        413 => Error::OverLimit { message, retry_after: None },
+        413 => Error::OverLimit {
+            message,
+            retry_after: None,
+        },
         422 => Error::Unprocessable { message },
         501 => Error::NotImplemented { message },
-        _ => Error::Guest { instance_id, message },
+        _ => Error::Guest {
+            instance_id,
+            message,
+        },
     }
 }
 
@@ -233,7 +300,10 @@ pub struct GuestTimeouts {
 
 impl Default for GuestTimeouts {
     fn default() -> Self {
-        GuestTimeouts { low: Duration::from_secs(15), high: Duration::from_secs(180) }
+        GuestTimeouts {
+            low: Duration::from_secs(15),
+            high: Duration::from_secs(180),
+        }
     }
 }
 
@@ -248,22 +318,43 @@ pub struct GuestClient {
 
 impl std::fmt::Debug for GuestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestClient").field("instance_id", &self.instance_id).finish()
+        f.debug_struct("GuestClient")
+            .field("instance_id", &self.instance_id)
+            .finish()
     }
 }
 
 impl GuestClient {
     /// A client for `instance_id`'s guest.
-    pub fn new(bus: DynBus, instance_id: Uuid, sender: impl Into<String>, timeouts: GuestTimeouts) -> GuestClient {
-        GuestClient { bus, instance_id, sender: sender.into(), timeouts }
+    pub fn new(
+        bus: DynBus,
+        instance_id: Uuid,
+        sender: impl Into<String>,
+        timeouts: GuestTimeouts,
+    ) -> GuestClient {
+        GuestClient {
+            bus,
+            instance_id,
+            sender: sender.into(),
+            timeouts,
+        }
     }
 
     /// Sends a request and waits for its reply.
-    pub async fn call<T: DeserializeOwned>(&self, req: GuestRequest, timeout: Duration) -> Result<T> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        req: GuestRequest,
+        timeout: Duration,
+    ) -> Result<T> {
         let body = Envelope::new(self.sender.clone(), req).encode()?;
-        let reply = self.bus.call(&guest_topic(self.instance_id), body, timeout).await?;
-        let reply: Reply = serde_json::from_slice(&reply)
-            .map_err(|e| Error::Guest { instance_id: self.instance_id, message: format!("undecodable reply: {e}") })?;
+        let reply = self
+            .bus
+            .call(&guest_topic(self.instance_id), body, timeout)
+            .await?;
+        let reply: Reply = serde_json::from_slice(&reply).map_err(|e| Error::Guest {
+            instance_id: self.instance_id,
+            message: format!("undecodable reply: {e}"),
+        })?;
         reply.into_result(self.instance_id)
     }
 
@@ -292,7 +383,8 @@ impl GuestClient {
     }
     /// Volume usage.
     pub async fn filesystem_stats(&self) -> Result<FsStats> {
-        self.call(GuestRequest::GetFilesystemStats, self.low()).await
+        self.call(GuestRequest::GetFilesystemStats, self.low())
+            .await
     }
 }
 
@@ -306,11 +398,18 @@ pub struct TaskManagerClient {
 impl TaskManagerClient {
     /// A client sending as `sender`.
     pub fn new(bus: DynBus, sender: impl Into<String>) -> TaskManagerClient {
-        TaskManagerClient { bus, sender: sender.into() }
+        TaskManagerClient {
+            bus,
+            sender: sender.into(),
+        }
     }
     /// Asks a task manager to run a workflow.
     pub async fn run_workflow(&self, workflow_id: Uuid) -> Result<()> {
-        let body = Envelope::new(self.sender.clone(), TaskManagerRequest::RunWorkflow { workflow_id }).encode()?;
+        let body = Envelope::new(
+            self.sender.clone(),
+            TaskManagerRequest::RunWorkflow { workflow_id },
+        )
+        .encode()?;
         self.bus.cast(TASKMANAGER_TOPIC, body).await
     }
 }
@@ -326,7 +425,11 @@ pub struct ConductorClient {
 impl ConductorClient {
     /// A client sending as `sender`, signing with `key` when given.
     pub fn new(bus: DynBus, sender: impl Into<String>, key: Option<Secret>) -> ConductorClient {
-        ConductorClient { bus, sender: sender.into(), key: key.map(Arc::new) }
+        ConductorClient {
+            bus,
+            sender: sender.into(),
+            key: key.map(Arc::new),
+        }
     }
     /// Sends a report.
     pub async fn send(&self, req: ConductorRequest) -> Result<()> {
@@ -345,9 +448,15 @@ mod tests {
     #[test]
     fn signatures_bind_the_sender_and_body() {
         let key = Secret::new("k1");
-        let env = Envelope::new("guest:a", ConductorRequest::ReportRoot { instance_id: Uuid::nil(), user: "root".into() })
-            .signed(&key)
-            .unwrap();
+        let env = Envelope::new(
+            "guest:a",
+            ConductorRequest::ReportRoot {
+                instance_id: Uuid::nil(),
+                user: "root".into(),
+            },
+        )
+        .signed(&key)
+        .unwrap();
         assert!(env.verify(&key));
         assert!(!env.verify(&Secret::new("k2")));
         let mut forged = env.clone();

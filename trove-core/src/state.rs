@@ -187,14 +187,20 @@ impl ServiceStatus {
 
     /// Whether a build waiting on this status is done successfully (upstream `wait_for_instance`).
     pub fn is_build_success(self) -> bool {
-        matches!(self, ServiceStatus::Running | ServiceStatus::InstanceReady | ServiceStatus::Healthy)
+        matches!(
+            self,
+            ServiceStatus::Running | ServiceStatus::InstanceReady | ServiceStatus::Healthy
+        )
     }
 
     /// Whether a build waiting on this status should keep waiting.
     pub fn is_build_pending(self) -> bool {
         matches!(
             self,
-            ServiceStatus::New | ServiceStatus::Building | ServiceStatus::Unknown | ServiceStatus::Deleted
+            ServiceStatus::New
+                | ServiceStatus::Building
+                | ServiceStatus::Unknown
+                | ServiceStatus::Deleted
         )
     }
 }
@@ -262,7 +268,10 @@ impl BackupState {
     pub fn is_running(self) -> bool {
         match self {
             BackupState::New | BackupState::Building | BackupState::Saving => true,
-            BackupState::Completed | BackupState::Failed | BackupState::Restored | BackupState::DeleteFailed => false,
+            BackupState::Completed
+            | BackupState::Failed
+            | BackupState::Restored
+            | BackupState::DeleteFailed => false,
         }
     }
 
@@ -311,10 +320,18 @@ pub fn api_status(s: &InstanceState) -> &'static str {
         return "ERROR";
     }
     // While building, upstream forces the server status to BUILD without asking compute.
-    let server = if s.task == TaskStatus::Building { Some(ServerStatus::Build) } else { s.server };
+    let server = if s.task == TaskStatus::Building {
+        Some(ServerStatus::Build)
+    } else {
+        s.server
+    };
     match s.task.action() {
         TaskAction::Building => {
-            return if server == Some(ServerStatus::Error) { "ERROR" } else { "BUILD" };
+            return if server == Some(ServerStatus::Error) {
+                "ERROR"
+            } else {
+                "BUILD"
+            };
         }
         TaskAction::Rebooting => return "REBOOT",
         TaskAction::Resizing => return "RESIZE",
@@ -325,9 +342,10 @@ pub fn api_status(s: &InstanceState) -> &'static str {
         TaskAction::Detaching => return "DETACH",
         TaskAction::Deleting => {
             return match server {
-                Some(ServerStatus::Active) | Some(ServerStatus::Shutdown) | Some(ServerStatus::Deleted) | None => {
-                    "SHUTDOWN"
-                }
+                Some(ServerStatus::Active)
+                | Some(ServerStatus::Shutdown)
+                | Some(ServerStatus::Deleted)
+                | None => "SHUTDOWN",
                 Some(_) => "ERROR",
             };
         }
@@ -361,7 +379,11 @@ pub fn operating_status(s: &InstanceState) -> &'static str {
 }
 
 /// Whether a heartbeat stored at `updated_at` is stale at `now` (upstream `agent_heartbeat_expiry`).
-pub fn heartbeat_expired(updated_at: DateTime<Utc>, now: DateTime<Utc>, expiry: std::time::Duration) -> bool {
+pub fn heartbeat_expired(
+    updated_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    expiry: std::time::Duration,
+) -> bool {
     let expiry = Duration::from_std(expiry).unwrap_or(Duration::MAX);
     now.signed_duration_since(updated_at) >= expiry
 }
@@ -454,41 +476,115 @@ mod tests {
     use super::*;
 
     fn st(task: TaskStatus, server: Option<ServerStatus>, service: ServiceStatus) -> InstanceState {
-        InstanceState { task, server, service, backup_running: false }
+        InstanceState {
+            task,
+            server,
+            service,
+            backup_running: false,
+        }
     }
 
     #[test]
     fn derivation_follows_upstream() {
-        let healthy = st(TaskStatus::None, Some(ServerStatus::Active), ServiceStatus::Healthy);
+        let healthy = st(
+            TaskStatus::None,
+            Some(ServerStatus::Active),
+            ServiceStatus::Healthy,
+        );
         assert_eq!(api_status(&healthy), "ACTIVE");
         assert_eq!(operating_status(&healthy), "HEALTHY");
-        let building = st(TaskStatus::Building, Some(ServerStatus::Active), ServiceStatus::New);
+        let building = st(
+            TaskStatus::Building,
+            Some(ServerStatus::Active),
+            ServiceStatus::New,
+        );
         assert_eq!(api_status(&building), "BUILD");
         assert_eq!(operating_status(&building), "");
-        assert_eq!(api_status(&st(TaskStatus::BuildingErrorTimeoutGa, None, ServiceStatus::New)), "ERROR");
-        assert_eq!(api_status(&st(TaskStatus::Rebooting, Some(ServerStatus::Active), ServiceStatus::Restarting)), "REBOOT");
-        assert_eq!(api_status(&st(TaskStatus::Deleting, Some(ServerStatus::Error), ServiceStatus::Healthy)), "ERROR");
+        assert_eq!(
+            api_status(&st(
+                TaskStatus::BuildingErrorTimeoutGa,
+                None,
+                ServiceStatus::New
+            )),
+            "ERROR"
+        );
+        assert_eq!(
+            api_status(&st(
+                TaskStatus::Rebooting,
+                Some(ServerStatus::Active),
+                ServiceStatus::Restarting
+            )),
+            "REBOOT"
+        );
+        assert_eq!(
+            api_status(&st(
+                TaskStatus::Deleting,
+                Some(ServerStatus::Error),
+                ServiceStatus::Healthy
+            )),
+            "ERROR"
+        );
         let mut b = healthy;
         b.backup_running = true;
         assert_eq!(api_status(&b), "BACKUP");
-        assert_eq!(ServiceStatus::from_description("healthy"), Some(ServiceStatus::Healthy));
-        assert_eq!(TaskStatus::from_name("BUILDING_ERROR_TIMEOUT_GA"), Some(TaskStatus::BuildingErrorTimeoutGa));
+        assert_eq!(
+            ServiceStatus::from_description("healthy"),
+            Some(ServiceStatus::Healthy)
+        );
+        assert_eq!(
+            TaskStatus::from_name("BUILDING_ERROR_TIMEOUT_GA"),
+            Some(TaskStatus::BuildingErrorTimeoutGa)
+        );
     }
 
     #[test]
     fn restart_refused_while_building_and_delete_refused_in_build() {
-        let building = st(TaskStatus::Building, Some(ServerStatus::Active), ServiceStatus::New);
-        assert_eq!(check_operation("i", Operation::Restart, &building).unwrap_err().fault().status, 422);
-        assert_eq!(check_operation("i", Operation::Delete, &building).unwrap_err().fault().status, 422);
-        let failed = st(TaskStatus::BuildingErrorTimeoutGa, Some(ServerStatus::Active), ServiceStatus::FailedTimeoutGuestagent);
+        let building = st(
+            TaskStatus::Building,
+            Some(ServerStatus::Active),
+            ServiceStatus::New,
+        );
+        assert_eq!(
+            check_operation("i", Operation::Restart, &building)
+                .unwrap_err()
+                .fault()
+                .status,
+            422
+        );
+        assert_eq!(
+            check_operation("i", Operation::Delete, &building)
+                .unwrap_err()
+                .fault()
+                .status,
+            422
+        );
+        let failed = st(
+            TaskStatus::BuildingErrorTimeoutGa,
+            Some(ServerStatus::Active),
+            ServiceStatus::FailedTimeoutGuestagent,
+        );
         assert!(check_operation("i", Operation::Delete, &failed).is_ok());
     }
 
     #[test]
     fn data_operations_need_a_running_datastore() {
-        let shut = st(TaskStatus::None, Some(ServerStatus::Active), ServiceStatus::Shutdown);
-        assert_eq!(check_operation("i", Operation::ManageData, &shut).unwrap_err().fault().status, 422);
-        let ok = st(TaskStatus::None, Some(ServerStatus::Active), ServiceStatus::Healthy);
+        let shut = st(
+            TaskStatus::None,
+            Some(ServerStatus::Active),
+            ServiceStatus::Shutdown,
+        );
+        assert_eq!(
+            check_operation("i", Operation::ManageData, &shut)
+                .unwrap_err()
+                .fault()
+                .status,
+            422
+        );
+        let ok = st(
+            TaskStatus::None,
+            Some(ServerStatus::Active),
+            ServiceStatus::Healthy,
+        );
         assert!(check_operation("i", Operation::ManageData, &ok).is_ok());
     }
 }

@@ -114,13 +114,16 @@ impl Manager {
 
     /// Parses a manager name; unknown names are a 400 that lists the known ones.
     pub fn parse(name: &str) -> Result<Manager> {
-        Manager::ALL.into_iter().find(|m| m.as_str() == name).ok_or_else(|| {
-            let known: Vec<_> = Manager::ALL.iter().map(|m| m.as_str()).collect();
-            Error::bad_request(format!(
-                "Unknown datastore manager '{name}'; known managers: {}.",
-                known.join(", ")
-            ))
-        })
+        Manager::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = Manager::ALL.iter().map(|m| m.as_str()).collect();
+                Error::bad_request(format!(
+                    "Unknown datastore manager '{name}'; known managers: {}.",
+                    known.join(", ")
+                ))
+            })
     }
 
     /// The engine's standard port.

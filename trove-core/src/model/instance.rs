@@ -193,15 +193,26 @@ pub struct InstanceFilter {
 impl InstanceFilter {
     /// Live instances of one tenant.
     pub fn tenant(tenant_id: impl Into<String>) -> InstanceFilter {
-        InstanceFilter { tenant_id: Some(tenant_id.into()), include_clustered: true, ..Default::default() }
+        InstanceFilter {
+            tenant_id: Some(tenant_id.into()),
+            include_clustered: true,
+            ..Default::default()
+        }
     }
 
     /// Whether `instance` passes the filter. Store implementations may use this to stay consistent.
     pub fn matches(&self, instance: &Instance) -> bool {
         (self.include_deleted || !instance.deleted)
             && (self.include_clustered || instance.cluster_id.is_none())
-            && self.tenant_id.as_ref().is_none_or(|t| *t == instance.tenant_id)
-            && self.replica_of.is_none_or(|r| Some(r) == instance.replica_of)
-            && self.configuration_id.is_none_or(|c| Some(c) == instance.configuration_id)
+            && self
+                .tenant_id
+                .as_ref()
+                .is_none_or(|t| *t == instance.tenant_id)
+            && self
+                .replica_of
+                .is_none_or(|r| Some(r) == instance.replica_of)
+            && self
+                .configuration_id
+                .is_none_or(|c| Some(c) == instance.configuration_id)
     }
 }

@@ -16,7 +16,12 @@ pub enum Resource {
 
 impl Resource {
     /// Every resource, in upstream order.
-    pub const ALL: [Resource; 4] = [Resource::Instances, Resource::Ram, Resource::Volumes, Resource::Backups];
+    pub const ALL: [Resource; 4] = [
+        Resource::Instances,
+        Resource::Ram,
+        Resource::Volumes,
+        Resource::Backups,
+    ];
 
     /// Upstream name.
     pub fn as_str(self) -> &'static str {
@@ -49,7 +54,12 @@ pub struct QuotaLimits {
 
 impl Default for QuotaLimits {
     fn default() -> Self {
-        QuotaLimits { instances: 10, ram: -1, volumes: 40, backups: 50 }
+        QuotaLimits {
+            instances: 10,
+            ram: -1,
+            volumes: 40,
+            backups: 50,
+        }
     }
 }
 
@@ -100,6 +110,10 @@ impl QuotaUsage {
 
     /// Resources of `check` whose usage is over `limits`.
     pub fn over(&self, limits: &QuotaLimits, check: &[Resource]) -> Vec<Resource> {
-        check.iter().copied().filter(|r| limits.get(*r) >= 0 && self.get(*r) > limits.get(*r)).collect()
+        check
+            .iter()
+            .copied()
+            .filter(|r| limits.get(*r) >= 0 && self.get(*r) > limits.get(*r))
+            .collect()
     }
 }

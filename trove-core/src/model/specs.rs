@@ -44,12 +44,19 @@ pub struct UserUpdate {
 
 fn check_chars(kind: &str, name: &str, max: usize, extra: &[char]) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::bad_request(format!("The {kind} name must not be empty.")));
+        return Err(Error::bad_request(format!(
+            "The {kind} name must not be empty."
+        )));
     }
     if name.chars().count() > max {
-        return Err(Error::bad_request(format!("The {kind} name '{name}' is longer than {max} characters.")));
+        return Err(Error::bad_request(format!(
+            "The {kind} name '{name}' is longer than {max} characters."
+        )));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || extra.contains(c))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || extra.contains(c)))
+    {
         return Err(Error::bad_request(format!(
             "The {kind} name '{}' contains the character {c:?}, which is not allowed; use letters, digits and '_'{}.",
             name.escape_default(),
@@ -67,11 +74,15 @@ pub fn validate_database_name(manager: Manager, name: &str) -> Result<()> {
         Manager::Postgresql => {
             check_chars("database", name, 63, &['-', '$'])?;
             if name.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(Error::bad_request(format!("The database name '{name}' must not start with a digit.")));
+                return Err(Error::bad_request(format!(
+                    "The database name '{name}' must not start with a digit."
+                )));
             }
             Ok(())
         }
-        Manager::Redis | Manager::Mongodb | Manager::Cassandra => check_chars("database", name, 48, &['-']),
+        Manager::Redis | Manager::Mongodb | Manager::Cassandra => {
+            check_chars("database", name, 48, &['-'])
+        }
     }
 }
 
@@ -82,11 +93,15 @@ pub fn validate_user_name(manager: Manager, name: &str) -> Result<()> {
         Manager::Postgresql => {
             check_chars("user", name, 63, &['-', '.'])?;
             if name.starts_with("pg_") {
-                return Err(Error::bad_request(format!("The user name '{name}' is reserved (pg_ prefix).")));
+                return Err(Error::bad_request(format!(
+                    "The user name '{name}' is reserved (pg_ prefix)."
+                )));
             }
             Ok(())
         }
-        Manager::Redis | Manager::Mongodb | Manager::Cassandra => check_chars("user", name, 64, &['-', '.']),
+        Manager::Redis | Manager::Mongodb | Manager::Cassandra => {
+            check_chars("user", name, 64, &['-', '.'])
+        }
     }
 }
 
@@ -94,7 +109,11 @@ pub fn validate_user_name(manager: Manager, name: &str) -> Result<()> {
 pub fn validate_host(host: &str) -> Result<()> {
     let inner = host.strip_prefix('%').unwrap_or(host);
     let inner = inner.strip_suffix('%').unwrap_or(inner);
-    if host.len() > 255 || !inner.chars().all(|c| c.is_ascii_alphanumeric() || "_-.()".contains(c)) {
+    if host.len() > 255
+        || !inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.()".contains(c))
+    {
         return Err(Error::bad_request(format!(
             "The host '{}' is not a valid host pattern (letters, digits, '.', '-', '_' and a leading or trailing '%').",
             host.escape_default()
@@ -107,14 +126,19 @@ pub fn validate_host(host: &str) -> Result<()> {
 pub fn validate_password(password: &Secret) -> Result<()> {
     let p = password.expose();
     if p.is_empty() || p.chars().count() > 255 || p.contains('\0') {
-        return Err(Error::bad_request("A password must be 1 to 255 characters long and contain no NUL."));
+        return Err(Error::bad_request(
+            "A password must be 1 to 255 characters long and contain no NUL.",
+        ));
     }
     Ok(())
 }
 
 /// Validates an instance name (upstream: non-empty, at most 255 characters, contains an alphanumeric).
 pub fn validate_instance_name(name: &str) -> Result<()> {
-    if name.trim().is_empty() || name.chars().count() > 255 || !name.chars().any(char::is_alphanumeric) {
+    if name.trim().is_empty()
+        || name.chars().count() > 255
+        || !name.chars().any(char::is_alphanumeric)
+    {
         return Err(Error::validation(format!(
             "instance name '{}' must be 1 to 255 characters and contain a letter or digit",
             name.escape_default()

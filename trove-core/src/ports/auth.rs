@@ -22,7 +22,11 @@ impl RequestContext {
     /// A context for `tenant` with no roles (embedded use and tests).
     pub fn tenant(tenant: impl Into<String>) -> RequestContext {
         let tenant_id = tenant.into();
-        RequestContext { user_id: tenant_id.clone(), tenant_id, roles: vec![] }
+        RequestContext {
+            user_id: tenant_id.clone(),
+            tenant_id,
+            roles: vec![],
+        }
     }
     /// A context for `tenant` with the admin role.
     pub fn admin(tenant: impl Into<String>) -> RequestContext {

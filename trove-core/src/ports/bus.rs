@@ -78,7 +78,12 @@ impl Delivery {
         reply: Option<Box<dyn ReplyHandle>>,
         ack: Box<dyn AckHandle>,
     ) -> Delivery {
-        Delivery { body, redelivered, reply, ack: Some(ack) }
+        Delivery {
+            body,
+            redelivered,
+            reply,
+            ack: Some(ack),
+        }
     }
 
     /// Whether the sender waits for a reply.

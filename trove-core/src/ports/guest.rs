@@ -55,7 +55,9 @@ pub struct UserInfo {
 }
 
 fn unsupported(manager: Manager, what: &str) -> Error {
-    Error::unprocessable(format!("Operation not supported for datastore {manager}: {what}."))
+    Error::unprocessable(format!(
+        "Operation not supported for datastore {manager}: {what}."
+    ))
 }
 
 /// The guest side of one engine: everything the guest agent asks of a running datastore.

@@ -29,7 +29,12 @@ pub struct Volume {
 #[async_trait]
 pub trait BlockStorage: Send + Sync + 'static {
     /// Creates (or returns) the volume of an instance.
-    async fn create_volume(&self, instance_id: Uuid, size_gb: u32, volume_type: Option<&str>) -> Result<Volume>;
+    async fn create_volume(
+        &self,
+        instance_id: Uuid,
+        size_gb: u32,
+        volume_type: Option<&str>,
+    ) -> Result<Volume>;
     /// The volume of an instance.
     async fn get_volume(&self, instance_id: Uuid) -> Result<Option<Volume>>;
     /// Grows the volume.
