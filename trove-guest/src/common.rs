@@ -369,10 +369,8 @@ pub(crate) async fn run_as_user(
     cwd: &Path,
 ) -> Result<()> {
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .env_remove("PGPASSWORD");
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    clean_env(&mut cmd, cwd);
     run_as.apply(&mut cmd);
     let name = program.display().to_string();
     let out = tokio::task::spawn_blocking(move || cmd.output())
@@ -395,6 +393,17 @@ pub(crate) async fn run_as_user(
             false,
         ))
     }
+}
+
+/// Engines get a minimal environment: nothing of the control plane's (which may hold credentials) leaks to them.
+fn clean_env(cmd: &mut Command, home: &Path) {
+    cmd.env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LANG", "C.UTF-8")
+        .env("HOME", home);
 }
 
 /// Spawns a long-running engine process detached in its own process group, as the engine user. A thread reaps it
@@ -421,6 +430,7 @@ pub(crate) fn spawn_detached(
         .stdout(log_file)
         .stderr(err_file)
         .process_group(0);
+    clean_env(&mut cmd, cwd);
     run_as.apply(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {
         Error::backend(
