@@ -3,6 +3,8 @@
 
 pub mod control_plane;
 pub mod http;
+#[cfg(all(feature = "amqp", feature = "engines", feature = "postgres"))]
+pub mod service_config;
 
 pub use control_plane::{ControlPlane, ControlPlaneBuilder, InMemoryParts};
 pub use trove_core as core;

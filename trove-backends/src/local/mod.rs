@@ -7,10 +7,15 @@
 
 mod backup;
 mod compute;
+mod process_launcher;
 mod volume;
 
 pub use backup::FsBackupStore;
 pub use compute::{LocalCompute, LocalComputeConfig, LocalHost};
+pub use process_launcher::{
+    GuestBusAccess, GuestFile, ProcessLauncher, ProcessLauncherConfig, ServerDirKeys, SharedBusAccess,
+    GUEST_FILE, KEY_FILE,
+};
 pub use volume::DirBlockStorage;
 
 use std::io::Write;

@@ -1,0 +1,710 @@
+//! One configuration for every role of the distributed deployment (`trove-api`, `trove-taskmanager`,
+//! `trove-conductor`, `trove-guestagent`), and the adapters built from it.
+//!
+//! The configuration is a TOML file (all keys optional, see `examples/distributed.toml`); every key can be
+//! overridden by an environment variable named `TROVE_<SECTION>__<KEY>` (upper case, `__` between levels), e.g.
+//! `TROVE_DATABASE__URL`, `TROVE_AMQP__PORT`, `TROVE_CORE__REPORT_INTERVAL`. Unknown keys (in the file or in such a
+//! variable) and ill-typed values are errors that name the key. Secrets (the database URL, the broker password)
+//! never appear in `Debug` output or logs.
+//!
+//! ```
+//! # fn demo() -> trove::core::Result<()> {
+//! use trove::service_config::ServiceConfig;
+//! let cfg = ServiceConfig::from_toml_str("[amqp]\nport = 5673\n", std::iter::empty())?;
+//! assert_eq!(cfg.amqp.port, 5673);
+//! # Ok(())
+//! # }
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use uuid::Uuid;
+
+use trove_amqp::access::{GuestAccess, RabbitCtl};
+use trove_amqp::{AmqpBus, AmqpConfig};
+use trove_backends::local::{
+    DirBlockStorage, GuestBusAccess, LocalCompute, LocalComputeConfig, ProcessLauncher,
+    ProcessLauncherConfig, ServerDirKeys, SharedBusAccess,
+};
+use trove_backends::sql::{self, StoreLocation};
+use trove_core::model::Secret;
+use trove_core::ports::{DynAuthenticator, DynStore, StrategyFactory};
+use trove_core::{CoreConfig, Error, Result};
+use trove_guest::{EngineConfig, EngineStrategyFactory};
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "TROVE_";
+
+/// The infrastructure database.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user[:password]@host:port/db` (or `sqlite://PATH`). Secret: it may hold a password.
+    pub url: Secret,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/trove"),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field(
+                "url",
+                &StoreLocation::Url(self.url.expose().into()).display(),
+            )
+            .finish()
+    }
+}
+
+/// The REST API role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to serve on.
+    pub listen: SocketAddr,
+    /// `noauth` (the tenant is the URL's) or `noauth-admin` (every caller is admin: single-operator installs).
+    pub auth: String,
+    /// Base URL used in links.
+    pub public_endpoint: Option<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8779)),
+            auth: "noauth".into(),
+            public_endpoint: None,
+        }
+    }
+}
+
+/// The task manager role.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskManagerSection {
+    /// Worker id for workflow claims; unique per process (default: generated at start).
+    pub worker_id: Option<String>,
+    /// Seconds between scans for open workflows (resumption after a crash).
+    pub scan_interval: Option<f64>,
+}
+
+/// Local-process compute (where servers, volumes and guests live).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComputeConfig {
+    /// State directory: `servers/` (one directory per server, with its guest's key), `volumes/`, `run/`.
+    pub state_dir: PathBuf,
+    /// Address engines listen on.
+    pub bind_address: String,
+    /// First engine port.
+    pub port_min: u16,
+    /// Last engine port.
+    pub port_max: u16,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        let d = LocalComputeConfig::default();
+        ComputeConfig {
+            state_dir: StoreLocation::default_state_dir(),
+            bind_address: d.bind_address,
+            port_min: d.port_min,
+            port_max: d.port_max,
+        }
+    }
+}
+
+impl ComputeConfig {
+    /// The local compute's configuration.
+    pub fn local(&self) -> LocalComputeConfig {
+        LocalComputeConfig {
+            bind_address: self.bind_address.clone(),
+            port_min: self.port_min,
+            port_max: self.port_max,
+            ..LocalComputeConfig::single(&self.state_dir)
+        }
+    }
+}
+
+/// How guests are started and reach the broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuestConfig {
+    /// The `trove-guestagent` program (default: next to the running program).
+    pub agent_program: Option<PathBuf>,
+    /// `shared`: guests use the control plane's broker user (as upstream); `per-guest`: each guest gets a broker
+    /// user of its own that can read only its own queue (needs `rabbitmqctl` for the broker).
+    pub credentials: String,
+    /// `rabbitmqctl` program for `per-guest` credentials.
+    pub rabbitmqctl: PathBuf,
+    /// Seconds a guest agent gets to stop before it is killed.
+    pub stop_timeout: f64,
+    /// OS user engines run as (default: `nobody` when running as root, else the current user).
+    pub engine_user: Option<String>,
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        GuestConfig {
+            agent_program: None,
+            credentials: "shared".into(),
+            rabbitmqctl: PathBuf::from("rabbitmqctl"),
+            stop_timeout: 10.0,
+            engine_user: None,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter (overridden by `RUST_LOG` when set).
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "warn,trove=info,trove_core=info,trove_backends=info,trove_amqp=info".into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Infrastructure database.
+    pub database: DatabaseConfig,
+    /// Broker (the control plane's user).
+    pub amqp: AmqpConfig,
+    /// Control-plane tunables.
+    pub core: CoreConfig,
+    /// API role.
+    pub api: ApiConfig,
+    /// Task manager role.
+    pub taskmanager: TaskManagerSection,
+    /// Local compute.
+    pub compute: ComputeConfig,
+    /// Guests.
+    pub guest: GuestConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+fn config_err(msg: impl std::fmt::Display) -> Error {
+    Error::bad_request(format!("Configuration: {msg}"))
+}
+
+/// Turns an override's text into a value of the type the key has (strings stay strings, so a password of
+/// digits is fine); keys without a current value take TOML syntax when it parses, else the text.
+fn coerce(raw: &str, current: Option<&toml::Value>, var: &str) -> Result<toml::Value> {
+    use toml::Value as V;
+    let bad = |what: &str| config_err(format!("{var}: '{raw}' is not {what}"));
+    Ok(match current {
+        Some(V::String(_)) => V::String(raw.into()),
+        Some(V::Integer(_)) => V::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
+        Some(V::Float(_)) => V::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
+        Some(V::Boolean(_)) => V::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
+        _ => match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(mut t) => t.remove("v").unwrap_or_else(|| V::String(raw.into())),
+            Err(_) => V::String(raw.into()),
+        },
+    })
+}
+
+impl ServiceConfig {
+    /// Parses a TOML document over the defaults, then applies overrides from `env` (`(name, value)` pairs; only
+    /// names `TROVE_<SECTION>__<KEY>` count).
+    pub fn from_toml_str(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ServiceConfig> {
+        let defaults = toml::Value::try_from(ServiceConfig::default())
+            .map_err(|e| config_err(format!("defaults: {e}")))?;
+        let file: toml::Table = toml::from_str(text).map_err(|e| config_err(e.message()))?;
+        let mut merged = defaults;
+        merge(&mut merged, toml::Value::Table(file));
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        overrides.sort();
+        for (var, raw) in overrides {
+            let path: Vec<String> = var[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|p| p.to_ascii_lowercase())
+                .collect();
+            if path.iter().any(String::is_empty) {
+                return Err(config_err(format!("{var}: empty key in the name")));
+            }
+            let mut node = &mut merged;
+            for (i, part) in path.iter().enumerate() {
+                let table = node
+                    .as_table_mut()
+                    .ok_or_else(|| config_err(format!("{var}: '{part}' is not under a section")))?;
+                if i + 1 == path.len() {
+                    let v = coerce(&raw, table.get(part.as_str()), &var)?;
+                    table.insert(part.clone(), v);
+                    break;
+                }
+                node = table
+                    .entry(part.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            }
+        }
+        let cfg: ServiceConfig = merged
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| config_err(e.message()))?;
+        // Sections of other crates accept unknown keys: a key that does not come back when the result is written
+        // out again was not understood.
+        let back = toml::Value::try_from(&cfg).map_err(config_err)?;
+        if let Some(key) = unknown_key(&merged, &back, "") {
+            return Err(config_err(format!("unknown key '{key}'")));
+        }
+        Ok(cfg)
+    }
+
+    /// Reads `path` (or only the defaults when `None`) with overrides from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<ServiceConfig> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| config_err(format!("cannot read {}: {e}", p.display())))?,
+            None => String::new(),
+        };
+        ServiceConfig::from_toml_str(&text, std::env::vars()).map_err(|e| match path {
+            Some(p) => config_err(format!("{}: {e}", p.display())),
+            None => e,
+        })
+    }
+
+    /// Where the store is.
+    pub fn store_location(&self) -> StoreLocation {
+        StoreLocation::Url(self.database.url.expose().to_string())
+    }
+
+    /// Opens the store (applying pending migrations).
+    pub async fn open_store(&self) -> Result<DynStore> {
+        sql::open(&self.store_location()).await
+    }
+
+    /// Connects the control plane's bus (retrying in the background when the broker is down).
+    pub fn bus(&self) -> AmqpBus {
+        AmqpBus::lazy(self.amqp.clone())
+    }
+
+    /// The authenticator of the API role.
+    pub fn authenticator(&self) -> Result<DynAuthenticator> {
+        match self.api.auth.as_str() {
+            "noauth" => Ok(Arc::new(trove_backends::auth::NoAuth::new())),
+            "noauth-admin" => Ok(Arc::new(trove_backends::auth::NoAuth::admin())),
+            other => Err(config_err(format!(
+                "api.auth '{other}' is not one of noauth, noauth-admin"
+            ))),
+        }
+    }
+
+    /// The real-engine strategies.
+    pub fn engines(&self) -> Arc<dyn StrategyFactory> {
+        Arc::new(EngineStrategyFactory::new(EngineConfig {
+            run_as: self.guest.engine_user.clone(),
+            ..EngineConfig::default()
+        }))
+    }
+
+    /// The host roots servers (and their guests' keys) live under.
+    pub fn server_roots(&self) -> Vec<PathBuf> {
+        self.compute
+            .local()
+            .hosts
+            .into_iter()
+            .map(|h| h.root)
+            .collect()
+    }
+
+    /// How the conductor finds each guest's signing key.
+    pub fn guest_keys(&self) -> Arc<ServerDirKeys> {
+        Arc::new(ServerDirKeys::new(self.server_roots()))
+    }
+
+    /// How guests reach the broker, as `guest.credentials` says.
+    pub fn guest_bus_access(&self) -> Result<Arc<dyn GuestBusAccess>> {
+        match self.guest.credentials.as_str() {
+            "shared" => Ok(Arc::new(SharedBusAccess(
+                serde_json::to_value(&self.amqp).map_err(config_err)?,
+            ))),
+            "per-guest" => Ok(Arc::new(PerGuestBusAccess(GuestAccess::new(
+                RabbitCtl::new().with_program(&self.guest.rabbitmqctl),
+                self.amqp.clone(),
+            )))),
+            other => Err(config_err(format!(
+                "guest.credentials '{other}' is not one of shared, per-guest"
+            ))),
+        }
+    }
+
+    /// The guest agent program: `guest.agent_program`, else `trove-guestagent` next to the running program.
+    pub fn agent_program(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.guest.agent_program {
+            return Ok(p.clone());
+        }
+        let exe = std::env::current_exe().map_err(config_err)?;
+        Ok(exe
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("trove-guestagent{}", std::env::consts::EXE_SUFFIX)))
+    }
+
+    /// Local compute whose guests are `trove-guestagent` processes (given `config_file`, when the roles were
+    /// started with one), and directory volumes, under `compute.state_dir`.
+    pub fn local_compute(
+        &self,
+        config_file: Option<&Path>,
+    ) -> Result<(Arc<LocalCompute>, Arc<DirBlockStorage>)> {
+        let mut lc =
+            ProcessLauncherConfig::new(self.agent_program()?, self.compute.state_dir.join("run"));
+        if let Some(p) = config_file {
+            let abs = std::fs::canonicalize(p)
+                .map_err(|e| config_err(format!("{}: {e}", p.display())))?;
+            lc.args = vec!["--config".into(), abs.display().to_string()];
+        }
+        if !(self.guest.stop_timeout.is_finite() && self.guest.stop_timeout >= 0.0) {
+            return Err(config_err(
+                "guest.stop_timeout must be a non-negative number",
+            ));
+        }
+        lc.stop_timeout = std::time::Duration::from_secs_f64(self.guest.stop_timeout);
+        let launcher = Arc::new(ProcessLauncher::new(lc, self.guest_bus_access()?)?);
+        let compute =
+            LocalCompute::open(self.compute.local(), launcher)?.with_engines(self.engines());
+        let volumes = DirBlockStorage::open(self.compute.state_dir.join("volumes"))?;
+        Ok((Arc::new(compute), Arc::new(volumes)))
+    }
+}
+
+/// The first key of `given` (dotted path) that `known` lacks.
+fn unknown_key(given: &toml::Value, known: &toml::Value, prefix: &str) -> Option<String> {
+    let (toml::Value::Table(g), toml::Value::Table(k)) = (given, known) else {
+        return None;
+    };
+    for (name, v) in g {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match k.get(name) {
+            None => return Some(path),
+            Some(kv) => {
+                if let Some(u) = unknown_key(v, kv, &path) {
+                    return Some(u);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Per-guest broker users ([`GuestAccess`]): each guest's bus settings carry its own user and a fresh password.
+#[derive(Debug)]
+pub struct PerGuestBusAccess(pub GuestAccess);
+
+#[async_trait::async_trait]
+impl GuestBusAccess for PerGuestBusAccess {
+    async fn grant(&self, instance_id: Uuid) -> Result<serde_json::Value> {
+        let cfg = self.0.grant(instance_id, &Secret::generate(32)).await?;
+        serde_json::to_value(&cfg).map_err(|e| Error::backend("amqp-admin", e, false))
+    }
+    async fn revoke(&self, instance_id: Uuid) -> Result<()> {
+        self.0.revoke(instance_id).await
+    }
+}
+
+/// Sets up `tracing` for a role from `log.filter` (`RUST_LOG` wins when set).
+pub fn init_logging(cfg: &ServiceConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+/// Runs the API role: the Trove v1.0 REST API over the shared store and bus, until `shutdown` resolves.
+/// Prints `trove-api: listening on ADDR` once it accepts requests.
+pub async fn run_api(
+    cfg: &ServiceConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let store = cfg.open_store().await?;
+    let auth = cfg.authenticator()?;
+    let cp = crate::ControlPlane::builder()
+        .store(store)
+        .bus(Arc::new(cfg.bus()))
+        .authenticator(auth.clone())
+        .config(cfg.core.clone())
+        .without_taskmanager()
+        .without_conductor()
+        .without_health_monitor()
+        .start()
+        .await?;
+    let http = crate::http::HttpConfig {
+        public_endpoint: cfg.api.public_endpoint.clone(),
+        ..crate::http::HttpConfig::default()
+    };
+    let app = crate::http::router(cp.api(), auth, http);
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .map_err(|e| {
+            Error::backend(
+                "http",
+                format!("cannot listen on {}: {e}", cfg.api.listen),
+                false,
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::backend("http", e, false))?;
+    println!(
+        "trove-api: store {}, listening on {addr}",
+        cfg.store_location().display()
+    );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    cp.shutdown().await;
+    served.map_err(|e| Error::backend("http", e, false))
+}
+
+/// Runs the task-manager role (workflows over local-process compute whose guests are `trove-guestagent`
+/// processes) until `shutdown` resolves. Guests keep running when it ends. Prints `trove-taskmanager: ready`.
+pub async fn run_taskmanager(
+    cfg: &ServiceConfig,
+    config_file: Option<&Path>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let store = cfg.open_store().await?;
+    let (compute, volumes) = cfg.local_compute(config_file)?;
+    let mut tm = trove_core::taskmanager::TaskManagerConfig::default();
+    if let Some(w) = &cfg.taskmanager.worker_id {
+        tm.worker_id = w.clone();
+    }
+    if let Some(s) = cfg.taskmanager.scan_interval {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(config_err(
+                "taskmanager.scan_interval must be a positive number",
+            ));
+        }
+        tm.scan_interval = std::time::Duration::from_secs_f64(s);
+    }
+    let worker = tm.worker_id.clone();
+    let adopted = compute.adopt_all().await;
+    let supervisor = compute.supervise(
+        cfg.core
+            .report_interval
+            .max(std::time::Duration::from_secs(1)),
+    );
+    let cp = crate::ControlPlane::builder()
+        .store(store)
+        .bus(Arc::new(cfg.bus()))
+        .compute(compute)
+        .block_storage(volumes)
+        .config(cfg.core.clone())
+        .taskmanager_config(tm)
+        .without_conductor()
+        .without_health_monitor()
+        .start()
+        .await?;
+    println!(
+        "trove-taskmanager: ready (worker {worker}, {} guest(s) adopted)",
+        adopted.len()
+    );
+    shutdown.await;
+    supervisor.abort();
+    cp.shutdown().await;
+    Ok(())
+}
+
+/// Runs the conductor role (guest reports into the store, each verified with its guest's own key) and the health
+/// monitor until `shutdown` resolves. Prints `trove-conductor: ready`.
+pub async fn run_conductor(
+    cfg: &ServiceConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let store = cfg.open_store().await?;
+    let cp = crate::ControlPlane::builder()
+        .store(store)
+        .bus(Arc::new(cfg.bus()))
+        .config(cfg.core.clone())
+        .guest_keys(cfg.guest_keys())
+        .without_taskmanager()
+        .start()
+        .await?;
+    println!("trove-conductor: ready");
+    shutdown.await;
+    cp.shutdown().await;
+    Ok(())
+}
+
+/// Runs the guest agent of the instance described by `guest_file` (written by the task manager's launcher):
+/// serves `guestagent.<instance_id>` with the real engine strategy and heartbeats signed reports to the conductor
+/// until `shutdown` resolves. The engine keeps running when the agent ends.
+pub async fn run_guestagent(
+    cfg: &ServiceConfig,
+    guest_file: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let g = trove_backends::local::GuestFile::read(guest_file)?;
+    let id = g.spec.instance_id;
+    let amqp: AmqpConfig = serde_json::from_value(g.bus.clone())
+        .map_err(|e| config_err(format!("broker settings in {}: {e}", guest_file.display())))?;
+    let bus = Arc::new(AmqpBus::lazy(amqp));
+    let strategy = cfg.engines().strategy(&g.spec)?;
+    let agent = Arc::new(trove_core::guest_agent::GuestAgent::new(
+        id,
+        bus.clone(),
+        Arc::new(trove_core::ports::SystemClock),
+        strategy,
+        cfg.core.report_interval,
+        Some(g.key),
+    ));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut delay = std::time::Duration::from_millis(200);
+    let sub = loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = agent.subscribe() => match r {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(instance = %id, error = %e, "cannot subscribe yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+            },
+        }
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(agent.serve(sub, rx));
+    tracing::info!(instance = %id, "guest agent serving");
+    shutdown.await;
+    let _ = tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    bus.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let cfg = ServiceConfig::from_toml_str(
+            "[database]\nurl = \"postgres://u:filepw@h/db\"\n[amqp]\nport = 5673\npassword = \"p\"\n[core]\nreport_interval = 1.5\n",
+            env(&[
+                ("TROVE_AMQP__PORT", "5674"),
+                ("TROVE_AMQP__PASSWORD", "123456"),
+                ("TROVE_CORE__REPORT_INTERVAL", "1"),
+                ("TROVE_TASKMANAGER__WORKER_ID", "tm-7"),
+                ("TROVE_DATABASE_URL", "ignored: no double underscore"),
+                ("OTHER__X", "ignored"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(cfg.amqp.port, 5674);
+        assert_eq!(cfg.amqp.password.expose(), "123456", "digits stay a string");
+        assert_eq!(cfg.core.report_interval, std::time::Duration::from_secs(1));
+        assert_eq!(cfg.taskmanager.worker_id.as_deref(), Some("tm-7"));
+        assert_eq!(cfg.database.url.expose(), "postgres://u:filepw@h/db");
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("filepw") && !dbg.contains("123456"), "{dbg}");
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        let e = ServiceConfig::from_toml_str("[amqp]\nprot = 1\n", env(&[]))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(e.contains("prot"), "{e}");
+        let e = ServiceConfig::from_toml_str("", env(&[("TROVE_AMQP__PORT", "many")]))
+            .expect_err("bad int")
+            .to_string();
+        assert!(
+            e.contains("TROVE_AMQP__PORT") && e.contains("integer"),
+            "{e}"
+        );
+        let e = ServiceConfig::from_toml_str("", env(&[("TROVE_NOPE__X", "1")]))
+            .expect_err("unknown section")
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = ServiceConfig::from_toml_str("[amqp\n", env(&[]))
+            .expect_err("bad toml")
+            .to_string();
+        assert!(
+            e.starts_with("Configuration") || e.contains("Configuration"),
+            "{e}"
+        );
+        let cfg =
+            ServiceConfig::from_toml_str("[api]\nauth = \"magic\"\n", env(&[])).expect("parses");
+        assert!(cfg.authenticator().is_err());
+        let cfg = ServiceConfig::from_toml_str("[guest]\ncredentials = \"x\"\n", env(&[]))
+            .expect("parses");
+        assert!(cfg.guest_bus_access().is_err());
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../examples/distributed.toml");
+        let cfg = ServiceConfig::from_toml_str(text, env(&[])).expect("example config");
+        assert_eq!(cfg.guest.credentials, "shared");
+    }
+}

@@ -1,0 +1,1 @@
+//! Distributed deployment end-to-end test (in progress).
