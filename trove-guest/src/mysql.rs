@@ -52,7 +52,11 @@ impl MysqlBinaries {
     /// Finds the binaries in `dir`, or in PATH and the Debian locations.
     pub fn find(dir: Option<&std::path::Path>) -> Result<MysqlBinaries> {
         let server = find_program(&["mariadbd", "mysqld"], dir, &[]);
-        let install_db = find_program(&["mariadb-install-db", "mysql_install_db"], dir, &[]);
+        // Debian keeps the server in /usr/sbin and the initialiser in /usr/bin: an image naming the server's
+        // directory still finds the initialiser in the usual places.
+        let install_names = ["mariadb-install-db", "mysql_install_db"];
+        let install_db = find_program(&install_names, dir, &[])
+            .or_else(|| find_program(&install_names, None, &[]));
         match (server, install_db) {
             (Some(server), Some(install_db)) => Ok(MysqlBinaries { server, install_db }),
             _ => Err(Error::backend(
