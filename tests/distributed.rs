@@ -1,1 +1,634 @@
-//! Distributed deployment end-to-end test (in progress).
+//! The distributed deployment end to end: `trove-api`, `trove-taskmanager`, `trove-conductor` as separate
+//! processes (examples, built once by `cargo test`), a fresh PostgreSQL database (dropped afterwards) and a
+//! private RabbitMQ node (the test restarts it; the shared broker on 5672 is never touched). The task manager's
+//! local compute starts one `trove-guestagent` process per instance, running a real MariaDB.
+//!
+//! Checked, in order: create through the REST API → ACTIVE with signed heartbeats arriving; a report signed with
+//! a wrong key is rejected and logged without any key; a broker restart → everything reconnects, no instance
+//! turns ERROR and no heartbeat gap exceeds the expiry; `kill -9` of the task manager during a create → a new one
+//! finishes it; delete stops the guest processes.
+//!
+//! Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust), RabbitMQ's server binaries and MariaDB; it fails
+//! (never skips) when they are missing. Run: `cargo test --features postgres,amqp --test distributed`.
+
+#[path = "../trove-amqp/tests/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod broker;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use trove::backends::local::KEY_FILE;
+use trove::backends::sql::{self, StoreLocation};
+use trove::core::api::{ApiService, DatastoreVersionSpec};
+use trove::core::memory::MemoryBus;
+use trove::core::model::{Flavor, Secret};
+use trove::core::ports::{DynStore, MessageBus, RequestContext, SystemClock};
+use trove::core::rpc::{ConductorRequest, Envelope, CONDUCTOR_TOPIC};
+use trove::core::state::ServiceStatus;
+use trove::core::CoreConfig;
+use uuid::Uuid;
+
+const REPORT_INTERVAL_SECS: f64 = 0.5;
+const HEARTBEAT_EXPIRY_SECS: u64 = 20;
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --features postgres,amqp --example {name}` (cargo test builds \
+         examples)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fresh PostgreSQL database, dropped on drop.
+struct Database {
+    name: String,
+}
+
+fn psql(sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql must be installed")
+}
+
+impl Database {
+    fn create() -> Database {
+        let name = format!("trove_dist_{}", Uuid::new_v4().simple());
+        let out = psql(&format!("CREATE DATABASE {name}"));
+        assert!(
+            out.status.success(),
+            "PostgreSQL must run on 127.0.0.1:5432 (user postgres) for this test: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Database { name }
+    }
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+/// Kills, on drop, every process whose command line mentions the test's directory (guest agents, engines).
+struct Reaper(PathBuf);
+
+fn pids_mentioning(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| *pid != me)
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                        .unwrap_or(false)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in pids_mentioning(&self.0) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// One role process; killed (SIGKILL) on drop.
+struct Role {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Role {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited ({status}):\n{}", self.name, self.log());
+        }
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Deployment {
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    api_url: String,
+    http: reqwest::Client,
+}
+
+impl Deployment {
+    /// Starts a role and waits for its readiness line in its output.
+    fn start(&self, role: &str, tag: &str, extra_env: &[(&str, &str)]) -> Role {
+        let log = self.dir.join(format!("{role}-{tag}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(example(role))
+            .arg("--config")
+            .arg(self.dir.join("trove.toml"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra_env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {role}: {e}"));
+        let mut r = Role {
+            name: format!("{role} ({tag})"),
+            child,
+            log,
+        };
+        let start = Instant::now();
+        let ready = if role == "trove-api" {
+            "listening on"
+        } else {
+            ": ready"
+        };
+        while !r.log().contains(ready) {
+            r.assert_running();
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{} not ready:\n{}",
+                r.name,
+                r.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api_url))
+            .header("X-Auth-Token", "t")
+            .timeout(Duration::from_secs(30));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("API request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn create(&self, name: &str) -> Uuid {
+        let (status, body) = self
+            .request(
+                reqwest::Method::POST,
+                "/v1.0/t1/instances",
+                Some(json!({"instance": {
+                    "name": name, "flavorRef": "1", "volume": {"size": 1},
+                    "datastore": {"type": "mariadb", "version": "10.11"}
+                }})),
+            )
+            .await;
+        assert_eq!(status, 200, "create: {body}");
+        body["instance"]["id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .unwrap_or_else(|| panic!("no id in {body}"))
+    }
+
+    async fn status(&self, id: Uuid) -> (u16, String) {
+        let (code, body) = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1.0/t1/instances/{id}"),
+                None,
+            )
+            .await;
+        (
+            code,
+            body["instance"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    }
+
+    async fn wait_active(&self, id: Uuid, limit: Duration, roles: &mut [&mut Role]) {
+        let start = Instant::now();
+        loop {
+            let (code, status) = self.status(id).await;
+            assert_eq!(code, 200, "show {id}");
+            if status == "ACTIVE" {
+                return;
+            }
+            assert!(
+                !status.contains("ERROR") && status != "FAILED",
+                "instance {id} turned {status}"
+            );
+            for r in roles.iter_mut() {
+                r.assert_running();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "instance {id} not ACTIVE after {limit:?} (last {status})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn heartbeat_at(
+    store: &DynStore,
+    id: Uuid,
+) -> Option<(ServiceStatus, chrono::DateTime<chrono::Utc>)> {
+    store
+        .get_service_status(id)
+        .await
+        .expect("read service status")
+        .map(|r| (r.status, r.updated_at))
+}
+
+/// Waits until a heartbeat newer than `after` arrives.
+async fn next_heartbeat(
+    store: &DynStore,
+    id: Uuid,
+    after: Option<chrono::DateTime<chrono::Utc>>,
+    limit: Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    let start = Instant::now();
+    loop {
+        if let Some((status, at)) = heartbeat_at(store, id).await {
+            if after.is_none_or(|a| at > a) {
+                assert_eq!(status, ServiceStatus::Healthy, "heartbeat of {id}");
+                return at;
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no new heartbeat of {id} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn seed(store: DynStore) {
+    let api = ApiService::new(
+        store,
+        Arc::new(MemoryBus::new()),
+        Arc::new(SystemClock),
+        CoreConfig::default(),
+    );
+    let admin = RequestContext::admin("admin");
+    api.mgmt_create_datastore_version(
+        &admin,
+        DatastoreVersionSpec {
+            datastore_name: "mariadb".into(),
+            name: "10.11".into(),
+            manager: "mariadb".into(),
+            active: true,
+            default: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("datastore version");
+    api.mgmt_put_flavor(
+        &admin,
+        Flavor {
+            id: "1".into(),
+            name: "small".into(),
+            ram_mb: 256,
+            vcpus: 1,
+            disk_gb: 1,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .expect("flavor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
+    let tmp = tempfile::Builder::new()
+        .prefix("trove-dist")
+        .tempdir()
+        .expect("tmp");
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let dir = tmp.path().to_path_buf();
+    let _reaper = Reaper(dir.clone());
+    let db = Database::create();
+    let mut rabbit = tokio::task::spawn_blocking(broker::PrivateBroker::start)
+        .await
+        .expect("private broker");
+    let run = Uuid::new_v4().simple().to_string();
+    let api_port = free_port();
+    let port_min = 37000 + (std::process::id() % 100) as u16 * 20;
+    // The shared file names the deployment; the environment overrides what is per run (as an operator would).
+    std::fs::write(
+        dir.join("trove.toml"),
+        format!(
+            "[amqp]\nport = {}\nexchange = \"trove-dist-{run}\"\n[core]\nreport_interval = {REPORT_INTERVAL_SECS}\n\
+             agent_heartbeat_expiry = {HEARTBEAT_EXPIRY_SECS}\nhealth_sweep_interval = 1\n[compute]\nstate_dir = \"{}\"\n",
+            rabbit.port,
+            dir.join("state").display()
+        ),
+    )
+    .expect("config");
+    let env: Vec<(String, String)> = vec![
+        ("TROVE_DATABASE__URL".into(), db.url()),
+        (
+            "TROVE_AMQP__QUEUE_PREFIX".into(),
+            format!("d{}.", &run[..10]),
+        ),
+        ("TROVE_AMQP__RECONNECT_MAX_MS".into(), "1000".into()),
+        ("TROVE_AMQP__PUBLISH_TIMEOUT_MS".into(), "60000".into()),
+        ("TROVE_API__LISTEN".into(), format!("127.0.0.1:{api_port}")),
+        ("TROVE_CORE__WORKFLOW_LEASE".into(), "4".into()),
+        ("TROVE_CORE__AGENT_CALL_HIGH_TIMEOUT".into(), "120".into()),
+        ("TROVE_COMPUTE__PORT_MIN".into(), port_min.to_string()),
+        (
+            "TROVE_COMPUTE__PORT_MAX".into(),
+            (port_min + 19).to_string(),
+        ),
+        (
+            "TROVE_GUEST__AGENT_PROGRAM".into(),
+            example("trove-guestagent").display().to_string(),
+        ),
+        ("RUST_LOG".into(), "info".into()),
+    ];
+    let store = sql::open(&StoreLocation::Url(db.url()))
+        .await
+        .expect("open the fresh database");
+    seed(store.clone()).await;
+    let d = Deployment {
+        dir: dir.clone(),
+        env,
+        api_url: format!("http://127.0.0.1:{api_port}"),
+        http: reqwest::Client::new(),
+    };
+    let mut conductor = d.start("trove-conductor", "1", &[]);
+    let mut tm = d.start(
+        "trove-taskmanager",
+        "1",
+        &[("TROVE_TASKMANAGER__WORKER_ID", "tm-1")],
+    );
+    let mut api = d.start("trove-api", "1", &[]);
+
+    // 1. Create through the REST API → ACTIVE, with heartbeats arriving from the guest process.
+    let started = Instant::now();
+    let first = d.create("db1").await;
+    d.wait_active(
+        first,
+        Duration::from_secs(120),
+        &mut [&mut conductor, &mut tm, &mut api],
+    )
+    .await;
+    eprintln!("create → ACTIVE across processes: {:?}", started.elapsed());
+    let hb1 = next_heartbeat(&store, first, None, Duration::from_secs(10)).await;
+    let hb2 = next_heartbeat(&store, first, Some(hb1), Duration::from_secs(10)).await;
+    assert!(hb2 > hb1);
+    let server_dir = dir.join("state").join("servers").join(first.to_string());
+    let guest_pids = pids_mentioning(&server_dir);
+    assert!(
+        !guest_pids.is_empty(),
+        "a trove-guestagent process runs for the instance"
+    );
+    let real_key = std::fs::read_to_string(server_dir.join(KEY_FILE)).expect("guest key file");
+    let mode = std::fs::metadata(server_dir.join(KEY_FILE))
+        .expect("key meta")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    // 2. A forged report (signed with a wrong key) claiming the engine shut down: rejected, logged without a key.
+    let mut bus_cfg = broker::unique_config(rabbit.port);
+    bus_cfg.exchange = format!("trove-dist-{run}");
+    bus_cfg.queue_prefix = format!("d{}.", &run[..10]);
+    let forger = trove_amqp::AmqpBus::connect(bus_cfg.clone())
+        .await
+        .expect("connect to the private broker");
+    let wrong_key = Secret::new(format!("forged-key-{run}"));
+    let forged = Envelope::new(
+        trove::core::conductor::guest_sender(first),
+        ConductorRequest::Heartbeat {
+            instance_id: first,
+            status: ServiceStatus::Shutdown,
+            reason: Some("forged".into()),
+            fs: None,
+        },
+    )
+    .signed(&wrong_key)
+    .expect("sign")
+    .encode()
+    .expect("encode");
+    forger
+        .cast(CONDUCTOR_TOPIC, forged)
+        .await
+        .expect("cast forged");
+    let start = Instant::now();
+    while !conductor.log().contains("rejecting a guest report") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the conductor did not log the rejection:\n{}",
+            conductor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = conductor.log();
+    assert!(
+        log.contains(&first.to_string()),
+        "the rejection names the instance"
+    );
+    assert!(
+        !log.contains(wrong_key.expose()),
+        "the forged key is not logged"
+    );
+    assert!(
+        !log.contains(real_key.trim()),
+        "the guest key is not logged"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s, _) = heartbeat_at(&store, first).await.expect("status");
+    assert_eq!(
+        s,
+        ServiceStatus::Healthy,
+        "the forged SHUTDOWN report was not applied"
+    );
+    assert_eq!(d.status(first).await.1, "ACTIVE");
+    forger.close().await;
+
+    // 3. Broker restart: everything reconnects; no instance turns ERROR; no heartbeat gap beyond the expiry.
+    let before = next_heartbeat(&store, first, None, Duration::from_secs(10)).await;
+    let restart_started = Instant::now();
+    let mut r2 = tokio::task::spawn_blocking(move || {
+        rabbit.stop_server();
+        std::thread::sleep(Duration::from_secs(1));
+        rabbit.start_server();
+        rabbit
+    });
+    let mut last = before;
+    let mut max_gap = Duration::ZERO;
+    let rabbit_back = loop {
+        tokio::select! {
+            r = &mut r2 => break r.expect("broker restart"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if let Some((_, at)) = heartbeat_at(&store, first).await {
+                    if at > last { last = at; }
+                }
+                let gap = (chrono::Utc::now() - last).to_std().unwrap_or_default();
+                max_gap = max_gap.max(gap);
+            }
+        }
+    };
+    rabbit = rabbit_back;
+    eprintln!("broker restarted in {:?}", restart_started.elapsed());
+    let after = next_heartbeat(
+        &store,
+        first,
+        Some(last),
+        Duration::from_secs(HEARTBEAT_EXPIRY_SECS),
+    )
+    .await;
+    max_gap = max_gap.max((after - last).to_std().unwrap_or_default());
+    eprintln!("largest heartbeat gap over the broker restart: {max_gap:?}");
+    assert!(
+        max_gap < Duration::from_secs(HEARTBEAT_EXPIRY_SECS),
+        "heartbeat gap {max_gap:?} exceeds the expiry"
+    );
+    for r in [&mut conductor, &mut tm, &mut api] {
+        r.assert_running();
+    }
+    assert_eq!(
+        d.status(first).await.1,
+        "ACTIVE",
+        "no ERROR after the broker restart"
+    );
+
+    // 4. kill -9 of the task manager during a create: a new one finishes it.
+    let second = d.create("db2").await;
+    let second_dir = dir.join("state").join("servers").join(second.to_string());
+    let start = Instant::now();
+    while !second_dir.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "create never reached compute"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tm.kill9();
+    let (_, mid) = d.status(second).await;
+    eprintln!("task manager killed with the create at {mid}");
+    assert_eq!(
+        mid, "BUILD",
+        "the create was still running when the task manager died"
+    );
+    let mut tm2 = d.start(
+        "trove-taskmanager",
+        "2",
+        &[("TROVE_TASKMANAGER__WORKER_ID", "tm-2")],
+    );
+    d.wait_active(
+        second,
+        Duration::from_secs(120),
+        &mut [&mut conductor, &mut tm2, &mut api],
+    )
+    .await;
+    next_heartbeat(&store, second, None, Duration::from_secs(10)).await;
+    assert_eq!(d.status(first).await.1, "ACTIVE");
+
+    // 5. Delete both: their guest processes end.
+    for id in [first, second] {
+        let (code, body) = d
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/v1.0/t1/instances/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 202, "delete {id}: {body}");
+    }
+    let start = Instant::now();
+    for id in [first, second] {
+        while d.status(id).await.0 != 404 {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{id} never deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let state = dir.join("state");
+    let start = Instant::now();
+    while !pids_mentioning(&state).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "guest agents or engines left after delete: {:?}",
+            pids_mentioning(&state)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop((api, tm2, conductor));
+    drop(rabbit);
+}
