@@ -42,6 +42,9 @@ pub struct GuestAgent {
     report_interval: Duration,
     phase: AtomicU8,
     failure: std::sync::Mutex<Option<String>>,
+    /// Serialises heartbeats: a report's status is read only after the previous report was sent, so the
+    /// conductor's "newest report wins" never keeps a stale status.
+    reporting: Mutex<()>,
 }
 
 impl std::fmt::Debug for GuestAgent {
@@ -71,6 +74,7 @@ impl GuestAgent {
             report_interval,
             phase: AtomicU8::new(IDLE),
             failure: std::sync::Mutex::new(None),
+            reporting: Mutex::new(()),
         }
     }
 
@@ -130,6 +134,7 @@ impl GuestAgent {
 
     /// Sends one heartbeat now (nothing before prepare was asked).
     pub async fn heartbeat(&self) {
+        let _turn = self.reporting.lock().await;
         let (status, reason) = match self.phase.load(Ordering::SeqCst) {
             IDLE => return,
             PREPARING => (ServiceStatus::Building, None),

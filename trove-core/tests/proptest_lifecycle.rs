@@ -243,6 +243,21 @@ impl World {
         )
     }
 
+    /// Runs `f` while the manual clock keeps moving (half a second every few milliseconds), as time would while
+    /// a task manager waits for guests: deadlines pass, guests heartbeat.
+    async fn with_time_passing<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        let clock = self.clock.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                clock.advance(Duration::from_millis(500));
+            }
+        });
+        let r = f.await;
+        ticker.abort();
+        r
+    }
+
     /// Runs every open workflow to its end (expiring leases of crashed workers first).
     async fn settle(&mut self) {
         for _ in 0..20 {
@@ -252,7 +267,7 @@ impl World {
             self.clock
                 .advance(self.config.workflow_lease + Duration::from_secs(1));
             let tm = self.taskmanager(0);
-            tm.run_pending().await.unwrap();
+            self.with_time_passing(tm.run_pending()).await.unwrap();
         }
         panic!(
             "workflows never settled: {:?}",
@@ -312,7 +327,7 @@ impl World {
                 self.clock
                     .advance(self.config.workflow_lease + Duration::from_secs(1));
                 let tm = self.taskmanager(*crash);
-                tm.run_pending().await.map(|_| ())
+                self.with_time_passing(tm.run_pending()).await.map(|_| ())
             }
             Event::CrashEngine(i) => {
                 if let Some((id, _)) = self.pick(*i) {
