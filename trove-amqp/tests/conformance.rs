@@ -6,13 +6,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use trove_core::ports::MessageBus;
 
+/// Drains the dead-letter queue, waiting (dead-lettering is asynchronous) until `want` messages came or 10 s
+/// passed; then checks that no more arrive.
+async fn dead_letters(bus: &trove_amqp::AmqpBus, want: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < want && std::time::Instant::now() < deadline {
+        got.extend(bus.drain_dead_letters().await.expect("drain"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    got.extend(bus.drain_dead_letters().await.expect("drain"));
+    got
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_bus_passes_the_message_bus_suite() {
     let bus = common::shared_bus().await;
     let probe = bus.clone();
     trove_core::testing::bus::run_all(Arc::new(bus.clone()), &move || probe.pending_calls()).await;
     assert_eq!(
-        bus.drain_dead_letters().await.expect("drain").len(),
+        dead_letters(&bus, 1).await.len(),
         1,
         "the one nack(false) was dead-lettered"
     );
@@ -43,7 +57,7 @@ async fn poison_message_is_dead_lettered_after_too_many_deliveries() {
         deliveries >= 2,
         "redelivered before giving up ({deliveries})"
     );
-    let dead = bus.drain_dead_letters().await.expect("drain");
+    let dead = dead_letters(&bus, 1).await;
     assert_eq!(
         dead,
         vec![b"kills workers".to_vec()],
@@ -57,25 +71,63 @@ async fn poison_message_is_dead_lettered_after_too_many_deliveries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timed_out_call_leaves_no_queue_or_consumer_on_the_broker() {
+    use trove_amqp::lapin::options::QueueDeclareOptions;
+    use trove_amqp::lapin::types::FieldTable;
+
     let bus = common::shared_bus().await;
+    // Declare the topic, then leave it without consumers.
+    drop(bus.subscribe("nobody-home").await.expect("subscribe"));
+    let raw = trove_amqp::raw_connection(bus.config())
+        .await
+        .expect("raw connection");
+    let ch = raw.create_channel().await.expect("channel");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let queue = bus.queue_name("nobody-home");
+    let counts = || async {
+        let q = ch
+            .queue_declare(&queue, passive, FieldTable::default())
+            .await
+            .expect("passive declare");
+        (q.message_count(), q.consumer_count())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counts().await.1 != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped subscription's consumer stays"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for _ in 0..5 {
         let e = bus
-            .call("nobody-home", b"?".to_vec(), Duration::from_millis(100))
+            .call("nobody-home", b"?".to_vec(), Duration::from_millis(300))
             .await
             .expect_err("timeout");
         assert!(matches!(e, trove_core::Error::Timeout { .. }), "{e:?}");
     }
-    assert_eq!(bus.pending_calls(), 0);
-    // The topic's queue holds the 5 unanswered requests; nothing else was declared for them.
-    let mut sub = bus.subscribe("nobody-home").await.expect("subscribe");
-    for _ in 0..5 {
-        let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
-            .await
-            .expect("request")
-            .expect("ok");
-        d.expect("some").ack().await.expect("ack");
+    assert_eq!(bus.pending_calls(), 0, "no call waits any more");
+    // On the broker: the 5 requests wait in the topic's queue and nobody consumes it; no per-call reply queue
+    // exists to leak (replies use direct reply-to).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (messages, consumers) = counts().await;
+        assert_eq!(
+            consumers, 0,
+            "a timed-out call leaves no consumer on the topic"
+        );
+        if messages == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected 5 queued requests, found {messages}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(sub);
+    let _ = raw.close(200, "done").await;
     bus.delete_topic("nobody-home").await.expect("delete_topic");
     bus.delete_infrastructure().await.expect("cleanup");
     bus.close().await;
