@@ -7,5 +7,5 @@ pub mod http;
 pub mod service_config;
 
 pub use control_plane::{ControlPlane, ControlPlaneBuilder, InMemoryParts};
-pub use trove_core as core;
 pub use trove_backends as backends;
+pub use trove_core as core;
