@@ -609,3 +609,71 @@ async fn a_guest_that_never_reports_ends_in_timeout_error_and_can_be_deleted() {
     let _ = parts.bus.topics();
     cp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_guest_is_recorded_as_failed_and_a_later_heartbeat_restores_it() {
+    use trove::core::conductor::guest_sender;
+    use trove::core::ports::GuestLauncher;
+    use trove::core::rpc::{ConductorClient, ConductorRequest};
+
+    let clock = Arc::new(ManualClock::new());
+    let parts = InMemoryParts::new(config(), clock.clone());
+    let cp = parts.builder().start().await.unwrap();
+    let api = cp.api();
+    seed(&api).await;
+    let t = RequestContext::tenant("t1");
+    let id = api
+        .create_instance(&t, create_req("quiet"))
+        .await
+        .unwrap()
+        .instance
+        .id;
+    let v = wait_status(&api, &t, id, "ACTIVE").await;
+    assert_eq!(v.operating_status, "HEALTHY");
+    // The guest goes silent.
+    parts.launcher.stop(id).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        clock.advance(Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let st = parts.store.get_service_status(id).await.unwrap().unwrap();
+        if st.status == ServiceStatus::FailedTimeoutGuestagent {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweep never recorded the silent guest: {st:?}"
+        );
+    }
+    let v = api.show_instance(&t, id).await.unwrap();
+    assert_eq!(v.operating_status, "ERROR");
+    // Actions needing a live guest are refused now.
+    assert_eq!(
+        api.restart_instance(&t, id)
+            .await
+            .unwrap_err()
+            .fault()
+            .status,
+        422
+    );
+    // A heartbeat (as the guest would send it) restores the status.
+    let guest = ConductorClient::new(parts.bus.clone(), guest_sender(id), None);
+    guest
+        .send(ConductorRequest::Heartbeat {
+            instance_id: id,
+            status: ServiceStatus::Healthy,
+            reason: None,
+            fs: None,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while api.show_instance(&t, id).await.unwrap().operating_status != "HEALTHY" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the heartbeat did not restore the guest"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cp.shutdown().await;
+}
