@@ -145,6 +145,9 @@ pub struct GuestConfig {
     pub credentials: String,
     /// `rabbitmqctl` program for `per-guest` credentials.
     pub rabbitmqctl: PathBuf,
+    /// Environment of `rabbitmqctl` runs, as `NAME=VALUE` (e.g. `RABBITMQ_NODENAME=rabbit@host`, `HOME=...` for
+    /// the Erlang cookie).
+    pub rabbitmqctl_env: Vec<String>,
     /// Seconds a guest agent gets to stop before it is killed.
     pub stop_timeout: f64,
     /// OS user engines run as (default: `nobody` when running as root, else the current user).
@@ -157,6 +160,7 @@ impl Default for GuestConfig {
             agent_program: None,
             credentials: "shared".into(),
             rabbitmqctl: PathBuf::from("rabbitmqctl"),
+            rabbitmqctl_env: Vec::new(),
             stop_timeout: 10.0,
             engine_user: None,
         }
@@ -343,10 +347,19 @@ impl ServiceConfig {
             "shared" => Ok(Arc::new(SharedBusAccess(
                 serde_json::to_value(&self.amqp).map_err(config_err)?,
             ))),
-            "per-guest" => Ok(Arc::new(PerGuestBusAccess(GuestAccess::new(
-                RabbitCtl::new().with_program(&self.guest.rabbitmqctl),
-                self.amqp.clone(),
-            )))),
+            "per-guest" => {
+                let mut ctl = RabbitCtl::new().with_program(&self.guest.rabbitmqctl);
+                for kv in &self.guest.rabbitmqctl_env {
+                    let (k, v) = kv.split_once('=').ok_or_else(|| {
+                        config_err(format!("guest.rabbitmqctl_env: '{kv}' is not NAME=VALUE"))
+                    })?;
+                    ctl = ctl.with_env(k, v);
+                }
+                Ok(Arc::new(PerGuestBusAccess {
+                    access: GuestAccess::new(ctl, self.amqp.clone()),
+                    control_plane: self.bus(),
+                }))
+            }
             other => Err(config_err(format!(
                 "guest.credentials '{other}' is not one of shared, per-guest"
             ))),
@@ -432,17 +445,32 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 }
 
 /// Per-guest broker users ([`GuestAccess`]): each guest's bus settings carry its own user and a fresh password.
+/// The guest's queue is declared with the control plane's user (a guest user may declare nothing).
 #[derive(Debug)]
-pub struct PerGuestBusAccess(pub GuestAccess);
+pub struct PerGuestBusAccess {
+    /// Creates and deletes the users.
+    pub access: GuestAccess,
+    /// The control plane's bus (declares the guest's queue).
+    pub control_plane: AmqpBus,
+}
 
 #[async_trait::async_trait]
 impl GuestBusAccess for PerGuestBusAccess {
     async fn grant(&self, instance_id: Uuid) -> Result<serde_json::Value> {
-        let cfg = self.0.grant(instance_id, &Secret::generate(32)).await?;
+        use trove_core::ports::MessageBus;
+        drop(
+            self.control_plane
+                .subscribe(&trove_core::rpc::guest_topic(instance_id))
+                .await?,
+        );
+        let cfg = self
+            .access
+            .grant(instance_id, &Secret::generate(32))
+            .await?;
         serde_json::to_value(&cfg).map_err(|e| Error::backend("amqp-admin", e, false))
     }
     async fn revoke(&self, instance_id: Uuid) -> Result<()> {
-        self.0.revoke(instance_id).await
+        self.access.revoke(instance_id).await
     }
 }
 

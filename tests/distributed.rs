@@ -12,7 +12,7 @@
 //! (never skips) when they are missing. Run: `cargo test --features postgres,amqp --test distributed`.
 
 #[path = "../trove-amqp/tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod broker;
 
 use std::path::{Path, PathBuf};
@@ -363,8 +363,25 @@ async fn seed(store: DynStore) {
     .expect("flavor");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
+/// Everything one run needs; dropped in field order (roles, broker, database, leftovers, files).
+struct Setup {
+    d: Deployment,
+    rabbit: broker::PrivateBroker,
+    store: DynStore,
+    run: String,
+    _db: Database,
+    _reaper: Reaper,
+    _tmp: tempfile::TempDir,
+}
+
+/// The tests share the machine's two cores: one deployment at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A fresh database, a private broker, and the shared config file; `extra_toml` is appended to it.
+async fn setup(
+    port_offset: u16,
+    extra_toml: impl FnOnce(&broker::PrivateBroker) -> String,
+) -> Setup {
     let tmp = tempfile::Builder::new()
         .prefix("trove-dist")
         .tempdir()
@@ -375,22 +392,23 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
     )
     .expect("chmod");
     let dir = tmp.path().to_path_buf();
-    let _reaper = Reaper(dir.clone());
+    let reaper = Reaper(dir.clone());
     let db = Database::create();
-    let mut rabbit = tokio::task::spawn_blocking(broker::PrivateBroker::start)
+    let rabbit = tokio::task::spawn_blocking(broker::PrivateBroker::start)
         .await
         .expect("private broker");
     let run = Uuid::new_v4().simple().to_string();
     let api_port = free_port();
-    let port_min = 37000 + (std::process::id() % 100) as u16 * 20;
+    let port_min = 37000 + (std::process::id() % 50) as u16 * 40 + port_offset;
     // The shared file names the deployment; the environment overrides what is per run (as an operator would).
     std::fs::write(
         dir.join("trove.toml"),
         format!(
             "[amqp]\nport = {}\nexchange = \"trove-dist-{run}\"\n[core]\nreport_interval = {REPORT_INTERVAL_SECS}\n\
-             agent_heartbeat_expiry = {HEARTBEAT_EXPIRY_SECS}\nhealth_sweep_interval = 1\n[compute]\nstate_dir = \"{}\"\n",
+             agent_heartbeat_expiry = {HEARTBEAT_EXPIRY_SECS}\nhealth_sweep_interval = 1\n[compute]\nstate_dir = \"{}\"\n{}",
             rabbit.port,
-            dir.join("state").display()
+            dir.join("state").display(),
+            extra_toml(&rabbit),
         ),
     )
     .expect("config");
@@ -420,12 +438,35 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
         .await
         .expect("open the fresh database");
     seed(store.clone()).await;
-    let d = Deployment {
-        dir: dir.clone(),
-        env,
-        api_url: format!("http://127.0.0.1:{api_port}"),
-        http: reqwest::Client::new(),
-    };
+    Setup {
+        d: Deployment {
+            dir,
+            env,
+            api_url: format!("http://127.0.0.1:{api_port}"),
+            http: reqwest::Client::new(),
+        },
+        rabbit,
+        store,
+        run,
+        _db: db,
+        _reaper: reaper,
+        _tmp: tmp,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Setup {
+        d,
+        mut rabbit,
+        store,
+        run,
+        _db,
+        _reaper,
+        _tmp,
+    } = setup(0, |_| String::new()).await;
+    let dir = d.dir.clone();
     let mut conductor = d.start("trove-conductor", "1", &[]);
     let mut tm = d.start(
         "trove-taskmanager",
@@ -631,4 +672,130 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
     }
     drop((api, tm2, conductor));
     drop(rabbit);
+}
+
+/// `rabbitmqctl list_users` on the private node.
+fn list_users(b: &broker::PrivateBroker) -> String {
+    let out = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+        .envs(b.ctl_env().iter().filter_map(|kv| kv.split_once('=')))
+        .args(["-q", "list_users"])
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl list_users: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Per-guest broker credentials in the deployment: each guest process runs with a broker user of its own, which can
+/// serve its own queue and report to the conductor but cannot read another guest's queue; delete removes the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_guest_broker_users() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = setup(20, |b| {
+        let env: Vec<String> = b.ctl_env().iter().map(|e| format!("{e:?}")).collect();
+        format!(
+            "[guest]\ncredentials = \"per-guest\"\nrabbitmqctl = \"/usr/lib/rabbitmq/bin/rabbitmqctl\"\n\
+             rabbitmqctl_env = [{}]\n",
+            env.join(", ")
+        )
+    })
+    .await;
+    let d = &s.d;
+    let mut conductor = d.start("trove-conductor", "1", &[]);
+    let mut tm = d.start("trove-taskmanager", "1", &[]);
+    let mut api = d.start("trove-api", "1", &[]);
+    let (a, b) = (d.create("ga").await, d.create("gb").await);
+    for id in [a, b] {
+        d.wait_active(
+            id,
+            Duration::from_secs(120),
+            &mut [&mut conductor, &mut tm, &mut api],
+        )
+        .await;
+        // Heartbeats travel with the guest's own user (it may publish to the conductor).
+        let hb = next_heartbeat(&s.store, id, None, Duration::from_secs(10)).await;
+        next_heartbeat(&s.store, id, Some(hb), Duration::from_secs(10)).await;
+    }
+    let guest_file = |id: Uuid| {
+        trove::backends::local::GuestFile::read(
+            &d.dir
+                .join("state")
+                .join("servers")
+                .join(id.to_string())
+                .join(trove::backends::local::GUEST_FILE),
+        )
+        .expect("guest file")
+    };
+    let (fa, fb) = (guest_file(a), guest_file(b));
+    let mut ca: trove_amqp::AmqpConfig = serde_json::from_value(fa.bus.clone()).expect("a's bus");
+    let cb: trove_amqp::AmqpConfig = serde_json::from_value(fb.bus.clone()).expect("b's bus");
+    assert_eq!(ca.username, format!("trove-guest-{a}"));
+    assert_eq!(cb.username, format!("trove-guest-{b}"));
+    assert_ne!(ca.password.expose(), cb.password.expose());
+    assert_ne!(
+        ca.password.expose(),
+        "guest",
+        "not the control plane's password"
+    );
+    assert_ne!(fa.key, fb.key, "each guest signs with its own key");
+    for (f, id) in [(&fa, a), (&fb, b)] {
+        let mode = std::fs::metadata(f.spec.server_dir.join(trove::backends::local::GUEST_FILE))
+            .expect("meta")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600,
+            "guest file of {id} is private"
+        );
+    }
+    // Guest a's user cannot read guest b's queue, nor the conductor's.
+    ca.publish_timeout_ms = 3_000;
+    let as_a = trove_amqp::AmqpBus::connect(ca.clone())
+        .await
+        .expect("a's user connects");
+    let other = as_a.subscribe(&trove::core::rpc::guest_topic(b)).await;
+    assert!(other.is_err(), "guest a must not consume guest b's queue");
+    let cond = as_a.subscribe(CONDUCTOR_TOPIC).await;
+    assert!(
+        cond.is_err(),
+        "guest a must not consume the conductor's queue"
+    );
+    as_a.close().await;
+    // b is still served and reporting.
+    let hb = next_heartbeat(&s.store, b, None, Duration::from_secs(10)).await;
+    next_heartbeat(&s.store, b, Some(hb), Duration::from_secs(10)).await;
+
+    // Delete a: its broker user is gone, b's stays.
+    let (code, body) = d
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1.0/t1/instances/{a}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 202, "delete: {body}");
+    let start = Instant::now();
+    while d.status(a).await.0 != 404 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{a} never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let users = list_users(&s.rabbit);
+    assert!(
+        !users.contains(&format!("trove-guest-{a}")),
+        "a's user left: {users}"
+    );
+    assert!(
+        users.contains(&format!("trove-guest-{b}")),
+        "b's user missing: {users}"
+    );
+    let gone = trove_amqp::AmqpBus::connect(ca).await;
+    assert!(gone.is_err(), "a's credentials no longer connect");
+    assert_eq!(d.status(b).await.1, "ACTIVE");
+    drop((api, tm, conductor));
 }

@@ -159,6 +159,19 @@ impl PrivateBroker {
             )
     }
 
+    /// The environment `rabbitmqctl` needs for this node, as `NAME=VALUE`.
+    pub fn ctl_env(&self) -> Vec<String> {
+        vec![
+            format!("HOME={}", self.dir.path().display()),
+            format!("RABBITMQ_NODENAME={}", self.node),
+            format!("ERL_EPMD_PORT={}", self.epmd_port),
+            format!(
+                "RABBITMQ_CONF_ENV_FILE={}",
+                self.path("rabbitmq-env.conf").display()
+            ),
+        ]
+    }
+
     /// Runs `rabbitmqctl` against this node; panics when it fails.
     pub fn ctl(&self, args: &[&str]) {
         let out = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
