@@ -5,10 +5,12 @@
 //! openstack --os-auth-type none --os-endpoint http://127.0.0.1:8779/v1.0/demo datastore list
 //! ```
 //!
-//! Embedded defaults: the SQLite store in the state directory, the in-process message bus, in-process guest
-//! agents, and `noauth` (the tenant is the one in the URL). On first start it registers a standard set of
-//! flavors and datastore versions (unless `--no-seed`). It prints `listening on ADDR` once it accepts requests
-//! and stops cleanly on Ctrl-C or SIGTERM.
+//! Embedded defaults (see `trove::embedded`): the SQLite store in the state directory, the in-process message
+//! bus, local-process compute running REAL engines (MariaDB, PostgreSQL, Redis found on the machine) under
+//! in-process guest agents, directory volumes, filesystem backups, and `noauth` (the tenant is the one in the
+//! URL). It registers a datastore per engine found and default flavors (unless `--no-seed`), reports missing
+//! engines, prints `listening on ADDR` once it accepts requests and stops cleanly on Ctrl-C or SIGTERM; engines
+//! keep running and are re-adopted at the next start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,13 +18,12 @@ use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use trove::backends::auth::{load_token_file, KeystoneAuth, KeystoneConfig, NoAuth};
-use trove::backends::sql::{self, StoreLocation};
-use trove::core::api::{ConfigParamSpec, DatastoreVersionSpec};
-use trove::core::model::{Flavor, ParamType, Secret};
-use trove::core::ports::{DynAuthenticator, RequestContext, SystemClock};
-use trove::core::{CoreConfig, Result};
+use trove::backends::sql::StoreLocation;
+use trove::core::model::Secret;
+use trove::core::ports::DynAuthenticator;
+use trove::core::Result;
+use trove::embedded::{Embedded, EmbeddedOptions};
 use trove::http::{router, HttpConfig, RateLimits};
-use trove::InMemoryParts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum AuthMode {
@@ -104,74 +105,6 @@ fn authenticator(args: &Args) -> Result<DynAuthenticator> {
     })
 }
 
-/// Registers standard flavors and datastore versions when the store has none (first start).
-async fn seed(api: &trove::core::api::ApiService) -> Result<()> {
-    let admin = RequestContext::admin("all-in-one");
-    if api.list_flavors(&admin).await?.is_empty() {
-        for (id, name, ram_mb, vcpus, disk_gb) in [
-            ("1", "m1.tiny", 512, 1, 1),
-            ("2", "m1.small", 2048, 1, 20),
-            ("3", "m1.medium", 4096, 2, 40),
-            ("4", "m1.large", 8192, 4, 80),
-            ("5", "m1.xlarge", 16384, 8, 160),
-        ] {
-            let f = Flavor {
-                id: id.into(),
-                name: name.into(),
-                ram_mb,
-                vcpus,
-                disk_gb,
-                ephemeral_gb: 0,
-            };
-            api.mgmt_put_flavor(&admin, f).await?;
-        }
-    }
-    if api.list_datastores(&admin).await?.is_empty() {
-        for (ds, version, manager) in [
-            ("mysql", "5.7", "mysql"),
-            ("mariadb", "10.11", "mariadb"),
-            ("postgresql", "15", "postgresql"),
-        ] {
-            let spec = DatastoreVersionSpec {
-                datastore_name: ds.into(),
-                name: version.into(),
-                manager: manager.into(),
-                image: String::new(),
-                packages: String::new(),
-                active: true,
-                version: Some(version.into()),
-                default: true,
-            };
-            let v = api.mgmt_create_datastore_version(&admin, spec).await?;
-            // A few validation rules, so configuration groups work out of the box.
-            let rules: &[(&str, bool, i64, i64)] = if manager == "postgresql" {
-                &[
-                    ("max_connections", true, 10, 10_000),
-                    ("work_mem", false, 64, 2_097_151),
-                ]
-            } else {
-                &[
-                    ("max_connections", false, 1, 100_000),
-                    ("connect_timeout", false, 2, 31_536_000),
-                    ("wait_timeout", false, 1, 31_536_000),
-                ]
-            };
-            for (name, restart_required, min, max) in rules {
-                let spec = ConfigParamSpec {
-                    name: (*name).into(),
-                    data_type: ParamType::Integer,
-                    restart_required: *restart_required,
-                    min: Some((*min).into()),
-                    max: Some((*max).into()),
-                };
-                api.mgmt_create_parameter(&admin, v.version.id, spec)
-                    .await?;
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -194,19 +127,27 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let location = StoreLocation::from_options(args.state_dir.clone(), args.database_url.clone());
-    let store = sql::open(&location).await?;
-    let config = CoreConfig::default();
     let auth = authenticator(&args)?;
-    let cp = InMemoryParts::new(config, Arc::new(SystemClock))
-        .builder()
-        .store(store)
-        .authenticator(auth.clone())
-        .start()
-        .await?;
-    if !args.no_seed {
-        seed(&cp.api()).await?;
+    let mut opts = EmbeddedOptions::new(
+        args.state_dir
+            .clone()
+            .unwrap_or_else(StoreLocation::default_state_dir),
+    );
+    opts.database_url = args.database_url.clone();
+    opts.seed = !args.no_seed;
+    let embedded = Embedded::start(opts, auth.clone()).await?;
+    for engine in &embedded.detection.found {
+        println!(
+            "trove all-in-one: engine {} {} ({})",
+            engine.manager,
+            engine.version,
+            engine.bin_dir.display()
+        );
     }
+    for (manager, why) in &embedded.detection.missing {
+        println!("trove all-in-one: engine {manager} not available: {why}");
+    }
+    let cp = embedded.control_plane();
     let http = HttpConfig {
         rate_limits: args.rate_limit.then(RateLimits::default),
         public_endpoint: args.public_endpoint.clone(),
@@ -227,13 +168,15 @@ async fn run(args: Args) -> Result<()> {
         .map_err(|e| trove::core::Error::backend("http", e, false))?;
     println!(
         "trove all-in-one: store {}, listening on {addr}",
-        location.display()
+        embedded.store_location
     );
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
-    cp.shutdown().await;
-    println!("trove all-in-one: stopped");
+    embedded.shutdown().await;
+    println!(
+        "trove all-in-one: stopped (engines keep running and are re-adopted at the next start)"
+    );
     served.map_err(|e| trove::core::Error::backend("http", e, false))
 }
 

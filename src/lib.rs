@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 pub mod control_plane;
+#[cfg(all(feature = "engines", any(feature = "sqlite", feature = "postgres")))]
+pub mod embedded;
 pub mod http;
 #[cfg(all(feature = "amqp", feature = "engines", feature = "postgres"))]
 pub mod service_config;

@@ -458,8 +458,7 @@ pub fn all_in_one_binary() -> PathBuf {
 impl AllInOne {
     /// Starts the server on an ephemeral port with a fresh state directory and `extra` arguments.
     pub fn start(extra: &[&str]) -> AllInOne {
-        let state = tempfile::tempdir().expect("tempdir");
-        AllInOne::start_in(state, extra)
+        AllInOne::start_in(engine_state_dir(), extra)
     }
 
     /// Starts the server on `state` (to test restarts).
@@ -519,7 +518,28 @@ impl Drop for AllInOne {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        kill_engines_under(self.state.path());
     }
+}
+
+/// A fresh state directory the engines (which run as an unprivileged user when the tests run as root) can
+/// traverse: 0711, not listable by others.
+pub fn engine_state_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod state dir");
+    state
+}
+
+/// Kills every engine process whose command line names a path under `dir` (engines outlive the control plane
+/// on purpose; a test must not leave them behind).
+pub fn kill_engines_under(dir: &Path) {
+    let _ = Command::new("pkill")
+        .arg("-9")
+        .arg("-f")
+        .arg(dir.to_string_lossy().as_ref())
+        .status();
 }
 
 /// A blocking JSON GET (status, body) for sync tests.

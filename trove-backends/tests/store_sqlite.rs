@@ -106,7 +106,7 @@ async fn bad_locations_are_refused_clearly() {
 }
 
 #[tokio::test]
-async fn a_new_state_dir_is_private() {
+async fn a_new_state_dir_is_traversable_and_its_database_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("new").join("state");
@@ -117,5 +117,10 @@ async fn a_new_state_dir_is_private() {
         .expect("state dir")
         .permissions()
         .mode();
-    assert_eq!(mode & 0o777, 0o700, "state dir mode {mode:o}");
+    assert_eq!(mode & 0o777, 0o711, "state dir mode {mode:o}");
+    let db = std::fs::metadata(state.join("trove.sqlite"))
+        .expect("database file")
+        .permissions()
+        .mode();
+    assert_eq!(db & 0o777, 0o600, "database file mode {db:o}");
 }

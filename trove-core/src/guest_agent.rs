@@ -374,6 +374,12 @@ impl GuestLauncher for InProcessLauncher {
             self.report_interval,
             key,
         ));
+        // A guest relaunched beside an engine that was prepared before (control-plane restart, reboot) serves
+        // and heartbeats right away; one whose engine was never prepared waits for `prepare`.
+        let engine = strategy.status().await.status;
+        if !matches!(engine, ServiceStatus::New | ServiceStatus::Building) {
+            agent.assume_prepared();
+        }
         let sub = agent.subscribe().await?;
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(agent.serve(sub, rx));

@@ -832,3 +832,29 @@ mod tests {
         ));
     }
 }
+
+/// Validation rules shipped with trove-rs for a manager, in upstream's validation-rules format (a curated set of
+/// the most used parameters; load a fuller file with `db_load_datastore_config_parameters`).
+pub fn default_validation_rules(manager: Manager) -> Option<&'static str> {
+    match manager {
+        Manager::Mysql | Manager::Mariadb => Some(include_str!("../rules/mysql.json")),
+        Manager::Postgresql => Some(include_str!("../rules/postgresql.json")),
+        Manager::Redis => Some(include_str!("../rules/redis.json")),
+        Manager::Mongodb | Manager::Cassandra => None,
+    }
+}
+
+#[cfg(test)]
+mod shipped_rules {
+    use super::*;
+
+    #[test]
+    fn every_shipped_rules_file_parses() {
+        for m in Manager::ALL {
+            if let Some(text) = default_validation_rules(m) {
+                let rules = parse_validation_rules(text, Uuid::nil()).expect("shipped rules parse");
+                assert!(rules.len() >= 5, "{m}: {} rules", rules.len());
+            }
+        }
+    }
+}

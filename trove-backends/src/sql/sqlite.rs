@@ -42,11 +42,13 @@ impl SqliteStore {
             .parent()
             .filter(|d| !d.as_os_str().is_empty() && !d.exists())
         {
-            // A new state directory is private to its owner: the database describes every tenant's instances.
+            // A new state directory can be traversed but not listed by others (0711): engines run as an
+            // unprivileged user and must reach their own directories below it. The database files themselves are
+            // private to the owner (0600, below), as they describe every tenant's instances.
             let mut builder = std::fs::DirBuilder::new();
             builder.recursive(true);
             #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o711);
             builder.create(dir).map_err(|e| Error::Backend {
                 backend: Self::BACKEND,
                 message: format!("cannot create the state directory {}: {e}", dir.display()),
@@ -70,6 +72,22 @@ impl SqliteStore {
                 message: format!("cannot open {}: {e}", path.display()),
                 transient: false,
             })?;
+        #[cfg(unix)]
+        for suffix in ["", "-wal", "-shm"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let file = std::path::PathBuf::from(file);
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                    |e| Error::Backend {
+                        backend: Self::BACKEND,
+                        message: format!("cannot make {} private: {e}", file.display()),
+                        transient: false,
+                    },
+                )?;
+            }
+        }
         Ok(SqliteStore {
             pool,
             gate: Arc::new(Mutex::new(())),

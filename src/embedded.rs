@@ -1,0 +1,208 @@
+//! The embedded (one-process) deployment that `examples/all-in-one` runs: the SQLite store in a state directory
+//! (or any store URL), the in-process bus, local-process compute with REAL engines supervised by in-process guest
+//! agents, directory volumes and filesystem backups.
+//!
+//! At every start it registers a datastore for each engine found on the machine that has none yet (with its
+//! shipped configuration rules) and a standard set of flavors when there are none; engines that are missing are
+//! reported in [`Embedded::detection`] and their datastores left out. Servers found in the state directory are
+//! re-adopted: their engines keep running across restarts of the control plane.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use trove_backends::local::{DirBlockStorage, FsBackupStore, LocalCompute, LocalComputeConfig};
+use trove_backends::sql::{self, StoreLocation};
+use trove_core::guest_agent::InProcessLauncher;
+use trove_core::manage::{default_validation_rules, Manage, VersionUpdate};
+use trove_core::memory::MemoryBus;
+use trove_core::model::Flavor;
+use trove_core::ports::{DynAuthenticator, DynClock, DynStore, StrategyFactory, SystemClock};
+use trove_core::{CoreConfig, Result};
+use trove_guest::{
+    detect_engines, DetectedEngine, EngineConfig, EngineDetection, EngineStrategyFactory,
+};
+
+use crate::control_plane::ControlPlane;
+
+/// How to start the embedded deployment.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Directory for servers, volumes and backups (and the SQLite store unless `database_url` is given).
+    pub state_dir: PathBuf,
+    /// Infrastructure database URL instead of `<state_dir>/trove.sqlite`.
+    pub database_url: Option<String>,
+    /// Control-plane settings.
+    pub config: CoreConfig,
+    /// How engines run (OS user, timeouts).
+    pub engines: EngineConfig,
+    /// Register datastores for detected engines and default flavors.
+    pub seed: bool,
+    /// How often crashed engines are looked for (and restarted, a bounded number of times).
+    pub supervise_interval: Duration,
+}
+
+impl EmbeddedOptions {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: impl Into<PathBuf>) -> EmbeddedOptions {
+        EmbeddedOptions {
+            state_dir: state_dir.into(),
+            database_url: None,
+            config: CoreConfig::default(),
+            engines: EngineConfig::default(),
+            seed: true,
+            supervise_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running embedded deployment.
+pub struct Embedded {
+    control_plane: ControlPlane,
+    compute: Arc<LocalCompute>,
+    launcher: Arc<InProcessLauncher>,
+    supervisor: JoinHandle<()>,
+    /// Engines found on this machine, and the missing ones with the reason.
+    pub detection: EngineDetection,
+    /// Where the store lives (passwords masked).
+    pub store_location: String,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("store", &self.store_location)
+            .field("detection", &self.detection)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The flavors registered on first start: (id, name, RAM MB, vCPUs, disk GB).
+pub const DEFAULT_FLAVORS: [(&str, &str, u32, u32, u32); 6] = [
+    ("1", "m1.tiny", 512, 1, 1),
+    ("2", "m1.small", 2048, 1, 20),
+    ("3", "m1.medium", 4096, 2, 40),
+    ("4", "m1.large", 8192, 4, 80),
+    ("5", "m1.xlarge", 16384, 8, 160),
+    ("6", "d1.micro", 256, 1, 1),
+];
+
+/// Registers default flavors (when there are none) and, for every detected engine whose datastore does not exist
+/// yet, a datastore named after its manager with one active default version (the engine's version, its binary
+/// directory as image) and the shipped configuration rules. Idempotent; never changes what an operator set.
+pub async fn seed(store: DynStore, engines: &[DetectedEngine]) -> Result<()> {
+    let manage = Manage::new(store.clone());
+    if store.list_flavors().await?.is_empty() {
+        for (id, name, ram_mb, vcpus, disk_gb) in DEFAULT_FLAVORS {
+            let flavor = Flavor {
+                id: id.into(),
+                name: name.into(),
+                ram_mb,
+                vcpus,
+                disk_gb,
+                ephemeral_gb: 0,
+            };
+            manage.flavor_create(&flavor).await?;
+        }
+    }
+    for engine in engines {
+        let ds = engine.manager.as_str();
+        if store.get_datastore(ds).await?.is_some() {
+            continue;
+        }
+        let image = engine.bin_dir.to_string_lossy().into_owned();
+        let packages = engine.note.clone().unwrap_or_default();
+        let mut req = VersionUpdate::new(ds, &engine.version, ds, &image, "", "1")?;
+        req.packages = packages;
+        manage.datastore_version_update(&req).await?;
+        manage.datastore_update(ds, &engine.version).await?;
+        if let Some(rules) = default_validation_rules(engine.manager) {
+            manage
+                .db_load_datastore_config_parameters(ds, &engine.version, rules, None, |_, _| {})
+                .await?;
+        }
+        tracing::info!(datastore = ds, version = %engine.version, "registered datastore for a detected engine");
+    }
+    Ok(())
+}
+
+impl Embedded {
+    /// Opens the store (migrating it), composes the ports, starts the control plane and re-adopts servers.
+    pub async fn start(opts: EmbeddedOptions, auth: DynAuthenticator) -> Result<Embedded> {
+        let location =
+            StoreLocation::from_options(Some(opts.state_dir.clone()), opts.database_url.clone());
+        let store = sql::open(&location).await?;
+        let detection = detect_engines();
+        for (manager, why) in &detection.missing {
+            tracing::warn!(%manager, reason = %why, "engine not found; its datastore is left out");
+        }
+        if opts.seed {
+            seed(store.clone(), &detection.found).await?;
+        }
+        let clock: DynClock = Arc::new(SystemClock);
+        let bus = Arc::new(MemoryBus::new());
+        let engines: Arc<dyn StrategyFactory> =
+            Arc::new(EngineStrategyFactory::new(opts.engines.clone()));
+        let launcher = Arc::new(InProcessLauncher::new(
+            bus.clone(),
+            clock.clone(),
+            engines.clone(),
+            opts.config.report_interval,
+        ));
+        let compute = Arc::new(
+            LocalCompute::open(
+                LocalComputeConfig::single(&opts.state_dir),
+                launcher.clone(),
+            )?
+            .with_engines(engines),
+        );
+        let volumes = Arc::new(DirBlockStorage::open(opts.state_dir.join("volumes"))?);
+        let backups = Arc::new(FsBackupStore::open(opts.state_dir.join("backups"))?);
+        let control_plane = ControlPlane::builder()
+            .store(store)
+            .bus(bus)
+            .compute(compute.clone())
+            .block_storage(volumes)
+            .backup_store(backups)
+            .clock(clock)
+            .authenticator(auth)
+            .config(opts.config.clone())
+            .in_process_launcher(launcher.clone())
+            .start()
+            .await?;
+        let adopted = compute.adopt_all().await;
+        if !adopted.is_empty() {
+            tracing::info!(
+                count = adopted.len(),
+                "re-adopted servers from the state directory"
+            );
+        }
+        let supervisor = compute.supervise(opts.supervise_interval);
+        Ok(Embedded {
+            control_plane,
+            compute,
+            launcher,
+            supervisor,
+            detection,
+            store_location: location.display(),
+        })
+    }
+
+    /// The running control plane.
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.control_plane
+    }
+
+    /// The local compute (servers, ports, engines).
+    pub fn compute(&self) -> &Arc<LocalCompute> {
+        &self.compute
+    }
+
+    /// Stops the control plane and the guest agents; engines keep running and are re-adopted at the next start.
+    pub async fn shutdown(self) {
+        self.supervisor.abort();
+        self.control_plane.shutdown().await;
+        self.launcher.shutdown_all().await;
+    }
+}
