@@ -56,9 +56,17 @@ pub enum StoreLocation {
 }
 
 impl StoreLocation {
-    /// The per-user state directory the all-in-one and `trove-manage` use by default:
+    /// The per-user state directory the all-in-one and `trove-manage` use by default: `/var/lib/trove-rs` for
+    /// root (engines run as an unprivileged user and could not reach a directory under `/root`), otherwise
     /// `$XDG_DATA_HOME/trove-rs`, else `$HOME/.local/share/trove-rs`, else `./trove-rs`.
     pub fn default_state_dir() -> PathBuf {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+                return PathBuf::from("/var/lib/trove-rs");
+            }
+        }
         if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
             return PathBuf::from(d).join("trove-rs");
         }
