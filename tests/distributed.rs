@@ -571,6 +571,7 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
     });
     let mut last = before;
     let mut max_gap = Duration::ZERO;
+    let mut seen = std::collections::BTreeSet::new();
     let rabbit_back = loop {
         tokio::select! {
             r = &mut r2 => break r.expect("broker restart"),
@@ -580,6 +581,10 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
                 }
                 let gap = (chrono::Utc::now() - last).to_std().unwrap_or_default();
                 max_gap = max_gap.max(gap);
+                // The API (store only) keeps answering, and the instance never shows an error state.
+                let (code, status) = d.status(first).await;
+                assert_eq!(code, 200, "the API answers during the broker outage");
+                seen.insert(status);
             }
         }
     };
@@ -593,7 +598,12 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
     )
     .await;
     max_gap = max_gap.max((after - last).to_std().unwrap_or_default());
-    eprintln!("largest heartbeat gap over the broker restart: {max_gap:?}");
+    eprintln!("largest heartbeat gap over the broker restart: {max_gap:?}; statuses seen {seen:?}");
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["ACTIVE".to_string()],
+        "the instance stays ACTIVE through the broker restart"
+    );
     assert!(
         max_gap < Duration::from_secs(HEARTBEAT_EXPIRY_SECS),
         "heartbeat gap {max_gap:?} exceeds the expiry"
