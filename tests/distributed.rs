@@ -774,7 +774,49 @@ async fn per_guest_broker_users() {
         "guest a must not consume the conductor's queue"
     );
     as_a.close().await;
-    // b is still served and reporting.
+    // A report for b signed with a's (valid) key is rejected, and logged without either key.
+    let mut cp_cfg = broker::unique_config(s.rabbit.port);
+    cp_cfg.exchange = format!("trove-dist-{}", s.run);
+    cp_cfg.queue_prefix = format!("d{}.", &s.run[..10]);
+    let cp = trove_amqp::AmqpBus::connect(cp_cfg)
+        .await
+        .expect("control-plane user connects");
+    let forged = Envelope::new(
+        trove::core::conductor::guest_sender(b),
+        ConductorRequest::Heartbeat {
+            instance_id: b,
+            status: ServiceStatus::Shutdown,
+            reason: Some("forged by a".into()),
+            fs: None,
+        },
+    )
+    .signed(&fa.key)
+    .expect("sign")
+    .encode()
+    .expect("encode");
+    cp.cast(CONDUCTOR_TOPIC, forged).await.expect("cast");
+    let start = Instant::now();
+    while !conductor
+        .log()
+        .lines()
+        .any(|l| l.contains("rejecting a guest report") && l.contains(&b.to_string()))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no rejection of the report signed by another guest:\n{}",
+            conductor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = conductor.log();
+    assert!(
+        !log.contains(fa.key.expose()) && !log.contains(fb.key.expose()),
+        "a key was logged"
+    );
+    cp.close().await;
+    // b is still served and reporting, and was never marked shut down.
+    let (st, _) = heartbeat_at(&s.store, b).await.expect("status of b");
+    assert_eq!(st, ServiceStatus::Healthy);
     let hb = next_heartbeat(&s.store, b, None, Duration::from_secs(10)).await;
     next_heartbeat(&s.store, b, Some(hb), Duration::from_secs(10)).await;
 
