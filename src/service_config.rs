@@ -70,10 +70,21 @@ impl std::fmt::Debug for DatabaseConfig {
 pub struct ApiConfig {
     /// Address to serve on.
     pub listen: SocketAddr,
-    /// `noauth` (the tenant is the URL's) or `noauth-admin` (every caller is admin: single-operator installs).
+    /// `noauth` (the tenant is the URL's), `noauth-admin` (every caller is admin: single-operator installs),
+    /// `token-file` (tokens listed in `token_file`) or `keystone` (Keystone v3 validation).
     pub auth: String,
     /// Base URL used in links.
     pub public_endpoint: Option<String>,
+    /// Token file for `auth = "token-file"` (one `TOKEN PROJECT USER [ROLES]` per line).
+    pub token_file: Option<PathBuf>,
+    /// Keystone v3 URL for `auth = "keystone"`.
+    pub keystone_url: String,
+    /// Keystone service user.
+    pub keystone_user: String,
+    /// Keystone service user's password.
+    pub keystone_password: Secret,
+    /// Keystone service project.
+    pub keystone_project: String,
 }
 
 impl Default for ApiConfig {
@@ -82,6 +93,11 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8779)),
             auth: "noauth".into(),
             public_endpoint: None,
+            token_file: None,
+            keystone_url: "http://127.0.0.1:5000/v3".into(),
+            keystone_user: "trove".into(),
+            keystone_password: Secret::default(),
+            keystone_project: "service".into(),
         }
     }
 }
@@ -312,8 +328,24 @@ impl ServiceConfig {
         match self.api.auth.as_str() {
             "noauth" => Ok(Arc::new(trove_backends::auth::NoAuth::new())),
             "noauth-admin" => Ok(Arc::new(trove_backends::auth::NoAuth::admin())),
+            "token-file" => {
+                let path =
+                    self.api.token_file.as_ref().ok_or_else(|| {
+                        config_err("api.auth = \"token-file\" needs api.token_file")
+                    })?;
+                Ok(Arc::new(trove_backends::auth::load_token_file(path)?))
+            }
+            "keystone" => Ok(Arc::new(trove_backends::auth::KeystoneAuth::new(
+                trove_backends::auth::KeystoneConfig {
+                    auth_url: self.api.keystone_url.clone(),
+                    username: self.api.keystone_user.clone(),
+                    password: self.api.keystone_password.clone(),
+                    project_name: self.api.keystone_project.clone(),
+                    ..Default::default()
+                },
+            )?)),
             other => Err(config_err(format!(
-                "api.auth '{other}' is not one of noauth, noauth-admin"
+                "api.auth '{other}' is not one of noauth, noauth-admin, token-file, keystone"
             ))),
         }
     }
@@ -724,6 +756,21 @@ mod tests {
         let cfg =
             ServiceConfig::from_toml_str("[api]\nauth = \"magic\"\n", env(&[])).expect("parses");
         assert!(cfg.authenticator().is_err());
+        let cfg = ServiceConfig::from_toml_str("[api]\nauth = \"token-file\"\n", env(&[]))
+            .expect("parses");
+        let e = cfg
+            .authenticator()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("api.token_file"), "{e}");
+        let cfg = ServiceConfig::from_toml_str(
+            "[api]\nauth = \"keystone\"\nkeystone_password = \"ks-pw\"\n",
+            env(&[]),
+        )
+        .expect("parses");
+        assert!(cfg.authenticator().is_ok());
+        assert!(!format!("{cfg:?}").contains("ks-pw"));
         let cfg = ServiceConfig::from_toml_str("[guest]\ncredentials = \"x\"\n", env(&[]))
             .expect("parses");
         assert!(cfg.guest_bus_access().is_err());
