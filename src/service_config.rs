@@ -411,11 +411,15 @@ impl ServiceConfig {
     }
 
     /// Local compute whose guests are `trove-guestagent` processes (given `config_file`, when the roles were
-    /// started with one), and directory volumes, under `compute.state_dir`.
+    /// started with one), directory volumes under `compute.state_dir`, and the launcher (for supervision).
     pub fn local_compute(
         &self,
         config_file: Option<&Path>,
-    ) -> Result<(Arc<LocalCompute>, Arc<DirBlockStorage>)> {
+    ) -> Result<(
+        Arc<LocalCompute>,
+        Arc<DirBlockStorage>,
+        Arc<ProcessLauncher>,
+    )> {
         let mut lc =
             ProcessLauncherConfig::new(self.agent_program()?, self.compute.state_dir.join("run"));
         if let Some(p) = config_file {
@@ -430,10 +434,10 @@ impl ServiceConfig {
         }
         lc.stop_timeout = std::time::Duration::from_secs_f64(self.guest.stop_timeout);
         let launcher = Arc::new(ProcessLauncher::new(lc, self.guest_bus_access()?)?);
-        let compute =
-            LocalCompute::open(self.compute.local(), launcher)?.with_engines(self.engines());
+        let compute = LocalCompute::open(self.compute.local(), launcher.clone())?
+            .with_engines(self.engines());
         let volumes = DirBlockStorage::open(self.compute.state_dir.join("volumes"))?;
-        Ok((Arc::new(compute), Arc::new(volumes)))
+        Ok((Arc::new(compute), Arc::new(volumes), launcher))
     }
 }
 
@@ -586,7 +590,7 @@ pub async fn run_taskmanager(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let store = cfg.open_store().await?;
-    let (compute, volumes) = cfg.local_compute(config_file)?;
+    let (compute, volumes, launcher) = cfg.local_compute(config_file)?;
     let mut tm = trove_core::taskmanager::TaskManagerConfig::default();
     if let Some(w) = &cfg.taskmanager.worker_id {
         tm.worker_id = w.clone();
@@ -601,11 +605,18 @@ pub async fn run_taskmanager(
     }
     let worker = tm.worker_id.clone();
     let adopted = compute.adopt_all().await;
-    let supervisor = compute.supervise(
-        cfg.core
-            .report_interval
-            .max(std::time::Duration::from_secs(1)),
-    );
+    let interval = cfg
+        .core
+        .report_interval
+        .max(std::time::Duration::from_secs(1));
+    // Engines that crash are restarted (bounded); guest agent processes that end are relaunched.
+    let supervisor = compute.supervise(interval);
+    let agents = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            launcher.relaunch_dead().await;
+        }
+    });
     let cp = crate::ControlPlane::builder()
         .store(store)
         .bus(Arc::new(cfg.bus()))
@@ -623,6 +634,7 @@ pub async fn run_taskmanager(
     );
     shutdown.await;
     supervisor.abort();
+    agents.abort();
     cp.shutdown().await;
     Ok(())
 }

@@ -6,10 +6,12 @@
 //! Checked, in order: create through the REST API → ACTIVE with signed heartbeats arriving; a report signed with
 //! a wrong key is rejected and logged without any key; a broker restart → everything reconnects, no instance
 //! turns ERROR and no heartbeat gap exceeds the expiry; `kill -9` of the task manager during a create → a new one
-//! finishes it; delete stops the guest processes.
+//! finishes it; a `kill -9`ed guest agent is relaunched; delete stops the guest processes.
 //!
 //! Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust), RabbitMQ's server binaries and MariaDB; it fails
-//! (never skips) when they are missing. Run: `cargo test --features postgres,amqp --test distributed`.
+//! (never skips) when they are missing. Run: `cargo test --features postgres,amqp` or the nextest run of
+//! `tests/run.sh` (both build the examples). With a `--test distributed` filter cargo does NOT rebuild the
+//! examples: build them first (`cargo build --features postgres,amqp --examples`).
 
 #[path = "../trove-amqp/tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -615,6 +617,46 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
         d.status(first).await.1,
         "ACTIVE",
         "no ERROR after the broker restart"
+    );
+
+    // 3b. kill -9 of a guest agent: the task manager relaunches it; heartbeats resume, the instance stays ACTIVE.
+    let pid_file = dir.join("state").join("run").join(format!("{first}.pid"));
+    let agent_pid = |f: &Path| -> Option<u32> {
+        std::fs::read_to_string(f)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let old_pid = agent_pid(&pid_file).expect("the guest agent's pid is recorded");
+    let killed = Command::new("kill")
+        .args(["-KILL", &old_pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let killed_at = chrono::Utc::now();
+    let start = Instant::now();
+    loop {
+        let new_pid = agent_pid(&pid_file);
+        if new_pid
+            .is_some_and(|p| p != old_pid && std::path::Path::new(&format!("/proc/{p}")).exists())
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the killed guest agent was not relaunched; task manager log:\n{}",
+            tm.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    next_heartbeat(&store, first, Some(killed_at), Duration::from_secs(15)).await;
+    assert_eq!(
+        d.status(first).await.1,
+        "ACTIVE",
+        "ACTIVE after the agent restart"
     );
 
     // 4. kill -9 of the task manager during a create: a new one finishes it.

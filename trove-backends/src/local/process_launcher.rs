@@ -224,10 +224,54 @@ impl ProcessLauncher {
     }
 }
 
-#[async_trait]
-impl GuestLauncher for ProcessLauncher {
-    async fn launch(&self, spec: &GuestSpec) -> Result<()> {
+impl ProcessLauncher {
+    /// Relaunches every agent whose process ended although its server still exists (a crashed or killed agent):
+    /// the supervision a task manager runs periodically. Returns the instances relaunched.
+    pub async fn relaunch_dead(&self) -> Vec<Uuid> {
         let _guard = self.lock.lock().await;
+        let mut relaunched = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.config.run_dir) else {
+            return relaunched;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".pid"))
+                .and_then(|n| Uuid::parse_str(n).ok())
+            else {
+                continue;
+            };
+            if self.running_pid(id).is_some() {
+                continue;
+            }
+            let server_dir = std::fs::read_to_string(e.path())
+                .ok()
+                .and_then(|t| t.lines().nth(1).map(PathBuf::from));
+            let guest_file = server_dir.map(|d| d.join(GUEST_FILE));
+            match guest_file
+                .filter(|f| f.exists())
+                .map(|f| GuestFile::read(&f))
+            {
+                Some(Ok(g)) if g.spec.instance_id == id => {
+                    tracing::warn!(instance = %id, "guest agent process is gone; relaunching it");
+                    match self.launch_locked(&g.spec).await {
+                        Ok(()) => relaunched.push(id),
+                        Err(e) => {
+                            tracing::warn!(instance = %id, error = %e, "guest agent relaunch failed")
+                        }
+                    }
+                }
+                // The server is gone (or its file unreadable): nothing to supervise any more.
+                _ => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        relaunched
+    }
+
+    async fn launch_locked(&self, spec: &GuestSpec) -> Result<()> {
         let id = spec.instance_id;
         if self.running_pid(id).is_some() {
             return Ok(());
@@ -300,6 +344,14 @@ impl GuestLauncher for ProcessLauncher {
         // The child is reaped by the runtime when it ends; it runs on after this process ends.
         drop(child);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl GuestLauncher for ProcessLauncher {
+    async fn launch(&self, spec: &GuestSpec) -> Result<()> {
+        let _guard = self.lock.lock().await;
+        self.launch_locked(spec).await
     }
 
     async fn stop(&self, instance_id: Uuid) -> Result<()> {
