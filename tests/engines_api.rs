@@ -863,7 +863,8 @@ async fn lifecycle(ds: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let left = processes_mentioning(&server_dir.to_string_lossy());
+    let mut left = processes_mentioning(&server_dir.to_string_lossy());
+    left.extend(processes_mentioning(&volume_dir.to_string_lossy()));
     assert!(
         left.is_empty(),
         "processes left under the server dir: {left:?}"
