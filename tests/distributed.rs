@@ -552,6 +552,21 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
         !log.contains(real_key.trim()),
         "the guest key is not logged"
     );
+    let guest_log = std::fs::read_to_string(server_dir.join("guest-agent.log")).unwrap_or_default();
+    assert!(
+        guest_log.contains("guest agent serving"),
+        "the guest agent logs: {guest_log}"
+    );
+    for (what, text) in [
+        ("task manager", tm.log()),
+        ("api", api.log()),
+        ("guest agent", guest_log),
+    ] {
+        assert!(
+            !text.contains(real_key.trim()),
+            "the guest key appears in the {what} log"
+        );
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (s, _) = heartbeat_at(&store, first).await.expect("status");
     assert_eq!(
