@@ -13,8 +13,8 @@ mod volume;
 pub use backup::FsBackupStore;
 pub use compute::{LocalCompute, LocalComputeConfig, LocalHost};
 pub use process_launcher::{
-    GuestBusAccess, GuestFile, ProcessLauncher, ProcessLauncherConfig, ServerDirKeys, SharedBusAccess,
-    GUEST_FILE, KEY_FILE,
+    GuestBusAccess, GuestFile, ProcessLauncher, ProcessLauncherConfig, ServerDirKeys,
+    SharedBusAccess, GUEST_FILE, KEY_FILE,
 };
 pub use volume::DirBlockStorage;
 
