@@ -12,7 +12,8 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use trove_core::api::{
     BackupQuery, ConfigParamSpec, CreateBackup, CreateConfiguration, DatastoreVersionPatch,
-    DatastoreVersionSpec, MgmtAction, MgmtInstanceQuery, RestoreFrom, UpdateConfiguration, UserRef,
+    DatastoreVersionSpec, MgmtAction, MgmtInstanceQuery, PageRequest, RestoreFrom,
+    UpdateConfiguration, UserRef,
 };
 use trove_core::error::Error;
 use trove_core::model::{ParamType, Secret};
@@ -108,6 +109,19 @@ fn page<T>(
     Ok((items, next))
 }
 
+/// The page a listing asks for (`limit` capped by the configured maximum, the default page size without it),
+/// for listings the core pages itself before building views.
+fn page_request(s: &AppState, q: &Q) -> Result<PageRequest, ApiError> {
+    Ok(PageRequest {
+        limit: q
+            .limit()?
+            .unwrap_or(s.api.config().page_size)
+            .min(s.config.max_page_size)
+            .max(1),
+        marker: q.get("marker").map(str::to_string),
+    })
+}
+
 fn list_body(c: &Caller, key: &str, rows: Vec<Value>, next: Option<String>) -> Value {
     let mut o = Map::new();
     o.insert(key.into(), Value::Array(rows));
@@ -165,12 +179,11 @@ async fn instances_detail(State(s): State<AppState>, c: Caller, q: Q) -> JsonRes
 }
 
 async fn instances_index(s: AppState, c: Caller, q: Q, detail: bool) -> JsonResult {
-    let mut all = s
+    let page = page_request(&s, &q)?;
+    let (rows, next) = s
         .api
-        .list_instances(&c.ctx, q.flag("include_clustered"))
+        .list_instances_page(&c.ctx, q.flag("include_clustered"), &page)
         .await?;
-    all.sort_by_key(|v| std::cmp::Reverse(v.instance.created));
-    let (rows, next) = page(&s, &q, all, |v| v.instance.id.to_string())?;
     let rows = rows
         .iter()
         .map(|v| views::instance(&c, v, detail))
@@ -1131,9 +1144,8 @@ async fn mgmt_instances_list(State(s): State<AppState>, c: Caller, q: Q) -> Json
         include_clustered: q.flag("include_clustered"),
         project_id: q.get("project_id").map(str::to_string),
     };
-    let mut all = s.api.mgmt_list_instances(&c.ctx, query).await?;
-    all.sort_by_key(|v| std::cmp::Reverse(v.instance.created));
-    let (rows, next) = page(&s, &q, all, |v| v.instance.id.to_string())?;
+    let page = page_request(&s, &q)?;
+    let (rows, next) = s.api.mgmt_list_instances_page(&c.ctx, query, &page).await?;
     let rows = rows.iter().map(|v| views::mgmt_instance(&c, v)).collect();
     ok(list_body(&c, "instances", rows, next))
 }

@@ -297,6 +297,15 @@ pub struct MgmtInstanceQuery {
     pub project_id: Option<String>,
 }
 
+/// A page of a listing: at most `limit` rows after the row whose id is `marker` (from the start without one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// Most rows on the page (0 is taken as 1).
+    pub limit: usize,
+    /// Id of the last row of the previous page.
+    pub marker: Option<String>,
+}
+
 /// Mgmt instance actions (`POST /mgmt/instances/{id}/action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -548,25 +557,54 @@ impl ApiService {
         Ok((v, ds))
     }
 
-    async fn view_with(
+    /// The view of one instance from its already fetched parts (list and show share this).
+    #[allow(clippy::too_many_arguments)]
+    fn assemble_view(
         &self,
         inst: Instance,
         st: Option<ServiceStatusRecord>,
         backup_running: bool,
-    ) -> Result<InstanceView> {
+        datastore_version: DatastoreVersion,
+        datastore: Datastore,
+        configuration: Option<(Uuid, String)>,
+        replicas: Vec<Uuid>,
+    ) -> InstanceView {
         let st = self.effective_service(&inst, st);
         let state = Self::instance_state(&inst, st.as_ref(), backup_running);
-        let (datastore_version, datastore) = self
-            .version_and_datastore(inst.datastore_version_id)
-            .await?;
-        let configuration = match inst.configuration_id {
+        InstanceView {
+            status: api_status(&state).to_string(),
+            operating_status: operating_status(&state).to_string(),
+            instance: inst,
+            service: st,
+            datastore,
+            datastore_version,
+            configuration,
+            replicas,
+            password: None,
+        }
+    }
+
+    async fn configuration_ref(&self, id: Option<Uuid>) -> Result<Option<(Uuid, String)>> {
+        Ok(match id {
             Some(c) => self
                 .store
                 .get_configuration(c)
                 .await?
                 .map(|c| (c.id, c.name)),
             None => None,
-        };
+        })
+    }
+
+    async fn view_with(
+        &self,
+        inst: Instance,
+        st: Option<ServiceStatusRecord>,
+        backup_running: bool,
+    ) -> Result<InstanceView> {
+        let (datastore_version, datastore) = self
+            .version_and_datastore(inst.datastore_version_id)
+            .await?;
+        let configuration = self.configuration_ref(inst.configuration_id).await?;
         let replicas = self
             .store
             .list_instances(&InstanceFilter {
@@ -578,17 +616,15 @@ impl ApiService {
             .into_iter()
             .map(|r| r.id)
             .collect();
-        Ok(InstanceView {
-            status: api_status(&state).to_string(),
-            operating_status: operating_status(&state).to_string(),
-            instance: inst,
-            service: st,
-            datastore,
+        Ok(self.assemble_view(
+            inst,
+            st,
+            backup_running,
             datastore_version,
+            datastore,
             configuration,
             replicas,
-            password: None,
-        })
+        ))
     }
 
     async fn view(&self, inst: Instance) -> Result<InstanceView> {
@@ -597,7 +633,13 @@ impl ApiService {
         self.view_with(inst, st, running).await
     }
 
+    /// Views of many instances with a fixed number of store queries: one for the service statuses, one for
+    /// the replicas, one backup listing per tenant, and one lookup per distinct datastore version and
+    /// configuration group (not per instance).
     async fn views(&self, instances: Vec<Instance>) -> Result<Vec<InstanceView>> {
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
         let ids: Vec<Uuid> = instances.iter().map(|i| i.id).collect();
         let mut statuses: HashMap<Uuid, ServiceStatusRecord> = self
             .store
@@ -606,6 +648,10 @@ impl ApiService {
             .into_iter()
             .map(|s| (s.instance_id, s))
             .collect();
+        let mut replicas: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for (source, replica) in self.store.list_replica_ids(&ids).await? {
+            replicas.entry(source).or_default().push(replica);
+        }
         // Instances with a running backup show BACKUP: one backup query per tenant in the list.
         let mut tenants: Vec<&str> = instances.iter().map(|i| i.tenant_id.as_str()).collect();
         tenants.sort_unstable();
@@ -622,13 +668,75 @@ impl ApiService {
                 }
             }
         }
+        let mut versions: HashMap<Uuid, (DatastoreVersion, Datastore)> = HashMap::new();
+        let mut configurations: HashMap<Uuid, Option<(Uuid, String)>> = HashMap::new();
+        for inst in &instances {
+            if !versions.contains_key(&inst.datastore_version_id) {
+                let vd = self
+                    .version_and_datastore(inst.datastore_version_id)
+                    .await?;
+                versions.insert(inst.datastore_version_id, vd);
+            }
+            if let Some(c) = inst.configuration_id {
+                if !configurations.contains_key(&c) {
+                    let r = self.configuration_ref(Some(c)).await?;
+                    configurations.insert(c, r);
+                }
+            }
+        }
         let mut out = Vec::with_capacity(instances.len());
         for inst in instances {
             let st = statuses.remove(&inst.id);
             let running = backing_up.contains(&inst.id);
-            out.push(self.view_with(inst, st, running).await?);
+            let (datastore_version, datastore) = versions
+                .get(&inst.datastore_version_id)
+                .cloned()
+                .ok_or_else(|| Error::not_found("Datastore version", inst.datastore_version_id))?;
+            let configuration = inst
+                .configuration_id
+                .and_then(|c| configurations.get(&c).cloned().flatten());
+            let replicas = replicas.remove(&inst.id).unwrap_or_default();
+            out.push(self.assemble_view(
+                inst,
+                st,
+                running,
+                datastore_version,
+                datastore,
+                configuration,
+                replicas,
+            ));
         }
         Ok(out)
+    }
+
+    /// One page of `instances` (already in listing order) by `limit`/`marker` (the marker is the id of the
+    /// last instance of the previous page), with views built for that page only, and the next page's marker
+    /// when more instances follow.
+    async fn views_page(
+        &self,
+        mut instances: Vec<Instance>,
+        page: &PageRequest,
+    ) -> Result<(Vec<InstanceView>, Option<String>)> {
+        let limit = page.limit.max(1);
+        if let Some(marker) = &page.marker {
+            let pos = instances
+                .iter()
+                .position(|i| i.id.to_string() == *marker)
+                .ok_or_else(|| {
+                    Error::bad_request(format!(
+                        "The marker '{}' could not be found.",
+                        marker.escape_default()
+                    ))
+                })?;
+            instances.drain(..=pos);
+        }
+        let next = if instances.len() > limit {
+            Some(instances[limit - 1].id.to_string())
+        } else {
+            None
+        };
+        instances.truncate(limit);
+        Ok((self.views(instances).await?, next))
     }
 
     async fn find_datastore(&self, id_or_name: &str) -> Result<Datastore> {
@@ -1153,6 +1261,25 @@ impl ApiService {
         };
         let instances = self.store.list_instances(&f).await?;
         self.views(instances).await
+    }
+
+    /// `GET /instances` and `/instances/detail`, one page: the caller's live instances, newest first, paged
+    /// by `page` before any view is built. Answers the page and the marker of the next one when more follow;
+    /// an unknown marker is a 400.
+    pub async fn list_instances_page(
+        &self,
+        ctx: &RequestContext,
+        include_clustered: bool,
+        page: &PageRequest,
+    ) -> Result<(Vec<InstanceView>, Option<String>)> {
+        let f = InstanceFilter {
+            tenant_id: Some(ctx.tenant_id.clone()),
+            include_clustered,
+            ..Default::default()
+        };
+        let mut instances = self.store.list_instances(&f).await?;
+        instances.sort_by_key(|i| std::cmp::Reverse(i.created));
+        self.views_page(instances, page).await
     }
 
     /// `GET /instances/{id}`.
@@ -2955,6 +3082,26 @@ impl ApiService {
         };
         let instances = self.store.list_instances(&f).await?;
         self.views(instances).await
+    }
+
+    /// `GET /mgmt/instances` (admin), one page: newest first, paged by `page` before any view is built (see
+    /// [`ApiService::list_instances_page`]).
+    pub async fn mgmt_list_instances_page(
+        &self,
+        ctx: &RequestContext,
+        query: MgmtInstanceQuery,
+        page: &PageRequest,
+    ) -> Result<(Vec<InstanceView>, Option<String>)> {
+        require_admin(ctx)?;
+        let f = InstanceFilter {
+            tenant_id: query.project_id,
+            include_deleted: query.deleted,
+            include_clustered: query.include_clustered,
+            ..Default::default()
+        };
+        let mut instances = self.store.list_instances(&f).await?;
+        instances.sort_by_key(|i| std::cmp::Reverse(i.created));
+        self.views_page(instances, page).await
     }
 
     /// `GET /mgmt/instances/{id}` (admin; deleted instances too).

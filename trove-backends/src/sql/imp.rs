@@ -676,6 +676,30 @@ macro_rules! impl_infra_store {
                     rows.iter().map(instance_of).collect()
                 }
 
+                async fn list_replica_ids(&self, sources: &[uuid::Uuid]) -> Result<Vec<(uuid::Uuid, uuid::Uuid)>> {
+                    let mut out = Vec::new();
+                    for chunk in sources.chunks(CHUNK) {
+                        let sql = format!(
+                            "SELECT replica_of, id FROM instances WHERE NOT deleted AND replica_of IN ({}) ORDER BY created DESC, id",
+                            list_placeholders(chunk.len())
+                        );
+                        let mut q = sqlx::query(&sql);
+                        for id in chunk {
+                            q = q.bind(id.to_string());
+                        }
+                        for row in q.fetch_all(self.pool()).await.map_err(err)? {
+                            let parse = |col: &str| -> Result<uuid::Uuid> {
+                                let s = row.try_get::<String, _>(col).map_err(err)?;
+                                uuid::Uuid::parse_str(&s).map_err(|e| {
+                                    Error::backend(B, format!("instances.{col} is not a UUID: {e}"), false)
+                                })
+                            };
+                            out.push((parse("replica_of")?, parse("id")?));
+                        }
+                    }
+                    Ok(out)
+                }
+
                 async fn get_service_status(&self, instance_id: uuid::Uuid) -> Result<Option<ServiceStatusRecord>> {
                     let row = sqlx::query("SELECT body FROM service_statuses WHERE instance_id = $1")
                         .bind(instance_id.to_string())

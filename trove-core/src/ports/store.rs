@@ -209,6 +209,27 @@ pub trait InfraStore: Send + Sync + 'static {
     async fn get_instance(&self, id: Uuid) -> Result<Option<Instance>>;
     /// Instances passing a filter.
     async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>>;
+    /// The live replicas (clustered ones included, any tenant) of many sources, as `(source, replica)` id pairs,
+    /// each source's replicas in `list_instances` order: the bulk form of `list_instances` with `replica_of`
+    /// set, for list views. The
+    /// default asks `list_instances` once per source; stores override it with one query.
+    async fn list_replica_ids(&self, sources: &[Uuid]) -> Result<Vec<(Uuid, Uuid)>> {
+        let mut out = Vec::new();
+        for &source in sources {
+            let f = InstanceFilter {
+                replica_of: Some(source),
+                include_clustered: true,
+                ..Default::default()
+            };
+            out.extend(
+                self.list_instances(&f)
+                    .await?
+                    .into_iter()
+                    .map(|r| (source, r.id)),
+            );
+        }
+        Ok(out)
+    }
     /// The service status of an instance.
     async fn get_service_status(&self, instance_id: Uuid) -> Result<Option<ServiceStatusRecord>>;
     /// Service statuses of many instances (missing ones are left out).
