@@ -36,6 +36,7 @@ fn config(dir: &Path, hosts: usize, port_min: u16) -> LocalComputeConfig {
             .collect(),
         port_min,
         port_max: port_min + 200,
+        crash_report_grace: Duration::from_millis(300),
         ..LocalComputeConfig::default()
     }
 }
@@ -333,6 +334,10 @@ async fn real_engine_create_reboot_crash_readopt_delete() {
     });
     let strategy = strategy.expect("strategy");
     assert_eq!(strategy.status().await.status, ServiceStatus::Crashed);
+    // The crash is left visible for the grace period (so the guest reports it), then the engine is restarted.
+    assert!(compute.supervise_once().await.is_empty());
+    assert_eq!(strategy.status().await.status, ServiceStatus::Crashed);
+    tokio::time::sleep(cfg.crash_report_grace).await;
     assert_eq!(compute.supervise_once().await, vec![spec.instance_id]);
     assert_eq!(strategy.status().await.status, ServiceStatus::Healthy);
     let pid3 = engine_pid(&server_dir).expect("restarted");

@@ -46,6 +46,9 @@ pub struct LocalComputeConfig {
     pub max_restarts: u32,
     /// Restarts older than this are forgotten (the bound is per window).
     pub restart_window: Duration,
+    /// How long a crashed engine is left down before the supervisor restarts it, so that the guest reports the
+    /// crash (SHUTDOWN/CRASHED shows in the API) instead of it going unnoticed; keep it above the report interval.
+    pub crash_report_grace: Duration,
 }
 
 impl Default for LocalComputeConfig {
@@ -58,6 +61,7 @@ impl Default for LocalComputeConfig {
             stop_timeout: Duration::from_secs(30),
             max_restarts: 3,
             restart_window: Duration::from_secs(600),
+            crash_report_grace: Duration::from_secs(5),
         }
     }
 }
@@ -92,6 +96,7 @@ struct ServerRecord {
 struct Inner {
     servers: BTreeMap<Uuid, ServerRecord>,
     restarts: BTreeMap<Uuid, Vec<std::time::Instant>>,
+    crashed_since: BTreeMap<Uuid, std::time::Instant>,
 }
 
 /// Local-process compute.
@@ -193,6 +198,7 @@ impl LocalCompute {
             inner: Mutex::new(Inner {
                 servers,
                 restarts: BTreeMap::new(),
+                crashed_since: BTreeMap::new(),
             }),
         })
     }
@@ -322,9 +328,15 @@ impl LocalCompute {
         }
     }
 
-    fn allocate_port(&self, inner: &Inner) -> Result<u16> {
+    /// A port for `instance_id`: the search starts at a point of the range derived from the instance id, so that
+    /// two control planes sharing a machine (whose engines bind only after allocation) rarely race for one port.
+    fn allocate_port(&self, inner: &Inner, instance_id: Uuid) -> Result<u16> {
         let used: HashSet<u16> = inner.servers.values().map(|s| s.port).collect();
-        (self.config.port_min..=self.config.port_max)
+        let (min, max) = (self.config.port_min, self.config.port_max);
+        let len = u32::from(max - min) + 1;
+        let start = (instance_id.as_u128() % u128::from(len)) as u32;
+        (0..len)
+            .map(|i| min + ((start + i) % len) as u16)
             .find(|p| !used.contains(p) && port_is_free(&self.config.bind_address, *p))
             .ok_or_else(|| {
                 Error::backend(
@@ -427,11 +439,21 @@ impl LocalCompute {
             let Ok(s) = f.strategy(&spec) else { continue };
             let st = s.status().await;
             if st.status != ServiceStatus::Crashed {
+                self.inner
+                    .lock()
+                    .await
+                    .crashed_since
+                    .remove(&rec.instance_id);
                 continue;
             }
             {
                 let mut inner = self.inner.lock().await;
                 let now = std::time::Instant::now();
+                let since = *inner.crashed_since.entry(rec.instance_id).or_insert(now);
+                if now.duration_since(since) < self.config.crash_report_grace {
+                    continue;
+                }
+                inner.crashed_since.remove(&rec.instance_id);
                 let window = self.config.restart_window;
                 let times = inner.restarts.entry(rec.instance_id).or_default();
                 times.retain(|t| now.duration_since(*t) < window);
@@ -476,7 +498,7 @@ impl Compute for LocalCompute {
             return Ok(self.view(&rec));
         }
         let host = self.place(&inner, spec)?;
-        let port = self.allocate_port(&inner)?;
+        let port = self.allocate_port(&inner, spec.instance_id)?;
         let rec = ServerRecord {
             instance_id: spec.instance_id,
             name: spec.name.clone(),
