@@ -202,6 +202,49 @@ async fn run() {
         "ApiService::list_instances ({INSTANCES} rows, no HTTP): median {:.1} ms",
         core[5].as_secs_f64() * 1e3
     );
+    // Where the core's time goes: the store queries a 1,000-row page makes, then the whole page.
+    let store = cp.store();
+    let filter = trove::core::model::InstanceFilter {
+        tenant_id: Some(TENANT.into()),
+        ..Default::default()
+    };
+    let rows = store.list_instances(&filter).await.expect("rows");
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|i| i.id).collect();
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    let (mut t_rows, mut t_status, mut t_replicas, mut t_page) = (vec![], vec![], vec![], vec![]);
+    let page = trove::core::api::PageRequest {
+        limit: INSTANCES,
+        marker: None,
+    };
+    for _ in 0..10 {
+        let t = Instant::now();
+        let _ = store.list_instances(&filter).await.expect("rows");
+        t_rows.push(t.elapsed());
+        let t = Instant::now();
+        let _ = store.get_service_statuses(&ids).await.expect("statuses");
+        t_status.push(t.elapsed());
+        let t = Instant::now();
+        let _ = store.list_replica_ids(&ids).await.expect("replicas");
+        t_replicas.push(t.elapsed());
+        let t = Instant::now();
+        let (p, _) = api
+            .list_instances_page(&ctx, false, &page)
+            .await
+            .expect("page");
+        assert_eq!(p.len(), INSTANCES);
+        t_page.push(t.elapsed());
+    }
+    println!(
+        "  store: list_instances {:.1} ms, get_service_statuses {:.1} ms, list_replica_ids {:.1} ms; \
+         ApiService::list_instances_page ({INSTANCES}) {:.1} ms (medians)",
+        median(t_rows),
+        median(t_status),
+        median(t_replicas),
+        median(t_page)
+    );
 
     let page_bytes = {
         let app = router(api.clone(), Arc::new(NoAuth::new()), HttpConfig::default());

@@ -17,7 +17,10 @@ use trove_core::ports::{ChangeSet, DynStore, Expect, RequestContext, SystemClock
 use trove_core::CoreConfig;
 use uuid::Uuid;
 
-const COUNT: usize = 27;
+/// Instances per tenant: enough for pages past the default 20 (SQLite) and for the parallel rendering of
+/// long pages (in memory, more than the handler's 200-row threshold).
+const SQLITE_COUNT: usize = 27;
+const MEMORY_COUNT: usize = 230;
 
 struct Client {
     base: String,
@@ -59,9 +62,9 @@ fn next_link(page: &Value) -> Option<String> {
     Some(links[0]["href"].as_str().expect("href").to_string())
 }
 
-/// Flavor, version, `COUNT` instances of tenant alpha (no task manager: states stay as created), two of them
+/// Flavor, version, `count` instances of tenant alpha (no task manager: states stay as created), two of them
 /// made replicas of the oldest one, and an HTTP server.
-async fn setup(store: Option<DynStore>) -> (ControlPlane, Client, Vec<Uuid>) {
+async fn setup(store: Option<DynStore>, count: usize) -> (ControlPlane, Client, Vec<Uuid>) {
     let mut b = InMemoryParts::new(CoreConfig::default(), Arc::new(SystemClock)).builder();
     if let Some(s) = store {
         b = b.store(s);
@@ -110,7 +113,7 @@ async fn setup(store: Option<DynStore>) -> (ControlPlane, Client, Vec<Uuid>) {
         .expect("quota");
     let ctx = RequestContext::tenant("alpha");
     let mut created = Vec::new();
-    for i in 0..COUNT {
+    for i in 0..count {
         let v = api
             .create_instance(
                 &ctx,
@@ -164,11 +167,14 @@ async fn setup(store: Option<DynStore>) -> (ControlPlane, Client, Vec<Uuid>) {
 }
 
 async fn check_pages(cp: ControlPlane, c: Client, created: Vec<Uuid>) {
+    let count = created.len();
     // The whole listing in one page: every instance once, newest first, no next link.
-    let (s, all) = c.get("/v1.0/alpha/instances/detail?limit=1000", "tok-a").await;
+    let (s, all) = c
+        .get("/v1.0/alpha/instances/detail?limit=1000", "tok-a")
+        .await;
     assert_eq!(s, 200, "{all}");
     let everything = ids(&all);
-    assert_eq!(everything.len(), COUNT);
+    assert_eq!(everything.len(), count);
     assert_eq!(
         everything.iter().collect::<HashSet<_>>(),
         created
@@ -218,12 +224,31 @@ async fn check_pages(cp: ControlPlane, c: Client, created: Vec<Uuid>) {
     assert_eq!(s, 200);
     assert_eq!(ids(&p1), everything[..20].to_vec());
     let next = next_link(&p1).expect("a next link after a full default page");
-    assert!(next.contains(&format!("marker={}", everything[19])), "{next}");
+    assert!(
+        next.contains(&format!("marker={}", everything[19])),
+        "{next}"
+    );
     assert!(next.starts_with(&c.base), "{next}");
     let (s, p2) = c.get(&next, "tok-a").await;
     assert_eq!(s, 200);
-    assert_eq!(ids(&p2), everything[20..].to_vec());
-    assert!(next_link(&p2).is_none(), "last page: {p2}");
+    assert_eq!(ids(&p2), everything[20..count.min(40)].to_vec());
+    assert_eq!(next_link(&p2).is_some(), count > 40, "{p2}");
+    // The same listing, basic view, as one long page and as default pages: the same rows in the same order.
+    let (_, long) = c.get("/v1.0/alpha/instances?limit=1000", "tok-a").await;
+    let mut paged = Vec::new();
+    let mut path = "/v1.0/alpha/instances".to_string();
+    loop {
+        let (s, p) = c.get(&path, "tok-a").await;
+        assert_eq!(s, 200, "{p}");
+        paged.extend(p["instances"].as_array().expect("rows").iter().cloned());
+        match next_link(&p) {
+            Some(n) => path = n,
+            None => break,
+        }
+        assert!(paged.len() <= count, "runaway paging");
+    }
+    assert_eq!(long["instances"].as_array().expect("rows"), &paged);
+    assert!(long.get("links").is_none(), "{long}");
 
     // Explicit limit and marker, walking the whole list.
     let mut walked = Vec::new();
@@ -244,21 +269,21 @@ async fn check_pages(cp: ControlPlane, c: Client, created: Vec<Uuid>) {
             }
             None => break,
         }
-        assert!(pages < 10, "too many pages");
+        assert!(pages <= count, "too many pages");
     }
     assert_eq!(walked, everything);
-    assert_eq!(pages, COUNT.div_ceil(7));
+    assert_eq!(pages, count.div_ceil(7));
     // A page that exactly reaches the end has no next link.
     let (_, p) = c
         .get(
             &format!(
                 "/v1.0/alpha/instances?limit=3&marker={}",
-                everything[COUNT - 4]
+                everything[count - 4]
             ),
             "tok-a",
         )
         .await;
-    assert_eq!(ids(&p), everything[COUNT - 3..].to_vec());
+    assert_eq!(ids(&p), everything[count - 3..].to_vec());
     assert!(next_link(&p).is_none(), "{p}");
 
     // Unknown marker and bad limit are 400 faults; another tenant sees nothing.
@@ -286,7 +311,7 @@ async fn check_pages(cp: ControlPlane, c: Client, created: Vec<Uuid>) {
             Some(n) => path = n,
             None => break,
         }
-        assert!(walked.len() <= COUNT, "runaway paging");
+        assert!(walked.len() <= count, "runaway paging");
     }
     assert_eq!(walked, everything);
     let (s, _) = c.get("/v1.0/alpha/mgmt/instances", "tok-a").await;
@@ -296,7 +321,7 @@ async fn check_pages(cp: ControlPlane, c: Client, created: Vec<Uuid>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_pages_in_memory() {
-    let (cp, c, created) = setup(None).await;
+    let (cp, c, created) = setup(None, MEMORY_COUNT).await;
     check_pages(cp, c, created).await;
 }
 
@@ -309,6 +334,6 @@ async fn instance_pages_on_sqlite() {
     ))
     .await
     .expect("sqlite store");
-    let (cp, c, created) = setup(Some(store)).await;
+    let (cp, c, created) = setup(Some(store), SQLITE_COUNT).await;
     check_pages(cp, c, created).await;
 }

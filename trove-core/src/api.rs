@@ -297,6 +297,9 @@ pub struct MgmtInstanceQuery {
     pub project_id: Option<String>,
 }
 
+/// Instances per service-status query when building list views (the slices are fetched concurrently).
+const STATUS_SLICE: usize = 250;
+
 /// A page of a listing: at most `limit` rows after the row whose id is `marker` (from the start without one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageRequest {
@@ -641,33 +644,41 @@ impl ApiService {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = instances.iter().map(|i| i.id).collect();
-        let mut statuses: HashMap<Uuid, ServiceStatusRecord> = self
-            .store
-            .get_service_statuses(&ids)
-            .await?
-            .into_iter()
-            .map(|s| (s.instance_id, s))
-            .collect();
-        let mut replicas: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-        for (source, replica) in self.store.list_replica_ids(&ids).await? {
-            replicas.entry(source).or_default().push(replica);
-        }
+        // The batched lookups are independent: run them concurrently (a pooled store answers them on several
+        // connections), the statuses in a few slices.
+        let status_slices = futures::future::try_join_all(
+            ids.chunks(STATUS_SLICE)
+                .map(|slice| self.store.get_service_statuses(slice)),
+        );
+        let replica_pairs = self.store.list_replica_ids(&ids);
         // Instances with a running backup show BACKUP: one backup query per tenant in the list.
         let mut tenants: Vec<&str> = instances.iter().map(|i| i.tenant_id.as_str()).collect();
         tenants.sort_unstable();
         tenants.dedup();
-        let mut backing_up = std::collections::HashSet::new();
-        for t in tenants {
+        let backups = futures::future::try_join_all(tenants.into_iter().map(|t| {
             let f = BackupFilter {
                 tenant_id: Some(t.to_string()),
                 ..Default::default()
             };
-            for b in self.store.list_backups(&f).await? {
-                if b.state.is_running() {
-                    backing_up.extend(b.instance_id);
-                }
-            }
+            async move { self.store.list_backups(&f).await }
+        }));
+        let (status_slices, replica_pairs, backups) =
+            futures::future::try_join3(status_slices, replica_pairs, backups).await?;
+        let mut statuses: HashMap<Uuid, ServiceStatusRecord> = status_slices
+            .into_iter()
+            .flatten()
+            .map(|s| (s.instance_id, s))
+            .collect();
+        let mut replicas: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for (source, replica) in replica_pairs {
+            replicas.entry(source).or_default().push(replica);
         }
+        let backing_up: std::collections::HashSet<Uuid> = backups
+            .into_iter()
+            .flatten()
+            .filter(|b| b.state.is_running())
+            .filter_map(|b| b.instance_id)
+            .collect();
         let mut versions: HashMap<Uuid, (DatastoreVersion, Datastore)> = HashMap::new();
         let mut configurations: HashMap<Uuid, Option<(Uuid, String)>> = HashMap::new();
         for inst in &instances {
