@@ -42,7 +42,8 @@ struct Args {
     /// Address to serve the API on.
     #[arg(long, default_value = "127.0.0.1:8779")]
     listen: SocketAddr,
-    /// State directory (SQLite database). Default: $XDG_DATA_HOME/trove-rs or ~/.local/share/trove-rs.
+    /// State directory (SQLite database, servers, volumes, backups). Default: /var/lib/trove-rs for root,
+    /// otherwise $XDG_DATA_HOME/trove-rs or ~/.local/share/trove-rs.
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Infrastructure database URL instead of the state directory (postgres://... or sqlite://PATH).

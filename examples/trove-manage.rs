@@ -16,8 +16,8 @@
 //! ```
 //!
 //! The store is the embedded SQLite database of the state directory (default: the all-in-one's,
-//! `$XDG_DATA_HOME/trove-rs` or `~/.local/share/trove-rs`) or the database at `--database-url`. `db_sync` creates
-//! or upgrades the schema; the other commands apply pending migrations too (so the first command on a fresh state
+//! `/var/lib/trove-rs` for root, else `$XDG_DATA_HOME/trove-rs` or `~/.local/share/trove-rs`) or the database at
+//! `--database-url`. `db_sync` creates or upgrades the schema; the other commands apply pending migrations too (so the first command on a fresh state
 //! directory works) and refuse a schema newer than this build. Re-running a command is harmless. Exit status:
 //! 0 done, 1 failed, 2 bad arguments.
 
@@ -36,8 +36,8 @@ use trove::core::Error;
 #[derive(Debug, Parser)]
 #[command(name = "trove-manage", version)]
 struct Cli {
-    /// State directory holding the embedded SQLite database (default: $XDG_DATA_HOME/trove-rs or
-    /// ~/.local/share/trove-rs).
+    /// State directory holding the embedded SQLite database (default: /var/lib/trove-rs for root, otherwise
+    /// $XDG_DATA_HOME/trove-rs or ~/.local/share/trove-rs).
     #[arg(long, global = true, conflicts_with = "database_url")]
     state_dir: Option<PathBuf>,
     /// Database URL instead of the state directory (postgres://USER@HOST:PORT/DB or sqlite://PATH).
