@@ -17,8 +17,8 @@
 //!
 //! The store is the embedded SQLite database of the state directory (default: the all-in-one's,
 //! `/var/lib/trove-rs` for root, else `$XDG_DATA_HOME/trove-rs` or `~/.local/share/trove-rs`) or the database at
-//! `--database-url`. `db_sync` creates or upgrades the schema; the other commands apply pending migrations too (so the first command on a fresh state
-//! directory works) and refuse a schema newer than this build. Re-running a command is harmless. Exit status:
+//! `--database-url`. `db_sync` creates or upgrades the schema; the other commands apply pending migrations too (so
+//! the first command on a fresh state directory works) and refuse a schema newer than this build. Re-running a command is harmless. Exit status:
 //! 0 done, 1 failed, 2 bad arguments.
 
 use std::path::PathBuf;
