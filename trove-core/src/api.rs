@@ -682,16 +682,17 @@ impl ApiService {
         let mut versions: HashMap<Uuid, (DatastoreVersion, Datastore)> = HashMap::new();
         let mut configurations: HashMap<Uuid, Option<(Uuid, String)>> = HashMap::new();
         for inst in &instances {
-            if !versions.contains_key(&inst.datastore_version_id) {
-                let vd = self
-                    .version_and_datastore(inst.datastore_version_id)
-                    .await?;
-                versions.insert(inst.datastore_version_id, vd);
+            if let std::collections::hash_map::Entry::Vacant(e) =
+                versions.entry(inst.datastore_version_id)
+            {
+                e.insert(
+                    self.version_and_datastore(inst.datastore_version_id)
+                        .await?,
+                );
             }
             if let Some(c) = inst.configuration_id {
-                if !configurations.contains_key(&c) {
-                    let r = self.configuration_ref(Some(c)).await?;
-                    configurations.insert(c, r);
+                if let std::collections::hash_map::Entry::Vacant(e) = configurations.entry(c) {
+                    e.insert(self.configuration_ref(Some(c)).await?);
                 }
             }
         }
