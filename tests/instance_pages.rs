@@ -17,7 +17,7 @@ use trove_core::ports::{ChangeSet, DynStore, Expect, RequestContext, SystemClock
 use trove_core::CoreConfig;
 use uuid::Uuid;
 
-/// Instances per tenant: enough for pages past the default 20 (SQLite) and for the parallel rendering of
+/// Instances per tenant: enough for pages past the default 20 (SQL stores) and for the parallel rendering of
 /// long pages (in memory, more than the handler's 200-row threshold).
 const SQLITE_COUNT: usize = 27;
 const MEMORY_COUNT: usize = 230;
@@ -336,4 +336,44 @@ async fn instance_pages_on_sqlite() {
     .expect("sqlite store");
     let (cp, c, created) = setup(Some(store), SQLITE_COUNT).await;
     check_pages(cp, c, created).await;
+}
+
+/// The same on PostgreSQL (a fresh database per run, dropped afterwards; the test fails when the server is
+/// missing): covers the SQL `list_replica_ids` there too.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_pages_on_postgres() {
+    use futures::FutureExt;
+    use sqlx::Connection;
+    let admin_url = std::env::var("TROVE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("PostgreSQL is required for this test (127.0.0.1:5432 or TROVE_TEST_PG_URL)");
+    let db = format!("trove_pages_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{db}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
+    let url = format!("{base}/{db}");
+    let outcome = std::panic::AssertUnwindSafe(async {
+        let store =
+            trove::backends::sql::open(&trove::backends::sql::StoreLocation::Url(url.clone()))
+                .await
+                .expect("postgres store");
+        let (cp, c, created) = setup(Some(store), SQLITE_COUNT).await;
+        check_pages(cp, c, created).await;
+    })
+    .catch_unwind()
+    .await;
+    let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+    dropped.expect("drop database");
 }
