@@ -316,6 +316,18 @@ async fn check_pages(cp: ControlPlane, c: Client, created: Vec<Uuid>) {
     assert_eq!(walked, everything);
     let (s, _) = c.get("/v1.0/alpha/mgmt/instances", "tok-a").await;
     assert_eq!(s, 403);
+    // The admin check comes before query faults, as before paging moved into the core.
+    let (s, _) = c.get("/v1.0/alpha/mgmt/instances?limit=x", "tok-a").await;
+    assert_eq!(s, 403);
+    let (s, _) = c.get("/v1.0/ops/mgmt/instances?limit=x", "tok-ops").await;
+    assert_eq!(s, 400);
+    let (s, _) = c
+        .get(
+            &format!("/v1.0/ops/mgmt/instances?marker={}", Uuid::new_v4()),
+            "tok-ops",
+        )
+        .await;
+    assert_eq!(s, 400);
     cp.shutdown().await;
 }
 
