@@ -685,8 +685,23 @@ impl MessageBus for AmqpBus {
 
     async fn delete_topic(&self, topic: &str) -> Result<()> {
         check_topic(topic)?;
-        self.bounded("deleting a topic", self.delete_queue(topic))
-            .await
+        // Deleting a queue whose consumer is being cancelled at the same moment (a subscription just dropped) can
+        // make lapin see an unexpected cancel-ok and close the connection; the bus reconnects, so a transient
+        // failure is retried on the new connection (queue deletion is idempotent).
+        let mut attempt = 0;
+        loop {
+            match self
+                .bounded("deleting a topic", self.delete_queue(topic))
+                .await
+            {
+                Err(e) if e.is_transient() && attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(topic, attempt, error = %e, "retrying a topic deletion");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
 
