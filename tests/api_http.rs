@@ -381,3 +381,173 @@ async fn pagination_versions_and_openapi() {
     assert!(doc["paths"]["/v1.0/{tenant_id}/mgmt/quotas/{project_id}"]["put"].is_object());
     cp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_strategies_are_per_tenant_and_validated() {
+    let (_cp, c) = setup(HttpConfig::default()).await;
+    let (s, b, _) = c
+        .send("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+        .await;
+    assert_eq!(s, 200, "create: {b}");
+    let id = b["instance"]["id"].as_str().expect("id").to_string();
+
+    // tenant-wide, then one for the instance; a second create for the same target replaces the first
+    for (body, want_instance) in [
+        (
+            r#"{"backup_strategy": {"swift_container": "old"}}"#.to_string(),
+            "",
+        ),
+        (
+            r#"{"backup_strategy": {"swift_container": "wide"}}"#.to_string(),
+            "",
+        ),
+        (
+            format!(
+                r#"{{"backup_strategy": {{"instance_id": "{id}", "swift_container": "mine"}}}}"#
+            ),
+            id.as_str(),
+        ),
+    ] {
+        let (s, b, _) = c
+            .send(
+                "POST",
+                "/v1.0/alpha/backup_strategies",
+                "tok-a",
+                Some(&body),
+            )
+            .await;
+        assert_eq!(s, 202, "{body}: {b}");
+        assert_eq!(b["backup_strategy"]["project_id"], "alpha", "{b}");
+        assert_eq!(b["backup_strategy"]["instance_id"], want_instance, "{b}");
+        assert_eq!(b["backup_strategy"]["backend"], "swift", "{b}");
+    }
+    let (s, b, _) = c
+        .send("GET", "/v1.0/alpha/backup_strategies", "tok-a", None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let containers: Vec<&str> = b["backup_strategies"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|s| s["swift_container"].as_str())
+        .collect();
+    assert_eq!(
+        containers,
+        ["wide", "mine"],
+        "tenant-wide first, replaced once: {b}"
+    );
+    let (_, b, _) = c
+        .send(
+            "GET",
+            &format!("/v1.0/alpha/backup_strategies?instance_id={id}"),
+            "tok-a",
+            None,
+        )
+        .await;
+    assert_eq!(
+        b["backup_strategies"].as_array().map(Vec::len),
+        Some(1),
+        "{b}"
+    );
+
+    // another tenant sees none of it and cannot target alpha's instance or project
+    let (s, b, _) = c
+        .send("GET", "/v1.0/beta/backup_strategies", "tok-b", None)
+        .await;
+    assert_eq!((s, &b["backup_strategies"]), (200, &json!([])), "{b}");
+    let theirs =
+        format!(r#"{{"backup_strategy": {{"instance_id": "{id}", "swift_container": "x"}}}}"#);
+    let (s, b, _) = c
+        .send(
+            "POST",
+            "/v1.0/beta/backup_strategies",
+            "tok-b",
+            Some(&theirs),
+        )
+        .await;
+    assert_eq!(s, 404, "another tenant's instance: {b}");
+    for (m, q) in [
+        ("GET", "?project_id=alpha"),
+        ("DELETE", "?project_id=alpha"),
+    ] {
+        let (s, b, _) = c
+            .send(
+                m,
+                &format!("/v1.0/beta/backup_strategies{q}"),
+                "tok-b",
+                None,
+            )
+            .await;
+        assert_eq!(s, 403, "{m} {q}: {b}");
+    }
+    let (s, b, _) = c
+        .send(
+            "GET",
+            "/v1.0/ops/backup_strategies?project_id=alpha",
+            "tok-ops",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "admin: {b}");
+    assert_eq!(
+        b["backup_strategies"].as_array().map(Vec::len),
+        Some(2),
+        "{b}"
+    );
+
+    // bad input: 400/404 faults, nothing stored
+    for (body, status) in [
+        (r#"{"backup_strategy": {}}"#, 400),
+        (r#"{"backup_strategy": {"swift_container": ""}}"#, 400),
+        (r#"{"backup_strategy": {"swift_container": "a/b"}}"#, 400),
+        (
+            r#"{"backup_strategy": {"swift_container": "c", "colour": 1}}"#,
+            400,
+        ),
+        (r#"{"backup_strategy": {"swift_container": 7}}"#, 400),
+        (
+            r#"{"backup_strategy": {"instance_id": "not-a-uuid", "swift_container": "c"}}"#,
+            404,
+        ),
+        (r#"{"backup_strategy": "#, 400),
+    ] {
+        let (s, b, _) = c
+            .send("POST", "/v1.0/beta/backup_strategies", "tok-b", Some(body))
+            .await;
+        assert_eq!(s, status, "{body}: {b}");
+    }
+    let (_, b, _) = c
+        .send("GET", "/v1.0/beta/backup_strategies", "tok-b", None)
+        .await;
+    assert_eq!(b["backup_strategies"], json!([]), "nothing stored: {b}");
+
+    // delete: exact target; deleting again is still 202
+    for _ in 0..2 {
+        let (s, b, _) = c
+            .send(
+                "DELETE",
+                &format!("/v1.0/alpha/backup_strategies?instance_id={id}"),
+                "tok-a",
+                None,
+            )
+            .await;
+        assert_eq!(s, 202, "{b}");
+    }
+    let (_, b, _) = c
+        .send("GET", "/v1.0/alpha/backup_strategies", "tok-a", None)
+        .await;
+    assert_eq!(b["backup_strategies"][0]["swift_container"], "wide", "{b}");
+    assert_eq!(
+        b["backup_strategies"].as_array().map(Vec::len),
+        Some(1),
+        "{b}"
+    );
+    let (s, _, _) = c
+        .send("DELETE", "/v1.0/alpha/backup_strategies", "tok-a", None)
+        .await;
+    assert_eq!(s, 202);
+    let (_, b, _) = c
+        .send("GET", "/v1.0/alpha/backup_strategies", "tok-a", None)
+        .await;
+    assert_eq!(b["backup_strategies"], json!([]), "{b}");
+}

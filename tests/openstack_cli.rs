@@ -254,6 +254,50 @@ fn openstack_cli_drives_the_all_in_one_server() {
         Value::String(id.clone()),
         "backup show: {shown}"
     );
+    // --- backup strategies: where this instance's backups go
+    let st = cli
+        .ok(&[
+            "database",
+            "backup",
+            "strategy",
+            "create",
+            "--instance-id",
+            &id,
+            "--swift-container",
+            "cli_backups",
+            "-f",
+            "json",
+        ])
+        .json();
+    assert_eq!(
+        st["swift_container"], "cli_backups",
+        "strategy create: {st}"
+    );
+    assert_eq!(
+        st["instance_id"],
+        Value::String(id.clone()),
+        "strategy create: {st}"
+    );
+    let sts = cli
+        .ok(&["database", "backup", "strategy", "list", "-f", "json"])
+        .json();
+    assert_eq!(
+        names(&sts, "Swift Container"),
+        vec!["cli_backups".to_string()],
+        "strategy list: {sts}"
+    );
+    cli.ok(&[
+        "database",
+        "backup",
+        "strategy",
+        "delete",
+        "--instance-id",
+        &id,
+    ]);
+    let sts = cli
+        .ok(&["database", "backup", "strategy", "list", "-f", "json"])
+        .json();
+    assert_eq!(sts, Value::Array(vec![]), "strategy deleted: {sts}");
     // Wait until the backup is no longer running, so the actions below are not refused by it.
     let deadline = std::time::Instant::now() + SETTLE;
     loop {

@@ -596,9 +596,8 @@ pub struct BackupFields {
     /// 0 or 1 (or a boolean).
     #[serde(default)]
     pub incremental: Option<Value>,
-    /// Container (accepted, unused by local storage).
+    /// Container to write the backup to (default: the backup strategy's).
     #[serde(default)]
-    #[allow(dead_code)]
     pub swift_container: Option<String>,
     /// `swift` or `cinder` (accepted; the configured backup store is used).
     #[serde(default)]

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use trove_core::api::{BackupView, ConfigurationView, DatastoreView, InstanceView, QuotaView};
-use trove_core::model::{ConfigParam, DatastoreVersion, Flavor, Resource};
+use trove_core::model::{BackupStrategy, ConfigParam, DatastoreVersion, Flavor, Resource};
 
 use super::extract::Caller;
 
@@ -307,6 +307,16 @@ pub fn parameter(p: &ConfigParam) -> Value {
         o["max"] = json!(m);
     }
     o
+}
+
+/// A backup strategy (`instance_id` is "" for the tenant-wide one, as upstream stores it).
+pub fn backup_strategy(s: &BackupStrategy) -> Value {
+    json!({
+        "project_id": s.tenant_id,
+        "instance_id": s.instance_id.map(|i| i.to_string()).unwrap_or_default(),
+        "backend": s.backend,
+        "swift_container": s.container,
+    })
 }
 
 /// A backup.

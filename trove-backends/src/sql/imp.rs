@@ -66,7 +66,7 @@ macro_rules! impl_infra_store {
             use sqlx::Row;
             use std::collections::HashMap;
             use trove_core::model::{
-                Backup, BackupFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor, Instance,
+                Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor, Instance,
                 InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, RootHistory, ServiceStatusRecord, Workflow,
             };
             use trove_core::ports::{
@@ -317,6 +317,11 @@ macro_rules! impl_infra_store {
                 Ok(())
             }
 
+            /// The `instance_id` key column of a backup strategy: '' for the tenant-wide one.
+            fn strategy_key(instance_id: Option<uuid::Uuid>) -> String {
+                instance_id.map(|i| i.to_string()).unwrap_or_default()
+            }
+
             async fn apply(tx: &mut Tx, w: &Write) -> Result<()> {
                 match w {
                     Write::Instance { instance, expect } => write_instance(tx, instance, *expect).await,
@@ -339,6 +344,28 @@ macro_rules! impl_infra_store {
                     Write::DeleteRootHistory(id) => {
                         sqlx::query("DELETE FROM root_history WHERE instance_id = $1")
                             .bind(id.to_string())
+                            .execute(&mut *tx.tx)
+                            .await
+                            .map_err(err)?;
+                        Ok(())
+                    }
+                    Write::BackupStrategy(st) => {
+                        sqlx::query(
+                            "INSERT INTO backup_strategies (tenant_id, instance_id, body) VALUES ($1, $2, $3) \
+                             ON CONFLICT (tenant_id, instance_id) DO UPDATE SET body = excluded.body",
+                        )
+                        .bind(st.tenant_id.as_str())
+                        .bind(strategy_key(st.instance_id))
+                        .bind(to_body(B, st)?)
+                        .execute(&mut *tx.tx)
+                        .await
+                        .map_err(err)?;
+                        Ok(())
+                    }
+                    Write::DeleteBackupStrategy { tenant_id, instance_id } => {
+                        sqlx::query("DELETE FROM backup_strategies WHERE tenant_id = $1 AND instance_id = $2")
+                            .bind(tenant_id.as_str())
+                            .bind(strategy_key(*instance_id))
                             .execute(&mut *tx.tx)
                             .await
                             .map_err(err)?;
@@ -742,6 +769,34 @@ macro_rules! impl_infra_store {
                         .await
                         .map_err(err)?;
                     row.map(|r| from_body(B, "backups", &body_of(&r)?)).transpose()
+                }
+
+                async fn list_backup_strategies(
+                    &self,
+                    filter: &BackupStrategyFilter,
+                ) -> Result<Vec<BackupStrategy>> {
+                    let mut conds: Vec<String> = Vec::new();
+                    let mut binds: Vec<String> = Vec::new();
+                    if let Some(t) = &filter.tenant_id {
+                        binds.push(t.clone());
+                        conds.push(format!("tenant_id = ${}", binds.len()));
+                    }
+                    if let Some(i) = filter.instance_id {
+                        binds.push(i.to_string());
+                        conds.push(format!("instance_id = ${}", binds.len()));
+                    }
+                    let mut sql = String::from("SELECT body FROM backup_strategies");
+                    if !conds.is_empty() {
+                        sql.push_str(" WHERE ");
+                        sql.push_str(&conds.join(" AND "));
+                    }
+                    sql.push_str(" ORDER BY tenant_id, instance_id");
+                    let mut q = sqlx::query(&sql);
+                    for b in &binds {
+                        q = q.bind(b.as_str());
+                    }
+                    let rows = q.fetch_all(self.pool()).await.map_err(err)?;
+                    bodies("backup_strategies", &rows)
                 }
 
                 async fn list_backups(&self, filter: &BackupFilter) -> Result<Vec<Backup>> {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Backup, BackupFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor,
+    Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor,
     Instance, InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, RootHistory,
     ServiceStatusRecord, Workflow,
 };
@@ -26,6 +26,7 @@ struct State {
     instances: HashMap<Uuid, Instance>,
     statuses: HashMap<Uuid, ServiceStatusRecord>,
     backups: HashMap<Uuid, Backup>,
+    backup_strategies: BTreeMap<(String, Option<Uuid>), BackupStrategy>,
     quotas: HashMap<String, QuotaLimits>,
     root_history: HashMap<Uuid, RootHistory>,
     workflows: HashMap<Uuid, Workflow>,
@@ -106,6 +107,19 @@ impl State {
             Write::DeleteRootHistory(id) => {
                 undo.push(Undo::Root(id, self.root_history.remove(&id)));
             }
+            Write::BackupStrategy(st) => {
+                let key = (st.tenant_id.clone(), st.instance_id);
+                let old = self.backup_strategies.insert(key.clone(), st);
+                undo.push(Undo::Strategy(key, old));
+            }
+            Write::DeleteBackupStrategy {
+                tenant_id,
+                instance_id,
+            } => {
+                let key = (tenant_id, instance_id);
+                let old = self.backup_strategies.remove(&key);
+                undo.push(Undo::Strategy(key, old));
+            }
         }
         Ok(())
     }
@@ -130,6 +144,14 @@ impl State {
                 Undo::Backup(k, old) => put(&mut self.backups, k, old),
                 Undo::Configuration(k, old) => put(&mut self.configurations, k, old),
                 Undo::Root(k, old) => put(&mut self.root_history, k, old),
+                Undo::Strategy(k, old) => match old {
+                    Some(v) => {
+                        self.backup_strategies.insert(k, v);
+                    }
+                    None => {
+                        self.backup_strategies.remove(&k);
+                    }
+                },
             }
         }
     }
@@ -144,6 +166,7 @@ enum Undo {
     Backup(Uuid, Option<Backup>),
     Configuration(Uuid, Option<Configuration>),
     Root(Uuid, Option<RootHistory>),
+    Strategy((String, Option<Uuid>), Option<BackupStrategy>),
 }
 
 /// An [`InfraStore`] kept in memory behind one mutex. A commit applies its writes while recording their previous
@@ -351,6 +374,19 @@ impl InfraStore for MemoryStore {
             .collect();
         v.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
         Ok(v)
+    }
+
+    async fn list_backup_strategies(
+        &self,
+        filter: &BackupStrategyFilter,
+    ) -> Result<Vec<BackupStrategy>> {
+        Ok(self
+            .lock()
+            .backup_strategies
+            .values()
+            .filter(|s| filter.matches(s))
+            .cloned()
+            .collect())
     }
 
     async fn get_service_status(&self, instance_id: Uuid) -> Result<Option<ServiceStatusRecord>> {

@@ -68,3 +68,36 @@ impl BackupFilter {
             && self.instance_id.is_none_or(|i| Some(i) == b.instance_id)
     }
 }
+
+/// Where a tenant's backups go by default (upstream `backup_strategy`): for one instance, or for every instance of
+/// the tenant (`instance_id: None`). One strategy per (tenant, instance); creating another replaces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupStrategy {
+    /// Owning tenant (upstream `project_id`).
+    pub tenant_id: String,
+    /// The instance it applies to; `None`: every instance of the tenant without a strategy of its own.
+    pub instance_id: Option<Uuid>,
+    /// Storage backend (upstream always `swift`; here the deployment's backup store).
+    pub backend: String,
+    /// Container the backups are written to.
+    pub container: String,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+}
+
+/// Which backup strategies to list or delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStrategyFilter {
+    /// Only this tenant's (`None`: all).
+    pub tenant_id: Option<String>,
+    /// Only the strategy of this instance (`None`: any).
+    pub instance_id: Option<Uuid>,
+}
+
+impl BackupStrategyFilter {
+    /// Whether `s` passes the filter.
+    pub fn matches(&self, s: &BackupStrategy) -> bool {
+        self.tenant_id.as_ref().is_none_or(|t| *t == s.tenant_id)
+            && self.instance_id.is_none_or(|i| Some(i) == s.instance_id)
+    }
+}

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    Backup, BackupFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor,
+    Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor,
     Instance, InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, Resource, RootHistory,
     ServiceStatusRecord, Workflow,
 };
@@ -90,6 +90,16 @@ pub enum Write {
     RootHistory(RootHistory),
     /// Remove the root-history record of an instance.
     DeleteRootHistory(Uuid),
+    /// Insert or replace the backup strategy of (`tenant_id`, `instance_id`).
+    BackupStrategy(BackupStrategy),
+    /// Remove the backup strategy of (`tenant_id`, `instance_id`) exactly (`None`: the tenant-wide one); removing a
+    /// missing one succeeds.
+    DeleteBackupStrategy {
+        /// Tenant.
+        tenant_id: String,
+        /// Instance, or `None` for the tenant-wide strategy.
+        instance_id: Option<Uuid>,
+    },
 }
 
 /// A quota check made inside the transaction, after the writes: usage of `resources` must be within limits.
@@ -143,7 +153,8 @@ impl ChangeSet {
 /// # Contract
 /// - Reads return what the last committed write stored. `list_*` results are ordered: instances by `created`
 ///   descending then id, datastores and versions by name, flavors by id, backups by `updated` descending,
-///   configurations by `created` descending, workflows by `created`.
+///   configurations by `created` descending, workflows by `created`, backup strategies by tenant then instance
+///   (the tenant-wide one first).
 /// - [`InfraStore::commit`] is atomic. A failed [`Expect`] is [`crate::Error::Conflict`] and a failed
 ///   [`QuotaCheck`] is [`crate::Error::QuotaExceeded`] naming the resources; in both cases nothing is written.
 ///   Concurrent commits that check the same tenant's quota are serialised, so two can never both pass a limit
@@ -243,6 +254,11 @@ pub trait InfraStore: Send + Sync + 'static {
     async fn get_backup(&self, id: Uuid) -> Result<Option<Backup>>;
     /// Backups passing a filter.
     async fn list_backups(&self, filter: &BackupFilter) -> Result<Vec<Backup>>;
+    /// Backup strategies passing a filter.
+    async fn list_backup_strategies(
+        &self,
+        filter: &BackupStrategyFilter,
+    ) -> Result<Vec<BackupStrategy>>;
 
     // ---- quotas
     /// Limits of a tenant (defaults when none are stored).

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::model::{
-    Access, Backup, BackupFilter, BackupType, ConfigParam, Configuration, Datastore,
+    Access, Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, BackupType, ConfigParam, Configuration, Datastore,
     DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, JournalPhase, Manager,
     ParamType, QuotaLimits, QuotaUsage, Resource, RootHistory, ServiceStatusRecord, VolumeUsage,
     Workflow, WorkflowKind, WorkflowState,
@@ -1550,6 +1550,141 @@ pub async fn check_root_history(store: &dyn InfraStore) {
     .await;
 }
 
+/// Backup strategies: one per (tenant, instance) replaced by a new write, filters, order (tenant, then the
+/// tenant-wide strategy before instance ones), exact deletes, and a failed commit leaves them alone.
+pub async fn check_backup_strategies(store: &dyn InfraStore) {
+    let t = tenant();
+    let other = tenant();
+    let (i1, i2) = (Uuid::new_v4(), Uuid::new_v4());
+    let strategy = |tenant: &str, instance: Option<Uuid>, container: &str| BackupStrategy {
+        tenant_id: tenant.to_string(),
+        instance_id: instance,
+        backend: "swift".into(),
+        container: container.into(),
+        created: at(5),
+    };
+    async fn mine(
+        store: &dyn InfraStore,
+        tenant: String,
+        instance: Option<Uuid>,
+    ) -> Vec<BackupStrategy> {
+        store
+            .list_backup_strategies(&BackupStrategyFilter {
+                tenant_id: Some(tenant),
+                instance_id: instance,
+            })
+            .await
+            .expect("list strategies")
+    }
+    assert!(mine(store, t.clone(), None).await.is_empty(), "none yet");
+    let wide = strategy(&t, None, "tenant-wide");
+    let s1 = strategy(&t, Some(i1), "one");
+    let s2 = strategy(&t, Some(i2), "two");
+    let foreign = strategy(&other, Some(i1), "foreign");
+    let mut cs = ChangeSet::new();
+    for s in [&s2, &foreign, &s1, &wide] {
+        cs.push(Write::BackupStrategy(s.clone()));
+    }
+    must_commit(store, cs, "strategies").await;
+    let mut by_instance = vec![s1.clone(), s2.clone()];
+    by_instance.sort_by_key(|s| s.instance_id.map(|i| i.to_string()));
+    let mut want = vec![wide.clone()];
+    want.extend(by_instance);
+    assert_eq!(
+        mine(store, t.clone(), None).await,
+        want,
+        "a tenant's strategies, the tenant-wide one first, then by instance id"
+    );
+    assert_eq!(
+        mine(store, t.clone(), Some(i1)).await,
+        vec![s1.clone()],
+        "by instance"
+    );
+    let everyone = store
+        .list_backup_strategies(&BackupStrategyFilter {
+            tenant_id: None,
+            instance_id: Some(i1),
+        })
+        .await
+        .expect("list");
+    assert!(
+        everyone.contains(&s1) && everyone.contains(&foreign),
+        "no tenant filter lists every tenant's: {everyone:?}"
+    );
+    let replaced = strategy(&t, Some(i1), "one-b");
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::BackupStrategy(replaced.clone())),
+        "replace",
+    )
+    .await;
+    assert_eq!(
+        mine(store, t.clone(), Some(i1)).await,
+        vec![replaced.clone()],
+        "a second strategy for the same instance replaces the first"
+    );
+    // A failed commit writes none of its strategy changes.
+    let clash = instance(&t, 512, None, at(1));
+    must_commit(store, ChangeSet::new().with(insert(&clash)), "instance").await;
+    let failed = store
+        .commit(
+            ChangeSet::new()
+                .with(Write::BackupStrategy(strategy(&t, Some(i2), "lost")))
+                .with(Write::DeleteBackupStrategy {
+                    tenant_id: t.clone(),
+                    instance_id: None,
+                })
+                .with(insert(&clash)),
+        )
+        .await;
+    assert!(
+        matches!(failed, Err(Error::Conflict { .. })),
+        "duplicate insert conflicts: {failed:?}"
+    );
+    assert_eq!(
+        mine(store, t.clone(), Some(i2)).await,
+        vec![s2.clone()],
+        "failed commit kept the old strategy"
+    );
+    assert_eq!(
+        mine(store, t.clone(), None).await.first(),
+        Some(&wide),
+        "failed commit kept the tenant-wide strategy"
+    );
+    // Deletes are exact: the tenant-wide one does not take instance ones with it.
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::DeleteBackupStrategy {
+            tenant_id: t.clone(),
+            instance_id: None,
+        }),
+        "delete tenant-wide",
+    )
+    .await;
+    assert_eq!(
+        mine(store, t.clone(), None).await.len(),
+        2,
+        "instance strategies stay"
+    );
+    for instance in [Some(i1), Some(i2), Some(i2)] {
+        must_commit(
+            store,
+            ChangeSet::new().with(Write::DeleteBackupStrategy {
+                tenant_id: t.clone(),
+                instance_id: instance,
+            }),
+            "delete (again is harmless)",
+        )
+        .await;
+    }
+    assert!(mine(store, t.clone(), None).await.is_empty(), "all gone");
+    assert_eq!(
+        mine(store, other.clone(), None).await,
+        vec![foreign],
+        "another tenant's strategy untouched"
+    );
+}
+
 /// How a call ended, for comparing two stores (errors by kind; quota errors with their sorted resources).
 fn outcome<T>(r: &crate::Result<T>) -> String {
     match r {
@@ -1820,6 +1955,7 @@ pub async fn run_all(store: Arc<dyn InfraStore>) {
     check_service_statuses(s).await;
     check_backups(s).await;
     check_root_history(s).await;
+    check_backup_strategies(s).await;
     for seed in 0..4 {
         check_matches_reference(s, seed, 250).await;
     }
