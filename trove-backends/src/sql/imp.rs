@@ -57,6 +57,42 @@ pub(crate) fn list_placeholders(n: usize) -> String {
         .join(", ")
 }
 
+/// The `WHERE` part of a list query: conditions joined by `AND`, with their text parameters in order.
+#[derive(Default)]
+pub(crate) struct Where {
+    conds: Vec<String>,
+    pub(crate) binds: Vec<String>,
+}
+
+impl Where {
+    /// `column = $N` with `value`, when there is a value.
+    pub(crate) fn eq(&mut self, column: &str, value: Option<String>) -> &mut Where {
+        if let Some(v) = value {
+            self.binds.push(v);
+            self.conds.push(format!("{column} = ${}", self.binds.len()));
+        }
+        self
+    }
+    /// A condition without parameters, when `on`.
+    pub(crate) fn cond(&mut self, on: bool, cond: &str) -> &mut Where {
+        if on {
+            self.conds.push(cond.to_string());
+        }
+        self
+    }
+    /// `select` + `WHERE ...` (when any condition) + ` ORDER BY order`.
+    pub(crate) fn sql(&self, select: &str, order: &str) -> String {
+        let mut sql = String::from(select);
+        if !self.conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.conds.join(" AND "));
+        }
+        sql.push_str(" ORDER BY ");
+        sql.push_str(order);
+        sql
+    }
+}
+
 macro_rules! impl_infra_store {
     ($Store:ty, $Db:ty) => {
         mod infra_store_impl {
@@ -73,7 +109,7 @@ macro_rules! impl_infra_store {
                 workflow_claim_renews, workflow_claimable, ChangeSet, Expect, InfraStore, Write,
             };
             use trove_core::{Error, Result};
-            use $crate::sql::imp::{list_placeholders, values_placeholders, WriteTx, CHUNK};
+            use $crate::sql::imp::{list_placeholders, values_placeholders, Where, WriteTx, CHUNK};
             use $crate::sql::{db_error, from_body, is_unique_violation, nanos, to_body};
 
             const B: &str = <$Store>::BACKEND;
@@ -669,34 +705,15 @@ macro_rules! impl_infra_store {
                 }
 
                 async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
-                    let mut conds: Vec<String> = Vec::new();
-                    let mut binds: Vec<String> = Vec::new();
-                    if let Some(t) = &filter.tenant_id {
-                        binds.push(t.clone());
-                        conds.push(format!("tenant_id = ${}", binds.len()));
-                    }
-                    if !filter.include_deleted {
-                        conds.push("NOT deleted".into());
-                    }
-                    if !filter.include_clustered {
-                        conds.push("NOT clustered".into());
-                    }
-                    if let Some(r) = filter.replica_of {
-                        binds.push(r.to_string());
-                        conds.push(format!("replica_of = ${}", binds.len()));
-                    }
-                    if let Some(c) = filter.configuration_id {
-                        binds.push(c.to_string());
-                        conds.push(format!("configuration_id = ${}", binds.len()));
-                    }
-                    let mut sql = String::from("SELECT body, version FROM instances");
-                    if !conds.is_empty() {
-                        sql.push_str(" WHERE ");
-                        sql.push_str(&conds.join(" AND "));
-                    }
-                    sql.push_str(" ORDER BY created DESC, id");
+                    let mut w = Where::default();
+                    w.eq("tenant_id", filter.tenant_id.clone())
+                        .cond(!filter.include_deleted, "NOT deleted")
+                        .cond(!filter.include_clustered, "NOT clustered")
+                        .eq("replica_of", filter.replica_of.map(|r| r.to_string()))
+                        .eq("configuration_id", filter.configuration_id.map(|c| c.to_string()));
+                    let sql = w.sql("SELECT body, version FROM instances", "created DESC, id");
                     let mut q = sqlx::query(&sql);
-                    for b in &binds {
+                    for b in &w.binds {
                         q = q.bind(b.as_str());
                     }
                     let rows = q.fetch_all(self.pool()).await.map_err(err)?;
@@ -775,24 +792,12 @@ macro_rules! impl_infra_store {
                     &self,
                     filter: &BackupStrategyFilter,
                 ) -> Result<Vec<BackupStrategy>> {
-                    let mut conds: Vec<String> = Vec::new();
-                    let mut binds: Vec<String> = Vec::new();
-                    if let Some(t) = &filter.tenant_id {
-                        binds.push(t.clone());
-                        conds.push(format!("tenant_id = ${}", binds.len()));
-                    }
-                    if let Some(i) = filter.instance_id {
-                        binds.push(i.to_string());
-                        conds.push(format!("instance_id = ${}", binds.len()));
-                    }
-                    let mut sql = String::from("SELECT body FROM backup_strategies");
-                    if !conds.is_empty() {
-                        sql.push_str(" WHERE ");
-                        sql.push_str(&conds.join(" AND "));
-                    }
-                    sql.push_str(" ORDER BY tenant_id, instance_id");
+                    let mut w = Where::default();
+                    w.eq("tenant_id", filter.tenant_id.clone())
+                        .eq("instance_id", filter.instance_id.map(|i| i.to_string()));
+                    let sql = w.sql("SELECT body FROM backup_strategies", "tenant_id, instance_id");
                     let mut q = sqlx::query(&sql);
-                    for b in &binds {
+                    for b in &w.binds {
                         q = q.bind(b.as_str());
                     }
                     let rows = q.fetch_all(self.pool()).await.map_err(err)?;
@@ -800,27 +805,13 @@ macro_rules! impl_infra_store {
                 }
 
                 async fn list_backups(&self, filter: &BackupFilter) -> Result<Vec<Backup>> {
-                    let mut conds: Vec<String> = Vec::new();
-                    let mut binds: Vec<String> = Vec::new();
-                    if let Some(t) = &filter.tenant_id {
-                        binds.push(t.clone());
-                        conds.push(format!("tenant_id = ${}", binds.len()));
-                    }
-                    if let Some(i) = filter.instance_id {
-                        binds.push(i.to_string());
-                        conds.push(format!("instance_id = ${}", binds.len()));
-                    }
-                    if !filter.include_deleted {
-                        conds.push("NOT deleted".into());
-                    }
-                    let mut sql = String::from("SELECT body FROM backups");
-                    if !conds.is_empty() {
-                        sql.push_str(" WHERE ");
-                        sql.push_str(&conds.join(" AND "));
-                    }
-                    sql.push_str(" ORDER BY updated DESC, id");
+                    let mut w = Where::default();
+                    w.eq("tenant_id", filter.tenant_id.clone())
+                        .eq("instance_id", filter.instance_id.map(|i| i.to_string()))
+                        .cond(!filter.include_deleted, "NOT deleted");
+                    let sql = w.sql("SELECT body FROM backups", "updated DESC, id");
                     let mut q = sqlx::query(&sql);
-                    for b in &binds {
+                    for b in &w.binds {
                         q = q.bind(b.as_str());
                     }
                     let rows = q.fetch_all(self.pool()).await.map_err(err)?;
