@@ -1409,14 +1409,14 @@ pub fn routes() -> Routes {
         "/v1.0/{tenant_id}/instances/{instance_id}/ssl",
         "showInstanceSsl",
         200,
-        instance_unsupported,
+        super::ssl::ssl_show,
     )
     .at(
         "POST",
         "/v1.0/{tenant_id}/instances/{instance_id}/ssl",
         "instanceSslAction",
         200,
-        instance_unsupported_body,
+        super::ssl::ssl_action,
     )
     .at(
         "GET",

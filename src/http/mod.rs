@@ -18,6 +18,7 @@ mod extract;
 mod fault;
 mod handlers;
 mod middleware;
+mod ssl;
 pub mod openapi;
 pub mod ratelimit;
 mod views;

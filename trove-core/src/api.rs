@@ -34,6 +34,8 @@ use crate::taskmanager::{BackupParams, CreateParams, ResizeFlavorParams, ResizeV
 use serde_json::json;
 use std::collections::HashMap;
 
+mod ssl;
+
 /// `POST /instances` body, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateInstance {

@@ -276,6 +276,11 @@ impl GuestAgent {
             GuestRequest::ApplyOverrides { overrides } => {
                 to_value(s.apply_overrides(&overrides).await)
             }
+            GuestRequest::SslShow {
+                include_certificate,
+            } => to_value(s.ssl_show(include_certificate).await),
+            GuestRequest::SslAction { change } => to_value(s.ssl_action(&change).await),
+            GuestRequest::SslRollback => to_value(s.ssl_rollback().await),
         };
         v
     }

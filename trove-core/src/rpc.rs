@@ -218,6 +218,16 @@ pub enum GuestRequest {
     ApplyOverrides {
         overrides: Map<String, Value>,
     },
+    /// The instance's TLS state (upstream `ssl_show`, 1.3).
+    SslShow {
+        include_certificate: bool,
+    },
+    /// Turn TLS on or off (upstream `ssl_action`, 1.3).
+    SslAction {
+        change: crate::model::SslChange,
+    },
+    /// Restore the TLS state before the last action (upstream `ssl_rollback`, 1.3).
+    SslRollback,
 }
 
 /// A reply: the result value, or an error with its upstream status.

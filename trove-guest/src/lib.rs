@@ -22,6 +22,7 @@ mod factory;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+mod tls;
 
 pub use common::{current_uid, EngineConfig, RunAs};
 pub use factory::{detect_engines, DetectedEngine, EngineDetection, EngineStrategyFactory};

@@ -14,13 +14,15 @@ use std::sync::Arc;
 
 use trove_core::model::{
     validate_database_name, validate_host, validate_password, validate_user_name, DatabaseSpec,
-    Manager, Secret, UserSpec, UserUpdate,
+    Manager, Secret, SslChange, SslChangeResult, SslView, UserSpec, UserUpdate,
 };
 use trove_core::ports::{
     DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, UserInfo,
 };
 use trove_core::state::ServiceStatus;
 use trove_core::{Error, Result};
+
+mod tls;
 
 use crate::base::Base;
 use crate::common::{
@@ -246,6 +248,7 @@ impl MysqlStrategy {
                 cnf.push_str(&format!("{k} = {}\n", override_value(k, v)?));
             }
         }
+        cnf.push_str(&self.tls_cnf()?);
         write_engine_file(&self.cnf_path(), &cnf, self.base.run_as)
     }
 
@@ -852,6 +855,18 @@ impl DatastoreStrategy for MysqlStrategy {
             .update_state(|s| s.overrides = overrides.clone())?;
         self.render_config()?;
         Ok(true)
+    }
+
+    async fn ssl_show(&self, include_certificate: bool) -> Result<SslView> {
+        crate::tls::show(&self.base, include_certificate)
+    }
+
+    async fn ssl_action(&self, change: &SslChange) -> Result<SslChangeResult> {
+        crate::tls::action(self, change).await
+    }
+
+    async fn ssl_rollback(&self) -> Result<SslChangeResult> {
+        crate::tls::rollback(self).await
     }
 }
 

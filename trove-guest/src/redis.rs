@@ -16,13 +16,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use trove_core::model::{
-    validate_password, validate_user_name, Manager, Secret, UserSpec, UserUpdate,
+    validate_password, validate_user_name, Manager, Secret, SslChange, SslChangeResult, SslView,
+    UserSpec, UserUpdate,
 };
 use trove_core::ports::{
     DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, UserInfo,
 };
 use trove_core::state::ServiceStatus;
 use trove_core::{Error, Result};
+
+mod tls;
 
 use crate::base::Base;
 use crate::common::{
@@ -118,8 +121,15 @@ impl RedisStrategy {
                 false,
             )
         })?;
+        // The unix socket when the engine has one (TLS may have closed the plain port).
+        let socket = self.admin_socket();
+        let addr = if socket.exists() {
+            ConnectionAddr::Unix(socket)
+        } else {
+            ConnectionAddr::Tcp(self.base.connect_host(), self.base.ctx.port)
+        };
         let info = ConnectionInfo {
-            addr: ConnectionAddr::Tcp(self.base.connect_host(), self.base.ctx.port),
+            addr,
             redis: RedisConnectionInfo {
                 db: 0,
                 username: Some("os_admin".into()),
@@ -184,6 +194,7 @@ impl RedisStrategy {
                 conf.push_str(&format!("{k} \"{}\"\n", override_value(k, v)?));
             }
         }
+        conf.push_str(&self.tls_conf()?);
         write_engine_file(&self.conf_path(), &conf, self.base.run_as)
     }
 
@@ -512,5 +523,17 @@ impl DatastoreStrategy for RedisStrategy {
             .update_state(|s| s.overrides = overrides.clone())?;
         self.render_config()?;
         Ok(true)
+    }
+
+    async fn ssl_show(&self, include_certificate: bool) -> Result<SslView> {
+        crate::tls::show(&self.base, include_certificate)
+    }
+
+    async fn ssl_action(&self, change: &SslChange) -> Result<SslChangeResult> {
+        crate::tls::action(self, change).await
+    }
+
+    async fn ssl_rollback(&self) -> Result<SslChangeResult> {
+        crate::tls::rollback(self).await
     }
 }

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{DatabaseSpec, Manager, Secret, UserSpec, UserUpdate};
+use crate::model::{
+    DatabaseSpec, Manager, Secret, SslCertificate, SslChange, SslChangeResult, SslMode, SslStatus,
+    SslView, UserSpec, UserUpdate,
+};
 use crate::ports::{
     DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, StrategyFactory,
     UserInfo,
@@ -58,6 +61,25 @@ struct EngineState {
     extra_used: u64,
     starts: u32,
     fail_next_prepare: bool,
+    ssl: SimSsl,
+}
+
+/// One TLS setting of a simulated engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct SimSslSetting {
+    mode: Option<SslMode>,
+    certificate: Option<SslCertificate>,
+}
+
+/// The TLS state of a simulated engine, modelled on the real strategies: MariaDB only turns TLS on or off at a
+/// restart (changes while on apply live), PostgreSQL and Redis apply everything live; `mtls` needs a CA from a
+/// `container_ref` and is refused for the MySQL family.
+#[derive(Debug, Clone, Default)]
+struct SimSsl {
+    current: SimSslSetting,
+    previous: Option<SimSslSetting>,
+    /// Whether the running engine serves TLS (MariaDB: decided at start).
+    engine_tls: bool,
 }
 
 impl EngineState {
@@ -354,6 +376,7 @@ impl DatastoreStrategy for SimulatedStrategy {
             st.running = true;
             st.crashed = None;
             st.starts += 1;
+            st.ssl.engine_tls = st.ssl.current.mode.is_some();
         }
         Ok(())
     }
@@ -593,6 +616,143 @@ impl DatastoreStrategy for SimulatedStrategy {
             st.overrides.insert(k.clone(), v.clone());
         }
         Ok(restart)
+    }
+
+    async fn ssl_show(&self, include_certificate: bool) -> Result<SslView> {
+        self.ssl_supported()?;
+        let st = lock(&self.engine.state);
+        let cur = &st.ssl.current;
+        Ok(match cur.mode {
+            None => SslView::off(),
+            Some(mode) => SslView {
+                status: SslStatus::On,
+                mode: Some(mode),
+                certificate: cur.certificate.clone().map(|mut c| {
+                    if !include_certificate {
+                        c.payload = None;
+                    }
+                    c
+                }),
+                port: None,
+            },
+        })
+    }
+
+    async fn ssl_action(&self, change: &SslChange) -> Result<SslChangeResult> {
+        self.ssl_supported()?;
+        let mut st = self.running()?;
+        let next = match change {
+            SslChange::Enable {
+                mode,
+                container_ref,
+                ..
+            } => {
+                let mysql = matches!(self.manager, Manager::Mysql | Manager::Mariadb);
+                if *mode == SslMode::Mtls && mysql {
+                    return Err(Error::bad_request(format!(
+                        "SSL mode mtls is not supported for datastore {}.",
+                        self.manager
+                    )));
+                }
+                if *mode == SslMode::Mtls && container_ref.is_none() {
+                    return Err(Error::bad_request(
+                        "SSL mode mtls needs a container_ref whose bundle holds the CA that signs client certificates.",
+                    ));
+                }
+                let (cn, san) = match container_ref {
+                    // The simulation reads no files: the bundle's certificate is named after its reference.
+                    Some(r) => (format!("certificate of {r}"), None),
+                    None => (
+                        "localhost".to_string(),
+                        Some(vec!["IP:127.0.0.1".to_string(), "DNS:localhost".to_string()]),
+                    ),
+                };
+                SimSslSetting {
+                    mode: Some(*mode),
+                    certificate: Some(SslCertificate {
+                        cn,
+                        expire_at: chrono::Utc::now() + chrono::Duration::days(365),
+                        san,
+                        payload: Some(
+                            "-----BEGIN CERTIFICATE-----\nc2ltdWxhdGVk\n-----END CERTIFICATE-----\n"
+                                .into(),
+                        ),
+                    }),
+                }
+            }
+            SslChange::Disable => SimSslSetting {
+                mode: None,
+                certificate: st.ssl.current.certificate.clone(),
+            },
+        };
+        let prev = std::mem::replace(&mut st.ssl.current, next);
+        st.ssl.previous = Some(prev);
+        Ok(self.ssl_applied(&mut st))
+    }
+
+    async fn ssl_rollback(&self) -> Result<SslChangeResult> {
+        self.ssl_supported()?;
+        let mut st = self.running()?;
+        let Some(prev) = st.ssl.previous.take() else {
+            return Err(Error::bad_request("There is no previous SSL state to roll back to."));
+        };
+        let cur = std::mem::replace(&mut st.ssl.current, prev);
+        st.ssl.previous = Some(cur);
+        Ok(self.ssl_applied(&mut st))
+    }
+
+    async fn guest_log_list(&self, ctx: &GuestLogContext) -> Result<Vec<GuestLog>> {
+        let logs = lock(&self.engine.state).logs.clone();
+        crate::guest_log::list_logs(&logs.engine(self.manager), ctx).await
+    }
+
+    async fn guest_log_action(
+        &self,
+        ctx: &GuestLogContext,
+        req: &LogActionRequest,
+    ) -> Result<GuestLog> {
+        let logs = {
+            let st = lock(&self.engine.state);
+            // Turning logging on or off (publish may turn it on) talks to the engine, as a real guest's would.
+            if (req.enable || req.disable || req.publish) && !st.running {
+                return Err(Error::backend(
+                    "simulated",
+                    format!("{} is not running", self.manager),
+                    true,
+                ));
+            }
+            st.logs.clone()
+        };
+        crate::guest_log::log_action(&logs.engine(self.manager), ctx, req).await
+    }
+}
+
+impl SimulatedStrategy {
+    fn ssl_supported(&self) -> Result<()> {
+        match self.manager {
+            Manager::Mysql | Manager::Mariadb | Manager::Postgresql | Manager::Redis => Ok(()),
+            Manager::Mongodb | Manager::Cassandra => Err(Error::not_implemented(format!(
+                "SSL is not supported for datastore {}.",
+                self.manager
+            ))),
+        }
+    }
+
+    /// The answer after the current setting changed: MariaDB turns TLS on or off only at a restart.
+    fn ssl_applied(&self, st: &mut EngineState) -> SslChangeResult {
+        let on = st.ssl.current.mode.is_some();
+        let restart_required = match self.manager {
+            Manager::Mysql | Manager::Mariadb => on != st.ssl.engine_tls,
+            _ => {
+                st.ssl.engine_tls = on;
+                false
+            }
+        };
+        SslChangeResult {
+            status: if on { SslStatus::On } else { SslStatus::Off },
+            mode: st.ssl.current.mode,
+            restart_required,
+        }
     }
 }
 

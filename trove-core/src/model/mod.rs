@@ -7,6 +7,7 @@ mod instance;
 mod quota;
 mod secret;
 mod specs;
+mod ssl;
 mod workflow;
 
 pub use backup::{Backup, BackupFilter, BackupType};
@@ -21,5 +22,9 @@ pub use secret::Secret;
 pub use specs::{
     validate_database_name, validate_host, validate_instance_name, validate_password,
     validate_user_name, DatabaseSpec, UserSpec, UserUpdate,
+};
+pub use ssl::{
+    validate_file_ref, SslActionBody, SslCertificate, SslChange, SslChangeResult, SslMode, SslRequest,
+    SslStatus, SslView,
 };
 pub use workflow::{JournalEntry, JournalPhase, Workflow, WorkflowKind, WorkflowState};

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use super::compute::GuestSpec;
 use crate::error::{Error, Result};
-use crate::model::{Capabilities, DatabaseSpec, Manager, Secret, UserSpec, UserUpdate};
+use crate::model::{
+    Capabilities, DatabaseSpec, Manager, Secret, SslChange, SslChangeResult, SslView, UserSpec,
+    UserUpdate,
+};
 use crate::state::ServiceStatus;
 
 /// What `prepare` gets: everything needed to bring a fresh engine up (upstream guest `prepare`).
@@ -58,6 +61,10 @@ fn unsupported(manager: Manager, what: &str) -> Error {
     Error::unprocessable(format!(
         "Operation not supported for datastore {manager}: {what}."
     ))
+}
+
+fn ssl_unsupported(manager: Manager) -> Error {
+    Error::not_implemented(format!("SSL is not supported for datastore {manager}."))
 }
 
 /// The guest side of one engine: everything the guest agent asks of a running datastore.
@@ -150,6 +157,18 @@ pub trait DatastoreStrategy: Send + Sync + 'static {
     /// Applies configuration overrides; returns whether a restart is needed for them to take effect.
     async fn apply_overrides(&self, _overrides: &Map<String, Value>) -> Result<bool> {
         Err(unsupported(self.manager(), "configuration"))
+    }
+    /// The TLS state (certificate PEM included when asked).
+    async fn ssl_show(&self, _include_certificate: bool) -> Result<SslView> {
+        Err(ssl_unsupported(self.manager()))
+    }
+    /// Turns TLS on (installing a certificate) or off; the state before is kept for [`Self::ssl_rollback`].
+    async fn ssl_action(&self, _change: &SslChange) -> Result<SslChangeResult> {
+        Err(ssl_unsupported(self.manager()))
+    }
+    /// Restores the TLS state before the last action.
+    async fn ssl_rollback(&self) -> Result<SslChangeResult> {
+        Err(ssl_unsupported(self.manager()))
     }
 }
 

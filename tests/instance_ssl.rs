@@ -1,0 +1,1013 @@
+//! Instance TLS (`GET`/`POST /instances/{id}/ssl`, upstream API 1.3) on the REAL engines (MariaDB, PostgreSQL,
+//! Redis) through the embedded deployment, checked with the engines' own command-line clients:
+//! off → enable `basic` (TLS works, plain works) → `enforced` (plain refused, TLS works) → restart keeps it →
+//! disable (plain works, TLS refused) → rollback (back to `enforced` with the same certificate) → `mtls` from a
+//! `file://` bundle (PostgreSQL, Redis: a client certificate is required) or refused (MariaDB). Bad input and a
+//! not-ready instance get their faults. A last test walks the upstream samples over HTTP on the in-memory
+//! control plane (simulated guests).
+//!
+//! Ports: like `engines_api.rs`, the tests take the cross-process engine lock and run one at a time.
+
+mod api_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use trove::backends::auth::NoAuth;
+use trove::core::api::{ApiService, CreateInstance, InstanceView};
+use trove::core::model::{SslActionBody, SslChangeResult, SslMode, SslStatus, SslView};
+use trove::core::ports::RequestContext;
+use trove::core::state::TaskStatus;
+use trove::core::CoreConfig;
+use trove::embedded::{Embedded, EmbeddedOptions};
+
+use api_support::{engine_state_dir, kill_engines_under};
+
+/// How long any single wait may take.
+const WAIT: Duration = Duration::from_secs(60);
+
+// ------------------------------------------------------------------ engine lock (shared with engines_api.rs)
+
+struct EnginesLock(PathBuf);
+
+impl Drop for EnginesLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .is_some_and(|s| s != "Z"),
+        Err(_) => false,
+    }
+}
+
+fn engines_lock() -> EnginesLock {
+    let dir = api_support::venv_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).expect("create the lock's parent directory");
+    let path = dir.join("trove-engines-api.lock");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match std::fs::create_dir(&path) {
+            Ok(()) => {
+                std::fs::write(path.join("pid"), std::process::id().to_string())
+                    .expect("write the lock owner");
+                return EnginesLock(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(path.join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok());
+                let young = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(10));
+                let stale = match owner {
+                    Some(pid) => !alive(pid),
+                    None => !young,
+                };
+                if stale {
+                    if std::fs::remove_dir_all(&path).is_err() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {} (owner {owner:?})",
+                    path.display()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot create {}: {e}", path.display()),
+        }
+    }
+}
+
+struct KillGuard(PathBuf);
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        kill_engines_under(&self.0);
+    }
+}
+
+struct Env {
+    api: Arc<ApiService>,
+    emb: Option<Embedded>,
+    _state: tempfile::TempDir,
+    _guard: KillGuard,
+    _lock: EnginesLock,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let lock = tokio::task::spawn_blocking(engines_lock)
+            .await
+            .expect("lock task");
+        let state = engine_state_dir();
+        let guard = KillGuard(state.path().to_path_buf());
+        let mut opts = EmbeddedOptions::new(state.path());
+        opts.config = CoreConfig {
+            report_interval: Duration::from_millis(300),
+            agent_call_high_timeout: Duration::from_secs(120),
+            ..CoreConfig::default()
+        };
+        let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
+            .await
+            .expect("the embedded deployment starts");
+        let api = emb.control_plane().api();
+        Env {
+            api,
+            emb: Some(emb),
+            _state: state,
+            _guard: guard,
+            _lock: lock,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(e) = self.emb.take() {
+            e.shutdown().await;
+        }
+    }
+}
+
+fn t1() -> RequestContext {
+    RequestContext::tenant("t1")
+}
+
+async fn wait_view(
+    api: &ApiService,
+    id: Uuid,
+    what: &str,
+    pred: impl Fn(&InstanceView) -> bool,
+) -> InstanceView {
+    let start = Instant::now();
+    loop {
+        let v = api
+            .show_instance(&t1(), id)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: show failed: {e}"));
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            v.status != "ERROR",
+            "{what}: the instance went to ERROR: {:?} {:?}",
+            v.instance.fault,
+            v.service
+        );
+        assert!(
+            start.elapsed() < WAIT,
+            "{what}: not reached within {WAIT:?}; status {} task {:?} service {:?}",
+            v.status,
+            v.instance.task,
+            v.service
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn idle_healthy(v: &InstanceView) -> bool {
+    v.instance.task == TaskStatus::None && v.operating_status == "HEALTHY"
+}
+
+// ------------------------------------------------------------------ clients
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Mysql,
+    Postgres,
+    Redis,
+}
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+enum Transport {
+    /// No TLS at all.
+    Plain,
+    /// TLS, trusting `ca`; with a client certificate and key when given.
+    Tls {
+        ca: PathBuf,
+        client: Option<(PathBuf, PathBuf)>,
+    },
+}
+
+/// Runs the engine's own client against `port` as the root user; Ok(stdout) or Err(stderr).
+fn client(k: Kind, port: u16, pw: &str, t: &Transport) -> Result<String, String> {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("20");
+    match k {
+        Kind::Mysql => {
+            cmd.args(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-u", "root"])
+                .arg(format!("-P{port}"))
+                .args(["-N", "-B", "-e"])
+                .arg("SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'")
+                .env("MYSQL_PWD", pw);
+            match t {
+                Transport::Plain => {
+                    cmd.arg("--skip-ssl");
+                }
+                Transport::Tls { ca, client } => {
+                    cmd.arg("--ssl")
+                        .arg(format!("--ssl-ca={}", ca.display()))
+                        .arg("--ssl-verify-server-cert");
+                    if let Some((c, key)) = client {
+                        cmd.arg(format!("--ssl-cert={}", c.display()))
+                            .arg(format!("--ssl-key={}", key.display()));
+                    }
+                }
+            }
+        }
+        Kind::Postgres => {
+            let mut conn = format!(
+                "host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=10"
+            );
+            match t {
+                Transport::Plain => conn.push_str(" sslmode=disable"),
+                Transport::Tls { ca, client } => {
+                    conn.push_str(&format!(
+                        " sslmode=verify-full sslrootcert={}",
+                        ca.display()
+                    ));
+                    match client {
+                        Some((c, key)) => conn.push_str(&format!(
+                            " sslcert={} sslkey={}",
+                            c.display(),
+                            key.display()
+                        )),
+                        // No client certificate, not even the default ~/.postgresql one.
+                        None => conn.push_str(" sslcert=/nonexistent sslkey=/nonexistent"),
+                    }
+                }
+            }
+            cmd.args(["psql", "-X", "-tA", "-c"])
+                .arg("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .arg(conn)
+                .env("PGPASSWORD", pw);
+        }
+        Kind::Redis => {
+            cmd.args(["redis-cli", "-h", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                .env("REDISCLI_AUTH", pw);
+            if let Transport::Tls { ca, client } = t {
+                cmd.arg("--tls").arg("--cacert").arg(ca);
+                if let Some((c, key)) = client {
+                    cmd.arg("--cert").arg(c).arg("--key").arg(key);
+                }
+            }
+            cmd.arg("PING");
+        }
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run the client: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    // redis-cli exits 0 even when the connection failed; its answer tells.
+    let ok = out.status.success() && (k != Kind::Redis || stdout == "PONG");
+    if ok {
+        Ok(stdout)
+    } else {
+        Err(format!("{} {stdout} {stderr}", out.status))
+    }
+}
+
+/// The client connects with TLS, and the engine says the session is encrypted.
+fn assert_tls_works(k: Kind, port: u16, pw: &str, t: &Transport, step: &str) {
+    let out = client(k, port, pw, t)
+        .unwrap_or_else(|e| panic!("{step}: a TLS connection to {k:?} on {port} failed: {e}"));
+    match k {
+        Kind::Mysql => assert!(
+            out.starts_with("TLS"),
+            "{step}: the session is not encrypted (Ssl_cipher '{out}')"
+        ),
+        Kind::Postgres => assert_eq!(out, "t", "{step}: pg_stat_ssl says the session is not TLS"),
+        Kind::Redis => assert_eq!(out, "PONG"),
+    }
+}
+
+fn assert_plain_works(k: Kind, port: u16, pw: &str, step: &str) {
+    let out = client(k, port, pw, &Transport::Plain)
+        .unwrap_or_else(|e| panic!("{step}: a plain connection to {k:?} on {port} failed: {e}"));
+    match k {
+        Kind::Mysql => assert!(out.is_empty(), "{step}: plain session has a cipher '{out}'"),
+        Kind::Postgres => assert_eq!(out, "f", "{step}"),
+        Kind::Redis => assert_eq!(out, "PONG"),
+    }
+}
+
+fn assert_refused(k: Kind, port: u16, pw: &str, t: &Transport, step: &str) {
+    if let Ok(out) = client(k, port, pw, t) {
+        panic!("{step}: {k:?} on {port} accepted a {t:?} connection ({out})");
+    }
+}
+
+// ------------------------------------------------------------------ helpers over the API
+
+fn enable(mode: &str) -> SslActionBody {
+    SslActionBody {
+        enable: Some(true),
+        mode: Some(mode.into()),
+        ..Default::default()
+    }
+}
+
+fn status<T: std::fmt::Debug>(r: Result<T, trove::core::Error>) -> u16 {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.fault().status,
+    }
+}
+
+/// Sends an action; when the engine needs a restart, checks the instance says so and restarts it.
+async fn act(
+    api: &ApiService,
+    id: Uuid,
+    body: SslActionBody,
+    want_restart: bool,
+    step: &str,
+) -> SslChangeResult {
+    let r = api
+        .ssl_action(&t1(), id, body)
+        .await
+        .unwrap_or_else(|e| panic!("{step}: {e}"));
+    assert_eq!(r.restart_required, want_restart, "{step}: {r:?}");
+    if r.restart_required {
+        let v = api.show_instance(&t1(), id).await.expect("show");
+        assert_eq!(
+            v.operating_status, "RESTART_REQUIRED",
+            "{step}: the instance must say it needs a restart"
+        );
+        restart(api, id, step).await;
+    }
+    r
+}
+
+async fn restart(api: &ApiService, id: Uuid, step: &str) {
+    api.restart_instance(&t1(), id)
+        .await
+        .unwrap_or_else(|e| panic!("{step}: restart: {e}"));
+    wait_view(api, id, &format!("{step}: restart"), idle_healthy).await;
+}
+
+/// Shows with the certificate and writes its payload to `dir/<name>` (the CA a client trusts).
+async fn show_and_save_ca(
+    api: &ApiService,
+    id: Uuid,
+    dir: &Path,
+    name: &str,
+) -> (SslView, PathBuf) {
+    let v = api.ssl_show(&t1(), id, true).await.expect("ssl show");
+    let cert = v.certificate.as_ref().expect("a certificate when on");
+    let pem = cert
+        .payload
+        .as_ref()
+        .expect("payload with include_certificate");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    assert!(
+        !pem.contains("PRIVATE KEY"),
+        "the private key must never be shown"
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, pem).expect("write ca");
+    (v, p)
+}
+
+/// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate signed by it; returns the
+/// bundle (server cert, CA, server key) and the client's (cert, key).
+fn mtls_material(dir: &Path) -> (PathBuf, PathBuf, (PathBuf, PathBuf)) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=Test CA",
+    ]);
+    run(&a);
+    for (name, cn, ext) in [
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
+        ("client", "postgres", "extendedKeyUsage=clientAuth"),
+    ] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let subj = format!("/CN={cn}");
+        let mut a = vec!["req"];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        run(&a);
+        let extfile = format!("{name}.ext");
+        std::fs::write(dir.join(&extfile), format!("{ext}\n")).expect("ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "30",
+            "-extfile",
+            &extfile,
+        ]);
+    }
+    let bundle = dir.join("bundle.pem");
+    let text = [
+        std::fs::read_to_string(dir.join("server.pem")).expect("server.pem"),
+        std::fs::read_to_string(dir.join("ca.pem")).expect("ca.pem"),
+        std::fs::read_to_string(dir.join("server.key")).expect("server.key"),
+    ]
+    .concat();
+    std::fs::write(&bundle, text).expect("bundle");
+    (
+        bundle,
+        dir.join("ca.pem"),
+        (dir.join("client.pem"), dir.join("client.key")),
+    )
+}
+
+// ------------------------------------------------------------------ the journey
+
+async fn ssl_journey(ds: &str) {
+    let k = match ds {
+        "mariadb" | "mysql" => Kind::Mysql,
+        "postgresql" => Kind::Postgres,
+        _ => Kind::Redis,
+    };
+    // MariaDB starts and stops serving TLS only at a restart; the others apply everything live.
+    let onoff_restart = k == Kind::Mysql;
+    let env = Env::start().await;
+    let api = env.api.clone();
+    let files = tempfile::tempdir().expect("tempdir");
+
+    let created = api
+        .create_instance(
+            &t1(),
+            CreateInstance {
+                name: format!("{ds}-ssl"),
+                flavor_ref: Some("6".into()),
+                volume_size: Some(1),
+                datastore: Some(ds.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let id = created.instance.id;
+    // Not ready yet: the action gate answers 422.
+    assert_eq!(
+        status(api.ssl_action(&t1(), id, enable("basic")).await),
+        422,
+        "an SSL action on a building instance"
+    );
+    let v = wait_view(&api, id, "HEALTHY after create", idle_healthy).await;
+    let port = v.instance.port.expect("port");
+    let root = api.root_enable(&t1(), id, None).await.expect("root enable");
+    let pw = root.password.expose().to_string();
+
+    // Off at first; plain works.
+    let s = api.ssl_show(&t1(), id, false).await.expect("show");
+    assert_eq!(s, SslView::off());
+    assert_plain_works(k, port, &pw, "off");
+
+    // Bad input.
+    let two = SslActionBody {
+        enable: Some(true),
+        disable: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(status(api.ssl_action(&t1(), id, two).await), 400);
+    assert_eq!(
+        status(api.ssl_action(&t1(), id, enable("paranoid")).await),
+        400
+    );
+    let barbican = SslActionBody {
+        container_ref: Some("https://barbican.example/v1/containers/x".into()),
+        ..enable("basic")
+    };
+    assert_eq!(status(api.ssl_action(&t1(), id, barbican).await), 400);
+    let missing = SslActionBody {
+        container_ref: Some("file:///nonexistent/bundle.pem".into()),
+        ..enable("basic")
+    };
+    assert_eq!(status(api.ssl_action(&t1(), id, missing).await), 400);
+    // mtls: MariaDB refuses the mode; the others refuse a self-signed certificate (it cannot sign clients).
+    assert_eq!(status(api.ssl_action(&t1(), id, enable("mtls")).await), 400);
+    assert_eq!(
+        status(
+            api.ssl_action(
+                &t1(),
+                id,
+                SslActionBody {
+                    rollback: Some(true),
+                    ..Default::default()
+                }
+            )
+            .await
+        ),
+        400,
+        "nothing to roll back yet"
+    );
+    assert_eq!(
+        api.ssl_show(&t1(), id, false).await.expect("show"),
+        SslView::off(),
+        "refused actions change nothing"
+    );
+
+    // basic: TLS offered, plain still accepted.
+    let r = act(&api, id, enable("basic"), onoff_restart, "enable basic").await;
+    assert_eq!((r.status, r.mode), (SslStatus::On, Some(SslMode::Basic)));
+    let (s, ca) = show_and_save_ca(&api, id, files.path(), "basic.pem").await;
+    assert_eq!((s.status, s.mode), (SslStatus::On, Some(SslMode::Basic)));
+    let cert = s.certificate.clone().expect("certificate");
+    assert_eq!(cert.cn, "127.0.0.1");
+    let san = cert.san.clone().expect("SANs");
+    assert!(san.contains(&"IP:127.0.0.1".to_string()), "{san:?}");
+    let days = (cert.expire_at - chrono::Utc::now()).num_days();
+    assert!(
+        (363..=366).contains(&days),
+        "one year of validity, got {days} days"
+    );
+    let shown = serde_json::to_value(&s).expect("json");
+    let expire = shown["certificate"]["expire_at"]
+        .as_str()
+        .expect("expire_at");
+    assert_eq!(expire.len(), "2027-02-10T09:06:25.000000".len(), "{expire}");
+    assert!(
+        api.ssl_show(&t1(), id, false)
+            .await
+            .expect("show")
+            .certificate
+            .expect("cert")
+            .payload
+            .is_none(),
+        "no payload unless asked"
+    );
+    // Redis serves TLS on a second port in basic mode; the others on the instance's port.
+    let tls_port = match k {
+        Kind::Redis => {
+            let p = s.port.expect("Redis basic shows its TLS port");
+            assert_ne!(p, port);
+            p
+        }
+        _ => {
+            assert_eq!(s.port, None);
+            port
+        }
+    };
+    let tls = Transport::Tls {
+        ca: ca.clone(),
+        client: None,
+    };
+    assert_tls_works(k, tls_port, &pw, &tls, "basic");
+    assert_plain_works(k, port, &pw, "basic");
+
+    // enforced: a new certificate, plain refused, TLS works (live everywhere: the engine already serves TLS).
+    let r = act(&api, id, enable("enforced"), false, "enable enforced").await;
+    assert_eq!((r.status, r.mode), (SslStatus::On, Some(SslMode::Enforced)));
+    let (enforced_view, ca) = show_and_save_ca(&api, id, files.path(), "enforced.pem").await;
+    assert_eq!(enforced_view.port, None);
+    let tls = Transport::Tls {
+        ca: ca.clone(),
+        client: None,
+    };
+    assert_tls_works(k, port, &pw, &tls, "enforced");
+    assert_refused(k, port, &pw, &Transport::Plain, "enforced");
+    // The basic certificate is no longer served.
+    assert_refused(
+        k,
+        port,
+        &pw,
+        &Transport::Tls {
+            ca: files.path().join("basic.pem"),
+            client: None,
+        },
+        "enforced, old certificate",
+    );
+
+    // A restart keeps the TLS state.
+    restart(&api, id, "restart while enforced").await;
+    assert_eq!(
+        api.ssl_show(&t1(), id, true).await.expect("show"),
+        enforced_view,
+        "the TLS state survives a restart"
+    );
+    assert_tls_works(k, port, &pw, &tls, "enforced after restart");
+    assert_refused(k, port, &pw, &Transport::Plain, "enforced after restart");
+
+    // disable: plain works, TLS is refused.
+    let r = act(
+        &api,
+        id,
+        SslActionBody {
+            disable: Some(true),
+            ..Default::default()
+        },
+        onoff_restart,
+        "disable",
+    )
+    .await;
+    assert_eq!((r.status, r.mode), (SslStatus::Off, None));
+    assert_eq!(
+        api.ssl_show(&t1(), id, false).await.expect("show"),
+        SslView::off()
+    );
+    assert_plain_works(k, port, &pw, "disabled");
+    assert_refused(k, port, &pw, &tls, "disabled");
+
+    // rollback: back to enforced with the same certificate.
+    let r = act(
+        &api,
+        id,
+        SslActionBody {
+            rollback: Some(true),
+            ..Default::default()
+        },
+        onoff_restart,
+        "rollback",
+    )
+    .await;
+    assert_eq!((r.status, r.mode), (SslStatus::On, Some(SslMode::Enforced)));
+    assert_eq!(
+        api.ssl_show(&t1(), id, true).await.expect("show"),
+        enforced_view,
+        "rollback restores the previous certificate and mode"
+    );
+    assert_tls_works(k, port, &pw, &tls, "rolled back");
+    assert_refused(k, port, &pw, &Transport::Plain, "rolled back");
+
+    // mtls from a file:// bundle (server certificate, CA, key).
+    let (bundle, ca_pem, client_pair) = mtls_material(files.path());
+    let mtls = SslActionBody {
+        container_ref: Some(format!("file://{}", bundle.display())),
+        ..enable("mtls")
+    };
+    if k == Kind::Mysql {
+        assert_eq!(status(api.ssl_action(&t1(), id, mtls).await), 400);
+    } else {
+        let r = act(&api, id, mtls, false, "enable mtls").await;
+        assert_eq!((r.status, r.mode), (SslStatus::On, Some(SslMode::Mtls)));
+        let s = api.ssl_show(&t1(), id, false).await.expect("show");
+        assert_eq!(s.certificate.expect("cert").cn, "127.0.0.1");
+        let with_cert = Transport::Tls {
+            ca: ca_pem.clone(),
+            client: Some(client_pair),
+        };
+        let without_cert = Transport::Tls {
+            ca: ca_pem,
+            client: None,
+        };
+        assert_tls_works(k, port, &pw, &with_cert, "mtls with a client certificate");
+        assert_refused(
+            k,
+            port,
+            &pw,
+            &without_cert,
+            "mtls without a client certificate",
+        );
+        assert_refused(k, port, &pw, &Transport::Plain, "mtls, plain");
+    }
+
+    api.delete_instance(&t1(), id).await.expect("delete");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_ssl_basic_enforced_restart_disable_rollback() {
+    ssl_journey("mariadb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgresql_ssl_basic_enforced_restart_disable_rollback_mtls() {
+    ssl_journey("postgresql").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_ssl_basic_enforced_restart_disable_rollback_mtls() {
+    ssl_journey("redis").await;
+}
+
+// ------------------------------------------------------------------ HTTP and the upstream samples (simulated)
+
+/// The SSL routes over HTTP on the in-memory control plane (simulated guests): the upstream request samples,
+/// faults for bad bodies, and the view shapes of the response samples.
+#[tokio::test]
+async fn ssl_routes_over_http_with_the_upstream_samples() {
+    use trove::control_plane::ControlPlane;
+    use trove::core::api::DatastoreVersionSpec;
+    use trove::core::model::Flavor;
+    use trove::http::{router, HttpConfig};
+
+    let cp = ControlPlane::in_memory().await.expect("control plane");
+    let api = cp.api();
+    let admin = RequestContext::admin("t1");
+    api.mgmt_put_flavor(
+        &admin,
+        Flavor {
+            id: "1".into(),
+            name: "m1.tiny".into(),
+            ram_mb: 512,
+            vcpus: 1,
+            disk_gb: 10,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .expect("flavor");
+    for (ds, manager) in [("mysql", "mysql"), ("postgresql", "postgresql")] {
+        api.mgmt_create_datastore_version(
+            &admin,
+            DatastoreVersionSpec {
+                datastore_name: ds.into(),
+                name: "1".into(),
+                manager: manager.into(),
+                image: String::new(),
+                packages: String::new(),
+                active: true,
+                version: Some("1".into()),
+                default: true,
+            },
+        )
+        .await
+        .expect("version");
+    }
+    let app = router(api.clone(), Arc::new(NoAuth::new()), HttpConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}/v1.0/t1", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let mut r = http
+                .request(method, &url)
+                .header("X-Auth-Token", "any")
+                .header("Accept", "application/json");
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let resp = r.send().await.expect("request");
+            let st = resp.status().as_u16();
+            let text = resp.text().await.expect("body");
+            (
+                st,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let samples = api_support::reference_dir().join("trove-api-samples");
+    let sample = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(samples.join(name)).expect(name)).expect(name)
+    };
+
+    let mut ids = Vec::new();
+    for ds in ["mysql", "postgresql"] {
+        let (st, created) = call(
+            reqwest::Method::POST,
+            "/instances".into(),
+            Some(json!({"instance": {"name": ds, "flavorRef": "1", "volume": {"size": 1}, "datastore": {"type": ds}}})),
+        )
+        .await;
+        assert_eq!(st, 200, "{created}");
+        let id = created["instance"]["id"].as_str().expect("id").to_string();
+        ids.push(id);
+    }
+    let start = Instant::now();
+    for id in &ids {
+        loop {
+            let (_, v) = call(reqwest::Method::GET, format!("/instances/{id}"), None).await;
+            if v["instance"]["status"] == "HEALTHY" || v["instance"]["status"] == "ACTIVE" {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (my, pg) = (ids[0].clone(), ids[1].clone());
+
+    // GET: off.
+    let (st, v) = call(reqwest::Method::GET, format!("/instances/{my}/ssl"), None).await;
+    assert_eq!(
+        (st, v.clone()),
+        (200, json!({"ssl": {"status": "off"}})),
+        "{v}"
+    );
+
+    // Bad bodies.
+    for (body, want) in [
+        (json!({"ssl": {"enable": true, "disable": true}}), 400),
+        (json!({"ssl": {"enable": true, "mode": "paranoid"}}), 400),
+        (json!({"ssl": {}}), 400),
+        (json!({"nossl": {}}), 400),
+        (json!({"ssl": {"enable": true, "bogus": 1}}), 400),
+        (json!({"ssl": {"rollback": true}}), 400),
+    ] {
+        let (st, v) = call(
+            reqwest::Method::POST,
+            format!("/instances/{my}/ssl"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(st, want, "{body} → {v}");
+    }
+    // An unknown instance: 404.
+    let (st, _) = call(
+        reqwest::Method::GET,
+        format!("/instances/{}/ssl", Uuid::new_v4()),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+
+    // The upstream request samples, in order, on the MySQL instance (MariaDB semantics: on/off at a restart).
+    let (st, v) = call(
+        reqwest::Method::POST,
+        format!("/instances/{my}/ssl"),
+        Some(sample("instance-ssl-action-request.json")),
+    )
+    .await;
+    assert_eq!(
+        st, 400,
+        "a Barbican container_ref cannot be resolved here: {v}"
+    );
+    assert!(
+        v["badRequest"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("file://"),
+        "{v}"
+    );
+    let (st, v) = call(
+        reqwest::Method::POST,
+        format!("/instances/{my}/ssl"),
+        Some(json!({"ssl": {"enable": true, "mode": "basic"}})),
+    )
+    .await;
+    assert_eq!(
+        (st, v.clone()),
+        (
+            200,
+            json!({"ssl": {"status": "on", "mode": "basic", "restart_required": true}})
+        ),
+        "{v}"
+    );
+    let (_, inst) = call(reqwest::Method::GET, format!("/instances/{my}"), None).await;
+    assert_eq!(
+        inst["instance"]["operating_status"], "RESTART_REQUIRED",
+        "{inst}"
+    );
+    let (st, v) = call(reqwest::Method::GET, format!("/instances/{my}/ssl"), None).await;
+    assert_eq!(st, 200);
+    let shown = &v["ssl"];
+    assert_eq!(
+        (shown["status"].clone(), shown["mode"].clone()),
+        (json!("on"), json!("basic"))
+    );
+    assert!(
+        shown["certificate"]["cn"].is_string() && shown["certificate"]["payload"].is_null(),
+        "{v}"
+    );
+    let want_shape = sample("instance-ssl-show-response.json");
+    for key in ["cn", "expire_at", "san"] {
+        assert!(
+            shown["certificate"].get(key).is_some()
+                && want_shape["ssl"]["certificate"].get(key).is_some(),
+            "{key}: {v}"
+        );
+    }
+    let (_, v) = call(
+        reqwest::Method::GET,
+        format!("/instances/{my}/ssl?include_certificate=true"),
+        None,
+    )
+    .await;
+    assert!(
+        v["ssl"]["certificate"]["payload"]
+            .as_str()
+            .unwrap_or("")
+            .contains("BEGIN CERTIFICATE"),
+        "{v}"
+    );
+    let (st, v) = call(
+        reqwest::Method::POST,
+        format!("/instances/{my}/ssl"),
+        Some(sample("instance-ssl-action-request-disable.json")),
+    )
+    .await;
+    // The engine was never restarted with TLS: turning it off needs no restart.
+    assert_eq!(
+        (st, v.clone()),
+        (
+            200,
+            json!({"ssl": {"status": "off", "restart_required": false}})
+        ),
+        "{v}"
+    );
+    let (st, v) = call(
+        reqwest::Method::POST,
+        format!("/instances/{my}/ssl"),
+        Some(sample("instance-ssl-action-request-rollback.json")),
+    )
+    .await;
+    assert_eq!(
+        (st, v.clone()),
+        (
+            200,
+            json!({"ssl": {"status": "on", "mode": "basic", "restart_required": true}})
+        ),
+        "{v}"
+    );
+    // mtls: refused for the MySQL family; on PostgreSQL it needs a bundle.
+    let (st, _) = call(
+        reqwest::Method::POST,
+        format!("/instances/{my}/ssl"),
+        Some(json!({"ssl": {"enable": true, "mode": "mtls", "container_ref": "file:///b.pem"}})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    let (st, _) = call(
+        reqwest::Method::POST,
+        format!("/instances/{pg}/ssl"),
+        Some(json!({"ssl": {"enable": true, "mode": "mtls"}})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    // PostgreSQL applies everything live.
+    let (st, v) = call(
+        reqwest::Method::POST,
+        format!("/instances/{pg}/ssl"),
+        Some(json!({"ssl": {"enable": true, "mode": "enforced"}})),
+    )
+    .await;
+    assert_eq!(
+        (st, v.clone()),
+        (
+            200,
+            json!({"ssl": {"status": "on", "mode": "enforced", "restart_required": false}})
+        ),
+        "{v}"
+    );
+    for f in [
+        "instance-ssl-action-response.json",
+        "instance-ssl-action-response-disable.json",
+        "instance-ssl-action-response-rollback.json",
+    ] {
+        let want = sample(f);
+        for key in want["ssl"].as_object().expect("ssl object").keys() {
+            if key == "mode" && want["ssl"]["status"] == "off" {
+                continue;
+            }
+            assert!(
+                v["ssl"].get(key).is_some() || key == "mode",
+                "{f}: {key} missing in {v}"
+            );
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Instance TLS (upstream API 1.3): `GET` and `POST /instances/{id}/ssl`, both answered by the instance's guest.
+//!
+//! The action passes the usual action gate (422), is refused on a replica except `rollback` (400), and a change
+//! the engine can only take on restart leaves the instance's service status at RESTART_REQUIRED until it is
+//! restarted.
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::{ServiceStatusRecord, SslActionBody, SslChangeResult, SslRequest, SslView};
+use crate::ports::{ChangeSet, RequestContext, Write};
+use crate::rpc::GuestRequest;
+use crate::state::{check_operation, Operation, ServerStatus, ServiceStatus};
+
+use super::ApiService;
+
+impl ApiService {
+    /// `GET /instances/{id}/ssl[?include_certificate=true]`: the TLS state the guest keeps.
+    pub async fn ssl_show(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        include_certificate: bool,
+    ) -> Result<SslView> {
+        let inst = self.load_instance(ctx, id).await?;
+        let (state, _) = self.state(&inst).await?;
+        if state.server != Some(ServerStatus::Active) || !state.service.action_is_allowed() {
+            return Err(Error::unprocessable(format!(
+                "Instance {id} is not currently available for an action to be performed (instance status was {}).",
+                crate::state::api_status(&state)
+            )));
+        }
+        let g = self.guest(id);
+        g.call(
+            GuestRequest::SslShow {
+                include_certificate,
+            },
+            g.high(),
+        )
+        .await
+    }
+
+    /// `POST /instances/{id}/ssl`: enable (with a mode and optionally a certificate bundle), disable or roll back.
+    pub async fn ssl_action(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        body: SslActionBody,
+    ) -> Result<SslChangeResult> {
+        let req = body.validate()?;
+        let inst = self.load_instance(ctx, id).await?;
+        let (state, service) = self.state(&inst).await?;
+        check_operation(id, Operation::Restart, &state)?;
+        if inst.replica_of.is_some() && req != SslRequest::Rollback {
+            return Err(Error::bad_request(format!(
+                "Instance {id} is a replica: SSL can only be changed on its replication source (rollback is \
+                 allowed)."
+            )));
+        }
+        let g = self.guest(id);
+        let msg = match req {
+            SslRequest::Change(change) => GuestRequest::SslAction { change },
+            SslRequest::Rollback => GuestRequest::SslRollback,
+        };
+        let result: SslChangeResult = g.call(msg, g.high()).await?;
+        if result.restart_required {
+            // Heartbeats leave RESTART_REQUIRED alone; a restart of the instance clears it.
+            let record = ServiceStatusRecord {
+                instance_id: id,
+                status: ServiceStatus::RestartRequired,
+                reason: Some("SSL settings change on restart".into()),
+                volume: service.and_then(|s| s.volume),
+                updated_at: self.clock.now(),
+            };
+            self.store
+                .commit(ChangeSet::new().with(Write::ServiceStatus(record)))
+                .await?;
+        }
+        Ok(result)
+    }
+}
