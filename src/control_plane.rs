@@ -266,17 +266,20 @@ impl InMemoryParts {
         engines: Arc<SimulatedStrategyFactory>,
     ) -> InMemoryParts {
         let bus = Arc::new(MemoryBus::new());
-        let launcher = Arc::new(InProcessLauncher::new(
-            bus.clone(),
-            clock.clone(),
-            factory,
-            config.report_interval,
-        ));
+        let backup_store = Arc::new(MemoryBackupStore::new());
+        // Guests publish their logs to the backup store, in the upstream default container.
+        let launcher = Arc::new(
+            InProcessLauncher::new(bus.clone(), clock.clone(), factory, config.report_interval)
+                .with_log_store(trove_core::guest_log::LogStore::new(
+                    backup_store.clone(),
+                    trove_core::model::DEFAULT_LOG_CONTAINER,
+                )),
+        );
         InMemoryParts {
             store: Arc::new(MemoryStore::new()),
             compute: Arc::new(MemoryCompute::new(launcher.clone())),
             block_storage: Arc::new(MemoryBlockStorage::new()),
-            backup_store: Arc::new(MemoryBackupStore::new()),
+            backup_store,
             bus,
             clock,
             engines,

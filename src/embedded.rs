@@ -144,12 +144,20 @@ impl Embedded {
         let bus = Arc::new(MemoryBus::new());
         let engines: Arc<dyn StrategyFactory> =
             Arc::new(EngineStrategyFactory::new(opts.engines.clone()));
-        let launcher = Arc::new(InProcessLauncher::new(
-            bus.clone(),
-            clock.clone(),
-            engines.clone(),
-            opts.config.report_interval,
-        ));
+        let backups = Arc::new(FsBackupStore::open(opts.state_dir.join("backups"))?);
+        // Guests publish their logs to the backup store, in the upstream default container.
+        let launcher = Arc::new(
+            InProcessLauncher::new(
+                bus.clone(),
+                clock.clone(),
+                engines.clone(),
+                opts.config.report_interval,
+            )
+            .with_log_store(trove_core::guest_log::LogStore::new(
+                backups.clone(),
+                trove_core::model::DEFAULT_LOG_CONTAINER,
+            )),
+        );
         let compute = Arc::new(
             LocalCompute::open(
                 LocalComputeConfig::single(&opts.state_dir),
@@ -158,7 +166,6 @@ impl Embedded {
             .with_engines(engines),
         );
         let volumes = Arc::new(DirBlockStorage::open(opts.state_dir.join("volumes"))?);
-        let backups = Arc::new(FsBackupStore::open(opts.state_dir.join("backups"))?);
         let control_plane = ControlPlane::builder()
             .store(store)
             .bus(bus)

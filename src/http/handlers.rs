@@ -391,17 +391,6 @@ async fn instance_unsupported(c: Caller, P((_, id)): P<(String, String)>) -> Jso
     )))
 }
 
-async fn instance_unsupported_body(
-    c: Caller,
-    P((_, id)): P<(String, String)>,
-    JsonBody(b): JsonBody<Map<String, Value>>,
-) -> JsonResult {
-    let _ = (c, id, b);
-    Err(ApiError(Error::not_implemented(
-        "This feature (guest logs, SSL, modules) is not supported by this deployment.",
-    )))
-}
-
 // ---------------------------------------------------------------- databases, users, root
 
 async fn databases_list(
@@ -1395,14 +1384,14 @@ pub fn routes() -> Routes {
         "/v1.0/{tenant_id}/instances/{instance_id}/log",
         "listInstanceLogs",
         200,
-        instance_unsupported,
+        super::logs::instance_logs_list,
     )
     .at(
         "POST",
         "/v1.0/{tenant_id}/instances/{instance_id}/log",
         "instanceLogAction",
         200,
-        instance_unsupported_body,
+        super::logs::instance_log_action,
     )
     .at(
         "GET",

@@ -17,6 +17,7 @@ mod bodies;
 mod extract;
 mod fault;
 mod handlers;
+mod logs;
 mod middleware;
 mod ssl;
 pub mod openapi;

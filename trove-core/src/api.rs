@@ -34,6 +34,7 @@ use crate::taskmanager::{BackupParams, CreateParams, ResizeFlavorParams, ResizeV
 use serde_json::json;
 use std::collections::HashMap;
 
+mod guest_logs;
 mod ssl;
 
 /// `POST /instances` body, decoded.

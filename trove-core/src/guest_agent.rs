@@ -45,6 +45,8 @@ pub struct GuestAgent {
     /// Serialises heartbeats: a report's status is read only after the previous report was sent, so the
     /// conductor's "newest report wins" never keeps a stale status.
     reporting: Mutex<()>,
+    /// Where published guest logs go (`None`: publishing is refused).
+    log_store: Option<crate::guest_log::LogStore>,
 }
 
 impl std::fmt::Debug for GuestAgent {
@@ -75,6 +77,20 @@ impl GuestAgent {
             phase: AtomicU8::new(IDLE),
             failure: std::sync::Mutex::new(None),
             reporting: Mutex::new(()),
+            log_store: None,
+        }
+    }
+
+    /// Publishes guest logs to `store` (without one, publishing a log is refused with a 501).
+    pub fn with_log_store(mut self, store: Option<crate::guest_log::LogStore>) -> GuestAgent {
+        self.log_store = store;
+        self
+    }
+
+    fn log_context(&self) -> crate::guest_log::GuestLogContext {
+        crate::guest_log::GuestLogContext {
+            instance_id: self.instance_id,
+            store: self.log_store.clone(),
         }
     }
 
@@ -281,6 +297,23 @@ impl GuestAgent {
             } => to_value(s.ssl_show(include_certificate).await),
             GuestRequest::SslAction { change } => to_value(s.ssl_action(&change).await),
             GuestRequest::SslRollback => to_value(s.ssl_rollback().await),
+            GuestRequest::GuestLogList => to_value(s.guest_log_list(&self.log_context()).await),
+            GuestRequest::GuestLogAction {
+                log_name,
+                enable,
+                disable,
+                publish,
+                discard,
+            } => {
+                let req = crate::model::LogActionRequest {
+                    name: log_name,
+                    enable,
+                    disable,
+                    publish,
+                    discard,
+                };
+                to_value(s.guest_log_action(&self.log_context(), &req).await)
+            }
         };
         v
     }
@@ -303,6 +336,7 @@ pub struct InProcessLauncher {
     factory: Arc<dyn StrategyFactory>,
     report_interval: Duration,
     keys: Option<Arc<dyn GuestKeys>>,
+    log_store: Option<crate::guest_log::LogStore>,
     agents: Mutex<HashMap<Uuid, Running>>,
 }
 
@@ -328,8 +362,15 @@ impl InProcessLauncher {
             factory,
             report_interval,
             keys: None,
+            log_store: None,
             agents: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Agents publish guest logs to `store`.
+    pub fn with_log_store(mut self, store: crate::guest_log::LogStore) -> InProcessLauncher {
+        self.log_store = Some(store);
+        self
     }
 
     /// Agents sign their reports with the key `keys` gives for their instance.
@@ -378,7 +419,8 @@ impl GuestLauncher for InProcessLauncher {
             strategy.clone(),
             self.report_interval,
             key,
-        ));
+        )
+        .with_log_store(self.log_store.clone()));
         // A guest relaunched beside an engine that was prepared before (control-plane restart, reboot) serves
         // and heartbeats right away; one whose engine was never prepared waits for `prepare`.
         let engine = strategy.status().await.status;

@@ -6,6 +6,7 @@ pub mod conductor;
 pub mod config;
 pub mod error;
 pub mod guest_agent;
+pub mod guest_log;
 pub mod health;
 pub mod manage;
 pub mod memory;

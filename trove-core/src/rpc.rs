@@ -228,6 +228,16 @@ pub enum GuestRequest {
     },
     /// Restore the TLS state before the last action (upstream `ssl_rollback`, 1.3).
     SslRollback,
+    /// The logs the guest exposes (upstream `guest_log_list`).
+    GuestLogList,
+    /// One action on one log (upstream `guest_log_action`; at most one flag set).
+    GuestLogAction {
+        log_name: String,
+        enable: bool,
+        disable: bool,
+        publish: bool,
+        discard: bool,
+    },
 }
 
 /// A reply: the result value, or an error with its upstream status.
@@ -395,6 +405,24 @@ impl GuestClient {
     pub async fn filesystem_stats(&self) -> Result<FsStats> {
         self.call(GuestRequest::GetFilesystemStats, self.low())
             .await
+    }
+    /// The logs the guest exposes.
+    pub async fn guest_log_list(&self) -> Result<Vec<crate::model::GuestLog>> {
+        self.call(GuestRequest::GuestLogList, self.high()).await
+    }
+    /// One action on one log (publishing copies the log: the high timeout).
+    pub async fn guest_log_action(
+        &self,
+        req: &crate::model::LogActionRequest,
+    ) -> Result<crate::model::GuestLog> {
+        let r = GuestRequest::GuestLogAction {
+            log_name: req.name.clone(),
+            enable: req.enable,
+            disable: req.disable,
+            publish: req.publish,
+            discard: req.discard,
+        };
+        self.call(r, self.high()).await
     }
 }
 

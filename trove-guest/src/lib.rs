@@ -19,6 +19,7 @@
 mod base;
 mod common;
 mod factory;
+mod logs;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;

@@ -249,6 +249,7 @@ impl MysqlStrategy {
             }
         }
         cnf.push_str(&self.tls_cnf()?);
+        cnf.push_str(&crate::logs::mysql_cnf(&self.base.layout)?);
         write_engine_file(&self.cnf_path(), &cnf, self.base.run_as)
     }
 
@@ -867,6 +868,21 @@ impl DatastoreStrategy for MysqlStrategy {
 
     async fn ssl_rollback(&self) -> Result<SslChangeResult> {
         crate::tls::rollback(self).await
+    }
+
+    async fn guest_log_list(
+        &self,
+        ctx: &trove_core::guest_log::GuestLogContext,
+    ) -> Result<Vec<trove_core::model::GuestLog>> {
+        trove_core::guest_log::list_logs(&crate::logs::EngineLogs::mysql(&self.base, &self.socket), ctx).await
+    }
+
+    async fn guest_log_action(
+        &self,
+        ctx: &trove_core::guest_log::GuestLogContext,
+        req: &trove_core::model::LogActionRequest,
+    ) -> Result<trove_core::model::GuestLog> {
+        trove_core::guest_log::log_action(&crate::logs::EngineLogs::mysql(&self.base, &self.socket), ctx, req).await
     }
 }
 

@@ -861,6 +861,21 @@ impl DatastoreStrategy for PostgresStrategy {
     async fn ssl_rollback(&self) -> Result<SslChangeResult> {
         crate::tls::rollback(self).await
     }
+
+    async fn guest_log_list(
+        &self,
+        ctx: &trove_core::guest_log::GuestLogContext,
+    ) -> Result<Vec<trove_core::model::GuestLog>> {
+        trove_core::guest_log::list_logs(&crate::logs::EngineLogs::postgres(&self.base, &self.socket_dir), ctx).await
+    }
+
+    async fn guest_log_action(
+        &self,
+        ctx: &trove_core::guest_log::GuestLogContext,
+        req: &trove_core::model::LogActionRequest,
+    ) -> Result<trove_core::model::GuestLog> {
+        trove_core::guest_log::log_action(&crate::logs::EngineLogs::postgres(&self.base, &self.socket_dir), ctx, req).await
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::guest_log::{GuestLogContext, MemoryLogs};
+use crate::model::{GuestLog, LogActionRequest};
 use crate::model::{
     DatabaseSpec, Manager, Secret, SslCertificate, SslChange, SslChangeResult, SslMode, SslStatus,
     SslView, UserSpec, UserUpdate,
@@ -62,6 +64,8 @@ struct EngineState {
     starts: u32,
     fail_next_prepare: bool,
     ssl: SimSsl,
+    /// The engine's logs: the general log records every statement the engine runs while it is on.
+    logs: MemoryLogs,
 }
 
 /// One TLS setting of a simulated engine.
@@ -153,6 +157,16 @@ impl SimulatedEngine {
     pub fn set_extra_usage(&self, bytes: u64) {
         lock(&self.state).extra_used = bytes;
     }
+    /// A user runs `sql` on the engine: the general log records it while it is on.
+    pub fn query(&self, sql: &str) {
+        lock(&self.state)
+            .logs
+            .write("general", &format!("Query\t{sql}"));
+    }
+    /// The bytes of guest log `name` written so far.
+    pub fn log_contents(&self, name: &str) -> Vec<u8> {
+        lock(&self.state).logs.contents(name)
+    }
     /// Makes the next `prepare` fail (the engine stays unprepared).
     pub fn fail_next_prepare(&self) {
         lock(&self.state).fail_next_prepare = true;
@@ -242,6 +256,7 @@ impl SimulatedStrategy {
                 true,
             ));
         }
+        st.logs.write("general", "Query\t(simulated statement)");
         Ok(st)
     }
 

@@ -3,6 +3,7 @@
 mod backup;
 mod config;
 mod datastore;
+mod guest_log;
 mod instance;
 mod quota;
 mod secret;
@@ -13,6 +14,10 @@ mod workflow;
 pub use backup::{Backup, BackupFilter, BackupType};
 pub use config::{ConfigParam, Configuration, ParamType};
 pub use datastore::{Capabilities, Datastore, DatastoreVersion, Flavor, Manager};
+pub use guest_log::{
+    exposed_log_type, exposed_logs, log_metafile, log_prefix, log_status, GuestLog, LogAction,
+    LogActionRequest, LogState, LogStatus, LogType, LogView, DEFAULT_LOG_CONTAINER,
+};
 pub use instance::{
     Access, Address, Instance, InstanceFault, InstanceFilter, Locality, RootHistory,
     ServiceStatusRecord, VolumeUsage,

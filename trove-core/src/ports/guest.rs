@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use super::compute::GuestSpec;
 use crate::error::{Error, Result};
+use crate::guest_log::GuestLogContext;
+use crate::model::{GuestLog, LogActionRequest};
 use crate::model::{
     Capabilities, DatabaseSpec, Manager, Secret, SslChange, SslChangeResult, SslView, UserSpec,
     UserUpdate,
@@ -169,6 +171,19 @@ pub trait DatastoreStrategy: Send + Sync + 'static {
     /// Restores the TLS state before the last action.
     async fn ssl_rollback(&self) -> Result<SslChangeResult> {
         Err(ssl_unsupported(self.manager()))
+    }
+    /// The logs the engine exposes (upstream `guest_log_list`); none by default.
+    async fn guest_log_list(&self, _ctx: &GuestLogContext) -> Result<Vec<GuestLog>> {
+        Ok(Vec::new())
+    }
+    /// One action on one log (upstream `guest_log_action`); see [`crate::guest_log::log_action`]. By default the
+    /// engine has no logs: every name is a 404.
+    async fn guest_log_action(
+        &self,
+        _ctx: &GuestLogContext,
+        req: &LogActionRequest,
+    ) -> Result<GuestLog> {
+        Err(Error::not_found("Log", req.name.escape_default()))
     }
 }
 

@@ -1,0 +1,877 @@
+//! Guest logs (`GET`/`POST /v1.0/{tenant}/instances/{id}/log`) through the REST API.
+//!
+//! On the REAL engines (embedded deployment: SQLite store, local-process compute, in-process guests publishing to
+//! the filesystem backup store): MariaDB (`mysql`) and PostgreSQL expose their logs Disabled; enabling `general`
+//! makes the engine log the statements a user runs (Ready, bytes pending); publishing copies them into the object
+//! store (Published; the object holds the user's statements); more statements show Partial; logging stays on
+//! across an engine restart; disabling stops the growth; discarding deletes the published objects. Redis exposes
+//! no log. Bad input (unknown log, two actions, a non-UUID id, another tenant's instance) gets its fault.
+//!
+//! On the in-memory control plane (simulated engines): the upstream sample bodies, the 422 of an instance whose
+//! engine is down, and the 501 of a guest without a log store.
+//!
+//! Engine ports come from the local compute's default range, so the engine tests take the same cross-process
+//! lock as `tests/engines_api.rs` and run one at a time. Heartbeats and the supervisor are slowed down in the
+//! engine tests: their probes are sessions like any other, which a general log records, and the statuses checked
+//! here must only move by the test's own statements.
+
+mod api_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
+use uuid::Uuid;
+
+use trove::backends::auth::NoAuth;
+use trove::control_plane::{ControlPlane, InMemoryParts};
+use trove::core::api::{ApiService, CreateInstance, DatastoreVersionSpec, InstanceView};
+use trove::core::model::{DatabaseSpec, Flavor, Secret, UserSpec};
+use trove::core::ports::{DynBackupStore, RequestContext, SystemClock};
+use trove::core::state::TaskStatus;
+use trove::core::CoreConfig;
+use trove::embedded::{Embedded, EmbeddedOptions};
+use trove::http::HttpConfig;
+
+use api_support::{engine_state_dir, kill_engines_under, serve_in_process};
+
+/// How long any single wait may take (generous: the machine is shared and loaded).
+const WAIT: Duration = Duration::from_secs(60);
+/// The container guests publish to.
+const CONTAINER: &str = "database_logs";
+
+// ------------------------------------------------------------------ serialisation and clean-up
+
+/// The cross-process lock of `tests/engines_api.rs` (same path): one engine test at a time.
+struct EnginesLock(PathBuf);
+
+impl Drop for EnginesLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .is_some_and(|s| s != "Z"),
+        Err(_) => false,
+    }
+}
+
+fn engines_lock() -> EnginesLock {
+    let dir = api_support::venv_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).expect("create the lock's parent directory");
+    let path = dir.join("trove-engines-api.lock");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match std::fs::create_dir(&path) {
+            Ok(()) => {
+                std::fs::write(path.join("pid"), std::process::id().to_string())
+                    .expect("write the lock owner");
+                return EnginesLock(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(path.join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok());
+                let young = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(10));
+                let stale = match owner {
+                    Some(pid) => !alive(pid),
+                    None => !young,
+                };
+                if stale {
+                    if std::fs::remove_dir_all(&path).is_err() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {} (owner {owner:?})",
+                    path.display()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot create {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Kills every engine left under a state directory when the test ends (pass or fail).
+struct KillGuard(PathBuf);
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        kill_engines_under(&self.0);
+    }
+}
+
+// ------------------------------------------------------------------ HTTP
+
+struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Http {
+    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = self
+            .client
+            .request(m, format!("{}{path}", self.base))
+            .header("X-Auth-Token", "t")
+            .timeout(Duration::from_secs(120));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn list(&self, id: Uuid) -> Vec<Value> {
+        let (s, b) = self
+            .send("GET", &format!("/v1.0/t1/instances/{id}/log"), None)
+            .await;
+        assert_eq!(s, 200, "list logs: {b}");
+        b["logs"].as_array().expect("a logs array").clone()
+    }
+
+    /// `POST /log` with `body`; the answer's status and body.
+    async fn action(&self, id: Uuid, body: Value) -> (u16, Value) {
+        self.send("POST", &format!("/v1.0/t1/instances/{id}/log"), Some(body))
+            .await
+    }
+
+    /// `POST /log` that must succeed; the log view.
+    async fn log(&self, id: Uuid, body: Value) -> Value {
+        let (s, b) = self.action(id, body.clone()).await;
+        assert_eq!(s, 200, "{body} answered {s}: {b}");
+        b["log"].clone()
+    }
+}
+
+/// A view's byte count (`published`/`pending` are strings).
+fn bytes(view: &Value, field: &str) -> u64 {
+    view[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is not a string in {view}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{field} of {view}: {e}"))
+}
+
+/// Every field of a log view is a string, and the names follow `<id>/<manager>-<log>`.
+fn check_view_shape(v: &Value, id: Uuid, manager: &str, name: &str) {
+    for f in [
+        "name",
+        "type",
+        "status",
+        "published",
+        "pending",
+        "container",
+        "prefix",
+        "metafile",
+    ] {
+        assert!(v[f].is_string(), "{f} is not a string in {v}");
+    }
+    assert_eq!(v["name"], name, "{v}");
+    assert_eq!(v["type"], "USER", "{v}");
+    assert_eq!(
+        v["metafile"],
+        format!("{id}/{manager}-{name}_metafile"),
+        "{v}"
+    );
+    if bytes(v, "published") > 0 {
+        assert_eq!(v["container"], CONTAINER, "{v}");
+        assert_eq!(v["prefix"], format!("{id}/{manager}-{name}/"), "{v}");
+    } else {
+        assert_eq!(v["container"], "None", "{v}");
+        assert_eq!(v["prefix"], "None", "{v}");
+    }
+}
+
+// ------------------------------------------------------------------ the object store
+
+async fn read_object(store: &DynBackupStore, key: &str) -> Vec<u8> {
+    let mut s = store
+        .get(key)
+        .await
+        .unwrap_or_else(|e| panic!("object {key}: {e}"));
+    let mut out = Vec::new();
+    while let Some(c) = s.next().await {
+        out.extend(c.expect("object chunk"));
+    }
+    out
+}
+
+/// The published parts of a log, concatenated, and how many there are.
+async fn published_text(store: &DynBackupStore, view: &Value) -> (String, usize) {
+    let prefix = format!("{CONTAINER}/{}", view["prefix"].as_str().expect("prefix"));
+    let parts = store.list(&prefix).await.expect("list parts");
+    let mut all = Vec::new();
+    for p in &parts {
+        all.extend(read_object(store, &p.key).await);
+    }
+    (String::from_utf8_lossy(&all).into_owned(), parts.len())
+}
+
+// ------------------------------------------------------------------ the embedded deployment
+
+struct Env {
+    api: Arc<ApiService>,
+    http: Http,
+    store: DynBackupStore,
+    emb: Option<Embedded>,
+    _state: tempfile::TempDir,
+    _guard: KillGuard,
+    _lock: EnginesLock,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let lock = tokio::task::spawn_blocking(engines_lock)
+            .await
+            .expect("lock task");
+        let state = engine_state_dir();
+        let guard = KillGuard(state.path().to_path_buf());
+        let mut opts = EmbeddedOptions::new(state.path());
+        // Guests report right after prepare and restart; periodic probes (which a general log would record) are
+        // kept out of the test's way.
+        opts.config = CoreConfig {
+            report_interval: Duration::from_secs(600),
+            agent_heartbeat_expiry: Duration::from_secs(3600),
+            agent_call_high_timeout: Duration::from_secs(120),
+            ..CoreConfig::default()
+        };
+        opts.supervise_interval = Duration::from_secs(600);
+        let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
+            .await
+            .expect("the embedded deployment starts");
+        let api = emb.control_plane().api();
+        let store = emb
+            .control_plane()
+            .backup_store()
+            .expect("the embedded deployment has a backup store");
+        let base =
+            serve_in_process(api.clone(), Arc::new(NoAuth::new()), HttpConfig::default()).await;
+        Env {
+            api,
+            http: Http {
+                base,
+                client: reqwest::Client::new(),
+            },
+            store,
+            emb: Some(emb),
+            _state: state,
+            _guard: guard,
+            _lock: lock,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(e) = self.emb.take() {
+            e.shutdown().await;
+        }
+    }
+
+    /// Creates an instance of `ds` (with database `shop` and user `app` for SQL engines) and waits for HEALTHY.
+    async fn instance(&self, ds: &str, sql: bool) -> (Uuid, u16) {
+        let (databases, users) = if sql {
+            (
+                vec![DatabaseSpec {
+                    name: "shop".into(),
+                    character_set: None,
+                    collate: None,
+                }],
+                vec![UserSpec {
+                    name: "app".into(),
+                    password: Secret::new("app-Pw-1x"),
+                    host: None,
+                    databases: vec!["shop".into()],
+                }],
+            )
+        } else {
+            (vec![], vec![])
+        };
+        let created = self
+            .api
+            .create_instance(
+                &t1(),
+                CreateInstance {
+                    name: format!("{ds}-logs"),
+                    flavor_ref: Some("6".into()),
+                    volume_size: Some(1),
+                    datastore: Some(ds.into()),
+                    databases,
+                    users,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("create");
+        let id = created.instance.id;
+        let v = self.wait_healthy(id, "HEALTHY after create").await;
+        (id, v.instance.port.expect("the view shows the port"))
+    }
+
+    async fn wait_healthy(&self, id: Uuid, what: &str) -> InstanceView {
+        let start = Instant::now();
+        loop {
+            let v = self
+                .api
+                .show_instance(&t1(), id)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            if v.instance.task == TaskStatus::None && v.operating_status == "HEALTHY" {
+                return v;
+            }
+            assert!(v.status != "ERROR", "{what}: ERROR {:?}", v.instance.fault);
+            assert!(start.elapsed() < WAIT, "{what}: not within {WAIT:?}: {v:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn t1() -> RequestContext {
+    RequestContext::tenant("t1")
+}
+
+// ------------------------------------------------------------------ clients of the engines
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sql {
+    Mysql,
+    Postgres,
+}
+
+/// Runs `statements` as user `app` on database `shop`, over TCP like any client.
+async fn run_sql(kind: Sql, port: u16, statements: &[String]) {
+    match kind {
+        Sql::Mysql => {
+            let mut c = sqlx::mysql::MySqlConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username("app")
+                .password("app-Pw-1x")
+                .database("shop")
+                .connect()
+                .await
+                .expect("app connects");
+            for s in statements {
+                c.execute(s.as_str()).await.expect("statement");
+            }
+            c.close().await.expect("close");
+        }
+        Sql::Postgres => {
+            let mut c = sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username("app")
+                .password("app-Pw-1x")
+                .database("shop")
+                .connect()
+                .await
+                .expect("app connects");
+            for s in statements {
+                c.execute(s.as_str()).await.expect("statement");
+            }
+            c.close().await.expect("close");
+        }
+    }
+}
+
+/// A setting as the user sees it.
+async fn setting(kind: Sql, port: u16, query: &str) -> String {
+    match kind {
+        Sql::Mysql => {
+            let mut c = sqlx::mysql::MySqlConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username("app")
+                .password("app-Pw-1x")
+                .database("shop")
+                .connect()
+                .await
+                .expect("app connects");
+            let row = sqlx::query(query).fetch_one(&mut c).await.expect("query");
+            let v: i64 = row.try_get(0).expect("integer setting");
+            v.to_string()
+        }
+        Sql::Postgres => {
+            let mut c = sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username("app")
+                .password("app-Pw-1x")
+                .database("shop")
+                .connect()
+                .await
+                .expect("app connects");
+            let row = sqlx::query(query).fetch_one(&mut c).await.expect("query");
+            row.try_get::<String, _>(0).expect("text setting")
+        }
+    }
+}
+
+fn marker(tag: &str) -> String {
+    format!("{tag}-{}", Uuid::new_v4().simple())
+}
+
+// ------------------------------------------------------------------ the scenario on a SQL engine
+
+/// The whole life of the `general` log of a SQL instance, through the REST API.
+async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
+    let (id, port) = env.instance(ds, true).await;
+    let h = &env.http;
+    let mut t = Instant::now();
+    let mut step = |what: &str| {
+        eprintln!("[{ds}] {what}: {:.2?}", t.elapsed());
+        t = Instant::now();
+    };
+
+    // ---- the exposed logs, all off.
+    let listed = h.list(id).await;
+    let names: Vec<&str> = listed.iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, logs, "{listed:?}");
+    for (l, name) in listed.iter().zip(logs) {
+        check_view_shape(l, id, ds, name);
+        assert_eq!(l["status"], "Disabled", "{l}");
+        assert_eq!(l["published"], "0", "{l}");
+    }
+    let before_enable = bytes(&listed[0], "pending");
+
+    // ---- enable: the engine logs what a user runs.
+    let v = h.log(id, json!({"name": "general", "enable": 1})).await;
+    check_view_shape(&v, id, ds, "general");
+    // Not `Enabled`: MariaDB opens its general log with a header, PostgreSQL's server log has its start-up lines.
+    assert_eq!(v["status"], "Ready", "{v}");
+    step("enable general");
+    let m1 = marker("first");
+    let q1 = match kind {
+        Sql::Mysql => vec![
+            "CREATE TABLE IF NOT EXISTS t (v VARCHAR(64))".to_string(),
+            format!("INSERT INTO t VALUES ('{m1}')"),
+            format!("SELECT '{m1}'"),
+        ],
+        Sql::Postgres => vec![
+            "CREATE TABLE IF NOT EXISTS t (v VARCHAR(64))".to_string(),
+            format!("INSERT INTO t VALUES ('{m1}')"),
+            format!("SELECT '{m1}'"),
+        ],
+    };
+    run_sql(kind, port, &q1).await;
+    let v = h.log(id, json!({"name": "general"})).await;
+    assert_eq!(v["status"], "Ready", "{v}");
+    let pending = bytes(&v, "pending");
+    assert!(
+        pending > before_enable + m1.len() as u64,
+        "the user's statements are pending: {v}"
+    );
+    assert_eq!(v["published"], "0");
+
+    // ---- publish: everything written so far goes to the object store.
+    let started = Instant::now();
+    let v = h.log(id, json!({"name": "general", "publish": 1})).await;
+    let took = started.elapsed();
+    check_view_shape(&v, id, ds, "general");
+    assert_eq!(v["status"], "Published", "{v}");
+    assert_eq!(v["pending"], "0", "{v}");
+    let published1 = bytes(&v, "published");
+    assert!(published1 >= pending, "{v}");
+    let (text, parts) = published_text(&env.store, &v).await;
+    assert_eq!(parts, 1, "one part per publish");
+    assert_eq!(text.len() as u64, published1);
+    assert!(
+        text.contains(&format!("INSERT INTO t VALUES ('{m1}')")),
+        "the published log holds the user's statement: {text}"
+    );
+    let meta = read_object(
+        &env.store,
+        &format!("{CONTAINER}/{}", v["metafile"].as_str().unwrap()),
+    )
+    .await;
+    let meta: Value = serde_json::from_slice(&meta).expect("the metafile is JSON");
+    assert_eq!(meta["log_size"], published1, "{meta}");
+    eprintln!("[{ds}] publish of {published1} bytes took {took:.2?}");
+    step("run SQL, publish");
+
+    // ---- more statements: Partial.
+    let m2 = marker("second");
+    run_sql(kind, port, &[format!("SELECT '{m2}'")]).await;
+    let v = h.log(id, json!({"name": "general"})).await;
+    assert_eq!(v["status"], "Partial", "{v}");
+    assert_eq!(bytes(&v, "published"), published1);
+    assert!(bytes(&v, "pending") > m2.len() as u64, "{v}");
+
+    // ---- logging stays on across a restart of the engine.
+    env.api.restart_instance(&t1(), id).await.expect("restart");
+    env.wait_healthy(id, "HEALTHY after restart").await;
+    let (query, on) = match kind {
+        Sql::Mysql => ("SELECT CAST(@@global.general_log AS SIGNED)", "1"),
+        Sql::Postgres => ("SHOW log_statement", "all"),
+    };
+    assert_eq!(
+        setting(kind, port, query).await,
+        on,
+        "logging is on after the restart"
+    );
+    let m3 = marker("after-restart");
+    run_sql(kind, port, &[format!("SELECT '{m3}'")]).await;
+    let v = h.log(id, json!({"name": "general", "publish": 1})).await;
+    assert_eq!(v["status"], "Published", "{v}");
+    let published2 = bytes(&v, "published");
+    assert!(published2 > published1, "{v}");
+    let (text, parts) = published_text(&env.store, &v).await;
+    assert_eq!(parts, 2, "a second publish adds a second part");
+    assert_eq!(text.len() as u64, published2);
+    assert!(text.contains(&m2) && text.contains(&m3), "{text}");
+    step("Partial, restart, publish again");
+
+    // ---- a bigger log: the figure of a publish of a few MB.
+    let filler = "x".repeat(1000);
+    let batch: Vec<String> = (0..2000)
+        .map(|i| format!("SELECT '{i}-{filler}'"))
+        .collect();
+    run_sql(kind, port, &batch).await;
+    let v = h.log(id, json!({"name": "general"})).await;
+    let big = bytes(&v, "pending");
+    assert!(big > 2_000_000, "{v}");
+    let started = Instant::now();
+    let v = h.log(id, json!({"name": "general", "publish": 1})).await;
+    let took = started.elapsed();
+    assert_eq!(v["status"], "Published", "{v}");
+    assert_eq!(bytes(&v, "published"), published2 + big);
+    eprintln!(
+        "[{ds}] publish of {:.2} MB took {took:.2?}",
+        big as f64 / 1_048_576.0
+    );
+    let published3 = bytes(&v, "published");
+    step("publish 2 MB");
+
+    // ---- disable: the engine stops logging.
+    let v = h.log(id, json!({"name": "general", "disable": 1})).await;
+    assert_eq!(v["status"], "Disabled", "{v}");
+    let off = match kind {
+        Sql::Mysql => "0",
+        Sql::Postgres => "none",
+    };
+    assert_eq!(setting(kind, port, query).await, off, "logging is off");
+    let size_off = bytes(&v, "published") + bytes(&v, "pending");
+    let m4 = marker("while-off");
+    run_sql(kind, port, &[format!("SELECT '{m4}'")]).await;
+    let v = h.log(id, json!({"name": "general"})).await;
+    assert_eq!(v["status"], "Disabled", "{v}");
+    if kind == Sql::Mysql {
+        // MariaDB's general log is its own file: nothing more is written to it.
+        assert_eq!(
+            bytes(&v, "published") + bytes(&v, "pending"),
+            size_off,
+            "{v}"
+        );
+    }
+
+    // ---- discard: the published objects go.
+    let v = h.log(id, json!({"name": "general", "discard": 1})).await;
+    check_view_shape(&v, id, ds, "general");
+    assert_eq!(v["published"], "0", "{v}");
+    assert_eq!(v["prefix"], "None", "{v}");
+    assert!(bytes(&v, "pending") >= published3, "{v}");
+    let left = env
+        .store
+        .list(&format!("{CONTAINER}/{id}/"))
+        .await
+        .expect("list");
+    assert!(left.is_empty(), "objects left after discard: {left:?}");
+    step("disable, discard");
+
+    // ---- every other exposed log can be turned on and off too.
+    for name in &logs[1..] {
+        let v = h.log(id, json!({"name": name, "enable": 1})).await;
+        assert_ne!(v["status"], "Disabled", "{v}");
+        let v = h.log(id, json!({"name": name, "disable": 1})).await;
+        assert_eq!(v["status"], "Disabled", "{v}");
+    }
+
+    // ---- bad input.
+    let (s, b) = h.action(id, json!({"name": "audit"})).await;
+    assert_eq!(s, 404, "unknown log: {b}");
+    assert!(b["itemNotFound"].is_object(), "{b}");
+    let (s, b) = h
+        .action(id, json!({"name": "general", "enable": 1, "publish": 1}))
+        .await;
+    assert_eq!(s, 400, "two actions: {b}");
+    let (s, b) = h
+        .action(id, json!({"name": "general", "enable": 1, "disable": 1}))
+        .await;
+    assert_eq!(s, 400, "enable and disable: {b}");
+    let (s, b) = h.action(id, json!({"enable": 1})).await;
+    assert_eq!(s, 400, "no name: {b}");
+    let (s, b) = h
+        .send("GET", "/v1.0/t1/instances/not-a-uuid/log", None)
+        .await;
+    assert_eq!(s, 404, "non-UUID id: {b}");
+    let (s, b) = h
+        .send("GET", &format!("/v1.0/t2/instances/{id}/log"), None)
+        .await;
+    assert_eq!(s, 404, "another tenant's instance: {b}");
+    let (s, b) = h
+        .send(
+            "POST",
+            &format!("/v1.0/t2/instances/{id}/log"),
+            Some(json!({"name": "general"})),
+        )
+        .await;
+    assert_eq!(s, 404, "another tenant's instance: {b}");
+    step("faults");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_general_log_through_the_api() {
+    let env = Env::start().await;
+    general_log_scenario(&env, "mysql", Sql::Mysql, &["general", "slow_query"]).await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_general_log_and_redis_without_logs_through_the_api() {
+    let env = Env::start().await;
+    general_log_scenario(&env, "postgresql", Sql::Postgres, &["general"]).await;
+
+    // Redis exposes no log.
+    let (id, _) = env.instance("redis", false).await;
+    assert!(env.http.list(id).await.is_empty());
+    let (s, b) = env.http.action(id, json!({"name": "general"})).await;
+    assert_eq!(s, 404, "{b}");
+    env.stop().await;
+}
+
+// ------------------------------------------------------------------ the in-memory control plane
+
+async fn in_memory() -> (ControlPlane, InMemoryParts, Http) {
+    let config = CoreConfig {
+        report_interval: Duration::from_millis(100),
+        ..CoreConfig::default()
+    };
+    let parts = InMemoryParts::new(config, Arc::new(SystemClock));
+    let cp = parts.builder().start().await.expect("control plane");
+    let api = cp.api();
+    let admin = RequestContext::admin("ops");
+    api.mgmt_put_flavor(
+        &admin,
+        Flavor {
+            id: "1".into(),
+            name: "m1.tiny".into(),
+            ram_mb: 512,
+            vcpus: 1,
+            disk_gb: 1,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .expect("flavor");
+    for (ds, v) in [("mysql", "5.7"), ("redis", "7")] {
+        api.mgmt_create_datastore_version(
+            &admin,
+            DatastoreVersionSpec {
+                datastore_name: ds.into(),
+                name: v.into(),
+                manager: ds.into(),
+                active: true,
+                default: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("version");
+    }
+    let base = serve_in_process(api, Arc::new(NoAuth::new()), HttpConfig::default()).await;
+    (
+        cp,
+        parts,
+        Http {
+            base,
+            client: reqwest::Client::new(),
+        },
+    )
+}
+
+async fn wait_status(h: &Http, id: &str, want: &str) {
+    let start = Instant::now();
+    loop {
+        let (_, b) = h
+            .send("GET", &format!("/v1.0/t1/instances/{id}"), None)
+            .await;
+        if b["instance"]["status"] == want {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "not {want}: {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn create(h: &Http, ds: &str) -> Uuid {
+    let (s, b) = h
+        .send(
+            "POST",
+            "/v1.0/t1/instances",
+            Some(
+                json!({"instance": {"name": "db1", "flavorRef": "1", "volume": {"size": 1},
+                "datastore": {"type": ds}}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "create: {b}");
+    let id = b["instance"]["id"].as_str().expect("id").to_string();
+    wait_status(h, &id, "ACTIVE").await;
+    id.parse().expect("uuid")
+}
+
+fn sample(name: &str) -> Value {
+    let p = api_support::reference_dir()
+        .join("trove-api-samples")
+        .join(name);
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .expect("sample JSON")
+}
+
+/// The upstream sample requests, in the order a user would send them, on simulated engines: each answers 200
+/// with the shape of the sample response, and the simulated engine's log moves through the same statuses as a
+/// real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_samples_on_simulated_engines() {
+    let (cp, parts, h) = in_memory().await;
+    let id = create(&h, "mysql").await;
+    let engine = parts.engines.engine(id);
+
+    let listed = h.list(id).await;
+    let want = sample("instance-log-list-response.json");
+    assert_eq!(listed.len(), want["logs"].as_array().unwrap().len());
+    for (got, want) in listed.iter().zip(want["logs"].as_array().unwrap()) {
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(got), keys(want), "{got} vs {want}");
+        assert_eq!(got["name"], want["name"]);
+        assert_eq!(got["status"], "Disabled");
+        check_view_shape(got, id, "mysql", got["name"].as_str().unwrap());
+    }
+
+    let v = h.log(id, sample("instance-log-enable-request.json")).await;
+    assert_eq!(v["status"], "Enabled", "{v}");
+    engine.query("SELECT 1");
+    let v = h.log(id, sample("instance-log-show-request.json")).await;
+    assert_eq!(v["status"], "Ready", "{v}");
+    assert_eq!(v["pending"], "15", "{v}");
+    let v = h.log(id, sample("instance-log-publish-request.json")).await;
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["published"].as_str(),
+            v["pending"].as_str()
+        ),
+        (Some("Published"), Some("15"), Some("0")),
+        "{v}"
+    );
+    let store: DynBackupStore = parts.backup_store.clone();
+    let (text, parts_n) = published_text(&store, &v).await;
+    assert_eq!((text.as_str(), parts_n), ("Query\tSELECT 1\n", 1));
+    engine.query("SELECT 2");
+    let v = h.log(id, sample("instance-log-show-request.json")).await;
+    assert_eq!(v["status"], "Partial", "{v}");
+    let v = h.log(id, sample("instance-log-disable-request.json")).await;
+    assert_eq!(v["status"], "Disabled", "{v}");
+    engine.query("SELECT 3");
+    assert_eq!(
+        engine.log_contents("general").len(),
+        30,
+        "nothing logged while off"
+    );
+    let v = h.log(id, sample("instance-log-discard-request.json")).await;
+    assert_eq!(
+        (
+            v["published"].as_str(),
+            v["pending"].as_str(),
+            v["prefix"].as_str()
+        ),
+        (Some("0"), Some("30"), Some("None")),
+        "{v}"
+    );
+    assert!(store
+        .list(&format!("{CONTAINER}/{id}/"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The engine goes down: guest-backed calls are 422 until it is back.
+    engine.stop();
+    let start = Instant::now();
+    loop {
+        let (s, b) = h
+            .send("GET", &format!("/v1.0/t1/instances/{id}/log"), None)
+            .await;
+        if s == 422 {
+            break;
+        }
+        assert_eq!(s, 200, "{b}");
+        assert!(start.elapsed() < WAIT, "never 422 while the engine is down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, b) = h.action(id, json!({"name": "general"})).await;
+    assert_eq!(s, 422, "{b}");
+
+    // Redis: no logs.
+    let rid = create(&h, "redis").await;
+    assert!(h.list(rid).await.is_empty());
+    let (s, _) = h.action(rid, json!({"name": "general", "enable": 1})).await;
+    assert_eq!(s, 404);
+    cp.shutdown().await;
+}
+
+/// A guest without a log store refuses to publish with a clear 501, and still lists, enables and disables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_without_a_log_store_is_refused() {
+    use trove::core::guest_log::{log_action, GuestLogContext, MemoryLogs};
+    use trove::core::model::{LogAction, LogActionRequest, LogStatus, Manager};
+    let mem = MemoryLogs::new();
+    let engine = mem.engine(Manager::Postgresql);
+    let ctx = GuestLogContext {
+        instance_id: Uuid::new_v4(),
+        store: None,
+    };
+    let v = log_action(
+        &engine,
+        &ctx,
+        &LogActionRequest::new("general", LogAction::Enable),
+    )
+    .await
+    .expect("enable");
+    assert_eq!(v.status, LogStatus::Enabled);
+    let e = log_action(
+        &engine,
+        &ctx,
+        &LogActionRequest::new("general", LogAction::Publish),
+    )
+    .await
+    .expect_err("no store");
+    assert_eq!(e.fault().status, 501);
+    assert!(e.to_string().contains("no log store is configured"), "{e}");
+}
