@@ -994,6 +994,54 @@ async fn ssl_routes_over_http_with_the_upstream_samples() {
         ),
         "{v}"
     );
+    // A replica refuses SSL changes, except rollback (replica creation is not built yet: the PostgreSQL
+    // instance is marked as a replica in the store).
+    {
+        use trove::core::ports::{ChangeSet, Expect, Write};
+        let pg_id: Uuid = pg.parse().expect("uuid");
+        let mut inst = cp
+            .store()
+            .get_instance(pg_id)
+            .await
+            .expect("get")
+            .expect("instance");
+        inst.replica_of = Some(my.parse().expect("uuid"));
+        cp.store()
+            .commit(ChangeSet::new().with(Write::Instance {
+                instance: inst,
+                expect: Expect::Any,
+            }))
+            .await
+            .expect("mark as replica");
+    }
+    let (st, r) = call(
+        reqwest::Method::POST,
+        format!("/instances/{pg}/ssl"),
+        Some(json!({"ssl": {"disable": true}})),
+    )
+    .await;
+    assert_eq!(st, 400, "{r}");
+    assert!(
+        r["badRequest"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("replica"),
+        "{r}"
+    );
+    let (st, r) = call(
+        reqwest::Method::POST,
+        format!("/instances/{pg}/ssl"),
+        Some(json!({"ssl": {"rollback": true}})),
+    )
+    .await;
+    assert_eq!(
+        (st, r.clone()),
+        (
+            200,
+            json!({"ssl": {"status": "off", "restart_required": false}})
+        ),
+        "rollback is allowed on a replica: {r}"
+    );
     for f in [
         "instance-ssl-action-response.json",
         "instance-ssl-action-response-disable.json",
