@@ -197,12 +197,12 @@ impl ControlPlaneBuilder {
         }
         // Give the roles a moment to subscribe, so casts sent right away find a consumer quickly.
         tokio::task::yield_now().await;
-        let api = Arc::new(ApiService::new(
-            store.clone(),
-            bus.clone(),
-            clock.clone(),
-            config.clone(),
-        ));
+        let mut api = ApiService::new(store.clone(), bus.clone(), clock.clone(), config.clone());
+        if let Some(c) = &self.compute {
+            // Mgmt migrate checks its host against compute at once.
+            api = api.with_compute(c.clone());
+        }
+        let api = Arc::new(api);
         Ok(ControlPlane {
             api,
             store,

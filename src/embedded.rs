@@ -41,6 +41,9 @@ pub struct EmbeddedOptions {
     pub seed: bool,
     /// How often crashed engines are looked for (and restarted, a bounded number of times).
     pub supervise_interval: Duration,
+    /// More local hosts besides `local` (servers in `<state_dir>/servers`): each named host keeps its servers in
+    /// `<state_dir>/hosts/<name>`. Servers can be placed on them (availability zone) and migrated between them.
+    pub extra_hosts: Vec<String>,
 }
 
 impl EmbeddedOptions {
@@ -53,6 +56,7 @@ impl EmbeddedOptions {
             engines: EngineConfig::default(),
             seed: true,
             supervise_interval: Duration::from_secs(2),
+            extra_hosts: Vec::new(),
         }
     }
 }
@@ -158,13 +162,26 @@ impl Embedded {
                 trove_core::model::DEFAULT_LOG_CONTAINER,
             )),
         );
-        let compute = Arc::new(
-            LocalCompute::open(
-                LocalComputeConfig::single(&opts.state_dir),
-                launcher.clone(),
-            )?
-            .with_engines(engines),
-        );
+        let mut compute_config = LocalComputeConfig::single(&opts.state_dir);
+        for name in &opts.extra_hosts {
+            let plain = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && !name.starts_with('.');
+            if !plain {
+                return Err(trove_core::Error::bad_request(format!(
+                    "Host name '{}' must be letters, digits, '-', '_' or '.'.",
+                    name.escape_default()
+                )));
+            }
+            compute_config.hosts.push(trove_backends::local::LocalHost {
+                name: name.clone(),
+                root: opts.state_dir.join("hosts").join(name),
+            });
+        }
+        let compute =
+            Arc::new(LocalCompute::open(compute_config, launcher.clone())?.with_engines(engines));
         let volumes = Arc::new(DirBlockStorage::open(opts.state_dir.join("volumes"))?);
         let control_plane = ControlPlane::builder()
             .store(store)

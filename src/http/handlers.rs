@@ -1262,11 +1262,8 @@ async fn mgmt_instance_action(
         bodies::MgmtAction::Stop => MgmtAction::Stop,
         bodies::MgmtAction::Reboot => MgmtAction::Reboot,
         bodies::MgmtAction::ResetTaskStatus => MgmtAction::ResetTaskStatus,
-        bodies::MgmtAction::Migrate(_) | bodies::MgmtAction::Rebuild(_) => {
-            return Err(ApiError(Error::not_implemented(
-                "Migrate and rebuild are not supported by this deployment's compute.",
-            )))
-        }
+        bodies::MgmtAction::Migrate(host) => MgmtAction::Migrate { host },
+        bodies::MgmtAction::Rebuild(image_id) => MgmtAction::Rebuild { image_id },
     };
     s.api.mgmt_instance_action(&c.ctx, id, action).await?;
     accepted()

@@ -36,6 +36,7 @@ use std::collections::HashMap;
 
 mod guest_logs;
 mod ssl;
+mod maintenance;
 
 /// `POST /instances` body, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -313,7 +314,7 @@ pub struct PageRequest {
 }
 
 /// Mgmt instance actions (`POST /mgmt/instances/{id}/action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MgmtAction {
     /// Stop the engine.
@@ -328,6 +329,16 @@ pub enum MgmtAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRef {
     /// User name.
+    /// Move the server to another host (`None`: compute picks one).
+    Migrate {
+        /// Target host.
+        host: Option<String>,
+    },
+    /// Rebuild the server from an image, keeping data and configuration.
+    Rebuild {
+        /// Image to rebuild from.
+        image_id: String,
+    },
     pub name: String,
     /// Host pattern.
     pub host: String,
@@ -377,6 +388,8 @@ impl std::fmt::Debug for ApiService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiService")
             .field("region", &self.config.region)
+    /// Compute, when the API runs beside it: mgmt migrate then checks the host synchronously.
+    compute: Option<crate::ports::DynCompute>,
             .finish()
     }
 }
@@ -432,9 +445,17 @@ impl ApiService {
     /// Shared handle.
     pub fn shared(self) -> Arc<ApiService> {
         Arc::new(self)
+            compute: None,
     }
 
     /// The configuration in use.
+    /// Lets the service read compute (hosts, servers) to answer bad migrate requests with a 400 at once instead
+    /// of a failed workflow.
+    pub fn with_compute(mut self, compute: crate::ports::DynCompute) -> ApiService {
+        self.compute = Some(compute);
+        self
+    }
+
     pub fn config(&self) -> &CoreConfig {
         &self.config
     }
@@ -1676,10 +1697,8 @@ impl ApiService {
                 }))
                 .await;
         }
-        if req.datastore_version.is_some() {
-            return Err(Error::not_implemented(
-                "Datastore version upgrades are not implemented yet.",
-            ));
+        if let Some(version) = &req.datastore_version {
+            return self.upgrade_instance(ctx, inst, version).await;
         }
         // An empty body (no configuration key) detaches, like `configuration: null`.
         let target = req.configuration.unwrap_or_default();
@@ -3176,6 +3195,8 @@ impl ApiService {
         }
         let g = self.guest(id);
         g.call::<Value>(GuestRequest::RpcPing, g.low())
+            MgmtAction::Migrate { host } => self.mgmt_migrate(inst, host).await,
+            MgmtAction::Rebuild { image_id } => self.mgmt_rebuild(inst, image_id).await,
             .await
             .map(|_| ())
     }

@@ -218,7 +218,8 @@ impl GuestAgent {
             self.phase.store(SERVING, Ordering::SeqCst);
         }
         let v = match req {
-            GuestRequest::Prepare(p) => {
+            // A rebuild is a prepare on existing data: the strategy's prepare is idempotent and keeps the data.
+            GuestRequest::Prepare(p) | GuestRequest::Rebuild(p) => {
                 self.phase.store(PREPARING, Ordering::SeqCst);
                 self.heartbeat().await;
                 match s.prepare(&p).await {

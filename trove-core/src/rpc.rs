@@ -166,6 +166,10 @@ pub enum ConductorRequest {
 pub enum GuestRequest {
     /// Bring the engine up for the first time.
     Prepare(PrepareRequest),
+    /// Bring the engine up again on its existing data after the server was rebuilt (or switched to another
+    /// datastore version): render its configuration from the flavor and the attached overrides and start it
+    /// (upstream `rebuild(ds_version, config_contents, config_overrides)`). Databases and users are left alone.
+    Rebuild(PrepareRequest),
     Restart,
     StartDb,
     StopDb,

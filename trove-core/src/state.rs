@@ -49,6 +49,7 @@ task_statuses! {
     Logging = (0x0a, "LOGGING", Logging, false, "Transferring guest logs."),
     Detaching = (0x0b, "DETACHING", Detaching, false, "Detaching the instance from replica source."),
     Updating = (0x0c, "UPDATING", Updating, false, "Updating the instance."),
+    Rebuilding = (0x0d, "REBUILDING", Rebuilding, false, "Rebuilding the instance (mgmt rebuild; not in the reference table, named after upstream's rebuild)."),
     Upgrading = (0x59, "UPGRADING", Upgrading, false, "Upgrading the instance."),
     BuildingErrorDns = (0x50, "BUILDING_ERROR_DNS", Building, true, "Build error: DNS."),
     BuildingErrorServer = (0x51, "BUILDING_ERROR_SERVER", Building, true, "Build error: Server."),
@@ -63,6 +64,7 @@ task_statuses! {
     BuildingErrorTimeoutGa = (0x5b, "BUILDING_ERROR_TIMEOUT_GA", Error, true, "Build error: Guest Agent timeout."),
     BuildingErrorPort = (0x5c, "BUILDING_ERROR_PORT", Building, true, "Build error: Port."),
     UpdatingErrorAccess = (0x5d, "UPDATING_ERROR_ACCESS", Updating, true, "Update error: Access."),
+    BuildingErrorRebuild = (0x5e, "BUILDING_ERROR_REBUILD", Rebuilding, true, "Build error: Rebuild instance."),
 }
 
 /// The action a task belongs to (upstream `InstanceTask.action`).
@@ -82,6 +84,7 @@ pub enum TaskAction {
     Detaching,
     Updating,
     Upgrading,
+    Rebuilding,
     Growing,
     Shrinking,
     Error,
@@ -336,6 +339,10 @@ pub fn api_status(s: &InstanceState) -> &'static str {
         TaskAction::Rebooting => return "REBOOT",
         TaskAction::Resizing => return "RESIZE",
         TaskAction::Upgrading => return "UPGRADE",
+        // Upstream shows what Nova reports during a cold migration (RESIZE, then VERIFY_RESIZE read as RESIZE).
+        TaskAction::Migrating => return "RESIZE",
+        // Upstream defines no API status of its own for a rebuild: it reads as the server being built again.
+        TaskAction::Rebuilding => return "BUILD",
         TaskAction::RestartRequired => return "RESTART_REQUIRED",
         TaskAction::Promoting => return "PROMOTE",
         TaskAction::Ejecting => return "EJECT",
@@ -350,7 +357,6 @@ pub fn api_status(s: &InstanceState) -> &'static str {
             };
         }
         TaskAction::None
-        | TaskAction::Migrating
         | TaskAction::Logging
         | TaskAction::Updating
         | TaskAction::Growing
@@ -411,6 +417,14 @@ pub enum Operation {
     ManageData,
     /// Delete.
     Delete,
+    /// Move to another datastore version (same gate as restart; upstream checks nothing, we refuse to upgrade
+    /// an instance that is busy or down).
+    Upgrade,
+    /// Move the server to another host (mgmt; upstream `validate_can_perform_action`).
+    Migrate,
+    /// Rebuild the server from an image (mgmt): a repair tool, so only a running task refuses it; a broken guest
+    /// or an error task does not.
+    Rebuild,
 }
 
 fn not_available(id: impl std::fmt::Display, what: &str, status: &str) -> Error {
@@ -428,7 +442,9 @@ pub fn check_operation(id: impl std::fmt::Display, op: Operation, s: &InstanceSt
         | Operation::Backup
         | Operation::CreateReplica
         | Operation::Promote
-        | Operation::Detach => {
+        | Operation::Detach
+        | Operation::Upgrade
+        | Operation::Migrate => {
             if s.server != Some(ServerStatus::Active) {
                 let shown = s.server.map_or("SHUTDOWN", ServerStatus::as_str);
                 return Err(not_available(id, "instance", shown));
@@ -459,6 +475,20 @@ pub fn check_operation(id: impl std::fmt::Display, op: Operation, s: &InstanceSt
                     "Instance {id} is not ready (status is {}).",
                     s.service.api_status()
                 )));
+            }
+            Ok(())
+        }
+        Operation::Rebuild => {
+            if s.server.is_none() {
+                return Err(not_available(id, "instance", "SHUTDOWN"));
+            }
+            if !(matches!(s.task, TaskStatus::None | TaskStatus::RestartRequired)
+                || s.task.is_error())
+            {
+                return Err(not_available(id, "task", s.task.name()));
+            }
+            if s.backup_running {
+                return Err(not_available(id, "instance", "BACKUP"));
             }
             Ok(())
         }
@@ -564,6 +594,35 @@ mod tests {
             ServiceStatus::FailedTimeoutGuestagent,
         );
         assert!(check_operation("i", Operation::Delete, &failed).is_ok());
+    }
+
+    #[test]
+    fn maintenance_statuses_and_gates() {
+        let active = |task| st(task, Some(ServerStatus::Active), ServiceStatus::Healthy);
+        assert_eq!(api_status(&active(TaskStatus::Upgrading)), "UPGRADE");
+        assert_eq!(api_status(&active(TaskStatus::Migrating)), "RESIZE");
+        assert_eq!(api_status(&active(TaskStatus::Rebuilding)), "BUILD");
+        assert_eq!(api_status(&active(TaskStatus::UpgradingError)), "ERROR");
+        assert_eq!(
+            api_status(&active(TaskStatus::BuildingErrorRebuild)),
+            "ERROR"
+        );
+        for op in [Operation::Upgrade, Operation::Migrate, Operation::Rebuild] {
+            assert!(check_operation("i", op, &active(TaskStatus::None)).is_ok());
+            let busy = check_operation("i", op, &active(TaskStatus::Upgrading)).unwrap_err();
+            assert_eq!(busy.fault().status, 422, "{op:?} while upgrading");
+        }
+        // Rebuild repairs: an error task or a dead guest does not refuse it; upgrade and migrate need a healthy one.
+        let broken = st(
+            TaskStatus::BuildingErrorRebuild,
+            Some(ServerStatus::Active),
+            ServiceStatus::FailedTimeoutGuestagent,
+        );
+        assert!(check_operation("i", Operation::Rebuild, &broken).is_ok());
+        assert!(check_operation("i", Operation::Upgrade, &broken).is_err());
+        assert!(check_operation("i", Operation::Migrate, &broken).is_err());
+        let no_server = st(TaskStatus::None, None, ServiceStatus::Shutdown);
+        assert!(check_operation("i", Operation::Rebuild, &no_server).is_err());
     }
 
     #[test]

@@ -11,7 +11,9 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use trove_core::model::{Address, DatastoreVersion, Flavor, Locality};
-use trove_core::ports::{Compute, GuestLauncher, GuestSpec, Server, ServerSpec, StrategyFactory};
+use trove_core::ports::{
+    migration_target, Compute, GuestLauncher, GuestSpec, Server, ServerSpec, StrategyFactory,
+};
 use trove_core::state::{ServerStatus, ServiceStatus};
 use trove_core::{Error, Result};
 
@@ -91,6 +93,9 @@ struct ServerRecord {
     datastore_version: DatastoreVersion,
     volume_path: Option<PathBuf>,
     group: Option<(Uuid, Locality)>,
+    /// Image the server was last rebuilt from (a local server has no image of its own; recorded for the record).
+    #[serde(default)]
+    image_id: Option<String>,
 }
 
 struct Inner {
@@ -388,6 +393,23 @@ impl LocalCompute {
         Ok(())
     }
 
+    /// The recorded server of an instance (404 when there is none).
+    async fn record(&self, instance_id: Uuid) -> Result<ServerRecord> {
+        self.inner
+            .lock()
+            .await
+            .servers
+            .get(&instance_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("Server", instance_id))
+    }
+
+    /// Stops the guest of a server and whatever engine still runs in its directory.
+    async fn quiesce(&self, rec: &ServerRecord) -> Result<()> {
+        self.launcher.stop(rec.instance_id).await?;
+        self.stop_leftovers(rec).await
+    }
+
     /// Relaunches the guests of every known server (after a restart of the control plane). With engines, an engine
     /// that should run but does not is started first. Returns the instances adopted; failures are logged and
     /// skipped so one broken server does not keep the others down.
@@ -509,6 +531,7 @@ impl Compute for LocalCompute {
             datastore_version: spec.datastore_version.clone(),
             volume_path: spec.volume_path.clone(),
             group: spec.group,
+            image_id: None,
         };
         let dir = self.server_dir(&rec)?;
         std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
@@ -598,5 +621,159 @@ impl Compute for LocalCompute {
 
     async fn hosts(&self) -> Result<Vec<String>> {
         Ok(self.config.hosts.iter().map(|h| h.name.clone()).collect())
+    }
+
+    /// Stops the guest and the engine, moves `<old root>/<id>` to `<new root>/<id>` (a rename; a copy when the
+    /// roots are on different filesystems), records the new host and launches the guest there. The engine's
+    /// configuration names paths in the server directory: strategies render it again when they start the engine.
+    async fn migrate_server(&self, instance_id: Uuid, host: Option<&str>) -> Result<Server> {
+        let rec = self.record(instance_id).await?;
+        let target = {
+            let inner = self.inner.lock().await;
+            let hosts: Vec<String> = self.config.hosts.iter().map(|h| h.name.clone()).collect();
+            migration_target(&hosts, &rec.host, host, |h| {
+                inner.servers.values().filter(|s| s.host == h).count()
+            })?
+        };
+        self.quiesce(&rec).await?;
+        let from = self.server_dir(&rec)?;
+        let mut moved = rec.clone();
+        moved.host = target;
+        let to = self.server_dir(&moved)?;
+        move_dir(&from, &to).await?;
+        self.save(&moved)?;
+        self.inner
+            .lock()
+            .await
+            .servers
+            .insert(instance_id, moved.clone());
+        self.launcher.launch(&self.guest_spec(&moved)?).await?;
+        tracing::info!(instance = %instance_id, from = %rec.host, to = %moved.host, "server migrated");
+        Ok(self.view(&moved))
+    }
+
+    /// Stops the guest and the engine, then makes the server directory's generated state again from scratch:
+    /// everything in it is removed except `server.json`, the local data directory of a server without a volume
+    /// (`volume/`), and the credentials the engine's data was created with (`guest/*.secret`: a local server has no
+    /// metadata service to hand them to the rebuilt guest). Records the image (and the new datastore version),
+    /// then launches the guest, which renders the engine's configuration again when asked to rebuild.
+    async fn rebuild_server(
+        &self,
+        instance_id: Uuid,
+        image_id: &str,
+        datastore_version: Option<&DatastoreVersion>,
+    ) -> Result<Server> {
+        let rec = self.record(instance_id).await?;
+        self.quiesce(&rec).await?;
+        let dir = self.server_dir(&rec)?;
+        let keep_volume = rec.volume_path.is_none();
+        tokio::task::spawn_blocking(move || wipe_generated(&dir, keep_volume))
+            .await
+            .map_err(|e| Error::backend(BACKEND, e, false))??;
+        let mut rebuilt = rec;
+        rebuilt.image_id = Some(image_id.to_string());
+        if let Some(v) = datastore_version {
+            rebuilt.datastore_version = v.clone();
+        }
+        self.save(&rebuilt)?;
+        self.inner
+            .lock()
+            .await
+            .servers
+            .insert(instance_id, rebuilt.clone());
+        self.launcher.launch(&self.guest_spec(&rebuilt)?).await?;
+        tracing::info!(instance = %instance_id, image = %image_id, version = %rebuilt.datastore_version.name,
+            "server rebuilt");
+        Ok(self.view(&rebuilt))
+    }
+}
+
+/// Moves a directory to a new parent (created if needed). A move interrupted after the rename (source gone,
+/// target present) counts as done, so a retried migration finishes.
+async fn move_dir(from: &Path, to: &Path) -> Result<()> {
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        if !from.exists() && to.join(RECORD).exists() {
+            return Ok(());
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err("create", parent, e))?;
+        }
+        if to.exists() {
+            // A half-copied target of an interrupted cross-filesystem move: start it again.
+            std::fs::remove_dir_all(to.as_path()).map_err(|e| io_err("remove", &to, e))?;
+        }
+        match std::fs::rename(&from, &to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(18) => {
+                // EXDEV: another filesystem. `cp -a` keeps owners and modes (engine files belong to the engine user).
+                let out = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(&from)
+                    .arg(&to)
+                    .output()
+                    .map_err(|e| Error::backend(BACKEND, format!("cannot run cp: {e}"), false))?;
+                if !out.status.success() {
+                    return Err(Error::backend(
+                        BACKEND,
+                        format!(
+                            "copying {} to {} failed: {}",
+                            from.display(),
+                            to.display(),
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ),
+                        false,
+                    ));
+                }
+                std::fs::remove_dir_all(&from).map_err(|e| io_err("remove", &from, e))
+            }
+            Err(e) => Err(io_err("move", &from, e)),
+        }
+    })
+    .await
+    .map_err(|e| Error::backend(BACKEND, e, false))?
+}
+
+/// Removes what a server directory holds besides its record, its local data (when it has no volume) and the
+/// guest's secrets.
+fn wipe_generated(dir: &Path, keep_volume: bool) -> Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("read", dir, e)),
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name == RECORD || (keep_volume && name == "volume") {
+            continue;
+        }
+        if name == "guest" && path.is_dir() {
+            let inner = std::fs::read_dir(&path).map_err(|e| io_err("read", &path, e))?;
+            for g in inner.flatten() {
+                let p = g.path();
+                if p.extension().is_some_and(|x| x == "secret") {
+                    continue;
+                }
+                remove_any(&p)?;
+            }
+            continue;
+        }
+        remove_any(&path)?;
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) -> Result<()> {
+    let r = if p.is_dir() && !p.is_symlink() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", p, e)),
     }
 }

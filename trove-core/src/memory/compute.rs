@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{Address, Flavor, Locality};
-use crate::ports::{Compute, GuestLauncher, GuestSpec, Server, ServerSpec};
+use crate::model::{Address, DatastoreVersion, Flavor, Locality};
+use crate::ports::{migration_target, Compute, GuestLauncher, GuestSpec, Server, ServerSpec};
 use crate::state::ServerStatus;
 
 const BACKEND: &str = "memory-compute";
@@ -88,6 +88,8 @@ struct Record {
     server: Server,
     spec: ServerSpec,
     reboots: u32,
+    image_id: Option<String>,
+    rebuilds: u32,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +201,15 @@ impl MemoryCompute {
             .get(&instance_id)
             .map(|r| r.reboots)
             .unwrap_or(0)
+    }
+
+    /// The image a server was last rebuilt from, and how many times it was rebuilt.
+    pub fn rebuilds(&self, instance_id: Uuid) -> (Option<String>, u32) {
+        lock(&self.state)
+            .servers
+            .get(&instance_id)
+            .map(|r| (r.image_id.clone(), r.rebuilds))
+            .unwrap_or((None, 0))
     }
 
     /// Every server, in no particular order.
@@ -339,6 +350,8 @@ impl Compute for MemoryCompute {
                             server: server.clone(),
                             spec: spec.clone(),
                             reboots: 0,
+                            image_id: None,
+                            rebuilds: 0,
                         },
                     );
                     (server, guest)
@@ -400,6 +413,66 @@ impl Compute for MemoryCompute {
 
     async fn hosts(&self) -> Result<Vec<String>> {
         Ok(self.hosts.clone())
+    }
+
+    async fn migrate_server(&self, instance_id: Uuid, host: Option<&str>) -> Result<Server> {
+        let target = {
+            let st = lock(&self.state);
+            let rec = st
+                .servers
+                .get(&instance_id)
+                .ok_or_else(|| Error::not_found("Server", instance_id))?;
+            let target =
+                migration_target(&self.hosts, &rec.server.host, host, |h| Self::load(&st, h))?;
+            if self.capacity.is_some_and(|c| Self::load(&st, &target) >= c) {
+                return Err(Error::bad_request(format!(
+                    "Host '{target}' has no room for another server."
+                )));
+            }
+            target
+        };
+        // The guest (and its engine) stops on the old host and starts again on the new one.
+        self.launcher.stop(instance_id).await?;
+        let (server, guest) = {
+            let mut st = lock(&self.state);
+            let rec = st
+                .servers
+                .get_mut(&instance_id)
+                .ok_or_else(|| Error::not_found("Server", instance_id))?;
+            rec.server.host = target;
+            rec.server.status = ServerStatus::Active;
+            (rec.server.clone(), Self::guest_spec(&rec.spec, &rec.server))
+        };
+        self.launcher.launch(&guest).await?;
+        Ok(server)
+    }
+
+    async fn rebuild_server(
+        &self,
+        instance_id: Uuid,
+        image_id: &str,
+        datastore_version: Option<&DatastoreVersion>,
+    ) -> Result<Server> {
+        if !lock(&self.state).servers.contains_key(&instance_id) {
+            return Err(Error::not_found("Server", instance_id));
+        }
+        self.launcher.stop(instance_id).await?;
+        let (server, guest) = {
+            let mut st = lock(&self.state);
+            let rec = st
+                .servers
+                .get_mut(&instance_id)
+                .ok_or_else(|| Error::not_found("Server", instance_id))?;
+            rec.image_id = Some(image_id.to_string());
+            rec.rebuilds += 1;
+            if let Some(v) = datastore_version {
+                rec.spec.datastore_version = v.clone();
+            }
+            rec.server.status = ServerStatus::Active;
+            (rec.server.clone(), Self::guest_spec(&rec.spec, &rec.server))
+        };
+        self.launcher.launch(&guest).await?;
+        Ok(server)
     }
 }
 

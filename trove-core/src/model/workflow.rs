@@ -63,6 +63,12 @@ pub enum WorkflowKind {
     Eject,
     /// Detach a replica.
     Detach,
+    /// Move to another version of the same datastore.
+    Upgrade,
+    /// Move the server to another host (mgmt).
+    Migrate,
+    /// Rebuild the server from an image, keeping data and configuration (mgmt).
+    Rebuild,
 }
 
 /// Where a workflow is.

@@ -52,6 +52,16 @@ pub struct Server {
 /// - `delete_server` of a missing server succeeds; afterwards `get_server` answers `None`.
 /// - `resize_server` keeps the server's data and leaves it ACTIVE with the new flavor.
 /// - Creating a server starts its guest agent (through the [`GuestLauncher`] the compute was built with).
+/// - `migrate_server` moves a server to another host: the named one, or (with `None`) another host the compute
+///   picks. An unknown host, the server's own host, or a compute with no other host answers a 400-class error and
+///   changes nothing. The guest is stopped (and with it the engine) before the move and launched again on the new
+///   host; the server keeps its id, its volume (block storage does not move) and its engine port. Afterwards
+///   `get_server` reports the new host. A missing server is a 404.
+/// - `rebuild_server` recreates the server from `image_id` (and, when given, for another datastore version, which
+///   is how an upgrade switches the engine): everything generated on the server (rendered engine configuration,
+///   guest files) is made again from scratch, the volume and the credentials the data was created with are kept,
+///   and the guest is launched again (it then waits for the control plane's `rebuild` request to start the engine
+///   on the existing data). The server keeps its id, host and port. A missing server is a 404.
 #[async_trait]
 pub trait Compute: Send + Sync + 'static {
     /// Creates (or returns) the server of an instance.
@@ -66,6 +76,46 @@ pub trait Compute: Send + Sync + 'static {
     async fn resize_server(&self, instance_id: Uuid, flavor: &Flavor) -> Result<()>;
     /// Hosts servers can be placed on.
     async fn hosts(&self) -> Result<Vec<String>>;
+    /// Moves the server to `host` (or another host the compute picks); answers the server on its new host.
+    async fn migrate_server(&self, instance_id: Uuid, host: Option<&str>) -> Result<Server>;
+    /// Rebuilds the server from `image_id`, keeping its volume; `datastore_version` switches what runs on it.
+    async fn rebuild_server(
+        &self,
+        instance_id: Uuid,
+        image_id: &str,
+        datastore_version: Option<&DatastoreVersion>,
+    ) -> Result<Server>;
+}
+
+/// The host a migration goes to: `wanted` when it is another known host, else the least loaded other host
+/// (`load` counts servers per host). Errors are 400s that name the hosts, so every compute answers alike.
+pub fn migration_target(
+    hosts: &[String],
+    current: &str,
+    wanted: Option<&str>,
+    load: impl Fn(&str) -> usize,
+) -> Result<String> {
+    match wanted {
+        Some(h) if h == current => Err(crate::Error::bad_request(format!(
+            "The server is already on host '{h}'; name another host to migrate to."
+        ))),
+        Some(h) if hosts.iter().any(|x| x == h) => Ok(h.to_string()),
+        Some(h) => Err(crate::Error::bad_request(format!(
+            "Host '{}' is not a host of this compute ({}).",
+            h.escape_default(),
+            hosts.join(", ")
+        ))),
+        None => hosts
+            .iter()
+            .filter(|h| h.as_str() != current)
+            .min_by_key(|h| load(h))
+            .cloned()
+            .ok_or_else(|| {
+                crate::Error::bad_request(format!(
+                    "There is no other host to migrate to: this compute has only host '{current}'."
+                ))
+            }),
+    }
 }
 
 /// What a guest agent needs to start beside its server.

@@ -14,7 +14,7 @@ mod store;
 pub use auth::{Authenticator, RequestContext};
 pub use bus::{AckHandle, Delivery, MessageBus, ReplyHandle, Subscription};
 pub use clock::{Clock, SystemClock};
-pub use compute::{Compute, GuestLauncher, GuestSpec, Server, ServerSpec};
+pub use compute::{migration_target, Compute, GuestLauncher, GuestSpec, Server, ServerSpec};
 pub use guest::{
     DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, StrategyFactory,
     UserInfo,

@@ -38,6 +38,9 @@ use crate::rpc::{
 };
 use crate::state::{BackupState, ServerStatus, ServiceStatus, TaskStatus};
 
+mod maintenance;
+pub use maintenance::{MigrateParams, RebuildParams, UpgradeParams};
+
 /// Parameters of a [`WorkflowKind::Create`] workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateParams {
@@ -601,6 +604,9 @@ impl Inner {
         }
     }
 
+            WorkflowKind::Upgrade => self.upgrade(run).await,
+            WorkflowKind::Migrate => self.migrate(run).await,
+            WorkflowKind::Rebuild => self.rebuild(run).await,
     fn not_yet(&self, run: &Run, message: &str) -> Stop {
         let task = match run.wf.kind {
             WorkflowKind::Promote => Some(TaskStatus::PromotionError),

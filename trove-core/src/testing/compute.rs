@@ -202,6 +202,135 @@ pub async fn anti_affinity_spreads_or_refuses(compute: &DynCompute) {
     delete_all(compute, &ids).await;
 }
 
+fn status_of(e: &crate::Error) -> u16 {
+    e.fault().status
+}
+
+/// `migrate_server` moves a server to another host (named, or picked), keeps its id and port, relaunches its
+/// guest there, and refuses an unknown host, the server's own host, and (with one host) any migration with a 400.
+pub async fn migrate_moves_to_another_host(compute: &DynCompute, launcher: &RecordingLauncher) {
+    let hosts = compute.hosts().await.expect("hosts");
+    let spec = sample_server_spec(Manager::Mariadb);
+    let id = spec.instance_id;
+    let first = compute.create_server(&spec).await.expect("create_server");
+    let stops_before = launcher.stops().iter().filter(|x| **x == id).count();
+    let e = compute
+        .migrate_server(id, Some("no-such-host"))
+        .await
+        .expect_err("an unknown host is refused");
+    assert_eq!(status_of(&e), 400, "unknown host: {e}");
+    let e = compute
+        .migrate_server(id, Some(first.host.as_str()))
+        .await
+        .expect_err("the server's own host is refused");
+    assert_eq!(status_of(&e), 400, "same host: {e}");
+    let e = compute
+        .migrate_server(Uuid::new_v4(), None)
+        .await
+        .expect_err("a missing server cannot move");
+    assert_eq!(status_of(&e), 404, "missing server: {e}");
+    if hosts.len() < 2 {
+        let e = compute
+            .migrate_server(id, None)
+            .await
+            .expect_err("one host: nowhere to go");
+        assert_eq!(status_of(&e), 400, "no other host: {e}");
+        assert!(
+            e.to_string().contains("no other host"),
+            "the refusal says why: {e}"
+        );
+        let after = compute.get_server(id).await.expect("get").expect("server");
+        assert_eq!(
+            after.host, first.host,
+            "a refused migration changes nothing"
+        );
+        delete_all(compute, &[id]).await;
+        return;
+    }
+    let moved = compute.migrate_server(id, None).await.expect("migrate");
+    assert_ne!(
+        moved.host, first.host,
+        "migrate without a host picks another one"
+    );
+    assert!(hosts.contains(&moved.host), "moved to a known host");
+    assert_eq!(moved.id, first.id, "a migrated server keeps its id");
+    assert_eq!(moved.port, first.port, "a migrated server keeps its port");
+    assert_eq!(moved.status, ServerStatus::Active);
+    assert_eq!(
+        compute.get_server(id).await.expect("get"),
+        Some(moved.clone()),
+        "get_server reports the new host"
+    );
+    assert!(
+        launcher.stops().iter().filter(|x| **x == id).count() > stops_before,
+        "the guest was stopped on the old host"
+    );
+    assert!(
+        launcher.is_running(id),
+        "the guest runs again after the move"
+    );
+    let back = compute
+        .migrate_server(id, Some(first.host.as_str()))
+        .await
+        .expect("migrate back to the named host");
+    assert_eq!(back.host, first.host, "migrate to a named host lands there");
+    delete_all(compute, &[id]).await;
+}
+
+/// `rebuild_server` keeps the server (id, host, port), relaunches its guest, and switches the datastore version
+/// the guest runs when one is given.
+pub async fn rebuild_keeps_server_and_switches_version(
+    compute: &DynCompute,
+    launcher: &RecordingLauncher,
+) {
+    let spec = sample_server_spec(Manager::Postgresql);
+    let id = spec.instance_id;
+    let first = compute.create_server(&spec).await.expect("create_server");
+    let rebuilt = compute
+        .rebuild_server(id, "3e50414a-8532-4646-982c-a66fe8f0411b", None)
+        .await
+        .expect("rebuild_server");
+    assert_eq!(
+        (
+            rebuilt.id.as_str(),
+            rebuilt.host.as_str(),
+            rebuilt.port,
+            rebuilt.status
+        ),
+        (
+            first.id.as_str(),
+            first.host.as_str(),
+            first.port,
+            ServerStatus::Active
+        ),
+        "a rebuilt server keeps its identity"
+    );
+    assert!(launcher.is_running(id), "the guest runs after a rebuild");
+    assert_eq!(
+        launcher.spec(id).expect("guest spec").datastore_version,
+        spec.datastore_version,
+        "a rebuild without a version keeps the version"
+    );
+    let mut newer = spec.datastore_version.clone();
+    newer.id = Uuid::new_v4();
+    newer.name = "newer".into();
+    compute
+        .rebuild_server(id, "another-image", Some(&newer))
+        .await
+        .expect("rebuild_server for another version");
+    assert_eq!(
+        launcher.spec(id).expect("guest spec").datastore_version,
+        newer,
+        "the relaunched guest runs the new version"
+    );
+    let e = compute
+        .rebuild_server(Uuid::new_v4(), "img", None)
+        .await
+        .expect_err("a missing server cannot be rebuilt");
+    assert_eq!(status_of(&e), 404, "missing server: {e}");
+    delete_all(compute, &[id]).await;
+}
+
 /// Runs every check of the Compute contract.
 pub async fn run_all(compute: DynCompute, launcher: &RecordingLauncher) {
     create_is_idempotent_and_launches_guest(&compute, launcher).await;
@@ -209,6 +338,8 @@ pub async fn run_all(compute: DynCompute, launcher: &RecordingLauncher) {
     reboot_and_resize_keep_server(&compute).await;
     affinity_shares_a_host(&compute).await;
     anti_affinity_spreads_or_refuses(&compute).await;
+    migrate_moves_to_another_host(&compute, launcher).await;
+    rebuild_keeps_server_and_switches_version(&compute, launcher).await;
 }
 
 #[cfg(test)]

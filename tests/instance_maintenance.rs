@@ -1,0 +1,1281 @@
+//! Datastore-version upgrade, mgmt migrate and mgmt rebuild.
+//!
+//! - On REAL engines (MariaDB, PostgreSQL) through the embedded deployment with two local hosts (`local` and
+//!   `remote`): data written before survives an upgrade to a second version record of the datastore (UPGRADE,
+//!   then HEALTHY on the new version), a migration to the other host (the mgmt view names the new host, the engine
+//!   runs from the new host's directory with a new pid, the old directory is gone) and a rebuild (the engine's
+//!   generated files are made again, the attached configuration group still applies). Bad requests get their
+//!   faults. One engine test runs at a time (the cross-process lock `tests/engines_api.rs` uses).
+//! - On the in-memory control plane: each workflow survives a crash of its task manager at every journaled step
+//!   (a second worker finishes it), a failed upgrade rolls back to the old version, and the three upstream sample
+//!   requests get their statuses over HTTP.
+
+mod api_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
+use uuid::Uuid;
+
+use trove::core::api::{
+    ApiService, CreateConfiguration, CreateInstance, DatastoreVersionSpec, InstanceView,
+    MgmtAction, UpdateInstance,
+};
+use trove::core::memory::{ManualClock, MemoryCompute, NoAuth};
+use trove::core::model::{DatabaseSpec, Flavor, Secret, UserSpec, WorkflowKind, WorkflowState};
+use trove::core::ports::{Compute, InfraStore, RequestContext};
+use trove::core::state::{ServiceStatus, TaskStatus};
+use trove::core::taskmanager::{TaskManager, TaskManagerConfig};
+use trove::core::CoreConfig;
+use trove::embedded::{Embedded, EmbeddedOptions};
+use trove::http::HttpConfig;
+use trove::{ControlPlane, InMemoryParts};
+
+use api_support::engine_state_dir;
+
+/// How long any single wait on a real engine may take (the machine is shared and loaded).
+const WAIT: Duration = Duration::from_secs(90);
+
+fn t1() -> RequestContext {
+    RequestContext::tenant("t1")
+}
+
+fn admin() -> RequestContext {
+    RequestContext::admin("t1")
+}
+
+fn status_of(e: &trove::core::Error) -> u16 {
+    e.fault().status
+}
+
+// ================================================================== real engines
+
+/// The cross-process lock of the engine tests (same directory as `tests/engines_api.rs`): one engine test at a
+/// time, a lock whose owner died is taken over.
+struct EnginesLock(PathBuf);
+
+impl Drop for EnginesLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn engines_lock() -> EnginesLock {
+    let dir = api_support::venv_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).expect("create the lock's parent directory");
+    let path = dir.join("trove-engines-api.lock");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        match std::fs::create_dir(&path) {
+            Ok(()) => {
+                std::fs::write(path.join("pid"), std::process::id().to_string())
+                    .expect("write the lock owner");
+                return EnginesLock(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(path.join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok());
+                let young = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(10));
+                let stale = match owner {
+                    Some(pid) => !alive(pid),
+                    None => !young,
+                };
+                if stale {
+                    if std::fs::remove_dir_all(&path).is_err() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {} (owner {owner:?})",
+                    path.display()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot create {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .is_some_and(|s| s != "Z"),
+        Err(_) => false,
+    }
+}
+
+/// Engine processes this test started: those whose command line names a path under the test's own state dir.
+fn engines_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().to_string();
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || !alive(pid) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(&needle)
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Kills (by pid) the engines left under the state dir when the test ends, pass or fail.
+struct KillGuard(PathBuf);
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        for pid in engines_under(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+struct Env {
+    api: Arc<ApiService>,
+    emb: Option<Embedded>,
+    state: tempfile::TempDir,
+    _guard: KillGuard,
+    _lock: EnginesLock,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let lock = tokio::task::spawn_blocking(engines_lock)
+            .await
+            .expect("lock task");
+        let state = engine_state_dir();
+        let guard = KillGuard(state.path().to_path_buf());
+        let mut opts = EmbeddedOptions::new(state.path());
+        opts.extra_hosts = vec!["remote".into()];
+        opts.config = CoreConfig {
+            report_interval: Duration::from_millis(300),
+            agent_call_high_timeout: Duration::from_secs(120),
+            ..CoreConfig::default()
+        };
+        let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
+            .await
+            .expect("the embedded deployment starts");
+        let api = emb.control_plane().api();
+        Env {
+            api,
+            emb: Some(emb),
+            state,
+            _guard: guard,
+            _lock: lock,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(e) = self.emb.take() {
+            e.shutdown().await;
+        }
+    }
+}
+
+async fn wait_view(
+    api: &ApiService,
+    id: Uuid,
+    what: &str,
+    pred: impl Fn(&InstanceView) -> bool,
+) -> InstanceView {
+    let start = Instant::now();
+    loop {
+        let v = api
+            .show_instance(&t1(), id)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: show failed: {e}"));
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            v.status != "ERROR",
+            "{what}: the instance went to ERROR: {:?} {:?}",
+            v.instance.fault,
+            v.service
+        );
+        assert!(
+            start.elapsed() < WAIT,
+            "{what}: not reached within {WAIT:?}; status {} task {:?} service {:?}",
+            v.status,
+            v.instance.task,
+            v.service
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn idle_healthy(v: &InstanceView) -> bool {
+    v.instance.task == TaskStatus::None && v.operating_status == "HEALTHY"
+}
+
+/// The process listening on `port` (its listen socket's inode found in /proc/net, then its owner).
+fn pid_listening_on(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
+            let local = cols[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local == Some(port) && cols[3] == "0A" {
+                inodes.push(format!("socket:[{}]", cols[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let mut holders = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        if fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|l| l.to_str().map(|s| inodes.iter().any(|i| i == s)))
+                .unwrap_or(false)
+        }) {
+            holders.push(pid);
+        }
+    }
+    // The topmost holder (children of PostgreSQL's postmaster share the socket).
+    let ppid = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    holders
+        .iter()
+        .copied()
+        .find(|p| ppid(*p).is_none_or(|pp| !holders.contains(&pp)))
+}
+
+/// Where the engine writes its output: a log in its engine dir inside the server directory (its working
+/// directory is the data directory on the volume, which does not move).
+fn output_of(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/fd/1")).expect("engine stdout")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Mariadb,
+    Postgres,
+}
+
+async fn sql(k: Kind, port: u16, user: &str, pw: &str, db: &str, statement: &str) -> Option<i64> {
+    match k {
+        Kind::Mariadb => {
+            let mut c = sqlx::mysql::MySqlConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username(user)
+                .password(pw)
+                .database(db)
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"));
+            let r = c
+                .fetch_optional(statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"))
+                .map(|r| r.try_get::<i64, _>(0).unwrap_or_default());
+            c.close().await.expect("close");
+            r
+        }
+        Kind::Postgres => {
+            let mut c = sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username(user)
+                .password(pw)
+                .database(db)
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"));
+            let r = c
+                .fetch_optional(statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"))
+                .map(|r| r.try_get::<i64, _>(0).unwrap_or_default());
+            c.close().await.expect("close");
+            r
+        }
+    }
+}
+
+async fn row_sum(k: Kind, port: u16) -> i64 {
+    let q = match k {
+        Kind::Mariadb => "SELECT CAST(SUM(v) AS SIGNED) FROM t",
+        Kind::Postgres => "SELECT SUM(v)::bigint FROM t",
+    };
+    sql(k, port, "app", "app-Pw-1x", "shop", q)
+        .await
+        .expect("a sum")
+}
+
+async fn max_connections(k: Kind, port: u16) -> i64 {
+    let q = match k {
+        Kind::Mariadb => "SELECT CAST(@@max_connections AS SIGNED)",
+        Kind::Postgres => "SELECT current_setting('max_connections')::bigint",
+    };
+    sql(k, port, "app", "app-Pw-1x", "shop", q)
+        .await
+        .expect("max_connections")
+}
+
+fn step(t: &mut Instant, what: &str, ds: &str) {
+    eprintln!("[{ds}] {what}: {:.2?}", t.elapsed());
+    *t = Instant::now();
+}
+
+async fn maintenance_on_real_engine(ds: &str, k: Kind) {
+    let env = Env::start().await;
+    let api = env.api.clone();
+    let state = env.state.path().to_path_buf();
+    assert!(
+        env.emb.as_ref().is_some_and(|e| e
+            .detection
+            .found
+            .iter()
+            .any(|f| f.manager.as_str() == ds)),
+        "engine for {ds} not detected on this machine"
+    );
+    let mut t = Instant::now();
+
+    // ---- a configuration group, an instance with it, a database, a user and a row.
+    let mut values = Map::new();
+    values.insert("max_connections".into(), json!(77));
+    let conf = api
+        .create_configuration(
+            &t1(),
+            CreateConfiguration {
+                name: "maint".into(),
+                description: None,
+                values,
+                datastore: Some(ds.into()),
+                datastore_version: None,
+                datastore_version_number: None,
+            },
+        )
+        .await
+        .expect("create configuration");
+    let created = api
+        .create_instance(
+            &t1(),
+            CreateInstance {
+                name: format!("{ds}-maint"),
+                flavor_ref: Some("6".into()),
+                volume_size: Some(1),
+                datastore: Some(ds.into()),
+                configuration: Some(conf.configuration.id),
+                databases: vec![DatabaseSpec {
+                    name: "shop".into(),
+                    character_set: None,
+                    collate: None,
+                }],
+                users: vec![UserSpec {
+                    name: "app".into(),
+                    password: Secret::new("app-Pw-1x"),
+                    host: None,
+                    databases: vec!["shop".into()],
+                }],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let id = created.instance.id;
+    let v = wait_view(&api, id, "HEALTHY after create", idle_healthy).await;
+    step(&mut t, "create to HEALTHY", ds);
+    let port = v.instance.port.expect("port");
+    let old_version = v.datastore_version.clone();
+    sql(
+        k,
+        port,
+        "app",
+        "app-Pw-1x",
+        "shop",
+        "CREATE TABLE t (v INT)",
+    )
+    .await;
+    sql(
+        k,
+        port,
+        "app",
+        "app-Pw-1x",
+        "shop",
+        "INSERT INTO t VALUES (1)",
+    )
+    .await;
+    assert_eq!(row_sum(k, port).await, 1);
+    assert_eq!(max_connections(k, port).await, 77, "the group applies");
+    assert_eq!(
+        api.mgmt_show_instance(&admin(), id)
+            .await
+            .expect("mgmt show")
+            .instance
+            .host
+            .as_deref(),
+        Some("local")
+    );
+
+    // ---- a second (and an inactive third) version record of the same datastore, on the same engine binaries.
+    let target = api
+        .mgmt_create_datastore_version(
+            &admin(),
+            DatastoreVersionSpec {
+                datastore_name: ds.into(),
+                name: "upgrade-target".into(),
+                manager: old_version.manager.as_str().into(),
+                image: old_version.image.clone(),
+                active: true,
+                version: Some(old_version.version.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("second version")
+        .version;
+    let inactive = api
+        .mgmt_create_datastore_version(
+            &admin(),
+            DatastoreVersionSpec {
+                datastore_name: ds.into(),
+                name: "retired".into(),
+                manager: old_version.manager.as_str().into(),
+                image: old_version.image.clone(),
+                active: false,
+                version: Some(old_version.version.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("inactive version")
+        .version;
+    let other_ds = if ds == "postgresql" {
+        "mariadb"
+    } else {
+        "postgresql"
+    };
+    let other_version = api
+        .list_datastore_versions(&t1(), other_ds)
+        .await
+        .expect("other datastore's versions")
+        .into_iter()
+        .next()
+        .expect("a version of the other datastore")
+        .version;
+
+    // ---- bad requests get their faults and change nothing.
+    let upgrade = |v: String| UpdateInstance {
+        datastore_version: Some(v),
+        ..Default::default()
+    };
+    let bad = [
+        ("no-such-version".to_string(), 404),
+        (other_version.id.to_string(), 400),
+        (inactive.name.clone(), 400),
+        (old_version.id.to_string(), 400),
+    ];
+    for (version, want) in bad {
+        let e = api
+            .update_instance(&t1(), id, upgrade(version.clone()))
+            .await
+            .expect_err("a bad upgrade is refused");
+        assert_eq!(status_of(&e), want, "upgrade to {version}: {e}");
+    }
+    let e = api
+        .mgmt_instance_action(&t1(), id, MgmtAction::Migrate { host: None })
+        .await
+        .expect_err("migrate needs the admin role");
+    assert_eq!(status_of(&e), 403, "{e}");
+    let e = api
+        .mgmt_instance_action(
+            &t1(),
+            id,
+            MgmtAction::Rebuild {
+                image_id: Uuid::new_v4().to_string(),
+            },
+        )
+        .await
+        .expect_err("rebuild needs the admin role");
+    assert_eq!(status_of(&e), 403, "{e}");
+    for (host, want) in [("compute-001", 400), ("local", 400)] {
+        let e = api
+            .mgmt_instance_action(
+                &admin(),
+                id,
+                MgmtAction::Migrate {
+                    host: Some(host.into()),
+                },
+            )
+            .await
+            .expect_err("a bad host is refused");
+        assert_eq!(status_of(&e), want, "migrate to {host}: {e}");
+    }
+    let e = api
+        .mgmt_instance_action(
+            &admin(),
+            id,
+            MgmtAction::Rebuild {
+                image_id: "not-a-uuid".into(),
+            },
+        )
+        .await
+        .expect_err("a bad image id is refused");
+    assert_eq!(status_of(&e), 400, "{e}");
+    let v = api.show_instance(&t1(), id).await.expect("show");
+    assert!(idle_healthy(&v), "bad requests changed the instance: {v:?}");
+    assert_eq!(v.datastore_version.id, old_version.id);
+    step(&mut t, "bad requests", ds);
+
+    // ---- upgrade: UPGRADE, then HEALTHY on the new version with the data; the engine was relaunched.
+    let pid_before = pid_listening_on(port).expect("engine pid");
+    api.update_instance(&t1(), id, upgrade(target.name.clone()))
+        .await
+        .expect("upgrade accepted");
+    let during = api.show_instance(&t1(), id).await.expect("show");
+    assert_eq!(during.status, "UPGRADE", "{during:?}");
+    assert_eq!(during.instance.task, TaskStatus::Upgrading);
+    let e = api
+        .update_instance(&t1(), id, upgrade(old_version.name.clone()))
+        .await
+        .expect_err("a second upgrade while upgrading");
+    assert_eq!(status_of(&e), 422, "{e}");
+    let v = wait_view(&api, id, "HEALTHY after upgrade", idle_healthy).await;
+    step(&mut t, "upgrade (PATCH to HEALTHY)", ds);
+    assert_eq!(v.datastore_version.id, target.id, "the new version shows");
+    assert_eq!(v.datastore_version.name, "upgrade-target");
+    assert_eq!(v.instance.fault, None);
+    assert_eq!(row_sum(k, port).await, 1, "data survives the upgrade");
+    let pid_upgraded = pid_listening_on(port).expect("engine pid after upgrade");
+    assert_ne!(pid_upgraded, pid_before, "the engine was started again");
+    assert_eq!(
+        max_connections(k, port).await,
+        77,
+        "the group still applies"
+    );
+    sql(
+        k,
+        port,
+        "app",
+        "app-Pw-1x",
+        "shop",
+        "INSERT INTO t VALUES (2)",
+    )
+    .await;
+
+    // ---- migrate to the other host: the server directory and the engine move; data intact.
+    let local_dir = state.join("servers").join(id.to_string());
+    let remote_dir = state.join("hosts").join("remote").join(id.to_string());
+    assert!(local_dir.is_dir() && !remote_dir.exists());
+    assert!(
+        output_of(pid_upgraded).starts_with(&local_dir),
+        "{}",
+        output_of(pid_upgraded).display()
+    );
+    api.mgmt_instance_action(
+        &admin(),
+        id,
+        MgmtAction::Migrate {
+            host: Some("remote".into()),
+        },
+    )
+    .await
+    .expect("migrate accepted");
+    let during = api.show_instance(&t1(), id).await.expect("show");
+    assert_eq!(
+        (during.status.as_str(), during.instance.task),
+        ("RESIZE", TaskStatus::Migrating),
+        "{during:?}"
+    );
+    let v = wait_view(&api, id, "HEALTHY after migrate", idle_healthy).await;
+    step(&mut t, "migrate to the other host", ds);
+    let shown = api
+        .mgmt_show_instance(&admin(), id)
+        .await
+        .expect("mgmt show");
+    assert_eq!(
+        shown.instance.host.as_deref(),
+        Some("remote"),
+        "host changed"
+    );
+    assert_eq!(v.instance.port, Some(port), "the engine keeps its port");
+    assert!(!local_dir.exists(), "the old server directory is gone");
+    assert!(remote_dir.join("server.json").is_file());
+    let pid_migrated = pid_listening_on(port).expect("engine pid after migrate");
+    assert_ne!(pid_migrated, pid_upgraded, "the engine was started again");
+    assert!(
+        output_of(pid_migrated).starts_with(&remote_dir),
+        "the engine runs from the new host: {}",
+        output_of(pid_migrated).display()
+    );
+    assert!(!alive(pid_upgraded), "the old engine process is gone");
+    assert_eq!(row_sum(k, port).await, 3, "data survives the migration");
+
+    // ---- rebuild: the generated files are made again; data and configuration survive.
+    let engine_dir = remote_dir.join("engine");
+    let marker = engine_dir.join("left-by-the-test");
+    std::fs::write(&marker, b"generated state").expect("marker");
+    api.mgmt_instance_action(
+        &admin(),
+        id,
+        MgmtAction::Rebuild {
+            image_id: "3e50414a-8532-4646-982c-a66fe8f0411b".into(),
+        },
+    )
+    .await
+    .expect("rebuild accepted");
+    let during = api.show_instance(&t1(), id).await.expect("show");
+    assert_eq!(
+        (during.status.as_str(), during.instance.task),
+        ("BUILD", TaskStatus::Rebuilding),
+        "{during:?}"
+    );
+    let v = wait_view(&api, id, "HEALTHY after rebuild", idle_healthy).await;
+    step(&mut t, "rebuild", ds);
+    assert!(
+        !marker.exists(),
+        "the rebuild made the engine's files again"
+    );
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(remote_dir.join("server.json")).expect("server record"),
+    )
+    .expect("server record json");
+    assert_eq!(
+        record["image_id"], "3e50414a-8532-4646-982c-a66fe8f0411b",
+        "the image is recorded"
+    );
+    assert_eq!(
+        v.configuration.as_ref().map(|c| c.0),
+        Some(conf.configuration.id),
+        "the group stays attached"
+    );
+    assert_eq!(
+        max_connections(k, port).await,
+        77,
+        "the group applies after the rebuild"
+    );
+    assert_eq!(row_sum(k, port).await, 3, "data survives the rebuild");
+    assert_eq!(v.datastore_version.id, target.id);
+
+    // ---- migrate without a host: the only other host is `local`.
+    api.mgmt_instance_action(&admin(), id, MgmtAction::Migrate { host: None })
+        .await
+        .expect("migrate back accepted");
+    wait_view(&api, id, "HEALTHY after migrating back", idle_healthy).await;
+    step(&mut t, "migrate back (host picked)", ds);
+    let shown = api
+        .mgmt_show_instance(&admin(), id)
+        .await
+        .expect("mgmt show");
+    assert_eq!(shown.instance.host.as_deref(), Some("local"));
+    assert!(local_dir.join("server.json").is_file() && !remote_dir.exists());
+    assert_eq!(row_sum(k, port).await, 3);
+
+    api.delete_instance(&t1(), id).await.expect("delete");
+    let start = Instant::now();
+    while api.show_instance(&t1(), id).await.is_ok() {
+        assert!(start.elapsed() < WAIT, "delete did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        engines_under(&state).is_empty(),
+        "engines left after delete"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_upgrade_migrate_rebuild_keep_data() {
+    maintenance_on_real_engine("mariadb", Kind::Mariadb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgresql_upgrade_migrate_rebuild_keep_data() {
+    maintenance_on_real_engine("postgresql", Kind::Postgres).await;
+}
+
+// ================================================================== in-memory control plane
+
+fn mem_config() -> CoreConfig {
+    CoreConfig {
+        report_interval: Duration::from_millis(50),
+        agent_call_low_timeout: Duration::from_secs(2),
+        agent_call_high_timeout: Duration::from_secs(5),
+        ..CoreConfig::default()
+    }
+}
+
+struct World {
+    parts: InMemoryParts,
+    clock: Arc<ManualClock>,
+    cp: ControlPlane,
+    api: Arc<ApiService>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl World {
+    async fn end(self) {
+        self.ticker.abort();
+        self.cp.shutdown().await;
+        self.parts.launcher.shutdown_all().await;
+    }
+}
+
+/// An in-memory control plane without a task manager (workers are driven by hand), two hosts, and PostgreSQL
+/// versions "16" (default), "17" and "sample_datastore_version".
+async fn world(hosts: &[&str]) -> World {
+    let clock = Arc::new(ManualClock::new());
+    let mut parts = InMemoryParts::new(mem_config(), clock.clone());
+    parts.compute = Arc::new(MemoryCompute::with_hosts(
+        hosts.iter().map(|h| h.to_string()).collect(),
+        parts.launcher.clone(),
+    ));
+    let cp = parts
+        .builder()
+        .without_taskmanager()
+        .without_health_monitor()
+        .start()
+        .await
+        .unwrap();
+    let api = cp.api();
+    for (name, default) in [
+        ("16", true),
+        ("17", false),
+        ("sample_datastore_version", false),
+    ] {
+        api.mgmt_create_datastore_version(
+            &RequestContext::admin("admin"),
+            DatastoreVersionSpec {
+                datastore_name: "postgresql".into(),
+                name: name.into(),
+                manager: "postgresql".into(),
+                active: true,
+                default,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    api.mgmt_create_datastore_version(
+        &RequestContext::admin("admin"),
+        DatastoreVersionSpec {
+            datastore_name: "redis".into(),
+            name: "7".into(),
+            manager: "redis".into(),
+            active: true,
+            default: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    api.mgmt_put_flavor(
+        &RequestContext::admin("admin"),
+        Flavor {
+            id: "1".into(),
+            name: "small".into(),
+            ram_mb: 512,
+            vcpus: 1,
+            disk_gb: 5,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .unwrap();
+    // Time moves on (1 ms per ms) so that a report sent after a step started is newer than the step, as with a
+    // real clock; lease expiry is still driven by hand (30 s never pass on their own).
+    let ticking = clock.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            ticking.advance(Duration::from_millis(1));
+        }
+    });
+    World {
+        parts,
+        clock,
+        cp,
+        api,
+        ticker,
+    }
+}
+
+fn tm(w: &World, worker: &str, crash: Option<usize>) -> TaskManager {
+    TaskManager::new(
+        w.parts.store.clone(),
+        w.parts.bus.clone(),
+        w.parts.compute.clone(),
+        w.parts.block_storage.clone(),
+        w.parts.clock.clone(),
+        mem_config(),
+        TaskManagerConfig {
+            worker_id: worker.into(),
+            poll_interval: Duration::from_millis(5),
+            crash_before_journal_write: crash,
+            ..TaskManagerConfig::default()
+        },
+    )
+}
+
+async fn open_workflow(w: &World, id: Uuid, kind: WorkflowKind) -> Uuid {
+    let open = w.parts.store.list_open_workflows().await.unwrap();
+    open.iter()
+        .find(|x| x.instance_id == id && x.kind == kind)
+        .unwrap_or_else(|| panic!("no open {kind:?} workflow: {open:?}"))
+        .id
+}
+
+/// A built, healthy instance.
+async fn built(w: &World) -> Uuid {
+    let v = w
+        .api
+        .create_instance(
+            &t1(),
+            CreateInstance {
+                name: "db".into(),
+                flavor_ref: Some("1".into()),
+                volume_size: Some(2),
+                datastore: Some("postgresql".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = v.instance.id;
+    let wf = open_workflow(w, id, WorkflowKind::Create).await;
+    assert!(tm(w, "builder", None).run_workflow(wf).await.unwrap());
+    let v = w.api.show_instance(&t1(), id).await.unwrap();
+    assert_eq!(
+        (v.status.as_str(), v.operating_status.as_str()),
+        ("ACTIVE", "HEALTHY")
+    );
+    id
+}
+
+/// Runs `wf` on a worker that crashes before journal write `n`; a second worker takes it over once the lease
+/// expired and must finish it. Answers whether the first worker crashed.
+async fn crash_then_resume(w: &World, wf: Uuid, n: usize) -> bool {
+    let first = tm(w, &format!("tm-a-{n}"), Some(n));
+    assert!(first.run_workflow(wf).await.unwrap());
+    let state = w.parts.store.get_workflow(wf).await.unwrap().unwrap().state;
+    if !first.crashed() {
+        assert_eq!(state, WorkflowState::Done, "an uncrashed run must finish");
+        return false;
+    }
+    assert!(
+        state.is_open(),
+        "a crashed run must leave the workflow open"
+    );
+    let second = tm(w, &format!("tm-b-{n}"), None);
+    assert!(
+        !second.run_workflow(wf).await.unwrap(),
+        "claimed a workflow under another worker's live lease"
+    );
+    w.clock
+        .advance(mem_config().workflow_lease + Duration::from_secs(1));
+    assert!(second.run_workflow(wf).await.unwrap());
+    let after = w.parts.store.get_workflow(wf).await.unwrap().unwrap();
+    assert_eq!(
+        after.state,
+        WorkflowState::Done,
+        "resumed workflow did not finish (crash point {n}): {:?}",
+        w.parts
+            .store
+            .get_instance(after.instance_id)
+            .await
+            .unwrap()
+            .and_then(|i| i.fault)
+    );
+    true
+}
+
+async fn assert_healthy_idle(w: &World, id: Uuid, n: usize) -> InstanceView {
+    let v = w.api.show_instance(&t1(), id).await.unwrap();
+    assert_eq!(
+        (v.instance.task, v.status.as_str()),
+        (TaskStatus::None, "ACTIVE"),
+        "crash point {n}: {:?}",
+        v.instance.fault
+    );
+    assert_eq!(
+        w.parts
+            .store
+            .get_service_status(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        ServiceStatus::Healthy,
+        "crash point {n}"
+    );
+    assert!(w.parts.engines.engine(id).is_running(), "crash point {n}");
+    assert_eq!(
+        w.parts.launcher.running().await,
+        vec![id],
+        "crash point {n}"
+    );
+    v
+}
+
+/// Runs one maintenance workflow with a crash at every journal write in turn; answers the crash points seen.
+async fn crash_every_step(
+    kind: WorkflowKind,
+    start: impl Fn(&World, Uuid) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>,
+    check: impl Fn(&World, Uuid, InstanceView, usize),
+) -> usize {
+    let mut crash_points = 0;
+    for n in 1..=60 {
+        let w = world(&["h1", "h2"]).await;
+        let id = built(&w).await;
+        start(&w, id).await;
+        let wf = open_workflow(&w, id, kind).await;
+        let crashed = crash_then_resume(&w, wf, n).await;
+        let v = assert_healthy_idle(&w, id, n).await;
+        check(&w, id, v, n);
+        w.end().await;
+        if !crashed {
+            break;
+        }
+        crash_points += 1;
+    }
+    crash_points
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_survives_a_crash_at_every_step() {
+    let points = crash_every_step(
+        WorkflowKind::Upgrade,
+        |w, id| {
+            Box::pin(async move {
+                w.api
+                    .update_instance(
+                        &t1(),
+                        id,
+                        UpdateInstance {
+                            datastore_version: Some("17".into()),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    w.api.show_instance(&t1(), id).await.unwrap().status,
+                    "UPGRADE"
+                );
+            })
+        },
+        |w, id, v, n| {
+            assert_eq!(v.datastore_version.name, "17", "crash point {n}");
+            assert_eq!(
+                w.parts.compute.spec(id).unwrap().datastore_version.name,
+                "17",
+                "crash point {n}: the server runs the new version"
+            );
+            assert!(w.parts.engines.engine(id).is_prepared());
+        },
+    )
+    .await;
+    eprintln!("upgrade: {points} crash points");
+    // stop_db, switch_server, guest_rebuild, wait_healthy: Started + Completed each.
+    assert!(points >= 8, "only {points} crash points exercised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_survives_a_crash_at_every_step() {
+    let points = crash_every_step(
+        WorkflowKind::Migrate,
+        |w, id| {
+            Box::pin(async move {
+                w.api
+                    .mgmt_instance_action(&admin(), id, MgmtAction::Migrate { host: None })
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    w.api.show_instance(&t1(), id).await.unwrap().status,
+                    "RESIZE"
+                );
+            })
+        },
+        |w, id, v, n| {
+            let _ = w;
+            let _ = id;
+            assert_eq!(v.instance.host.as_deref(), Some("h2"), "crash point {n}");
+        },
+    )
+    .await;
+    eprintln!("migrate: {points} crash points");
+    assert!(points >= 10, "only {points} crash points exercised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_survives_a_crash_at_every_step() {
+    let points = crash_every_step(
+        WorkflowKind::Rebuild,
+        |w, id| {
+            Box::pin(async move {
+                w.api
+                    .mgmt_instance_action(
+                        &admin(),
+                        id,
+                        MgmtAction::Rebuild {
+                            image_id: "3e50414a-8532-4646-982c-a66fe8f0411b".into(),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    w.api.show_instance(&t1(), id).await.unwrap().status,
+                    "BUILD"
+                );
+            })
+        },
+        |w, id, _v, n| {
+            let (image, rebuilds) = w.parts.compute.rebuilds(id);
+            assert_eq!(
+                image.as_deref(),
+                Some("3e50414a-8532-4646-982c-a66fe8f0411b"),
+                "crash point {n}"
+            );
+            assert!(rebuilds >= 1);
+        },
+    )
+    .await;
+    eprintln!("rebuild: {points} crash points");
+    assert!(points >= 8, "only {points} crash points exercised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_rolls_back_to_the_old_version() {
+    let w = world(&["h1"]).await;
+    let id = built(&w).await;
+    let old = w
+        .api
+        .show_instance(&t1(), id)
+        .await
+        .unwrap()
+        .datastore_version;
+    w.api
+        .update_instance(
+            &t1(),
+            id,
+            UpdateInstance {
+                datastore_version: Some("17".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // The engine refuses to come up on the new version once.
+    w.parts.engines.engine(id).fail_next_prepare();
+    let wf = open_workflow(&w, id, WorkflowKind::Upgrade).await;
+    assert!(tm(&w, "tm", None).run_workflow(wf).await.unwrap());
+    assert_eq!(
+        w.parts.store.get_workflow(wf).await.unwrap().unwrap().state,
+        WorkflowState::Failed
+    );
+    let v = w.api.show_instance(&t1(), id).await.unwrap();
+    assert_eq!(v.instance.task, TaskStatus::UpgradingError);
+    assert_eq!(v.status, "ERROR", "never stuck in UPGRADE");
+    assert_eq!(
+        v.datastore_version.id, old.id,
+        "rolled back to the old version"
+    );
+    let fault = v.instance.fault.expect("a fault");
+    assert!(
+        fault
+            .message
+            .contains("rolled back to datastore version '16'"),
+        "{}",
+        fault.message
+    );
+    assert!(fault.message.contains("'17'"), "{}", fault.message);
+    assert_eq!(
+        w.parts.compute.spec(id).unwrap().datastore_version.id,
+        old.id,
+        "the server runs the old version again"
+    );
+    assert!(
+        w.parts.engines.engine(id).is_running(),
+        "the engine runs again"
+    );
+    // reset_status clears the error; the instance is usable and can be upgraded again.
+    w.api.reset_status(&t1(), id).await.unwrap();
+    w.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_maintenance_requests_get_their_faults() {
+    let w = world(&["h1"]).await;
+    let id = built(&w).await;
+    let up = |v: &str| UpdateInstance {
+        datastore_version: Some(v.into()),
+        ..Default::default()
+    };
+    for (v, want) in [("nope", 404), ("7", 400), ("16", 400), ("", 400)] {
+        let e = w.api.update_instance(&t1(), id, up(v)).await.unwrap_err();
+        assert_eq!(status_of(&e), want, "upgrade to '{v}': {e}");
+    }
+    let e = w
+        .api
+        .update_instance(
+            &t1(),
+            id,
+            UpdateInstance {
+                name: Some("x".into()),
+                datastore_version: Some("17".into()),
+                configuration: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 400, "two attributes besides name: {e}");
+    let e = w
+        .api
+        .mgmt_instance_action(&t1(), id, MgmtAction::Migrate { host: None })
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 403);
+    let e = w
+        .api
+        .mgmt_instance_action(&admin(), id, MgmtAction::Migrate { host: None })
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 400, "{e}");
+    assert!(e.to_string().contains("no other host"), "{e}");
+    let e = w
+        .api
+        .mgmt_instance_action(
+            &admin(),
+            Uuid::new_v4(),
+            MgmtAction::Rebuild {
+                image_id: Uuid::new_v4().to_string(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 404);
+    // Busy: an upgrade refuses the other two (422).
+    w.api.update_instance(&t1(), id, up("17")).await.unwrap();
+    let e = w
+        .api
+        .mgmt_instance_action(
+            &admin(),
+            id,
+            MgmtAction::Rebuild {
+                image_id: Uuid::new_v4().to_string(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 422, "{e}");
+    assert!(w.parts.store.get_instance(id).await.unwrap().unwrap().task == TaskStatus::Upgrading);
+    assert_eq!(
+        w.parts.compute.hosts().await.unwrap(),
+        vec!["h1".to_string()]
+    );
+    w.end().await;
+}
+
+/// The three upstream samples over HTTP, on an in-memory control plane with one host (`localhost`, the plain
+/// in-memory deployment) and on one whose hosts include the sample's `compute-001`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_samples_over_http() {
+    let samples = api_support::reference_dir().join("trove-api-samples");
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(samples.join(name)).expect("sample")).expect("json")
+    };
+    let upgrade = read("instance-patch-upgrade-datastore-version-request.json");
+    let migrate = read("instance-mgmt-action-migrate-request.json");
+    let rebuild = read("instance-mgmt-action-rebuild-instance-request.json");
+    let client = reqwest::Client::new();
+    for hosts in [&["localhost"][..], &["localhost", "h2", "compute-001"][..]] {
+        let w = world(hosts).await;
+        let base = api_support::serve_in_process(
+            w.api.clone(),
+            Arc::new(NoAuth::admin()),
+            HttpConfig::default(),
+        )
+        .await;
+        let mut got = Vec::new();
+        for (method, path, body) in [
+            (reqwest::Method::PATCH, "instances/{id}", &upgrade),
+            (
+                reqwest::Method::POST,
+                "mgmt/instances/{id}/action",
+                &migrate,
+            ),
+            (
+                reqwest::Method::POST,
+                "mgmt/instances/{id}/action",
+                &rebuild,
+            ),
+        ] {
+            // A fresh healthy instance per sample, so one sample's task does not refuse the next.
+            let id = built(&w).await;
+            let url = format!("{base}/v1.0/t1/{}", path.replace("{id}", &id.to_string()));
+            let r = client
+                .request(method.clone(), &url)
+                .json(body)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            eprintln!("hosts {hosts:?}: {method} {path} -> {status} {text}");
+            got.push(status);
+        }
+        if hosts.len() == 1 {
+            assert_eq!(got, vec![202, 400, 202], "one host: compute-001 is unknown");
+        } else {
+            assert_eq!(got, vec![202, 202, 202]);
+        }
+        w.end().await;
+    }
+}
