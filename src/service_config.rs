@@ -168,6 +168,9 @@ pub struct GuestConfig {
     pub stop_timeout: f64,
     /// OS user engines run as (default: `nobody` when running as root, else the current user).
     pub engine_user: Option<String>,
+    /// Directory guests publish their logs to: each guest's object store is `<dir>/<instance_id>`, container
+    /// `database_logs` inside it. Without it, publishing a guest log is refused (501).
+    pub log_store_dir: Option<PathBuf>,
 }
 
 impl Default for GuestConfig {
@@ -179,6 +182,7 @@ impl Default for GuestConfig {
             rabbitmqctl_env: Vec::new(),
             stop_timeout: 10.0,
             engine_user: None,
+            log_store_dir: None,
         }
     }
 }
@@ -674,14 +678,28 @@ pub async fn run_guestagent(
         .map_err(|e| config_err(format!("broker settings in {}: {e}", guest_file.display())))?;
     let bus = Arc::new(AmqpBus::lazy(amqp));
     let strategy = cfg.engines().strategy(&g.spec)?;
-    let agent = Arc::new(trove_core::guest_agent::GuestAgent::new(
-        id,
-        bus.clone(),
-        Arc::new(trove_core::ports::SystemClock),
-        strategy,
-        cfg.core.report_interval,
-        Some(g.key),
-    ));
+    // One store root per guest: a store cleans its temp directory when it opens, which must not race another
+    // agent's publish.
+    let log_store = match &cfg.guest.log_store_dir {
+        Some(dir) => Some(trove_core::guest_log::LogStore::new(
+            Arc::new(trove_backends::local::FsBackupStore::open(
+                dir.join(id.to_string()),
+            )?),
+            trove_core::model::DEFAULT_LOG_CONTAINER,
+        )),
+        None => None,
+    };
+    let agent = Arc::new(
+        trove_core::guest_agent::GuestAgent::new(
+            id,
+            bus.clone(),
+            Arc::new(trove_core::ports::SystemClock),
+            strategy,
+            cfg.core.report_interval,
+            Some(g.key),
+        )
+        .with_log_store(log_store),
+    );
     let mut shutdown = std::pin::pin!(shutdown);
     let mut delay = std::time::Duration::from_millis(200);
     let sub = loop {
