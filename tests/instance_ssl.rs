@@ -453,11 +453,23 @@ fn mtls_material(dir: &Path) -> (PathBuf, PathBuf, (PathBuf, PathBuf)) {
             &extfile,
         ]);
     }
+    // The bundle's key is encrypted; its passphrase is in pass.txt (the password_ref).
+    std::fs::write(dir.join("pass.txt"), "s3cret-passphrase\n").expect("pass");
+    run(&[
+        "pkey",
+        "-in",
+        "server.key",
+        "-aes256",
+        "-passout",
+        "file:pass.txt",
+        "-out",
+        "server.enc.key",
+    ]);
     let bundle = dir.join("bundle.pem");
     let text = [
         std::fs::read_to_string(dir.join("server.pem")).expect("server.pem"),
         std::fs::read_to_string(dir.join("ca.pem")).expect("ca.pem"),
-        std::fs::read_to_string(dir.join("server.key")).expect("server.key"),
+        std::fs::read_to_string(dir.join("server.enc.key")).expect("server.enc.key"),
     ]
     .concat();
     std::fs::write(&bundle, text).expect("bundle");
@@ -678,14 +690,64 @@ async fn ssl_journey(ds: &str) {
     assert_tls_works(k, port, &pw, &tls, "rolled back");
     assert_refused(k, port, &pw, &Transport::Plain, "rolled back");
 
-    // mtls from a file:// bundle (server certificate, CA, key).
+    // mtls from a file:// bundle (server certificate, CA, encrypted key + password_ref).
     let (bundle, ca_pem, client_pair) = mtls_material(files.path());
+    let container_ref = Some(format!("file://{}", bundle.display()));
+    let password_ref = Some(format!(
+        "file://{}",
+        files.path().join("pass.txt").display()
+    ));
+    let no_password = SslActionBody {
+        container_ref: container_ref.clone(),
+        ..enable("enforced")
+    };
+    assert_eq!(
+        status(api.ssl_action(&t1(), id, no_password).await),
+        400,
+        "an encrypted key without its password_ref"
+    );
     let mtls = SslActionBody {
-        container_ref: Some(format!("file://{}", bundle.display())),
+        container_ref: container_ref.clone(),
+        password_ref: password_ref.clone(),
         ..enable("mtls")
     };
     if k == Kind::Mysql {
         assert_eq!(status(api.ssl_action(&t1(), id, mtls).await), 400);
+        // The bundle serves enforced TLS (live: the engine already serves TLS).
+        let from_bundle = SslActionBody {
+            container_ref,
+            password_ref,
+            ..enable("enforced")
+        };
+        let r = act(&api, id, from_bundle, false, "enforced from a bundle").await;
+        assert_eq!((r.status, r.mode), (SslStatus::On, Some(SslMode::Enforced)));
+        let s = api.ssl_show(&t1(), id, false).await.expect("show");
+        assert_eq!(s.certificate.expect("cert").cn, "127.0.0.1");
+        let ca_tls = Transport::Tls {
+            ca: ca_pem,
+            client: None,
+        };
+        assert_tls_works(
+            k,
+            port,
+            &pw,
+            &ca_tls,
+            "enforced, certificate from the bundle",
+        );
+        assert_refused(
+            k,
+            port,
+            &pw,
+            &tls,
+            "enforced, the self-signed certificate is gone",
+        );
+        assert_refused(
+            k,
+            port,
+            &pw,
+            &Transport::Plain,
+            "enforced from a bundle, plain",
+        );
     } else {
         let r = act(&api, id, mtls, false, "enable mtls").await;
         assert_eq!((r.status, r.mode), (SslStatus::On, Some(SslMode::Mtls)));
