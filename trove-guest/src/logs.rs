@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `mysql`, `mariadb` | `general` | `<engine_dir>/general.log` | `SET GLOBAL general_log`, and `general_log = 1` in the rendered `my.cnf` |
 //! | `mysql`, `mariadb` | `slow_query` | `<engine_dir>/slow_query.log` | `SET GLOBAL slow_query_log`, and `slow_query_log = 1` in `my.cnf` |
-//! | `postgresql` | `general` | the server log `<engine_dir>/postgresql.log` | `ALTER SYSTEM SET log_statement = 'all'` / `'none'`, then `pg_reload_conf()` |
+//! | `postgresql` | `general` | the server log `<engine_dir>/postgresql.log` | `ALTER SYSTEM SET log_statement = 'all'` / `'none'`, then `pg_reload_conf()`; the guest's own role `os_admin` is kept out (`ALTER ROLE ... SET log_statement = 'none'`) |
 //!
 //! Every change applies at once and survives a restart of the engine (MariaDB: the state is rendered into the
 //! configuration at each start; PostgreSQL: `ALTER SYSTEM` writes `postgresql.auto.conf`). The state of each log
@@ -191,36 +191,47 @@ impl EngineLogs {
             .password(&self.admin_password()?)
             .database("postgres")
             .disable_statement_logging();
+        // A session's pg_conf_load_time() is the postmaster's last load of the configuration when it started.
+        let load_time = "SELECT extract(epoch FROM pg_conf_load_time())::float8";
         let mut c = opts.connect().await.map_err(|e| self.sql_err(e))?;
+        let before: f64 = sqlx::query(load_time)
+            .fetch_one(&mut c)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| self.sql_err(e))?;
         let change = if on {
             "ALTER SYSTEM SET log_statement = 'all'"
         } else {
             "ALTER SYSTEM SET log_statement = 'none'"
         };
-        for s in [change, "SELECT pg_reload_conf()"] {
+        // The guest's own sessions (status probes, user and database management) stay out of the log.
+        for s in [
+            "ALTER ROLE os_admin SET log_statement = 'none'",
+            change,
+            "SELECT pg_reload_conf()",
+        ] {
             sqlx::Executor::execute(&mut c, s)
                 .await
                 .map_err(|e| self.sql_err(e))?;
         }
         let _ = c.close().await;
-        // The postmaster reloads asynchronously: wait until a new session sees the setting, so statements run
-        // after this answer are logged (or not) as asked.
-        let want = if on { "all" } else { "none" };
+        // The postmaster reloads asynchronously: wait until a new session was started from the reloaded
+        // configuration, so statements run after this answer are logged (or not) as asked.
         let start = Instant::now();
         loop {
             let mut c = opts.connect().await.map_err(|e| self.sql_err(e))?;
-            let row = sqlx::query("SELECT current_setting('log_statement')")
+            let now: f64 = sqlx::query(load_time)
                 .fetch_one(&mut c)
                 .await
+                .and_then(|r| r.try_get(0))
                 .map_err(|e| self.sql_err(e))?;
             let _ = c.close().await;
-            let now: String = row.try_get(0).map_err(|e| self.sql_err(e))?;
-            if now == want {
+            if now > before {
                 return Ok(());
             }
             if start.elapsed() > RELOAD_WAIT {
                 return Err(Error::Timeout {
-                    what: format!("PostgreSQL to load log_statement = '{want}' (it shows '{now}')"),
+                    what: "PostgreSQL to reload its configuration after a log change".into(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
