@@ -572,6 +572,79 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
     assert_eq!(v.datastore_version.id, old_version.id);
     step(&mut t, "bad requests", ds);
 
+    // ---- an upgrade to a version whose binaries are missing fails and rolls back: the old version runs again
+    // with the data, the instance shows UPGRADING_ERROR with a fault naming both versions.
+    let broken = api
+        .mgmt_create_datastore_version(
+            &admin(),
+            DatastoreVersionSpec {
+                datastore_name: ds.into(),
+                name: "broken".into(),
+                manager: old_version.manager.as_str().into(),
+                image: "/nonexistent/trove-maintenance-test/bin".into(),
+                active: true,
+                version: Some(old_version.version.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("broken version")
+        .version;
+    api.update_instance(&t1(), id, upgrade(broken.name.clone()))
+        .await
+        .expect("the broken upgrade is accepted (the API cannot know)");
+    let start = Instant::now();
+    let failed = loop {
+        let v = api.show_instance(&t1(), id).await.expect("show");
+        if v.instance.task != TaskStatus::Upgrading {
+            break v;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the failed upgrade never ended: {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    step(&mut t, "failed upgrade + rollback", ds);
+    assert_eq!(
+        failed.instance.task,
+        TaskStatus::UpgradingError,
+        "{failed:?}"
+    );
+    assert_eq!(failed.status, "ERROR");
+    assert_eq!(
+        failed.datastore_version.id, old_version.id,
+        "the instance is back on the old version"
+    );
+    let fault = failed.instance.fault.clone().expect("a fault");
+    assert!(
+        fault.message.contains("'broken'") && fault.message.contains("runs again"),
+        "{}",
+        fault.message
+    );
+    assert_eq!(
+        row_sum(k, port).await,
+        1,
+        "data survives the failed upgrade"
+    );
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            state
+                .join("servers")
+                .join(id.to_string())
+                .join("server.json"),
+        )
+        .expect("server record"),
+    )
+    .expect("server record json");
+    assert_eq!(
+        record["datastore_version"]["id"],
+        json!(old_version.id),
+        "the server runs the old version again"
+    );
+    api.reset_status(&t1(), id).await.expect("reset status");
+    wait_view(&api, id, "HEALTHY after reset", idle_healthy).await;
+
     // ---- upgrade: UPGRADE, then HEALTHY on the new version with the data; the engine was relaunched.
     let pid_before = pid_listening_on(port).expect("engine pid");
     api.update_instance(&t1(), id, upgrade(target.name.clone()))
@@ -589,7 +662,26 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
     step(&mut t, "upgrade (PATCH to HEALTHY)", ds);
     assert_eq!(v.datastore_version.id, target.id, "the new version shows");
     assert_eq!(v.datastore_version.name, "upgrade-target");
-    assert_eq!(v.instance.fault, None);
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            state
+                .join("servers")
+                .join(id.to_string())
+                .join("server.json"),
+        )
+        .expect("server record"),
+    )
+    .expect("server record json");
+    assert_eq!(
+        record["datastore_version"]["id"],
+        json!(target.id),
+        "the guest was relaunched for the new version"
+    );
+    assert_eq!(
+        v.instance.fault,
+        Some(fault.clone()),
+        "a successful upgrade records no new fault (the rolled-back one stays, as upstream keeps faults)"
+    );
     assert_eq!(row_sum(k, port).await, 1, "data survives the upgrade");
     let pid_upgraded = pid_listening_on(port).expect("engine pid after upgrade");
     assert_ne!(pid_upgraded, pid_before, "the engine was started again");
