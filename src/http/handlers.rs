@@ -11,7 +11,7 @@ use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use trove_core::api::{
-    BackupQuery, ConfigParamSpec, CreateBackup, CreateConfiguration, DatastoreVersionPatch,
+    BackupQuery, BackupStrategyQuery, ConfigParamSpec, CreateBackup, CreateBackupStrategy, CreateConfiguration, DatastoreVersionPatch,
     DatastoreVersionSpec, InstanceView, MgmtAction, MgmtInstanceQuery, PageRequest, RestoreFrom,
     UpdateConfiguration, UserRef,
 };
@@ -952,6 +952,7 @@ async fn backup_create(
         name: f.name,
         description: f.description,
         restore_from,
+        container: f.swift_container,
     };
     let v = s.api.create_backup(&c.ctx, req).await?;
     with_status(StatusCode::ACCEPTED, json!({ "backup": views::backup(&v) }))
@@ -978,29 +979,51 @@ async fn backup_delete(
 }
 
 async fn backup_strategy_create(
+    State(s): State<AppState>,
     c: Caller,
     JsonBody(b): JsonBody<bodies::BackupStrategyBody>,
 ) -> JsonResult {
-    let _ = (
-        c,
-        b.backup_strategy.instance_id,
-        b.backup_strategy.swift_container,
-    );
-    Err(ApiError(Error::not_implemented(
-        "Backup strategies are not supported yet: backups go to the configured backup store.",
-    )))
+    let f = b.backup_strategy;
+    let instance_id = match f.instance_id.as_deref() {
+        None | Some("") => None,
+        Some(i) => Some(uuid_or_404("Instance", i)?),
+    };
+    let req = CreateBackupStrategy {
+        instance_id,
+        container: f.swift_container,
+    };
+    let st = s.api.create_backup_strategy(&c.ctx, req).await?;
+    with_status(
+        StatusCode::ACCEPTED,
+        json!({ "backup_strategy": views::backup_strategy(&st) }),
+    )
 }
 
-async fn backup_strategies_list(c: Caller) -> JsonResult {
-    let _ = c;
-    ok(json!({ "backup_strategies": [] }))
+/// `?instance_id` (empty: the tenant-wide strategy) and `?project_id` of the strategy routes.
+fn backup_strategy_query(q: &Q) -> Result<BackupStrategyQuery, ApiError> {
+    Ok(BackupStrategyQuery {
+        instance_id: match q.get("instance_id") {
+            None | Some("") => None,
+            Some(i) => Some(uuid_or_404("Instance", i)?),
+        },
+        project_id: q.get("project_id").map(str::to_string),
+    })
 }
 
-async fn backup_strategy_delete(c: Caller) -> JsonResult {
-    let _ = c;
-    Err(ApiError(Error::not_implemented(
-        "Backup strategies are not supported yet.",
-    )))
+async fn backup_strategies_list(State(s): State<AppState>, c: Caller, q: Q) -> JsonResult {
+    let all = s
+        .api
+        .list_backup_strategies(&c.ctx, backup_strategy_query(&q)?)
+        .await?;
+    let views: Vec<Value> = all.iter().map(views::backup_strategy).collect();
+    ok(json!({ "backup_strategies": views }))
+}
+
+async fn backup_strategy_delete(State(s): State<AppState>, c: Caller, q: Q) -> JsonResult {
+    s.api
+        .delete_backup_strategy(&c.ctx, backup_strategy_query(&q)?)
+        .await?;
+    accepted()
 }
 
 // ---------------------------------------------------------------- limits and quotas

@@ -34,9 +34,13 @@ use crate::taskmanager::{BackupParams, CreateParams, ResizeFlavorParams, ResizeV
 use serde_json::json;
 use std::collections::HashMap;
 
+mod backup_strategies;
 mod guest_logs;
-mod ssl;
 mod maintenance;
+mod ssl;
+pub use backup_strategies::{
+    validate_container, BackupStrategyQuery, CreateBackupStrategy, DEFAULT_BACKUP_CONTAINER,
+};
 
 /// `POST /instances` body, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -264,6 +268,8 @@ pub struct CreateBackup {
     pub incremental: bool,
     /// Register an existing backup object instead of taking one.
     pub restore_from: Option<RestoreFrom>,
+    /// Container to write to (upstream `swift_container`); `None`: the backup strategy's, else the default.
+    pub container: Option<String>,
 }
 
 /// `restore_from` of a backup create body.
@@ -323,12 +329,6 @@ pub enum MgmtAction {
     Reboot,
     /// Set the task back to NONE.
     ResetTaskStatus,
-}
-
-/// A user as named in a URL: `name` or `name@host` (host defaults to `%`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserRef {
-    /// User name.
     /// Move the server to another host (`None`: compute picks one).
     Migrate {
         /// Target host.
@@ -339,6 +339,12 @@ pub struct UserRef {
         /// Image to rebuild from.
         image_id: String,
     },
+}
+
+/// A user as named in a URL: `name` or `name@host` (host defaults to `%`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    /// User name.
     pub name: String,
     /// Host pattern.
     pub host: String,
@@ -382,14 +388,14 @@ pub struct ApiService {
     bus: DynBus,
     clock: DynClock,
     config: CoreConfig,
+    /// Compute, when the API runs beside it: mgmt migrate then checks the host synchronously.
+    compute: Option<crate::ports::DynCompute>,
 }
 
 impl std::fmt::Debug for ApiService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiService")
             .field("region", &self.config.region)
-    /// Compute, when the API runs beside it: mgmt migrate then checks the host synchronously.
-    compute: Option<crate::ports::DynCompute>,
             .finish()
     }
 }
@@ -439,16 +445,10 @@ impl ApiService {
             bus,
             clock,
             config,
+            compute: None,
         }
     }
 
-    /// Shared handle.
-    pub fn shared(self) -> Arc<ApiService> {
-        Arc::new(self)
-            compute: None,
-    }
-
-    /// The configuration in use.
     /// Lets the service read compute (hosts, servers) to answer bad migrate requests with a 400 at once instead
     /// of a failed workflow.
     pub fn with_compute(mut self, compute: crate::ports::DynCompute) -> ApiService {
@@ -456,6 +456,12 @@ impl ApiService {
         self
     }
 
+    /// Shared handle.
+    pub fn shared(self) -> Arc<ApiService> {
+        Arc::new(self)
+    }
+
+    /// The configuration in use.
     pub fn config(&self) -> &CoreConfig {
         &self.config
     }
@@ -2988,10 +2994,16 @@ impl ApiService {
             updated: now,
             deleted: false,
         };
+        let container = self
+            .backup_container(&ctx.tenant_id, iid, req.container)
+            .await?;
         let wf = self.new_workflow(
             WorkflowKind::Backup,
             iid,
-            json!(BackupParams { backup_id: b.id }),
+            json!(BackupParams {
+                backup_id: b.id,
+                container: Some(container),
+            }),
         );
         self.store
             .commit(
@@ -3183,6 +3195,8 @@ impl ApiService {
                 Ok(())
             }
             MgmtAction::ResetTaskStatus => self.reset_common(inst, None).await,
+            MgmtAction::Migrate { host } => self.mgmt_migrate(inst, host).await,
+            MgmtAction::Rebuild { image_id } => self.mgmt_rebuild(inst, image_id).await,
         }
     }
 
@@ -3195,8 +3209,6 @@ impl ApiService {
         }
         let g = self.guest(id);
         g.call::<Value>(GuestRequest::RpcPing, g.low())
-            MgmtAction::Migrate { host } => self.mgmt_migrate(inst, host).await,
-            MgmtAction::Rebuild { image_id } => self.mgmt_rebuild(inst, image_id).await,
             .await
             .map(|_| ())
     }

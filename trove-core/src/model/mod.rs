@@ -11,7 +11,7 @@ mod specs;
 mod ssl;
 mod workflow;
 
-pub use backup::{Backup, BackupFilter, BackupType};
+pub use backup::{Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, BackupType};
 pub use config::{ConfigParam, Configuration, ParamType};
 pub use datastore::{Capabilities, Datastore, DatastoreVersion, Flavor, Manager};
 pub use guest_log::{

@@ -93,10 +93,13 @@ pub struct ResizeVolumeParams {
 }
 
 /// Parameters of backup workflows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupParams {
     /// The backup.
     pub backup_id: Uuid,
+    /// Container the backup goes to (chosen by the API from the request or the backup strategies).
+    #[serde(default)]
+    pub container: Option<String>,
 }
 
 /// Settings of one task-manager worker.
@@ -601,12 +604,12 @@ impl Inner {
             WorkflowKind::Promote => Err(self.not_yet(run, "Replica promotion is not implemented yet (issue 5).")),
             WorkflowKind::Eject => Err(self.not_yet(run, "Replica source ejection is not implemented yet (issue 5).")),
             WorkflowKind::Detach => Err(self.not_yet(run, "Replica detach is not implemented yet (issue 5).")),
-        }
-    }
-
             WorkflowKind::Upgrade => self.upgrade(run).await,
             WorkflowKind::Migrate => self.migrate(run).await,
             WorkflowKind::Rebuild => self.rebuild(run).await,
+        }
+    }
+
     fn not_yet(&self, run: &Run, message: &str) -> Stop {
         let task = match run.wf.kind {
             WorkflowKind::Promote => Some(TaskStatus::PromotionError),
