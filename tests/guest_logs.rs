@@ -475,6 +475,20 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
         ],
     };
     run_sql(kind, port, &q1).await;
+    // A user created through the API while the log is on: its password never reaches the log.
+    env.api
+        .create_users(
+            &t1(),
+            id,
+            vec![UserSpec {
+                name: "auditor".into(),
+                password: Secret::new("Never-In-Logs-7q"),
+                host: None,
+                databases: vec!["shop".into()],
+            }],
+        )
+        .await
+        .expect("create a user while the log is on");
     let v = h.log(id, json!({"name": "general"})).await;
     assert_eq!(v["status"], "Ready", "{v}");
     let pending = bytes(&v, "pending");
@@ -499,6 +513,10 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
     assert!(
         text.contains(&format!("INSERT INTO t VALUES ('{m1}')")),
         "the published log holds the user's statement: {text}"
+    );
+    assert!(
+        !text.contains("Never-In-Logs-7q"),
+        "a password reached the published log: {text}"
     );
     if kind == Sql::Postgres {
         // The guest's own sessions (here: its wait for the reload after enabling) are not logged.

@@ -198,10 +198,19 @@ impl MysqlStrategy {
                 false,
             )
         })?;
-        self.options("os_admin", secret.expose())
+        let mut c = self
+            .options("os_admin", secret.expose())
             .connect()
             .await
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        // The guest's own statements (some carry passwords) stay out of the guest logs a user can publish.
+        exec_sql(
+            &mut c,
+            "SET SESSION sql_log_off = 1, SESSION slow_query_log = 0",
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(c)
     }
 
     /// Runs statements as the admin, one connection.
@@ -874,7 +883,11 @@ impl DatastoreStrategy for MysqlStrategy {
         &self,
         ctx: &trove_core::guest_log::GuestLogContext,
     ) -> Result<Vec<trove_core::model::GuestLog>> {
-        trove_core::guest_log::list_logs(&crate::logs::EngineLogs::mysql(&self.base, &self.socket), ctx).await
+        trove_core::guest_log::list_logs(
+            &crate::logs::EngineLogs::mysql(&self.base, &self.socket),
+            ctx,
+        )
+        .await
     }
 
     async fn guest_log_action(
@@ -882,7 +895,12 @@ impl DatastoreStrategy for MysqlStrategy {
         ctx: &trove_core::guest_log::GuestLogContext,
         req: &trove_core::model::LogActionRequest,
     ) -> Result<trove_core::model::GuestLog> {
-        trove_core::guest_log::log_action(&crate::logs::EngineLogs::mysql(&self.base, &self.socket), ctx, req).await
+        trove_core::guest_log::log_action(
+            &crate::logs::EngineLogs::mysql(&self.base, &self.socket),
+            ctx,
+            req,
+        )
+        .await
     }
 }
 

@@ -866,7 +866,11 @@ impl DatastoreStrategy for PostgresStrategy {
         &self,
         ctx: &trove_core::guest_log::GuestLogContext,
     ) -> Result<Vec<trove_core::model::GuestLog>> {
-        trove_core::guest_log::list_logs(&crate::logs::EngineLogs::postgres(&self.base, &self.socket_dir), ctx).await
+        trove_core::guest_log::list_logs(
+            &crate::logs::EngineLogs::postgres(&self.base, &self.socket_dir),
+            ctx,
+        )
+        .await
     }
 
     async fn guest_log_action(
@@ -874,7 +878,12 @@ impl DatastoreStrategy for PostgresStrategy {
         ctx: &trove_core::guest_log::GuestLogContext,
         req: &trove_core::model::LogActionRequest,
     ) -> Result<trove_core::model::GuestLog> {
-        trove_core::guest_log::log_action(&crate::logs::EngineLogs::postgres(&self.base, &self.socket_dir), ctx, req).await
+        trove_core::guest_log::log_action(
+            &crate::logs::EngineLogs::postgres(&self.base, &self.socket_dir),
+            ctx,
+            req,
+        )
+        .await
     }
 }
 
