@@ -145,12 +145,16 @@ fn engines_under(dir: &Path) -> Vec<u32> {
     out
 }
 
-/// Kills (by pid) the engines left under the state dir when the test ends, pass or fail.
-struct KillGuard(PathBuf);
+/// Kills (by pid) the engines left under the state dir, or listening on the instances' ports (Redis names no
+/// path on its command line), when the test ends, pass or fail.
+struct KillGuard(PathBuf, std::sync::Mutex<Vec<u16>>);
 
 impl Drop for KillGuard {
     fn drop(&mut self) {
-        for pid in engines_under(&self.0) {
+        let ports = self.1.lock().map(|p| p.clone()).unwrap_or_default();
+        let mut pids = engines_under(&self.0);
+        pids.extend(ports.into_iter().filter_map(pid_listening_on));
+        for pid in pids {
             let _ = std::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])
                 .status();
@@ -172,7 +176,7 @@ impl Env {
             .await
             .expect("lock task");
         let state = engine_state_dir();
-        let guard = KillGuard(state.path().to_path_buf());
+        let guard = KillGuard(state.path().to_path_buf(), Default::default());
         let mut opts = EmbeddedOptions::new(state.path());
         opts.extra_hosts = vec!["remote".into()];
         opts.config = CoreConfig {
@@ -190,6 +194,13 @@ impl Env {
             state,
             _guard: guard,
             _lock: lock,
+        }
+    }
+
+    /// The engine of an instance listens on `port`: killed at the end if it is still there.
+    fn guard_port(&self, port: u16) {
+        if let Ok(mut p) = self._guard.1.lock() {
+            p.push(port);
         }
     }
 
@@ -303,6 +314,7 @@ fn output_of(pid: u32) -> PathBuf {
 enum Kind {
     Mariadb,
     Postgres,
+    Redis,
 }
 
 async fn sql(k: Kind, port: u16, user: &str, pw: &str, db: &str, statement: &str) -> Option<i64> {
@@ -325,6 +337,7 @@ async fn sql(k: Kind, port: u16, user: &str, pw: &str, db: &str, statement: &str
             c.close().await.expect("close");
             r
         }
+        Kind::Redis => panic!("Redis speaks no SQL"),
         Kind::Postgres => {
             let mut c = sqlx::postgres::PgConnectOptions::new()
                 .host("127.0.0.1")
@@ -346,20 +359,112 @@ async fn sql(k: Kind, port: u16, user: &str, pw: &str, db: &str, statement: &str
     }
 }
 
+async fn redis(port: u16, user: &str, pw: &str) -> redis::aio::MultiplexedConnection {
+    let info = redis::ConnectionInfo {
+        addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
+        redis: redis::RedisConnectionInfo {
+            db: 0,
+            username: Some(user.into()),
+            password: Some(pw.into()),
+            protocol: redis::ProtocolVersion::RESP2,
+        },
+    };
+    let client = redis::Client::open(info).expect("redis client");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("redis connect in time")
+    .unwrap_or_else(|e| panic!("{user} connects to redis: {e}"))
+}
+
+/// Adds `v` to the data (SQL: a row of table `t` in `shop`; Redis: `INCRBY k`), as the user `app`.
+async fn add_row(k: Kind, port: u16, v: i64) {
+    match k {
+        Kind::Redis => {
+            let mut c = redis(port, "app", "app-Pw-1x").await;
+            let _: i64 = redis::cmd("INCRBY")
+                .arg("k")
+                .arg(v)
+                .query_async(&mut c)
+                .await
+                .expect("INCRBY");
+        }
+        _ => {
+            sql(
+                k,
+                port,
+                "app",
+                "app-Pw-1x",
+                "shop",
+                "CREATE TABLE IF NOT EXISTS t (v INT)",
+            )
+            .await;
+            sql(
+                k,
+                port,
+                "app",
+                "app-Pw-1x",
+                "shop",
+                &format!("INSERT INTO t VALUES ({v})"),
+            )
+            .await;
+        }
+    }
+}
+
+/// The sum of what was added, read as the user `app`.
 async fn row_sum(k: Kind, port: u16) -> i64 {
     let q = match k {
         Kind::Mariadb => "SELECT CAST(SUM(v) AS SIGNED) FROM t",
         Kind::Postgres => "SELECT SUM(v)::bigint FROM t",
+        Kind::Redis => {
+            let mut c = redis(port, "app", "app-Pw-1x").await;
+            return redis::cmd("GET")
+                .arg("k")
+                .query_async(&mut c)
+                .await
+                .expect("GET k");
+        }
     };
     sql(k, port, "app", "app-Pw-1x", "shop", q)
         .await
         .expect("a sum")
 }
 
-async fn max_connections(k: Kind, port: u16) -> i64 {
+/// The configuration parameter the test's group sets.
+fn conf_key(k: Kind) -> &'static str {
+    match k {
+        Kind::Mariadb | Kind::Postgres => "max_connections",
+        Kind::Redis => "maxclients",
+    }
+}
+
+/// The engine's own value of [`conf_key`] (Redis: `CONFIG GET` as the guest's admin account, whose secret the
+/// server directory under `state` holds).
+async fn max_connections(k: Kind, port: u16, state: &Path, id: Uuid) -> i64 {
     let q = match k {
         Kind::Mariadb => "SELECT CAST(@@max_connections AS SIGNED)",
         Kind::Postgres => "SELECT current_setting('max_connections')::bigint",
+        Kind::Redis => {
+            let secret = [state.join("servers"), state.join("hosts").join("remote")]
+                .iter()
+                .map(|h| h.join(id.to_string()).join("guest").join("os_admin.secret"))
+                .find_map(|p| std::fs::read_to_string(p).ok())
+                .expect("the guest's admin secret");
+            let mut c = redis(port, "os_admin", secret.trim()).await;
+            let v: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxclients")
+                .query_async(&mut c)
+                .await
+                .expect("CONFIG GET maxclients");
+            return v
+                .get(1)
+                .and_then(|x| x.parse().ok())
+                .expect("maxclients value");
+        }
     };
     sql(k, port, "app", "app-Pw-1x", "shop", q)
         .await
@@ -387,7 +492,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
 
     // ---- a configuration group, an instance with it, a database, a user and a row.
     let mut values = Map::new();
-    values.insert("max_connections".into(), json!(77));
+    values.insert(conf_key(k).into(), json!(77));
     let conf = api
         .create_configuration(
             &t1(),
@@ -411,16 +516,24 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
                 volume_size: Some(1),
                 datastore: Some(ds.into()),
                 configuration: Some(conf.configuration.id),
-                databases: vec![DatabaseSpec {
-                    name: "shop".into(),
-                    character_set: None,
-                    collate: None,
-                }],
+                databases: if k == Kind::Redis {
+                    vec![]
+                } else {
+                    vec![DatabaseSpec {
+                        name: "shop".into(),
+                        character_set: None,
+                        collate: None,
+                    }]
+                },
                 users: vec![UserSpec {
                     name: "app".into(),
                     password: Secret::new("app-Pw-1x"),
                     host: None,
-                    databases: vec!["shop".into()],
+                    databases: if k == Kind::Redis {
+                        vec![]
+                    } else {
+                        vec!["shop".into()]
+                    },
                 }],
                 ..Default::default()
             },
@@ -432,26 +545,14 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
     step(&mut t, "create to HEALTHY", ds);
     let port = v.instance.port.expect("port");
     let old_version = v.datastore_version.clone();
-    sql(
-        k,
-        port,
-        "app",
-        "app-Pw-1x",
-        "shop",
-        "CREATE TABLE t (v INT)",
-    )
-    .await;
-    sql(
-        k,
-        port,
-        "app",
-        "app-Pw-1x",
-        "shop",
-        "INSERT INTO t VALUES (1)",
-    )
-    .await;
+    env.guard_port(port);
+    add_row(k, port, 1).await;
     assert_eq!(row_sum(k, port).await, 1);
-    assert_eq!(max_connections(k, port).await, 77, "the group applies");
+    assert_eq!(
+        max_connections(k, port, &state, id).await,
+        77,
+        "the group applies"
+    );
     assert_eq!(
         api.mgmt_show_instance(&admin(), id)
             .await
@@ -686,19 +787,11 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
     let pid_upgraded = pid_listening_on(port).expect("engine pid after upgrade");
     assert_ne!(pid_upgraded, pid_before, "the engine was started again");
     assert_eq!(
-        max_connections(k, port).await,
+        max_connections(k, port, &state, id).await,
         77,
         "the group still applies"
     );
-    sql(
-        k,
-        port,
-        "app",
-        "app-Pw-1x",
-        "shop",
-        "INSERT INTO t VALUES (2)",
-    )
-    .await;
+    add_row(k, port, 2).await;
 
     // ---- migrate to the other host: the server directory and the engine move; data intact.
     let local_dir = state.join("servers").join(id.to_string());
@@ -787,7 +880,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         "the group stays attached"
     );
     assert_eq!(
-        max_connections(k, port).await,
+        max_connections(k, port, &state, id).await,
         77,
         "the group applies after the rebuild"
     );
@@ -818,6 +911,11 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         engines_under(&state).is_empty(),
         "engines left after delete"
     );
+    assert_eq!(
+        pid_listening_on(port),
+        None,
+        "the engine's port is free after delete"
+    );
     env.stop().await;
 }
 
@@ -829,6 +927,11 @@ async fn mariadb_upgrade_migrate_rebuild_keep_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgresql_upgrade_migrate_rebuild_keep_data() {
     maintenance_on_real_engine("postgresql", Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_upgrade_migrate_rebuild_keep_data() {
+    maintenance_on_real_engine("redis", Kind::Redis).await;
 }
 
 // ================================================================== in-memory control plane

@@ -654,9 +654,11 @@ impl Compute for LocalCompute {
 
     /// Stops the guest and the engine, then makes the server directory's generated state again from scratch:
     /// everything in it is removed except `server.json`, the local data directory of a server without a volume
-    /// (`volume/`), and the credentials the engine's data was created with (`guest/*.secret`: a local server has no
-    /// metadata service to hand them to the rebuilt guest). Records the image (and the new datastore version),
-    /// then launches the guest, which renders the engine's configuration again when asked to rebuild.
+    /// (`volume/`), the credentials the engine's data was created with (`guest/*.secret`: a local server has no
+    /// metadata service to hand them to the rebuilt guest) and the account files an engine keeps beside its
+    /// configuration (`engine/*.acl`: Redis users are data, not generated state). Records the image (and the new
+    /// datastore version), then launches the guest, which renders the engine's configuration again when asked to
+    /// rebuild.
     async fn rebuild_server(
         &self,
         instance_id: Uuid,
@@ -734,8 +736,8 @@ async fn move_dir(from: &Path, to: &Path) -> Result<()> {
     .map_err(|e| Error::backend(BACKEND, e, false))?
 }
 
-/// Removes what a server directory holds besides its record, its local data (when it has no volume) and the
-/// guest's secrets.
+/// Removes what a server directory holds besides its record, its local data (when it has no volume), the
+/// guest's secrets and the engine's account files.
 fn wipe_generated(dir: &Path, keep_volume: bool) -> Result<()> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -749,11 +751,16 @@ fn wipe_generated(dir: &Path, keep_volume: bool) -> Result<()> {
         if name == RECORD || (keep_volume && name == "volume") {
             continue;
         }
-        if name == "guest" && path.is_dir() {
+        let kept = match name.as_ref() {
+            "guest" => Some("secret"),
+            "engine" => Some("acl"),
+            _ => None,
+        };
+        if let (Some(ext), true) = (kept, path.is_dir()) {
             let inner = std::fs::read_dir(&path).map_err(|e| io_err("read", &path, e))?;
             for g in inner.flatten() {
                 let p = g.path();
-                if p.extension().is_some_and(|x| x == "secret") {
+                if p.extension().is_some_and(|x| x == ext) && p.is_file() {
                     continue;
                 }
                 remove_any(&p)?;
