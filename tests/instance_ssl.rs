@@ -315,6 +315,22 @@ fn assert_refused(k: Kind, port: u16, pw: &str, t: &Transport, step: &str) {
     }
 }
 
+/// The pid of the redis-server serving `port` (its process title names the port).
+fn redis_pid(port: u16) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("redis-server") && cmd.contains(&format!(":{port}")) && alive(pid) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
 // ------------------------------------------------------------------ helpers over the API
 
 fn enable(mode: &str) -> SslActionBody {
@@ -615,6 +631,35 @@ async fn ssl_journey(ds: &str) {
     };
     assert_tls_works(k, tls_port, &pw, &tls, "basic");
     assert_plain_works(k, port, &pw, "basic");
+    if k == Kind::Redis {
+        // The engine dies and its TLS port is taken meanwhile: the restarted engine serves TLS on another port,
+        // which the view shows.
+        let pid = redis_pid(port).expect("the Redis engine's process");
+        assert!(Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success());
+        let deadline = Instant::now() + WAIT;
+        let squatter = loop {
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", tls_port)) {
+                break l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the TLS port {tls_port} stays taken"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        wait_view(&api, id, "crashed", |v| v.operating_status != "HEALTHY").await;
+        wait_view(&api, id, "healthy after the crash", idle_healthy).await;
+        let s = api.ssl_show(&t1(), id, false).await.expect("show");
+        let moved = s.port.expect("TLS port");
+        assert_ne!(moved, tls_port, "TLS moved off the taken port");
+        assert_tls_works(k, moved, &pw, &tls, "basic on the new TLS port");
+        assert_plain_works(k, port, &pw, "basic after the crash");
+        drop(squatter);
+    }
 
     // enforced: a new certificate, plain refused, TLS works (live everywhere: the engine already serves TLS).
     let r = act(&api, id, enable("enforced"), false, "enable enforced").await;

@@ -145,7 +145,8 @@ fn ensure_dir(dir: &Path) -> Result<()> {
     set_mode(dir, 0o700)
 }
 
-fn save_state(base: &Base, st: &TlsState) -> Result<()> {
+/// Records the TLS state.
+pub(crate) fn save_state(base: &Base, st: &TlsState) -> Result<()> {
     ensure_dir(&tls_dir(base))?;
     let bytes = serde_json::to_vec_pretty(st).map_err(|e| Error::backend(BACKEND, e, false))?;
     write_private(&state_path(base), &bytes)
@@ -645,7 +646,7 @@ fn result(setting: &TlsSetting, restart_required: bool) -> SslChangeResult {
 }
 
 /// A free TCP port on `host` (for Redis' second TLS port), preferring `keep`.
-fn free_port(host: &str, keep: Option<u16>) -> Result<u16> {
+pub(crate) fn free_port(host: &str, keep: Option<u16>) -> Result<u16> {
     if let Some(p) = keep {
         if std::net::TcpListener::bind((host, p)).is_ok() {
             return Ok(p);

@@ -13,7 +13,7 @@ use trove_core::Result;
 use super::RedisStrategy;
 use crate::base::Base;
 use crate::common::socket_path;
-use crate::tls::{engine_generation_files, state, TlsEngine, TlsSetting};
+use crate::tls::{engine_generation_files, free_port, save_state, state, TlsEngine, TlsSetting};
 
 impl RedisStrategy {
     /// The unix socket of the engine (the guest's admin connection).
@@ -42,7 +42,21 @@ impl RedisStrategy {
             "unixsocket \"{}\"\nunixsocketperm 700\n",
             self.admin_socket().display()
         );
-        let st = state(&self.base)?;
+        let mut st = state(&self.base)?;
+        // About to start the engine: a `basic` TLS port taken by someone else meanwhile is replaced (the view
+        // shows the new one), so the engine does not fail to start.
+        if let Some(p) = st.current.tls_port {
+            let engine_down = self
+                .base
+                .engine_pid(&self.pid_path(), &self.idents())
+                .is_none();
+            if engine_down && std::net::TcpListener::bind((self.base.connect_host(), p)).is_err() {
+                let fresh = free_port(&self.base.connect_host(), None)?;
+                tracing::warn!(instance = %self.base.ctx.instance_id, old = p, new = fresh, "the TLS port is taken; moving TLS to another port");
+                st.current.tls_port = Some(fresh);
+                save_state(&self.base, &st)?;
+            }
+        }
         if let (Some(mode), Some(g)) = (st.current.mode, st.current.generation.as_deref()) {
             let (cert, key, ca) = engine_generation_files(&self.base, g);
             let (port, tls_port) = self.ports(&st.current);
