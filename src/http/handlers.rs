@@ -387,7 +387,7 @@ async fn instance_configuration(
 async fn instance_unsupported(c: Caller, P((_, id)): P<(String, String)>) -> JsonResult {
     let _ = (c, id);
     Err(ApiError(Error::not_implemented(
-        "This feature (guest logs, SSL, modules) is not supported by this deployment.",
+        "Modules are not supported by this deployment (no module store); instances run without them.",
     )))
 }
 
