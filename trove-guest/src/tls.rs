@@ -293,34 +293,47 @@ fn new_generation() -> String {
     )
 }
 
-/// The names a self-signed certificate is for: CN and SANs, from the address the engine listens on.
-fn self_signed_names(base: &Base) -> Result<(String, Vec<String>)> {
-    let host = base.connect_host();
-    if host.is_empty()
-        || host.len() > 64
-        || !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
-    {
-        return Err(Error::bad_request(format!(
-            "The instance address '{}' cannot name a certificate.",
-            host.escape_default()
-        )));
-    }
-    let mut sans = Vec::new();
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        sans.push(format!("IP:{host}"));
+/// The names a self-signed certificate is for: CN = the first of the instance's addresses (`names`, from the
+/// control plane; the address the engine listens on when there are none), every address as a SAN, plus
+/// `localhost` for a loopback address.
+fn self_signed_names(base: &Base, names: &[String]) -> Result<(String, Vec<String>)> {
+    let names: Vec<String> = if names.is_empty() {
+        vec![base.connect_host()]
     } else {
-        sans.push(format!("DNS:{host}"));
+        names.iter().take(16).cloned().collect()
+    };
+    let mut sans = Vec::new();
+    let mut loopback = false;
+    for host in &names {
+        if host.is_empty()
+            || host.len() > 64
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+        {
+            return Err(Error::bad_request(format!(
+                "The instance address '{}' cannot name a certificate.",
+                host.escape_default()
+            )));
+        }
+        let san = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                loopback |= ip.is_loopback();
+                format!("IP:{host}")
+            }
+            Err(_) => {
+                loopback |= host == "localhost";
+                format!("DNS:{host}")
+            }
+        };
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
     }
-    let loopback = host
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|a| a.is_loopback())
-        || host == "localhost";
-    if loopback && host != "localhost" {
+    if loopback && !sans.iter().any(|s| s == "DNS:localhost") {
         sans.push("DNS:localhost".into());
     }
-    Ok((host, sans))
+    Ok((names[0].clone(), sans))
 }
 
 async fn write_meta(dir: &Path, chain: bool) -> Result<()> {
@@ -336,8 +349,8 @@ async fn write_meta(dir: &Path, chain: bool) -> Result<()> {
 }
 
 /// Generates a self-signed certificate (EC P-256) into a new generation.
-async fn generate_self_signed(base: &Base) -> Result<String> {
-    let (cn, sans) = self_signed_names(base)?;
+async fn generate_self_signed(base: &Base, names: &[String]) -> Result<String> {
+    let (cn, sans) = self_signed_names(base, names)?;
     let generation = new_generation();
     let dir = tls_dir(base).join(&generation);
     ensure_dir(&dir)?;
@@ -672,6 +685,7 @@ pub(crate) async fn action<E: TlsEngine>(
             mode,
             container_ref,
             password_ref,
+            names,
         } => {
             engine.check_mode(*mode)?;
             let generation = match container_ref {
@@ -683,7 +697,7 @@ pub(crate) async fn action<E: TlsEngine>(
                              sign client certificates: a generated self-signed certificate cannot sign them.",
                         ));
                     }
-                    generate_self_signed(base).await?
+                    generate_self_signed(base, names).await?
                 }
             };
             if *mode == SslMode::Mtls && !read_meta(base, &generation)?.chain {

@@ -7,7 +7,9 @@
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::model::{ServiceStatusRecord, SslActionBody, SslChangeResult, SslRequest, SslView};
+use crate::model::{
+    ServiceStatusRecord, SslActionBody, SslChange, SslChangeResult, SslRequest, SslView,
+};
 use crate::ports::{ChangeSet, RequestContext, Write};
 use crate::rpc::GuestRequest;
 use crate::state::{check_operation, Operation, ServerStatus, ServiceStatus};
@@ -59,6 +61,19 @@ impl ApiService {
         }
         let g = self.guest(id);
         let msg = match req {
+            SslRequest::Change(SslChange::Enable {
+                mode,
+                container_ref,
+                password_ref,
+                ..
+            }) => GuestRequest::SslAction {
+                change: SslChange::Enable {
+                    mode,
+                    container_ref,
+                    password_ref,
+                    names: inst.addresses.iter().map(|a| a.address.clone()).collect(),
+                },
+            },
             SslRequest::Change(change) => GuestRequest::SslAction { change },
             SslRequest::Rollback => GuestRequest::SslRollback,
         };

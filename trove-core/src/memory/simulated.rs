@@ -660,6 +660,7 @@ impl DatastoreStrategy for SimulatedStrategy {
             SslChange::Enable {
                 mode,
                 container_ref,
+                names,
                 ..
             } => {
                 let mysql = matches!(self.manager, Manager::Mysql | Manager::Mariadb);
@@ -677,10 +678,19 @@ impl DatastoreStrategy for SimulatedStrategy {
                 let (cn, san) = match container_ref {
                     // The simulation reads no files: the bundle's certificate is named after its reference.
                     Some(r) => (format!("certificate of {r}"), None),
-                    None => (
-                        "localhost".to_string(),
-                        Some(vec!["IP:127.0.0.1".to_string(), "DNS:localhost".to_string()]),
-                    ),
+                    None => match names.first() {
+                        Some(first) => (
+                            first.clone(),
+                            Some(names.iter().map(|n| format!("IP:{n}")).collect()),
+                        ),
+                        None => (
+                            "localhost".to_string(),
+                            Some(vec![
+                                "IP:127.0.0.1".to_string(),
+                                "DNS:localhost".to_string(),
+                            ]),
+                        ),
+                    },
                 };
                 SimSslSetting {
                     mode: Some(*mode),
@@ -709,7 +719,9 @@ impl DatastoreStrategy for SimulatedStrategy {
         self.ssl_supported()?;
         let mut st = self.running()?;
         let Some(prev) = st.ssl.previous.take() else {
-            return Err(Error::bad_request("There is no previous SSL state to roll back to."));
+            return Err(Error::bad_request(
+                "There is no previous SSL state to roll back to.",
+            ));
         };
         let cur = std::mem::replace(&mut st.ssl.current, prev);
         st.ssl.previous = Some(cur);

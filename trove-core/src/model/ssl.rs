@@ -153,6 +153,10 @@ pub enum SslChange {
         container_ref: Option<String>,
         /// `file://` path of the passphrase of an encrypted key in the bundle.
         password_ref: Option<String>,
+        /// The addresses the instance is reached at (filled in by the API): a generated certificate takes the
+        /// first as its CN and all as SANs; empty = the address the engine listens on.
+        #[serde(default)]
+        names: Vec<String>,
     },
     /// Turn TLS off (the certificate is kept for a rollback).
     Disable,
@@ -250,6 +254,7 @@ impl SslActionBody {
                 mode,
                 container_ref: self.container_ref,
                 password_ref: self.password_ref,
+                names: Vec::new(),
             }));
         }
         if self.mode.is_some() || self.container_ref.is_some() || self.password_ref.is_some() {
@@ -283,7 +288,8 @@ mod tests {
             SslRequest::Change(SslChange::Enable {
                 mode: SslMode::Enforced,
                 container_ref: None,
-                password_ref: None
+                password_ref: None,
+                names: vec![],
             })
         );
         assert_eq!(
