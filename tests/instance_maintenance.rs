@@ -1285,6 +1285,118 @@ async fn rebuild_survives_a_crash_at_every_step() {
     assert!(points >= 8, "only {points} crash points exercised");
 }
 
+/// The rollback of a failed upgrade is journaled too: a worker dying anywhere in the upgrade or its rollback
+/// leaves a workflow the next worker closes. Once the failure was seen (the wait for the guest), the end is
+/// always the rollback (old version running, UPGRADING_ERROR); a worker dying while the guest's rebuild was being
+/// asked for repeats that request, which may then succeed (new version running, task NONE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_rolls_back_after_a_crash_at_every_step() {
+    let mut crash_points = 0;
+    let mut rolled_back_after_crash = 0;
+    for n in 1..=60 {
+        let w = world(&["h1"]).await;
+        let id = built(&w).await;
+        let versions = w
+            .api
+            .list_datastore_versions(&t1(), "postgresql")
+            .await
+            .unwrap();
+        let id_of = |name: &str| {
+            versions
+                .iter()
+                .find(|v| v.version.name == name)
+                .map(|v| v.version.id)
+                .unwrap()
+        };
+        let (old_id, new_id) = (id_of("16"), id_of("17"));
+        w.api
+            .update_instance(
+                &t1(),
+                id,
+                UpdateInstance {
+                    datastore_version: Some("17".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        w.parts.engines.engine(id).fail_next_prepare();
+        let wf = open_workflow(&w, id, WorkflowKind::Upgrade).await;
+        let first = tm(&w, &format!("tm-a-{n}"), Some(n));
+        assert!(first.run_workflow(wf).await.unwrap());
+        let crashed = first.crashed();
+        if crashed {
+            w.clock
+                .advance(mem_config().workflow_lease + Duration::from_secs(1));
+            assert!(tm(&w, &format!("tm-b-{n}"), None)
+                .run_workflow(wf)
+                .await
+                .unwrap());
+        }
+        let after = w.parts.store.get_workflow(wf).await.unwrap().unwrap();
+        let failure_seen = w
+            .parts
+            .store
+            .journal(wf)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.step == "rollback");
+        assert!(
+            failure_seen || crashed,
+            "without a crash the failure is seen"
+        );
+        let v = w.api.show_instance(&t1(), id).await.unwrap();
+        let expected = if failure_seen {
+            (WorkflowState::Failed, TaskStatus::UpgradingError, old_id)
+        } else {
+            (WorkflowState::Done, TaskStatus::None, new_id)
+        };
+        assert_eq!(
+            (after.state, v.instance.task, v.datastore_version.id),
+            expected,
+            "crash point {n}: {:?}",
+            v.instance.fault
+        );
+        assert_eq!(
+            w.parts.compute.spec(id).unwrap().datastore_version.id,
+            expected.2,
+            "crash point {n}: the server runs the version the instance names"
+        );
+        let engine = w.parts.engines.engine(id);
+        let start = Instant::now();
+        while !engine.is_running() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "crash point {n}: the engine does not run again"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        w.end().await;
+        if !crashed {
+            break;
+        }
+        crash_points += 1;
+        if failure_seen {
+            rolled_back_after_crash += 1;
+        }
+    }
+    eprintln!(
+        "failed upgrade: {crash_points} crash points, {rolled_back_after_crash} of them ended in the rollback"
+    );
+    // stop_db, switch_server, guest_rebuild (2 each), the failed wait's start, rollback, rollback_server,
+    // rollback_guest, rollback_wait (2 each).
+    assert!(
+        crash_points >= 13,
+        "only {crash_points} crash points exercised"
+    );
+    // Every crash from the failed wait on ends in the rollback.
+    assert!(
+        rolled_back_after_crash >= 8,
+        "only {rolled_back_after_crash} crash points ended in the rollback"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_upgrade_rolls_back_to_the_old_version() {
     let w = world(&["h1"]).await;

@@ -277,8 +277,13 @@ impl Inner {
                     "The instance was rolled back to datastore version '{}' and runs again.",
                     p.old_version.name
                 ),
-                Err(Stop::Fail(f)) => format!(
+                Err(Stop::Fail(f)) if run.completed("rollback_server").is_some() => format!(
                     "The instance was switched back to datastore version '{}' but does not run yet: {}",
+                    p.old_version.name, f.message
+                ),
+                Err(Stop::Fail(f)) => format!(
+                    "Switching the instance back to datastore version '{}' failed as well ({}); an operator must \
+                     rebuild it.",
                     p.old_version.name, f.message
                 ),
                 Err(abort) => return Err(abort),
