@@ -696,7 +696,11 @@ impl DatastoreStrategy for SimulatedStrategy {
                     mode: Some(*mode),
                     certificate: Some(SslCertificate {
                         cn,
-                        expire_at: chrono::Utc::now() + chrono::Duration::days(365),
+                        // Whole seconds, as a certificate's notAfter.
+                        expire_at: chrono::SubsecRound::trunc_subsecs(
+                            chrono::Utc::now() + chrono::Duration::days(365),
+                            0,
+                        ),
                         san,
                         payload: Some(
                             "-----BEGIN CERTIFICATE-----\nc2ltdWxhdGVk\n-----END CERTIFICATE-----\n"
