@@ -636,10 +636,15 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
     let (s, b) = h.action(id, json!({"name": "audit"})).await;
     assert_eq!(s, 404, "unknown log: {b}");
     assert!(b["itemNotFound"].is_object(), "{b}");
+    // Flags combine as the client's `log set --discard --publish` sends them: discard, then publish afresh.
     let (s, b) = h
-        .action(id, json!({"name": "general", "enable": 1, "publish": 1}))
+        .action(id, json!({"name": "general", "discard": 1, "publish": 1}))
         .await;
-    assert_eq!(s, 400, "two actions: {b}");
+    assert_eq!(s, 200, "discard then publish: {b}");
+    assert_eq!(
+        b["log"]["container"], "database_logs",
+        "published again: {b}"
+    );
     let (s, b) = h
         .action(id, json!({"name": "general", "enable": 1, "disable": 1}))
         .await;

@@ -231,39 +231,41 @@ pub async fn log_action(
     ctx: &GuestLogContext,
     req: &LogActionRequest,
 ) -> Result<GuestLog> {
-    let action = req.action()?;
+    let actions = req.actions()?;
     let name = req.name.as_str();
     exposed_log_type(engine.manager(), name)?;
+    if actions.contains(&LogAction::Publish) && ctx.store.is_none() {
+        return Err(no_store(name));
+    }
     let mut restart_required = false;
-    match action {
-        LogAction::Show => {}
-        LogAction::Enable | LogAction::Disable | LogAction::Publish => {
-            let on = action != LogAction::Disable;
-            if action == LogAction::Publish && ctx.store.is_none() {
-                return Err(no_store(name));
+    for action in actions {
+        match action {
+            LogAction::Show => {}
+            LogAction::Enable | LogAction::Disable | LogAction::Publish => {
+                let on = action != LogAction::Disable;
+                let mut st = engine.state(name).await?;
+                if st.enabled != on {
+                    restart_required |= engine.set_enabled(name, on).await?;
+                    st.enabled = on;
+                    engine.save_state(name, &st).await?;
+                }
+                if action == LogAction::Publish {
+                    publish(engine, ctx, name).await?;
+                }
             }
-            let mut st = engine.state(name).await?;
-            if st.enabled != on {
-                restart_required = engine.set_enabled(name, on).await?;
-                st.enabled = on;
+            LogAction::Discard => {
+                let mut st = engine.state(name).await?;
+                match &ctx.store {
+                    Some(store) => {
+                        delete_parts(engine, ctx, store, name).await?;
+                    }
+                    None if st.published > 0 => return Err(no_store(name)),
+                    None => {}
+                }
+                st.published = 0;
+                st.next_part = 0;
                 engine.save_state(name, &st).await?;
             }
-            if action == LogAction::Publish {
-                publish(engine, ctx, name).await?;
-            }
-        }
-        LogAction::Discard => {
-            let mut st = engine.state(name).await?;
-            match &ctx.store {
-                Some(store) => {
-                    delete_parts(engine, ctx, store, name).await?;
-                }
-                None if st.published > 0 => return Err(no_store(name)),
-                None => {}
-            }
-            st.published = 0;
-            st.next_part = 0;
-            engine.save_state(name, &st).await?;
         }
     }
     show(engine, ctx, name, restart_required).await
@@ -538,7 +540,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.fault().status, 404);
         let mut two = LogActionRequest::new("general", LogAction::Enable);
-        two.discard = true;
+        two.disable = true;
         assert_eq!(
             log_action(&logs, &ctx, &two)
                 .await

@@ -45,7 +45,7 @@ impl ApiService {
         req: LogActionRequest,
     ) -> Result<GuestLog> {
         let inst = self.load_instance(ctx, id).await?;
-        req.action()?;
+        req.actions()?;
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;

@@ -235,25 +235,30 @@ impl LogActionRequest {
         r
     }
 
-    /// The one action asked for (`Show` when no flag is set); two or more flags are a 400.
-    pub fn action(&self) -> Result<LogAction> {
+    /// The actions asked for, in the order they run: `enable` or `disable`, then `discard`, then `publish` (what
+    /// the client's `log set --discard --publish` means: drop what was published, then publish afresh). No flag
+    /// is `[Show]`; `enable` together with `disable` is a 400.
+    pub fn actions(&self) -> Result<Vec<LogAction>> {
+        if self.enable && self.disable {
+            return Err(Error::bad_request(format!(
+                "Log '{}' cannot be enabled and disabled at once.",
+                self.name.escape_default()
+            )));
+        }
         let set: Vec<LogAction> = [
             (self.enable, LogAction::Enable),
             (self.disable, LogAction::Disable),
-            (self.publish, LogAction::Publish),
             (self.discard, LogAction::Discard),
+            (self.publish, LogAction::Publish),
         ]
         .into_iter()
         .filter_map(|(on, a)| on.then_some(a))
         .collect();
-        match set.as_slice() {
-            [] => Ok(LogAction::Show),
-            [a] => Ok(*a),
-            _ => Err(Error::bad_request(format!(
-                "Only one of enable, disable, publish and discard may be set for log '{}'.",
-                self.name.escape_default()
-            ))),
-        }
+        Ok(if set.is_empty() {
+            vec![LogAction::Show]
+        } else {
+            set
+        })
     }
 }
 
@@ -288,17 +293,16 @@ mod tests {
     }
 
     #[test]
-    fn one_action_at_a_time() {
-        let mut r = LogActionRequest::new("general", LogAction::Enable);
-        assert_eq!(r.action().unwrap(), LogAction::Enable);
+    fn actions_run_in_the_upstream_order() {
+        use LogAction::*;
+        let mut r = LogActionRequest::new("general", Show);
+        assert_eq!(r.actions().unwrap(), [Show]);
         r.publish = true;
-        assert_eq!(r.action().unwrap_err().fault().status, 400);
-        assert_eq!(
-            LogActionRequest::new("general", LogAction::Show)
-                .action()
-                .unwrap(),
-            LogAction::Show
-        );
+        r.discard = true;
+        r.enable = true;
+        assert_eq!(r.actions().unwrap(), [Enable, Discard, Publish]);
+        r.disable = true;
+        assert_eq!(r.actions().unwrap_err().fault().status, 400);
     }
 
     #[test]
