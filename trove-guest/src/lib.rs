@@ -14,6 +14,12 @@
 //!
 //! Status: HEALTHY when the engine answers; SHUTDOWN after a clean stop; CRASHED (with the reason and the last log
 //! lines) when the process is gone without a stop; BLOCKED when it runs but does not answer.
+//!
+//! TLS (`ssl_show` / `ssl_action` / `ssl_rollback`): certificates are generated (self-signed, one year, named after
+//! the instance's addresses) or loaded from a `file://` PEM bundle with the `openssl` command, which must be
+//! installed; the state (current and previous setting) lives in `<server_dir>/guest/tls/`, the engine's copies in
+//! `<server_dir>/engine/tls/`, so restarts keep it. MariaDB turns TLS on or off at a restart (`restart_required`)
+//! and has no `mtls`; PostgreSQL and Redis apply every change live (Redis `basic` serves TLS on a second port).
 #![forbid(unsafe_code)]
 
 mod base;
