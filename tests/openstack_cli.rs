@@ -298,6 +298,67 @@ fn openstack_cli_drives_the_all_in_one_server() {
         .ok(&["database", "backup", "strategy", "list", "-f", "json"])
         .json();
     assert_eq!(sts, Value::Array(vec![]), "strategy deleted: {sts}");
+    // --- guest logs (MariaDB's general log, published to the deployment's object store)
+    let logs = cli
+        .ok(&["database", "log", "list", "db1", "-f", "json"])
+        .json();
+    let log_names = names(&logs, "Name");
+    assert!(
+        log_names.contains(&"general".to_string()) && log_names.contains(&"slow_query".to_string()),
+        "log list: {logs}"
+    );
+    let on = cli
+        .ok(&[
+            "database", "log", "set", "db1", "general", "--enable", "-f", "json",
+        ])
+        .json();
+    assert_ne!(on["status"], "Disabled", "log enable: {on}");
+    cli.ok(&["database", "db", "list", "db1"]);
+    let published = cli
+        .ok(&[
+            "database",
+            "log",
+            "set",
+            "db1",
+            "general",
+            "--publish",
+            "-f",
+            "json",
+        ])
+        .json();
+    assert_eq!(
+        published["container"], "database_logs",
+        "log publish: {published}"
+    );
+    assert!(
+        published["published"]
+            .as_str()
+            .and_then(|p| p.parse::<u64>().ok())
+            > Some(0),
+        "something was published: {published}"
+    );
+    let shown = cli
+        .ok(&["database", "log", "show", "db1", "general", "-f", "json"])
+        .json();
+    assert_eq!(shown["name"], "general", "log show: {shown}");
+    let off = cli
+        .ok(&[
+            "database",
+            "log",
+            "set",
+            "db1",
+            "general",
+            "--discard",
+            "--disable",
+            "-f",
+            "json",
+        ])
+        .json();
+    assert_eq!(
+        (&off["status"], &off["published"]),
+        (&Value::from("Disabled"), &Value::from("0")),
+        "log discard + disable: {off}"
+    );
     // Wait until the backup is no longer running, so the actions below are not refused by it.
     let deadline = std::time::Instant::now() + SETTLE;
     loop {
