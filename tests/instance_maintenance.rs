@@ -25,7 +25,9 @@ use trove::core::api::{
     MgmtAction, UpdateInstance,
 };
 use trove::core::memory::{ManualClock, MemoryCompute, NoAuth};
-use trove::core::model::{DatabaseSpec, Flavor, Secret, UserSpec, WorkflowKind, WorkflowState};
+use trove::core::model::{
+    DatabaseSpec, Flavor, Secret, SslActionBody, SslStatus, UserSpec, WorkflowKind, WorkflowState,
+};
 use trove::core::ports::{Compute, InfraStore, RequestContext};
 use trove::core::state::{ServiceStatus, TaskStatus};
 use trove::core::taskmanager::{TaskManager, TaskManagerConfig};
@@ -433,6 +435,20 @@ async fn row_sum(k: Kind, port: u16) -> i64 {
         .expect("a sum")
 }
 
+/// Whether PostgreSQL has TLS on (1) or off (0).
+async fn pg_ssl(port: u16) -> i64 {
+    sql(
+        Kind::Postgres,
+        port,
+        "app",
+        "app-Pw-1x",
+        "shop",
+        "SELECT CASE WHEN current_setting('ssl') = 'on' THEN 1 ELSE 0 END::bigint",
+    )
+    .await
+    .expect("ssl setting")
+}
+
 /// The configuration parameter the test's group sets.
 fn conf_key(k: Kind) -> &'static str {
     match k {
@@ -477,7 +493,12 @@ fn step(t: &mut Instant, what: &str, ds: &str) {
 }
 
 async fn maintenance_on_real_engine(ds: &str, k: Kind) {
+    let waited = Instant::now();
     let env = Env::start().await;
+    eprintln!(
+        "[{ds}] engine lock + embedded start: {:.2?}",
+        waited.elapsed()
+    );
     let api = env.api.clone();
     let state = env.state.path().to_path_buf();
     assert!(
@@ -841,7 +862,26 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
     assert!(!alive(pid_upgraded), "the old engine process is gone");
     assert_eq!(row_sum(k, port).await, 3, "data survives the migration");
 
-    // ---- rebuild: the generated files are made again; data and configuration survive.
+    // ---- rebuild: the generated files are made again; data and configuration survive (PostgreSQL: TLS too,
+    // enabled here; its engine reloads it live).
+    if k == Kind::Postgres {
+        let r = api
+            .ssl_action(
+                &t1(),
+                id,
+                SslActionBody {
+                    enable: Some(true),
+                    mode: Some("basic".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("enable TLS");
+        assert_eq!(r.status, SslStatus::On);
+        wait_view(&api, id, "HEALTHY with TLS", idle_healthy).await;
+        assert_eq!(pg_ssl(port).await, 1, "the engine serves TLS");
+        step(&mut t, "enable TLS", ds);
+    }
     let engine_dir = remote_dir.join("engine");
     let marker = engine_dir.join("left-by-the-test");
     std::fs::write(&marker, b"generated state").expect("marker");
@@ -885,6 +925,11 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         "the group applies after the rebuild"
     );
     assert_eq!(row_sum(k, port).await, 3, "data survives the rebuild");
+    if k == Kind::Postgres {
+        let shown = api.ssl_show(&t1(), id, false).await.expect("ssl show");
+        assert_eq!(shown.status, SslStatus::On, "TLS stays on: {shown:?}");
+        assert_eq!(pg_ssl(port).await, 1, "the rebuilt engine serves TLS");
+    }
     assert_eq!(v.datastore_version.id, target.id);
 
     // ---- migrate without a host: the only other host is `local`.

@@ -655,8 +655,10 @@ impl Compute for LocalCompute {
     /// Stops the guest and the engine, then makes the server directory's generated state again from scratch:
     /// everything in it is removed except `server.json`, the local data directory of a server without a volume
     /// (`volume/`), the credentials the engine's data was created with (`guest/*.secret`: a local server has no
-    /// metadata service to hand them to the rebuilt guest) and the account files an engine keeps beside its
-    /// configuration (`engine/*.acl`: Redis users are data, not generated state). Records the image (and the new
+    /// metadata service to hand them to the rebuilt guest), the instance's TLS certificates and setting
+    /// (`guest/tls/` and the copies installed for the engine, `engine/tls/`: configuration, which a rebuild keeps)
+    /// and the account files an engine keeps beside its configuration (`engine/*.acl`: Redis users are data, not
+    /// generated state). Records the image (and the new
     /// datastore version), then launches the guest, which renders the engine's configuration again when asked to
     /// rebuild.
     async fn rebuild_server(
@@ -737,7 +739,7 @@ async fn move_dir(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Removes what a server directory holds besides its record, its local data (when it has no volume), the
-/// guest's secrets and the engine's account files.
+/// guest's secrets and TLS material, and the engine's account files.
 fn wipe_generated(dir: &Path, keep_volume: bool) -> Result<()> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -751,19 +753,27 @@ fn wipe_generated(dir: &Path, keep_volume: bool) -> Result<()> {
         if name == RECORD || (keep_volume && name == "volume") {
             continue;
         }
-        let kept = match name.as_ref() {
-            "guest" => Some("secret"),
-            "engine" => Some("acl"),
+        let kept: Option<fn(&Path) -> bool> = match name.as_ref() {
+            // Credentials and the instance's TLS certificates and setting (`guest/tls/`).
+            "guest" => Some(|p| {
+                (p.is_file() && p.extension().is_some_and(|x| x == "secret"))
+                    || (p.is_dir() && p.file_name().is_some_and(|n| n == "tls"))
+            }),
+            // Accounts the engine keeps beside its configuration, and the certificates installed for it
+            // (`engine/tls/`: the guest installs them when TLS changes, not when the engine starts).
+            "engine" => Some(|p| {
+                (p.is_file() && p.extension().is_some_and(|x| x == "acl"))
+                    || (p.is_dir() && p.file_name().is_some_and(|n| n == "tls"))
+            }),
             _ => None,
         };
-        if let (Some(ext), true) = (kept, path.is_dir()) {
+        if let (Some(keep), true) = (kept, path.is_dir()) {
             let inner = std::fs::read_dir(&path).map_err(|e| io_err("read", &path, e))?;
             for g in inner.flatten() {
                 let p = g.path();
-                if p.extension().is_some_and(|x| x == ext) && p.is_file() {
-                    continue;
+                if !keep(&p) {
+                    remove_any(&p)?;
                 }
-                remove_any(&p)?;
             }
             continue;
         }
