@@ -26,7 +26,8 @@ use trove::core::api::{
 };
 use trove::core::memory::{ManualClock, MemoryCompute, NoAuth};
 use trove::core::model::{
-    DatabaseSpec, Flavor, Secret, SslActionBody, SslStatus, UserSpec, WorkflowKind, WorkflowState,
+    DatabaseSpec, Flavor, LogAction, LogActionRequest, Secret, SslActionBody, SslStatus, UserSpec,
+    WorkflowKind, WorkflowState,
 };
 use trove::core::ports::{Compute, InfraStore, RequestContext};
 use trove::core::state::{ServiceStatus, TaskStatus};
@@ -433,6 +434,20 @@ async fn row_sum(k: Kind, port: u16) -> i64 {
     sql(k, port, "app", "app-Pw-1x", "shop", q)
         .await
         .expect("a sum")
+}
+
+/// Whether MariaDB's general log is on (1) or off (0).
+async fn general_log(port: u16) -> i64 {
+    sql(
+        Kind::Mariadb,
+        port,
+        "app",
+        "app-Pw-1x",
+        "shop",
+        "SELECT CAST(@@general_log AS SIGNED)",
+    )
+    .await
+    .expect("general_log")
 }
 
 /// Whether PostgreSQL has TLS on (1) or off (0).
@@ -882,6 +897,17 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         assert_eq!(pg_ssl(port).await, 1, "the engine serves TLS");
         step(&mut t, "enable TLS", ds);
     }
+    // MariaDB: the general log, turned on through the API, stays on.
+    if k == Kind::Mariadb {
+        api.guest_log_action(
+            &t1(),
+            id,
+            LogActionRequest::new("general", LogAction::Enable),
+        )
+        .await
+        .expect("enable the general log");
+        assert_eq!(general_log(port).await, 1, "the general log is on");
+    }
     let engine_dir = remote_dir.join("engine");
     let marker = engine_dir.join("left-by-the-test");
     std::fs::write(&marker, b"generated state").expect("marker");
@@ -925,6 +951,13 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         "the group applies after the rebuild"
     );
     assert_eq!(row_sum(k, port).await, 3, "data survives the rebuild");
+    if k == Kind::Mariadb {
+        assert_eq!(
+            general_log(port).await,
+            1,
+            "the general log is still on after the rebuild"
+        );
+    }
     if k == Kind::Postgres {
         let shown = api.ssl_show(&t1(), id, false).await.expect("ssl show");
         assert_eq!(shown.status, SslStatus::On, "TLS stays on: {shown:?}");

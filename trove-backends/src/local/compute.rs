@@ -20,6 +20,9 @@ use trove_core::{Error, Result};
 use super::{io_err, write_atomic, BACKEND};
 
 const RECORD: &str = "server.json";
+/// The guest's record of what it rendered for the engine (memory, overrides, prepared): redone by a rebuild.
+const GUEST_STATE: &str = "state.json";
+const GUEST_STATE_TMP: &str = "state.tmp";
 
 /// One place servers can live: a name (the "host", shown to users and used for locality) and a root directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -652,15 +655,15 @@ impl Compute for LocalCompute {
         Ok(self.view(&moved))
     }
 
-    /// Stops the guest and the engine, then makes the server directory's generated state again from scratch:
-    /// everything in it is removed except `server.json`, the local data directory of a server without a volume
-    /// (`volume/`), the credentials the engine's data was created with (`guest/*.secret`: a local server has no
-    /// metadata service to hand them to the rebuilt guest), the instance's TLS certificates and setting
-    /// (`guest/tls/` and the copies installed for the engine, `engine/tls/`: configuration, which a rebuild keeps)
-    /// and the account files an engine keeps beside its configuration (`engine/*.acl`: Redis users are data, not
-    /// generated state). Records the image (and the new
-    /// datastore version), then launches the guest, which renders the engine's configuration again when asked to
-    /// rebuild.
+    /// Stops the guest and the engine, then makes the server directory's generated state again from scratch: the
+    /// engine directory (rendered configuration, pid, socket, logs) and the guest's record of what it rendered
+    /// (`guest/state.json`) are removed. Kept: `server.json`, the local data directory of a server without a
+    /// volume (`volume/`), what the control plane gave the guest (`guest/`: the credentials the engine's data was
+    /// created with, TLS certificates and setting, log settings; a local server has no metadata service to hand
+    /// them to the rebuilt guest), the certificates installed for the engine (`engine/tls/`) and the account files
+    /// an engine keeps beside its configuration (`engine/*.acl`: Redis users are data). Records the image (and the
+    /// new datastore version), then launches the guest, which renders the engine's configuration again when asked
+    /// to rebuild.
     async fn rebuild_server(
         &self,
         instance_id: Uuid,
@@ -738,8 +741,7 @@ async fn move_dir(from: &Path, to: &Path) -> Result<()> {
     .map_err(|e| Error::backend(BACKEND, e, false))?
 }
 
-/// Removes what a server directory holds besides its record, its local data (when it has no volume), the
-/// guest's secrets and TLS material, and the engine's account files.
+/// Removes the generated part of a server directory (what `rebuild_server` makes again).
 fn wipe_generated(dir: &Path, keep_volume: bool) -> Result<()> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -754,10 +756,11 @@ fn wipe_generated(dir: &Path, keep_volume: bool) -> Result<()> {
             continue;
         }
         let kept: Option<fn(&Path) -> bool> = match name.as_ref() {
-            // Credentials and the instance's TLS certificates and setting (`guest/tls/`).
+            // What the control plane gave the guest (credentials, TLS certificates and setting, log settings) is
+            // kept; the guest's record of the engine it rendered (`state.json`) is made again by the rebuild.
             "guest" => Some(|p| {
-                (p.is_file() && p.extension().is_some_and(|x| x == "secret"))
-                    || (p.is_dir() && p.file_name().is_some_and(|n| n == "tls"))
+                !p.file_name()
+                    .is_some_and(|n| n == GUEST_STATE || n == GUEST_STATE_TMP)
             }),
             // Accounts the engine keeps beside its configuration, and the certificates installed for it
             // (`engine/tls/`: the guest installs them when TLS changes, not when the engine starts).

@@ -59,10 +59,10 @@ pub struct Server {
 ///   `get_server` reports the new host. A missing server is a 404.
 /// - `rebuild_server` recreates the server from `image_id` (and, when given, for another datastore version, which
 ///   is how an upgrade switches the engine): everything generated on the server (rendered engine configuration,
-///   guest files) is made again from scratch; the volume, the credentials the data was created with, the TLS
-///   certificates and the engine's account files are kept; the guest is launched again (it then waits for the
-///   control plane's `rebuild` request to start the engine on the existing data). The server keeps its id, host
-///   and port. A missing server is a 404.
+///   the guest's record of it) is made again from scratch; the volume, what the control plane gave the guest
+///   (the credentials the data was created with, certificates, settings) and the engine's account files are
+///   kept; the guest is launched again (it then waits for the control plane's `rebuild` request to start the
+///   engine on the existing data). The server keeps its id, host and port. A missing server is a 404.
 #[async_trait]
 pub trait Compute: Send + Sync + 'static {
     /// Creates (or returns) the server of an instance.
