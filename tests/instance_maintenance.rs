@@ -1658,6 +1658,25 @@ async fn upstream_samples_over_http() {
         }
         if hosts.len() == 1 {
             assert_eq!(got, vec![202, 400, 202], "one host: compute-001 is unknown");
+            // Malformed bodies: 400 before anything is looked at.
+            let id = built(&w).await;
+            let url = format!("{base}/v1.0/t1/mgmt/instances/{id}/action");
+            for body in [
+                json!({ "migrate": { "host": 5 } }),
+                json!({ "rebuild": {} }),
+                json!({ "rebuild": { "image_id": "not-a-uuid" } }),
+            ] {
+                let r = client.post(&url).json(&body).send().await.expect("request");
+                assert_eq!(r.status().as_u16(), 400, "{body}");
+            }
+            let url = format!("{base}/v1.0/t1/instances/{id}");
+            let r = client
+                .patch(&url)
+                .json(&json!({ "instance": { "datastore_version": "nope" } }))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status().as_u16(), 404, "unknown version");
         } else {
             assert_eq!(got, vec![202, 202, 202]);
         }

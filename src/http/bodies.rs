@@ -485,7 +485,14 @@ pub fn mgmt_action(body: Map<String, Value>) -> Result<MgmtAction, ApiError> {
         "reboot" => empty_object(&key, &v).map(|_| MgmtAction::Reboot),
         "reset-task-status" => empty_object(&key, &v).map(|_| MgmtAction::ResetTaskStatus),
         "migrate" => {
-            let host = v.get("host").and_then(Value::as_str).map(str::to_string);
+            if !(v.is_object() || v.is_null()) {
+                return Err(invalid("migrate must be an object"));
+            }
+            let host = match v.get("host") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(h)) => Some(h.clone()),
+                Some(_) => return Err(invalid("migrate.host must be a string")),
+            };
             Ok(MgmtAction::Migrate(host))
         }
         "rebuild" => {
