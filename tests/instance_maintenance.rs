@@ -1608,6 +1608,50 @@ async fn bad_maintenance_requests_get_their_faults() {
     w.end().await;
 }
 
+/// An API without access to compute (the distributed `trove-api` role) accepts a migration to a host it cannot
+/// check; the task manager refuses it before stopping anything: task NONE again, a fault naming the host, the
+/// engine never stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_to_an_unknown_host_fails_before_the_engine_stops() {
+    let w = world(&["h1", "h2"]).await;
+    let id = built(&w).await;
+    let api = ApiService::new(
+        w.parts.store.clone(),
+        w.parts.bus.clone(),
+        w.parts.clock.clone(),
+        mem_config(),
+    );
+    api.mgmt_instance_action(
+        &admin(),
+        id,
+        MgmtAction::Migrate {
+            host: Some("nowhere".into()),
+        },
+    )
+    .await
+    .expect("accepted: this API cannot see the hosts");
+    let starts = w.parts.engines.engine(id).starts();
+    let wf = open_workflow(&w, id, WorkflowKind::Migrate).await;
+    assert!(tm(&w, "tm", None).run_workflow(wf).await.unwrap());
+    assert_eq!(
+        w.parts.store.get_workflow(wf).await.unwrap().unwrap().state,
+        WorkflowState::Failed
+    );
+    let v = w.api.show_instance(&t1(), id).await.unwrap();
+    assert_eq!(v.instance.task, TaskStatus::None);
+    assert_eq!(v.instance.host.as_deref(), Some("h1"));
+    let fault = v.instance.fault.expect("a fault");
+    assert!(fault.details.contains("'nowhere'"), "{fault:?}");
+    let engine = w.parts.engines.engine(id);
+    assert!(engine.is_running(), "the engine was not stopped");
+    assert_eq!(
+        engine.starts(),
+        starts,
+        "the engine was not restarted either"
+    );
+    w.end().await;
+}
+
 /// The three upstream samples over HTTP, on an in-memory control plane with one host (`localhost`, the plain
 /// in-memory deployment) and on one whose hosts include the sample's `compute-001`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

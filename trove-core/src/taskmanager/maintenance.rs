@@ -343,6 +343,7 @@ impl Inner {
         let p: MigrateParams = params(&run.wf)?;
         let instance_id = run.wf.instance_id;
         let compute = self.compute.clone();
+        let wanted = p.host.clone();
         let source = self
             .step(run, "source_host", |_| async move {
                 let s = compute
@@ -356,6 +357,15 @@ impl Inner {
                             &crate::Error::not_found("Server", instance_id),
                         )
                     })?;
+                // A host compute does not have (or no other host at all) fails here, before the engine stops: an
+                // API without access to compute could not check it.
+                let hosts = compute
+                    .hosts()
+                    .await
+                    .map_err(|e| failed(TaskStatus::None, "The compute hosts are unknown.", &e))?;
+                crate::ports::migration_target(&hosts, &s.host, wanted.as_deref(), |_| 0).map_err(
+                    |e| failed(TaskStatus::None, "The server cannot be migrated there.", &e),
+                )?;
                 Ok(json!({ "host": s.host }))
             })
             .await?;
