@@ -370,6 +370,13 @@ async fn act(
             v.operating_status, "RESTART_REQUIRED",
             "{step}: the instance must say it needs a restart"
         );
+        // The guest's own heartbeats say so too (several report intervals later).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let v = api.show_instance(&t1(), id).await.expect("show");
+        assert_eq!(
+            v.operating_status, "RESTART_REQUIRED",
+            "{step}: heartbeats must keep RESTART_REQUIRED until the restart"
+        );
         restart(api, id, step).await;
     }
     r
