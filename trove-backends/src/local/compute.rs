@@ -797,3 +797,52 @@ fn remove_any(p: &Path) -> Result<()> {
         Err(e) => Err(io_err("remove", p, e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, b"x").expect("write");
+    }
+
+    #[test]
+    fn rebuild_wipes_generated_state_and_keeps_data_credentials_and_settings() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path();
+        let kept = [
+            "server.json",
+            "volume/data/ibdata1",
+            "guest/os_admin.secret",
+            "guest/logs.json",
+            "guest/tls/state.json",
+            "guest/tls/g1/key.pem",
+            "engine/users.acl",
+            "engine/tls/server-cert.pem",
+        ];
+        let gone = [
+            "guest/state.json",
+            "guest/state.tmp",
+            "engine/my.cnf",
+            "engine/mysqld.pid",
+            "engine/general.log",
+            "engine/sub/anything",
+            "leftover.txt",
+        ];
+        for p in kept.iter().chain(gone.iter()) {
+            touch(&dir.join(p));
+        }
+        wipe_generated(dir, true).expect("wipe");
+        for p in kept {
+            assert!(dir.join(p).exists(), "{p} was removed");
+        }
+        for p in gone {
+            assert!(!dir.join(p).exists(), "{p} was kept");
+        }
+        // With a volume elsewhere, a local `volume/` is not data: it goes too.
+        wipe_generated(dir, false).expect("wipe");
+        assert!(!dir.join("volume").exists());
+        assert!(dir.join("server.json").exists());
+    }
+}
