@@ -595,15 +595,15 @@ impl Inner {
             WorkflowKind::ResizeFlavor => self.resize_flavor(run).await,
             WorkflowKind::ResizeVolume => self.resize_volume(run).await,
             WorkflowKind::Backup | WorkflowKind::DeleteBackup => {
-                Err(self.not_yet(run, "Backups are not implemented by this task manager yet (issue 5)."))
+                Err(self.not_yet(run, "Taking and deleting backups is not implemented by this deployment yet."))
             }
             WorkflowKind::ApplyConfiguration => Err(self.not_yet(
                 run,
-                "Applying configuration groups is not implemented by this task manager yet (issue 5).",
+                "Applying configuration groups is not implemented by this deployment yet; the group stays attached in the database.",
             )),
-            WorkflowKind::Promote => Err(self.not_yet(run, "Replica promotion is not implemented yet (issue 5).")),
-            WorkflowKind::Eject => Err(self.not_yet(run, "Replica source ejection is not implemented yet (issue 5).")),
-            WorkflowKind::Detach => Err(self.not_yet(run, "Replica detach is not implemented yet (issue 5).")),
+            WorkflowKind::Promote => Err(self.not_yet(run, "Replica promotion is not implemented by this deployment yet.")),
+            WorkflowKind::Eject => Err(self.not_yet(run, "Replica source ejection is not implemented by this deployment yet.")),
+            WorkflowKind::Detach => Err(self.not_yet(run, "Replica detach is not implemented by this deployment yet.")),
             WorkflowKind::Upgrade => self.upgrade(run).await,
             WorkflowKind::Migrate => self.migrate(run).await,
             WorkflowKind::Rebuild => self.rebuild(run).await,
@@ -782,7 +782,7 @@ impl Inner {
             return Err(Stop::Fail(Failure {
                 task: Some(TaskStatus::BuildingErrorReplica),
                 service: None,
-                message: "Creating replicas is not implemented yet (issue 5).".into(),
+                message: "Creating replicas is not implemented by this deployment yet.".into(),
                 details: format!("replica of {:?} requested", p.replica_of),
             }));
         }
@@ -790,7 +790,8 @@ impl Inner {
             return Err(Stop::Fail(Failure {
                 task: Some(TaskStatus::BuildingErrorServer),
                 service: None,
-                message: "Restoring from a backup is not implemented yet (issue 5).".into(),
+                message: "Restoring from a backup is not implemented by this deployment yet."
+                    .into(),
                 details: format!("restore from backup {:?} requested", p.restore_point),
             }));
         }
