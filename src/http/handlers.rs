@@ -11,9 +11,9 @@ use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use trove_core::api::{
-    BackupQuery, BackupStrategyQuery, ConfigParamSpec, CreateBackup, CreateBackupStrategy, CreateConfiguration, DatastoreVersionPatch,
-    DatastoreVersionSpec, InstanceView, MgmtAction, MgmtInstanceQuery, PageRequest, RestoreFrom,
-    UpdateConfiguration, UserRef,
+    BackupQuery, BackupStrategyQuery, ConfigParamSpec, CreateBackup, CreateBackupStrategy,
+    CreateConfiguration, DatastoreVersionPatch, DatastoreVersionSpec, InstanceView, MgmtAction,
+    MgmtInstanceQuery, PageRequest, RestoreFrom, UpdateConfiguration, UserRef,
 };
 use trove_core::error::Error;
 use trove_core::model::{ParamType, Secret};

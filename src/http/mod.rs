@@ -19,9 +19,9 @@ mod fault;
 mod handlers;
 mod logs;
 mod middleware;
-mod ssl;
 pub mod openapi;
 pub mod ratelimit;
+mod ssl;
 mod views;
 
 use std::sync::Arc;

@@ -413,15 +413,17 @@ impl GuestLauncher for InProcessLauncher {
         }
         let strategy = self.factory.strategy(spec)?;
         let key = self.keys.as_ref().and_then(|k| k.key(spec.instance_id));
-        let agent = Arc::new(GuestAgent::new(
-            spec.instance_id,
-            self.bus.clone(),
-            self.clock.clone(),
-            strategy.clone(),
-            self.report_interval,
-            key,
-        )
-        .with_log_store(self.log_store.clone()));
+        let agent = Arc::new(
+            GuestAgent::new(
+                spec.instance_id,
+                self.bus.clone(),
+                self.clock.clone(),
+                strategy.clone(),
+                self.report_interval,
+                key,
+            )
+            .with_log_store(self.log_store.clone()),
+        );
         // A guest relaunched beside an engine that was prepared before (control-plane restart, reboot) serves
         // and heartbeats right away; one whose engine was never prepared waits for `prepare`.
         let engine = strategy.status().await.status;

@@ -12,11 +12,11 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::guest_log::{GuestLogContext, MemoryLogs};
-use crate::model::{GuestLog, LogActionRequest};
 use crate::model::{
     DatabaseSpec, Manager, Secret, SslCertificate, SslChange, SslChangeResult, SslMode, SslStatus,
     SslView, UserSpec, UserUpdate,
 };
+use crate::model::{GuestLog, LogActionRequest};
 use crate::ports::{
     DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, StrategyFactory,
     UserInfo,

@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor,
-    Instance, InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, RootHistory,
-    ServiceStatusRecord, Workflow,
+    Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration,
+    Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, QuotaLimits,
+    QuotaUsage, RootHistory, ServiceStatusRecord, Workflow,
 };
 use crate::ports::{workflow_claim_renews, workflow_claimable, ChangeSet, InfraStore, Write};
 

@@ -29,7 +29,7 @@ pub use specs::{
     validate_user_name, DatabaseSpec, UserSpec, UserUpdate,
 };
 pub use ssl::{
-    validate_file_ref, SslActionBody, SslCertificate, SslChange, SslChangeResult, SslMode, SslRequest,
-    SslStatus, SslView,
+    validate_file_ref, SslActionBody, SslCertificate, SslChange, SslChangeResult, SslMode,
+    SslRequest, SslStatus, SslView,
 };
 pub use workflow::{JournalEntry, JournalPhase, Workflow, WorkflowKind, WorkflowState};

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use super::compute::GuestSpec;
 use crate::error::{Error, Result};
 use crate::guest_log::GuestLogContext;
-use crate::model::{GuestLog, LogActionRequest};
 use crate::model::{
     Capabilities, DatabaseSpec, Manager, Secret, SslChange, SslChangeResult, SslView, UserSpec,
     UserUpdate,
 };
+use crate::model::{GuestLog, LogActionRequest};
 use crate::state::ServiceStatus;
 
 /// What `prepare` gets: everything needed to bring a fresh engine up (upstream guest `prepare`).

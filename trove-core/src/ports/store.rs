@@ -5,9 +5,9 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor,
-    Instance, InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, Resource, RootHistory,
-    ServiceStatusRecord, Workflow,
+    Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration,
+    Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, QuotaLimits,
+    QuotaUsage, Resource, RootHistory, ServiceStatusRecord, Workflow,
 };
 
 /// What a write expects to find.

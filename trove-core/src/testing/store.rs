@@ -20,10 +20,10 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::model::{
-    Access, Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, BackupType, ConfigParam, Configuration, Datastore,
-    DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, JournalPhase, Manager,
-    ParamType, QuotaLimits, QuotaUsage, Resource, RootHistory, ServiceStatusRecord, VolumeUsage,
-    Workflow, WorkflowKind, WorkflowState,
+    Access, Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, BackupType, ConfigParam,
+    Configuration, Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry,
+    JournalPhase, Manager, ParamType, QuotaLimits, QuotaUsage, Resource, RootHistory,
+    ServiceStatusRecord, VolumeUsage, Workflow, WorkflowKind, WorkflowState,
 };
 use crate::ports::{ChangeSet, Expect, InfraStore, Write};
 use crate::state::{BackupState, ServerStatus, ServiceStatus, TaskStatus};
