@@ -84,6 +84,10 @@ struct Args {
     /// Do not register the default flavors and datastore versions on first start.
     #[arg(long)]
     no_seed: bool,
+    /// Another local host besides `local` (repeatable): its servers live in `STATE_DIR/hosts/NAME`; instances can
+    /// be placed on it (availability zone, locality) and migrated to it (`mgmt` migrate).
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
 }
 
 fn authenticator(args: &Args) -> Result<DynAuthenticator> {
@@ -136,6 +140,7 @@ async fn run(args: Args) -> Result<()> {
     );
     opts.database_url = args.database_url.clone();
     opts.seed = !args.no_seed;
+    opts.extra_hosts = args.hosts.clone();
     let embedded = Embedded::start(opts, auth.clone()).await?;
     for engine in &embedded.detection.found {
         println!(

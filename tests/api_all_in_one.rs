@@ -79,3 +79,68 @@ fn data_survives_a_restart_and_sigterm_stops_cleanly() {
         "{ds}"
     );
 }
+
+/// POSTs `body` to `url`; answers the status and the JSON body (`null` when there is none).
+fn post_json(url: &str, body: &str) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(url)
+            .header("X-Auth-Token", "t")
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST");
+        let s = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            s,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    })
+}
+
+#[test]
+fn extra_hosts_take_instances_and_migrations() {
+    let server = AllInOne::start(&["--host", "remote", "--noauth-admin"]);
+    let base = &server.base;
+    let body = r#"{"instance": {"name": "roamer", "flavorRef": "1", "volume": {"size": 1}, "datastore": {"type": "redis"}, "availability_zone": "remote"}}"#;
+    let (s, created) = post_json(&format!("{base}/v1.0/t1/instances"), body);
+    assert_eq!(s, 200, "{created}");
+    let id = created["instance"]["id"].as_str().expect("id").to_string();
+    wait_status(base, "t1", &id, "ACTIVE", Duration::from_secs(60));
+    let host = || {
+        let (_, shown) = get_json(&format!("{base}/v1.0/t1/mgmt/instances/{id}"));
+        shown["instance"]["server"]["host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(host(), "remote", "placed on the host named by --host");
+    assert!(
+        server.state.path().join("hosts/remote").join(&id).is_dir(),
+        "the server lives under the extra host's root"
+    );
+    let (s, b) = post_json(
+        &format!("{base}/v1.0/t1/mgmt/instances/{id}/action"),
+        r#"{"migrate": {"host": "local"}}"#,
+    );
+    assert_eq!(s, 202, "migrate: {b}");
+    wait_status(base, "t1", &id, "ACTIVE", Duration::from_secs(60));
+    assert_eq!(host(), "local", "migrated");
+    assert!(
+        !server.state.path().join("hosts/remote").join(&id).exists(),
+        "nothing left on the old host"
+    );
+    let (s, b) = post_json(
+        &format!("{base}/v1.0/t1/mgmt/instances/{id}/action"),
+        r#"{"migrate": {"host": "elsewhere"}}"#,
+    );
+    assert_eq!(s, 400, "unknown host: {b}");
+    let (exit, _) = server.stop();
+    assert!(exit.success(), "{exit:?}");
+}
