@@ -1,8 +1,8 @@
 //! The conductor: receives guest reports on `trove-conductor` and records them in the store.
 //!
 //! Heartbeats are batched into [`InfraStore::put_service_statuses`](crate::ports::InfraStore::put_service_statuses);
-//! a report older than the last one seen from the same instance (per kind of report) is dropped, and heartbeats
-//! are ignored while the stored status is RESTART_REQUIRED (only a restart clears it) or DELETED. When built with
+//! a report older than the last one seen from the same instance (per kind of report) is dropped, and the store
+//! leaves a stored RESTART_REQUIRED (only a restart clears it) or DELETED alone, atomically with the batch. When built with
 //! [`GuestKeys`], every report must carry a valid signature by the reporting instance's key; forged or unsigned
 //! reports are rejected and logged (never with the key).
 
@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::model::{RootHistory, Secret, ServiceStatusRecord, VolumeUsage};
 use crate::ports::{ChangeSet, Delivery, DynBus, DynClock, DynStore, Write};
 use crate::rpc::{ConductorRequest, Envelope, CONDUCTOR_TOPIC};
-use crate::state::ServiceStatus;
 
 /// Where the conductor finds each guest's signing key (per-guest keys are issue 6's; this is the hook).
 pub trait GuestKeys: Send + Sync + 'static {
@@ -146,47 +145,26 @@ impl Conductor {
             return;
         }
         let items = std::mem::take(batch);
-        let mut records: Vec<ServiceStatusRecord> = items.iter().map(|(r, _)| r.clone()).collect();
-        match self.filter_heartbeats(&mut records).await {
-            Ok(()) => match self.store.put_service_statuses(&records).await {
-                Ok(()) => {
-                    for (_, d) in items {
-                        let _ = d.ack().await;
-                    }
+        // The newest heartbeat per instance; the store keeps sticky statuses (RESTART_REQUIRED, DELETED) itself, in
+        // the same statement, so no read-then-write race can erase them.
+        let mut newest: HashMap<Uuid, ServiceStatusRecord> = HashMap::new();
+        for (r, _) in &items {
+            newest.insert(r.instance_id, r.clone());
+        }
+        let records: Vec<ServiceStatusRecord> = newest.into_values().collect();
+        match self.store.put_service_statuses(&records).await {
+            Ok(()) => {
+                for (_, d) in items {
+                    let _ = d.ack().await;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, n = records.len(), "could not store heartbeats; requeueing");
-                    for (_, d) in items {
-                        let _ = d.nack(true).await;
-                    }
-                }
-            },
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "could not read statuses; requeueing heartbeats");
+                tracing::warn!(error = %e, n = records.len(), "could not store heartbeats; requeueing");
                 for (_, d) in items {
                     let _ = d.nack(true).await;
                 }
             }
         }
-    }
-
-    /// Keeps the newest heartbeat per instance and drops those the stored status says to ignore.
-    async fn filter_heartbeats(&self, records: &mut Vec<ServiceStatusRecord>) -> Result<()> {
-        let mut newest: HashMap<Uuid, ServiceStatusRecord> = HashMap::new();
-        for r in records.drain(..) {
-            newest.insert(r.instance_id, r);
-        }
-        let ids: Vec<Uuid> = newest.keys().copied().collect();
-        for st in self.store.get_service_statuses(&ids).await? {
-            if matches!(
-                st.status,
-                ServiceStatus::RestartRequired | ServiceStatus::Deleted
-            ) {
-                newest.remove(&st.instance_id);
-            }
-        }
-        records.extend(newest.into_values());
-        Ok(())
     }
 
     /// Decodes, verifies and orders one report. Heartbeats come back as a record to batch; other reports are
@@ -296,7 +274,7 @@ pub(crate) mod tests {
     use crate::memory::{ManualClock, MemoryBus, MemoryStore};
     use crate::model::{Access, Instance};
     use crate::ports::{Expect, InfraStore, MessageBus};
-    use crate::state::{ServerStatus, TaskStatus};
+    use crate::state::{ServerStatus, ServiceStatus, TaskStatus};
     use chrono::Duration as ChronoDuration;
 
     pub(crate) fn instance(id: Uuid, task: TaskStatus, at: DateTime<Utc>) -> Instance {

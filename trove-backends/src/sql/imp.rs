@@ -106,7 +106,7 @@ macro_rules! impl_infra_store {
                 InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, RootHistory, ServiceStatusRecord, Workflow,
             };
             use trove_core::ports::{
-                workflow_claim_renews, workflow_claimable, ChangeSet, Expect, InfraStore, Write,
+                workflow_claim_renews, workflow_claimable, ChangeSet, Expect, InfraStore, Write, STICKY_STATUSES,
             };
             use trove_core::{Error, Result};
             use $crate::sql::imp::{list_placeholders, values_placeholders, Where, WriteTx, CHUNK};
@@ -288,7 +288,9 @@ macro_rules! impl_infra_store {
                 row.map(|r| version_of(&r)).transpose()
             }
 
-            async fn upsert_statuses(tx: &mut Tx, batch: &[ServiceStatusRecord]) -> Result<()> {
+            /// Upserts service statuses, the last record per instance winning. A heartbeat batch (`heartbeat`)
+            /// leaves rows whose stored status is sticky alone, in the same statement; a commit's write does not.
+            async fn upsert_statuses(tx: &mut Tx, batch: &[ServiceStatusRecord], heartbeat: bool) -> Result<()> {
                 // Keep the last record per instance: one statement may not touch a row twice.
                 let mut last: HashMap<uuid::Uuid, &ServiceStatusRecord> = HashMap::with_capacity(batch.len());
                 let mut order = Vec::with_capacity(batch.len());
@@ -297,24 +299,49 @@ macro_rules! impl_infra_store {
                         order.push(s.instance_id);
                     }
                 }
-                let rows: Vec<(String, String)> = order
+                let rows: Vec<(String, String, String)> = order
                     .iter()
                     .filter_map(|id| last.get(id))
-                    .map(|s| Ok((s.instance_id.to_string(), to_body(B, s)?)))
+                    .map(|s| Ok((s.instance_id.to_string(), status_text(s.status)?, to_body(B, s)?)))
+                    .collect::<Result<_>>()?;
+                let sticky: Vec<String> = STICKY_STATUSES
+                    .iter()
+                    .map(|s| status_text(*s))
                     .collect::<Result<_>>()?;
                 for chunk in rows.chunks(CHUNK) {
-                    let sql = format!(
-                        "INSERT INTO service_statuses (instance_id, body) VALUES {} \
-                         ON CONFLICT (instance_id) DO UPDATE SET body = excluded.body",
-                        values_placeholders(chunk.len(), 2)
+                    let mut sql = format!(
+                        "INSERT INTO service_statuses (instance_id, status, body) VALUES {} \
+                         ON CONFLICT (instance_id) DO UPDATE SET status = excluded.status, body = excluded.body",
+                        values_placeholders(chunk.len(), 3)
                     );
+                    if heartbeat {
+                        let first = chunk.len() * 3 + 1;
+                        let params: Vec<String> = (first..first + sticky.len()).map(|i| format!("${i}")).collect();
+                        sql.push_str(&format!(
+                            " WHERE service_statuses.status IS NULL OR service_statuses.status NOT IN ({})",
+                            params.join(", ")
+                        ));
+                    }
                     let mut q = sqlx::query(&sql);
-                    for (id, body) in chunk {
-                        q = q.bind(id.as_str()).bind(body.as_str());
+                    for (id, status, body) in chunk {
+                        q = q.bind(id.as_str()).bind(status.as_str()).bind(body.as_str());
+                    }
+                    if heartbeat {
+                        for s in &sticky {
+                            q = q.bind(s.as_str());
+                        }
                     }
                     q.execute(&mut *tx.tx).await.map_err(err)?;
                 }
                 Ok(())
+            }
+
+            /// The stored text of a status (its serde name, as in the body).
+            fn status_text(s: trove_core::state::ServiceStatus) -> Result<String> {
+                match serde_json::to_value(s) {
+                    Ok(serde_json::Value::String(t)) => Ok(t),
+                    _ => Err(Error::backend(B, format!("service status {s:?} has no text form"), false)),
+                }
             }
 
             async fn upsert_backup(tx: &mut Tx, b: &Backup) -> Result<()> {
@@ -362,7 +389,7 @@ macro_rules! impl_infra_store {
                 match w {
                     Write::Instance { instance, expect } => write_instance(tx, instance, *expect).await,
                     Write::Workflow { workflow, expect } => write_workflow(tx, workflow, *expect).await,
-                    Write::ServiceStatus(s) => upsert_statuses(tx, std::slice::from_ref(s)).await,
+                    Write::ServiceStatus(s) => upsert_statuses(tx, std::slice::from_ref(s), false).await,
                     Write::Backup(b) => upsert_backup(tx, b).await,
                     Write::Configuration(c) => upsert_configuration(tx, c).await,
                     Write::RootHistory(r) => {
@@ -775,7 +802,7 @@ macro_rules! impl_infra_store {
                         return Ok(());
                     }
                     let mut tx = self.begin_write(None).await?;
-                    upsert_statuses(&mut tx, batch).await?;
+                    upsert_statuses(&mut tx, batch, true).await?;
                     tx.commit().await
                 }
 

@@ -13,7 +13,10 @@ use crate::model::{
     Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, QuotaLimits,
     QuotaUsage, RootHistory, ServiceStatusRecord, Workflow,
 };
-use crate::ports::{workflow_claim_renews, workflow_claimable, ChangeSet, InfraStore, Write};
+use crate::ports::{
+    heartbeat_may_overwrite, workflow_claim_renews, workflow_claimable, ChangeSet, InfraStore,
+    Write,
+};
 
 /// Everything the store holds.
 #[derive(Debug, Default)]
@@ -405,9 +408,20 @@ impl InfraStore for MemoryStore {
     }
 
     async fn put_service_statuses(&self, batch: &[ServiceStatusRecord]) -> Result<()> {
-        let mut st = self.lock();
+        // The last record per instance is the one the batch writes (as one SQL statement would).
+        let mut last: HashMap<Uuid, &ServiceStatusRecord> = HashMap::new();
         for s in batch {
-            st.statuses.insert(s.instance_id, s.clone());
+            last.insert(s.instance_id, s);
+        }
+        let mut st = self.lock();
+        for s in last.into_values() {
+            let sticky = st
+                .statuses
+                .get(&s.instance_id)
+                .is_some_and(|old| !heartbeat_may_overwrite(old.status));
+            if !sticky {
+                st.statuses.insert(s.instance_id, s.clone());
+            }
         }
         Ok(())
     }

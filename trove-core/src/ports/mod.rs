@@ -21,7 +21,8 @@ pub use guest::{
 };
 pub use storage::{BackupStore, BlockStorage, ByteStream, ObjectMeta, Volume};
 pub use store::{
-    workflow_claim_renews, workflow_claimable, ChangeSet, Expect, InfraStore, QuotaCheck, Write,
+    heartbeat_may_overwrite, workflow_claim_renews, workflow_claimable, ChangeSet, Expect,
+    InfraStore, QuotaCheck, Write, STICKY_STATUSES,
 };
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use crate::model::{
     Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, QuotaLimits,
     QuotaUsage, Resource, RootHistory, ServiceStatusRecord, Workflow,
 };
+use crate::state::ServiceStatus;
 
 /// What a write expects to find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +60,16 @@ pub fn workflow_claimable(w: &Workflow, worker: &str, now: DateTime<Utc>) -> boo
 pub fn workflow_claim_renews(w: &Workflow, worker: &str, now: DateTime<Utc>) -> bool {
     w.owner.as_deref() == Some(worker) && w.lease_until.is_some_and(|u| u > now)
 }
+
+/// Whether a heartbeat may replace a stored service status: not RESTART_REQUIRED (only a restart clears it) nor
+/// DELETED. The rule of [`InfraStore::put_service_statuses`].
+pub fn heartbeat_may_overwrite(stored: ServiceStatus) -> bool {
+    !STICKY_STATUSES.contains(&stored)
+}
+
+/// Stored service statuses a heartbeat never replaces (see [`heartbeat_may_overwrite`]).
+pub const STICKY_STATUSES: [ServiceStatus; 2] =
+    [ServiceStatus::RestartRequired, ServiceStatus::Deleted];
 
 /// One write of a [`ChangeSet`].
 #[allow(clippy::large_enum_variant)] // rows are moved, not copied around; boxing would only add allocations
@@ -167,7 +178,10 @@ impl ChangeSet {
 ///   it renews the worker's own live lease ([`workflow_claim_renews`]); it leaves `state` alone.
 /// - Names are unique: a datastore's name; a version's (datastore, name); putting a duplicate under another id
 ///   is a conflict.
-/// - `put_service_statuses` is a batched upsert (heartbeats); it must sustain thousands of rows per second.
+/// - `put_service_statuses` is a batched upsert (heartbeats); it must sustain thousands of rows per second. The
+///   last record of an instance in a batch is the one written. It leaves a row whose stored status is sticky ([`heartbeat_may_overwrite`] is false: RESTART_REQUIRED, DELETED)
+///   untouched, decided atomically with the write, so a heartbeat racing the API's RESTART_REQUIRED never erases
+///   it; only a [`Write::ServiceStatus`] in a commit (a restart, a delete) replaces a sticky status.
 #[async_trait]
 pub trait InfraStore: Send + Sync + 'static {
     // ---- datastores and versions

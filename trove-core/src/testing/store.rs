@@ -1424,6 +1424,67 @@ pub async fn check_service_statuses(store: &dyn InfraStore) {
     );
 }
 
+/// Sticky statuses: a heartbeat batch never replaces a stored RESTART_REQUIRED or DELETED (in the same statement as
+/// its other rows), while a commit's [`Write::ServiceStatus`] does.
+pub async fn check_sticky_statuses(store: &dyn InfraStore) {
+    let (restart, deleted, plain) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut cs = ChangeSet::new();
+    for (id, st) in [
+        (restart, ServiceStatus::RestartRequired),
+        (deleted, ServiceStatus::Deleted),
+        (plain, ServiceStatus::Healthy),
+    ] {
+        cs.push(Write::ServiceStatus(status(id, st, at(1))));
+    }
+    must_commit(store, cs, "statuses").await;
+    let beat: Vec<_> = [restart, deleted, plain]
+        .iter()
+        .map(|id| status(*id, ServiceStatus::Shutdown, at(2)))
+        .collect();
+    store.put_service_statuses(&beat).await.expect("heartbeats");
+    let now = |id| async move {
+        store
+            .get_service_status(id)
+            .await
+            .expect("get")
+            .map(|s| (s.status, s.updated_at))
+    };
+    assert_eq!(
+        now(restart).await,
+        Some((ServiceStatus::RestartRequired, at(1))),
+        "a heartbeat leaves RESTART_REQUIRED alone"
+    );
+    assert_eq!(
+        now(deleted).await,
+        Some((ServiceStatus::Deleted, at(1))),
+        "a heartbeat leaves DELETED alone"
+    );
+    assert_eq!(
+        now(plain).await,
+        Some((ServiceStatus::Shutdown, at(2))),
+        "a heartbeat in the same batch replaces an ordinary status"
+    );
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::ServiceStatus(status(
+            restart,
+            ServiceStatus::Healthy,
+            at(3),
+        ))),
+        "a restart clears RESTART_REQUIRED",
+    )
+    .await;
+    store
+        .put_service_statuses(&[status(restart, ServiceStatus::Running, at(4))])
+        .await
+        .expect("heartbeat");
+    assert_eq!(
+        now(restart).await,
+        Some((ServiceStatus::Running, at(4))),
+        "heartbeats resume once a commit cleared the sticky status"
+    );
+}
+
 /// Backups: upsert by commit, `get` includes deleted ones, filters, newest update first.
 pub async fn check_backups(store: &dyn InfraStore) {
     let t = tenant();
@@ -1953,6 +2014,7 @@ pub async fn run_all(store: Arc<dyn InfraStore>) {
     check_workflow_claims(store.clone()).await;
     check_journal(s).await;
     check_service_statuses(s).await;
+    check_sticky_statuses(s).await;
     check_backups(s).await;
     check_root_history(s).await;
     check_backup_strategies(s).await;
