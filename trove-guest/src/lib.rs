@@ -26,6 +26,7 @@ mod base;
 mod common;
 mod factory;
 mod logs;
+mod overrides;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;

@@ -839,15 +839,23 @@ impl DatastoreStrategy for PostgresStrategy {
     }
 
     async fn apply_overrides(&self, overrides: &Map<String, Value>) -> Result<bool> {
-        for (k, v) in overrides {
-            check_override_key(k)?;
-            override_value(k, v)?;
-        }
+        crate::overrides::validate(overrides)?;
+        let old = self.base.layout.state()?.overrides;
         self.base
             .layout
             .update_state(|s| s.overrides = overrides.clone())?;
         self.render_config()?;
-        Ok(true)
+        let changed = crate::overrides::changed_keys(&old, overrides);
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        // An engine that does not answer starts with the rendered file.
+        let Ok(mut c) = self.connect_admin(ADMIN_DB).await else {
+            return Ok(true);
+        };
+        let r = crate::overrides::postgres_live(&mut c, &changed).await;
+        let _ = c.close().await;
+        r
     }
 
     async fn ssl_show(&self, include_certificate: bool) -> Result<SslView> {

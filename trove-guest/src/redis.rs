@@ -514,15 +514,23 @@ impl DatastoreStrategy for RedisStrategy {
     }
 
     async fn apply_overrides(&self, overrides: &Map<String, Value>) -> Result<bool> {
-        for (k, v) in overrides {
-            check_override_key(k)?;
-            override_value(k, v)?;
-        }
+        crate::overrides::validate(overrides)?;
+        let old = self.base.layout.state()?.overrides;
         self.base
             .layout
             .update_state(|s| s.overrides = overrides.clone())?;
         self.render_config()?;
-        Ok(true)
+        let changed = crate::overrides::changed_keys(&old, overrides);
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        let conf = std::fs::read_to_string(self.conf_path())
+            .map_err(|e| Error::backend("redis", format!("reading the rendered config failed: {e}"), false))?;
+        // An engine that does not answer starts with the rendered file.
+        let Ok(mut c) = self.connect_admin().await else {
+            return Ok(true);
+        };
+        crate::overrides::redis_live(&mut c, &conf, &changed).await
     }
 
     async fn ssl_show(&self, include_certificate: bool) -> Result<SslView> {

@@ -623,13 +623,14 @@ impl DatastoreStrategy for SimulatedStrategy {
             return Err(self.unsupported("configuration"));
         }
         let mut st = lock(&self.engine.state);
-        let mut restart = false;
-        for (k, v) in overrides {
-            if st.overrides.get(k) != Some(v) && STATIC_PARAMS.contains(&k.as_str()) {
-                restart = true;
-            }
-            st.overrides.insert(k.clone(), v.clone());
-        }
+        // The new set replaces the old one (a detach applies none); a restart is needed when a static parameter
+        // is set, changed or removed.
+        let restart = st
+            .overrides
+            .keys()
+            .chain(overrides.keys())
+            .any(|k| st.overrides.get(k) != overrides.get(k) && STATIC_PARAMS.contains(&k.as_str()));
+        st.overrides = overrides.clone();
         Ok(restart)
     }
 

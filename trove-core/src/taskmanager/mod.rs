@@ -38,7 +38,9 @@ use crate::rpc::{
 };
 use crate::state::{BackupState, ServerStatus, ServiceStatus, TaskStatus};
 
+mod configuration;
 mod maintenance;
+pub use configuration::ApplyConfigurationParams;
 pub use maintenance::{MigrateParams, RebuildParams, UpgradeParams};
 
 /// Parameters of a [`WorkflowKind::Create`] workflow.
@@ -597,10 +599,7 @@ impl Inner {
             WorkflowKind::Backup | WorkflowKind::DeleteBackup => {
                 Err(self.not_yet(run, "Taking and deleting backups is not implemented by this deployment yet."))
             }
-            WorkflowKind::ApplyConfiguration => Err(self.not_yet(
-                run,
-                "Applying configuration groups is not implemented by this deployment yet; the group stays attached in the database.",
-            )),
+            WorkflowKind::ApplyConfiguration => self.apply_configuration(run).await,
             WorkflowKind::Promote => Err(self.not_yet(run, "Replica promotion is not implemented by this deployment yet.")),
             WorkflowKind::Eject => Err(self.not_yet(run, "Replica source ejection is not implemented by this deployment yet.")),
             WorkflowKind::Detach => Err(self.not_yet(run, "Replica detach is not implemented by this deployment yet.")),
