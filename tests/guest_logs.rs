@@ -17,7 +17,7 @@
 
 mod api_support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,9 @@ use trove::core::CoreConfig;
 use trove::embedded::{Embedded, EmbeddedOptions};
 use trove::http::HttpConfig;
 
-use api_support::{engine_state_dir, kill_engines_under, serve_in_process};
+use api_support::{
+    engine_state_dir, engines_lock, kill_engines_under, serve_in_process, EnginesLock,
+};
 
 /// How long any single wait may take (generous: the machine is shared and loaded).
 const WAIT: Duration = Duration::from_secs(60);
@@ -44,69 +46,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const CONTAINER: &str = "database_logs";
 
 // ------------------------------------------------------------------ serialisation and clean-up
-
-/// The cross-process lock of `tests/engines_api.rs` (same path): one engine test at a time.
-struct EnginesLock(PathBuf);
-
-impl Drop for EnginesLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next())
-            .is_some_and(|s| s != "Z"),
-        Err(_) => false,
-    }
-}
-
-fn engines_lock() -> EnginesLock {
-    let dir = api_support::venv_dir()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&dir).expect("create the lock's parent directory");
-    let path = dir.join("trove-engines-api.lock");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match std::fs::create_dir(&path) {
-            Ok(()) => {
-                std::fs::write(path.join("pid"), std::process::id().to_string())
-                    .expect("write the lock owner");
-                return EnginesLock(path);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let owner = std::fs::read_to_string(path.join("pid"))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<u32>().ok());
-                let young = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(10));
-                let stale = match owner {
-                    Some(pid) => !alive(pid),
-                    None => !young,
-                };
-                if stale {
-                    if std::fs::remove_dir_all(&path).is_err() {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    continue;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "timed out waiting for {} (owner {owner:?})",
-                    path.display()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("cannot create {}: {e}", path.display()),
-        }
-    }
-}
 
 /// Kills every engine left under a state directory when the test ends (pass or fail).
 struct KillGuard(PathBuf);
