@@ -10,12 +10,17 @@
 //! | PostgreSQL | the rendered file is reloaded (`pg_reload_conf()`; waits until the reload is seen) | the rules say `restart_required`, or `pg_settings.context` is `postmaster`/`internal` |
 //! | Redis | `CONFIG SET name value` (the rendered base value or the engine's default on removal) | the rules say `restart_required`, the default of a removed key is unknown, or the key is immutable |
 //!
-//! The answer is `true` only when some changed parameter needs a restart. An engine that does not answer is
-//! not changed live: the rendered file takes effect at its next start, so the answer is `true`.
+//! The answer is `true` while some changed parameter waits for a restart. An engine that does not answer is not
+//! changed live: the rendered file takes effect at its next start, so the answer is `true`. Parameters waiting
+//! for a restart are kept in `<server_dir>/guest/overrides-pending.json` with the pid of the engine process
+//! they wait on, so a repeated request (a task manager resuming after a crash finds nothing changed) still answers
+//! `true` until the engine was started again.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
 use sqlx::postgres::PgConnection;
@@ -23,15 +28,16 @@ use sqlx::Row;
 use trove_core::model::Manager;
 use trove_core::{Error, Result};
 
+use crate::base::Base;
 use crate::common::{check_override_key, override_value};
 
 /// MariaDB error: the variable is read-only (set only at startup).
 const ER_INCORRECT_GLOBAL_LOCAL_VAR: u16 = 1238;
 
-/// Redis defaults (compiled into the server) of parameters the rendered base config does not set.
+/// Redis defaults (compiled into the server) of parameters the rendered base config does not set. `maxclients`
+/// is not here: the server lowers its default to what its file limit allows at start.
 const REDIS_DEFAULTS: &[(&str, &str)] = &[
     ("timeout", "0"),
-    ("maxclients", "10000"),
     ("slowlog-log-slower-than", "10000"),
     ("slowlog-max-len", "128"),
     ("appendfsync", "everysec"),
@@ -44,6 +50,60 @@ pub(crate) fn validate(overrides: &Map<String, Value>) -> Result<()> {
         override_value(k, v)?;
     }
     Ok(())
+}
+
+/// Validates `overrides`, stores them in the guest state (the engine's config is rendered from it) and answers
+/// the keys that changed.
+pub(crate) fn begin(base: &Base, overrides: &Map<String, Value>) -> Result<Vec<String>> {
+    validate(overrides)?;
+    let old = base.layout.state()?.overrides;
+    base.layout
+        .update_state(|s| s.overrides = overrides.clone())?;
+    Ok(changed_keys(&old, overrides))
+}
+
+/// Parameters waiting for a restart of one engine process.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Pending {
+    pid: Option<u32>,
+    keys: BTreeSet<String>,
+}
+
+fn pending_path(base: &Base) -> PathBuf {
+    base.layout.guest_dir.join("overrides-pending.json")
+}
+
+/// Records `restart_keys` as waiting for a restart of the current engine process and answers whether any
+/// parameter waits (those recorded for an earlier process took effect when it was started again).
+pub(crate) fn finish(base: &Base, restart_keys: Vec<String>) -> Result<bool> {
+    let path = pending_path(base);
+    let pid = base.layout.state()?.pid;
+    let mut pending: Pending = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if pending.pid != pid {
+        pending = Pending {
+            pid,
+            keys: BTreeSet::new(),
+        };
+    }
+    pending.keys.extend(restart_keys);
+    let text = serde_json::to_vec(&pending).map_err(|e| {
+        Error::backend(
+            "guest",
+            format!("encoding the pending parameters failed: {e}"),
+            false,
+        )
+    })?;
+    std::fs::write(&path, text).map_err(|e| {
+        Error::backend(
+            "guest",
+            format!("writing {} failed: {e}", path.display()),
+            false,
+        )
+    })?;
+    Ok(!pending.keys.is_empty())
 }
 
 /// Keys whose value differs between two override sets (set, changed or removed), sorted.
@@ -120,14 +180,14 @@ pub(crate) async fn mysql_live(
     conn: &mut MySqlConnection,
     cnf: &str,
     changed: &[String],
-) -> Result<bool> {
-    let mut restart = false;
+) -> Result<Vec<String>> {
+    let mut restart = Vec::new();
     for key in changed {
         let var = key.replace('-', "_");
         if rules_need_restart(Manager::Mariadb, key)
             || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            restart = true;
+            restart.push(key.clone());
             continue;
         }
         let value =
@@ -139,7 +199,7 @@ pub(crate) async fn mysql_live(
                 if e.try_downcast_ref::<MySqlDatabaseError>()
                     .is_some_and(|m| m.number() == ER_INCORRECT_GLOBAL_LOCAL_VAR) =>
             {
-                restart = true;
+                restart.push(key.clone());
             }
             Err(e) => {
                 return Err(Error::backend(
@@ -155,7 +215,10 @@ pub(crate) async fn mysql_live(
 
 /// PostgreSQL: reloads the (already rendered) config file and waits until this session has seen the reload;
 /// a restart is needed when a changed parameter can only be set at server start.
-pub(crate) async fn postgres_live(conn: &mut PgConnection, changed: &[String]) -> Result<bool> {
+pub(crate) async fn postgres_live(
+    conn: &mut PgConnection,
+    changed: &[String],
+) -> Result<Vec<String>> {
     let err = |e: sqlx::Error| {
         Error::backend(
             "postgresql",
@@ -164,7 +227,7 @@ pub(crate) async fn postgres_live(conn: &mut PgConnection, changed: &[String]) -
         )
     };
     if changed.is_empty() {
-        return Ok(false);
+        return Ok(Vec::new());
     }
     let before: chrono::DateTime<chrono::Utc> = sqlx::query("SELECT pg_conf_load_time()")
         .fetch_one(&mut *conn)
@@ -196,10 +259,10 @@ pub(crate) async fn postgres_live(conn: &mut PgConnection, changed: &[String]) -
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut restart = false;
+    let mut restart = Vec::new();
     for key in changed {
         if rules_need_restart(Manager::Postgresql, key) {
-            restart = true;
+            restart.push(key.clone());
             continue;
         }
         let context: Option<String> =
@@ -212,10 +275,10 @@ pub(crate) async fn postgres_live(conn: &mut PgConnection, changed: &[String]) -
                 .transpose()
                 .map_err(err)?;
         match context.as_deref() {
-            Some("postmaster") | Some("internal") => restart = true,
+            Some("postmaster") | Some("internal") => restart.push(key.clone()),
             Some(_) => tracing::info!(parameter = %key, "configuration parameter applied live"),
             // Not a setting the server knows (yet): it can only be picked up at start.
-            None => restart = true,
+            None => restart.push(key.clone()),
         }
     }
     Ok(restart)
@@ -226,11 +289,11 @@ pub(crate) async fn redis_live(
     conn: &mut redis::aio::MultiplexedConnection,
     conf: &str,
     changed: &[String],
-) -> Result<bool> {
-    let mut restart = false;
+) -> Result<Vec<String>> {
+    let mut restart = Vec::new();
     for key in changed {
         if rules_need_restart(Manager::Redis, key) {
-            restart = true;
+            restart.push(key.clone());
             continue;
         }
         let value = rendered_value(conf, key).or_else(|| {
@@ -240,7 +303,7 @@ pub(crate) async fn redis_live(
                 .map(|(_, v)| v.to_string())
         });
         let Some(value) = value else {
-            restart = true;
+            restart.push(key.clone());
             continue;
         };
         let r: redis::RedisResult<redis::Value> = redis::cmd("CONFIG")
@@ -257,7 +320,7 @@ pub(crate) async fn redis_live(
                     || text.contains("Unsupported CONFIG parameter")
                     || text.contains("Unknown option")
                 {
-                    restart = true;
+                    restart.push(key.clone());
                 } else {
                     return Err(Error::backend(
                         "redis",

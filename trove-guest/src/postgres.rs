@@ -839,23 +839,23 @@ impl DatastoreStrategy for PostgresStrategy {
     }
 
     async fn apply_overrides(&self, overrides: &Map<String, Value>) -> Result<bool> {
-        crate::overrides::validate(overrides)?;
-        let old = self.base.layout.state()?.overrides;
-        self.base
-            .layout
-            .update_state(|s| s.overrides = overrides.clone())?;
+        // See `crate::overrides`: stored and rendered first, then changed parameters applied live where possible.
+        let changed = crate::overrides::begin(&self.base, overrides)?;
         self.render_config()?;
-        let changed = crate::overrides::changed_keys(&old, overrides);
-        if changed.is_empty() {
-            return Ok(false);
-        }
-        // An engine that does not answer starts with the rendered file.
-        let Ok(mut c) = self.connect_admin(ADMIN_DB).await else {
-            return Ok(true);
+        let restart_keys = if changed.is_empty() {
+            Vec::new()
+        } else {
+            // An engine that does not answer starts with the rendered file.
+            match self.connect_admin(ADMIN_DB).await {
+                Ok(mut c) => {
+                    let r = crate::overrides::postgres_live(&mut c, &changed).await;
+                    let _ = c.close().await;
+                    r?
+                }
+                Err(_) => changed,
+            }
         };
-        let r = crate::overrides::postgres_live(&mut c, &changed).await;
-        let _ = c.close().await;
-        r
+        crate::overrides::finish(&self.base, restart_keys)
     }
 
     async fn ssl_show(&self, include_certificate: bool) -> Result<SslView> {

@@ -514,23 +514,22 @@ impl DatastoreStrategy for RedisStrategy {
     }
 
     async fn apply_overrides(&self, overrides: &Map<String, Value>) -> Result<bool> {
-        crate::overrides::validate(overrides)?;
-        let old = self.base.layout.state()?.overrides;
-        self.base
-            .layout
-            .update_state(|s| s.overrides = overrides.clone())?;
+        // See `crate::overrides`: stored and rendered first, then changed parameters applied live where possible.
+        let changed = crate::overrides::begin(&self.base, overrides)?;
         self.render_config()?;
-        let changed = crate::overrides::changed_keys(&old, overrides);
-        if changed.is_empty() {
-            return Ok(false);
-        }
-        let conf = std::fs::read_to_string(self.conf_path())
-            .map_err(|e| Error::backend("redis", format!("reading the rendered config failed: {e}"), false))?;
-        // An engine that does not answer starts with the rendered file.
-        let Ok(mut c) = self.connect_admin().await else {
-            return Ok(true);
+        let restart_keys = if changed.is_empty() {
+            Vec::new()
+        } else {
+            let conf = std::fs::read_to_string(self.conf_path()).map_err(|e| {
+                Error::backend("redis", format!("reading the rendered config failed: {e}"), false)
+            })?;
+            // An engine that does not answer starts with the rendered file.
+            match self.connect_admin().await {
+                Ok(mut c) => crate::overrides::redis_live(&mut c, &conf, &changed).await?,
+                Err(_) => changed,
+            }
         };
-        crate::overrides::redis_live(&mut c, &conf, &changed).await
+        crate::overrides::finish(&self.base, restart_keys)
     }
 
     async fn ssl_show(&self, include_certificate: bool) -> Result<SslView> {

@@ -62,6 +62,8 @@ struct EngineState {
     volume_gb: Option<u32>,
     extra_used: u64,
     starts: u32,
+    /// `starts` when a configuration change that needs a restart was applied: pending until the next start.
+    restart_pending_at: Option<u32>,
     fail_next_prepare: bool,
     ssl: SimSsl,
     /// The engine's logs: the general log records every statement the engine runs while it is on.
@@ -630,8 +632,12 @@ impl DatastoreStrategy for SimulatedStrategy {
             .keys()
             .chain(overrides.keys())
             .any(|k| st.overrides.get(k) != overrides.get(k) && STATIC_PARAMS.contains(&k.as_str()));
+        if restart {
+            st.restart_pending_at = Some(st.starts);
+        }
         st.overrides = overrides.clone();
-        Ok(restart)
+        // A change applied before (a repeated request after a lost answer) still waits for the restart.
+        Ok(st.restart_pending_at == Some(st.starts))
     }
 
     async fn ssl_show(&self, include_certificate: bool) -> Result<SslView> {

@@ -1,0 +1,1159 @@
+//! Configuration groups brought into effect on the engines (workflow `ApplyConfiguration`).
+//!
+//! - On REAL engines (MariaDB, PostgreSQL, Redis) through the embedded deployment: attaching a group whose
+//!   parameter can change live leaves the instance HEALTHY and the engine (asked as a client) runs the new value at
+//!   once; updating the group's values re-applies them; a parameter that only takes effect at start shows
+//!   RESTART_REQUIRED (`operating_status`) and the engine keeps its old value until a `restart`, after which it
+//!   runs the new one and the instance is HEALTHY again; a detach brings the engine back to its defaults. Bad
+//!   requests (a busy instance, a group of another datastore version, a second group, a detach without a group)
+//!   get their faults. One engine test runs at a time (the cross-process lock of `tests/engines_api.rs`).
+//! - On the in-memory control plane (simulated engines): attach, restart-needing attach and detach each survive a
+//!   crash of the task manager at every journaled step; a group update re-applies to every instance using it; a
+//!   guest that does not answer leaves a fault and the task at NONE.
+
+mod api_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
+use uuid::Uuid;
+
+use trove::core::api::{
+    ApiService, CreateConfiguration, CreateInstance, DatastoreVersionSpec, InstanceView,
+    UpdateConfiguration, UpdateInstance,
+};
+use trove::core::manage::default_validation_rules;
+use trove::core::memory::{ManualClock, NoAuth};
+use trove::core::model::{
+    DatabaseSpec, Flavor, Manager, Secret, UserSpec, WorkflowKind, WorkflowState,
+};
+use trove::core::ports::{DynStore, InfraStore, RequestContext};
+use trove::core::state::{ServiceStatus, TaskStatus};
+use trove::core::taskmanager::{TaskManager, TaskManagerConfig};
+use trove::core::CoreConfig;
+use trove::embedded::{Embedded, EmbeddedOptions};
+use trove::{ControlPlane, InMemoryParts};
+
+use api_support::engine_state_dir;
+
+/// How long any single wait on a real engine may take (the machine is shared and loaded).
+const WAIT: Duration = Duration::from_secs(90);
+
+fn t1() -> RequestContext {
+    RequestContext::tenant("t1")
+}
+
+fn status_of(e: &trove::core::Error) -> u16 {
+    e.fault().status
+}
+
+fn values(v: Value) -> Map<String, Value> {
+    v.as_object().expect("an object").clone()
+}
+
+fn attach(cid: Uuid) -> UpdateInstance {
+    UpdateInstance {
+        configuration: Some(Some(cid)),
+        ..Default::default()
+    }
+}
+
+fn detach() -> UpdateInstance {
+    UpdateInstance {
+        configuration: Some(None),
+        ..Default::default()
+    }
+}
+
+async fn new_group(api: &ApiService, ds: &str, name: &str, v: Value) -> Uuid {
+    api.create_configuration(
+        &t1(),
+        CreateConfiguration {
+            name: name.into(),
+            description: None,
+            values: values(v),
+            datastore: Some(ds.into()),
+            datastore_version: None,
+            datastore_version_number: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create configuration {name}: {e}"))
+    .configuration
+    .id
+}
+
+async fn set_group(api: &ApiService, cid: Uuid, v: Value) {
+    api.update_configuration(
+        &t1(),
+        cid,
+        UpdateConfiguration {
+            name: None,
+            description: None,
+            values: values(v),
+        },
+    )
+    .await
+    .expect("update configuration");
+}
+
+// ================================================================== real engines
+
+/// The cross-process lock of the engine tests (same directory as `tests/engines_api.rs`): one engine test at a
+/// time, a lock whose owner died is taken over.
+struct EnginesLock(PathBuf);
+
+impl Drop for EnginesLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn engines_lock() -> EnginesLock {
+    let dir = api_support::venv_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).expect("create the lock's parent directory");
+    let path = dir.join("trove-engines-api.lock");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        match std::fs::create_dir(&path) {
+            Ok(()) => {
+                std::fs::write(path.join("pid"), std::process::id().to_string())
+                    .expect("write the lock owner");
+                return EnginesLock(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(path.join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok());
+                let young = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(10));
+                let stale = match owner {
+                    Some(pid) => !alive(pid),
+                    None => !young,
+                };
+                if stale {
+                    if std::fs::remove_dir_all(&path).is_err() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {} (owner {owner:?})",
+                    path.display()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot create {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .is_some_and(|s| s != "Z"),
+        Err(_) => false,
+    }
+}
+
+/// Engine processes this test started: those whose command line names a path under the test's own state dir.
+fn engines_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().to_string();
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || !alive(pid) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(&needle)
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Kills (by pid) the engines left under the state dir, or listening on the instances' ports (Redis names no
+/// path on its command line), when the test ends, pass or fail.
+struct KillGuard(PathBuf, std::sync::Mutex<Vec<u16>>);
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        let ports = self.1.lock().map(|p| p.clone()).unwrap_or_default();
+        let mut pids = engines_under(&self.0);
+        pids.extend(ports.into_iter().filter_map(pid_listening_on));
+        for pid in pids {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+struct Env {
+    api: Arc<ApiService>,
+    store: DynStore,
+    emb: Option<Embedded>,
+    state: tempfile::TempDir,
+    _guard: KillGuard,
+    _lock: EnginesLock,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let lock = tokio::task::spawn_blocking(engines_lock)
+            .await
+            .expect("lock task");
+        let state = engine_state_dir();
+        let guard = KillGuard(state.path().to_path_buf(), Default::default());
+        let mut opts = EmbeddedOptions::new(state.path());
+        opts.config = CoreConfig {
+            report_interval: Duration::from_millis(300),
+            agent_call_high_timeout: Duration::from_secs(120),
+            ..CoreConfig::default()
+        };
+        let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
+            .await
+            .expect("the embedded deployment starts");
+        let api = emb.control_plane().api();
+        let store = emb.control_plane().store();
+        Env {
+            api,
+            store,
+            emb: Some(emb),
+            state,
+            _guard: guard,
+            _lock: lock,
+        }
+    }
+
+    /// The engine of an instance listens on `port`: killed at the end if it is still there.
+    fn guard_port(&self, port: u16) {
+        if let Ok(mut p) = self._guard.1.lock() {
+            p.push(port);
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(e) = self.emb.take() {
+            e.shutdown().await;
+        }
+    }
+
+    /// Waits until the instance has no open workflow, then answers its view.
+    async fn settle(&self, id: Uuid, what: &str) -> InstanceView {
+        let start = Instant::now();
+        loop {
+            let open = self
+                .store
+                .list_open_workflows()
+                .await
+                .expect("open workflows");
+            if !open.iter().any(|w| w.instance_id == id) {
+                return self.api.show_instance(&t1(), id).await.expect("show");
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "{what}: workflows still open after {WAIT:?}: {open:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn wait_view(
+    api: &ApiService,
+    id: Uuid,
+    what: &str,
+    pred: impl Fn(&InstanceView) -> bool,
+) -> InstanceView {
+    let start = Instant::now();
+    loop {
+        let v = api
+            .show_instance(&t1(), id)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: show failed: {e}"));
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            v.status != "ERROR",
+            "{what}: the instance went to ERROR: {:?} {:?}",
+            v.instance.fault,
+            v.service
+        );
+        assert!(
+            start.elapsed() < WAIT,
+            "{what}: not reached within {WAIT:?}; status {} task {:?} service {:?}",
+            v.status,
+            v.instance.task,
+            v.service
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn idle_healthy(v: &InstanceView) -> bool {
+    v.instance.task == TaskStatus::None && v.operating_status == "HEALTHY"
+}
+
+/// The process listening on `port` (its listen socket's inode found in /proc/net, then its owner).
+fn pid_listening_on(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
+            let local = cols[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local == Some(port) && cols[3] == "0A" {
+                inodes.push(format!("socket:[{}]", cols[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let mut holders = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        if fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|l| l.to_str().map(|s| inodes.iter().any(|i| i == s)))
+                .unwrap_or(false)
+        }) {
+            holders.push(pid);
+        }
+    }
+    // The topmost holder (children of PostgreSQL's postmaster share the socket).
+    let ppid = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    holders
+        .iter()
+        .copied()
+        .find(|p| ppid(*p).is_none_or(|pp| !holders.contains(&pp)))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Mariadb,
+    Postgres,
+    Redis,
+}
+
+/// The first column of a one-row SQL answer, as the user `app` on database `shop` (a fresh connection each time).
+async fn sql_i64(k: Kind, port: u16, statement: &str) -> i64 {
+    let row = match k {
+        Kind::Mariadb => {
+            let mut c = sqlx::mysql::MySqlConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username("app")
+                .password("app-Pw-1x")
+                .database("shop")
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("app connects to MariaDB: {e}"));
+            let r = c
+                .fetch_one(statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"))
+                .try_get::<i64, _>(0)
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            c.close().await.expect("close");
+            r
+        }
+        Kind::Postgres => {
+            let mut c = sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .username("app")
+                .password("app-Pw-1x")
+                .database("shop")
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("app connects to PostgreSQL: {e}"));
+            let r = c
+                .fetch_one(statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"))
+                .try_get::<i64, _>(0)
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            c.close().await.expect("close");
+            r
+        }
+        Kind::Redis => panic!("Redis speaks no SQL"),
+    };
+    row
+}
+
+/// The engine's own value of setting `name`, asked as a client (SQL: as `app`; Redis: `CONFIG GET` as the
+/// guest's admin account, whose secret the server directory under `state` holds).
+async fn setting(k: Kind, port: u16, state: &Path, id: Uuid, name: &str) -> i64 {
+    assert!(name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+    match k {
+        Kind::Mariadb => sql_i64(k, port, &format!("SELECT CAST(@@GLOBAL.{name} AS SIGNED)")).await,
+        Kind::Postgres => {
+            sql_i64(
+                k,
+                port,
+                &format!("SELECT setting::bigint FROM pg_settings WHERE name = '{name}'"),
+            )
+            .await
+        }
+        Kind::Redis => {
+            let secret = std::fs::read_to_string(
+                state
+                    .join("servers")
+                    .join(id.to_string())
+                    .join("guest")
+                    .join("os_admin.secret"),
+            )
+            .expect("the guest's admin secret");
+            let info = redis::ConnectionInfo {
+                addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
+                redis: redis::RedisConnectionInfo {
+                    db: 0,
+                    username: Some("os_admin".into()),
+                    password: Some(secret.trim().into()),
+                    protocol: redis::ProtocolVersion::RESP2,
+                },
+            };
+            let client = redis::Client::open(info).expect("redis client");
+            let mut c = tokio::time::timeout(
+                Duration::from_secs(10),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            .expect("redis connect in time")
+            .expect("os_admin connects to Redis");
+            let v: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("CONFIG GET {name}: {e}"));
+            v.get(1)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("CONFIG GET {name}: {v:?}"))
+        }
+    }
+}
+
+/// What one engine's test sets.
+struct Plan {
+    ds: &'static str,
+    kind: Kind,
+    /// A parameter the engine changes live, and two values for it.
+    dynamic: (&'static str, i64, i64),
+    /// A second parameter, its value in the group, the engine's value for it and whether the engine takes it
+    /// live (otherwise only at restart).
+    second: (&'static str, Value, i64, bool),
+    /// The datastore of a group that does not fit the instance.
+    other_ds: &'static str,
+}
+
+fn step(t: &mut Instant, what: &str, ds: &str) {
+    eprintln!("[{ds}] {what}: {:.2?}", t.elapsed());
+    *t = Instant::now();
+}
+
+fn assert_view(v: &InstanceView, want: &str, what: &str) {
+    assert_eq!(
+        (v.instance.task, v.operating_status.as_str()),
+        (TaskStatus::None, want),
+        "{what}: status {} service {:?} fault {:?}",
+        v.status,
+        v.service,
+        v.instance.fault
+    );
+    assert!(
+        v.instance.fault.is_none(),
+        "{what}: fault {:?}",
+        v.instance.fault
+    );
+}
+
+async fn configuration_on_real_engine(p: Plan) {
+    let ds = p.ds;
+    let k = p.kind;
+    let waited = Instant::now();
+    let env = Env::start().await;
+    eprintln!(
+        "[{ds}] engine lock + embedded start: {:.2?}",
+        waited.elapsed()
+    );
+    let api = env.api.clone();
+    let state = env.state.path().to_path_buf();
+    assert!(
+        env.emb.as_ref().is_some_and(|e| e
+            .detection
+            .found
+            .iter()
+            .any(|f| f.manager.as_str() == ds)),
+        "engine for {ds} not detected on this machine"
+    );
+    let mut t = Instant::now();
+    let created = api
+        .create_instance(
+            &t1(),
+            CreateInstance {
+                name: format!("{ds}-conf"),
+                flavor_ref: Some("6".into()),
+                volume_size: Some(1),
+                datastore: Some(ds.into()),
+                databases: if k == Kind::Redis {
+                    vec![]
+                } else {
+                    vec![DatabaseSpec {
+                        name: "shop".into(),
+                        character_set: None,
+                        collate: None,
+                    }]
+                },
+                users: vec![UserSpec {
+                    name: "app".into(),
+                    password: Secret::new("app-Pw-1x"),
+                    host: None,
+                    databases: if k == Kind::Redis {
+                        vec![]
+                    } else {
+                        vec!["shop".into()]
+                    },
+                }],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let id = created.instance.id;
+    let v = wait_view(&api, id, "HEALTHY after create", idle_healthy).await;
+    let port = v.instance.port.expect("port");
+    env.guard_port(port);
+    step(&mut t, "create to HEALTHY", ds);
+    let (dyn_key, v1, v2) = p.dynamic;
+    let (second_key, second_json, second_value, second_live) = p.second;
+    let get = |name: &'static str| {
+        let state = state.clone();
+        async move { setting(k, port, &state, id, name).await }
+    };
+    let dyn_default = get(dyn_key).await;
+    let second_default = get(second_key).await;
+    assert!(
+        dyn_default != v1 && dyn_default != v2 && second_default != second_value,
+        "the test's values must differ from the defaults ({dyn_default}, {second_default})"
+    );
+
+    // ---- bad requests: nothing to detach, a group of another datastore.
+    let e = api
+        .update_instance(&t1(), id, detach())
+        .await
+        .expect_err("nothing to detach");
+    assert_eq!(status_of(&e), 400, "{e}");
+    let other = new_group(&api, p.other_ds, "other", json!({})).await;
+    let e = api
+        .update_instance(&t1(), id, attach(other))
+        .await
+        .expect_err("a group of another datastore version");
+    assert_eq!(status_of(&e), 400, "{e}");
+
+    // ---- attach a live parameter: HEALTHY, the engine runs it at once.
+    let g = new_group(&api, ds, "live", json!({ dyn_key: v1 })).await;
+    api.update_instance(&t1(), id, attach(g))
+        .await
+        .expect("attach");
+    let v = env.settle(id, "attach").await;
+    assert_view(&v, "HEALTHY", "attach of a live parameter");
+    assert_eq!(v.configuration.as_ref().map(|c| c.0), Some(g));
+    assert_eq!(get(dyn_key).await, v1, "{dyn_key} applied live on attach");
+    step(&mut t, "attach (live)", ds);
+    let g2 = new_group(&api, ds, "second", json!({})).await;
+    let e = api
+        .update_instance(&t1(), id, attach(g2))
+        .await
+        .expect_err("a second group");
+    assert_eq!(status_of(&e), 400, "{e}");
+
+    // ---- the group's values change: re-applied live.
+    set_group(&api, g, json!({ dyn_key: v2 })).await;
+    let v = env.settle(id, "update").await;
+    assert_view(&v, "HEALTHY", "update of a live parameter");
+    assert_eq!(
+        get(dyn_key).await,
+        v2,
+        "{dyn_key} re-applied live on update"
+    );
+    step(&mut t, "group update (live)", ds);
+
+    // ---- a second parameter (restart-only where the engine has one).
+    set_group(&api, g, json!({ dyn_key: v2, second_key: second_json })).await;
+    let v = env.settle(id, "update with a second parameter").await;
+    if second_live {
+        assert_view(&v, "HEALTHY", "update with a live second parameter");
+        assert_eq!(
+            get(second_key).await,
+            second_value,
+            "{second_key} applied live"
+        );
+    } else {
+        assert_view(
+            &v,
+            "RESTART_REQUIRED",
+            "update with a restart-only parameter",
+        );
+        assert_eq!(v.status, "RESTART_REQUIRED");
+        // Heartbeats come and go: the status stays.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let v = api.show_instance(&t1(), id).await.expect("show");
+        assert_eq!(v.operating_status, "RESTART_REQUIRED", "{:?}", v.service);
+        assert_eq!(
+            get(second_key).await,
+            second_default,
+            "{second_key} waits for the restart"
+        );
+        assert_eq!(get(dyn_key).await, v2);
+    }
+    step(&mut t, "group update (second parameter)", ds);
+
+    // ---- restart: a busy instance refuses a group change; afterwards everything runs, HEALTHY.
+    api.restart_instance(&t1(), id).await.expect("restart");
+    let e = api
+        .update_instance(&t1(), id, detach())
+        .await
+        .expect_err("a busy instance");
+    assert_eq!(status_of(&e), 400, "{e}");
+    let v = wait_view(&api, id, "HEALTHY after restart", idle_healthy).await;
+    assert_view(&v, "HEALTHY", "after restart");
+    assert_eq!(
+        get(second_key).await,
+        second_value,
+        "{second_key} after the restart"
+    );
+    assert_eq!(get(dyn_key).await, v2, "{dyn_key} after the restart");
+    step(&mut t, "restart", ds);
+
+    // ---- detach: the live parameter is back to its default at once; the other one after a restart.
+    api.update_instance(&t1(), id, detach())
+        .await
+        .expect("detach");
+    let v = env.settle(id, "detach").await;
+    assert_eq!(v.configuration, None);
+    assert_eq!(
+        get(dyn_key).await,
+        dyn_default,
+        "{dyn_key} back to its default on detach"
+    );
+    assert_view(
+        &v,
+        "RESTART_REQUIRED",
+        "detach of a parameter reset only at start",
+    );
+    assert_eq!(
+        get(second_key).await,
+        second_value,
+        "{second_key} waits for the restart"
+    );
+    api.restart_instance(&t1(), id).await.expect("restart");
+    let v = wait_view(&api, id, "HEALTHY after the second restart", idle_healthy).await;
+    assert_view(&v, "HEALTHY", "after the second restart");
+    assert_eq!(
+        get(second_key).await,
+        second_default,
+        "{second_key} back to its default"
+    );
+    assert_eq!(get(dyn_key).await, dyn_default);
+    step(&mut t, "detach + restart", ds);
+
+    api.delete_instance(&t1(), id).await.expect("delete");
+    let start = Instant::now();
+    while api.show_instance(&t1(), id).await.is_ok() {
+        assert!(start.elapsed() < WAIT, "delete did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_configuration_groups_apply() {
+    configuration_on_real_engine(Plan {
+        ds: "mariadb",
+        kind: Kind::Mariadb,
+        dynamic: ("max_connections", 77, 88),
+        second: ("performance_schema", json!(true), 1, false),
+        other_ds: "postgresql",
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgresql_configuration_groups_apply() {
+    configuration_on_real_engine(Plan {
+        ds: "postgresql",
+        kind: Kind::Postgres,
+        dynamic: ("work_mem", 8192, 16384),
+        second: ("max_connections", json!(77), 77, false),
+        other_ds: "mariadb",
+    })
+    .await;
+}
+
+/// Redis has no restart-only parameter in the shipped rules: `maxclients` changes live, but its default (which
+/// the server derives from its file limit at start) is unknown to the guest, so removing it waits for a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_configuration_groups_apply() {
+    configuration_on_real_engine(Plan {
+        ds: "redis",
+        kind: Kind::Redis,
+        dynamic: ("timeout", 300, 120),
+        second: ("maxclients", json!(500), 500, true),
+        other_ds: "mariadb",
+    })
+    .await;
+}
+
+// ================================================================== in-memory control plane
+
+fn mem_config() -> CoreConfig {
+    CoreConfig {
+        report_interval: Duration::from_millis(50),
+        agent_call_low_timeout: Duration::from_secs(2),
+        agent_call_high_timeout: Duration::from_secs(3),
+        ..CoreConfig::default()
+    }
+}
+
+struct World {
+    parts: InMemoryParts,
+    clock: Arc<ManualClock>,
+    cp: ControlPlane,
+    api: Arc<ApiService>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl World {
+    async fn end(self) {
+        self.ticker.abort();
+        self.cp.shutdown().await;
+        self.parts.launcher.shutdown_all().await;
+    }
+}
+
+/// An in-memory control plane without a task manager (workers are driven by hand) and PostgreSQL version "16".
+async fn world() -> World {
+    let clock = Arc::new(ManualClock::new());
+    let parts = InMemoryParts::new(mem_config(), clock.clone());
+    let cp = parts
+        .builder()
+        .without_taskmanager()
+        .without_health_monitor()
+        .start()
+        .await
+        .unwrap();
+    let api = cp.api();
+    api.mgmt_create_datastore_version(
+        &RequestContext::admin("admin"),
+        DatastoreVersionSpec {
+            datastore_name: "postgresql".into(),
+            name: "16".into(),
+            manager: "postgresql".into(),
+            active: true,
+            default: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    api.mgmt_create_datastore_version(
+        &RequestContext::admin("admin"),
+        DatastoreVersionSpec {
+            datastore_name: "redis".into(),
+            name: "7".into(),
+            manager: "redis".into(),
+            active: true,
+            default: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let manage = trove::core::manage::Manage::new(parts.store.clone());
+    for (ds, version, m) in [
+        ("postgresql", "16", Manager::Postgresql),
+        ("redis", "7", Manager::Redis),
+    ] {
+        manage
+            .db_load_datastore_config_parameters(
+                ds,
+                version,
+                default_validation_rules(m).expect("shipped rules"),
+                None,
+                |_, _| {},
+            )
+            .await
+            .unwrap();
+    }
+    api.mgmt_put_flavor(
+        &RequestContext::admin("admin"),
+        Flavor {
+            id: "1".into(),
+            name: "small".into(),
+            ram_mb: 512,
+            vcpus: 1,
+            disk_gb: 5,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .unwrap();
+    // Time moves on (1 ms per ms) so that a report sent after a step started is newer than the step; lease
+    // expiry is still driven by hand.
+    let ticking = clock.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            ticking.advance(Duration::from_millis(1));
+        }
+    });
+    World {
+        parts,
+        clock,
+        cp,
+        api,
+        ticker,
+    }
+}
+
+fn tm(w: &World, worker: &str, crash: Option<usize>) -> TaskManager {
+    TaskManager::new(
+        w.parts.store.clone(),
+        w.parts.bus.clone(),
+        w.parts.compute.clone(),
+        w.parts.block_storage.clone(),
+        w.parts.clock.clone(),
+        mem_config(),
+        TaskManagerConfig {
+            worker_id: worker.into(),
+            poll_interval: Duration::from_millis(5),
+            crash_before_journal_write: crash,
+            ..TaskManagerConfig::default()
+        },
+    )
+}
+
+async fn open_workflows(w: &World, id: Uuid, kind: WorkflowKind) -> Vec<Uuid> {
+    w.parts
+        .store
+        .list_open_workflows()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|x| x.instance_id == id && x.kind == kind)
+        .map(|x| x.id)
+        .collect()
+}
+
+async fn open_workflow(w: &World, id: Uuid, kind: WorkflowKind) -> Uuid {
+    let open = open_workflows(w, id, kind).await;
+    assert_eq!(
+        open.len(),
+        1,
+        "one open {kind:?} workflow expected: {open:?}"
+    );
+    open[0]
+}
+
+/// A built, healthy PostgreSQL instance.
+async fn built(w: &World, name: &str) -> Uuid {
+    let v = w
+        .api
+        .create_instance(
+            &t1(),
+            CreateInstance {
+                name: name.into(),
+                flavor_ref: Some("1".into()),
+                volume_size: Some(2),
+                datastore: Some("postgresql".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = v.instance.id;
+    let wf = open_workflow(w, id, WorkflowKind::Create).await;
+    assert!(tm(w, "builder", None).run_workflow(wf).await.unwrap());
+    let v = w.api.show_instance(&t1(), id).await.unwrap();
+    assert_eq!(
+        (v.status.as_str(), v.operating_status.as_str()),
+        ("ACTIVE", "HEALTHY")
+    );
+    id
+}
+
+/// Runs `wf` on a worker that crashes before journal write `n`; a second worker takes it over once the lease
+/// expired and must finish it. Answers whether the first worker crashed.
+async fn crash_then_resume(w: &World, wf: Uuid, n: usize) -> bool {
+    let first = tm(w, &format!("tm-a-{n}"), Some(n));
+    assert!(first.run_workflow(wf).await.unwrap());
+    let state = w.parts.store.get_workflow(wf).await.unwrap().unwrap().state;
+    if !first.crashed() {
+        assert_eq!(state, WorkflowState::Done, "an uncrashed run must finish");
+        return false;
+    }
+    assert!(
+        state.is_open(),
+        "a crashed run must leave the workflow open"
+    );
+    let second = tm(w, &format!("tm-b-{n}"), None);
+    assert!(
+        !second.run_workflow(wf).await.unwrap(),
+        "claimed a workflow under another worker's live lease"
+    );
+    w.clock
+        .advance(mem_config().workflow_lease + Duration::from_secs(1));
+    assert!(second.run_workflow(wf).await.unwrap());
+    let after = w.parts.store.get_workflow(wf).await.unwrap().unwrap();
+    assert_eq!(
+        after.state,
+        WorkflowState::Done,
+        "resumed workflow did not finish (crash point {n}): {:?}",
+        w.parts
+            .store
+            .get_instance(after.instance_id)
+            .await
+            .unwrap()
+            .and_then(|i| i.fault)
+    );
+    true
+}
+
+async fn service_status(w: &World, id: Uuid) -> ServiceStatus {
+    w.parts
+        .store
+        .get_service_status(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+/// What a scenario starts from and asks for.
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    /// Attach a group with a live parameter.
+    AttachLive,
+    /// Attach a group with a parameter that needs a restart.
+    AttachRestart,
+    /// Detach a group with a live parameter.
+    DetachLive,
+}
+
+/// Runs one apply workflow with a crash at every journal write in turn; answers the crash points seen.
+async fn crash_every_step(sc: Scenario) -> usize {
+    let mut crash_points = 0;
+    for n in 1..=30 {
+        let w = world().await;
+        let id = built(&w, "db").await;
+        let group = match sc {
+            Scenario::AttachRestart => json!({ "shared_buffers": 4096 }),
+            _ => json!({ "work_mem": 8192 }),
+        };
+        let g = new_group(&w.api, "postgresql", "g", group.clone()).await;
+        w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
+        if let Scenario::DetachLive = sc {
+            let wf = open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
+            assert!(tm(&w, "attacher", None).run_workflow(wf).await.unwrap());
+            assert_eq!(
+                w.parts.engines.engine(id).overrides(),
+                values(group.clone())
+            );
+            w.api.update_instance(&t1(), id, detach()).await.unwrap();
+        }
+        let wf = open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
+        let crashed = crash_then_resume(&w, wf, n).await;
+        let v = w.api.show_instance(&t1(), id).await.unwrap();
+        let (want_overrides, want_status) = match sc {
+            Scenario::AttachLive => (values(group), "HEALTHY"),
+            Scenario::AttachRestart => (values(group), "RESTART_REQUIRED"),
+            Scenario::DetachLive => (Map::new(), "HEALTHY"),
+        };
+        assert_eq!(
+            w.parts.engines.engine(id).overrides(),
+            want_overrides,
+            "{sc:?} crash point {n}"
+        );
+        assert_eq!(
+            (v.instance.task, v.operating_status.as_str()),
+            (TaskStatus::None, want_status),
+            "{sc:?} crash point {n}: {:?}",
+            v.instance.fault
+        );
+        assert!(v.instance.fault.is_none(), "{sc:?} crash point {n}");
+        if let Scenario::AttachRestart = sc {
+            // Heartbeats leave it; a restart clears it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(service_status(&w, id).await, ServiceStatus::RestartRequired);
+            w.api.restart_instance(&t1(), id).await.unwrap();
+            let rwf = open_workflow(&w, id, WorkflowKind::Restart).await;
+            assert!(tm(&w, "restarter", None).run_workflow(rwf).await.unwrap());
+            let v = w.api.show_instance(&t1(), id).await.unwrap();
+            assert_eq!(
+                (v.instance.task, v.operating_status.as_str()),
+                (TaskStatus::None, "HEALTHY"),
+                "{sc:?} crash point {n}: after restart"
+            );
+        }
+        w.end().await;
+        if !crashed {
+            break;
+        }
+        crash_points += 1;
+    }
+    crash_points
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_survives_a_crash_at_every_step() {
+    let points = crash_every_step(Scenario::AttachLive).await;
+    eprintln!("attach: {points} crash points");
+    // pending→running, load (2), apply (2), finish.
+    assert!(points >= 4, "only {points} crash points exercised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_needing_attach_survives_a_crash_at_every_step() {
+    let points = crash_every_step(Scenario::AttachRestart).await;
+    eprintln!("attach (restart): {points} crash points");
+    assert!(points >= 4, "only {points} crash points exercised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_survives_a_crash_at_every_step() {
+    let points = crash_every_step(Scenario::DetachLive).await;
+    eprintln!("detach: {points} crash points");
+    assert!(points >= 4, "only {points} crash points exercised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_update_reapplies_to_every_instance() {
+    let w = world().await;
+    let a = built(&w, "a").await;
+    let b = built(&w, "b").await;
+    let g = new_group(&w.api, "postgresql", "g", json!({ "work_mem": 8192 })).await;
+    for id in [a, b] {
+        w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
+    }
+    assert_eq!(tm(&w, "tm", None).run_pending().await.unwrap(), 2);
+    set_group(
+        &w.api,
+        g,
+        json!({ "work_mem": 16384, "statement_timeout": 5000 }),
+    )
+    .await;
+    for id in [a, b] {
+        open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
+    }
+    assert_eq!(tm(&w, "tm", None).run_pending().await.unwrap(), 2);
+    for id in [a, b] {
+        assert_eq!(
+            w.parts.engines.engine(id).overrides(),
+            values(json!({ "work_mem": 16384, "statement_timeout": 5000 }))
+        );
+        let v = w.api.show_instance(&t1(), id).await.unwrap();
+        assert_eq!(
+            (v.instance.task, v.operating_status.as_str()),
+            (TaskStatus::None, "HEALTHY")
+        );
+        assert!(open_workflows(&w, id, WorkflowKind::ApplyConfiguration)
+            .await
+            .is_empty());
+    }
+    // Bad requests: another datastore's group, a second group, a busy instance.
+    let r = new_group(&w.api, "redis", "r", json!({ "timeout": 10 })).await;
+    let c = built(&w, "c").await;
+    let e = w
+        .api
+        .update_instance(&t1(), c, attach(r))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 400, "{e}");
+    let e = w
+        .api
+        .update_instance(&t1(), a, attach(g))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 400, "{e}");
+    w.api.restart_instance(&t1(), c).await.unwrap();
+    let e = w
+        .api
+        .update_instance(&t1(), c, attach(g))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 400, "{e}");
+    w.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_does_not_answer_leaves_a_fault_and_task_none() {
+    let w = world().await;
+    let id = built(&w, "db").await;
+    let g = new_group(&w.api, "postgresql", "g", json!({ "work_mem": 8192 })).await;
+    w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
+    w.parts.launcher.shutdown_all().await;
+    let wf = open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
+    assert!(tm(&w, "tm", None).run_workflow(wf).await.unwrap());
+    let after = w.parts.store.get_workflow(wf).await.unwrap().unwrap();
+    assert_eq!(after.state, WorkflowState::Failed);
+    let inst = w.parts.store.get_instance(id).await.unwrap().unwrap();
+    assert_eq!(inst.task, TaskStatus::None);
+    let fault = inst.fault.expect("a fault");
+    assert_eq!(
+        fault.message,
+        "The configuration group could not be applied."
+    );
+    assert!(!fault.details.is_empty());
+    assert!(w.parts.engines.engine(id).overrides().is_empty());
+    w.end().await;
+}
