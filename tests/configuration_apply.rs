@@ -37,7 +37,7 @@ use trove::core::CoreConfig;
 use trove::embedded::{Embedded, EmbeddedOptions};
 use trove::{ControlPlane, InMemoryParts};
 
-use api_support::engine_state_dir;
+use api_support::{alive, engine_state_dir, engines_lock, EnginesLock};
 
 /// How long any single wait on a real engine may take (the machine is shared and loaded).
 const WAIT: Duration = Duration::from_secs(90);
@@ -101,71 +101,6 @@ async fn set_group(api: &ApiService, cid: Uuid, v: Value) {
 }
 
 // ================================================================== real engines
-
-/// The cross-process lock of the engine tests (same directory as `tests/engines_api.rs`): one engine test at a
-/// time, a lock whose owner died is taken over.
-struct EnginesLock(PathBuf);
-
-impl Drop for EnginesLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn engines_lock() -> EnginesLock {
-    let dir = api_support::venv_dir()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&dir).expect("create the lock's parent directory");
-    let path = dir.join("trove-engines-api.lock");
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        match std::fs::create_dir(&path) {
-            Ok(()) => {
-                std::fs::write(path.join("pid"), std::process::id().to_string())
-                    .expect("write the lock owner");
-                return EnginesLock(path);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let owner = std::fs::read_to_string(path.join("pid"))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<u32>().ok());
-                let young = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(10));
-                let stale = match owner {
-                    Some(pid) => !alive(pid),
-                    None => !young,
-                };
-                if stale {
-                    if std::fs::remove_dir_all(&path).is_err() {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    continue;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "timed out waiting for {} (owner {owner:?})",
-                    path.display()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("cannot create {}: {e}", path.display()),
-        }
-    }
-}
-
-/// Whether `pid` runs (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next())
-            .is_some_and(|s| s != "Z"),
-        Err(_) => false,
-    }
-}
 
 /// Engine processes this test started: those whose command line names a path under the test's own state dir.
 fn engines_under(dir: &Path) -> Vec<u32> {
