@@ -33,7 +33,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Parameters whose change needs a restart (the rest apply live).
+/// Parameters whose change needs a restart for managers without shipped rules (the rest apply live).
 const STATIC_PARAMS: &[&str] = &[
     "innodb_buffer_pool_size",
     "innodb_log_file_size",
@@ -41,6 +41,17 @@ const STATIC_PARAMS: &[&str] = &[
     "max_connections",
     "port",
 ];
+
+/// Whether changing `key` needs an engine restart: as the shipped parameter rules of `manager` say (what the real
+/// guests follow too), else whether it is one of [`STATIC_PARAMS`].
+fn needs_restart(manager: Manager, key: &str) -> bool {
+    match crate::manage::default_validation_rules(manager)
+        .and_then(|t| crate::manage::parse_validation_rules(t, Uuid::nil()).ok())
+    {
+        Some(rules) => rules.iter().any(|r| r.name == key && r.restart_required),
+        None => STATIC_PARAMS.contains(&key),
+    }
+}
 
 #[derive(Debug, Clone)]
 struct SimUser {
@@ -631,7 +642,7 @@ impl DatastoreStrategy for SimulatedStrategy {
             .overrides
             .keys()
             .chain(overrides.keys())
-            .any(|k| st.overrides.get(k) != overrides.get(k) && STATIC_PARAMS.contains(&k.as_str()));
+            .any(|k| st.overrides.get(k) != overrides.get(k) && needs_restart(self.manager, k));
         if restart {
             st.restart_pending_at = Some(st.starts);
         }
