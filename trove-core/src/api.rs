@@ -3599,14 +3599,9 @@ mod tests {
             vec![(id, "x".to_string())]
         );
         assert_eq!(status(api.delete_configuration(&t, cid).await), 400);
-        // The apply is a later issue's work: it fails with a clear fault, never silently succeeds.
-        let v = wait(&w, id, |v| v.instance.fault.is_some()).await;
-        assert!(v
-            .instance
-            .fault
-            .unwrap()
-            .message
-            .contains("not implemented"));
+        // The task manager applies the group on the engine (`max_connections` changes live: no restart).
+        let v = wait(&w, id, |_| w.engines.engine(id).overrides() == values).await;
+        assert!(v.instance.fault.is_none(), "{:?}", v.instance.fault);
         assert_eq!(v.instance.task, TaskStatus::None);
         assert_eq!(api.instance_configuration(&t, id).await.unwrap(), values);
         api.patch_configuration(&t, cid, values.clone())
