@@ -1095,3 +1095,46 @@ async fn a_guest_that_does_not_answer_leaves_a_fault_and_task_none() {
     assert!(w.parts.engines.engine(id).overrides().is_empty());
     w.end().await;
 }
+
+/// An attach whose worker died after it loaded the group, a detach that finishes first, then the attach resumed:
+/// the engine ends with the instance's current (empty) set, not the stale one the attach had loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_applies_end_with_the_current_group() {
+    let w = world().await;
+    let id = built(&w, "db").await;
+    let g = new_group(&w.api, "postgresql", "g", json!({ "work_mem": 8192 })).await;
+    w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
+    let attach_wf = open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
+    // Journal writes: load Started (1), load Completed (2), apply Started (3): dies before the guest call.
+    let first = tm(&w, "tm-a", Some(3));
+    assert!(first.run_workflow(attach_wf).await.unwrap());
+    assert!(first.crashed());
+    assert!(w.parts.engines.engine(id).overrides().is_empty());
+    w.api.update_instance(&t1(), id, detach()).await.unwrap();
+    let open = open_workflows(&w, id, WorkflowKind::ApplyConfiguration).await;
+    let detach_wf = *open.iter().find(|x| **x != attach_wf).expect("the detach");
+    assert!(tm(&w, "tm-b", None).run_workflow(detach_wf).await.unwrap());
+    assert!(w.parts.engines.engine(id).overrides().is_empty());
+    w.clock
+        .advance(mem_config().workflow_lease + Duration::from_secs(1));
+    assert!(tm(&w, "tm-c", None).run_workflow(attach_wf).await.unwrap());
+    assert_eq!(
+        w.parts
+            .store
+            .get_workflow(attach_wf)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        WorkflowState::Done
+    );
+    assert!(
+        w.parts.engines.engine(id).overrides().is_empty(),
+        "the resumed attach left the stale group: {:?}",
+        w.parts.engines.engine(id).overrides()
+    );
+    let v = w.api.show_instance(&t1(), id).await.unwrap();
+    assert_eq!(v.configuration, None);
+    assert_view(&v, "HEALTHY", "after overlapping applies");
+    w.end().await;
+}

@@ -11,6 +11,11 @@
 //! 3. The end: task NONE; when a restart is needed, the service status becomes RESTART_REQUIRED in the same
 //!    commit (heartbeats leave it alone; a `restart` clears it).
 //!
+//! Two applies of one instance may overlap (a detach or a group update while an attach still runs; the task stays
+//! NONE throughout, as upstream): after its guest call a workflow compares the group the instance has now with
+//! what it sent and applies again until they agree, so the last workflow to finish leaves the engine with the
+//! instance's current group.
+//!
 //! A guest that fails or does not answer leaves the task at NONE with a fault on the instance saying the group
 //! could not be applied.
 
@@ -20,7 +25,7 @@ use uuid::Uuid;
 
 use super::{abort_on_store, params, Failure, Inner, Run, StepResult, Stop};
 use crate::model::ServiceStatusRecord;
-use crate::ports::Write;
+use crate::ports::{DynStore, Write};
 use crate::rpc::GuestRequest;
 use crate::state::{ServiceStatus, TaskStatus};
 
@@ -33,62 +38,87 @@ pub struct ApplyConfigurationParams {
     pub configuration_id: Option<Uuid>,
 }
 
+/// The values of the group an instance has now (none after a detach).
+async fn current_overrides(
+    store: &DynStore,
+    instance_id: Uuid,
+) -> StepResult<(Option<Uuid>, Map<String, Value>)> {
+    let inst = store
+        .get_instance(instance_id)
+        .await
+        .map_err(abort_on_store)?
+        .ok_or_else(|| Stop::Abort(format!("instance {instance_id} vanished")))?;
+    match inst.configuration_id {
+        Some(cid) => match store.get_configuration(cid).await.map_err(abort_on_store)? {
+            Some(c) if !c.deleted => Ok((Some(cid), c.values)),
+            _ => Err(Stop::Fail(Failure {
+                task: Some(TaskStatus::None),
+                service: None,
+                message: APPLY_FAILED.into(),
+                details: format!("configuration group {cid} no longer exists"),
+            })),
+        },
+        None => Ok((None, Map::new())),
+    }
+}
+
+const APPLY_FAILED: &str = "The configuration group could not be applied.";
+
+/// How often the workflow re-applies when the instance's group changed while it applied (see the module doc).
+const MAX_CATCH_UP: usize = 5;
+
 impl Inner {
+    /// Calls the guest's `apply_overrides`; answers whether a restart is needed.
+    async fn guest_apply(
+        &self,
+        instance_id: Uuid,
+        overrides: Map<String, Value>,
+    ) -> StepResult<bool> {
+        let guest = self.guest(instance_id);
+        guest
+            .call(GuestRequest::ApplyOverrides { overrides }, guest.high())
+            .await
+            .map_err(|e| Stop::Fail(Failure::new(Some(TaskStatus::None), APPLY_FAILED, &e)))
+    }
+
     pub(super) async fn apply_configuration(&self, run: &mut Run) -> StepResult<()> {
         let _: ApplyConfigurationParams = params(&run.wf)?;
         let instance_id = run.wf.instance_id;
         let store = self.store.clone();
         let loaded = self
             .step(run, "load_overrides", |_| async move {
-                let inst = store
-                    .get_instance(instance_id)
-                    .await
-                    .map_err(abort_on_store)?
-                    .ok_or_else(|| Stop::Abort(format!("instance {instance_id} vanished")))?;
-                let (cid, values) = match inst.configuration_id {
-                    Some(cid) => {
-                        match store.get_configuration(cid).await.map_err(abort_on_store)? {
-                            Some(c) if !c.deleted => (Some(cid), c.values),
-                            _ => {
-                                return Err(Stop::Fail(Failure {
-                                    task: Some(TaskStatus::None),
-                                    service: None,
-                                    message: "The configuration group could not be applied.".into(),
-                                    details: format!("configuration group {cid} no longer exists"),
-                                }))
-                            }
-                        }
-                    }
-                    None => (None, Map::new()),
-                };
+                let (cid, values) = current_overrides(&store, instance_id).await?;
                 Ok(json!({ "configuration_id": cid, "overrides": values }))
             })
             .await?;
-        let overrides: Map<String, Value> = loaded
+        let mut overrides: Map<String, Value> = loaded
             .get("overrides")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        let guest = self.guest(instance_id);
+        let sent = overrides.clone();
         let applied = self
             .step(run, "apply_overrides", |_| async move {
-                let restart: bool = guest
-                    .call(GuestRequest::ApplyOverrides { overrides }, guest.high())
-                    .await
-                    .map_err(|e| {
-                        Stop::Fail(Failure::new(
-                            Some(TaskStatus::None),
-                            "The configuration group could not be applied.",
-                            &e,
-                        ))
-                    })?;
+                let restart = self.guest_apply(instance_id, sent).await?;
                 Ok(json!({ "restart_required": restart }))
             })
             .await?;
-        let restart = applied
+        let mut restart = applied
             .get("restart_required")
             .and_then(Value::as_bool)
             .unwrap_or(true);
+        // Another apply of the same instance (a detach, a group update) may have run between this workflow's load
+        // and its guest call: the last workflow to finish makes sure the engine has the group the instance has now.
+        for _ in 0..MAX_CATCH_UP {
+            self.renew(run).await?;
+            let (_, now_values) = current_overrides(&self.store, instance_id).await?;
+            if now_values == overrides {
+                break;
+            }
+            tracing::info!(instance = %instance_id, "the configuration changed while it was applied; applying again");
+            restart |= self.guest_apply(instance_id, now_values.clone()).await?;
+            overrides = now_values;
+        }
         let now = self.clock.now();
         let volume = if restart {
             self.store
