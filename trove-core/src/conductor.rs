@@ -68,8 +68,12 @@ pub struct Conductor {
     clock: DynClock,
     keys: Option<Arc<dyn GuestKeys>>,
     last_seen: std::sync::Mutex<HashMap<(Uuid, &'static str), DateTime<Utc>>>,
-    /// How long heartbeats are collected before one batched write.
+    /// Longest a heartbeat waits in a batch (counted from the batch's first heartbeat) before the batched write.
     pub batch_window: Duration,
+    /// A batch is written as soon as no report arrived for this long: the bus may hold further deliveries back
+    /// until the batch is acknowledged (an AMQP prefetch smaller than [`Conductor::batch_max`]), so waiting longer
+    /// only idles.
+    pub batch_idle: Duration,
     /// Largest batch written at once.
     pub batch_max: usize,
 }
@@ -97,6 +101,7 @@ impl Conductor {
             keys,
             last_seen: std::sync::Mutex::new(HashMap::new()),
             batch_window: Duration::from_millis(20),
+            batch_idle: Duration::from_millis(2),
             batch_max: 512,
         }
     }
@@ -105,6 +110,8 @@ impl Conductor {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let mut sub = self.bus.subscribe(CONDUCTOR_TOPIC).await?;
         let mut batch: Vec<(ServiceStatusRecord, Delivery)> = Vec::new();
+        // When the open batch is due at the latest.
+        let mut due = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -112,13 +119,17 @@ impl Conductor {
             let wait = if batch.is_empty() {
                 Duration::from_secs(3600)
             } else {
-                self.batch_window
+                self.batch_idle
+                    .min(due.saturating_duration_since(tokio::time::Instant::now()))
             };
             tokio::select! {
                 r = shutdown.changed() => if r.is_err() { break },
                 d = sub.next() => match d {
                     Ok(Some(d)) => {
                         if let Some(rec) = self.handle(&d.body).await {
+                            if batch.is_empty() {
+                                due = tokio::time::Instant::now() + self.batch_window;
+                            }
                             batch.push((rec, d));
                             if batch.len() >= self.batch_max {
                                 self.flush(&mut batch).await;
@@ -375,10 +386,18 @@ pub(crate) mod tests {
     }
 
     async fn start(keys: Option<Arc<dyn GuestKeys>>) -> Fixture {
+        start_tuned(keys, |_| {}).await
+    }
+
+    async fn start_tuned(
+        keys: Option<Arc<dyn GuestKeys>>,
+        tune: impl FnOnce(&mut Conductor),
+    ) -> Fixture {
         let store = Arc::new(MemoryStore::new());
         let bus = Arc::new(MemoryBus::new());
         let clock = Arc::new(ManualClock::new());
-        let c = Conductor::new(store.clone(), bus.clone(), clock, keys);
+        let mut c = Conductor::new(store.clone(), bus.clone(), clock, keys);
+        tune(&mut c);
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(async move { c.run(rx).await.unwrap() });
         Fixture {
@@ -443,6 +462,61 @@ pub(crate) mod tests {
         )
         .await;
         wait_status(&f.store, id, ServiceStatus::Crashed).await;
+        let _ = f.stop.send(true);
+        f.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_written_once_no_report_comes_for_the_idle_gap() {
+        // The window alone would hold the heartbeat for a minute; the idle gap writes it at once.
+        let f = start_tuned(None, |c| {
+            c.batch_window = Duration::from_secs(60);
+            c.batch_idle = Duration::from_millis(5);
+        })
+        .await;
+        let id = Uuid::new_v4();
+        let t0 = Utc::now();
+        put_instance(
+            &f.store,
+            instance(id, TaskStatus::None, t0),
+            ServiceStatus::New,
+        )
+        .await;
+        send(&f.bus, &heartbeat(id, ServiceStatus::Healthy, t0)).await;
+        wait_status(&f.store, id, ServiceStatus::Healthy).await;
+        let _ = f.stop.send(true);
+        f.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_steady_trickle_is_written_within_the_batch_window() {
+        // Reports keep coming faster than the idle gap: the batch is still written when its first heartbeat has
+        // waited the window, not only once the batch is full.
+        let f = start_tuned(None, |c| {
+            c.batch_window = Duration::from_millis(100);
+            c.batch_idle = Duration::from_secs(60);
+        })
+        .await;
+        let (id, busy) = (Uuid::new_v4(), Uuid::new_v4());
+        let t0 = Utc::now();
+        for i in [id, busy] {
+            put_instance(
+                &f.store,
+                instance(i, TaskStatus::None, t0),
+                ServiceStatus::New,
+            )
+            .await;
+        }
+        send(&f.bus, &heartbeat(id, ServiceStatus::Healthy, Utc::now())).await;
+        let bus = f.bus.clone();
+        let trickle = tokio::spawn(async move {
+            loop {
+                send(&bus, &heartbeat(busy, ServiceStatus::Healthy, Utc::now())).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        wait_status(&f.store, id, ServiceStatus::Healthy).await;
+        trickle.abort();
         let _ = f.stop.send(true);
         f.task.await.unwrap();
     }
