@@ -1138,3 +1138,28 @@ async fn overlapping_applies_end_with_the_current_group() {
     assert_view(&v, "HEALTHY", "after overlapping applies");
     w.end().await;
 }
+
+/// A mgmt reboot of an instance waiting for a restart ends HEALTHY, RESTART_REQUIRED cleared (like the `restart`
+/// action), instead of waiting for reports that a sticky status hid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mgmt_reboot_clears_restart_required() {
+    let w = world().await;
+    let id = built(&w, "db").await;
+    let g = new_group(&w.api, "postgresql", "g", json!({ "shared_buffers": 4096 })).await;
+    w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
+    assert_eq!(tm(&w, "tm", None).run_pending().await.unwrap(), 1);
+    assert_eq!(service_status(&w, id).await, ServiceStatus::RestartRequired);
+    w.api
+        .mgmt_instance_action(
+            &RequestContext::admin("t1"),
+            id,
+            trove::core::api::MgmtAction::Reboot,
+        )
+        .await
+        .unwrap();
+    let wf = open_workflow(&w, id, WorkflowKind::Reboot).await;
+    assert!(tm(&w, "tm", None).run_workflow(wf).await.unwrap());
+    let v = w.api.show_instance(&t1(), id).await.unwrap();
+    assert_view(&v, "HEALTHY", "after a mgmt reboot");
+    w.end().await;
+}

@@ -3183,12 +3183,21 @@ impl ApiService {
             MgmtAction::Reboot => {
                 let (state, _) = self.state(&inst).await?;
                 check_operation(id, Operation::Restart, &state)?;
+                // As for a restart: the commit replaces a sticky RESTART_REQUIRED, so the workflow can see the
+                // guest's reports again.
+                let status = ServiceStatusRecord {
+                    instance_id: id,
+                    status: ServiceStatus::Restarting,
+                    reason: None,
+                    volume: None,
+                    updated_at: self.clock.now(),
+                };
                 self.start_workflow(
                     inst,
                     WorkflowKind::Reboot,
                     json!({}),
                     TaskStatus::Rebooting,
-                    vec![],
+                    vec![Write::ServiceStatus(status)],
                     None,
                 )
                 .await?;
