@@ -4,7 +4,8 @@
 //! - **store ceiling**: `put_service_statuses` batches of the conductor's largest batch, written one after another
 //!   (a conductor writes serially) straight into the same store;
 //! - **bus ceiling**: the same publisher pool casting pre-encoded heartbeat-sized messages through the same bus
-//!   configuration to one subscriber that acks each message (what the conductor's consumer could receive at most).
+//!   configuration to one subscriber that takes whatever has arrived (up to a batch) and acks it, like the
+//!   conductor without decoding, verifying or storing (what the conductor's consumer could receive at most).
 //!
 //! Every pipeline variant has `BENCH_GUESTS` instances (rows in the store) heartbeating through `ConductorClient`s
 //! (one per guest, signed with the guest's own key when the conductor verifies), driven by `BENCH_PUBLISHERS`
@@ -430,9 +431,19 @@ async fn bus_ceiling(pub_bus: DynBus, sub_bus: DynBus, p: Params) -> f64 {
         batches: Arc::default(),
     };
     let mut sub = counting.subscribe(CEILING_TOPIC).await.expect("subscribe");
+    // Like the conductor minus the store: take what has arrived (up to a batch), then ack it.
     let consumer = tokio::spawn(async move {
         while let Ok(Some(d)) = sub.next().await {
-            d.ack().await.expect("ack");
+            let mut batch = vec![d];
+            while batch.len() < STORE_BATCH {
+                match sub.next().now_or_never() {
+                    Some(Ok(Some(d))) => batch.push(d),
+                    _ => break,
+                }
+            }
+            for d in batch {
+                d.ack().await.expect("ack");
+            }
         }
     });
     let body = Arc::new(sample_body());
