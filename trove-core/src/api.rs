@@ -3183,21 +3183,24 @@ impl ApiService {
             MgmtAction::Reboot => {
                 let (state, _) = self.state(&inst).await?;
                 check_operation(id, Operation::Restart, &state)?;
-                // As for a restart: the commit replaces a sticky RESTART_REQUIRED, so the workflow can see the
-                // guest's reports again.
-                let status = ServiceStatusRecord {
-                    instance_id: id,
-                    status: ServiceStatus::Restarting,
-                    reason: None,
-                    volume: None,
-                    updated_at: self.clock.now(),
-                };
+                // A sticky RESTART_REQUIRED is replaced in the same commit (as a restart does), so the workflow
+                // sees the guest's reports again; any other status is left to the next report.
+                let mut extra = vec![];
+                if state.service == ServiceStatus::RestartRequired {
+                    extra.push(Write::ServiceStatus(ServiceStatusRecord {
+                        instance_id: id,
+                        status: ServiceStatus::Restarting,
+                        reason: None,
+                        volume: None,
+                        updated_at: self.clock.now(),
+                    }));
+                }
                 self.start_workflow(
                     inst,
                     WorkflowKind::Reboot,
                     json!({}),
                     TaskStatus::Rebooting,
-                    vec![Write::ServiceStatus(status)],
+                    extra,
                     None,
                 )
                 .await?;
