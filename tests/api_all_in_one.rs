@@ -5,7 +5,7 @@ mod api_support;
 
 use std::time::Duration;
 
-use api_support::{get_json, wait_status, AllInOne};
+use api_support::{get_json, kill_engines_under, wait_status, AllInOne};
 
 fn ids(list: &serde_json::Value) -> Vec<String> {
     list.as_array()
@@ -141,6 +141,8 @@ fn extra_hosts_take_instances_and_migrations() {
         r#"{"migrate": {"host": "elsewhere"}}"#,
     );
     assert_eq!(s, 400, "unknown host: {b}");
-    let (exit, _) = server.stop();
+    let (exit, state) = server.stop();
+    // Engines outlive the server on purpose: this test's must go with its state directory.
+    kill_engines_under(state.path());
     assert!(exit.success(), "{exit:?}");
 }

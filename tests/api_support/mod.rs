@@ -532,14 +532,38 @@ pub fn engine_state_dir() -> tempfile::TempDir {
     state
 }
 
-/// Kills every engine process whose command line names a path under `dir` (engines outlive the control plane
-/// on purpose; a test must not leave them behind).
+/// Kills every engine process whose command line names a path under `dir`, or whose working directory is under it
+/// (Redis rewrites its process title to `redis-server ADDR:PORT`, so only its working directory, the data dir on
+/// the volume, gives it away). Engines outlive the control plane on purpose; a test must not leave them behind.
 pub fn kill_engines_under(dir: &Path) {
     let _ = Command::new("pkill")
         .arg("-9")
         .arg("-f")
         .arg(dir.to_string_lossy().as_ref())
         .status();
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cwd) = std::fs::read_link(p.path().join("cwd")) else {
+            continue;
+        };
+        // A deleted working directory reads as "PATH (deleted)".
+        let cwd = cwd
+            .to_string_lossy()
+            .trim_end_matches(" (deleted)")
+            .to_string();
+        if Path::new(&cwd).starts_with(dir) {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+    }
 }
 
 /// A blocking JSON GET (status, body) for sync tests.
