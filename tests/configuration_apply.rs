@@ -587,6 +587,10 @@ async fn configuration_on_real_engine(p: Plan) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let v = api.show_instance(&t1(), id).await.expect("show");
         assert_eq!(v.operating_status, "RESTART_REQUIRED", "{:?}", v.service);
+        // The engine runs meanwhile: its users stay manageable (upstream keeps the service HEALTHY then).
+        api.list_users(&t1(), id)
+            .await
+            .expect("users are listed while a restart is pending");
         assert_eq!(
             get(second_key).await,
             second_default,

@@ -470,7 +470,9 @@ pub fn check_operation(id: impl std::fmt::Display, op: Operation, s: &InstanceSt
             Ok(())
         }
         Operation::ManageData => {
-            if !s.service.is_datastore_running() {
+            // RESTART_REQUIRED: the engine runs and only waits to pick up a change at its next start (upstream keeps
+            // the service HEALTHY then and users, databases and root stay manageable).
+            if !(s.service.is_datastore_running() || s.service == ServiceStatus::RestartRequired) {
                 return Err(Error::unprocessable(format!(
                     "Instance {id} is not ready (status is {}).",
                     s.service.api_status()
@@ -645,5 +647,14 @@ mod tests {
             ServiceStatus::Healthy,
         );
         assert!(check_operation("i", Operation::ManageData, &ok).is_ok());
+        let pending = st(
+            TaskStatus::None,
+            Some(ServerStatus::Active),
+            ServiceStatus::RestartRequired,
+        );
+        assert!(
+            check_operation("i", Operation::ManageData, &pending).is_ok(),
+            "users and databases stay manageable while a restart is pending"
+        );
     }
 }
