@@ -863,7 +863,11 @@ impl DatastoreStrategy for MysqlStrategy {
             Vec::new()
         } else {
             let cnf = std::fs::read_to_string(self.cnf_path()).map_err(|e| {
-                Error::backend("mysql", format!("reading the rendered config failed: {e}"), false)
+                Error::backend(
+                    "mysql",
+                    format!("reading the rendered config failed: {e}"),
+                    false,
+                )
             })?;
             // An engine that does not answer starts with the rendered file.
             match self.connect_admin().await {

@@ -521,7 +521,11 @@ impl DatastoreStrategy for RedisStrategy {
             Vec::new()
         } else {
             let conf = std::fs::read_to_string(self.conf_path()).map_err(|e| {
-                Error::backend("redis", format!("reading the rendered config failed: {e}"), false)
+                Error::backend(
+                    "redis",
+                    format!("reading the rendered config failed: {e}"),
+                    false,
+                )
             })?;
             // An engine that does not answer starts with the rendered file.
             match self.connect_admin().await {

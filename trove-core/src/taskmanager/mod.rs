@@ -596,13 +596,23 @@ impl Inner {
             WorkflowKind::Reboot => self.restart(run, true).await,
             WorkflowKind::ResizeFlavor => self.resize_flavor(run).await,
             WorkflowKind::ResizeVolume => self.resize_volume(run).await,
-            WorkflowKind::Backup | WorkflowKind::DeleteBackup => {
-                Err(self.not_yet(run, "Taking and deleting backups is not implemented by this deployment yet."))
-            }
+            WorkflowKind::Backup | WorkflowKind::DeleteBackup => Err(self.not_yet(
+                run,
+                "Taking and deleting backups is not implemented by this deployment yet.",
+            )),
             WorkflowKind::ApplyConfiguration => self.apply_configuration(run).await,
-            WorkflowKind::Promote => Err(self.not_yet(run, "Replica promotion is not implemented by this deployment yet.")),
-            WorkflowKind::Eject => Err(self.not_yet(run, "Replica source ejection is not implemented by this deployment yet.")),
-            WorkflowKind::Detach => Err(self.not_yet(run, "Replica detach is not implemented by this deployment yet.")),
+            WorkflowKind::Promote => Err(self.not_yet(
+                run,
+                "Replica promotion is not implemented by this deployment yet.",
+            )),
+            WorkflowKind::Eject => Err(self.not_yet(
+                run,
+                "Replica source ejection is not implemented by this deployment yet.",
+            )),
+            WorkflowKind::Detach => Err(self.not_yet(
+                run,
+                "Replica detach is not implemented by this deployment yet.",
+            )),
             WorkflowKind::Upgrade => self.upgrade(run).await,
             WorkflowKind::Migrate => self.migrate(run).await,
             WorkflowKind::Rebuild => self.rebuild(run).await,
