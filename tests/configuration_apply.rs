@@ -13,7 +13,7 @@
 
 mod api_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,13 +37,23 @@ use trove::core::CoreConfig;
 use trove::embedded::{Embedded, EmbeddedOptions};
 use trove::{ControlPlane, InMemoryParts};
 
-use api_support::{alive, engine_state_dir, engines_lock, EnginesLock};
+use api_support::{engine_state_dir, engines_lock, idle_healthy, EnginesLock, KillGuard};
 
 /// How long any single wait on a real engine may take (the machine is shared and loaded).
 const WAIT: Duration = Duration::from_secs(90);
 
 fn t1() -> RequestContext {
     RequestContext::tenant("t1")
+}
+
+/// Polls the instance (as `t1`) until `pred` holds, for at most `WAIT`.
+async fn wait_view(
+    api: &ApiService,
+    id: Uuid,
+    what: &str,
+    pred: impl Fn(&InstanceView) -> bool,
+) -> InstanceView {
+    api_support::wait_view(api, &t1(), id, what, WAIT, pred).await
 }
 
 fn status_of(e: &trove::core::Error) -> u16 {
@@ -102,50 +112,6 @@ async fn set_group(api: &ApiService, cid: Uuid, v: Value) {
 
 // ================================================================== real engines
 
-/// Engine processes this test started: those whose command line names a path under the test's own state dir.
-fn engines_under(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().to_string();
-    let me = std::process::id();
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me || !alive(pid) {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmd)
-                .replace('\0', " ")
-                .contains(&needle)
-            {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
-/// Kills (by pid) the engines left under the state dir, or listening on the instances' ports (Redis names no
-/// path on its command line), when the test ends, pass or fail.
-struct KillGuard(PathBuf, std::sync::Mutex<Vec<u16>>);
-
-impl Drop for KillGuard {
-    fn drop(&mut self) {
-        let ports = self.1.lock().map(|p| p.clone()).unwrap_or_default();
-        let mut pids = engines_under(&self.0);
-        pids.extend(ports.into_iter().filter_map(pid_listening_on));
-        for pid in pids {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
 struct Env {
     api: Arc<ApiService>,
     store: DynStore,
@@ -161,7 +127,7 @@ impl Env {
             .await
             .expect("lock task");
         let state = engine_state_dir();
-        let guard = KillGuard(state.path().to_path_buf(), Default::default());
+        let guard = KillGuard(state.path().to_path_buf());
         let mut opts = EmbeddedOptions::new(state.path());
         opts.config = CoreConfig {
             report_interval: Duration::from_millis(300),
@@ -180,13 +146,6 @@ impl Env {
             state,
             _guard: guard,
             _lock: lock,
-        }
-    }
-
-    /// The engine of an instance listens on `port`: killed at the end if it is still there.
-    fn guard_port(&self, port: u16) {
-        if let Ok(mut p) = self._guard.1.lock() {
-            p.push(port);
         }
     }
 
@@ -215,99 +174,6 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-async fn wait_view(
-    api: &ApiService,
-    id: Uuid,
-    what: &str,
-    pred: impl Fn(&InstanceView) -> bool,
-) -> InstanceView {
-    let start = Instant::now();
-    loop {
-        let v = api
-            .show_instance(&t1(), id)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: show failed: {e}"));
-        if pred(&v) {
-            return v;
-        }
-        assert!(
-            v.status != "ERROR",
-            "{what}: the instance went to ERROR: {:?} {:?}",
-            v.instance.fault,
-            v.service
-        );
-        assert!(
-            start.elapsed() < WAIT,
-            "{what}: not reached within {WAIT:?}; status {} task {:?} service {:?}",
-            v.status,
-            v.instance.task,
-            v.service
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn idle_healthy(v: &InstanceView) -> bool {
-    v.instance.task == TaskStatus::None && v.operating_status == "HEALTHY"
-}
-
-/// The process listening on `port` (its listen socket's inode found in /proc/net, then its owner).
-fn pid_listening_on(port: u16) -> Option<u32> {
-    let mut inodes = Vec::new();
-    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(f) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 10 {
-                continue;
-            }
-            let local = cols[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local == Some(port) && cols[3] == "0A" {
-                inodes.push(format!("socket:[{}]", cols[9]));
-            }
-        }
-    }
-    if inodes.is_empty() {
-        return None;
-    }
-    let mut holders = Vec::new();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
-            continue;
-        };
-        if fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .ok()
-                .and_then(|l| l.to_str().map(|s| inodes.iter().any(|i| i == s)))
-                .unwrap_or(false)
-        }) {
-            holders.push(pid);
-        }
-    }
-    // The topmost holder (children of PostgreSQL's postmaster share the socket).
-    let ppid = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    holders
-        .iter()
-        .copied()
-        .find(|p| ppid(*p).is_none_or(|pp| !holders.contains(&pp)))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -507,7 +373,6 @@ async fn configuration_on_real_engine(p: Plan) {
     let id = created.instance.id;
     let v = wait_view(&api, id, "HEALTHY after create", idle_healthy).await;
     let port = v.instance.port.expect("port");
-    env.guard_port(port);
     step(&mut t, "create to HEALTHY", ds);
     let (dyn_key, v1, v2) = p.dynamic;
     let (second_key, second_json, second_value, second_live) = p.second;

@@ -16,7 +16,6 @@
 
 mod api_support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,25 +26,19 @@ use trove::backends::auth::NoAuth;
 use trove::core::api::{ApiService, CreateInstance, InstanceView, UserRef};
 use trove::core::model::{DatabaseSpec, Secret, UserSpec};
 use trove::core::ports::RequestContext;
-use trove::core::state::{ServiceStatus, TaskStatus};
+use trove::core::state::ServiceStatus;
 use trove::core::CoreConfig;
 use trove::embedded::{Embedded, EmbeddedOptions};
 
-use api_support::{alive, engine_state_dir, engines_lock, kill_engines_under, EnginesLock};
+use api_support::{
+    alive, engine_state_dir, engines_lock, idle_healthy, listening, pid_listening_on, EnginesLock,
+    KillGuard,
+};
 
 /// How long any single wait may take (generous: the machine is shared and loaded).
 const WAIT: Duration = Duration::from_secs(60);
 
 // ------------------------------------------------------------------ serialisation and clean-up
-
-/// Kills every engine left under a state directory when the test ends (pass or fail).
-struct KillGuard(PathBuf);
-
-impl Drop for KillGuard {
-    fn drop(&mut self) {
-        kill_engines_under(&self.0);
-    }
-}
 
 // ------------------------------------------------------------------ the embedded deployment
 
@@ -97,6 +90,7 @@ fn t1() -> RequestContext {
     RequestContext::tenant("t1")
 }
 
+/// Polls the instance (as `t1`) until `pred` holds (the shared helper with this file's tenant).
 async fn wait_view(
     api: &ApiService,
     id: Uuid,
@@ -104,39 +98,11 @@ async fn wait_view(
     within: Duration,
     pred: impl Fn(&InstanceView) -> bool,
 ) -> InstanceView {
-    let start = Instant::now();
-    loop {
-        let v = api
-            .show_instance(&t1(), id)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: show failed: {e}"));
-        if pred(&v) {
-            return v;
-        }
-        assert!(
-            v.status != "ERROR",
-            "{what}: the instance went to ERROR: {:?} {:?}",
-            v.instance.fault,
-            v.service
-        );
-        assert!(
-            start.elapsed() < within,
-            "{what}: not reached within {within:?}; status {} operating_status {} task {:?} service {:?}",
-            v.status,
-            v.operating_status,
-            v.instance.task,
-            v.service
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    api_support::wait_view(api, &t1(), id, what, within, pred).await
 }
 
 fn healthy(v: &InstanceView) -> bool {
     v.status == "HEALTHY" || (v.status == "ACTIVE" && v.operating_status == "HEALTHY")
-}
-
-fn idle_healthy(v: &InstanceView) -> bool {
-    v.instance.task == TaskStatus::None && v.operating_status == "HEALTHY"
 }
 
 // ------------------------------------------------------------------ engines, ports and processes
@@ -155,75 +121,6 @@ fn kind(datastore: &str) -> Kind {
         "redis" => Kind::Redis,
         other => panic!("unknown datastore {other}"),
     }
-}
-
-fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(500),
-    )
-    .is_ok()
-}
-
-/// Inodes of the sockets listening on `port` (from /proc/net/tcp and tcp6).
-fn listen_inodes(port: u16) -> Vec<String> {
-    let mut out = Vec::new();
-    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(f) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 10 {
-                continue;
-            }
-            let local_port = cols[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            // State 0A = LISTEN.
-            if local_port == Some(port) && cols[3] == "0A" {
-                out.push(cols[9].to_string());
-            }
-        }
-    }
-    out
-}
-
-fn ppid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The process that listens on `port` (the topmost one when children share the socket).
-fn pid_listening_on(port: u16) -> Option<u32> {
-    let inodes = listen_inodes(port);
-    if inodes.is_empty() {
-        return None;
-    }
-    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    let mut holders = Vec::new();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
-            continue;
-        };
-        if fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .ok()
-                .and_then(|l| l.to_str().map(|s| targets.iter().any(|t| t == s)))
-                .unwrap_or(false)
-        }) {
-            holders.push(pid);
-        }
-    }
-    holders
-        .iter()
-        .copied()
-        .find(|p| ppid(*p).is_none_or(|pp| !holders.contains(&pp)))
 }
 
 /// Processes whose command line mentions `needle`.

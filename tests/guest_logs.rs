@@ -17,7 +17,6 @@
 
 mod api_support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,9 +35,7 @@ use trove::core::CoreConfig;
 use trove::embedded::{Embedded, EmbeddedOptions};
 use trove::http::HttpConfig;
 
-use api_support::{
-    engine_state_dir, engines_lock, kill_engines_under, serve_in_process, EnginesLock,
-};
+use api_support::{engine_state_dir, engines_lock, serve_in_process, EnginesLock, KillGuard};
 
 /// How long any single wait may take (generous: the machine is shared and loaded).
 const WAIT: Duration = Duration::from_secs(60);
@@ -46,15 +43,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const CONTAINER: &str = "database_logs";
 
 // ------------------------------------------------------------------ serialisation and clean-up
-
-/// Kills every engine left under a state directory when the test ends (pass or fail).
-struct KillGuard(PathBuf);
-
-impl Drop for KillGuard {
-    fn drop(&mut self) {
-        kill_engines_under(&self.0);
-    }
-}
 
 // ------------------------------------------------------------------ HTTP
 

@@ -22,24 +22,15 @@ use trove::backends::auth::NoAuth;
 use trove::core::api::{ApiService, CreateInstance, InstanceView};
 use trove::core::model::{SslActionBody, SslChangeResult, SslMode, SslStatus, SslView};
 use trove::core::ports::RequestContext;
-use trove::core::state::TaskStatus;
 use trove::core::CoreConfig;
 use trove::embedded::{Embedded, EmbeddedOptions};
 
-use api_support::{alive, engine_state_dir, engines_lock, kill_engines_under, EnginesLock};
+use api_support::{alive, engine_state_dir, engines_lock, idle_healthy, EnginesLock, KillGuard};
 
 /// How long any single wait may take.
 const WAIT: Duration = Duration::from_secs(60);
 
 // ------------------------------------------------------------------ engine lock (shared with engines_api.rs)
-
-struct KillGuard(PathBuf);
-
-impl Drop for KillGuard {
-    fn drop(&mut self) {
-        kill_engines_under(&self.0);
-    }
-}
 
 struct Env {
     api: Arc<ApiService>,
@@ -86,40 +77,14 @@ fn t1() -> RequestContext {
     RequestContext::tenant("t1")
 }
 
+/// Polls the instance (as `t1`) until `pred` holds, for at most `WAIT`.
 async fn wait_view(
     api: &ApiService,
     id: Uuid,
     what: &str,
     pred: impl Fn(&InstanceView) -> bool,
 ) -> InstanceView {
-    let start = Instant::now();
-    loop {
-        let v = api
-            .show_instance(&t1(), id)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: show failed: {e}"));
-        if pred(&v) {
-            return v;
-        }
-        assert!(
-            v.status != "ERROR",
-            "{what}: the instance went to ERROR: {:?} {:?}",
-            v.instance.fault,
-            v.service
-        );
-        assert!(
-            start.elapsed() < WAIT,
-            "{what}: not reached within {WAIT:?}; status {} task {:?} service {:?}",
-            v.status,
-            v.instance.task,
-            v.service
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn idle_healthy(v: &InstanceView) -> bool {
-    v.instance.task == TaskStatus::None && v.operating_status == "HEALTHY"
+    api_support::wait_view(api, &t1(), id, what, WAIT, pred).await
 }
 
 // ------------------------------------------------------------------ clients

@@ -532,37 +532,11 @@ pub fn engine_state_dir() -> tempfile::TempDir {
     state
 }
 
-/// Kills every engine process whose command line names a path under `dir`, or whose working directory is under it
-/// (Redis rewrites its process title to `redis-server ADDR:PORT`, so only its working directory, the data dir on
-/// the volume, gives it away). Engines outlive the control plane on purpose; a test must not leave them behind.
+/// Kills every engine process left under `dir` ([`engines_under`]). Engines outlive the control plane on purpose;
+/// a test must not leave them behind.
 pub fn kill_engines_under(dir: &Path) {
-    let _ = Command::new("pkill")
-        .arg("-9")
-        .arg("-f")
-        .arg(dir.to_string_lossy().as_ref())
-        .status();
-    let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(cwd) = std::fs::read_link(p.path().join("cwd")) else {
-            continue;
-        };
-        // A deleted working directory reads as "PATH (deleted)".
-        let cwd = cwd
-            .to_string_lossy()
-            .trim_end_matches(" (deleted)")
-            .to_string();
-        if Path::new(&cwd).starts_with(dir) {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-        }
+    for pid in engines_under(dir) {
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
     }
 }
 
@@ -676,4 +650,158 @@ pub fn alive(pid: u32) -> bool {
             .is_some_and(|s| s != "Z"),
         Err(_) => false,
     }
+}
+
+/// Engine processes a test started under `dir`: those whose command line names a path under it, or whose working
+/// directory is under it (Redis rewrites its process title to `redis-server ADDR:PORT`; its working directory, the
+/// data dir on the volume, still gives it away). Zombies and this process are left out.
+pub fn engines_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().to_string();
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || !alive(pid) {
+            continue;
+        }
+        let by_cmdline = std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(&needle)
+        });
+        // A deleted working directory reads as "PATH (deleted)".
+        let by_cwd = std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| {
+            let cwd = cwd.to_string_lossy();
+            Path::new(cwd.trim_end_matches(" (deleted)")).starts_with(dir)
+        });
+        if by_cmdline || by_cwd {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Kills every engine left under a state directory when dropped (pass or fail).
+pub struct KillGuard(pub PathBuf);
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        kill_engines_under(&self.0);
+    }
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .is_ok()
+}
+
+/// Inodes of the sockets listening on `port` (from /proc/net/tcp and tcp6).
+fn listen_inodes(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
+            let local_port = cols[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // State 0A = LISTEN.
+            if local_port == Some(port) && cols[3] == "0A" {
+                out.push(cols[9].to_string());
+            }
+        }
+    }
+    out
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The process that listens on `port` (the topmost one when children, like PostgreSQL's, share the socket).
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let inodes = listen_inodes(port);
+    if inodes.is_empty() {
+        return None;
+    }
+    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let mut holders = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        if fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|l| l.to_str().map(|s| targets.iter().any(|t| t == s)))
+                .unwrap_or(false)
+        }) {
+            holders.push(pid);
+        }
+    }
+    holders
+        .iter()
+        .copied()
+        .find(|p| ppid(*p).is_none_or(|pp| !holders.contains(&pp)))
+}
+
+/// Polls an instance through the core API until `pred` holds; panics on ERROR or after `within`.
+pub async fn wait_view(
+    api: &trove_core::api::ApiService,
+    ctx: &trove_core::ports::RequestContext,
+    id: uuid::Uuid,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&trove_core::api::InstanceView) -> bool,
+) -> trove_core::api::InstanceView {
+    let start = Instant::now();
+    loop {
+        let v = api
+            .show_instance(ctx, id)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: show failed: {e}"));
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            v.status != "ERROR",
+            "{what}: the instance went to ERROR: {:?} {:?}",
+            v.instance.fault,
+            v.service
+        );
+        assert!(
+            start.elapsed() < within,
+            "{what}: not reached within {within:?}; status {} operating_status {} task {:?} service {:?}",
+            v.status,
+            v.operating_status,
+            v.instance.task,
+            v.service
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// No task running and the engine HEALTHY.
+pub fn idle_healthy(v: &trove_core::api::InstanceView) -> bool {
+    v.instance.task == trove_core::state::TaskStatus::None && v.operating_status == "HEALTHY"
 }
