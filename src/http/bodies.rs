@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::fault::ApiError;
 
-fn invalid(msg: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError(Error::validation(msg.into()))
 }
 

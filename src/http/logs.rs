@@ -6,16 +6,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
-use trove_core::error::Error;
 use trove_core::model::LogActionRequest;
 
+use super::bodies::invalid;
 use super::extract::{uuid_or_404, Caller, JsonBody, P};
 use super::fault::{ApiError, ApiResult};
 use super::AppState;
-
-fn invalid(msg: impl Into<String>) -> ApiError {
-    ApiError(Error::validation(msg.into()))
-}
 
 /// An action flag (upstream schema: an integer 0 or 1; JSON booleans are taken too).
 fn flag(body: &Map<String, Value>, key: &str) -> Result<bool, ApiError> {

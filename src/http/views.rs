@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
-use trove_core::api::{BackupView, ConfigurationView, DatastoreView, InstanceView, QuotaView};
+use trove_core::api::{
+    BackupView, ConfigurationView, DatastoreView, InstanceView, QuotaView, BACKUP_STRATEGY_BACKEND,
+};
 use trove_core::model::{BackupStrategy, ConfigParam, DatastoreVersion, Flavor, Resource};
 
 use super::extract::Caller;
@@ -314,7 +316,7 @@ pub fn backup_strategy(s: &BackupStrategy) -> Value {
     json!({
         "project_id": s.tenant_id,
         "instance_id": s.instance_id.map(|i| i.to_string()).unwrap_or_default(),
-        "backend": s.backend,
+        "backend": BACKUP_STRATEGY_BACKEND,
         "swift_container": s.container,
     })
 }

@@ -39,7 +39,8 @@ mod guest_logs;
 mod maintenance;
 mod ssl;
 pub use backup_strategies::{
-    validate_container, BackupStrategyQuery, CreateBackupStrategy, DEFAULT_BACKUP_CONTAINER,
+    validate_container, BackupStrategyQuery, CreateBackupStrategy, BACKUP_STRATEGY_BACKEND,
+    DEFAULT_BACKUP_CONTAINER,
 };
 
 /// `POST /instances` body, decoded.

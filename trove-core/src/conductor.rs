@@ -156,13 +156,9 @@ impl Conductor {
             return;
         }
         let items = std::mem::take(batch);
-        // The newest heartbeat per instance; the store keeps sticky statuses (RESTART_REQUIRED, DELETED) itself, in
-        // the same statement, so no read-then-write race can erase them.
-        let mut newest: HashMap<Uuid, ServiceStatusRecord> = HashMap::new();
-        for (r, _) in &items {
-            newest.insert(r.instance_id, r.clone());
-        }
-        let records: Vec<ServiceStatusRecord> = newest.into_values().collect();
+        // In arrival order: the store writes the last record of each instance and keeps sticky statuses
+        // (RESTART_REQUIRED, DELETED) itself, in the same statement, so no read-then-write race can erase them.
+        let records: Vec<ServiceStatusRecord> = items.iter().map(|(r, _)| r.clone()).collect();
         match self.store.put_service_statuses(&records).await {
             Ok(()) => {
                 for (_, d) in items {

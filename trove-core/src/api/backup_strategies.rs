@@ -11,8 +11,9 @@ use crate::ports::{ChangeSet, RequestContext, Write};
 /// Container backups go to when neither the backup nor a strategy names one (upstream `backup_swift_container`).
 pub const DEFAULT_BACKUP_CONTAINER: &str = "database_backups";
 
-/// The only backend a strategy reports: upstream always answers `swift`; here it is the deployment's backup store.
-const BACKEND: &str = "swift";
+/// The backend every strategy reports (upstream always answers `swift`; here backups go to the deployment's backup
+/// store), so it is not stored.
+pub const BACKUP_STRATEGY_BACKEND: &str = "swift";
 
 /// `POST /backup_strategies`, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +83,6 @@ impl ApiService {
         let strategy = BackupStrategy {
             tenant_id: ctx.tenant_id.clone(),
             instance_id: req.instance_id,
-            backend: BACKEND.into(),
             container: req.container,
             created: self.clock.now(),
         };
@@ -189,7 +189,6 @@ mod tests {
             Write::BackupStrategy(BackupStrategy {
                 tenant_id: "t".into(),
                 instance_id,
-                backend: BACKEND.into(),
                 container: container.into(),
                 created: chrono::Utc::now(),
             })
@@ -291,7 +290,7 @@ mod tests {
             )
             .await
             .expect("tenant-wide");
-        assert_eq!((st.tenant_id.as_str(), st.backend.as_str()), ("t", "swift"));
+        assert_eq!(st.tenant_id, "t");
         let listed = api
             .list_backup_strategies(&user, BackupStrategyQuery::default())
             .await

@@ -77,8 +77,6 @@ pub struct BackupStrategy {
     pub tenant_id: String,
     /// The instance it applies to; `None`: every instance of the tenant without a strategy of its own.
     pub instance_id: Option<Uuid>,
-    /// Storage backend (upstream always `swift`; here the deployment's backup store).
-    pub backend: String,
     /// Container the backups are written to.
     pub container: String,
     /// Creation time.

@@ -1620,7 +1620,6 @@ pub async fn check_backup_strategies(store: &dyn InfraStore) {
     let strategy = |tenant: &str, instance: Option<Uuid>, container: &str| BackupStrategy {
         tenant_id: tenant.to_string(),
         instance_id: instance,
-        backend: "swift".into(),
         container: container.into(),
         created: at(5),
     };
