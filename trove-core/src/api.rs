@@ -25,7 +25,7 @@ use crate::model::{
 use crate::ports::{
     ChangeSet, DynBus, DynClock, DynStore, Expect, RequestContext, UserInfo, Write,
 };
-use crate::rpc::{GuestClient, GuestRequest, GuestTimeouts, TaskManagerClient};
+use crate::rpc::{GuestClient, GuestTimeouts, TaskManagerClient};
 use crate::state::{
     api_status, check_operation, heartbeat_expired, operating_status, BackupState, InstanceState,
     Operation, ServerStatus, ServiceStatus, TaskStatus,
@@ -2096,10 +2096,7 @@ impl ApiService {
         for d in &dbs {
             validate_database_name(m, &d.name)?;
         }
-        let g = self.guest(id);
-        g.call::<Value>(GuestRequest::CreateDatabase { databases: dbs }, g.high())
-            .await
-            .map(|_| ())
+        self.guest(id).create_databases(dbs).await
     }
 
     /// `DELETE /instances/{id}/databases/{name}`.
@@ -2108,15 +2105,7 @@ impl ApiService {
             .manage_data_instance(ctx, id, |c| c.databases, "databases")
             .await?;
         validate_database_name(m, name)?;
-        let g = self.guest(id);
-        g.call::<Value>(
-            GuestRequest::DeleteDatabase {
-                database: name.into(),
-            },
-            g.high(),
-        )
-        .await
-        .map(|_| ())
+        self.guest(id).delete_database(name).await
     }
 
     // ------------------------------------------------------------------ users
@@ -2156,10 +2145,7 @@ impl ApiService {
                 validate_database_name(m, d)?;
             }
         }
-        let g = self.guest(id);
-        g.call::<Value>(GuestRequest::CreateUser { users }, g.high())
-            .await
-            .map(|_| ())
+        self.guest(id).create_users(users).await
     }
 
     async fn find_user(&self, id: Uuid, user: &UserRef) -> Result<UserInfo> {
@@ -2212,17 +2198,9 @@ impl ApiService {
             validate_host(h)?;
         }
         self.find_user(id, user).await?;
-        let g = self.guest(id);
-        g.call::<Value>(
-            GuestRequest::UpdateAttributes {
-                username: user.name.clone(),
-                hostname: user.host.clone(),
-                user_attrs: update,
-            },
-            g.high(),
-        )
-        .await
-        .map(|_| ())
+        self.guest(id)
+            .update_user(&user.name, &user.host, update)
+            .await
     }
 
     /// `DELETE /instances/{id}/users/{user}`.
@@ -2232,16 +2210,7 @@ impl ApiService {
             .await?;
         Self::check_user(m, user)?;
         self.find_user(id, user).await?;
-        let g = self.guest(id);
-        g.call::<Value>(
-            GuestRequest::DeleteUser {
-                username: user.name.clone(),
-                hostname: user.host.clone(),
-            },
-            g.high(),
-        )
-        .await
-        .map(|_| ())
+        self.guest(id).delete_user(&user.name, &user.host).await
     }
 
     /// `PUT /instances/{id}/users`: change passwords.
@@ -2271,10 +2240,7 @@ impl ApiService {
                 return Err(Error::not_found("User", format!("{}@{host}", u.name)));
             }
         }
-        let g = self.guest(id);
-        g.call::<Value>(GuestRequest::ChangePasswords { users }, g.high())
-            .await
-            .map(|_| ())
+        self.guest(id).change_passwords(users).await
     }
 
     /// `GET /instances/{id}/users/{user}/databases`.
@@ -2307,17 +2273,9 @@ impl ApiService {
             validate_database_name(m, d)?;
         }
         self.find_user(id, user).await?;
-        let g = self.guest(id);
-        g.call::<Value>(
-            GuestRequest::GrantAccess {
-                username: user.name.clone(),
-                hostname: user.host.clone(),
-                databases,
-            },
-            g.high(),
-        )
-        .await
-        .map(|_| ())
+        self.guest(id)
+            .grant_access(&user.name, &user.host, databases)
+            .await
     }
 
     /// `DELETE /instances/{id}/users/{user}/databases/{db}`.
@@ -2334,17 +2292,9 @@ impl ApiService {
         Self::check_user(m, user)?;
         validate_database_name(m, database)?;
         self.find_user(id, user).await?;
-        let g = self.guest(id);
-        g.call::<Value>(
-            GuestRequest::RevokeAccess {
-                username: user.name.clone(),
-                hostname: user.host.clone(),
-                database: database.into(),
-            },
-            g.high(),
-        )
-        .await
-        .map(|_| ())
+        self.guest(id)
+            .revoke_access(&user.name, &user.host, database)
+            .await
     }
 
     // ------------------------------------------------------------------ root
@@ -2369,15 +2319,7 @@ impl ApiService {
         if let Some(p) = &password {
             validate_password(p)?;
         }
-        let g = self.guest(id);
-        let password: Secret = g
-            .call(
-                GuestRequest::EnableRoot {
-                    root_password: password,
-                },
-                g.high(),
-            )
-            .await?;
+        let password = self.guest(id).enable_root(password).await?;
         self.store
             .commit(ChangeSet::new().with(Write::RootHistory(RootHistory {
                 instance_id: id,
@@ -2402,10 +2344,7 @@ impl ApiService {
         if self.store.get_root_history(id).await?.is_none() {
             return Err(Error::not_found("Root history of instance", id));
         }
-        let g = self.guest(id);
-        g.call::<Value>(GuestRequest::DisableRoot, g.high())
-            .await
-            .map(|_| ())
+        self.guest(id).disable_root().await
     }
 
     /// `GET /mgmt/instances/{id}/root` (admin): the root history record.
@@ -3177,9 +3116,7 @@ impl ApiService {
         match action {
             MgmtAction::Stop => {
                 let g = self.guest(id);
-                g.call::<Value>(GuestRequest::StopDb, g.high())
-                    .await
-                    .map(|_| ())
+                g.stop_db(g.high()).await
             }
             MgmtAction::Reboot => {
                 let (state, _) = self.state(&inst).await?;
@@ -3220,10 +3157,7 @@ impl ApiService {
             Some(i) if !i.deleted => {}
             _ => return Err(Error::not_found("Instance", id)),
         }
-        let g = self.guest(id);
-        g.call::<Value>(GuestRequest::RpcPing, g.low())
-            .await
-            .map(|_| ())
+        self.guest(id).ping().await
     }
 }
 

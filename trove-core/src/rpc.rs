@@ -397,19 +397,182 @@ impl GuestClient {
         self.timeouts.high
     }
 
-    /// Lists databases.
-    pub async fn list_databases(&self) -> Result<Vec<DatabaseSpec>> {
-        self.call(GuestRequest::ListDatabases, self.low()).await
+    async fn call_unit(&self, req: GuestRequest, timeout: Duration) -> Result<()> {
+        self.call::<Value>(req, timeout).await.map(|_| ())
     }
-    /// Lists users.
-    pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
-        self.call(GuestRequest::ListUsers, self.high()).await
+
+    // ---- lifecycle (every strategy)
+
+    /// Asks the guest to prepare a fresh engine (a cast: the guest may not serve its topic yet).
+    pub async fn prepare(&self, req: PrepareRequest) -> Result<()> {
+        self.cast(GuestRequest::Prepare(req)).await
+    }
+    /// Asks the guest to bring the engine up again on its existing data (a cast, like prepare).
+    pub async fn rebuild(&self, req: PrepareRequest) -> Result<()> {
+        self.cast(GuestRequest::Rebuild(req)).await
+    }
+    /// Restarts the engine.
+    pub async fn restart(&self) -> Result<()> {
+        self.call_unit(GuestRequest::Restart, self.high()).await
+    }
+    /// Starts the engine.
+    pub async fn start_db(&self) -> Result<()> {
+        self.call_unit(GuestRequest::StartDb, self.high()).await
+    }
+    /// Stops the engine, waiting at most `timeout` for the guest's answer.
+    pub async fn stop_db(&self, timeout: Duration) -> Result<()> {
+        self.call_unit(GuestRequest::StopDb, timeout).await
+    }
+    /// Checks that the guest answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.call_unit(GuestRequest::RpcPing, self.low()).await
     }
     /// Volume usage.
     pub async fn filesystem_stats(&self) -> Result<FsStats> {
         self.call(GuestRequest::GetFilesystemStats, self.low())
             .await
     }
+    /// Re-renders the engine's memory settings for a flavor of `memory_mb` and restarts it.
+    pub async fn apply_flavor(&self, memory_mb: u32) -> Result<()> {
+        self.call_unit(GuestRequest::ApplyFlavor { memory_mb }, self.high())
+            .await
+    }
+    /// The volume grew to `size_gb`.
+    pub async fn resize_fs(&self, size_gb: u32) -> Result<()> {
+        self.call_unit(GuestRequest::ResizeFs { size_gb }, self.high())
+            .await
+    }
+
+    // ---- users
+
+    /// Creates users (with their grants).
+    pub async fn create_users(&self, users: Vec<UserSpec>) -> Result<()> {
+        self.call_unit(GuestRequest::CreateUser { users }, self.high())
+            .await
+    }
+    /// Lists users.
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
+        self.call(GuestRequest::ListUsers, self.high()).await
+    }
+    /// Deletes a user.
+    pub async fn delete_user(&self, username: &str, hostname: &str) -> Result<()> {
+        let req = GuestRequest::DeleteUser {
+            username: username.into(),
+            hostname: hostname.into(),
+        };
+        self.call_unit(req, self.high()).await
+    }
+    /// Changes a user's name, host or password.
+    pub async fn update_user(
+        &self,
+        username: &str,
+        hostname: &str,
+        update: UserUpdate,
+    ) -> Result<()> {
+        let req = GuestRequest::UpdateAttributes {
+            username: username.into(),
+            hostname: hostname.into(),
+            user_attrs: update,
+        };
+        self.call_unit(req, self.high()).await
+    }
+    /// Changes passwords.
+    pub async fn change_passwords(&self, users: Vec<UserSpec>) -> Result<()> {
+        self.call_unit(GuestRequest::ChangePasswords { users }, self.high())
+            .await
+    }
+
+    // ---- databases
+
+    /// Creates databases.
+    pub async fn create_databases(&self, databases: Vec<DatabaseSpec>) -> Result<()> {
+        self.call_unit(GuestRequest::CreateDatabase { databases }, self.high())
+            .await
+    }
+    /// Lists databases.
+    pub async fn list_databases(&self) -> Result<Vec<DatabaseSpec>> {
+        self.call(GuestRequest::ListDatabases, self.low()).await
+    }
+    /// Deletes a database.
+    pub async fn delete_database(&self, database: &str) -> Result<()> {
+        let req = GuestRequest::DeleteDatabase {
+            database: database.into(),
+        };
+        self.call_unit(req, self.high()).await
+    }
+    /// Grants a user access to databases.
+    pub async fn grant_access(
+        &self,
+        username: &str,
+        hostname: &str,
+        databases: Vec<String>,
+    ) -> Result<()> {
+        let req = GuestRequest::GrantAccess {
+            username: username.into(),
+            hostname: hostname.into(),
+            databases,
+        };
+        self.call_unit(req, self.high()).await
+    }
+    /// Revokes a user's access to a database.
+    pub async fn revoke_access(
+        &self,
+        username: &str,
+        hostname: &str,
+        database: &str,
+    ) -> Result<()> {
+        let req = GuestRequest::RevokeAccess {
+            username: username.into(),
+            hostname: hostname.into(),
+            database: database.into(),
+        };
+        self.call_unit(req, self.high()).await
+    }
+
+    // ---- root
+
+    /// Enables root with the given or a generated password; answers the password.
+    pub async fn enable_root(&self, root_password: Option<Secret>) -> Result<Secret> {
+        self.call(GuestRequest::EnableRoot { root_password }, self.high())
+            .await
+    }
+    /// Disables root.
+    pub async fn disable_root(&self) -> Result<()> {
+        self.call_unit(GuestRequest::DisableRoot, self.high()).await
+    }
+
+    // ---- configuration
+
+    /// Applies configuration overrides; answers whether a restart is needed for them to take effect.
+    pub async fn apply_overrides(&self, overrides: Map<String, Value>) -> Result<bool> {
+        self.call(GuestRequest::ApplyOverrides { overrides }, self.high())
+            .await
+    }
+
+    // ---- TLS
+
+    /// The TLS state.
+    pub async fn ssl_show(&self, include_certificate: bool) -> Result<crate::model::SslView> {
+        let req = GuestRequest::SslShow {
+            include_certificate,
+        };
+        self.call(req, self.high()).await
+    }
+    /// Turns TLS on or off.
+    pub async fn ssl_action(
+        &self,
+        change: crate::model::SslChange,
+    ) -> Result<crate::model::SslChangeResult> {
+        self.call(GuestRequest::SslAction { change }, self.high())
+            .await
+    }
+    /// Restores the TLS state before the last action.
+    pub async fn ssl_rollback(&self) -> Result<crate::model::SslChangeResult> {
+        self.call(GuestRequest::SslRollback, self.high()).await
+    }
+
+    // ---- logs
+
     /// The logs the guest exposes.
     pub async fn guest_log_list(&self) -> Result<Vec<crate::model::GuestLog>> {
         self.call(GuestRequest::GuestLogList, self.high()).await

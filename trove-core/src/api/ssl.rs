@@ -11,7 +11,6 @@ use crate::model::{
     ServiceStatusRecord, SslActionBody, SslChange, SslChangeResult, SslRequest, SslView,
 };
 use crate::ports::{ChangeSet, RequestContext, Write};
-use crate::rpc::GuestRequest;
 use crate::state::{check_operation, Operation, ServerStatus, ServiceStatus};
 
 use super::ApiService;
@@ -32,14 +31,7 @@ impl ApiService {
                 crate::state::api_status(&state)
             )));
         }
-        let g = self.guest(id);
-        g.call(
-            GuestRequest::SslShow {
-                include_certificate,
-            },
-            g.high(),
-        )
-        .await
+        self.guest(id).ssl_show(include_certificate).await
     }
 
     /// `POST /instances/{id}/ssl`: enable (with a mode and optionally a certificate bundle), disable or roll back.
@@ -60,24 +52,24 @@ impl ApiService {
             )));
         }
         let g = self.guest(id);
-        let msg = match req {
+        let result = match req {
             SslRequest::Change(SslChange::Enable {
                 mode,
                 container_ref,
                 password_ref,
                 ..
-            }) => GuestRequest::SslAction {
-                change: SslChange::Enable {
+            }) => {
+                g.ssl_action(SslChange::Enable {
                     mode,
                     container_ref,
                     password_ref,
                     names: inst.addresses.iter().map(|a| a.address.clone()).collect(),
-                },
-            },
-            SslRequest::Change(change) => GuestRequest::SslAction { change },
-            SslRequest::Rollback => GuestRequest::SslRollback,
+                })
+                .await?
+            }
+            SslRequest::Change(change) => g.ssl_action(change).await?,
+            SslRequest::Rollback => g.ssl_rollback().await?,
         };
-        let result: SslChangeResult = g.call(msg, g.high()).await?;
         if result.restart_required {
             // Heartbeats leave RESTART_REQUIRED alone; a restart of the instance clears it.
             let record = ServiceStatusRecord {

@@ -26,7 +26,6 @@ use uuid::Uuid;
 use super::{abort_on_store, params, Failure, Inner, Run, StepResult, Stop};
 use crate::model::ServiceStatusRecord;
 use crate::ports::{DynStore, Write};
-use crate::rpc::GuestRequest;
 use crate::state::{ServiceStatus, TaskStatus};
 
 /// Parameters of a [`WorkflowKind::ApplyConfiguration`](crate::model::WorkflowKind::ApplyConfiguration) workflow.
@@ -76,7 +75,7 @@ impl Inner {
     ) -> StepResult<bool> {
         let guest = self.guest(instance_id);
         guest
-            .call(GuestRequest::ApplyOverrides { overrides }, guest.high())
+            .apply_overrides(overrides)
             .await
             .map_err(|e| Stop::Fail(Failure::new(Some(TaskStatus::None), APPLY_FAILED, &e)))
     }

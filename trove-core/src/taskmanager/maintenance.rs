@@ -29,7 +29,6 @@ use uuid::Uuid;
 use super::{abort_on_store, params, Failure, Inner, Run, StepResult, Stop};
 use crate::model::{DatastoreVersion, JournalPhase, WorkflowState};
 use crate::ports::{PrepareRequest, Server};
-use crate::rpc::GuestRequest;
 use crate::state::{ServerStatus, TaskStatus};
 
 /// Parameters of a [`WorkflowKind::Upgrade`](crate::model::WorkflowKind::Upgrade) workflow.
@@ -66,10 +65,7 @@ impl Inner {
         let instance_id = run.wf.instance_id;
         let guest = self.guest(instance_id);
         self.step(run, "stop_db", |_| async move {
-            match guest
-                .call::<Value>(GuestRequest::StopDb, guest.high())
-                .await
-            {
+            match guest.stop_db(guest.high()).await {
                 Ok(_) => Ok(json!({ "stopped": true })),
                 Err(e) => {
                     tracing::info!(instance = %instance_id, error = %e,
@@ -123,7 +119,7 @@ impl Inner {
         let guest = self.guest(instance_id);
         self.step(run, name, |_| async move {
             guest
-                .cast(GuestRequest::Rebuild(req))
+                .rebuild(req)
                 .await
                 .map_err(|e| failed(on_fail, "The guest could not be asked to rebuild.", &e))?;
             Ok(json!({}))
@@ -423,16 +419,13 @@ impl Inner {
         }
         let guest = self.guest(instance_id);
         self.step(run, "start_db", |start| async move {
-            guest
-                .call::<Value>(GuestRequest::StartDb, guest.high())
-                .await
-                .map_err(|e| {
-                    failed(
-                        TaskStatus::None,
-                        "The engine did not start on the new host.",
-                        &e,
-                    )
-                })?;
+            guest.start_db().await.map_err(|e| {
+                failed(
+                    TaskStatus::None,
+                    "The engine did not start on the new host.",
+                    &e,
+                )
+            })?;
             Ok(start.unwrap_or(Value::Null))
         })
         .await?;

@@ -33,8 +33,7 @@ use crate::ports::{
     ServerSpec, Write,
 };
 use crate::rpc::{
-    guest_topic, Envelope, GuestClient, GuestRequest, GuestTimeouts, TaskManagerRequest,
-    TASKMANAGER_TOPIC,
+    guest_topic, Envelope, GuestClient, GuestTimeouts, TaskManagerRequest, TASKMANAGER_TOPIC,
 };
 use crate::state::{BackupState, ServerStatus, ServiceStatus, TaskStatus};
 
@@ -920,7 +919,7 @@ impl Inner {
                         .into(),
                 }));
             }
-            guest.cast(GuestRequest::Prepare(req)).await.map_err(|e| {
+            guest.prepare(req).await.map_err(|e| {
                 Stop::Fail(Failure::new(
                     Some(TaskStatus::BuildingErrorServer),
                     "The guest could not be asked to prepare.",
@@ -981,7 +980,7 @@ impl Inner {
             self.step(run, "stop_db", |_| async move {
                 let has_server = matches!(compute.get_server(instance_id).await, Ok(Some(_)));
                 if has_server {
-                    if let Err(e) = guest.call::<Value>(GuestRequest::StopDb, guest.low()).await {
+                    if let Err(e) = guest.stop_db(guest.low()).await {
                         tracing::info!(instance = %instance_id, error = %e, "stop_db before delete failed; continuing");
                         return Ok(json!({ "stopped": false }));
                     }
@@ -1090,10 +1089,7 @@ impl Inner {
                     let r = if reboot {
                         compute.reboot_server(instance_id).await
                     } else {
-                        guest
-                            .call::<Value>(GuestRequest::Restart, guest.high())
-                            .await
-                            .map(|_| ())
+                        guest.restart().await
                     };
                     r.map_err(|e| {
                         Stop::Fail(Failure::new(
@@ -1152,16 +1148,13 @@ impl Inner {
         let mem = p.new_flavor.ram_mb;
         let start = self
             .step(run, "apply_flavor", |start| async move {
-                guest
-                    .call::<Value>(GuestRequest::ApplyFlavor { memory_mb: mem }, guest.high())
-                    .await
-                    .map_err(|e| {
-                        Stop::Fail(Failure::new(
-                            Some(TaskStatus::None),
-                            "The guest could not apply the new flavor.",
-                            &e,
-                        ))
-                    })?;
+                guest.apply_flavor(mem).await.map_err(|e| {
+                    Stop::Fail(Failure::new(
+                        Some(TaskStatus::None),
+                        "The guest could not apply the new flavor.",
+                        &e,
+                    ))
+                })?;
                 Ok(start.unwrap_or(Value::Null))
             })
             .await;
@@ -1231,21 +1224,13 @@ impl Inner {
         let guest = self.guest(instance_id);
         let r = self
             .step(run, "resize_fs", |_| async move {
-                guest
-                    .call::<Value>(
-                        GuestRequest::ResizeFs {
-                            size_gb: p.new_size,
-                        },
-                        guest.high(),
-                    )
-                    .await
-                    .map_err(|e| {
-                        Stop::Fail(Failure::new(
-                            Some(TaskStatus::None),
-                            "The guest could not grow its filesystem.",
-                            &e,
-                        ))
-                    })?;
+                guest.resize_fs(p.new_size).await.map_err(|e| {
+                    Stop::Fail(Failure::new(
+                        Some(TaskStatus::None),
+                        "The guest could not grow its filesystem.",
+                        &e,
+                    ))
+                })?;
                 Ok(json!({}))
             })
             .await;
