@@ -28,11 +28,14 @@ use trove::core::api::{
 use trove::core::manage::default_validation_rules;
 use trove::core::memory::{ManualClock, NoAuth};
 use trove::core::model::{
-    DatabaseSpec, Flavor, Manager, Secret, UserSpec, WorkflowKind, WorkflowState,
+    DatabaseSpec, Flavor, Manager, Secret, UserSpec, WorkflowKind, WorkflowParams, WorkflowState,
 };
 use trove::core::ports::{DynStore, InfraStore, RequestContext};
 use trove::core::state::{ServiceStatus, TaskStatus};
-use trove::core::taskmanager::{TaskManager, TaskManagerConfig};
+use trove::core::taskmanager::{
+    ApplyConfigurationParams, CreateParams, RebootParams, TaskManager, TaskManagerConfig,
+};
+use trove::core::testing::crash::CrashingStore;
 use trove::core::CoreConfig;
 use trove::embedded::{Embedded, EmbeddedOptions};
 use trove::{ControlPlane, InMemoryParts};
@@ -673,9 +676,14 @@ async fn world() -> World {
     }
 }
 
-fn tm(w: &World, worker: &str, crash: Option<usize>) -> TaskManager {
+fn tm(w: &World, worker: &str) -> TaskManager {
+    tm_on(w, worker, w.parts.store.clone())
+}
+
+/// A worker on `store` (a crash-injecting layer, say).
+fn tm_on(w: &World, worker: &str, store: DynStore) -> TaskManager {
     TaskManager::new(
-        w.parts.store.clone(),
+        store,
         w.parts.bus.clone(),
         w.parts.compute.clone(),
         w.parts.block_storage.clone(),
@@ -684,25 +692,24 @@ fn tm(w: &World, worker: &str, crash: Option<usize>) -> TaskManager {
         TaskManagerConfig {
             worker_id: worker.into(),
             poll_interval: Duration::from_millis(5),
-            crash_before_journal_write: crash,
             ..TaskManagerConfig::default()
         },
     )
 }
 
-async fn open_workflows(w: &World, id: Uuid, kind: WorkflowKind) -> Vec<Uuid> {
+async fn open_workflows(w: &World, id: Uuid, kind: &WorkflowKind) -> Vec<Uuid> {
     w.parts
         .store
         .list_open_workflows()
         .await
         .unwrap()
         .iter()
-        .filter(|x| x.instance_id == id && x.kind == kind)
+        .filter(|x| x.instance_id == id && &x.kind == kind)
         .map(|x| x.id)
         .collect()
 }
 
-async fn open_workflow(w: &World, id: Uuid, kind: WorkflowKind) -> Uuid {
+async fn open_workflow(w: &World, id: Uuid, kind: &WorkflowKind) -> Uuid {
     let open = open_workflows(w, id, kind).await;
     assert_eq!(
         open.len(),
@@ -729,51 +736,14 @@ async fn built(w: &World, name: &str) -> Uuid {
         .await
         .unwrap();
     let id = v.instance.id;
-    let wf = open_workflow(w, id, WorkflowKind::Create).await;
-    assert!(tm(w, "builder", None).run_workflow(wf).await.unwrap());
+    let wf = open_workflow(w, id, &CreateParams::KIND).await;
+    assert!(tm(w, "builder").run_workflow(wf).await.unwrap());
     let v = w.api.show_instance(&t1(), id).await.unwrap();
     assert_eq!(
         (v.status.as_str(), v.operating_status.as_str()),
         ("ACTIVE", "HEALTHY")
     );
     id
-}
-
-/// Runs `wf` on a worker that crashes before journal write `n`; a second worker takes it over once the lease
-/// expired and must finish it. Answers whether the first worker crashed.
-async fn crash_then_resume(w: &World, wf: Uuid, n: usize) -> bool {
-    let first = tm(w, &format!("tm-a-{n}"), Some(n));
-    assert!(first.run_workflow(wf).await.unwrap());
-    let state = w.parts.store.get_workflow(wf).await.unwrap().unwrap().state;
-    if !first.crashed() {
-        assert_eq!(state, WorkflowState::Done, "an uncrashed run must finish");
-        return false;
-    }
-    assert!(
-        state.is_open(),
-        "a crashed run must leave the workflow open"
-    );
-    let second = tm(w, &format!("tm-b-{n}"), None);
-    assert!(
-        !second.run_workflow(wf).await.unwrap(),
-        "claimed a workflow under another worker's live lease"
-    );
-    w.clock
-        .advance(mem_config().workflow_lease + Duration::from_secs(1));
-    assert!(second.run_workflow(wf).await.unwrap());
-    let after = w.parts.store.get_workflow(wf).await.unwrap().unwrap();
-    assert_eq!(
-        after.state,
-        WorkflowState::Done,
-        "resumed workflow did not finish (crash point {n}): {:?}",
-        w.parts
-            .store
-            .get_instance(after.instance_id)
-            .await
-            .unwrap()
-            .and_then(|i| i.fault)
-    );
-    true
 }
 
 async fn service_status(w: &World, id: Uuid) -> ServiceStatus {
@@ -786,103 +756,6 @@ async fn service_status(w: &World, id: Uuid) -> ServiceStatus {
         .status
 }
 
-/// What a scenario starts from and asks for.
-#[derive(Clone, Copy, Debug)]
-enum Scenario {
-    /// Attach a group with a live parameter.
-    AttachLive,
-    /// Attach a group with a parameter that needs a restart.
-    AttachRestart,
-    /// Detach a group with a live parameter.
-    DetachLive,
-}
-
-/// Runs one apply workflow with a crash at every journal write in turn; answers the crash points seen.
-async fn crash_every_step(sc: Scenario) -> usize {
-    let mut crash_points = 0;
-    for n in 1..=30 {
-        let w = world().await;
-        let id = built(&w, "db").await;
-        let group = match sc {
-            Scenario::AttachRestart => json!({ "shared_buffers": 4096 }),
-            _ => json!({ "work_mem": 8192 }),
-        };
-        let g = new_group(&w.api, "postgresql", "g", group.clone()).await;
-        w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
-        if let Scenario::DetachLive = sc {
-            let wf = open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
-            assert!(tm(&w, "attacher", None).run_workflow(wf).await.unwrap());
-            assert_eq!(
-                w.parts.engines.engine(id).overrides(),
-                values(group.clone())
-            );
-            w.api.update_instance(&t1(), id, detach()).await.unwrap();
-        }
-        let wf = open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
-        let crashed = crash_then_resume(&w, wf, n).await;
-        let v = w.api.show_instance(&t1(), id).await.unwrap();
-        let (want_overrides, want_status) = match sc {
-            Scenario::AttachLive => (values(group), "HEALTHY"),
-            Scenario::AttachRestart => (values(group), "RESTART_REQUIRED"),
-            Scenario::DetachLive => (Map::new(), "HEALTHY"),
-        };
-        assert_eq!(
-            w.parts.engines.engine(id).overrides(),
-            want_overrides,
-            "{sc:?} crash point {n}"
-        );
-        assert_eq!(
-            (v.instance.task, v.operating_status.as_str()),
-            (TaskStatus::None, want_status),
-            "{sc:?} crash point {n}: {:?}",
-            v.instance.fault
-        );
-        assert!(v.instance.fault.is_none(), "{sc:?} crash point {n}");
-        if let Scenario::AttachRestart = sc {
-            // Heartbeats leave it; a restart clears it.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            assert_eq!(service_status(&w, id).await, ServiceStatus::RestartRequired);
-            w.api.restart_instance(&t1(), id).await.unwrap();
-            let rwf = open_workflow(&w, id, WorkflowKind::Restart).await;
-            assert!(tm(&w, "restarter", None).run_workflow(rwf).await.unwrap());
-            let v = w.api.show_instance(&t1(), id).await.unwrap();
-            assert_eq!(
-                (v.instance.task, v.operating_status.as_str()),
-                (TaskStatus::None, "HEALTHY"),
-                "{sc:?} crash point {n}: after restart"
-            );
-        }
-        w.end().await;
-        if !crashed {
-            break;
-        }
-        crash_points += 1;
-    }
-    crash_points
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_survives_a_crash_at_every_step() {
-    let points = crash_every_step(Scenario::AttachLive).await;
-    eprintln!("attach: {points} crash points");
-    // pending→running, load (2), apply (2), finish.
-    assert!(points >= 4, "only {points} crash points exercised");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_needing_attach_survives_a_crash_at_every_step() {
-    let points = crash_every_step(Scenario::AttachRestart).await;
-    eprintln!("attach (restart): {points} crash points");
-    assert!(points >= 4, "only {points} crash points exercised");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn detach_survives_a_crash_at_every_step() {
-    let points = crash_every_step(Scenario::DetachLive).await;
-    eprintln!("detach: {points} crash points");
-    assert!(points >= 4, "only {points} crash points exercised");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_update_reapplies_to_every_instance() {
     let w = world().await;
@@ -892,7 +765,7 @@ async fn a_group_update_reapplies_to_every_instance() {
     for id in [a, b] {
         w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
     }
-    assert_eq!(tm(&w, "tm", None).run_pending().await.unwrap(), 2);
+    assert_eq!(tm(&w, "tm").run_pending().await.unwrap(), 2);
     set_group(
         &w.api,
         g,
@@ -900,9 +773,9 @@ async fn a_group_update_reapplies_to_every_instance() {
     )
     .await;
     for id in [a, b] {
-        open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
+        open_workflow(&w, id, &ApplyConfigurationParams::KIND).await;
     }
-    assert_eq!(tm(&w, "tm", None).run_pending().await.unwrap(), 2);
+    assert_eq!(tm(&w, "tm").run_pending().await.unwrap(), 2);
     for id in [a, b] {
         assert_eq!(
             w.parts.engines.engine(id).overrides(),
@@ -913,7 +786,7 @@ async fn a_group_update_reapplies_to_every_instance() {
             (v.instance.task, v.operating_status.as_str()),
             (TaskStatus::None, "HEALTHY")
         );
-        assert!(open_workflows(&w, id, WorkflowKind::ApplyConfiguration)
+        assert!(open_workflows(&w, id, &ApplyConfigurationParams::KIND)
             .await
             .is_empty());
     }
@@ -949,8 +822,8 @@ async fn a_guest_that_does_not_answer_leaves_a_fault_and_task_none() {
     let g = new_group(&w.api, "postgresql", "g", json!({ "work_mem": 8192 })).await;
     w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
     w.parts.launcher.shutdown_all().await;
-    let wf = open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
-    assert!(tm(&w, "tm", None).run_workflow(wf).await.unwrap());
+    let wf = open_workflow(&w, id, &ApplyConfigurationParams::KIND).await;
+    assert!(tm(&w, "tm").run_workflow(wf).await.unwrap());
     let after = w.parts.store.get_workflow(wf).await.unwrap().unwrap();
     assert_eq!(after.state, WorkflowState::Failed);
     let inst = w.parts.store.get_instance(id).await.unwrap().unwrap();
@@ -973,20 +846,21 @@ async fn overlapping_applies_end_with_the_current_group() {
     let id = built(&w, "db").await;
     let g = new_group(&w.api, "postgresql", "g", json!({ "work_mem": 8192 })).await;
     w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
-    let attach_wf = open_workflow(&w, id, WorkflowKind::ApplyConfiguration).await;
+    let attach_wf = open_workflow(&w, id, &ApplyConfigurationParams::KIND).await;
     // Journal writes: load Started (1), load Completed (2), apply Started (3): dies before the guest call.
-    let first = tm(&w, "tm-a", Some(3));
-    assert!(first.run_workflow(attach_wf).await.unwrap());
-    assert!(first.crashed());
+    let dying = CrashingStore::new(w.parts.store.clone(), 3);
+    let first = tm_on(&w, "tm-a", dying.clone());
+    first.run_workflow(attach_wf).await.unwrap();
+    assert!(dying.crashed());
     assert!(w.parts.engines.engine(id).overrides().is_empty());
     w.api.update_instance(&t1(), id, detach()).await.unwrap();
-    let open = open_workflows(&w, id, WorkflowKind::ApplyConfiguration).await;
+    let open = open_workflows(&w, id, &ApplyConfigurationParams::KIND).await;
     let detach_wf = *open.iter().find(|x| **x != attach_wf).expect("the detach");
-    assert!(tm(&w, "tm-b", None).run_workflow(detach_wf).await.unwrap());
+    assert!(tm(&w, "tm-b").run_workflow(detach_wf).await.unwrap());
     assert!(w.parts.engines.engine(id).overrides().is_empty());
     w.clock
         .advance(mem_config().workflow_lease + Duration::from_secs(1));
-    assert!(tm(&w, "tm-c", None).run_workflow(attach_wf).await.unwrap());
+    assert!(tm(&w, "tm-c").run_workflow(attach_wf).await.unwrap());
     assert_eq!(
         w.parts
             .store
@@ -1016,7 +890,7 @@ async fn a_mgmt_reboot_clears_restart_required() {
     let id = built(&w, "db").await;
     let g = new_group(&w.api, "postgresql", "g", json!({ "shared_buffers": 4096 })).await;
     w.api.update_instance(&t1(), id, attach(g)).await.unwrap();
-    assert_eq!(tm(&w, "tm", None).run_pending().await.unwrap(), 1);
+    assert_eq!(tm(&w, "tm").run_pending().await.unwrap(), 1);
     assert_eq!(service_status(&w, id).await, ServiceStatus::RestartRequired);
     w.api
         .mgmt_instance_action(
@@ -1026,8 +900,8 @@ async fn a_mgmt_reboot_clears_restart_required() {
         )
         .await
         .unwrap();
-    let wf = open_workflow(&w, id, WorkflowKind::Reboot).await;
-    assert!(tm(&w, "tm", None).run_workflow(wf).await.unwrap());
+    let wf = open_workflow(&w, id, &RebootParams::KIND).await;
+    assert!(tm(&w, "tm").run_workflow(wf).await.unwrap());
     let v = w.api.show_instance(&t1(), id).await.unwrap();
     assert_view(&v, "HEALTHY", "after a mgmt reboot");
     w.end().await;

@@ -1,18 +1,18 @@
-//! Crash recovery: the task manager is stopped between every pair of journaled steps of create and of delete
-//! (each crash point in turn, by crash injection: the worker dies instead of performing its N-th journal write,
-//! i.e. before a step starts or after its side effect but before it was journaled). A new task manager on the
-//! same store takes the workflow over once the dead worker's lease expired, and the work finishes with nothing
-//! leaked: exactly the resources of a live instance, or none after a delete, and quota usage to match.
+//! Crash recovery beyond the generic crash harness (`trove-core/tests/crash_harness.rs`, which crashes every
+//! workflow before each of its journal writes): a crashed build that the user resets and deletes leaks nothing,
+//! and a task manager running in the background resumes work left by a crashed one once its lease expired. Crashes
+//! are injected with the `CrashingStore` layer (the worker dies instead of performing its N-th journal write).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use trove::core::api::{ApiService, CreateInstance, DatastoreVersionSpec};
 use trove::core::memory::ManualClock;
-use trove::core::model::{Flavor, QuotaUsage, WorkflowKind, WorkflowState};
-use trove::core::ports::{BlockStorage, Compute, InfraStore, RequestContext};
+use trove::core::model::{Flavor, QuotaUsage, WorkflowParams};
+use trove::core::ports::{BlockStorage, Compute, DynStore, InfraStore, RequestContext};
 use trove::core::state::{ServiceStatus, TaskStatus};
-use trove::core::taskmanager::{TaskManager, TaskManagerConfig};
+use trove::core::taskmanager::{CreateParams, TaskManager, TaskManagerConfig};
+use trove::core::testing::crash::CrashingStore;
 use trove::core::CoreConfig;
 use trove::{ControlPlane, InMemoryParts};
 use uuid::Uuid;
@@ -28,7 +28,6 @@ fn config() -> CoreConfig {
 
 struct World {
     parts: InMemoryParts,
-    clock: Arc<ManualClock>,
     cp: ControlPlane,
     api: Arc<ApiService>,
 }
@@ -72,17 +71,16 @@ async fn world() -> World {
     )
     .await
     .unwrap();
-    World {
-        parts,
-        clock,
-        cp,
-        api,
-    }
+    World { parts, cp, api }
 }
 
-fn tm(w: &World, worker: &str, crash: Option<usize>) -> TaskManager {
+fn tm(w: &World, worker: &str) -> TaskManager {
+    tm_on(w, worker, w.parts.store.clone())
+}
+
+fn tm_on(w: &World, worker: &str, store: DynStore) -> TaskManager {
     TaskManager::new(
-        w.parts.store.clone(),
+        store,
         w.parts.bus.clone(),
         w.parts.compute.clone(),
         w.parts.block_storage.clone(),
@@ -91,7 +89,6 @@ fn tm(w: &World, worker: &str, crash: Option<usize>) -> TaskManager {
         TaskManagerConfig {
             worker_id: worker.into(),
             poll_interval: Duration::from_millis(5),
-            crash_before_journal_write: crash,
             ..TaskManagerConfig::default()
         },
     )
@@ -121,45 +118,8 @@ async fn create(w: &World) -> (Uuid, Uuid) {
         .iter()
         .find(|x| x.instance_id == v.instance.id)
         .unwrap();
-    assert_eq!(wf.kind, WorkflowKind::Create);
+    assert_eq!(wf.kind, CreateParams::KIND);
     (v.instance.id, wf.id)
-}
-
-/// Runs `wf` on a worker that crashes before journal write `n`; answers whether it crashed. Then a second worker
-/// must wait for the lease and finish the workflow.
-async fn crash_then_resume(w: &World, wf: Uuid, n: usize) -> bool {
-    let first = tm(w, &format!("tm-a-{n}"), Some(n));
-    assert!(first.run_workflow(wf).await.unwrap());
-    let crashed = first.crashed();
-    let state = w.parts.store.get_workflow(wf).await.unwrap().unwrap().state;
-    if !crashed {
-        assert_eq!(state, WorkflowState::Done, "an uncrashed run must finish");
-        return false;
-    }
-    assert!(
-        state.is_open(),
-        "a crashed run must leave the workflow open"
-    );
-    let second = tm(w, &format!("tm-b-{n}"), None);
-    // The dead worker's lease still holds: nobody else may take the workflow yet.
-    assert!(
-        !second.run_workflow(wf).await.unwrap(),
-        "claimed a workflow under another worker's live lease"
-    );
-    w.clock
-        .advance(config().workflow_lease + Duration::from_secs(1));
-    assert!(
-        second.run_workflow(wf).await.unwrap(),
-        "could not take the workflow over after the lease expired"
-    );
-    let after = w.parts.store.get_workflow(wf).await.unwrap().unwrap();
-    assert_eq!(
-        after.state,
-        WorkflowState::Done,
-        "resumed workflow did not finish (crash point {n})"
-    );
-    assert!(after.attempts >= 2);
-    true
 }
 
 async fn assert_live(w: &World, id: Uuid, n: usize) {
@@ -263,66 +223,14 @@ async fn assert_gone(w: &World, id: Uuid, n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_survives_a_crash_at_every_step() {
-    let mut crash_points = 0;
-    for n in 1..=60 {
-        let w = world().await;
-        let (id, wf) = create(&w).await;
-        let crashed = crash_then_resume(&w, wf, n).await;
-        assert_live(&w, id, n).await;
-        w.cp.shutdown().await;
-        w.parts.launcher.shutdown_all().await;
-        if !crashed {
-            break;
-        }
-        crash_points += 1;
-    }
-    eprintln!("create: {crash_points} crash points");
-    // volume, server, prepare, wait_healthy: Started + Completed each.
-    assert!(
-        crash_points >= 8,
-        "only {crash_points} crash points exercised"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_survives_a_crash_at_every_step() {
-    let mut crash_points = 0;
-    for n in 1..=60 {
-        let w = world().await;
-        let (id, wf) = create(&w).await;
-        assert!(tm(&w, "builder", None).run_workflow(wf).await.unwrap());
-        assert_live(&w, id, 0).await;
-        w.api.delete_instance(&tenant(), id).await.unwrap();
-        let open = w.parts.store.list_open_workflows().await.unwrap();
-        assert_eq!(open.len(), 1);
-        assert_eq!(open[0].kind, WorkflowKind::Delete);
-        // While the delete is pending the quota is still held by the instance.
-        assert_eq!(w.parts.store.quota_usage("t1").await.unwrap().instances, 1);
-        let crashed = crash_then_resume(&w, open[0].id, n).await;
-        assert_gone(&w, id, n).await;
-        w.cp.shutdown().await;
-        if !crashed {
-            break;
-        }
-        crash_points += 1;
-    }
-    eprintln!("delete: {crash_points} crash points");
-    // stop_db, delete_server, delete_volume, delete_topic (2 each) and mark_deleted.
-    assert!(
-        crash_points >= 9,
-        "only {crash_points} crash points exercised"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_build_can_be_reset_and_deleted_without_leaks() {
     for n in [2, 4, 6] {
         let w = world().await;
         let (id, wf) = create(&w).await;
-        let first = tm(&w, "dead", Some(n));
+        let dying = CrashingStore::new(w.parts.store.clone(), n);
+        let first = tm_on(&w, "dead", dying.clone());
         first.run_workflow(wf).await.unwrap();
-        assert!(first.crashed());
+        assert!(dying.crashed());
         // The user gives up on the build: reset_status clears the instance whatever its state, then delete.
         w.api.reset_status(&tenant(), id).await.unwrap();
         let v = w.api.show_instance(&tenant(), id).await.unwrap();
@@ -340,7 +248,7 @@ async fn a_crashed_build_can_be_reset_and_deleted_without_leaks() {
         let del = w.parts.store.list_open_workflows().await.unwrap();
         assert_eq!(del.len(), 1);
         // The dead worker's (closed) create cannot be resumed, and the delete finishes.
-        let second = tm(&w, "live", None);
+        let second = tm(&w, "live");
         assert!(!second.run_workflow(wf).await.unwrap());
         assert!(second.run_workflow(del[0].id).await.unwrap());
         assert_gone(&w, id, n).await;
@@ -352,22 +260,32 @@ async fn a_crashed_build_can_be_reset_and_deleted_without_leaks() {
 async fn a_background_task_manager_resumes_work_left_by_a_crashed_one() {
     let clock = Arc::new(ManualClock::new());
     let parts = InMemoryParts::new(config(), clock.clone());
-    let crashing = TaskManagerConfig {
-        worker_id: "doomed".into(),
-        scan_interval: Duration::from_millis(20),
-        poll_interval: Duration::from_millis(5),
-        crash_before_journal_write: Some(5),
-    };
+    // The first node's task manager dies before its 5th journal write (its store layer stops answering).
     let first = parts
         .builder()
         .without_health_monitor()
-        .taskmanager_config(crashing)
+        .without_taskmanager()
         .start()
         .await
         .unwrap();
+    let dying = CrashingStore::new(parts.store.clone(), 5);
+    let doomed = TaskManager::new(
+        dying.clone(),
+        parts.bus.clone(),
+        parts.compute.clone(),
+        parts.block_storage.clone(),
+        parts.clock.clone(),
+        config(),
+        TaskManagerConfig {
+            worker_id: "doomed".into(),
+            scan_interval: Duration::from_millis(20),
+            poll_interval: Duration::from_millis(5),
+        },
+    );
+    let (stop_doomed, rx) = tokio::sync::watch::channel(false);
+    let doomed_task = tokio::spawn(async move { doomed.run(rx).await });
     let w = World {
         parts: parts.clone(),
-        clock: clock.clone(),
         api: first.api(),
         cp: first,
     };
@@ -399,9 +317,8 @@ async fn a_background_task_manager_resumes_work_left_by_a_crashed_one() {
     .await
     .unwrap();
     let (id, _) = create(&w).await;
-    let tm = w.cp.taskmanager().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !tm.crashed() {
+    while !dying.crashed() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the first task manager never crashed"
@@ -417,7 +334,6 @@ async fn a_background_task_manager_resumes_work_left_by_a_crashed_one() {
         worker_id: "survivor".into(),
         scan_interval: Duration::from_millis(20),
         poll_interval: Duration::from_millis(5),
-        crash_before_journal_write: None,
     };
     let second = parts
         .builder()
@@ -436,6 +352,8 @@ async fn a_background_task_manager_resumes_work_left_by_a_crashed_one() {
     clock.advance(config().workflow_lease + Duration::from_secs(1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
+        // The survivor waits for the guest on the clock: let time pass.
+        clock.advance(Duration::from_millis(5));
         let v = w.api.show_instance(&tenant(), id).await.unwrap();
         if v.status == "ACTIVE" && v.instance.task == TaskStatus::None {
             break;
@@ -449,6 +367,8 @@ async fn a_background_task_manager_resumes_work_left_by_a_crashed_one() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_live(&w, id, 5).await;
+    let _ = stop_doomed.send(true);
+    let _ = doomed_task.await;
     second.shutdown().await;
     w.cp.shutdown().await;
 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 use trove::core::api::{ApiService, CreateInstance, DatastoreVersionSpec};
 use trove::core::memory::{ManualClock, NoopLauncher};
 use trove::core::model::{
-    Flavor, JournalPhase, QuotaUsage, Secret, UserSpec, WorkflowKind, WorkflowState,
+    Flavor, JournalPhase, QuotaUsage, Secret, UserSpec, WorkflowParams, WorkflowState,
 };
 use trove::core::ports::{BlockStorage, Compute, InfraStore, RequestContext};
 use trove::core::rpc::guest_topic;
 use trove::core::state::{ServiceStatus, TaskStatus};
-use trove::core::taskmanager::{TaskManager, TaskManagerConfig};
+use trove::core::taskmanager::{CreateParams, TaskManager, TaskManagerConfig};
 use trove::core::CoreConfig;
 use trove::InMemoryParts;
 use uuid::Uuid;
@@ -362,8 +362,8 @@ async fn secrets_are_scrubbed_and_steps_journaled() {
     let open = parts.store.list_open_workflows().await.unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(
-        (open[0].kind, open[0].instance_id),
-        (WorkflowKind::Create, id)
+        (&open[0].kind, open[0].instance_id),
+        (&CreateParams::KIND, id)
     );
     let wf_id = open[0].id;
     let tm = TaskManager::new(
@@ -617,6 +617,8 @@ async fn a_silent_guest_is_recorded_as_failed_and_a_later_heartbeat_restores_it(
     use trove::core::rpc::{ConductorClient, ConductorRequest};
 
     let clock = Arc::new(ManualClock::new());
+    // Time passes on its own (1 ms per ms) while the build waits for the guest; the test jumps it below.
+    let _time = clock.fast_forward(Duration::from_millis(1), Duration::from_millis(1));
     let parts = InMemoryParts::new(config(), clock.clone());
     let cp = parts.builder().start().await.unwrap();
     let api = cp.api();

@@ -32,7 +32,7 @@ async fn kill9_writer_process() {
     for n in 0.. {
         // A small workflow's worth of writes: instance + workflow, journal entries, a heartbeat.
         let inst = fixtures::instance("kill9", 512, Some(1), fixtures::at(n));
-        let wf = fixtures::workflow(WorkflowKind::Create, inst.id, fixtures::at(n));
+        let wf = fixtures::workflow(WorkflowKind::new("create"), inst.id, fixtures::at(n));
         store
             .commit(
                 ChangeSet::new()

@@ -127,8 +127,11 @@ async fn two_workers_never_run_a_step_twice() {
         let mut ids = Vec::new();
         let mut cs = ChangeSet::new();
         for n in 0..WORKFLOWS {
-            let w =
-                fixtures::workflow(WorkflowKind::Create, Uuid::new_v4(), fixtures::at(n as i64));
+            let w = fixtures::workflow(
+                WorkflowKind::new("create"),
+                Uuid::new_v4(),
+                fixtures::at(n as i64),
+            );
             ids.push(w.id);
             cs.push(Write::Workflow {
                 workflow: w,

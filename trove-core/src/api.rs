@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     validate_database_name, validate_host, validate_instance_name, validate_password,
     validate_user_name, BackupFilter, BackupType, Capabilities, InstanceFilter, Manager, Resource,
-    Workflow, WorkflowKind, WorkflowState,
+    Workflow, WorkflowParams, WorkflowState,
 };
 use crate::model::{
     Access, Backup, ConfigParam, Configuration, DatabaseSpec, Datastore, DatastoreVersion, Flavor,
@@ -30,8 +30,11 @@ use crate::state::{
     api_status, check_operation, heartbeat_expired, operating_status, BackupState, InstanceState,
     Operation, ServerStatus, ServiceStatus, TaskStatus,
 };
-use crate::taskmanager::{BackupParams, CreateParams, ResizeFlavorParams, ResizeVolumeParams};
-use serde_json::json;
+use crate::taskmanager::{
+    ApplyConfigurationParams, BackupParams, CreateParams, DeleteParams, DetachParams, EjectParams,
+    ForceDeleteParams, PromoteParams, RebootParams, Registry, ResizeFlavorParams,
+    ResizeVolumeParams, RestartParams,
+};
 use std::collections::HashMap;
 
 mod backup_strategies;
@@ -391,6 +394,8 @@ pub struct ApiService {
     config: CoreConfig,
     /// Compute, when the API runs beside it: mgmt migrate then checks the host synchronously.
     compute: Option<crate::ports::DynCompute>,
+    /// The workflow kinds (to forget a closed workflow's secrets as its kind defines them).
+    workflows: Registry,
 }
 
 impl std::fmt::Debug for ApiService {
@@ -447,7 +452,14 @@ impl ApiService {
             clock,
             config,
             compute: None,
+            workflows: Registry::standard(),
         }
+    }
+
+    /// Uses `registry` for the workflows this API asks for (default: the standard ones).
+    pub fn with_workflows(mut self, registry: Registry) -> ApiService {
+        self.workflows = registry;
+        self
     }
 
     /// Lets the service read compute (hosts, servers) to answer bad migrate requests with a 400 at once instead
@@ -496,21 +508,8 @@ impl ApiService {
         }
     }
 
-    fn new_workflow(&self, kind: WorkflowKind, instance_id: Uuid, params: Value) -> Workflow {
-        let now = self.clock.now();
-        Workflow {
-            id: Uuid::new_v4(),
-            kind,
-            instance_id,
-            params,
-            state: WorkflowState::Pending,
-            owner: None,
-            lease_until: None,
-            attempts: 0,
-            created: now,
-            updated: now,
-            version: 0,
-        }
+    fn new_workflow<P: WorkflowParams>(&self, instance_id: Uuid, params: &P) -> Result<Workflow> {
+        Workflow::new(instance_id, params, self.clock.now())
     }
 
     /// An instance of the caller's tenant (deleted ones and other tenants' are 404).
@@ -900,7 +899,7 @@ impl ApiService {
         w.owner = None;
         w.lease_until = None;
         w.updated = self.clock.now();
-        crate::taskmanager::scrub(&mut w);
+        self.workflows.scrub(&mut w);
         Write::Workflow {
             workflow: w,
             expect,
@@ -908,16 +907,15 @@ impl ApiService {
     }
 
     /// Commits a task change plus a new workflow, then casts it.
-    async fn start_workflow(
+    async fn start_workflow<P: WorkflowParams>(
         &self,
         mut inst: Instance,
-        kind: WorkflowKind,
-        params: Value,
+        params: &P,
         task: TaskStatus,
         extra: Vec<Write>,
         quota: Option<&[Resource]>,
     ) -> Result<Uuid> {
-        let wf = self.new_workflow(kind, inst.id, params);
+        let wf = self.new_workflow(inst.id, params)?;
         let expect = Expect::Version(inst.version);
         inst.task = task;
         inst.updated = self.clock.now();
@@ -1583,9 +1581,7 @@ impl ApiService {
                 replica_of: req.replica_of,
                 restore_point: restore,
             };
-            let params =
-                serde_json::to_value(&params).map_err(|e| Error::bad_request(e.to_string()))?;
-            let wf = self.new_workflow(WorkflowKind::Create, inst.id, params);
+            let wf = self.new_workflow(inst.id, &params)?;
             cs.push(Write::Instance {
                 instance: inst.clone(),
                 expect: Expect::Absent,
@@ -1673,15 +1669,8 @@ impl ApiService {
                 )));
             }
             check_operation(id, Operation::Detach, &state)?;
-            self.start_workflow(
-                inst,
-                WorkflowKind::Detach,
-                json!({}),
-                TaskStatus::Detaching,
-                vec![],
-                None,
-            )
-            .await?;
+            self.start_workflow(inst, &DetachParams {}, TaskStatus::Detaching, vec![], None)
+                .await?;
             return Ok(());
         }
         if let Some(Some(_)) = req.replica_of {
@@ -1737,8 +1726,9 @@ impl ApiService {
         let task = inst.task;
         self.start_workflow(
             inst,
-            WorkflowKind::ApplyConfiguration,
-            json!({ "configuration_id": target }),
+            &ApplyConfigurationParams {
+                configuration_id: target,
+            },
             task,
             vec![],
             None,
@@ -1768,7 +1758,7 @@ impl ApiService {
         if !force && inst.task == TaskStatus::Deleting {
             if let Some(w) = open
                 .iter()
-                .find(|w| w.kind == WorkflowKind::Delete || w.kind == WorkflowKind::ForceDelete)
+                .find(|w| w.kind == DeleteParams::KIND || w.kind == ForceDeleteParams::KIND)
             {
                 self.cast(w.id).await;
                 return Ok(());
@@ -1777,13 +1767,19 @@ impl ApiService {
         let extra: Vec<Write> = open.into_iter().map(|w| self.close_workflow(w)).collect();
         let mut inst = inst;
         inst.configuration_id = None;
-        let kind = if force {
-            WorkflowKind::ForceDelete
-        } else {
-            WorkflowKind::Delete
-        };
-        self.start_workflow(inst, kind, json!({}), TaskStatus::Deleting, extra, None)
+        if force {
+            self.start_workflow(
+                inst,
+                &ForceDeleteParams {},
+                TaskStatus::Deleting,
+                extra,
+                None,
+            )
             .await?;
+        } else {
+            self.start_workflow(inst, &DeleteParams {}, TaskStatus::Deleting, extra, None)
+                .await?;
+        }
         Ok(())
     }
 
@@ -1812,8 +1808,7 @@ impl ApiService {
         };
         self.start_workflow(
             inst,
-            WorkflowKind::Restart,
-            json!({}),
+            &RestartParams {},
             TaskStatus::Rebooting,
             vec![Write::ServiceStatus(status)],
             None,
@@ -1861,17 +1856,15 @@ impl ApiService {
                 disk_gb: 0,
                 ephemeral_gb: 0,
             });
-        let params = serde_json::to_value(ResizeFlavorParams {
+        let params = ResizeFlavorParams {
             old_flavor: old,
             new_flavor: new.clone(),
-        })
-        .map_err(|e| Error::bad_request(e.to_string()))?;
+        };
         // The RAM is reserved now (quota), and given back if the resize fails.
         inst.ram_mb = new.ram_mb;
         self.start_workflow(
             inst,
-            WorkflowKind::ResizeFlavor,
-            params,
+            &params,
             TaskStatus::Resizing,
             vec![],
             Some(&[Resource::Ram]),
@@ -1902,16 +1895,14 @@ impl ApiService {
                 retry_after: None,
             });
         }
-        let params = serde_json::to_value(ResizeVolumeParams {
+        let params = ResizeVolumeParams {
             old_size: current,
             new_size: size_gb,
-        })
-        .map_err(|e| Error::bad_request(e.to_string()))?;
+        };
         inst.volume_size = Some(size_gb);
         self.start_workflow(
             inst,
-            WorkflowKind::ResizeVolume,
-            params,
+            &params,
             TaskStatus::Resizing,
             vec![],
             Some(&[Resource::Volumes]),
@@ -1978,15 +1969,8 @@ impl ApiService {
                 "Instance {id} is not a replica."
             )));
         }
-        self.start_workflow(
-            inst,
-            WorkflowKind::Promote,
-            json!({}),
-            TaskStatus::Promoting,
-            vec![],
-            None,
-        )
-        .await?;
+        self.start_workflow(inst, &PromoteParams {}, TaskStatus::Promoting, vec![], None)
+            .await?;
         Ok(())
     }
 
@@ -2018,15 +2002,8 @@ impl ApiService {
                 )));
             }
         }
-        self.start_workflow(
-            inst,
-            WorkflowKind::Eject,
-            json!({}),
-            TaskStatus::Ejecting,
-            vec![],
-            None,
-        )
-        .await?;
+        self.start_workflow(inst, &EjectParams {}, TaskStatus::Ejecting, vec![], None)
+            .await?;
         Ok(())
     }
 
@@ -2493,10 +2470,11 @@ impl ApiService {
         let mut ids = Vec::new();
         for i in &users {
             let wf = self.new_workflow(
-                WorkflowKind::ApplyConfiguration,
                 i.id,
-                json!({ "configuration_id": c.id }),
-            );
+                &ApplyConfigurationParams {
+                    configuration_id: Some(c.id),
+                },
+            )?;
             ids.push(wf.id);
             cs.push(Write::Workflow {
                 workflow: wf,
@@ -2938,13 +2916,12 @@ impl ApiService {
             .backup_container(&ctx.tenant_id, iid, req.container)
             .await?;
         let wf = self.new_workflow(
-            WorkflowKind::Backup,
             iid,
-            json!(BackupParams {
+            &BackupParams {
                 backup_id: b.id,
                 container: Some(container),
-            }),
-        );
+            },
+        )?;
         self.store
             .commit(
                 ChangeSet::new()
@@ -3133,15 +3110,8 @@ impl ApiService {
                         updated_at: self.clock.now(),
                     }));
                 }
-                self.start_workflow(
-                    inst,
-                    WorkflowKind::Reboot,
-                    json!({}),
-                    TaskStatus::Rebooting,
-                    extra,
-                    None,
-                )
-                .await?;
+                self.start_workflow(inst, &RebootParams {}, TaskStatus::Rebooting, extra, None)
+                    .await?;
                 Ok(())
             }
             MgmtAction::ResetTaskStatus => self.reset_common(inst, None).await,
@@ -3172,6 +3142,7 @@ mod tests {
     };
     use crate::ports::InfraStore;
     use crate::taskmanager::{TaskManager, TaskManagerConfig};
+    use serde_json::json;
     use std::time::Duration;
     use tokio::sync::watch;
 
@@ -3180,6 +3151,7 @@ mod tests {
         store: Arc<MemoryStore>,
         engines: Arc<SimulatedStrategyFactory>,
         stop: watch::Sender<bool>,
+        _time: crate::memory::FastForward,
     }
 
     async fn world() -> World {
@@ -3217,6 +3189,8 @@ mod tests {
             },
         );
         tokio::spawn(async move { tm.run(rx).await });
+        // The task manager waits for guests on the clock: let time pass (1 ms per ms).
+        let time = clock.fast_forward(Duration::from_millis(1), Duration::from_millis(1));
         let api = ApiService::new(store.clone(), bus, clock, config);
         let admin = RequestContext::admin("admin");
         for (ds, manager) in [("mysql", "mysql"), ("mongodb", "mongodb")] {
@@ -3252,6 +3226,7 @@ mod tests {
             store,
             engines,
             stop,
+            _time: time,
         }
     }
 

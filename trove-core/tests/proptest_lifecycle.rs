@@ -8,6 +8,8 @@
 //!   quota usage equals the sum of the live instances; at the end, reset_status + delete clear every instance and
 //!   leave no server, volume or quota behind.
 
+#![cfg(feature = "testing")]
+
 use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +24,13 @@ use trove_core::memory::{
     SimulatedStrategyFactory,
 };
 use trove_core::model::{Flavor, InstanceFilter, QuotaUsage};
-use trove_core::ports::{BlockStorage, Compute, InfraStore, RequestContext};
+use trove_core::ports::{BlockStorage, Compute, DynStore, InfraStore, RequestContext};
 use trove_core::state::{
     api_status, check_operation, operating_status, InstanceState, Operation, ServerStatus,
     ServiceStatus, TaskStatus,
 };
 use trove_core::taskmanager::{TaskManager, TaskManagerConfig};
+use trove_core::testing::crash::CrashingStore;
 use trove_core::CoreConfig;
 
 const API_STATUSES: &[&str] = &[
@@ -225,10 +228,17 @@ impl World {
         Some((id, World::ctx(t)))
     }
 
-    fn taskmanager(&mut self, crash: usize) -> TaskManager {
+    /// A worker; with `crash` > 0 it dies before its `crash`-th journal write (a crash-injecting store layer,
+    /// answered too so the caller can tell the death from a failure).
+    fn taskmanager(&mut self, crash: usize) -> (TaskManager, Option<Arc<CrashingStore>>) {
         self.workers += 1;
-        TaskManager::new(
-            self.store.clone(),
+        let dying = (crash > 0).then(|| CrashingStore::new(self.store.clone(), crash));
+        let store: DynStore = match &dying {
+            Some(d) => d.clone(),
+            None => self.store.clone(),
+        };
+        let tm = TaskManager::new(
+            store,
             self.bus.clone(),
             self.compute.clone(),
             self.storage.clone(),
@@ -237,10 +247,10 @@ impl World {
             TaskManagerConfig {
                 worker_id: format!("w{}", self.workers),
                 poll_interval: Duration::from_millis(2),
-                crash_before_journal_write: if crash == 0 { None } else { Some(crash) },
                 ..TaskManagerConfig::default()
             },
-        )
+        );
+        (tm, dying)
     }
 
     /// Runs `f` while the manual clock keeps moving (half a second every few milliseconds), as time would while
@@ -266,7 +276,7 @@ impl World {
             }
             self.clock
                 .advance(self.config.workflow_lease + Duration::from_secs(1));
-            let tm = self.taskmanager(0);
+            let (tm, _) = self.taskmanager(0);
             self.with_time_passing(tm.run_pending()).await.unwrap();
         }
         panic!(
@@ -326,8 +336,12 @@ impl World {
                 // Time passes between workers: leases of crashed ones expire.
                 self.clock
                     .advance(self.config.workflow_lease + Duration::from_secs(1));
-                let tm = self.taskmanager(*crash);
-                self.with_time_passing(tm.run_pending()).await.map(|_| ())
+                let (tm, dying) = self.taskmanager(*crash);
+                match self.with_time_passing(tm.run_pending()).await {
+                    // The worker died as injected: its error is its death, not an answer.
+                    Err(_) if dying.is_some_and(|d| d.crashed()) => Ok(()),
+                    other => other.map(|_| ()),
+                }
             }
             Event::CrashEngine(i) => {
                 if let Some((id, _)) = self.pick(*i) {

@@ -1,11 +1,9 @@
 //! Upgrade (`PUT/PATCH /instances/{id}` with `datastore_version`), mgmt migrate and mgmt rebuild: validation and
 //! the one store commit that sets the task and inserts the workflow ([`crate::taskmanager`] runs it).
 
-use serde_json::json;
-
 use super::ApiService;
 use crate::error::{Error, Result};
-use crate::model::{Instance, WorkflowKind};
+use crate::model::Instance;
 use crate::ports::{migration_target, RequestContext};
 use crate::state::{check_operation, Operation, TaskStatus};
 use crate::taskmanager::{MigrateParams, RebuildParams, UpgradeParams};
@@ -18,7 +16,7 @@ impl ApiService {
     /// have the instance's manager, allow the instance's flavor and differ from the current version (400); the
     /// instance must be free for an action (422). Then, in one commit: task UPGRADING (API status UPGRADE),
     /// `datastore_version_id` set to the target (as upstream does; a failed upgrade rolls it back), and the
-    /// [`WorkflowKind::Upgrade`] workflow recording both versions.
+    /// `upgrade` workflow recording both versions.
     pub(super) async fn upgrade_instance(
         &self,
         _ctx: &RequestContext,
@@ -107,15 +105,8 @@ impl ApiService {
             old_version: current,
             new_version: target,
         };
-        self.start_workflow(
-            inst,
-            WorkflowKind::Upgrade,
-            json!(params),
-            TaskStatus::Upgrading,
-            vec![],
-            None,
-        )
-        .await?;
+        self.start_workflow(inst, &params, TaskStatus::Upgrading, vec![], None)
+            .await?;
         Ok(())
     }
 
@@ -150,8 +141,7 @@ impl ApiService {
         }
         self.start_workflow(
             inst,
-            WorkflowKind::Migrate,
-            json!(MigrateParams { host }),
+            &MigrateParams { host },
             TaskStatus::Migrating,
             vec![],
             None,
@@ -176,10 +166,9 @@ impl ApiService {
         check_operation(id, Operation::Rebuild, &state)?;
         self.start_workflow(
             inst,
-            WorkflowKind::Rebuild,
-            json!(RebuildParams {
-                image_id: image.to_string()
-            }),
+            &RebuildParams {
+                image_id: image.to_string(),
+            },
             TaskStatus::Rebuilding,
             vec![],
             None,

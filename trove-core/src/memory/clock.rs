@@ -81,6 +81,31 @@ impl ManualClock {
     }
 }
 
+/// Keeps a [`ManualClock`] moving until dropped (see [`ManualClock::fast_forward`]).
+#[derive(Debug)]
+pub struct FastForward(tokio::task::JoinHandle<()>);
+
+impl Drop for FastForward {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl ManualClock {
+    /// Moves the clock forward by `step` every `every` of real time until the returned guard is dropped: time
+    /// passes on its own (and fast, when `step` > `every`) for tests whose workers wait on the clock, while the
+    /// test can still jump it with [`ManualClock::advance`].
+    pub fn fast_forward(&self, step: Duration, every: Duration) -> FastForward {
+        let clock = self.clone();
+        FastForward(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                clock.advance(step);
+            }
+        }))
+    }
+}
+
 struct SleepGuard<'a>(&'a AtomicUsize);
 impl Drop for SleepGuard<'_> {
     fn drop(&mut self) {

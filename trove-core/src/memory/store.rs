@@ -591,7 +591,7 @@ mod tests {
         let now = Utc::now();
         Workflow {
             id: Uuid::new_v4(),
-            kind: WorkflowKind::Create,
+            kind: WorkflowKind::new("create"),
             instance_id: Uuid::new_v4(),
             params: serde_json::Value::Null,
             state: WorkflowState::Pending,

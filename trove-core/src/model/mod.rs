@@ -32,4 +32,6 @@ pub use ssl::{
     validate_file_ref, SslActionBody, SslCertificate, SslChange, SslChangeResult, SslMode,
     SslRequest, SslStatus, SslView,
 };
-pub use workflow::{JournalEntry, JournalPhase, Workflow, WorkflowKind, WorkflowState};
+pub use workflow::{
+    JournalEntry, JournalPhase, Workflow, WorkflowKind, WorkflowParams, WorkflowState,
+};

@@ -728,7 +728,7 @@ pub async fn check_instances(store: &dyn InfraStore) {
 pub async fn check_expect_conflict_writes_nothing(store: &dyn InfraStore) {
     let t = tenant();
     let existing = instance(&t, 512, Some(1), at(1));
-    let wf = workflow(WorkflowKind::Create, existing.id, at(1));
+    let wf = workflow(WorkflowKind::new("create"), existing.id, at(1));
     must_commit(
         store,
         ChangeSet::new()
@@ -764,7 +764,7 @@ pub async fn check_expect_conflict_writes_nothing(store: &dyn InfraStore) {
         ),
     ] {
         let newcomer = instance(&t, 512, Some(1), at(2));
-        let new_wf = workflow(WorkflowKind::Delete, newcomer.id, at(2));
+        let new_wf = workflow(WorkflowKind::new("delete"), newcomer.id, at(2));
         let bk = backup(&t, Some(newcomer.id), at(2));
         let cfg = configuration(&t, at(2));
         let mut changed = existing.clone();
@@ -1101,27 +1101,27 @@ pub async fn check_workflow_claims(store: Arc<dyn InfraStore>) {
     let s: &dyn InfraStore = store.as_ref();
     let base = Utc::now() + Duration::days(3650); // later than any other open workflow a shared store may hold
     let w2 = workflow(
-        WorkflowKind::Create,
+        WorkflowKind::new("create"),
         Uuid::new_v4(),
         base + Duration::seconds(2),
     );
     let w1 = workflow(
-        WorkflowKind::Delete,
+        WorkflowKind::new("delete"),
         Uuid::new_v4(),
         base + Duration::seconds(1),
     );
     let done = Workflow {
         state: WorkflowState::Done,
-        ..workflow(WorkflowKind::Restart, Uuid::new_v4(), base)
+        ..workflow(WorkflowKind::new("restart"), Uuid::new_v4(), base)
     };
     let failed = Workflow {
         state: WorkflowState::Failed,
-        ..workflow(WorkflowKind::Restart, Uuid::new_v4(), base)
+        ..workflow(WorkflowKind::new("restart"), Uuid::new_v4(), base)
     };
     let rolling = Workflow {
         state: WorkflowState::RollingBack,
         ..workflow(
-            WorkflowKind::Create,
+            WorkflowKind::new("create"),
             Uuid::new_v4(),
             base + Duration::seconds(3),
         )
@@ -1878,7 +1878,7 @@ pub async fn check_matches_reference(store: &dyn InfraStore, seed: u64, steps: u
             }
             6 => {
                 let w = workflow(
-                    WorkflowKind::Create,
+                    WorkflowKind::new("create"),
                     Uuid::new_v4(),
                     at(rng.gen_range(0..5)),
                 );

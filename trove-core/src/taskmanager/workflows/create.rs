@@ -1,0 +1,259 @@
+//! Create an instance: `volume` → `server` (compute launches the guest) → `prepare` → `wait_healthy` → task NONE.
+//!
+//! Failures leave the instance in an upstream error task (BUILDING_ERROR_VOLUME, BUILDING_ERROR_SERVER,
+//! BUILDING_ERROR_TIMEOUT_GA) with a fault saying what failed; the user deletes it, which frees what was made.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::fail;
+use crate::model::{
+    DatabaseSpec, DatastoreVersion, Flavor, Locality, Secret, UserSpec, WorkflowKind,
+    WorkflowParams,
+};
+use crate::ports::{PrepareRequest, Server, ServerSpec};
+use crate::state::{ServerStatus, TaskStatus};
+use crate::taskmanager::{Failure, StepContext, StepResult, WaitHealthy, WorkflowDef};
+
+/// Parameters of the create workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateParams {
+    /// Flavor of the server.
+    pub flavor: Flavor,
+    /// Version to run.
+    pub datastore_version: DatastoreVersion,
+    /// Initial databases.
+    #[serde(default)]
+    pub databases: Vec<DatabaseSpec>,
+    /// Initial users (passwords are scrubbed once the guest was asked to prepare).
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    /// Root password to set on create.
+    #[serde(default)]
+    pub root_password: Option<Secret>,
+    /// Configuration overrides to render.
+    #[serde(default)]
+    pub overrides: Map<String, Value>,
+    /// Placement group (source id) and policy.
+    #[serde(default)]
+    pub group: Option<(Uuid, Locality)>,
+    /// Whether secrets were scrubbed.
+    #[serde(default)]
+    pub scrubbed: bool,
+    /// Source to replicate from (replication is a later issue: the build fails with a clear fault).
+    #[serde(default)]
+    pub replica_of: Option<Uuid>,
+    /// Backup to restore from (restore is a later issue: the build fails with a clear fault).
+    #[serde(default)]
+    pub restore_point: Option<Uuid>,
+}
+
+impl WorkflowParams for CreateParams {
+    const KIND: WorkflowKind = WorkflowKind::new("create");
+
+    fn scrub(&mut self) {
+        for u in &mut self.users {
+            u.password = Secret::new("");
+        }
+        self.root_password = None;
+        self.scrubbed = true;
+    }
+}
+
+/// The create workflow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Create;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct VolumeMade {
+    volume_id: String,
+    path: std::path::PathBuf,
+}
+
+#[async_trait]
+impl WorkflowDef for Create {
+    type Params = CreateParams;
+
+    fn error_task(&self) -> Option<TaskStatus> {
+        Some(TaskStatus::BuildingErrorServer)
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>, p: &CreateParams) -> StepResult<()> {
+        let instance_id = cx.instance_id();
+        if p.replica_of.is_some() {
+            return Err(Failure::with_details(
+                "Creating replicas is not implemented by this deployment yet.",
+                format!("replica of {:?} requested", p.replica_of),
+            )
+            .task(TaskStatus::BuildingErrorReplica)
+            .into());
+        }
+        if p.restore_point.is_some() {
+            return Err(Failure::with_details(
+                "Restoring from a backup is not implemented by this deployment yet.",
+                format!("restore from backup {:?} requested", p.restore_point),
+            )
+            .into());
+        }
+        let inst = cx.instance().await?;
+
+        // 1. volume
+        let volume_path = match (cx.config().volume_support, inst.volume_size) {
+            (true, Some(size)) => {
+                let storage = cx.storage();
+                let vtype = inst.volume_type.clone();
+                let made: VolumeMade = cx
+                    .step("volume", |_| async move {
+                        let v = storage
+                            .create_volume(instance_id, size, vtype.as_deref())
+                            .await
+                            .map_err(|e| {
+                                Failure::new("The volume could not be created.", &e)
+                                    .task(TaskStatus::BuildingErrorVolume)
+                            })?;
+                        Ok(VolumeMade {
+                            volume_id: v.id,
+                            path: v.path,
+                        })
+                    })
+                    .await?;
+                if inst.volume_id.as_deref() != Some(made.volume_id.as_str()) {
+                    let vid = made.volume_id.clone();
+                    cx.update(|i, _| i.volume_id = Some(vid.clone())).await?;
+                }
+                Some(made.path)
+            }
+            _ => None,
+        };
+
+        // 2. server (compute launches the guest)
+        let spec = ServerSpec {
+            instance_id,
+            name: inst.name.clone(),
+            flavor: p.flavor.clone(),
+            datastore_version: p.datastore_version.clone(),
+            volume_path,
+            group: p.group,
+            availability_zone: inst.availability_zone.clone(),
+        };
+        let compute = cx.compute();
+        let spec_again = spec.clone();
+        let server: Server = cx
+            .step("server", |_| async move {
+                compute
+                    .create_server(&spec)
+                    .await
+                    .map_err(|e| fail("The server could not be created.", &e))
+            })
+            .await?;
+        if cx.instance().await?.server_id.as_ref() != Some(&server.id) {
+            cx.update(|i, _| {
+                i.server_id = Some(server.id.clone());
+                i.host = Some(server.host.clone());
+                i.addresses = server.addresses.clone();
+                i.port = server.port;
+                i.server_status = server.status;
+            })
+            .await?;
+        }
+
+        // 3. prepare (a cast: the guest may not serve its topic yet; the message waits for it)
+        let guest = cx.guest();
+        let req = PrepareRequest {
+            memory_mb: p.flavor.ram_mb,
+            volume_size_gb: inst.volume_size,
+            databases: p.databases.clone(),
+            users: p.users.clone(),
+            root_password: p.root_password.clone(),
+            overrides: p.overrides.clone(),
+        };
+        let scrubbed = p.scrubbed;
+        let compute = cx.compute();
+        cx.step("prepare", |_| async move {
+            // Make sure the guest runs: after a restart of the whole process the server step is done but its
+            // guest may be gone; create_server is idempotent and (re)launches the guest.
+            compute
+                .create_server(&spec_again)
+                .await
+                .map_err(|e| fail("The server could not be found or started again.", &e))?;
+            if scrubbed {
+                return Err(Failure::with_details(
+                    "The build cannot be resumed: its secrets were already discarded.",
+                    "prepare must be re-sent but the workflow's passwords were scrubbed",
+                )
+                .into());
+            }
+            guest
+                .prepare(req)
+                .await
+                .map_err(|e| fail("The guest could not be asked to prepare.", &e))
+        })
+        .await?;
+        if !scrubbed {
+            // The guest has the secrets now; they are not needed any more.
+            let mut forgotten = p.clone();
+            forgotten.scrub();
+            cx.set_params(&forgotten).await?;
+        }
+
+        // 4. wait for the guest's HEALTHY report
+        let timeout = cx.config().usage_timeout;
+        cx.wait_healthy(
+            "wait_healthy",
+            WaitHealthy::after("prepare", timeout).timeout_task(TaskStatus::BuildingErrorTimeoutGa),
+        )
+        .await?;
+
+        // 5. done
+        cx.finish(|i, _| {
+            i.task = TaskStatus::None;
+            i.server_status = ServerStatus::Active;
+            i.fault = None;
+        })
+        .await?;
+        Ok(())
+    }
+
+    #[cfg(feature = "testing")]
+    fn crash_scenarios(&self) -> Vec<crate::testing::crash::Scenario> {
+        use crate::testing::crash::Scenario;
+        vec![
+            Scenario::new("create", |w| {
+                Box::pin(async move { w.create_instance("db").await })
+            })
+            .check(|w, id| Box::pin(async move { w.expect_active(id).await })),
+            // The guest fails to prepare (once): the build fails with the guest's reason, unless a crash made a
+            // resumed worker ask again.
+            Scenario::new("create whose guest fails to prepare", |w| {
+                Box::pin(async move {
+                    let id = w.create_instance("db").await?;
+                    w.engines.engine(id).fail_next_prepare();
+                    Ok(id)
+                })
+            })
+            .ends_either_way()
+            .check(|w, id| {
+                Box::pin(async move {
+                    let inst = w.instance(id).await?;
+                    if inst.task == TaskStatus::None {
+                        return w.expect_active(id).await;
+                    }
+                    w.expect(
+                        inst.task == TaskStatus::BuildingErrorServer,
+                        &format!(
+                            "a failed prepare shows BUILDING_ERROR_SERVER, not {:?}",
+                            inst.task
+                        ),
+                    )?;
+                    w.expect(
+                        inst.fault
+                            .is_some_and(|f| f.message.contains("failed to start")),
+                        "the fault does not carry the guest's reason",
+                    )
+                })
+            }),
+        ]
+    }
+}

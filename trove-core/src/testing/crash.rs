@@ -1,0 +1,993 @@
+//! Crash injection and the generic crash harness for workflows.
+//!
+//! [`CrashingStore`] is a layer over any [`InfraStore`]: it lets through all calls until the N-th journal
+//! write, which it refuses, and from then on it refuses everything, as if the worker's process had died just
+//! before that write (that is, before a step started, or after its side effect but before it was journaled).
+//!
+//! [`sweep`] runs every [`Scenario`] of every workflow kind of a [`Registry`] (each workflow declares its own in
+//! [`WorkflowDef::crash_scenarios`](crate::taskmanager::WorkflowDef::crash_scenarios)) on a fresh in-memory
+//! world, crashing the worker before its 1st, 2nd, 3rd... journal write until a run ends without crashing. After
+//! each crash a second worker must wait for the dead worker's lease, take the workflow over and close it as the
+//! scenario expects, with the scenario's end state and nothing leaked: servers, guests and volumes are exactly
+//! those of live instances, quota usage matches the live rows, no workflow is left open and closed workflows
+//! hold no secrets. A kind registered without a scenario fails the sweep, so every workflow written later gets
+//! crash coverage by registering it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::api::{
+    ApiService, CreateBackup, CreateConfiguration, CreateInstance, DatastoreVersionSpec,
+    UpdateInstance,
+};
+use crate::conductor::Conductor;
+use crate::config::CoreConfig;
+use crate::error::{Error, Result};
+use crate::guest_agent::InProcessLauncher;
+use crate::memory::{
+    ManualClock, MemoryBlockStorage, MemoryBus, MemoryCompute, MemoryStore,
+    SimulatedStrategyFactory,
+};
+use crate::model::{
+    Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration,
+    Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, QuotaLimits,
+    QuotaUsage, RootHistory, ServiceStatusRecord, Workflow, WorkflowKind, WorkflowParams,
+    WorkflowState,
+};
+use crate::ports::{
+    BlockStorage, ChangeSet, Clock, Compute, DynStore, Expect, InfraStore, RequestContext, Write,
+};
+use crate::state::TaskStatus;
+use crate::taskmanager::{Registry, TaskManager, TaskManagerConfig};
+
+// ---------------------------------------------------------------------------------------------- the layer
+
+/// A store layer that dies before its N-th journal write (see the module docs).
+pub struct CrashingStore {
+    inner: DynStore,
+    crash_at: usize,
+    writes: AtomicUsize,
+    crashed: AtomicBool,
+}
+
+impl std::fmt::Debug for CrashingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrashingStore")
+            .field("crash_at", &self.crash_at)
+            .field("crashed", &self.crashed())
+            .finish()
+    }
+}
+
+impl CrashingStore {
+    /// `inner`, dying instead of performing its `crash_before_journal_write`-th journal write (1-based).
+    pub fn new(inner: DynStore, crash_before_journal_write: usize) -> Arc<CrashingStore> {
+        Arc::new(CrashingStore {
+            inner,
+            crash_at: crash_before_journal_write,
+            writes: AtomicUsize::new(0),
+            crashed: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the layer died.
+    pub fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+
+    /// Journal writes let through so far.
+    pub fn journal_writes(&self) -> usize {
+        self.writes
+            .load(Ordering::SeqCst)
+            .min(self.crash_at.saturating_sub(1))
+    }
+
+    fn alive(&self) -> Result<()> {
+        if self.crashed() {
+            return Err(Error::backend(
+                "crash-injection",
+                "the process died (injected crash)",
+                false,
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl InfraStore for CrashingStore {
+    async fn put_datastore(&self, ds: &Datastore) -> Result<()> {
+        self.alive()?;
+        self.inner.put_datastore(ds).await
+    }
+    async fn get_datastore(&self, id_or_name: &str) -> Result<Option<Datastore>> {
+        self.alive()?;
+        self.inner.get_datastore(id_or_name).await
+    }
+    async fn list_datastores(&self) -> Result<Vec<Datastore>> {
+        self.alive()?;
+        self.inner.list_datastores().await
+    }
+    async fn delete_datastore(&self, id: Uuid) -> Result<()> {
+        self.alive()?;
+        self.inner.delete_datastore(id).await
+    }
+    async fn put_datastore_version(&self, v: &DatastoreVersion) -> Result<()> {
+        self.alive()?;
+        self.inner.put_datastore_version(v).await
+    }
+    async fn get_datastore_version(&self, id: Uuid) -> Result<Option<DatastoreVersion>> {
+        self.alive()?;
+        self.inner.get_datastore_version(id).await
+    }
+    async fn list_datastore_versions(
+        &self,
+        datastore_id: Option<Uuid>,
+    ) -> Result<Vec<DatastoreVersion>> {
+        self.alive()?;
+        self.inner.list_datastore_versions(datastore_id).await
+    }
+    async fn delete_datastore_version(&self, id: Uuid) -> Result<()> {
+        self.alive()?;
+        self.inner.delete_datastore_version(id).await
+    }
+    async fn put_flavor(&self, f: &Flavor) -> Result<()> {
+        self.alive()?;
+        self.inner.put_flavor(f).await
+    }
+    async fn get_flavor(&self, id: &str) -> Result<Option<Flavor>> {
+        self.alive()?;
+        self.inner.get_flavor(id).await
+    }
+    async fn list_flavors(&self) -> Result<Vec<Flavor>> {
+        self.alive()?;
+        self.inner.list_flavors().await
+    }
+    async fn delete_flavor(&self, id: &str) -> Result<()> {
+        self.alive()?;
+        self.inner.delete_flavor(id).await
+    }
+    async fn put_config_params(&self, params: &[ConfigParam]) -> Result<()> {
+        self.alive()?;
+        self.inner.put_config_params(params).await
+    }
+    async fn list_config_params(&self, datastore_version_id: Uuid) -> Result<Vec<ConfigParam>> {
+        self.alive()?;
+        self.inner.list_config_params(datastore_version_id).await
+    }
+    async fn delete_config_param(&self, datastore_version_id: Uuid, name: &str) -> Result<bool> {
+        self.alive()?;
+        self.inner
+            .delete_config_param(datastore_version_id, name)
+            .await
+    }
+    async fn get_configuration(&self, id: Uuid) -> Result<Option<Configuration>> {
+        self.alive()?;
+        self.inner.get_configuration(id).await
+    }
+    async fn list_configurations(&self, tenant_id: &str) -> Result<Vec<Configuration>> {
+        self.alive()?;
+        self.inner.list_configurations(tenant_id).await
+    }
+    async fn get_instance(&self, id: Uuid) -> Result<Option<Instance>> {
+        self.alive()?;
+        self.inner.get_instance(id).await
+    }
+    async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
+        self.alive()?;
+        self.inner.list_instances(filter).await
+    }
+    async fn list_replica_ids(&self, sources: &[Uuid]) -> Result<Vec<(Uuid, Uuid)>> {
+        self.alive()?;
+        self.inner.list_replica_ids(sources).await
+    }
+    async fn get_service_status(&self, instance_id: Uuid) -> Result<Option<ServiceStatusRecord>> {
+        self.alive()?;
+        self.inner.get_service_status(instance_id).await
+    }
+    async fn get_service_statuses(
+        &self,
+        instance_ids: &[Uuid],
+    ) -> Result<Vec<ServiceStatusRecord>> {
+        self.alive()?;
+        self.inner.get_service_statuses(instance_ids).await
+    }
+    async fn put_service_statuses(&self, batch: &[ServiceStatusRecord]) -> Result<()> {
+        self.alive()?;
+        self.inner.put_service_statuses(batch).await
+    }
+    async fn get_backup(&self, id: Uuid) -> Result<Option<Backup>> {
+        self.alive()?;
+        self.inner.get_backup(id).await
+    }
+    async fn list_backups(&self, filter: &BackupFilter) -> Result<Vec<Backup>> {
+        self.alive()?;
+        self.inner.list_backups(filter).await
+    }
+    async fn list_backup_strategies(
+        &self,
+        filter: &BackupStrategyFilter,
+    ) -> Result<Vec<BackupStrategy>> {
+        self.alive()?;
+        self.inner.list_backup_strategies(filter).await
+    }
+    async fn get_quota_limits(&self, tenant_id: &str) -> Result<QuotaLimits> {
+        self.alive()?;
+        self.inner.get_quota_limits(tenant_id).await
+    }
+    async fn set_quota_limits(&self, tenant_id: &str, limits: &QuotaLimits) -> Result<()> {
+        self.alive()?;
+        self.inner.set_quota_limits(tenant_id, limits).await
+    }
+    async fn quota_usage(&self, tenant_id: &str) -> Result<QuotaUsage> {
+        self.alive()?;
+        self.inner.quota_usage(tenant_id).await
+    }
+    async fn get_root_history(&self, instance_id: Uuid) -> Result<Option<RootHistory>> {
+        self.alive()?;
+        self.inner.get_root_history(instance_id).await
+    }
+    async fn commit(&self, change: ChangeSet) -> Result<()> {
+        self.alive()?;
+        self.inner.commit(change).await
+    }
+    async fn get_workflow(&self, id: Uuid) -> Result<Option<Workflow>> {
+        self.alive()?;
+        self.inner.get_workflow(id).await
+    }
+    async fn list_open_workflows(&self) -> Result<Vec<Workflow>> {
+        self.alive()?;
+        self.inner.list_open_workflows().await
+    }
+    async fn claim_workflow(
+        &self,
+        id: Uuid,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Workflow>> {
+        self.alive()?;
+        self.inner
+            .claim_workflow(id, worker, now, lease_until)
+            .await
+    }
+    async fn append_journal(&self, entry: &JournalEntry) -> Result<()> {
+        self.alive()?;
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.crash_at {
+            self.crashed.store(true, Ordering::SeqCst);
+            return self.alive();
+        }
+        self.inner.append_journal(entry).await
+    }
+    async fn journal(&self, workflow_id: Uuid) -> Result<Vec<JournalEntry>> {
+        self.alive()?;
+        self.inner.journal(workflow_id).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------- the world
+
+/// What a harness check found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken(pub String);
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Error> for Broken {
+    fn from(e: Error) -> Broken {
+        Broken(format!("unexpected error: {e}"))
+    }
+}
+
+/// The outcome of a scenario's set-up or check.
+pub type Outcome<T> = std::result::Result<T, Broken>;
+
+/// The host instances are placed on first.
+pub const FIRST_HOST: &str = "host-1";
+/// The other host (migrations).
+pub const SECOND_HOST: &str = "host-2";
+/// The image of the datastore version instances are created with.
+pub const OLD_IMAGE: &str = "image-old";
+/// The image of the datastore version instances can be upgraded to.
+pub const NEW_IMAGE: &str = "image-new";
+/// The image mgmt rebuilds use.
+pub const REBUILD_IMAGE: &str = "5d3ad3a4-05b9-4b2c-8d55-7c4c1a7e0b1e";
+const TENANT: &str = "t1";
+const DATASTORE: &str = "postgresql";
+
+/// Settings of the harness world: quick guests, short agent timeouts.
+pub fn crash_config() -> CoreConfig {
+    CoreConfig {
+        report_interval: Duration::from_millis(50),
+        agent_call_low_timeout: Duration::from_secs(2),
+        agent_call_high_timeout: Duration::from_secs(5),
+        ..CoreConfig::default()
+    }
+}
+
+/// A fresh in-memory deployment (store, bus, two-host compute with simulated guests, volumes, conductor, API) on
+/// a manual clock, with a `postgresql` datastore of two versions (with the shipped parameter rules) and two
+/// flavors.
+pub struct CrashWorld {
+    /// The API service.
+    pub api: Arc<ApiService>,
+    /// The store.
+    pub store: Arc<MemoryStore>,
+    /// The bus.
+    pub bus: Arc<MemoryBus>,
+    /// Compute.
+    pub compute: Arc<MemoryCompute>,
+    /// Volumes.
+    pub storage: Arc<MemoryBlockStorage>,
+    /// The simulated engines.
+    pub engines: Arc<SimulatedStrategyFactory>,
+    /// The guest launcher.
+    pub launcher: Arc<InProcessLauncher>,
+    /// The clock (moved along by a driver while the world lives).
+    pub clock: Arc<ManualClock>,
+    /// Settings.
+    pub config: CoreConfig,
+    old_version: Uuid,
+    new_version: Uuid,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for CrashWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrashWorld").finish_non_exhaustive()
+    }
+}
+
+impl CrashWorld {
+    /// A new world (see the type docs).
+    pub async fn new() -> Outcome<CrashWorld> {
+        let config = crash_config();
+        let clock = Arc::new(ManualClock::new());
+        let bus = Arc::new(MemoryBus::new());
+        let engines = Arc::new(SimulatedStrategyFactory::new());
+        let launcher = Arc::new(InProcessLauncher::new(
+            bus.clone(),
+            clock.clone(),
+            engines.clone(),
+            config.report_interval,
+        ));
+        let compute = Arc::new(MemoryCompute::with_hosts(
+            vec![FIRST_HOST.into(), SECOND_HOST.into()],
+            launcher.clone(),
+        ));
+        let store = Arc::new(MemoryStore::new());
+        let storage = Arc::new(MemoryBlockStorage::new());
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let conductor = Conductor::new(store.clone(), bus.clone(), clock.clone(), None);
+        let mut crx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = conductor.run(crx.clone()).await;
+            let _ = crx.changed().await;
+        }));
+        // Time moves on its own while anything waits on the clock (guests between heartbeats, a task manager
+        // between polls): a fast clock, so that waits end without real delays.
+        let driver = clock.clone();
+        let mut drx = rx;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = drx.changed() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {
+                        if driver.sleepers() > 0 {
+                            driver.advance(Duration::from_millis(5));
+                        }
+                    }
+                }
+            }
+        }));
+        let api = Arc::new(
+            ApiService::new(store.clone(), bus.clone(), clock.clone(), config.clone())
+                .with_compute(compute.clone()),
+        );
+        let admin = RequestContext::admin("admin");
+        let mut versions = Vec::new();
+        for (name, image, default) in [("15", OLD_IMAGE, true), ("16", NEW_IMAGE, false)] {
+            let v = api
+                .mgmt_create_datastore_version(
+                    &admin,
+                    DatastoreVersionSpec {
+                        datastore_name: DATASTORE.into(),
+                        name: name.into(),
+                        manager: DATASTORE.into(),
+                        image: image.into(),
+                        active: true,
+                        default,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            versions.push(v.version.id);
+        }
+        for (id, ram_mb) in [("1", 512), ("2", 1024)] {
+            api.mgmt_put_flavor(
+                &admin,
+                Flavor {
+                    id: id.into(),
+                    name: format!("flavor-{id}"),
+                    ram_mb,
+                    vcpus: 1,
+                    disk_gb: 5,
+                    ephemeral_gb: 0,
+                },
+            )
+            .await?;
+        }
+        // The shipped PostgreSQL parameter rules (work_mem applies live, shared_buffers needs a restart).
+        let rules = crate::manage::default_validation_rules(crate::model::Manager::Postgresql)
+            .ok_or_else(|| Broken("no shipped PostgreSQL rules".into()))?;
+        for &v in &versions {
+            store
+                .put_config_params(&crate::manage::parse_validation_rules(rules, v)?)
+                .await?;
+        }
+        Ok(CrashWorld {
+            api,
+            store,
+            bus,
+            compute,
+            storage,
+            engines,
+            launcher,
+            clock,
+            config,
+            old_version: versions[0],
+            new_version: versions[1],
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops the world's background tasks and guests.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        self.launcher.shutdown_all().await;
+    }
+
+    /// The project member scenarios act as.
+    pub fn tenant(&self) -> RequestContext {
+        RequestContext::tenant(TENANT)
+    }
+
+    /// An admin.
+    pub fn admin(&self) -> RequestContext {
+        RequestContext::admin("admin")
+    }
+
+    /// The version instances are created with.
+    pub fn old_version_id(&self) -> Uuid {
+        self.old_version
+    }
+
+    /// A task manager worker on `store`.
+    pub fn task_manager(&self, worker: &str, store: DynStore, registry: &Registry) -> TaskManager {
+        TaskManager::new(
+            store,
+            self.bus.clone(),
+            self.compute.clone(),
+            self.storage.clone(),
+            self.clock.clone(),
+            self.config.clone(),
+            TaskManagerConfig {
+                worker_id: worker.into(),
+                poll_interval: Duration::from_millis(5),
+                ..TaskManagerConfig::default()
+            },
+        )
+        .with_registry(registry.clone())
+    }
+
+    /// Runs every open workflow to its end on a healthy worker.
+    pub async fn settle(&self) -> Outcome<()> {
+        let tm = self.task_manager("settler", self.store.clone(), &Registry::standard());
+        for _ in 0..10 {
+            if tm.run_pending().await? == 0 {
+                return Ok(());
+            }
+        }
+        Err(Broken("workflows keep appearing".into()))
+    }
+
+    /// Asks the API for an instance (its create workflow is left pending).
+    pub async fn create_instance(&self, name: &str) -> Outcome<Uuid> {
+        let v = self
+            .api
+            .create_instance(
+                &self.tenant(),
+                CreateInstance {
+                    name: name.into(),
+                    flavor_ref: Some("1".into()),
+                    volume_size: Some(2),
+                    datastore: Some(DATASTORE.into()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(v.instance.id)
+    }
+
+    /// An ACTIVE instance (created and built by a healthy worker).
+    pub async fn active_instance(&self, name: &str) -> Outcome<Uuid> {
+        let id = self.create_instance(name).await?;
+        self.settle().await?;
+        self.expect_active(id).await?;
+        Ok(id)
+    }
+
+    /// Asks the API to upgrade `id` to the other datastore version.
+    pub async fn upgrade(&self, id: Uuid) -> Outcome<()> {
+        self.api
+            .update_instance(
+                &self.tenant(),
+                id,
+                UpdateInstance {
+                    datastore_version: Some(self.new_version.to_string()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the API for a backup of `id`.
+    pub async fn backup(&self, id: Uuid) -> Outcome<()> {
+        self.api
+            .create_backup(
+                &self.tenant(),
+                CreateBackup {
+                    name: "b1".into(),
+                    instance: Some(id),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A configuration group with `values` (on the instances' version).
+    pub async fn configuration(&self, values: &[(&str, Value)]) -> Outcome<Uuid> {
+        let values: Map<String, Value> = values
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let c = self
+            .api
+            .create_configuration(
+                &self.tenant(),
+                CreateConfiguration {
+                    name: "cfg".into(),
+                    description: None,
+                    values,
+                    datastore: Some(DATASTORE.into()),
+                    datastore_version: Some("15".into()),
+                    datastore_version_number: None,
+                },
+            )
+            .await?;
+        Ok(c.configuration.id)
+    }
+
+    /// Asks the API to attach group `cid` to `id`.
+    pub async fn attach_configuration(&self, id: Uuid, cid: Uuid) -> Outcome<()> {
+        self.api
+            .update_instance(
+                &self.tenant(),
+                id,
+                UpdateInstance {
+                    configuration: Some(Some(cid)),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the API to detach `id`'s configuration group.
+    pub async fn detach_configuration(&self, id: Uuid) -> Outcome<()> {
+        self.api
+            .update_instance(
+                &self.tenant(),
+                id,
+                UpdateInstance {
+                    configuration: Some(None),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The guest's service status as stored.
+    pub async fn service_status(&self, id: Uuid) -> Outcome<Option<crate::state::ServiceStatus>> {
+        Ok(self.store.get_service_status(id).await?.map(|s| s.status))
+    }
+
+    /// The host `id` does not run on.
+    pub async fn other_host(&self, id: Uuid) -> Outcome<String> {
+        let s = self
+            .compute
+            .get_server(id)
+            .await?
+            .ok_or_else(|| Broken(format!("instance {id} has no server")))?;
+        Ok(if s.host == FIRST_HOST {
+            SECOND_HOST
+        } else {
+            FIRST_HOST
+        }
+        .into())
+    }
+
+    /// Inserts a pending workflow with `params` for `id` directly (for workflows no API route asks for yet).
+    pub async fn insert_workflow<P: WorkflowParams>(&self, id: Uuid, params: &P) -> Outcome<()> {
+        let wf = Workflow::new(id, params, self.clock.now())?;
+        self.store
+            .commit(ChangeSet::new().with(Write::Workflow {
+                workflow: wf,
+                expect: Expect::Absent,
+            }))
+            .await?;
+        Ok(())
+    }
+
+    /// The instance as stored.
+    pub async fn instance(&self, id: Uuid) -> Outcome<Instance> {
+        self.store
+            .get_instance(id)
+            .await?
+            .ok_or_else(|| Broken(format!("instance {id} is gone from the store")))
+    }
+
+    /// `Ok` when `cond` holds, else a failure saying `what`.
+    pub fn expect(&self, cond: bool, what: &str) -> Outcome<()> {
+        if cond {
+            Ok(())
+        } else {
+            Err(Broken(what.into()))
+        }
+    }
+
+    /// The instance is ACTIVE with task NONE, a server, a prepared running engine and a healthy status.
+    pub async fn expect_active(&self, id: Uuid) -> Outcome<()> {
+        let inst = self.instance(id).await?;
+        self.expect(
+            inst.task == TaskStatus::None && !inst.deleted,
+            &format!(
+                "instance not ready: task {:?}, fault {:?}",
+                inst.task, inst.fault
+            ),
+        )?;
+        let view = self.api.show_instance(&self.tenant(), id).await?;
+        self.expect(
+            view.status == "ACTIVE",
+            &format!("instance status {} (fault {:?})", view.status, inst.fault),
+        )?;
+        self.expect(
+            self.compute.get_server(id).await?.is_some(),
+            "the instance has no server",
+        )?;
+        let engine = self.engines.engine(id);
+        self.expect(
+            engine.is_prepared() && engine.is_running(),
+            "the engine is not prepared and running",
+        )
+    }
+
+    /// The instance is deleted and its resources are gone.
+    pub async fn expect_deleted(&self, id: Uuid) -> Outcome<()> {
+        let inst = self.instance(id).await?;
+        self.expect(inst.deleted, "the instance is not marked deleted")?;
+        self.expect(
+            self.compute.get_server(id).await?.is_none(),
+            "the server is left",
+        )?;
+        self.expect(
+            self.storage.get_volume(id).await?.is_none(),
+            "the volume is left",
+        )
+    }
+
+    /// Every backup of the instance ended FAILED.
+    pub async fn expect_backups_failed(&self, id: Uuid) -> Outcome<()> {
+        let backups = self
+            .store
+            .list_backups(&BackupFilter {
+                instance_id: Some(id),
+                ..Default::default()
+            })
+            .await?;
+        self.expect(!backups.is_empty(), "no backup was recorded")?;
+        self.expect(
+            backups
+                .iter()
+                .all(|b| b.state == crate::state::BackupState::Failed),
+            "a backup did not end FAILED",
+        )
+    }
+
+    /// Nothing leaked: servers, guests and volumes are exactly those of live instances, quota usage matches the
+    /// live rows, and no workflow is open.
+    pub async fn expect_no_leaks(&self) -> Outcome<()> {
+        let live = self
+            .store
+            .list_instances(&InstanceFilter {
+                tenant_id: Some(TENANT.into()),
+                include_clustered: true,
+                ..Default::default()
+            })
+            .await?;
+        let mut with_server: Vec<Uuid> = live
+            .iter()
+            .filter(|i| i.server_id.is_some())
+            .map(|i| i.id)
+            .collect();
+        with_server.sort();
+        let mut servers: Vec<Uuid> = self
+            .compute
+            .servers()
+            .iter()
+            .map(|s| s.instance_id)
+            .collect();
+        servers.sort();
+        self.expect(
+            servers == with_server,
+            &format!("servers {servers:?}, instances with a server {with_server:?}"),
+        )?;
+        let mut guests = self.launcher.running().await;
+        guests.sort();
+        self.expect(
+            guests == with_server,
+            &format!("guests {guests:?}, instances with a server {with_server:?}"),
+        )?;
+        let mut with_volume: Vec<Uuid> = live
+            .iter()
+            .filter(|i| i.volume_id.is_some())
+            .map(|i| i.id)
+            .collect();
+        with_volume.sort();
+        let mut volumes: Vec<Uuid> = self
+            .storage
+            .volumes()
+            .iter()
+            .map(|v| v.instance_id)
+            .collect();
+        volumes.sort();
+        self.expect(
+            volumes == with_volume,
+            &format!("volumes {volumes:?}, instances with a volume {with_volume:?}"),
+        )?;
+        let usage = self.store.quota_usage(TENANT).await?;
+        let expected = QuotaUsage {
+            instances: live.len() as i64,
+            ram: live.iter().map(|i| i64::from(i.ram_mb)).sum(),
+            volumes: live
+                .iter()
+                .map(|i| i64::from(i.volume_size.unwrap_or(0)))
+                .sum(),
+            backups: usage.backups,
+        };
+        self.expect(
+            usage == expected,
+            &format!("quota usage {usage:?}, live rows {expected:?}"),
+        )?;
+        let open = self.store.list_open_workflows().await?;
+        self.expect(
+            open.is_empty(),
+            &format!(
+                "open workflows left: {:?}",
+                open.iter().map(|w| &w.kind).collect::<Vec<_>>()
+            ),
+        )?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------- scenarios
+
+/// Starts a scenario: brings a fresh world to the state the workflow starts from, asks for the workflow and
+/// answers the instance it works on.
+pub type StartFn = for<'a> fn(&'a CrashWorld) -> BoxFuture<'a, Outcome<Uuid>>;
+/// Checks a scenario's end state (beyond the generic leak checks).
+pub type CheckFn = for<'a> fn(&'a CrashWorld, Uuid) -> BoxFuture<'a, Outcome<()>>;
+
+/// One way the harness exercises a workflow.
+#[derive(Clone)]
+pub struct Scenario {
+    /// Name, for reports.
+    pub name: &'static str,
+    start: StartFn,
+    check: Option<CheckFn>,
+    /// The state the workflow must end in (`None`: either, as the check decides).
+    expect: Option<WorkflowState>,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("name", &self.name)
+            .field("expect", &self.expect)
+            .finish()
+    }
+}
+
+impl Scenario {
+    /// A scenario that starts with `start` and expects the workflow to succeed.
+    pub fn new(name: &'static str, start: StartFn) -> Scenario {
+        Scenario {
+            name,
+            start,
+            check: None,
+            expect: Some(WorkflowState::Done),
+        }
+    }
+
+    /// Checks the end state with `check`.
+    pub fn check(mut self, check: CheckFn) -> Scenario {
+        self.check = Some(check);
+        self
+    }
+
+    /// Expects the workflow to end failed.
+    pub fn fails(mut self) -> Scenario {
+        self.expect = Some(WorkflowState::Failed);
+        self
+    }
+
+    /// Lets the workflow end either way (its check tells the outcomes apart): for failures a crash may undo, such
+    /// as a guest request that fails once and succeeds when a resumed worker sends it again.
+    pub fn ends_either_way(mut self) -> Scenario {
+        self.expect = None;
+        self
+    }
+}
+
+/// What the sweep of one scenario found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// The workflow kind.
+    pub kind: WorkflowKind,
+    /// The scenario.
+    pub scenario: &'static str,
+    /// Crash points exercised (journal writes of an uncrashed run).
+    pub crash_points: usize,
+}
+
+/// Sweeps every scenario of every kind of `registry` (see the module docs). Fails on the first broken
+/// expectation, naming the kind, the scenario and the crash point.
+pub async fn sweep(registry: &Registry) -> Outcome<Vec<SweepReport>> {
+    let mut reports = Vec::new();
+    for kind in registry.kinds() {
+        let scenarios = registry.crash_scenarios(&kind);
+        if scenarios.is_empty() {
+            return Err(Broken(format!(
+                "workflow kind {kind} is registered without a crash scenario"
+            )));
+        }
+        for s in scenarios {
+            reports.push(sweep_scenario(registry, &kind, &s).await?);
+        }
+    }
+    Ok(reports)
+}
+
+/// Sweeps one scenario of `kind`: a crash before each journal write in turn, until a run ends without one.
+pub async fn sweep_scenario(
+    registry: &Registry,
+    kind: &WorkflowKind,
+    s: &Scenario,
+) -> Outcome<SweepReport> {
+    const LIMIT: usize = 200;
+    for n in 1..=LIMIT {
+        let w = CrashWorld::new().await?;
+        let r = crash_once(&w, registry, kind, s, n).await;
+        w.shutdown().await;
+        match r {
+            Ok(true) => continue,
+            Ok(false) => {
+                return Ok(SweepReport {
+                    kind: kind.clone(),
+                    scenario: s.name,
+                    crash_points: n - 1,
+                })
+            }
+            Err(Broken(why)) => {
+                return Err(Broken(format!(
+                    "{kind} / {}: crash before journal write {n}: {why}",
+                    s.name
+                )))
+            }
+        }
+    }
+    Err(Broken(format!(
+        "{kind} / {}: still crashing after {LIMIT} journal writes",
+        s.name
+    )))
+}
+
+/// One crash point: answers whether the first worker crashed.
+async fn crash_once(
+    w: &CrashWorld,
+    registry: &Registry,
+    kind: &WorkflowKind,
+    s: &Scenario,
+    n: usize,
+) -> Outcome<bool> {
+    let id = (s.start)(w).await?;
+    let open = w.store.list_open_workflows().await?;
+    let wf = open
+        .iter()
+        .find(|x| x.instance_id == id && &x.kind == kind)
+        .map(|x| x.id)
+        .ok_or_else(|| Broken(format!("the scenario did not start a {kind} workflow")))?;
+    let dying = CrashingStore::new(w.store.clone(), n);
+    let first = w.task_manager(&format!("doomed-{n}"), dying.clone(), registry);
+    let ran = first.run_workflow(wf).await;
+    let crashed = dying.crashed();
+    if !crashed {
+        ran?;
+    } else {
+        let second = w.task_manager(&format!("survivor-{n}"), w.store.clone(), registry);
+        // The dead worker's lease still holds: nobody may take the workflow yet.
+        if second.run_workflow(wf).await? {
+            return Err(Broken(
+                "a second worker claimed the workflow under the dead worker's live lease".into(),
+            ));
+        }
+        w.clock
+            .advance(w.config.workflow_lease + Duration::from_secs(1));
+        if !second.run_workflow(wf).await? {
+            return Err(Broken(
+                "the second worker could not take the workflow over after the lease expired".into(),
+            ));
+        }
+    }
+    let after = w
+        .store
+        .get_workflow(wf)
+        .await?
+        .ok_or_else(|| Broken("the workflow vanished".into()))?;
+    let ended_as_expected = match s.expect {
+        Some(want) => after.state == want,
+        None => !after.state.is_open(),
+    };
+    if !ended_as_expected {
+        let inst = w.instance(id).await?;
+        return Err(Broken(format!(
+            "the workflow ended {:?}, expected {:?} (instance task {:?}, fault {:?})",
+            after.state, s.expect, inst.task, inst.fault
+        )));
+    }
+    let mut scrubbed = after.clone();
+    registry.scrub(&mut scrubbed);
+    if scrubbed.params != after.params {
+        return Err(Broken(
+            "the closed workflow still holds secrets its kind scrubs".into(),
+        ));
+    }
+    if let Some(check) = s.check {
+        check(w, id).await?;
+    }
+    w.expect_no_leaks().await?;
+    Ok(crashed)
+}
