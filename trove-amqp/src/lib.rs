@@ -5,10 +5,18 @@
 //!   `<queue_prefix><topic>`, bound to the exchange with that same name as routing key.
 //! - `cast` declares the topic's queue before publishing (so a message cast before anyone subscribes is kept),
 //!   publishes persistently and waits for the broker's **publisher confirm**.
-//! - `call` publishes the request with `reply_to` set to RabbitMQ's direct reply-to pseudo queue and a fresh
-//!   correlation id, and waits for the matching reply until its deadline. One reply consumer per connection
-//!   serves every call; a call that times out removes its entry, so nothing is left behind and a late reply is
-//!   dropped.
+//! - `call` declares the topic's queue like `cast`, publishes the request with `reply_to` set to RabbitMQ's
+//!   direct reply-to pseudo queue and a fresh correlation id, and waits for the matching reply until its
+//!   deadline. One reply consumer per connection serves every call; a call that times out removes its entry, so
+//!   nothing is left behind and a late reply is dropped.
+//! - **What a call's timeout bounds.** It bounds waiting for a connection (nothing has been sent then) and
+//!   waiting for the reply, never a request half sent: once sending has begun, the topic's queue is declared and
+//!   the request written to the connection (within [`AmqpConfig::publish_timeout_ms`]) even past the deadline;
+//!   creating a topic's quorum queue can take the broker most of a second under load. So a call that ends in
+//!   [`Error::Timeout`] has handed its request to the broker (unless the connection broke meanwhile), and the
+//!   request stays in the topic's queue, where a subscriber may still handle it (its reply is then dropped).
+//!   While the broker is slow a call can return somewhat after its timeout. A request to a queue deleted behind
+//!   the bus's back is dropped by the broker (requests are not confirmed): that call times out.
 //! - Subscriptions consume with **manual acks** on a channel of their own (prefetch [`AmqpConfig::prefetch`]).
 //!   A delivery dropped without being settled is nacked with requeue; a subscriber that dies leaves its
 //!   unacknowledged messages to the others.
@@ -634,6 +642,10 @@ impl MessageBus for AmqpBus {
     async fn call(&self, topic: &str, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         check_topic(topic)?;
         let shared = &self.shared;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let expired = || Error::Timeout {
+            what: format!("reply from '{topic}' after {timeout:?}"),
+        };
         let id = Uuid::new_v4().simple().to_string();
         let (tx, rx) = oneshot::channel();
         lock(&shared.pending).insert(id.clone(), tx);
@@ -641,12 +653,17 @@ impl MessageBus for AmqpBus {
             pending: shared.pending.clone(),
             id: id.clone(),
         };
-        let exchange = async {
-            let conn = shared.conn().await?;
+        // Without a connection nothing is sent: waiting for one counts against the deadline.
+        let conn = tokio::time::timeout_at(deadline, shared.conn())
+            .await
+            .map_err(|_| expired())??;
+        // A request being sent is sent to the end (queue declared, request written to the connection), even past
+        // the deadline: cutting it there would leave it sent or not depending on how busy the broker is.
+        let send = async {
             shared.ensure_topic(&conn, topic).await?;
             let props = BasicProperties::default()
                 .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
-                .with_correlation_id(ShortString::from(id.clone()));
+                .with_correlation_id(ShortString::from(id));
             conn.rpc
                 .basic_publish(
                     &shared.cfg.exchange,
@@ -656,19 +673,26 @@ impl MessageBus for AmqpBus {
                     props,
                 )
                 .await
-                .map_err(|e| backend("publishing a request", e))?;
+                .map_err(|e| backend("publishing a request", e))
+                .map(drop)
+        };
+        tokio::time::timeout(shared.cfg.publish_timeout(), send)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    what: format!("sending a request to '{topic}'"),
+                })
+            })?;
+        let reply = async {
             match rx.await {
-                Ok(reply) => Ok(reply),
-                // The connection went away with the reply consumer: no reply can come; wait out the deadline.
+                Ok(reply) => reply,
+                // Nothing can send the reply any more; wait out the deadline.
                 Err(_) => futures::future::pending().await,
             }
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                what: format!("reply from '{topic}' after {timeout:?}"),
-            }),
-        }
+        tokio::time::timeout_at(deadline, reply)
+            .await
+            .map_err(|_| expired())
     }
 
     async fn subscribe(&self, topic: &str) -> Result<Box<dyn Subscription>> {
