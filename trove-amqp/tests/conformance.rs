@@ -202,3 +202,21 @@ async fn a_call_deadline_never_cuts_its_request_half_sent() {
     bus.delete_infrastructure().await.expect("cleanup");
     bus.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topic_right_after_dropping_its_subscription_keeps_the_connection() {
+    let bus = common::shared_bus().await;
+    for i in 0..20 {
+        let topic = format!("drop-then-delete-{i}");
+        let sub = bus.subscribe(&topic).await.expect("subscribe");
+        drop(sub);
+        bus.delete_topic(&topic).await.expect("delete_topic");
+    }
+    assert_eq!(
+        bus.reconnects(),
+        0,
+        "the connection survived every subscription drop racing its topic's deletion"
+    );
+    bus.delete_infrastructure().await.expect("cleanup");
+    bus.close().await;
+}
