@@ -5,13 +5,22 @@
 //!   `<queue_prefix><topic>`, bound to the exchange with that same name as routing key.
 //! - `cast` declares the topic's queue before publishing (so a message cast before anyone subscribes is kept),
 //!   publishes persistently and waits for the broker's **publisher confirm**.
-//! - `call` publishes the request with `reply_to` set to RabbitMQ's direct reply-to pseudo queue and a fresh
-//!   correlation id, and waits for the matching reply until its deadline. One reply consumer per connection
-//!   serves every call; a call that times out removes its entry, so nothing is left behind and a late reply is
-//!   dropped.
+//! - `call` declares the topic's queue like `cast`, publishes the request with `reply_to` set to RabbitMQ's
+//!   direct reply-to pseudo queue and a fresh correlation id, and waits for the matching reply until its
+//!   deadline. One reply consumer per connection serves every call; a call that times out removes its entry, so
+//!   nothing is left behind and a late reply is dropped.
+//! - **What a call's timeout bounds.** It bounds waiting for a connection (nothing has been sent then) and
+//!   waiting for the reply, never a request half sent: once sending has begun, the topic's queue is declared and
+//!   the request written to the connection (within [`AmqpConfig::publish_timeout_ms`]) even past the deadline;
+//!   creating a topic's quorum queue can take the broker most of a second under load. So a call that ends in
+//!   [`Error::Timeout`] has handed its request to the broker (unless the connection broke meanwhile), and the
+//!   request stays in the topic's queue, where a subscriber may still handle it (its reply is then dropped).
+//!   While the broker is slow a call can return somewhat after its timeout. A request to a queue deleted behind
+//!   the bus's back is dropped by the broker (requests are not confirmed): that call times out.
 //! - Subscriptions consume with **manual acks** on a channel of their own (prefetch [`AmqpConfig::prefetch`]).
 //!   A delivery dropped without being settled is nacked with requeue; a subscriber that dies leaves its
-//!   unacknowledged messages to the others.
+//!   unacknowledged messages to the others. A dropped subscription closes its channel (which cancels its
+//!   consumer on the broker) and never sends a `basic.cancel` of its own.
 //! - **Poison messages** go to a dead-letter exchange (`<exchange>.dlx`) and its queue (`<exchange>.dead-letter`)
 //!   when they are nacked without requeue, or, with quorum queues (the default), when they have been delivered
 //!   more than [`AmqpConfig::max_redeliveries`] times.
@@ -346,6 +355,36 @@ impl Shared {
         Ok(())
     }
 
+    /// Runs `attempt` on the live connection until it succeeds or fails for good, retrying transient failures
+    /// (a lost connection, a refused message) with backoff for up to the publish timeout. `what` names the
+    /// operation in the timeout error.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(Arc<Conn>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.cfg.publish_timeout();
+        let mut delay = self.cfg.reconnect_initial();
+        loop {
+            let one = async { attempt(self.conn().await?).await };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let err = match tokio::time::timeout(left, one).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if !e.is_transient() => return Err(e),
+                Ok(Err(e)) => e,
+                Err(_) => Error::Timeout {
+                    what: what.to_string(),
+                },
+            };
+            if Instant::now() + delay >= deadline {
+                return Err(err);
+            }
+            tracing::warn!(what, error = %err, "amqp operation failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.cfg.reconnect_max());
+        }
+    }
+
     /// One attempt at a confirmed, persistent publish.
     async fn try_cast(&self, conn: &Conn, topic: &str, body: &[u8]) -> Result<()> {
         self.ensure_topic(conn, topic).await?;
@@ -606,34 +645,21 @@ impl MessageBus for AmqpBus {
     async fn cast(&self, topic: &str, body: Vec<u8>) -> Result<()> {
         check_topic(topic)?;
         let shared = &self.shared;
-        let deadline = Instant::now() + shared.cfg.publish_timeout();
-        let mut delay = shared.cfg.reconnect_initial();
-        loop {
-            let attempt = async {
-                let conn = shared.conn().await?;
-                shared.try_cast(&conn, topic, &body).await
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(left, attempt).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) if !e.is_transient() => return Err(e),
-                Ok(Err(e)) => e,
-                Err(_) => Error::Timeout {
-                    what: format!("publishing to '{topic}'"),
-                },
-            };
-            if Instant::now() + delay >= deadline {
-                return Err(err);
-            }
-            tracing::warn!(topic, error = %err, "cast failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(shared.cfg.reconnect_max());
-        }
+        let body = &body;
+        shared
+            .retrying(&format!("publishing to '{topic}'"), |conn| async move {
+                shared.try_cast(&conn, topic, body).await
+            })
+            .await
     }
 
     async fn call(&self, topic: &str, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
         check_topic(topic)?;
         let shared = &self.shared;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let expired = || Error::Timeout {
+            what: format!("reply from '{topic}' after {timeout:?}"),
+        };
         let id = Uuid::new_v4().simple().to_string();
         let (tx, rx) = oneshot::channel();
         lock(&shared.pending).insert(id.clone(), tx);
@@ -641,12 +667,17 @@ impl MessageBus for AmqpBus {
             pending: shared.pending.clone(),
             id: id.clone(),
         };
-        let exchange = async {
-            let conn = shared.conn().await?;
+        // Without a connection nothing is sent: waiting for one counts against the deadline.
+        let conn = tokio::time::timeout_at(deadline, shared.conn())
+            .await
+            .map_err(|_| expired())??;
+        // A request being sent is sent to the end (queue declared, request written to the connection), even past
+        // the deadline: cutting it there would leave it sent or not depending on how busy the broker is.
+        let send = async {
             shared.ensure_topic(&conn, topic).await?;
             let props = BasicProperties::default()
                 .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
-                .with_correlation_id(ShortString::from(id.clone()));
+                .with_correlation_id(ShortString::from(id));
             conn.rpc
                 .basic_publish(
                     &shared.cfg.exchange,
@@ -656,19 +687,26 @@ impl MessageBus for AmqpBus {
                     props,
                 )
                 .await
-                .map_err(|e| backend("publishing a request", e))?;
+                .map_err(|e| backend("publishing a request", e))
+                .map(drop)
+        };
+        tokio::time::timeout(shared.cfg.publish_timeout(), send)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    what: format!("sending a request to '{topic}'"),
+                })
+            })?;
+        let reply = async {
             match rx.await {
-                Ok(reply) => Ok(reply),
-                // The connection went away with the reply consumer: no reply can come; wait out the deadline.
+                Ok(reply) => reply,
+                // Nothing can send the reply any more; wait out the deadline.
                 Err(_) => futures::future::pending().await,
             }
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                what: format!("reply from '{topic}' after {timeout:?}"),
-            }),
-        }
+        tokio::time::timeout_at(deadline, reply)
+            .await
+            .map_err(|_| expired())
     }
 
     async fn subscribe(&self, topic: &str) -> Result<Box<dyn Subscription>> {
@@ -685,23 +723,12 @@ impl MessageBus for AmqpBus {
 
     async fn delete_topic(&self, topic: &str) -> Result<()> {
         check_topic(topic)?;
-        // Deleting a queue whose consumer is being cancelled at the same moment (a subscription just dropped) can
-        // make lapin see an unexpected cancel-ok and close the connection; the bus reconnects, so a transient
-        // failure is retried on the new connection (queue deletion is idempotent).
-        let mut attempt = 0;
-        loop {
-            match self
-                .bounded("deleting a topic", self.delete_queue(topic))
-                .await
-            {
-                Err(e) if e.is_transient() && attempt < 3 => {
-                    attempt += 1;
-                    tracing::debug!(topic, attempt, error = %e, "retrying a topic deletion");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        // Deleting a queue is idempotent: a transient failure (a lost connection) is retried like a cast.
+        self.shared
+            .retrying(&format!("deleting topic '{topic}'"), |conn| async move {
+                self.delete_queue(&conn, topic).await
+            })
+            .await
     }
 }
 
@@ -720,8 +747,7 @@ impl AmqpBus {
         })
     }
 
-    async fn delete_queue(&self, topic: &str) -> Result<()> {
-        let conn = self.shared.conn().await?;
+    async fn delete_queue(&self, conn: &Conn, topic: &str) -> Result<()> {
         lock(&conn.declared).remove(topic);
         let ch = conn
             .connection
@@ -750,11 +776,16 @@ struct AmqpSubscription {
 
 impl Drop for AmqpSubscription {
     fn drop(&mut self) {
-        if let Some((_, channel, _)) = self.current.take() {
-            // Closing the channel hands every unacknowledged delivery back to the broker.
+        if let Some((_, channel, consumer)) = self.current.take() {
+            // Closing the channel cancels the consumer on the broker and hands every unacknowledged delivery
+            // back. The lapin consumer is dropped only after the close: dropping a live one makes lapin send a
+            // basic.cancel of its own, which races the close (lapin fails the whole connection when the channel
+            // turns out to be closing) and a deletion of the queue (RabbitMQ answers a cancel that meets its
+            // quorum queue's deletion with two cancel-oks, and lapin closes the connection on the second).
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
                     let _ = channel.close(200, "unsubscribed").await;
+                    drop(consumer);
                 });
             }
         }

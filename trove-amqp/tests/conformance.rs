@@ -176,3 +176,47 @@ async fn reply_to_a_caller_that_went_away_is_harmless() {
     server.delete_infrastructure().await.expect("cleanup");
     server.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_deadline_never_cuts_its_request_half_sent() {
+    let bus = common::shared_bus().await;
+    // 1 ms is far less than creating the topic's quorum queue takes: the deadline passes while the request is
+    // still being sent. The call times out, and the request is on the broker all the same.
+    let e = bus
+        .call("fresh-topic", b"q".to_vec(), Duration::from_millis(1))
+        .await
+        .expect_err("nobody answers");
+    assert!(matches!(e, trove_core::Error::Timeout { .. }), "{e:?}");
+    assert_eq!(bus.pending_calls(), 0, "no call waits any more");
+    let mut sub = bus.subscribe("fresh-topic").await.expect("subscribe");
+    let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the timed-out call's request is in the queue")
+        .expect("ok")
+        .expect("some");
+    assert_eq!(d.body, b"q");
+    assert!(d.expects_reply());
+    d.ack().await.expect("ack");
+    drop(sub);
+    bus.delete_topic("fresh-topic").await.expect("delete_topic");
+    bus.delete_infrastructure().await.expect("cleanup");
+    bus.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topic_right_after_dropping_its_subscription_keeps_the_connection() {
+    let bus = common::shared_bus().await;
+    for i in 0..20 {
+        let topic = format!("drop-then-delete-{i}");
+        let sub = bus.subscribe(&topic).await.expect("subscribe");
+        drop(sub);
+        bus.delete_topic(&topic).await.expect("delete_topic");
+    }
+    assert_eq!(
+        bus.reconnects(),
+        0,
+        "the connection survived every subscription drop racing its topic's deletion"
+    );
+    bus.delete_infrastructure().await.expect("cleanup");
+    bus.close().await;
+}
