@@ -1,43 +1,27 @@
 //! Unit tests of the API service over the in-memory ports and a running task manager and conductor.
 
 use super::*;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::conductor::Conductor;
 use crate::config::CoreConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::guest_agent::InProcessLauncher;
 use crate::memory::{
     ManualClock, MemoryBlockStorage, MemoryBus, MemoryCompute, MemoryStore,
     SimulatedStrategyFactory,
 };
 use crate::model::{
-    validate_database_name, validate_host, validate_instance_name, validate_password,
-    validate_user_name, BackupFilter, BackupType, Capabilities, InstanceFilter, Manager, Resource,
-    Workflow, WorkflowKind, WorkflowState,
-};
-use crate::model::{
-    Access, Backup, ConfigParam, Configuration, DatabaseSpec, Datastore, DatastoreVersion, Flavor,
-    Instance, Locality, ParamType, QuotaLimits, QuotaUsage, RootHistory, Secret,
-    ServiceStatusRecord, UserSpec, UserUpdate,
+    DatabaseSpec, Flavor, ParamType, Secret, ServiceStatusRecord, UserSpec, UserUpdate,
 };
 use crate::ports::InfraStore;
-use crate::ports::{
-    ChangeSet, DynBus, DynClock, DynStore, Expect, RequestContext, UserInfo, Write,
-};
-use crate::rpc::{GuestClient, GuestTimeouts, TaskManagerClient};
-use crate::state::{
-    api_status, check_operation, heartbeat_expired, operating_status, BackupState, InstanceState,
-    Operation, ServerStatus, ServiceStatus, TaskStatus,
-};
-use crate::taskmanager::{BackupParams, CreateParams, ResizeFlavorParams, ResizeVolumeParams};
+use crate::ports::RequestContext;
+use crate::state::{BackupState, ServiceStatus, TaskStatus};
 use crate::taskmanager::{TaskManager, TaskManagerConfig};
 use serde_json::json;
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::watch;
 
