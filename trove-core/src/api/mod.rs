@@ -17,12 +17,10 @@ use crate::model::{
     WorkflowKind, WorkflowState,
 };
 use crate::model::{
-    Access, DatabaseSpec, Datastore, DatastoreVersion, Flavor, Instance, Locality, RootHistory,
-    Secret, ServiceStatusRecord, UserSpec, UserUpdate,
+    Access, DatabaseSpec, Datastore, DatastoreVersion, Flavor, Instance, Locality, Secret,
+    ServiceStatusRecord, UserSpec,
 };
-use crate::ports::{
-    ChangeSet, DynBus, DynClock, DynStore, Expect, RequestContext, UserInfo, Write,
-};
+use crate::ports::{ChangeSet, DynBus, DynClock, DynStore, Expect, RequestContext, Write};
 use crate::rpc::{GuestClient, GuestTimeouts, TaskManagerClient};
 use crate::state::{
     api_status, check_operation, heartbeat_expired, operating_status, BackupState, InstanceState,
@@ -35,13 +33,16 @@ use std::collections::HashMap;
 mod backup_strategies;
 mod backups;
 mod configurations;
+mod databases;
 mod datastores;
 mod flavors;
 mod guest_logs;
 mod maintenance;
 mod parameters;
 mod quotas;
+mod root;
 mod ssl;
+mod users;
 pub use backup_strategies::{
     validate_container, BackupStrategyQuery, CreateBackupStrategy, BACKUP_STRATEGY_BACKEND,
     DEFAULT_BACKUP_CONTAINER,
@@ -51,6 +52,8 @@ pub use configurations::{ConfigurationView, CreateConfiguration, UpdateConfigura
 pub use datastores::{DatastoreVersionPatch, DatastoreVersionSpec, DatastoreView, VersionView};
 pub use parameters::ConfigParamSpec;
 pub use quotas::QuotaView;
+pub use root::RootCredentials;
+pub use users::UserRef;
 
 /// `POST /instances` body, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -172,44 +175,6 @@ pub enum MgmtAction {
         /// Image to rebuild from.
         image_id: String,
     },
-}
-
-/// A user as named in a URL: `name` or `name@host` (host defaults to `%`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserRef {
-    /// User name.
-    pub name: String,
-    /// Host pattern.
-    pub host: String,
-}
-
-impl UserRef {
-    /// Parses the (already URL-decoded) `{user}` path segment: the last `@` separates the host.
-    pub fn parse(segment: &str) -> UserRef {
-        match segment.rsplit_once('@') {
-            Some((name, host)) if !host.is_empty() => UserRef {
-                name: name.into(),
-                host: host.into(),
-            },
-            Some((name, _)) => UserRef {
-                name: name.into(),
-                host: "%".into(),
-            },
-            None => UserRef {
-                name: segment.into(),
-                host: "%".into(),
-            },
-        }
-    }
-}
-
-/// The answer of `POST /instances/{id}/root`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RootCredentials {
-    /// Always `root` (or the engine's superuser).
-    pub name: String,
-    /// Password.
-    pub password: Secret,
 }
 
 /// What the REST API does, without HTTP: every operation of the Trove v1.0 API.
@@ -1431,300 +1396,6 @@ impl ApiService {
                 .unwrap_or_default()),
             None => Ok(Map::new()),
         }
-    }
-
-    // ------------------------------------------------------------------ databases
-
-    /// `GET /instances/{id}/databases`.
-    pub async fn list_databases(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-    ) -> Result<Vec<DatabaseSpec>> {
-        self.manage_data_instance(ctx, id, |c| c.databases, "databases")
-            .await?;
-        self.guest(id).list_databases().await
-    }
-
-    /// `POST /instances/{id}/databases`.
-    pub async fn create_databases(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        dbs: Vec<DatabaseSpec>,
-    ) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.databases, "databases")
-            .await?;
-        if dbs.is_empty() {
-            return Err(Error::bad_request("No databases given."));
-        }
-        for d in &dbs {
-            validate_database_name(m, &d.name)?;
-        }
-        self.guest(id).create_databases(dbs).await
-    }
-
-    /// `DELETE /instances/{id}/databases/{name}`.
-    pub async fn delete_database(&self, ctx: &RequestContext, id: Uuid, name: &str) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.databases, "databases")
-            .await?;
-        validate_database_name(m, name)?;
-        self.guest(id).delete_database(name).await
-    }
-
-    // ------------------------------------------------------------------ users
-
-    fn check_user(m: Manager, user: &UserRef) -> Result<()> {
-        validate_user_name(m, &user.name)?;
-        validate_host(&user.host)
-    }
-
-    /// `GET /instances/{id}/users`.
-    pub async fn list_users(&self, ctx: &RequestContext, id: Uuid) -> Result<Vec<UserInfo>> {
-        self.manage_data_instance(ctx, id, |c| c.users, "users")
-            .await?;
-        self.guest(id).list_users().await
-    }
-
-    /// `POST /instances/{id}/users`.
-    pub async fn create_users(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        users: Vec<UserSpec>,
-    ) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
-            .await?;
-        if users.is_empty() {
-            return Err(Error::bad_request("No users given."));
-        }
-        for u in &users {
-            validate_user_name(m, &u.name)?;
-            validate_password(&u.password)?;
-            if let Some(h) = &u.host {
-                validate_host(h)?;
-            }
-            for d in &u.databases {
-                validate_database_name(m, d)?;
-            }
-        }
-        self.guest(id).create_users(users).await
-    }
-
-    async fn find_user(&self, id: Uuid, user: &UserRef) -> Result<UserInfo> {
-        self.guest(id)
-            .list_users()
-            .await?
-            .into_iter()
-            .find(|u| u.name == user.name && u.host == user.host)
-            .ok_or_else(|| Error::not_found("User", format!("{}@{}", user.name, user.host)))
-    }
-
-    /// `GET /instances/{id}/users/{user}`.
-    pub async fn show_user(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        user: &UserRef,
-    ) -> Result<UserInfo> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
-            .await?;
-        Self::check_user(m, user)?;
-        self.find_user(id, user).await
-    }
-
-    /// `PUT /instances/{id}/users/{user}`.
-    pub async fn update_user(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        user: &UserRef,
-        update: UserUpdate,
-    ) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
-            .await?;
-        Self::check_user(m, user)?;
-        if update.name.is_none() && update.password.is_none() && update.host.is_none() {
-            return Err(Error::bad_request(
-                "Give at least one of name, password and host.",
-            ));
-        }
-        if let Some(n) = &update.name {
-            validate_user_name(m, n)?;
-        }
-        if let Some(p) = &update.password {
-            validate_password(p)?;
-        }
-        if let Some(h) = &update.host {
-            validate_host(h)?;
-        }
-        self.find_user(id, user).await?;
-        self.guest(id)
-            .update_user(&user.name, &user.host, update)
-            .await
-    }
-
-    /// `DELETE /instances/{id}/users/{user}`.
-    pub async fn delete_user(&self, ctx: &RequestContext, id: Uuid, user: &UserRef) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
-            .await?;
-        Self::check_user(m, user)?;
-        self.find_user(id, user).await?;
-        self.guest(id).delete_user(&user.name, &user.host).await
-    }
-
-    /// `PUT /instances/{id}/users`: change passwords.
-    pub async fn change_passwords(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        users: Vec<UserSpec>,
-    ) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
-            .await?;
-        if users.is_empty() {
-            return Err(Error::bad_request("No users given."));
-        }
-        for u in &users {
-            validate_user_name(m, &u.name)?;
-            validate_password(&u.password)?;
-            if let Some(h) = &u.host {
-                validate_host(h)?;
-            }
-        }
-        let known = self.guest(id).list_users().await?;
-        for u in &users {
-            let host = u.host.clone().unwrap_or_else(|| "%".into());
-            if !known.iter().any(|k| k.name == u.name && k.host == host) {
-                return Err(Error::not_found("User", format!("{}@{host}", u.name)));
-            }
-        }
-        self.guest(id).change_passwords(users).await
-    }
-
-    /// `GET /instances/{id}/users/{user}/databases`.
-    pub async fn list_user_access(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        user: &UserRef,
-    ) -> Result<Vec<String>> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
-            .await?;
-        Self::check_user(m, user)?;
-        Ok(self.find_user(id, user).await?.databases)
-    }
-
-    /// `PUT /instances/{id}/users/{user}/databases`.
-    pub async fn grant_user_access(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        user: &UserRef,
-        databases: Vec<String>,
-    ) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "user access")
-            .await?;
-        Self::check_user(m, user)?;
-        for d in &databases {
-            validate_database_name(m, d)?;
-        }
-        self.find_user(id, user).await?;
-        self.guest(id)
-            .grant_access(&user.name, &user.host, databases)
-            .await
-    }
-
-    /// `DELETE /instances/{id}/users/{user}/databases/{db}`.
-    pub async fn revoke_user_access(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        user: &UserRef,
-        database: &str,
-    ) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "user access")
-            .await?;
-        Self::check_user(m, user)?;
-        validate_database_name(m, database)?;
-        self.find_user(id, user).await?;
-        self.guest(id)
-            .revoke_access(&user.name, &user.host, database)
-            .await
-    }
-
-    // ------------------------------------------------------------------ root
-
-    /// `GET /instances/{id}/root`: whether root was ever enabled (root history).
-    pub async fn root_show(&self, ctx: &RequestContext, id: Uuid) -> Result<bool> {
-        self.manage_data_instance(ctx, id, |c| c.root, "root")
-            .await?;
-        Ok(self.store.get_root_history(id).await?.is_some())
-    }
-
-    /// `POST /instances/{id}/root`: enables root (generated password when none given), records the history.
-    pub async fn root_enable(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        password: Option<Secret>,
-    ) -> Result<RootCredentials> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.root, "root")
-            .await?;
-        if let Some(p) = &password {
-            validate_password(p)?;
-        }
-        let password = self.guest(id).enable_root(password).await?;
-        self.store
-            .commit(ChangeSet::new().with(Write::RootHistory(RootHistory {
-                instance_id: id,
-                user: ctx.user_id.clone(),
-                created: self.clock.now(),
-            })))
-            .await?;
-        let name = match m {
-            Manager::Postgresql => "postgres",
-            _ => "root",
-        };
-        Ok(RootCredentials {
-            name: name.into(),
-            password,
-        })
-    }
-
-    /// `DELETE /instances/{id}/root`: 404 when root was never enabled.
-    pub async fn root_disable(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        self.manage_data_instance(ctx, id, |c| c.root, "root")
-            .await?;
-        if self.store.get_root_history(id).await?.is_none() {
-            return Err(Error::not_found("Root history of instance", id));
-        }
-        self.guest(id).disable_root().await
-    }
-
-    /// `GET /mgmt/instances/{id}/root` (admin): the root history record.
-    pub async fn mgmt_root_history(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-    ) -> Result<Option<RootHistory>> {
-        require_admin(ctx)?;
-        self.store
-            .get_instance(id)
-            .await?
-            .ok_or_else(|| Error::not_found("Instance", id))?;
-        self.store.get_root_history(id).await
     }
 
     // ------------------------------------------------------------------ mgmt instances
