@@ -17,19 +17,20 @@ use crate::model::{
     WorkflowKind, WorkflowState,
 };
 use crate::model::{
-    Access, DatabaseSpec, Datastore, DatastoreVersion, Flavor, Instance, Locality, Secret,
+    Access, DatabaseSpec, Datastore, DatastoreVersion, Instance, Locality, Secret,
     ServiceStatusRecord, UserSpec,
 };
 use crate::ports::{ChangeSet, DynBus, DynClock, DynStore, Expect, RequestContext, Write};
 use crate::rpc::{GuestClient, GuestTimeouts, TaskManagerClient};
 use crate::state::{
-    api_status, check_operation, heartbeat_expired, operating_status, BackupState, InstanceState,
-    Operation, ServerStatus, ServiceStatus, TaskStatus,
+    api_status, check_operation, heartbeat_expired, operating_status, InstanceState, Operation,
+    ServerStatus, ServiceStatus, TaskStatus,
 };
-use crate::taskmanager::{CreateParams, ResizeFlavorParams, ResizeVolumeParams};
+use crate::taskmanager::CreateParams;
 use serde_json::json;
 use std::collections::HashMap;
 
+mod actions;
 mod backup_strategies;
 mod backups;
 mod configurations;
@@ -38,6 +39,7 @@ mod datastores;
 mod flavors;
 mod guest_logs;
 mod maintenance;
+mod mgmt;
 mod parameters;
 mod quotas;
 mod root;
@@ -50,6 +52,7 @@ pub use backup_strategies::{
 pub use backups::{BackupQuery, BackupView, CreateBackup, RestoreFrom};
 pub use configurations::{ConfigurationView, CreateConfiguration, UpdateConfiguration};
 pub use datastores::{DatastoreVersionPatch, DatastoreVersionSpec, DatastoreView, VersionView};
+pub use mgmt::{MgmtAction, MgmtInstanceQuery};
 pub use parameters::ConfigParamSpec;
 pub use quotas::QuotaView;
 pub use root::RootCredentials;
@@ -132,17 +135,6 @@ pub struct InstanceView {
     pub password: Option<Secret>,
 }
 
-/// `GET /mgmt/instances` query, decoded.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MgmtInstanceQuery {
-    /// Include deleted instances.
-    pub deleted: bool,
-    /// Include cluster members.
-    pub include_clustered: bool,
-    /// Only this project's.
-    pub project_id: Option<String>,
-}
-
 /// Instances per service-status query when building list views (the slices are fetched concurrently).
 const STATUS_SLICE: usize = 250;
 
@@ -153,28 +145,6 @@ pub struct PageRequest {
     pub limit: usize,
     /// Id of the last row of the previous page.
     pub marker: Option<String>,
-}
-
-/// Mgmt instance actions (`POST /mgmt/instances/{id}/action`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MgmtAction {
-    /// Stop the engine.
-    Stop,
-    /// Reboot the server.
-    Reboot,
-    /// Set the task back to NONE.
-    ResetTaskStatus,
-    /// Move the server to another host (`None`: compute picks one).
-    Migrate {
-        /// Target host.
-        host: Option<String>,
-    },
-    /// Rebuild the server from an image, keeping data and configuration.
-    Rebuild {
-        /// Image to rebuild from.
-        image_id: String,
-    },
 }
 
 /// What the REST API does, without HTTP: every operation of the Trove v1.0 API.
@@ -1148,238 +1118,6 @@ impl ApiService {
         self.delete_common(ctx, id, true).await
     }
 
-    /// `{"restart": {}}`.
-    pub async fn restart_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let inst = self.load_instance(ctx, id).await?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::Restart, &state)?;
-        let status = ServiceStatusRecord {
-            instance_id: id,
-            status: ServiceStatus::Restarting,
-            reason: None,
-            volume: None,
-            updated_at: self.clock.now(),
-        };
-        self.start_workflow(
-            inst,
-            WorkflowKind::Restart,
-            json!({}),
-            TaskStatus::Rebooting,
-            vec![Write::ServiceStatus(status)],
-            None,
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// `{"resize": {"flavorRef": ...}}` (href already reduced to the id).
-    pub async fn resize_flavor(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        flavor_ref: &str,
-    ) -> Result<()> {
-        let mut inst = self.load_instance(ctx, id).await?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::ResizeFlavor, &state)?;
-        let new = self.store.get_flavor(flavor_ref).await?.ok_or_else(|| {
-            Error::bad_request(format!("Flavor {flavor_ref} could not be found."))
-        })?;
-        if new.id == inst.flavor_id {
-            return Err(Error::bad_request(
-                "The new flavor must differ from the current one.",
-            ));
-        }
-        let (v, _) = self
-            .version_and_datastore(inst.datastore_version_id)
-            .await?;
-        if !v.flavor_ids.is_empty() && !v.flavor_ids.contains(&new.id) {
-            return Err(Error::not_found(
-                "Flavor for datastore version",
-                format!("{} ({})", new.id, v.name),
-            ));
-        }
-        let old = self
-            .store
-            .get_flavor(&inst.flavor_id)
-            .await?
-            .unwrap_or_else(|| Flavor {
-                id: inst.flavor_id.clone(),
-                name: inst.flavor_id.clone(),
-                ram_mb: inst.ram_mb,
-                vcpus: 1,
-                disk_gb: 0,
-                ephemeral_gb: 0,
-            });
-        let params = serde_json::to_value(ResizeFlavorParams {
-            old_flavor: old,
-            new_flavor: new.clone(),
-        })
-        .map_err(|e| Error::bad_request(e.to_string()))?;
-        // The RAM is reserved now (quota), and given back if the resize fails.
-        inst.ram_mb = new.ram_mb;
-        self.start_workflow(
-            inst,
-            WorkflowKind::ResizeFlavor,
-            params,
-            TaskStatus::Resizing,
-            vec![],
-            Some(&[Resource::Ram]),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// `{"resize": {"volume": {"size": N}}}`.
-    pub async fn resize_volume(&self, ctx: &RequestContext, id: Uuid, size_gb: u32) -> Result<()> {
-        let mut inst = self.load_instance(ctx, id).await?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::ResizeVolume, &state)?;
-        let current = inst
-            .volume_size
-            .ok_or_else(|| Error::bad_request(format!("Instance {id} has no volume.")))?;
-        if size_gb <= current {
-            return Err(Error::bad_request(format!(
-                "The new volume size {size_gb} GB must be larger than the current size {current} GB."
-            )));
-        }
-        if size_gb > self.config.max_accepted_volume_size {
-            return Err(Error::OverLimit {
-                message: format!(
-                    "Volume size {size_gb} GB exceeds the maximum volume size of {} GB.",
-                    self.config.max_accepted_volume_size
-                ),
-                retry_after: None,
-            });
-        }
-        let params = serde_json::to_value(ResizeVolumeParams {
-            old_size: current,
-            new_size: size_gb,
-        })
-        .map_err(|e| Error::bad_request(e.to_string()))?;
-        inst.volume_size = Some(size_gb);
-        self.start_workflow(
-            inst,
-            WorkflowKind::ResizeVolume,
-            params,
-            TaskStatus::Resizing,
-            vec![],
-            Some(&[Resource::Volumes]),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn reset_common(&self, inst: Instance, service: Option<ServiceStatus>) -> Result<()> {
-        let now = self.clock.now();
-        let open = self.open_workflows_of(inst.id).await?;
-        let mut cs = ChangeSet::new();
-        for w in open {
-            cs.push(self.close_workflow(w));
-        }
-        if let Some(s) = service {
-            cs.push(Write::ServiceStatus(ServiceStatusRecord {
-                instance_id: inst.id,
-                status: s,
-                reason: Some("status reset".into()),
-                volume: None,
-                updated_at: now,
-            }));
-            let f = BackupFilter {
-                instance_id: Some(inst.id),
-                ..Default::default()
-            };
-            for mut b in self.store.list_backups(&f).await? {
-                if b.state.is_running() {
-                    b.state = BackupState::Failed;
-                    b.updated = now;
-                    cs.push(Write::Backup(b));
-                }
-            }
-        }
-        let expect = Expect::Version(inst.version);
-        let mut inst = inst;
-        inst.task = TaskStatus::None;
-        if inst.server_status == ServerStatus::Build {
-            // The build will not finish: without this the instance would read BUILD, which refuses delete.
-            inst.server_status = ServerStatus::Error;
-        }
-        inst.updated = now;
-        cs.push(Write::Instance {
-            instance: inst,
-            expect,
-        });
-        self.store.commit(cs).await
-    }
-
-    /// `{"reset_status": {}}`: task NONE, service UNKNOWN, running backups FAILED, open workflows closed.
-    pub async fn reset_status(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let inst = self.load_instance(ctx, id).await?;
-        self.reset_common(inst, Some(ServiceStatus::Unknown)).await
-    }
-
-    /// `{"promote_to_replica_source": {}}`.
-    pub async fn promote_to_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let inst = self.load_instance(ctx, id).await?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::Promote, &state)?;
-        if inst.replica_of.is_none() {
-            return Err(Error::bad_request(format!(
-                "Instance {id} is not a replica."
-            )));
-        }
-        self.start_workflow(
-            inst,
-            WorkflowKind::Promote,
-            json!({}),
-            TaskStatus::Promoting,
-            vec![],
-            None,
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// `{"eject_replica_source": {}}`.
-    pub async fn eject_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let inst = self.load_instance(ctx, id).await?;
-        let replicas = self
-            .store
-            .list_instances(&InstanceFilter {
-                replica_of: Some(id),
-                include_clustered: true,
-                ..Default::default()
-            })
-            .await?;
-        if replicas.is_empty() {
-            return Err(Error::bad_request(format!(
-                "Instance {id} is not a replica source."
-            )));
-        }
-        let st = self.store.get_service_status(id).await?;
-        if let Some(st) = st {
-            if !heartbeat_expired(
-                st.updated_at,
-                self.clock.now(),
-                self.config.agent_heartbeat_expiry,
-            ) {
-                return Err(Error::bad_request(format!(
-                    "Replica source {id} cannot be ejected as it has a current heartbeat."
-                )));
-            }
-        }
-        self.start_workflow(
-            inst,
-            WorkflowKind::Eject,
-            json!({}),
-            TaskStatus::Ejecting,
-            vec![],
-            None,
-        )
-        .await?;
-        Ok(())
-    }
-
     /// `GET /instances/{id}/configuration`: the configuration values in effect.
     pub async fn instance_configuration(
         &self,
@@ -1396,115 +1134,6 @@ impl ApiService {
                 .unwrap_or_default()),
             None => Ok(Map::new()),
         }
-    }
-
-    // ------------------------------------------------------------------ mgmt instances
-
-    /// `GET /mgmt/instances` (admin).
-    pub async fn mgmt_list_instances(
-        &self,
-        ctx: &RequestContext,
-        query: MgmtInstanceQuery,
-    ) -> Result<Vec<InstanceView>> {
-        require_admin(ctx)?;
-        let f = InstanceFilter {
-            tenant_id: query.project_id,
-            include_deleted: query.deleted,
-            include_clustered: query.include_clustered,
-            ..Default::default()
-        };
-        let instances = self.store.list_instances(&f).await?;
-        self.views(instances).await
-    }
-
-    /// `GET /mgmt/instances` (admin), one page: newest first, paged by `page` before any view is built (see
-    /// [`ApiService::list_instances_page`]).
-    pub async fn mgmt_list_instances_page(
-        &self,
-        ctx: &RequestContext,
-        query: MgmtInstanceQuery,
-        page: &PageRequest,
-    ) -> Result<(Vec<InstanceView>, Option<String>)> {
-        require_admin(ctx)?;
-        let f = InstanceFilter {
-            tenant_id: query.project_id,
-            include_deleted: query.deleted,
-            include_clustered: query.include_clustered,
-            ..Default::default()
-        };
-        let mut instances = self.store.list_instances(&f).await?;
-        instances.sort_by_key(|i| std::cmp::Reverse(i.created));
-        self.views_page(instances, page).await
-    }
-
-    /// `GET /mgmt/instances/{id}` (admin; deleted instances too).
-    pub async fn mgmt_show_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<InstanceView> {
-        require_admin(ctx)?;
-        let inst = self
-            .store
-            .get_instance(id)
-            .await?
-            .ok_or_else(|| Error::not_found("Instance", id))?;
-        self.view(inst).await
-    }
-
-    /// `POST /mgmt/instances/{id}/action` (admin).
-    pub async fn mgmt_instance_action(
-        &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        action: MgmtAction,
-    ) -> Result<()> {
-        require_admin(ctx)?;
-        let inst = match self.store.get_instance(id).await? {
-            Some(i) if !i.deleted => i,
-            _ => return Err(Error::not_found("Instance", id)),
-        };
-        match action {
-            MgmtAction::Stop => {
-                let g = self.guest(id);
-                g.stop_db(g.high()).await
-            }
-            MgmtAction::Reboot => {
-                let (state, _) = self.state(&inst).await?;
-                check_operation(id, Operation::Restart, &state)?;
-                // A sticky RESTART_REQUIRED is replaced in the same commit (as a restart does), so the workflow
-                // sees the guest's reports again; any other status is left to the next report.
-                let mut extra = vec![];
-                if state.service == ServiceStatus::RestartRequired {
-                    extra.push(Write::ServiceStatus(ServiceStatusRecord {
-                        instance_id: id,
-                        status: ServiceStatus::Restarting,
-                        reason: None,
-                        volume: None,
-                        updated_at: self.clock.now(),
-                    }));
-                }
-                self.start_workflow(
-                    inst,
-                    WorkflowKind::Reboot,
-                    json!({}),
-                    TaskStatus::Rebooting,
-                    extra,
-                    None,
-                )
-                .await?;
-                Ok(())
-            }
-            MgmtAction::ResetTaskStatus => self.reset_common(inst, None).await,
-            MgmtAction::Migrate { host } => self.mgmt_migrate(inst, host).await,
-            MgmtAction::Rebuild { image_id } => self.mgmt_rebuild(inst, image_id).await,
-        }
-    }
-
-    /// `GET /mgmt/instances/{id}/rpc_ping` (admin): pings the guest.
-    pub async fn mgmt_rpc_ping(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        require_admin(ctx)?;
-        match self.store.get_instance(id).await? {
-            Some(i) if !i.deleted => {}
-            _ => return Err(Error::not_found("Instance", id)),
-        }
-        self.guest(id).ping().await
     }
 }
 
