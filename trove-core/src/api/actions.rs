@@ -10,17 +10,14 @@ use crate::model::ServiceStatusRecord;
 use crate::model::{BackupFilter, Flavor, Instance, InstanceFilter, Resource, WorkflowKind};
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
 use crate::state::{
-    check_operation, heartbeat_expired, BackupState, Operation, ServerStatus, ServiceStatus,
-    TaskStatus,
+    heartbeat_expired, BackupState, Operation, ServerStatus, ServiceStatus, TaskStatus,
 };
 use crate::taskmanager::{ResizeFlavorParams, ResizeVolumeParams};
 
 impl ApiService {
     /// `{"restart": {}}`.
     pub async fn restart_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let inst = self.load_instance(ctx, id).await?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::Restart, &state)?;
+        let (inst, _, _) = self.instance_for(ctx, id, Operation::Restart).await?;
         let status = ServiceStatusRecord {
             instance_id: id,
             status: ServiceStatus::Restarting,
@@ -47,9 +44,7 @@ impl ApiService {
         id: Uuid,
         flavor_ref: &str,
     ) -> Result<()> {
-        let mut inst = self.load_instance(ctx, id).await?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::ResizeFlavor, &state)?;
+        let (mut inst, _, _) = self.instance_for(ctx, id, Operation::ResizeFlavor).await?;
         let new = self.store.get_flavor(flavor_ref).await?.ok_or_else(|| {
             Error::bad_request(format!("Flavor {flavor_ref} could not be found."))
         })?;
@@ -100,9 +95,7 @@ impl ApiService {
 
     /// `{"resize": {"volume": {"size": N}}}`.
     pub async fn resize_volume(&self, ctx: &RequestContext, id: Uuid, size_gb: u32) -> Result<()> {
-        let mut inst = self.load_instance(ctx, id).await?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::ResizeVolume, &state)?;
+        let (mut inst, _, _) = self.instance_for(ctx, id, Operation::ResizeVolume).await?;
         let current = inst
             .volume_size
             .ok_or_else(|| Error::bad_request(format!("Instance {id} has no volume.")))?;
@@ -192,9 +185,7 @@ impl ApiService {
 
     /// `{"promote_to_replica_source": {}}`.
     pub async fn promote_to_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let inst = self.load_instance(ctx, id).await?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::Promote, &state)?;
+        let (inst, _, _) = self.instance_for(ctx, id, Operation::Promote).await?;
         if inst.replica_of.is_none() {
             return Err(Error::bad_request(format!(
                 "Instance {id} is not a replica."

@@ -11,7 +11,7 @@ use crate::model::{
     Backup, BackupFilter, BackupType, Datastore, DatastoreVersion, Resource, WorkflowKind,
 };
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
-use crate::state::{check_operation, BackupState, Operation};
+use crate::state::{BackupState, Operation};
 use crate::taskmanager::BackupParams;
 
 /// A backup with its datastore.
@@ -204,8 +204,7 @@ impl ApiService {
                 v.manager
             )));
         }
-        let (state, _) = self.state(&inst).await?;
-        check_operation(iid, Operation::Backup, &state)?;
+        self.gate(&inst, Operation::Backup).await?;
         let parent = match (req.parent_id, req.incremental) {
             (Some(p), _) => {
                 let pb = self.load_backup(ctx, p).await?;

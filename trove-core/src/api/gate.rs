@@ -93,8 +93,32 @@ impl ApiService {
                 v.manager
             )));
         }
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::ManageData, &state)?;
+        self.gate(&inst, Operation::ManageData).await?;
         Ok((inst, v.manager))
+    }
+
+    /// Judges the already loaded `inst` by the action gate: its state (and the guest status as shown) when `op`
+    /// is allowed in it, else the upstream 422 for `op`.
+    pub(super) async fn gate(
+        &self,
+        inst: &Instance,
+        op: Operation,
+    ) -> Result<(InstanceState, Option<ServiceStatusRecord>)> {
+        let (state, service) = self.state(inst).await?;
+        check_operation(inst.id, op, &state)?;
+        Ok((state, service))
+    }
+
+    /// The caller's instance `id` (404 for another tenant's or a deleted one) once the action gate allows `op`
+    /// on it (422 otherwise), with the state it was judged in and the guest status as shown.
+    pub(super) async fn instance_for(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        op: Operation,
+    ) -> Result<(Instance, InstanceState, Option<ServiceStatusRecord>)> {
+        let inst = self.load_instance(ctx, id).await?;
+        let (state, service) = self.gate(&inst, op).await?;
+        Ok((inst, state, service))
     }
 }

@@ -13,7 +13,7 @@ use crate::model::{
     ServiceStatusRecord, UserSpec, WorkflowKind,
 };
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
-use crate::state::{check_operation, Operation, ServerStatus, ServiceStatus, TaskStatus};
+use crate::state::{Operation, ServerStatus, ServiceStatus, TaskStatus};
 use crate::taskmanager::CreateParams;
 
 /// `POST /instances` body, decoded.
@@ -178,8 +178,7 @@ impl ApiService {
                         message: format!("Cannot create a replica of replica {source_id}."),
                     });
                 }
-                let (state, _) = self.state(&source).await?;
-                check_operation(source_id, Operation::CreateReplica, &state)?;
+                self.gate(&source, Operation::CreateReplica).await?;
                 let flavor = self
                     .store
                     .get_flavor(&source.flavor_id)
@@ -465,14 +464,13 @@ impl ApiService {
                 return Ok(());
             }
         }
-        let (state, _) = self.state(&inst).await?;
         if let Some(None) = req.replica_of {
             if inst.replica_of.is_none() {
                 return Err(Error::bad_request(format!(
                     "Instance {id} is not a replica."
                 )));
             }
-            check_operation(id, Operation::Detach, &state)?;
+            self.gate(&inst, Operation::Detach).await?;
             self.start_workflow(
                 inst,
                 WorkflowKind::Detach,
@@ -509,7 +507,7 @@ impl ApiService {
         }
         // An empty body (no configuration key) detaches, like `configuration: null`.
         let target = req.configuration.unwrap_or_default();
-        check_operation(id, Operation::AssignConfiguration, &state)?;
+        self.gate(&inst, Operation::AssignConfiguration).await?;
         match target {
             Some(cid) => {
                 if inst.configuration_id.is_some() {
@@ -548,11 +546,11 @@ impl ApiService {
     }
 
     async fn delete_common(&self, ctx: &RequestContext, id: Uuid, force: bool) -> Result<()> {
-        let inst = self.load_instance(ctx, id).await?;
-        let (state, _) = self.state(&inst).await?;
-        if !force {
-            check_operation(id, Operation::Delete, &state)?;
-        }
+        let inst = if force {
+            self.load_instance(ctx, id).await?
+        } else {
+            self.instance_for(ctx, id, Operation::Delete).await?.0
+        };
         let replicas = self
             .store
             .list_instances(&InstanceFilter {

@@ -9,7 +9,7 @@ use super::{require_admin, ApiService, InstanceView, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{InstanceFilter, ServiceStatusRecord, WorkflowKind};
 use crate::ports::{RequestContext, Write};
-use crate::state::{check_operation, Operation, ServiceStatus, TaskStatus};
+use crate::state::{Operation, ServiceStatus, TaskStatus};
 
 /// `GET /mgmt/instances` query, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -111,8 +111,7 @@ impl ApiService {
                 g.stop_db(g.high()).await
             }
             MgmtAction::Reboot => {
-                let (state, _) = self.state(&inst).await?;
-                check_operation(id, Operation::Restart, &state)?;
+                let (state, _) = self.gate(&inst, Operation::Restart).await?;
                 // A sticky RESTART_REQUIRED is replaced in the same commit (as a restart does), so the workflow
                 // sees the guest's reports again; any other status is left to the next report.
                 let mut extra = vec![];
