@@ -119,22 +119,6 @@ impl Q {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
-    /// The `limit` parameter: a positive integer (400 otherwise).
-    pub fn limit(&self) -> Result<Option<usize>, ApiError> {
-        match self.0.get("limit") {
-            None => Ok(None),
-            Some(s) => s
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .map(Some)
-                .ok_or_else(|| {
-                    ApiError(Error::bad_request(format!(
-                        "The limit '{s}' is not a positive integer."
-                    )))
-                }),
-        }
-    }
 }
 
 /// Who is calling, and how links are rendered for them.

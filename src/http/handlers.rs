@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use trove_core::api::{
     BackupQuery, BackupStrategyQuery, ConfigParamSpec, CreateBackup, CreateBackupStrategy,
     CreateConfiguration, DatastoreVersionPatch, DatastoreVersionSpec, InstanceView, MgmtAction,
-    MgmtInstanceQuery, PageRequest, RestoreFrom, UpdateConfiguration, UserRef,
+    MgmtInstanceQuery, Page, PageRequest, RestoreFrom, UpdateConfiguration, UserRef,
 };
 use trove_core::error::Error;
 use trove_core::model::{ParamType, Secret};
@@ -79,53 +79,16 @@ fn accepted() -> JsonResult {
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-/// Paginates `items` by `limit`/`marker` (the marker is the key of the last item of the previous page).
-fn page<T>(
-    s: &AppState,
-    q: &Q,
-    mut items: Vec<T>,
-    key: impl Fn(&T) -> String,
-) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let limit = q
-        .limit()?
-        .unwrap_or(s.api.config().page_size)
-        .min(s.config.max_page_size)
-        .max(1);
-    if let Some(marker) = q.get("marker") {
-        let pos = items.iter().position(|i| key(i) == marker).ok_or_else(|| {
-            ApiError(Error::bad_request(format!(
-                "The marker '{}' could not be found.",
-                marker.escape_default()
-            )))
-        })?;
-        items.drain(..=pos);
-    }
-    let next = if items.len() > limit {
-        Some(key(&items[limit - 1]))
-    } else {
-        None
-    };
-    items.truncate(limit);
-    Ok((items, next))
+/// The page a listing asks for: `limit` and `marker` as the query gives them (the core checks and applies them),
+/// with the configured maximum page size.
+fn page_request(s: &AppState, q: &Q) -> PageRequest {
+    PageRequest::from_query(q.get("limit"), q.get("marker"), s.config.max_page_size)
 }
 
-/// The page a listing asks for (`limit` capped by the configured maximum, the default page size without it),
-/// for listings the core pages itself before building views.
-fn page_request(s: &AppState, q: &Q) -> Result<PageRequest, ApiError> {
-    Ok(PageRequest {
-        limit: q
-            .limit()?
-            .unwrap_or(s.api.config().page_size)
-            .min(s.config.max_page_size)
-            .max(1),
-        marker: q.get("marker").map(str::to_string),
-    })
-}
-
-fn list_body(c: &Caller, key: &str, rows: Vec<Value>, next: Option<String>) -> Value {
+fn list_body<T>(c: &Caller, key: &str, page: &Page<T>, row: impl Fn(&T) -> Value) -> Value {
     let mut o = Map::new();
-    o.insert(key.into(), Value::Array(rows));
-    if let Some(m) = next {
+    o.insert(key.into(), page.items.iter().map(row).collect());
+    if let Some(m) = &page.next {
         o.insert("links".into(), views::next_link(c, &m));
     }
     Value::Object(o)
@@ -179,12 +142,11 @@ async fn instances_detail(State(s): State<AppState>, c: Caller, q: Q) -> JsonRes
 }
 
 async fn instances_index(s: AppState, c: Caller, q: Q, detail: bool) -> JsonResult {
-    let page = page_request(&s, &q)?;
-    let (rows, next) = s
+    let page = s
         .api
-        .list_instances_page(&c.ctx, q.flag("include_clustered"), &page)
+        .list_instances_page(&c.ctx, q.flag("include_clustered"), &page_request(&s, &q))
         .await?;
-    instance_page(c, rows, next, move |c, v| views::instance(c, v, detail)).await
+    instance_page(c, page, move |c, v| views::instance(c, v, detail)).await
 }
 
 /// Pages at least this long are rendered off the async workers, split over threads.
@@ -194,12 +156,7 @@ const PARALLEL_RENDER_MIN: usize = 200;
 /// [`list_body`] gives (object keys in the same sorted order, rows joined by commas), but each row is serialized
 /// as soon as it is rendered, and a long page is rendered on a blocking thread split over the cores, so a
 /// 1,000-row page neither holds an async worker nor builds one large JSON tree.
-async fn instance_page<F>(
-    c: Caller,
-    rows: Vec<InstanceView>,
-    next: Option<String>,
-    render: F,
-) -> JsonResult
+async fn instance_page<F>(c: Caller, page: Page<InstanceView>, render: F) -> JsonResult
 where
     F: Fn(&Caller, &InstanceView) -> Value + Send + Sync + 'static,
 {
@@ -267,6 +224,7 @@ where
         body.push(b'}');
         Ok(body)
     }
+    let Page { items: rows, next } = page;
     let body = if rows.len() < PARALLEL_RENDER_MIN {
         assemble(&c, &rows, next.as_deref(), &render)?
     } else {
@@ -369,9 +327,11 @@ async fn instance_backups(
     P((_, id)): P<(String, String)>,
 ) -> JsonResult {
     let id = uuid_or_404("Instance", &id)?;
-    let mut all = s.api.instance_backups(&c.ctx, id).await?;
-    all.sort_by_key(|v| std::cmp::Reverse(v.backup.updated));
-    backups_page(&s, &c, &q, all)
+    let page = s
+        .api
+        .instance_backups_page(&c.ctx, id, &page_request(&s, &q))
+        .await?;
+    ok(list_body(&c, "backups", &page, views::backup))
 }
 
 async fn instance_configuration(
@@ -400,10 +360,16 @@ async fn databases_list(
     P((_, id)): P<(String, String)>,
 ) -> JsonResult {
     let id = uuid_or_404("Instance", &id)?;
-    let dbs = s.api.list_databases(&c.ctx, id).await?;
-    let (rows, next) = page(&s, &q, dbs, |d| d.name.clone())?;
-    let rows = rows.iter().map(|d| json!({ "name": d.name })).collect();
-    ok(list_body(&c, "databases", rows, next))
+    let page = s
+        .api
+        .list_databases_page(&c.ctx, id, &page_request(&s, &q))
+        .await?;
+    ok(list_body(
+        &c,
+        "databases",
+        &page,
+        |d| json!({ "name": d.name }),
+    ))
 }
 
 async fn databases_create(
@@ -458,10 +424,11 @@ async fn users_list(
     P((_, id)): P<(String, String)>,
 ) -> JsonResult {
     let id = uuid_or_404("Instance", &id)?;
-    let users = s.api.list_users(&c.ctx, id).await?;
-    let (rows, next) = page(&s, &q, users, |u| format!("{}@{}", u.name, u.host))?;
-    let rows = rows.iter().map(user_view).collect();
-    ok(list_body(&c, "users", rows, next))
+    let page = s
+        .api
+        .list_users_page(&c.ctx, id, &page_request(&s, &q))
+        .await?;
+    ok(list_body(&c, "users", &page, user_view))
 }
 
 async fn users_create(
@@ -779,13 +746,13 @@ async fn param_show_by_version(
 // ---------------------------------------------------------------- configurations
 
 async fn configurations_list(State(s): State<AppState>, c: Caller, q: Q) -> JsonResult {
-    let all = s.api.list_configurations(&c.ctx).await?;
-    let (rows, next) = page(&s, &q, all, |v| v.configuration.id.to_string())?;
-    let rows = rows
-        .iter()
-        .map(|v| views::configuration(v, false))
-        .collect();
-    ok(list_body(&c, "configurations", rows, next))
+    let page = s
+        .api
+        .list_configurations_page(&c.ctx, &page_request(&s, &q))
+        .await?;
+    ok(list_body(&c, "configurations", &page, |v| {
+        views::configuration(v, false)
+    }))
 }
 
 async fn configuration_create(
@@ -873,48 +840,19 @@ async fn configuration_instances(
     P((_, id)): P<(String, String)>,
 ) -> JsonResult {
     let id = uuid_or_404("Configuration", &id)?;
-    let all = s.api.configuration_instances(&c.ctx, id).await?;
-    let (rows, next) = page(&s, &q, all, |(i, _)| i.to_string())?;
-    let rows = rows
-        .iter()
-        .map(|(i, n)| json!({ "id": i, "name": n }))
-        .collect();
-    ok(list_body(&c, "instances", rows, next))
+    let page = s
+        .api
+        .configuration_instances_page(&c.ctx, id, &page_request(&s, &q))
+        .await?;
+    ok(list_body(
+        &c,
+        "instances",
+        &page,
+        |(i, n)| json!({ "id": i, "name": n }),
+    ))
 }
 
 // ---------------------------------------------------------------- backups
-
-fn backups_page(
-    s: &AppState,
-    c: &Caller,
-    q: &Q,
-    all: Vec<trove_core::api::BackupView>,
-) -> JsonResult {
-    // Upstream paginates backups by offset: the marker is the index of the next row.
-    let limit = q
-        .limit()?
-        .unwrap_or(s.api.config().page_size)
-        .min(s.config.max_page_size)
-        .max(1);
-    let offset = match q.get("marker") {
-        None => 0,
-        Some(m) => m.parse::<usize>().map_err(|_| {
-            ApiError(Error::bad_request(format!(
-                "The marker '{}' is not an offset.",
-                m.escape_default()
-            )))
-        })?,
-    };
-    let total = all.len();
-    let rows: Vec<Value> = all
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(views::backup)
-        .collect();
-    let next = (offset + limit < total).then(|| (offset + limit).to_string());
-    ok(list_body(c, "backups", rows, next))
-}
 
 async fn backups_list(State(s): State<AppState>, c: Caller, q: Q) -> JsonResult {
     let query = BackupQuery {
@@ -926,9 +864,11 @@ async fn backups_list(State(s): State<AppState>, c: Caller, q: Q) -> JsonResult 
         project_id: q.get("project_id").map(str::to_string),
         all_projects: q.flag("all_projects"),
     };
-    let mut all = s.api.list_backups(&c.ctx, query).await?;
-    all.sort_by_key(|v| std::cmp::Reverse(v.backup.updated));
-    backups_page(&s, &c, &q, all)
+    let page = s
+        .api
+        .list_backups_page(&c.ctx, query, &page_request(&s, &q))
+        .await?;
+    ok(list_body(&c, "backups", &page, views::backup))
 }
 
 async fn backup_create(
@@ -1250,18 +1190,12 @@ async fn mgmt_instances_list(State(s): State<AppState>, c: Caller, q: Q) -> Json
         include_clustered: q.flag("include_clustered"),
         project_id: q.get("project_id").map(str::to_string),
     };
-    // The admin check (in the core) answers before any query fault: a non-admin caller gets 403 whatever the
-    // `limit`; the stand-in page below is never used for such a caller.
-    let page = match page_request(&s, &q) {
-        Ok(p) => p,
-        Err(e) if c.ctx.is_admin() => return Err(e),
-        Err(_) => PageRequest {
-            limit: 1,
-            marker: None,
-        },
-    };
-    let (rows, next) = s.api.mgmt_list_instances_page(&c.ctx, query, &page).await?;
-    instance_page(c, rows, next, views::mgmt_instance).await
+    // The core checks the admin role before the page: a non-admin caller gets 403 whatever the `limit`.
+    let page = s
+        .api
+        .mgmt_list_instances_page(&c.ctx, query, &page_request(&s, &q))
+        .await?;
+    instance_page(c, page, views::mgmt_instance).await
 }
 
 async fn mgmt_instance_show(

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{require_admin, ApiService};
+use super::{require_admin, ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{
     Backup, BackupFilter, BackupType, Datastore, DatastoreVersion, Resource, WorkflowKind,
@@ -143,6 +143,38 @@ impl ApiService {
             out.push(v);
         }
         Ok(out)
+    }
+
+    /// `GET /backups`, one page: most recently updated first, by offset (upstream's backup paging: the marker
+    /// is the index of the page's first backup).
+    pub async fn list_backups_page(
+        &self,
+        ctx: &RequestContext,
+        query: BackupQuery,
+        page: &PageRequest,
+    ) -> Result<Page<BackupView>> {
+        let all = self.list_backups(ctx, query).await?;
+        self.backups_page(all, page)
+    }
+
+    /// `GET /instances/{id}/backups`, one page, as [`ApiService::list_backups_page`] pages.
+    pub async fn instance_backups_page(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<BackupView>> {
+        let all = self.instance_backups(ctx, id).await?;
+        self.backups_page(all, page)
+    }
+
+    fn backups_page(
+        &self,
+        mut all: Vec<BackupView>,
+        page: &PageRequest,
+    ) -> Result<Page<BackupView>> {
+        all.sort_by_key(|v| std::cmp::Reverse(v.backup.updated));
+        page.by_offset(self.config.page_size, all)
     }
 
     /// `POST /backups`: persists the backup (NEW) and a backup workflow, answers 202 with the view.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::ApiService;
+use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{Configuration, Datastore, DatastoreVersion, InstanceFilter, WorkflowKind};
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
@@ -123,6 +123,18 @@ impl ApiService {
             out.push(self.configuration_view(c).await?);
         }
         Ok(out)
+    }
+
+    /// `GET /configurations`, one page, by id (the marker is the id of the last group of the previous page).
+    pub async fn list_configurations_page(
+        &self,
+        ctx: &RequestContext,
+        page: &PageRequest,
+    ) -> Result<Page<ConfigurationView>> {
+        let all = self.list_configurations(ctx).await?;
+        page.by_key(self.config.page_size, all, |v| {
+            v.configuration.id.to_string()
+        })
     }
 
     /// `GET /configurations/{id}`.
@@ -288,5 +300,16 @@ impl ApiService {
             .into_iter()
             .map(|i| (i.id, i.name))
             .collect())
+    }
+
+    /// `GET /configurations/{id}/instances`, one page, by instance id.
+    pub async fn configuration_instances_page(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<(Uuid, String)>> {
+        let all = self.configuration_instances(ctx, id).await?;
+        page.by_key(self.config.page_size, all, |(i, _)| i.to_string())
     }
 }

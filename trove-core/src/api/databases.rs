@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::ApiService;
+use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{validate_database_name, DatabaseSpec};
 use crate::ports::RequestContext;
@@ -17,6 +17,18 @@ impl ApiService {
         self.manage_data_instance(ctx, id, |c| c.databases, "databases")
             .await?;
         self.guest(id).list_databases().await
+    }
+
+    /// `GET /instances/{id}/databases`, one page, by name (the marker names the last database of the previous
+    /// page).
+    pub async fn list_databases_page(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<DatabaseSpec>> {
+        let dbs = self.list_databases(ctx, id).await?;
+        page.by_key(self.config.page_size, dbs, |d| d.name.clone())
     }
 
     /// `POST /instances/{id}/databases`.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-use super::{ApiService, PageRequest};
+use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{
     BackupFilter, Datastore, DatastoreVersion, Instance, InstanceFilter, Secret,
@@ -201,33 +201,17 @@ impl ApiService {
         Ok(out)
     }
 
-    /// One page of `instances` (already in listing order) by `limit`/`marker` (the marker is the id of the
-    /// last instance of the previous page), with views built for that page only, and the next page's marker
-    /// when more instances follow.
+    /// One page of `instances` (already in listing order), paged by id (the marker is the id of the last
+    /// instance of the previous page) before any view is built: views are built for that page only.
     pub(super) async fn views_page(
         &self,
-        mut instances: Vec<Instance>,
+        instances: Vec<Instance>,
         page: &PageRequest,
-    ) -> Result<(Vec<InstanceView>, Option<String>)> {
-        let limit = page.limit.max(1);
-        if let Some(marker) = &page.marker {
-            let pos = instances
-                .iter()
-                .position(|i| i.id.to_string() == *marker)
-                .ok_or_else(|| {
-                    Error::bad_request(format!(
-                        "The marker '{}' could not be found.",
-                        marker.escape_default()
-                    ))
-                })?;
-            instances.drain(..=pos);
-        }
-        let next = if instances.len() > limit {
-            Some(instances[limit - 1].id.to_string())
-        } else {
-            None
-        };
-        instances.truncate(limit);
-        Ok((self.views(instances).await?, next))
+    ) -> Result<Page<InstanceView>> {
+        let page = page.by_key(self.config.page_size, instances, |i| i.id.to_string())?;
+        Ok(Page {
+            items: self.views(page.items).await?,
+            next: page.next,
+        })
     }
 }

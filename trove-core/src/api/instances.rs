@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{forbidden, ApiService, InstanceView, PageRequest};
+use super::{forbidden, ApiService, InstanceView, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{
     validate_database_name, validate_host, validate_instance_name, validate_password,
@@ -114,7 +114,7 @@ impl ApiService {
         ctx: &RequestContext,
         include_clustered: bool,
         page: &PageRequest,
-    ) -> Result<(Vec<InstanceView>, Option<String>)> {
+    ) -> Result<Page<InstanceView>> {
         let f = InstanceFilter {
             tenant_id: Some(ctx.tenant_id.clone()),
             include_clustered,

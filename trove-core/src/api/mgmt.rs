@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{require_admin, ApiService, InstanceView, PageRequest};
+use super::{require_admin, ApiService, InstanceView, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{InstanceFilter, ServiceStatusRecord, WorkflowKind};
 use crate::ports::{RequestContext, Write};
@@ -69,7 +69,7 @@ impl ApiService {
         ctx: &RequestContext,
         query: MgmtInstanceQuery,
         page: &PageRequest,
-    ) -> Result<(Vec<InstanceView>, Option<String>)> {
+    ) -> Result<Page<InstanceView>> {
         require_admin(ctx)?;
         let f = InstanceFilter {
             tenant_id: query.project_id,

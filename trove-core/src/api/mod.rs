@@ -4,7 +4,6 @@
 //! Requests are plain structs (already decoded from upstream JSON); views carry everything the upstream views
 //! show, so the HTTP layer never reads the store itself.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -29,6 +28,7 @@ mod instance_views;
 mod instances;
 mod maintenance;
 mod mgmt;
+mod paging;
 mod parameters;
 mod quotas;
 mod root;
@@ -44,19 +44,11 @@ pub use datastores::{DatastoreVersionPatch, DatastoreVersionSpec, DatastoreView,
 pub use instance_views::InstanceView;
 pub use instances::{CreateInstance, UpdateInstance};
 pub use mgmt::{MgmtAction, MgmtInstanceQuery};
+pub use paging::{Page, PageRequest};
 pub use parameters::ConfigParamSpec;
 pub use quotas::QuotaView;
 pub use root::RootCredentials;
 pub use users::UserRef;
-
-/// A page of a listing: at most `limit` rows after the row whose id is `marker` (from the start without one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PageRequest {
-    /// Most rows on the page (0 is taken as 1).
-    pub limit: usize,
-    /// Id of the last row of the previous page.
-    pub marker: Option<String>,
-}
 
 /// What the REST API does, without HTTP: every operation of the Trove v1.0 API.
 ///

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::ApiService;
+use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{
     validate_database_name, validate_host, validate_password, validate_user_name, Manager,
@@ -51,6 +51,20 @@ impl ApiService {
         self.manage_data_instance(ctx, id, |c| c.users, "users")
             .await?;
         self.guest(id).list_users().await
+    }
+
+    /// `GET /instances/{id}/users`, one page, by `name@host` (the marker names the last user of the previous
+    /// page).
+    pub async fn list_users_page(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<UserInfo>> {
+        let users = self.list_users(ctx, id).await?;
+        page.by_key(self.config.page_size, users, |u| {
+            format!("{}@{}", u.name, u.host)
+        })
     }
 
     /// `POST /instances/{id}/users`.
