@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::ServiceStatusRecord;
-use crate::model::{BackupFilter, Flavor, Instance, InstanceFilter, Resource, WorkflowKind};
+use crate::model::{BackupFilter, Flavor, Instance, Resource, WorkflowKind};
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
 use crate::state::{
     heartbeat_expired, BackupState, Operation, ServerStatus, ServiceStatus, TaskStatus,
@@ -15,22 +15,27 @@ use crate::state::{
 use crate::taskmanager::{ResizeFlavorParams, ResizeVolumeParams};
 
 impl ApiService {
-    /// `{"restart": {}}`.
-    pub async fn restart_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let (inst, _, _) = self.instance_for(ctx, id, Operation::Restart).await?;
-        let status = ServiceStatusRecord {
+    /// The guest status a restart starts from (RESTARTING), replacing whatever was recorded.
+    pub(super) fn restarting(&self, id: Uuid) -> Write {
+        Write::ServiceStatus(ServiceStatusRecord {
             instance_id: id,
             status: ServiceStatus::Restarting,
             reason: None,
             volume: None,
             updated_at: self.clock.now(),
-        };
+        })
+    }
+
+    /// `{"restart": {}}`.
+    pub async fn restart_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        let (inst, _, _) = self.instance_for(ctx, id, Operation::Restart).await?;
+        let status = self.restarting(id);
         self.start_workflow(
             inst,
             WorkflowKind::Restart,
             json!({}),
             TaskStatus::Rebooting,
-            vec![Write::ServiceStatus(status)],
+            vec![status],
             None,
         )
         .await?;
@@ -206,14 +211,7 @@ impl ApiService {
     /// `{"eject_replica_source": {}}`.
     pub async fn eject_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
         let inst = self.load_instance(ctx, id).await?;
-        let replicas = self
-            .store
-            .list_instances(&InstanceFilter {
-                replica_of: Some(id),
-                include_clustered: true,
-                ..Default::default()
-            })
-            .await?;
+        let replicas = self.replicas_of(id).await?;
         if replicas.is_empty() {
             return Err(Error::bad_request(format!(
                 "Instance {id} is not a replica source."

@@ -66,15 +66,7 @@ impl ApiService {
     async fn configuration_view(&self, c: Configuration) -> Result<ConfigurationView> {
         let (datastore_version, datastore) =
             self.version_and_datastore(c.datastore_version_id).await?;
-        let instance_count = self
-            .store
-            .list_instances(&InstanceFilter {
-                configuration_id: Some(c.id),
-                include_clustered: true,
-                ..Default::default()
-            })
-            .await?
-            .len();
+        let instance_count = self.instances_using(c.id).await?.len();
         Ok(ConfigurationView {
             configuration: c,
             datastore,
@@ -186,14 +178,7 @@ impl ApiService {
     }
 
     async fn reapply(&self, c: Configuration) -> Result<()> {
-        let users = self
-            .store
-            .list_instances(&InstanceFilter {
-                configuration_id: Some(c.id),
-                include_clustered: true,
-                ..Default::default()
-            })
-            .await?;
+        let users = self.instances_using(c.id).await?;
         let mut cs = ChangeSet::new().with(Write::Configuration(c.clone()));
         let mut ids = Vec::new();
         for i in &users {
@@ -260,14 +245,7 @@ impl ApiService {
     /// `DELETE /configurations/{id}`: 400 while instances use it.
     pub async fn delete_configuration(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
         let mut c = self.load_configuration(ctx, id).await?;
-        let users = self
-            .store
-            .list_instances(&InstanceFilter {
-                configuration_id: Some(id),
-                include_clustered: true,
-                ..Default::default()
-            })
-            .await?;
+        let users = self.instances_using(id).await?;
         if !users.is_empty() {
             return Err(Error::bad_request(format!(
                 "Configuration group {id} is still attached to {} instance(s).",

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{require_admin, ApiService};
 use crate::error::{Error, Result};
-use crate::model::{Datastore, DatastoreVersion, Flavor, InstanceFilter, Manager};
+use crate::model::{Datastore, DatastoreVersion, Flavor, Manager};
 use crate::ports::RequestContext;
 
 /// A datastore with its versions.
@@ -231,13 +231,7 @@ impl ApiService {
             .into_iter()
             .map(|v| v.id)
             .collect();
-        let all = self
-            .store
-            .list_instances(&InstanceFilter {
-                include_clustered: true,
-                ..Default::default()
-            })
-            .await?;
+        let all = self.all_instances().await?;
         if all
             .iter()
             .any(|i| versions.contains(&i.datastore_version_id))
@@ -452,13 +446,7 @@ impl ApiService {
     ) -> Result<()> {
         require_admin(ctx)?;
         let (v, mut ds) = self.version_and_datastore(id).await?;
-        let all = self
-            .store
-            .list_instances(&InstanceFilter {
-                include_clustered: true,
-                ..Default::default()
-            })
-            .await?;
+        let all = self.all_instances().await?;
         if all.iter().any(|i| i.datastore_version_id == v.id) {
             return Err(Error::bad_request(format!(
                 "Datastore version {} is in use by instances.",

@@ -8,8 +8,7 @@ use uuid::Uuid;
 use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{
-    BackupFilter, Datastore, DatastoreVersion, Instance, InstanceFilter, Secret,
-    ServiceStatusRecord,
+    BackupFilter, Datastore, DatastoreVersion, Instance, Secret, ServiceStatusRecord,
 };
 use crate::state::{api_status, operating_status};
 
@@ -89,12 +88,7 @@ impl ApiService {
             .await?;
         let configuration = self.configuration_ref(inst.configuration_id).await?;
         let replicas = self
-            .store
-            .list_instances(&InstanceFilter {
-                replica_of: Some(inst.id),
-                include_clustered: true,
-                ..Default::default()
-            })
+            .replicas_of(inst.id)
             .await?
             .into_iter()
             .map(|r| r.id)
@@ -201,13 +195,14 @@ impl ApiService {
         Ok(out)
     }
 
-    /// One page of `instances` (already in listing order), paged by id (the marker is the id of the last
-    /// instance of the previous page) before any view is built: views are built for that page only.
+    /// One page of `instances`, newest first, paged by id (the marker is the id of the last instance of the
+    /// previous page) before any view is built: views are built for that page only.
     pub(super) async fn views_page(
         &self,
-        instances: Vec<Instance>,
+        mut instances: Vec<Instance>,
         page: &PageRequest,
     ) -> Result<Page<InstanceView>> {
+        instances.sort_by_key(|i| std::cmp::Reverse(i.created));
         let page = page.by_key(self.config.page_size, instances, |i| i.id.to_string())?;
         Ok(Page {
             items: self.views(page.items).await?,

@@ -8,9 +8,8 @@ use uuid::Uuid;
 use super::{forbidden, ApiService, InstanceView, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{
-    validate_database_name, validate_host, validate_instance_name, validate_password,
-    validate_user_name, Access, DatabaseSpec, Instance, InstanceFilter, Locality, Resource,
-    ServiceStatusRecord, UserSpec, WorkflowKind,
+    validate_database_name, validate_instance_name, Access, DatabaseSpec, Instance, InstanceFilter,
+    Locality, Resource, ServiceStatusRecord, UserSpec, WorkflowKind,
 };
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
 use crate::state::{Operation, ServerStatus, ServiceStatus, TaskStatus};
@@ -90,19 +89,58 @@ fn validate_cidr(cidr: &str) -> Result<()> {
     }
 }
 
+/// The caller's live instances (cluster members too when `include_clustered`).
+fn tenant_filter(ctx: &RequestContext, include_clustered: bool) -> InstanceFilter {
+    InstanceFilter {
+        tenant_id: Some(ctx.tenant_id.clone()),
+        include_clustered,
+        ..Default::default()
+    }
+}
+
 impl ApiService {
+    /// The live replicas of `id` (cluster members included).
+    pub(super) async fn replicas_of(&self, id: Uuid) -> Result<Vec<Instance>> {
+        self.store
+            .list_instances(&InstanceFilter {
+                replica_of: Some(id),
+                include_clustered: true,
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// The live instances of every tenant (cluster members included) that use configuration group `id`.
+    pub(super) async fn instances_using(&self, configuration_id: Uuid) -> Result<Vec<Instance>> {
+        self.store
+            .list_instances(&InstanceFilter {
+                configuration_id: Some(configuration_id),
+                include_clustered: true,
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// Every live instance, cluster members included.
+    pub(super) async fn all_instances(&self) -> Result<Vec<Instance>> {
+        self.store
+            .list_instances(&InstanceFilter {
+                include_clustered: true,
+                ..Default::default()
+            })
+            .await
+    }
+
     /// `GET /instances` and `/instances/detail`: the caller's live instances, newest first.
     pub async fn list_instances(
         &self,
         ctx: &RequestContext,
         include_clustered: bool,
     ) -> Result<Vec<InstanceView>> {
-        let f = InstanceFilter {
-            tenant_id: Some(ctx.tenant_id.clone()),
-            include_clustered,
-            ..Default::default()
-        };
-        let instances = self.store.list_instances(&f).await?;
+        let instances = self
+            .store
+            .list_instances(&tenant_filter(ctx, include_clustered))
+            .await?;
         self.views(instances).await
     }
 
@@ -115,13 +153,10 @@ impl ApiService {
         include_clustered: bool,
         page: &PageRequest,
     ) -> Result<Page<InstanceView>> {
-        let f = InstanceFilter {
-            tenant_id: Some(ctx.tenant_id.clone()),
-            include_clustered,
-            ..Default::default()
-        };
-        let mut instances = self.store.list_instances(&f).await?;
-        instances.sort_by_key(|i| std::cmp::Reverse(i.created));
+        let instances = self
+            .store
+            .list_instances(&tenant_filter(ctx, include_clustered))
+            .await?;
         self.views_page(instances, page).await
     }
 
@@ -270,14 +305,7 @@ impl ApiService {
             validate_database_name(manager, &db.name)?;
         }
         for u in &req.users {
-            validate_user_name(manager, &u.name)?;
-            validate_password(&u.password)?;
-            if let Some(h) = &u.host {
-                validate_host(h)?;
-            }
-            for d in &u.databases {
-                validate_database_name(manager, d)?;
-            }
+            Self::check_new_user(manager, u)?;
         }
         if let Some(a) = &req.access {
             for c in &a.allowed_cidrs {
@@ -551,14 +579,7 @@ impl ApiService {
         } else {
             self.instance_for(ctx, id, Operation::Delete).await?.0
         };
-        let replicas = self
-            .store
-            .list_instances(&InstanceFilter {
-                replica_of: Some(id),
-                include_clustered: true,
-                ..Default::default()
-            })
-            .await?;
+        let replicas = self.replicas_of(id).await?;
         if !replicas.is_empty() {
             return Err(forbidden("Detach replicas before deleting replica source."));
         }

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{require_admin, ApiService, InstanceView, Page, PageRequest};
 use crate::error::{Error, Result};
-use crate::model::{InstanceFilter, ServiceStatusRecord, WorkflowKind};
-use crate::ports::{RequestContext, Write};
+use crate::model::{InstanceFilter, WorkflowKind};
+use crate::ports::RequestContext;
 use crate::state::{Operation, ServiceStatus, TaskStatus};
 
 /// `GET /mgmt/instances` query, decoded.
@@ -44,6 +44,17 @@ pub enum MgmtAction {
     },
 }
 
+impl MgmtInstanceQuery {
+    fn filter(self) -> InstanceFilter {
+        InstanceFilter {
+            tenant_id: self.project_id,
+            include_deleted: self.deleted,
+            include_clustered: self.include_clustered,
+            ..Default::default()
+        }
+    }
+}
+
 impl ApiService {
     /// `GET /mgmt/instances` (admin).
     pub async fn mgmt_list_instances(
@@ -52,13 +63,7 @@ impl ApiService {
         query: MgmtInstanceQuery,
     ) -> Result<Vec<InstanceView>> {
         require_admin(ctx)?;
-        let f = InstanceFilter {
-            tenant_id: query.project_id,
-            include_deleted: query.deleted,
-            include_clustered: query.include_clustered,
-            ..Default::default()
-        };
-        let instances = self.store.list_instances(&f).await?;
+        let instances = self.store.list_instances(&query.filter()).await?;
         self.views(instances).await
     }
 
@@ -71,14 +76,7 @@ impl ApiService {
         page: &PageRequest,
     ) -> Result<Page<InstanceView>> {
         require_admin(ctx)?;
-        let f = InstanceFilter {
-            tenant_id: query.project_id,
-            include_deleted: query.deleted,
-            include_clustered: query.include_clustered,
-            ..Default::default()
-        };
-        let mut instances = self.store.list_instances(&f).await?;
-        instances.sort_by_key(|i| std::cmp::Reverse(i.created));
+        let instances = self.store.list_instances(&query.filter()).await?;
         self.views_page(instances, page).await
     }
 
@@ -116,13 +114,7 @@ impl ApiService {
                 // sees the guest's reports again; any other status is left to the next report.
                 let mut extra = vec![];
                 if state.service == ServiceStatus::RestartRequired {
-                    extra.push(Write::ServiceStatus(ServiceStatusRecord {
-                        instance_id: id,
-                        status: ServiceStatus::Restarting,
-                        reason: None,
-                        volume: None,
-                        updated_at: self.clock.now(),
-                    }));
+                    extra.push(self.restarting(id));
                 }
                 self.start_workflow(
                     inst,

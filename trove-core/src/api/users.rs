@@ -46,6 +46,24 @@ impl ApiService {
         validate_host(&user.host)
     }
 
+    /// Checks a user given in a request body: name, password and host (when given).
+    fn check_user_spec(m: Manager, u: &UserSpec) -> Result<()> {
+        validate_user_name(m, &u.name)?;
+        validate_password(&u.password)?;
+        match &u.host {
+            Some(h) => validate_host(h),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a user to create: [`Self::check_user_spec`], and the names of the databases it is given.
+    pub(super) fn check_new_user(m: Manager, u: &UserSpec) -> Result<()> {
+        Self::check_user_spec(m, u)?;
+        u.databases
+            .iter()
+            .try_for_each(|d| validate_database_name(m, d))
+    }
+
     /// `GET /instances/{id}/users`.
     pub async fn list_users(&self, ctx: &RequestContext, id: Uuid) -> Result<Vec<UserInfo>> {
         self.manage_data_instance(ctx, id, |c| c.users, "users")
@@ -81,14 +99,7 @@ impl ApiService {
             return Err(Error::bad_request("No users given."));
         }
         for u in &users {
-            validate_user_name(m, &u.name)?;
-            validate_password(&u.password)?;
-            if let Some(h) = &u.host {
-                validate_host(h)?;
-            }
-            for d in &u.databases {
-                validate_database_name(m, d)?;
-            }
+            Self::check_new_user(m, u)?;
         }
         self.guest(id).create_users(users).await
     }
@@ -172,11 +183,7 @@ impl ApiService {
             return Err(Error::bad_request("No users given."));
         }
         for u in &users {
-            validate_user_name(m, &u.name)?;
-            validate_password(&u.password)?;
-            if let Some(h) = &u.host {
-                validate_host(h)?;
-            }
+            Self::check_user_spec(m, u)?;
         }
         let known = self.guest(id).list_users().await?;
         for u in &users {
