@@ -46,6 +46,23 @@ impl ApiService {
         validate_host(&user.host)
     }
 
+    /// The manager of the caller's instance `id` for a request that names `users`: users must be manageable
+    /// there, and at least one given.
+    async fn users_request(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        users: &[UserSpec],
+    ) -> Result<Manager> {
+        let (_, m) = self
+            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .await?;
+        if users.is_empty() {
+            return Err(Error::bad_request("No users given."));
+        }
+        Ok(m)
+    }
+
     /// Checks a user given in a request body: name, password and host (when given).
     fn check_user_spec(m: Manager, u: &UserSpec) -> Result<()> {
         validate_user_name(m, &u.name)?;
@@ -92,12 +109,7 @@ impl ApiService {
         id: Uuid,
         users: Vec<UserSpec>,
     ) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
-            .await?;
-        if users.is_empty() {
-            return Err(Error::bad_request("No users given."));
-        }
+        let m = self.users_request(ctx, id, &users).await?;
         for u in &users {
             Self::check_new_user(m, u)?;
         }
@@ -176,12 +188,7 @@ impl ApiService {
         id: Uuid,
         users: Vec<UserSpec>,
     ) -> Result<()> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
-            .await?;
-        if users.is_empty() {
-            return Err(Error::bad_request("No users given."));
-        }
+        let m = self.users_request(ctx, id, &users).await?;
         for u in &users {
             Self::check_user_spec(m, u)?;
         }
