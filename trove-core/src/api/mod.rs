@@ -3,6 +3,14 @@
 //!
 //! Requests are plain structs (already decoded from upstream JSON); views carry everything the upstream views
 //! show, so the HTTP layer never reads the store itself.
+//!
+//! One module per resource, each adding its operations to [`ApiService`] and holding its request and view types
+//! (re-exported here): `instances` (create, list, show, update, delete) with `instance_views`, `actions`
+//! (restart, resize, reset status, promote, eject), `maintenance` (upgrade, mgmt migrate and rebuild), `users`,
+//! `databases`, `root`, `configurations`, `parameters`, `backups`, `backup_strategies`, `datastores`, `flavors`,
+//! `quotas` (and limits), `mgmt` (instances), `guest_logs`, `ssl`. Shared by all: `gate` (an instance for the
+//! caller and the action gate: `instance_for`, `gate`, `manage_data_instance`), `paging` (the one paging scheme:
+//! [`PageRequest`] in, [`Page`] out), and here the service itself with the workflow helpers (`start_workflow`).
 
 use serde_json::Value;
 use std::sync::Arc;
