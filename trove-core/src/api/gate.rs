@@ -20,62 +20,34 @@ impl ApiService {
         }
     }
 
-    /// The guest status as shown: a stale heartbeat reads as FAILED_TIMEOUT_GUESTAGENT.
-    pub(super) fn effective_service(
+    /// The caller's instance `id` (404 for another tenant's or a deleted one) once the action gate allows `op`
+    /// on it (422 otherwise), with the state it was judged in and the guest status as shown.
+    pub(super) async fn instance_for(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        op: Operation,
+    ) -> Result<(Instance, InstanceState, Option<ServiceStatusRecord>)> {
+        let inst = self.load_instance(ctx, id).await?;
+        let (state, service) = self.gate(&inst, op).await?;
+        Ok((inst, state, service))
+    }
+
+    /// Judges the already loaded `inst` by the action gate: its state (and the guest status as shown) when `op`
+    /// is allowed in it, else the upstream 422 for `op`.
+    pub(super) async fn gate(
         &self,
         inst: &Instance,
-        st: Option<ServiceStatusRecord>,
-    ) -> Option<ServiceStatusRecord> {
-        st.map(|mut s| {
-            if inst.task == TaskStatus::None
-                && crate::health::sweepable(s.status)
-                && heartbeat_expired(
-                    s.updated_at,
-                    self.clock.now(),
-                    self.config.agent_heartbeat_expiry,
-                )
-            {
-                s.status = ServiceStatus::FailedTimeoutGuestagent;
-            }
-            s
-        })
-    }
-
-    pub(super) async fn backup_running(&self, instance_id: Uuid) -> Result<bool> {
-        let f = BackupFilter {
-            instance_id: Some(instance_id),
-            ..Default::default()
-        };
-        Ok(self
-            .store
-            .list_backups(&f)
-            .await?
-            .iter()
-            .any(|b| b.state.is_running()))
-    }
-
-    pub(super) fn instance_state(
-        inst: &Instance,
-        service: Option<&ServiceStatusRecord>,
-        backup_running: bool,
-    ) -> InstanceState {
-        InstanceState {
-            task: inst.task,
-            server: inst.server_id.as_ref().map(|_| inst.server_status),
-            service: service.map_or(ServiceStatus::New, |s| s.status),
-            backup_running,
-        }
-    }
-
-    pub(super) async fn state(
-        &self,
-        inst: &Instance,
+        op: Operation,
     ) -> Result<(InstanceState, Option<ServiceStatusRecord>)> {
-        let st = self.effective_service(inst, self.store.get_service_status(inst.id).await?);
-        let running = self.backup_running(inst.id).await?;
-        Ok((Self::instance_state(inst, st.as_ref(), running), st))
+        let (state, service) = self.state(inst).await?;
+        check_operation(inst.id, op, &state)?;
+        Ok((state, service))
     }
 
+    /// The caller's instance `id` and its manager, for work on the engine's data (users, databases, root):
+    /// the manager must have the capability `need` (422 "not supported ... {what}" otherwise) and the gate must
+    /// allow [`Operation::ManageData`].
     pub(super) async fn manage_data_instance(
         &self,
         ctx: &RequestContext,
@@ -97,28 +69,62 @@ impl ApiService {
         Ok((inst, v.manager))
     }
 
-    /// Judges the already loaded `inst` by the action gate: its state (and the guest status as shown) when `op`
-    /// is allowed in it, else the upstream 422 for `op`.
-    pub(super) async fn gate(
+    /// The instance's state as the gate judges it, and the guest status as shown.
+    pub(super) async fn state(
         &self,
         inst: &Instance,
-        op: Operation,
     ) -> Result<(InstanceState, Option<ServiceStatusRecord>)> {
-        let (state, service) = self.state(inst).await?;
-        check_operation(inst.id, op, &state)?;
-        Ok((state, service))
+        let st = self.effective_service(inst, self.store.get_service_status(inst.id).await?);
+        let running = self.backup_running(inst.id).await?;
+        Ok((Self::instance_state(inst, st.as_ref(), running), st))
     }
 
-    /// The caller's instance `id` (404 for another tenant's or a deleted one) once the action gate allows `op`
-    /// on it (422 otherwise), with the state it was judged in and the guest status as shown.
-    pub(super) async fn instance_for(
+    /// The guest status as shown: a stale heartbeat reads as FAILED_TIMEOUT_GUESTAGENT.
+    pub(super) fn effective_service(
         &self,
-        ctx: &RequestContext,
-        id: Uuid,
-        op: Operation,
-    ) -> Result<(Instance, InstanceState, Option<ServiceStatusRecord>)> {
-        let inst = self.load_instance(ctx, id).await?;
-        let (state, service) = self.gate(&inst, op).await?;
-        Ok((inst, state, service))
+        inst: &Instance,
+        st: Option<ServiceStatusRecord>,
+    ) -> Option<ServiceStatusRecord> {
+        st.map(|mut s| {
+            if inst.task == TaskStatus::None
+                && crate::health::sweepable(s.status)
+                && heartbeat_expired(
+                    s.updated_at,
+                    self.clock.now(),
+                    self.config.agent_heartbeat_expiry,
+                )
+            {
+                s.status = ServiceStatus::FailedTimeoutGuestagent;
+            }
+            s
+        })
+    }
+
+    /// Whether a backup of the instance is running (the instance then shows BACKUP).
+    pub(super) async fn backup_running(&self, instance_id: Uuid) -> Result<bool> {
+        let f = BackupFilter {
+            instance_id: Some(instance_id),
+            ..Default::default()
+        };
+        Ok(self
+            .store
+            .list_backups(&f)
+            .await?
+            .iter()
+            .any(|b| b.state.is_running()))
+    }
+
+    /// The state the action gate and the API status are derived from.
+    pub(super) fn instance_state(
+        inst: &Instance,
+        service: Option<&ServiceStatusRecord>,
+        backup_running: bool,
+    ) -> InstanceState {
+        InstanceState {
+            task: inst.task,
+            server: inst.server_id.as_ref().map(|_| inst.server_status),
+            service: service.map_or(ServiceStatus::New, |s| s.status),
+            backup_running,
+        }
     }
 }
