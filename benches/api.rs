@@ -215,10 +215,7 @@ async fn run() {
         v[v.len() / 2].as_secs_f64() * 1e3
     };
     let (mut t_rows, mut t_status, mut t_replicas, mut t_page) = (vec![], vec![], vec![], vec![]);
-    let page = trove::core::api::PageRequest {
-        limit: INSTANCES,
-        marker: None,
-    };
+    let page = trove::core::api::PageRequest::new(INSTANCES, None);
     for _ in 0..10 {
         let t = Instant::now();
         let _ = store.list_instances(&filter).await.expect("rows");
@@ -230,11 +227,11 @@ async fn run() {
         let _ = store.list_replica_ids(&ids).await.expect("replicas");
         t_replicas.push(t.elapsed());
         let t = Instant::now();
-        let (p, _) = api
+        let p = api
             .list_instances_page(&ctx, false, &page)
             .await
             .expect("page");
-        assert_eq!(p.len(), INSTANCES);
+        assert_eq!(p.items.len(), INSTANCES);
         t_page.push(t.elapsed());
     }
     println!(

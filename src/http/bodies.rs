@@ -1,13 +1,22 @@
 //! Request bodies as upstream's JSON schemas (`trove/common/apischema.py`) describe them, decoded into the
 //! core's request types. Only shape is checked here; meaning is checked by the core.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use trove_core::api::{CreateInstance, UpdateInstance};
+use trove_core::api::{
+    ConfigParamSpec, CreateBackup, CreateBackupStrategy, CreateConfiguration, CreateInstance,
+    DatastoreVersionPatch, DatastoreVersionSpec, RestoreFrom, UpdateConfiguration, UpdateInstance,
+};
 use trove_core::error::Error;
-use trove_core::model::{Access, DatabaseSpec, Locality, Secret, UserSpec, UserUpdate};
+use trove_core::model::{
+    Access, DatabaseSpec, Locality, LogActionRequest, ParamType, Secret, SslActionBody, UserSpec,
+    UserUpdate,
+};
 use uuid::Uuid;
 
+use super::extract::{decode_value, uuid_or_404};
 use super::fault::ApiError;
 
 pub(crate) fn invalid(msg: impl Into<String>) -> ApiError {
@@ -477,6 +486,19 @@ pub enum MgmtAction {
     Rebuild(String),
 }
 
+impl From<MgmtAction> for trove_core::api::MgmtAction {
+    fn from(a: MgmtAction) -> trove_core::api::MgmtAction {
+        use trove_core::api::MgmtAction as Core;
+        match a {
+            MgmtAction::Stop => Core::Stop,
+            MgmtAction::Reboot => Core::Reboot,
+            MgmtAction::ResetTaskStatus => Core::ResetTaskStatus,
+            MgmtAction::Migrate(host) => Core::Migrate { host },
+            MgmtAction::Rebuild(image_id) => Core::Rebuild { image_id },
+        }
+    }
+}
+
 /// Decodes a management action body.
 pub fn mgmt_action(body: Map<String, Value>) -> Result<MgmtAction, ApiError> {
     let (key, v) = one_key(&body, "action")?;
@@ -517,6 +539,13 @@ pub struct DatabasesBody {
     pub databases: Vec<DatabaseBody>,
 }
 
+impl DatabasesBody {
+    /// The databases to create.
+    pub fn into_specs(self) -> Vec<DatabaseSpec> {
+        self.databases.into_iter().map(Into::into).collect()
+    }
+}
+
 /// `{"databases": [{"name"}]}` (grant access).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -525,12 +554,26 @@ pub struct DatabaseNamesBody {
     pub databases: Vec<NameRef>,
 }
 
+impl DatabaseNamesBody {
+    /// The database names.
+    pub fn into_names(self) -> Vec<String> {
+        self.databases.into_iter().map(|d| d.name).collect()
+    }
+}
+
 /// `{"users": [...]}` (create, change passwords).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsersBody {
     /// Users.
     pub users: Vec<UserBody>,
+}
+
+impl UsersBody {
+    /// The users (to create, or with their new passwords).
+    pub fn into_specs(self) -> Vec<UserSpec> {
+        self.users.into_iter().map(Into::into).collect()
+    }
 }
 
 /// `{"user": {name?, password?, host?}}`.
@@ -577,12 +620,43 @@ pub struct RootBody {
     pub password: Option<String>,
 }
 
+impl RootBody {
+    /// The chosen password of an optional body (`None`: the guest generates one).
+    pub fn password_of(body: Option<RootBody>) -> Option<Secret> {
+        body.and_then(|b| b.password).map(Secret::new)
+    }
+}
+
 /// `POST /backups`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupBody {
     /// Fields.
     pub backup: BackupFields,
+}
+
+impl BackupBody {
+    /// The core's request, once the shape is checked (storage driver, `restore_from`, ids, incremental flag).
+    pub fn into_request(self) -> Result<CreateBackup, ApiError> {
+        let f = self.backup;
+        f.check()?;
+        let restore_from = match &f.restore_from {
+            None => None,
+            Some(m) => Some(
+                serde_json::from_value::<RestoreFrom>(Value::Object(m.clone()))
+                    .map_err(|e| invalid(format!("backup.restore_from: {e}")))?,
+            ),
+        };
+        Ok(CreateBackup {
+            instance: f.instance_id()?,
+            parent_id: f.parent()?,
+            incremental: f.is_incremental()?,
+            name: f.name,
+            description: f.description,
+            restore_from,
+            container: f.swift_container,
+        })
+    }
 }
 
 /// Fields of a backup create.
@@ -661,6 +735,21 @@ pub struct BackupStrategyBody {
     pub backup_strategy: BackupStrategyFields,
 }
 
+impl BackupStrategyBody {
+    /// The core's request (an empty `instance_id` is the tenant-wide strategy; one that is no UUID is a 404).
+    pub fn into_request(self) -> Result<CreateBackupStrategy, ApiError> {
+        let f = self.backup_strategy;
+        let instance_id = match f.instance_id.as_deref() {
+            None | Some("") => None,
+            Some(i) => Some(uuid_or_404("Instance", i)?),
+        };
+        Ok(CreateBackupStrategy {
+            instance_id,
+            container: f.swift_container,
+        })
+    }
+}
+
 /// Fields of a backup strategy.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -678,6 +767,23 @@ pub struct BackupStrategyFields {
 pub struct ConfigurationCreateBody {
     /// Fields.
     pub configuration: ConfigurationCreateFields,
+}
+
+impl ConfigurationCreateBody {
+    /// The core's request.
+    pub fn into_request(self) -> CreateConfiguration {
+        let (datastore, datastore_version, datastore_version_number) =
+            self.configuration.datastore();
+        let f = self.configuration;
+        CreateConfiguration {
+            name: f.name,
+            description: f.description,
+            values: f.values,
+            datastore,
+            datastore_version,
+            datastore_version_number,
+        }
+    }
 }
 
 /// Fields of a configuration create.
@@ -714,6 +820,26 @@ pub struct ConfigurationUpdateBody {
     pub configuration: ConfigurationUpdateFields,
 }
 
+impl ConfigurationUpdateBody {
+    /// The core's request of a `PUT` (name, description and all values).
+    pub fn into_request(self) -> UpdateConfiguration {
+        let f = self.configuration;
+        UpdateConfiguration {
+            name: f.name,
+            description: f.description,
+            values: f.values,
+        }
+    }
+
+    /// The values of a `PATCH`, which accepts nothing else.
+    pub fn into_patch_values(self) -> Result<Map<String, Value>, ApiError> {
+        if self.configuration.name.is_some() || self.configuration.description.is_some() {
+            return Err(invalid("configuration: PATCH accepts only 'values'"));
+        }
+        Ok(self.configuration.values)
+    }
+}
+
 /// Fields of a configuration update (PUT) or edit (PATCH: values only).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -736,12 +862,46 @@ pub struct QuotasBody {
     pub quotas: Map<String, Value>,
 }
 
+impl QuotasBody {
+    /// Resource name → limit (each an integer; the core checks names and ranges).
+    pub fn into_limits(self) -> Result<BTreeMap<String, i64>, ApiError> {
+        let mut limits = BTreeMap::new();
+        for (k, v) in self.quotas {
+            let n = v
+                .as_i64()
+                .ok_or_else(|| invalid(format!("quotas.{k} is not an integer")))?;
+            limits.insert(k, n);
+        }
+        Ok(limits)
+    }
+}
+
 /// `POST /mgmt/datastore-versions`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionCreateBody {
     /// Fields.
     pub version: VersionCreateFields,
+}
+
+impl VersionCreateBody {
+    /// The core's spec (at most 5 image tags are accepted; they are not kept).
+    pub fn into_spec(self) -> Result<DatastoreVersionSpec, ApiError> {
+        let f = self.version;
+        if f.image_tags.len() > 5 {
+            return Err(invalid("version.image_tags: at most 5 tags"));
+        }
+        Ok(DatastoreVersionSpec {
+            datastore_name: f.datastore_name,
+            name: f.name,
+            manager: f.datastore_manager,
+            image: f.image.unwrap_or_default(),
+            packages: f.packages.join(","),
+            active: f.active,
+            version: f.version,
+            default: f.default,
+        })
+    }
 }
 
 /// Fields of a datastore version create.
@@ -817,6 +977,20 @@ pub struct VersionPatchBody {
     pub name: Option<String>,
 }
 
+impl VersionPatchBody {
+    /// The core's patch.
+    pub fn into_patch(self) -> DatastoreVersionPatch {
+        DatastoreVersionPatch {
+            manager: self.datastore_manager,
+            packages: self.packages.map(|p| p.join(",")),
+            image: self.image,
+            active: self.active,
+            default: self.default,
+            name: self.name,
+        }
+    }
+}
+
 /// `{"configuration-parameter": {...}}` (mgmt create / update).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -824,6 +998,27 @@ pub struct ParameterBody {
     /// Fields.
     #[serde(rename = "configuration-parameter")]
     pub parameter: ParameterFields,
+}
+
+impl ParameterBody {
+    /// The core's spec: a known type name and a 0/1 `restart_required`.
+    pub fn into_spec(self) -> Result<ConfigParamSpec, ApiError> {
+        let f = self.parameter;
+        let data_type: ParamType = serde_json::from_value(Value::String(f.data_type.clone()))
+            .map_err(|_| {
+                invalid(format!(
+                    "configuration-parameter.data_type '{}' is not one of integer, string, boolean, float, list",
+                    f.data_type.escape_default()
+                ))
+            })?;
+        Ok(ConfigParamSpec {
+            restart_required: f.restart_required()?,
+            name: f.name,
+            data_type,
+            min: f.min,
+            max: f.max,
+        })
+    }
 }
 
 /// Fields of a parameter rule. Both `min`/`max` (schema) and `min_size`/`max_size` (samples) are accepted.
@@ -855,6 +1050,52 @@ impl ParameterFields {
                 "configuration-parameter.restart_required {other} is not 0 or 1"
             ))),
         }
+    }
+}
+
+/// A guest-log action flag (upstream schema: an integer 0 or 1; JSON booleans are taken too).
+fn log_flag(body: &Map<String, Value>, key: &str) -> Result<bool, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(false),
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(true),
+        Some(v) => Err(invalid(format!("{key} {v} is not 0 or 1"))),
+    }
+}
+
+/// `POST /instances/{id}/log` body as upstream's `guest_log:action` schema describes it: a required non-empty
+/// `name` and the optional flags `enable`, `disable`, `publish`, `discard`.
+pub fn log_action_body(body: &Map<String, Value>) -> Result<LogActionRequest, ApiError> {
+    let name = match body.get("name") {
+        Some(Value::String(s)) if s.chars().any(|c| c.is_ascii_alphanumeric()) => s.clone(),
+        Some(v) => return Err(invalid(format!("name {v} is not a non-empty name"))),
+        None => return Err(invalid("'name' is a required property")),
+    };
+    Ok(LogActionRequest {
+        name,
+        enable: log_flag(body, "enable")?,
+        disable: log_flag(body, "disable")?,
+        publish: log_flag(body, "publish")?,
+        discard: log_flag(body, "discard")?,
+    })
+}
+
+/// `POST /instances/{id}/ssl`: `{"ssl": {"enable"|"disable"|"rollback": true, ...}}`.
+#[derive(Debug, Deserialize)]
+pub struct SslBody {
+    ssl: Option<Value>,
+}
+
+impl SslBody {
+    /// The action inside the envelope (400 without an `ssl` object).
+    pub fn into_action(self) -> Result<SslActionBody, ApiError> {
+        let Some(inner) = self.ssl else {
+            return Err(ApiError(Error::bad_request(
+                "The request body must hold an 'ssl' object.",
+            )));
+        };
+        decode_value(inner)
     }
 }
 
@@ -927,5 +1168,31 @@ mod tests {
         )
         .unwrap();
         assert!(bad.into_request().is_err());
+    }
+
+    #[test]
+    fn log_bodies_follow_the_upstream_schema() {
+        let r = log_action_body(&obj(json!({"name": "general", "enable": 1}))).unwrap();
+        assert!(r.enable && !r.disable && !r.publish && !r.discard);
+        let r = log_action_body(&obj(
+            json!({"name": "general", "publish": true, "discard": 0}),
+        ))
+        .unwrap();
+        assert!(r.publish && !r.discard);
+        let r = log_action_body(&obj(json!({"name": "general"}))).unwrap();
+        assert_eq!(
+            r,
+            LogActionRequest::new("general", trove_core::model::LogAction::Show)
+        );
+        for bad in [
+            json!({}),
+            json!({"name": ""}),
+            json!({"name": 5}),
+            json!({"name": "general", "enable": 2}),
+            json!({"name": "general", "enable": "yes"}),
+        ] {
+            let e = log_action_body(&obj(bad.clone())).unwrap_err();
+            assert_eq!(e.0.fault().status, 400, "{bad}");
+        }
     }
 }

@@ -119,22 +119,6 @@ impl Q {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
-    /// The `limit` parameter: a positive integer (400 otherwise).
-    pub fn limit(&self) -> Result<Option<usize>, ApiError> {
-        match self.0.get("limit") {
-            None => Ok(None),
-            Some(s) => s
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .map(Some)
-                .ok_or_else(|| {
-                    ApiError(Error::bad_request(format!(
-                        "The limit '{s}' is not a positive integer."
-                    )))
-                }),
-        }
-    }
 }
 
 /// Who is calling, and how links are rendered for them.
@@ -165,4 +149,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// Parses a UUID path segment; anything else is a 404 for `what`.
 pub fn uuid_or_404(what: &'static str, s: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(s).map_err(|_| ApiError(Error::not_found(what, s)))
+}
+
+/// Decodes `%XX` escapes of a path segment (names such as `name@host` user ids); invalid escapes are kept as they
+/// are.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

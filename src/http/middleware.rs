@@ -1,7 +1,7 @@
 //! Request pipeline: body-size cap, authentication, tenant/admin checks and rate limiting.
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use trove_core::error::Error;
@@ -28,13 +28,13 @@ fn mgmt_allowed_for_owner(method: &Method, tenant_path: &str, tenant: &str) -> b
             .is_some_and(|p| p == tenant)
 }
 
-/// The base URL links are built from: the configured public endpoint, else the request's Host.
-fn base_url(state: &AppState, req: &Request) -> String {
+/// The base URL links are built from: the configured public endpoint, else the request's Host (when it looks
+/// like one).
+pub(super) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(b) = &state.config.public_endpoint {
         return b.trim_end_matches('/').to_string();
     }
-    let host = req
-        .headers()
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| {
@@ -106,7 +106,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
     let caller = Caller {
         tenant: tenant.to_string(),
-        base: base_url(&state, &req),
+        base: base_url(&state, req.headers()),
         path_and_query: req
             .uri()
             .path_and_query()

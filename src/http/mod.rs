@@ -17,11 +17,9 @@ mod bodies;
 mod extract;
 mod fault;
 mod handlers;
-mod logs;
 mod middleware;
 pub mod openapi;
 pub mod ratelimit;
-mod ssl;
 mod views;
 
 use std::sync::Arc;

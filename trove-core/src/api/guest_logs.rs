@@ -7,7 +7,7 @@ use super::ApiService;
 use crate::error::Result;
 use crate::model::{exposed_log_type, exposed_logs, GuestLog, LogActionRequest, Manager};
 use crate::ports::RequestContext;
-use crate::state::{check_operation, Operation};
+use crate::state::Operation;
 
 impl ApiService {
     /// The instance's manager, once the instance is the caller's (404 otherwise) and its engine runs (422).
@@ -16,8 +16,7 @@ impl ApiService {
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::ManageData, &state)?;
+        self.gate(&inst, Operation::ManageData).await?;
         Ok(v.manager)
     }
 
@@ -50,8 +49,7 @@ impl ApiService {
             .version_and_datastore(inst.datastore_version_id)
             .await?;
         exposed_log_type(v.manager, &req.name)?;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::ManageData, &state)?;
+        self.gate(&inst, Operation::ManageData).await?;
         self.guest(id).guest_log_action(&req).await
     }
 }

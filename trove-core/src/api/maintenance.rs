@@ -5,7 +5,7 @@ use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::Instance;
 use crate::ports::{migration_target, RequestContext};
-use crate::state::{check_operation, Operation, TaskStatus};
+use crate::state::{Operation, TaskStatus};
 use crate::taskmanager::{MigrateParams, RebuildParams, UpgradeParams};
 
 /// Longest host name accepted in a migrate request.
@@ -98,8 +98,7 @@ impl ApiService {
                 inst.flavor_id, target.name
             )));
         }
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::Upgrade, &state)?;
+        self.gate(&inst, Operation::Upgrade).await?;
         inst.datastore_version_id = target.id;
         let params = UpgradeParams {
             old_version: current,
@@ -115,8 +114,7 @@ impl ApiService {
     /// (400; checked here when the API was given the compute, else by the task manager). Task MIGRATING.
     pub(super) async fn mgmt_migrate(&self, inst: Instance, host: Option<String>) -> Result<()> {
         let id = inst.id;
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::Migrate, &state)?;
+        self.gate(&inst, Operation::Migrate).await?;
         let host = host.map(|h| h.trim().to_string());
         if let Some(h) = &host {
             if h.is_empty() || h.len() > MAX_HOST_LEN || h.chars().any(char::is_control) {
@@ -154,7 +152,6 @@ impl ApiService {
     /// (422; an error task or a broken guest does not refuse it: rebuild is how they are repaired). Task
     /// REBUILDING (API status BUILD).
     pub(super) async fn mgmt_rebuild(&self, inst: Instance, image_id: String) -> Result<()> {
-        let id = inst.id;
         let image = image_id.trim();
         if uuid::Uuid::parse_str(image).is_err() {
             return Err(Error::bad_request(format!(
@@ -162,8 +159,7 @@ impl ApiService {
                 image.escape_default()
             )));
         }
-        let (state, _) = self.state(&inst).await?;
-        check_operation(id, Operation::Rebuild, &state)?;
+        self.gate(&inst, Operation::Rebuild).await?;
         self.start_workflow(
             inst,
             &RebuildParams {

@@ -11,7 +11,7 @@ use crate::model::{
     ServiceStatusRecord, SslActionBody, SslChange, SslChangeResult, SslRequest, SslView,
 };
 use crate::ports::{ChangeSet, RequestContext, Write};
-use crate::state::{check_operation, Operation, ServerStatus, ServiceStatus};
+use crate::state::{Operation, ServerStatus, ServiceStatus};
 
 use super::ApiService;
 
@@ -42,9 +42,7 @@ impl ApiService {
         body: SslActionBody,
     ) -> Result<SslChangeResult> {
         let req = body.validate()?;
-        let inst = self.load_instance(ctx, id).await?;
-        let (state, service) = self.state(&inst).await?;
-        check_operation(id, Operation::Restart, &state)?;
+        let (inst, _, service) = self.instance_for(ctx, id, Operation::Restart).await?;
         if inst.replica_of.is_some() && req != SslRequest::Rollback {
             return Err(Error::bad_request(format!(
                 "Instance {id} is a replica: SSL can only be changed on its replication source (rollback is \

@@ -1,0 +1,225 @@
+//! Instance actions (`POST /instances/{id}/action`): restart, resize (flavor, volume), reset status, promote
+//! to replica source, eject replica source. Each passes the action gate and starts its workflow.
+
+use uuid::Uuid;
+
+use super::ApiService;
+use crate::error::{Error, Result};
+use crate::model::ServiceStatusRecord;
+use crate::model::{BackupFilter, Flavor, Instance, Resource};
+use crate::ports::{ChangeSet, Expect, RequestContext, Write};
+use crate::state::{
+    heartbeat_expired, BackupState, Operation, ServerStatus, ServiceStatus, TaskStatus,
+};
+use crate::taskmanager::{
+    EjectParams, PromoteParams, ResizeFlavorParams, ResizeVolumeParams, RestartParams,
+};
+
+impl ApiService {
+    /// The guest status a restart starts from (RESTARTING), replacing whatever was recorded.
+    pub(super) fn restarting(&self, id: Uuid) -> Write {
+        Write::ServiceStatus(ServiceStatusRecord {
+            instance_id: id,
+            status: ServiceStatus::Restarting,
+            reason: None,
+            volume: None,
+            updated_at: self.clock.now(),
+        })
+    }
+
+    /// `{"restart": {}}`.
+    pub async fn restart_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        let (inst, _, _) = self.instance_for(ctx, id, Operation::Restart).await?;
+        let status = self.restarting(id);
+        self.start_workflow(
+            inst,
+            &RestartParams {},
+            TaskStatus::Rebooting,
+            vec![status],
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `{"resize": {"flavorRef": ...}}` (href already reduced to the id).
+    pub async fn resize_flavor(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        flavor_ref: &str,
+    ) -> Result<()> {
+        let (mut inst, _, _) = self.instance_for(ctx, id, Operation::ResizeFlavor).await?;
+        let new = self.store.get_flavor(flavor_ref).await?.ok_or_else(|| {
+            Error::bad_request(format!("Flavor {flavor_ref} could not be found."))
+        })?;
+        if new.id == inst.flavor_id {
+            return Err(Error::bad_request(
+                "The new flavor must differ from the current one.",
+            ));
+        }
+        let (v, _) = self
+            .version_and_datastore(inst.datastore_version_id)
+            .await?;
+        if !v.flavor_ids.is_empty() && !v.flavor_ids.contains(&new.id) {
+            return Err(Error::not_found(
+                "Flavor for datastore version",
+                format!("{} ({})", new.id, v.name),
+            ));
+        }
+        let old = self
+            .store
+            .get_flavor(&inst.flavor_id)
+            .await?
+            .unwrap_or_else(|| Flavor {
+                id: inst.flavor_id.clone(),
+                name: inst.flavor_id.clone(),
+                ram_mb: inst.ram_mb,
+                vcpus: 1,
+                disk_gb: 0,
+                ephemeral_gb: 0,
+            });
+        let params = ResizeFlavorParams {
+            old_flavor: old,
+            new_flavor: new.clone(),
+        };
+        // The RAM is reserved now (quota), and given back if the resize fails.
+        inst.ram_mb = new.ram_mb;
+        self.start_workflow(
+            inst,
+            &params,
+            TaskStatus::Resizing,
+            vec![],
+            Some(&[Resource::Ram]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `{"resize": {"volume": {"size": N}}}`.
+    pub async fn resize_volume(&self, ctx: &RequestContext, id: Uuid, size_gb: u32) -> Result<()> {
+        let (mut inst, _, _) = self.instance_for(ctx, id, Operation::ResizeVolume).await?;
+        let current = inst
+            .volume_size
+            .ok_or_else(|| Error::bad_request(format!("Instance {id} has no volume.")))?;
+        if size_gb <= current {
+            return Err(Error::bad_request(format!(
+                "The new volume size {size_gb} GB must be larger than the current size {current} GB."
+            )));
+        }
+        if size_gb > self.config.max_accepted_volume_size {
+            return Err(Error::OverLimit {
+                message: format!(
+                    "Volume size {size_gb} GB exceeds the maximum volume size of {} GB.",
+                    self.config.max_accepted_volume_size
+                ),
+                retry_after: None,
+            });
+        }
+        let params = ResizeVolumeParams {
+            old_size: current,
+            new_size: size_gb,
+        };
+        inst.volume_size = Some(size_gb);
+        self.start_workflow(
+            inst,
+            &params,
+            TaskStatus::Resizing,
+            vec![],
+            Some(&[Resource::Volumes]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn reset_common(
+        &self,
+        inst: Instance,
+        service: Option<ServiceStatus>,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let open = self.open_workflows_of(inst.id).await?;
+        let mut cs = ChangeSet::new();
+        for w in open {
+            cs.push(self.close_workflow(w));
+        }
+        if let Some(s) = service {
+            cs.push(Write::ServiceStatus(ServiceStatusRecord {
+                instance_id: inst.id,
+                status: s,
+                reason: Some("status reset".into()),
+                volume: None,
+                updated_at: now,
+            }));
+            let f = BackupFilter {
+                instance_id: Some(inst.id),
+                ..Default::default()
+            };
+            for mut b in self.store.list_backups(&f).await? {
+                if b.state.is_running() {
+                    b.state = BackupState::Failed;
+                    b.updated = now;
+                    cs.push(Write::Backup(b));
+                }
+            }
+        }
+        let expect = Expect::Version(inst.version);
+        let mut inst = inst;
+        inst.task = TaskStatus::None;
+        if inst.server_status == ServerStatus::Build {
+            // The build will not finish: without this the instance would read BUILD, which refuses delete.
+            inst.server_status = ServerStatus::Error;
+        }
+        inst.updated = now;
+        cs.push(Write::Instance {
+            instance: inst,
+            expect,
+        });
+        self.store.commit(cs).await
+    }
+
+    /// `{"reset_status": {}}`: task NONE, service UNKNOWN, running backups FAILED, open workflows closed.
+    pub async fn reset_status(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        let inst = self.load_instance(ctx, id).await?;
+        self.reset_common(inst, Some(ServiceStatus::Unknown)).await
+    }
+
+    /// `{"promote_to_replica_source": {}}`.
+    pub async fn promote_to_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        let (inst, _, _) = self.instance_for(ctx, id, Operation::Promote).await?;
+        if inst.replica_of.is_none() {
+            return Err(Error::bad_request(format!(
+                "Instance {id} is not a replica."
+            )));
+        }
+        self.start_workflow(inst, &PromoteParams {}, TaskStatus::Promoting, vec![], None)
+            .await?;
+        Ok(())
+    }
+
+    /// `{"eject_replica_source": {}}`.
+    pub async fn eject_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        let inst = self.load_instance(ctx, id).await?;
+        let replicas = self.replicas_of(id).await?;
+        if replicas.is_empty() {
+            return Err(Error::bad_request(format!(
+                "Instance {id} is not a replica source."
+            )));
+        }
+        let st = self.store.get_service_status(id).await?;
+        if let Some(st) = st {
+            if !heartbeat_expired(
+                st.updated_at,
+                self.clock.now(),
+                self.config.agent_heartbeat_expiry,
+            ) {
+                return Err(Error::bad_request(format!(
+                    "Replica source {id} cannot be ejected as it has a current heartbeat."
+                )));
+            }
+        }
+        self.start_workflow(inst, &EjectParams {}, TaskStatus::Ejecting, vec![], None)
+            .await?;
+        Ok(())
+    }
+}

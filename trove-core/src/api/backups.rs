@@ -1,0 +1,358 @@
+//! Backups (`/backups...`, `/instances/{id}/backups`): recording a backup and starting its workflow, listing,
+//! showing and deleting them (incrementals with their parent).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{require_admin, ApiService, Page, PageRequest};
+use crate::error::{Error, Result};
+use crate::model::{Backup, BackupFilter, BackupType, Datastore, DatastoreVersion, Resource};
+use crate::ports::{ChangeSet, Expect, RequestContext, Write};
+use crate::state::{BackupState, Operation};
+use crate::taskmanager::BackupParams;
+
+/// A backup with its datastore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupView {
+    /// Backup.
+    pub backup: Backup,
+    /// Datastore of the source.
+    pub datastore: Option<Datastore>,
+    /// Version of the source.
+    pub datastore_version: Option<DatastoreVersion>,
+}
+
+/// `POST /backups` body, decoded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateBackup {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Source instance (uuid; href already reduced).
+    pub instance: Option<Uuid>,
+    /// Parent backup, for incrementals.
+    pub parent_id: Option<Uuid>,
+    /// Incremental (parent defaults to the last completed backup).
+    pub incremental: bool,
+    /// Register an existing backup object instead of taking one.
+    pub restore_from: Option<RestoreFrom>,
+    /// Container to write to (upstream `swift_container`); `None`: the backup strategy's, else the default.
+    pub container: Option<String>,
+}
+
+/// `restore_from` of a backup create body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    /// Where the object is.
+    pub remote_location: String,
+    /// Version of the datastore that wrote it.
+    pub local_datastore_version_id: Uuid,
+    /// Size in GB.
+    pub size: f64,
+}
+
+/// `GET /backups` query, decoded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupQuery {
+    /// Only backups of this datastore (name or id).
+    pub datastore: Option<String>,
+    /// Only backups of this instance.
+    pub instance_id: Option<Uuid>,
+    /// Only this project's (admin).
+    pub project_id: Option<String>,
+    /// Every project's (admin).
+    pub all_projects: bool,
+}
+
+/// Running backup states older than this no longer block deletion (upstream `running_backups_expires`).
+const RUNNING_BACKUP_EXPIRY_DAYS: i64 = 3;
+
+impl ApiService {
+    pub(super) async fn load_backup(&self, ctx: &RequestContext, id: Uuid) -> Result<Backup> {
+        match self.store.get_backup(id).await? {
+            Some(b) if !b.deleted && (b.tenant_id == ctx.tenant_id) => Ok(b),
+            _ => Err(Error::not_found("Backup", id)),
+        }
+    }
+
+    async fn backup_view(&self, b: Backup) -> Result<BackupView> {
+        let (v, ds) = match self.version_and_datastore(b.datastore_version_id).await {
+            Ok((v, ds)) => (Some(v), Some(ds)),
+            Err(Error::NotFound { .. }) => (None, None),
+            Err(e) => return Err(e),
+        };
+        Ok(BackupView {
+            backup: b,
+            datastore: ds,
+            datastore_version: v,
+        })
+    }
+
+    /// `GET /instances/{id}/backups`.
+    pub async fn instance_backups(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+    ) -> Result<Vec<BackupView>> {
+        self.load_instance(ctx, id).await?;
+        let f = BackupFilter {
+            tenant_id: Some(ctx.tenant_id.clone()),
+            instance_id: Some(id),
+            include_deleted: false,
+        };
+        let mut out = Vec::new();
+        for b in self.store.list_backups(&f).await? {
+            out.push(self.backup_view(b).await?);
+        }
+        Ok(out)
+    }
+
+    /// `GET /backups`.
+    pub async fn list_backups(
+        &self,
+        ctx: &RequestContext,
+        query: BackupQuery,
+    ) -> Result<Vec<BackupView>> {
+        let tenant = if query.all_projects || query.project_id.is_some() {
+            require_admin(ctx)?;
+            query.project_id.clone()
+        } else {
+            Some(ctx.tenant_id.clone())
+        };
+        let ds = match &query.datastore {
+            Some(d) => Some(self.find_datastore(d).await?),
+            None => None,
+        };
+        let f = BackupFilter {
+            tenant_id: tenant,
+            instance_id: query.instance_id,
+            include_deleted: false,
+        };
+        let mut out = Vec::new();
+        for b in self.store.list_backups(&f).await? {
+            let v = self.backup_view(b).await?;
+            if let Some(ds) = &ds {
+                if v.datastore.as_ref().map(|d| d.id) != Some(ds.id) {
+                    continue;
+                }
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// `GET /backups`, one page: most recently updated first, by offset (upstream's backup paging: the marker
+    /// is the index of the page's first backup).
+    pub async fn list_backups_page(
+        &self,
+        ctx: &RequestContext,
+        query: BackupQuery,
+        page: &PageRequest,
+    ) -> Result<Page<BackupView>> {
+        let all = self.list_backups(ctx, query).await?;
+        self.backups_page(all, page)
+    }
+
+    /// `GET /instances/{id}/backups`, one page, as [`ApiService::list_backups_page`] pages.
+    pub async fn instance_backups_page(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<BackupView>> {
+        let all = self.instance_backups(ctx, id).await?;
+        self.backups_page(all, page)
+    }
+
+    fn backups_page(
+        &self,
+        mut all: Vec<BackupView>,
+        page: &PageRequest,
+    ) -> Result<Page<BackupView>> {
+        all.sort_by_key(|v| std::cmp::Reverse(v.backup.updated));
+        page.by_offset(self.config.page_size, all)
+    }
+
+    /// `POST /backups`: persists the backup (NEW) and a backup workflow, answers 202 with the view.
+    pub async fn create_backup(
+        &self,
+        ctx: &RequestContext,
+        req: CreateBackup,
+    ) -> Result<BackupView> {
+        if req.name.trim().is_empty() || req.name.chars().count() > 255 {
+            return Err(Error::bad_request(
+                "A backup needs a name of 1 to 255 characters.",
+            ));
+        }
+        let now = self.clock.now();
+        if let Some(r) = req.restore_from {
+            // Registers an existing object: no work for a guest.
+            let (v, _) = self
+                .version_and_datastore(r.local_datastore_version_id)
+                .await?;
+            if r.remote_location.trim().is_empty() {
+                return Err(Error::bad_request("restore_from needs a remote_location."));
+            }
+            let b = Backup {
+                id: Uuid::new_v4(),
+                tenant_id: ctx.tenant_id.clone(),
+                instance_id: None,
+                name: req.name,
+                description: req.description,
+                state: BackupState::Restored,
+                size: Some(r.size),
+                location: Some(r.remote_location),
+                checksum: None,
+                parent_id: None,
+                backup_type: BackupType::Full,
+                datastore_version_id: v.id,
+                created: now,
+                updated: now,
+                deleted: false,
+            };
+            self.store
+                .commit(
+                    ChangeSet::new()
+                        .with(Write::Backup(b.clone()))
+                        .check_quota(ctx.tenant_id.clone(), &[Resource::Backups]),
+                )
+                .await?;
+            return self.backup_view(b).await;
+        }
+        let iid = req
+            .instance
+            .ok_or_else(|| Error::bad_request("A backup needs an instance."))?;
+        let inst = self.load_instance(ctx, iid).await?;
+        let (v, _) = self
+            .version_and_datastore(inst.datastore_version_id)
+            .await?;
+        if !v.manager.capabilities().backup {
+            return Err(Error::not_implemented(format!(
+                "Backups are not supported for datastore {}.",
+                v.manager
+            )));
+        }
+        self.gate(&inst, Operation::Backup).await?;
+        let parent = match (req.parent_id, req.incremental) {
+            (Some(p), _) => {
+                let pb = self.load_backup(ctx, p).await?;
+                if pb.instance_id != Some(iid) {
+                    return Err(Error::bad_request(format!(
+                        "Backup {p} is not a backup of instance {iid}."
+                    )));
+                }
+                Some(p)
+            }
+            (None, true) => {
+                let f = BackupFilter {
+                    instance_id: Some(iid),
+                    ..Default::default()
+                };
+                let last = self
+                    .store
+                    .list_backups(&f)
+                    .await?
+                    .into_iter()
+                    .filter(|b| b.state == BackupState::Completed)
+                    .max_by_key(|b| b.created);
+                Some(
+                    last.ok_or_else(|| {
+                        Error::bad_request("No completed backup to base an incremental backup on.")
+                    })?
+                    .id,
+                )
+            }
+            (None, false) => None,
+        };
+        let b = Backup {
+            id: Uuid::new_v4(),
+            tenant_id: ctx.tenant_id.clone(),
+            instance_id: Some(iid),
+            name: req.name,
+            description: req.description,
+            state: BackupState::New,
+            size: None,
+            location: None,
+            checksum: None,
+            parent_id: parent,
+            backup_type: if parent.is_some() {
+                BackupType::Incremental
+            } else {
+                BackupType::Full
+            },
+            datastore_version_id: inst.datastore_version_id,
+            created: now,
+            updated: now,
+            deleted: false,
+        };
+        let container = self
+            .backup_container(&ctx.tenant_id, iid, req.container)
+            .await?;
+        let wf = self.new_workflow(
+            iid,
+            &BackupParams {
+                backup_id: b.id,
+                container: Some(container),
+            },
+        )?;
+        self.store
+            .commit(
+                ChangeSet::new()
+                    .with(Write::Backup(b.clone()))
+                    .with(Write::Workflow {
+                        workflow: wf.clone(),
+                        expect: Expect::Absent,
+                    })
+                    .check_quota(ctx.tenant_id.clone(), &[Resource::Backups]),
+            )
+            .await?;
+        self.cast(wf.id).await;
+        self.backup_view(b).await
+    }
+
+    /// `GET /backups/{id}`.
+    pub async fn show_backup(&self, ctx: &RequestContext, id: Uuid) -> Result<BackupView> {
+        let b = self.load_backup(ctx, id).await?;
+        self.backup_view(b).await
+    }
+
+    /// `DELETE /backups/{id}`.
+    pub async fn delete_backup(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        let b = self.load_backup(ctx, id).await?;
+        let now = self.clock.now();
+        if b.state.is_running()
+            && now - b.updated < chrono::Duration::days(RUNNING_BACKUP_EXPIRY_DAYS)
+        {
+            return Err(Error::unprocessable(format!(
+                "Backup {id} is still running and cannot be deleted."
+            )));
+        }
+        // Children (incrementals) first, then the backup itself, in one commit.
+        let all = self
+            .store
+            .list_backups(&BackupFilter {
+                tenant_id: Some(b.tenant_id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let mut doomed = vec![b];
+        let mut i = 0;
+        while i < doomed.len() {
+            let pid = doomed[i].id;
+            for c in all.iter().filter(|c| c.parent_id == Some(pid)) {
+                if !doomed.iter().any(|d| d.id == c.id) {
+                    doomed.push(c.clone());
+                }
+            }
+            i += 1;
+        }
+        let mut cs = ChangeSet::new();
+        for mut d in doomed {
+            d.deleted = true;
+            d.updated = now;
+            cs.push(Write::Backup(d));
+        }
+        self.store.commit(cs).await
+    }
+}

@@ -1,0 +1,43 @@
+//! Flavors (`/flavors`), and their management by admins (trove-manage and embedders).
+
+use super::{require_admin, ApiService};
+use crate::error::{Error, Result};
+use crate::model::Flavor;
+use crate::ports::RequestContext;
+
+impl ApiService {
+    /// `GET /flavors`.
+    pub async fn list_flavors(&self, _ctx: &RequestContext) -> Result<Vec<Flavor>> {
+        self.store.list_flavors().await
+    }
+
+    /// `GET /flavors/{id}`.
+    pub async fn show_flavor(&self, _ctx: &RequestContext, id: &str) -> Result<Flavor> {
+        self.store
+            .get_flavor(id)
+            .await?
+            .ok_or_else(|| Error::not_found("Flavor", id))
+    }
+
+    /// Creates or replaces a flavor (admin; trove-manage and embedders).
+    pub async fn mgmt_put_flavor(&self, ctx: &RequestContext, flavor: Flavor) -> Result<Flavor> {
+        require_admin(ctx)?;
+        if flavor.id.trim().is_empty() || flavor.ram_mb == 0 || flavor.vcpus == 0 {
+            return Err(Error::bad_request(
+                "A flavor needs an id, RAM and at least one vCPU.",
+            ));
+        }
+        self.store.put_flavor(&flavor).await?;
+        Ok(flavor)
+    }
+
+    /// Deletes a flavor (admin).
+    pub async fn mgmt_delete_flavor(&self, ctx: &RequestContext, id: &str) -> Result<()> {
+        require_admin(ctx)?;
+        self.store
+            .get_flavor(id)
+            .await?
+            .ok_or_else(|| Error::not_found("Flavor", id))?;
+        self.store.delete_flavor(id).await
+    }
+}

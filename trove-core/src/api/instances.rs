@@ -1,0 +1,637 @@
+//! Instances (`/instances`): create (with replicas), list, show, update (name, configuration attach/detach,
+//! replica detach, upgrade, access) and delete.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{forbidden, ApiService, InstanceView, Page, PageRequest};
+use crate::error::{Error, Result};
+use crate::model::{
+    validate_database_name, validate_instance_name, Access, DatabaseSpec, Instance, InstanceFilter,
+    Locality, Resource, ServiceStatusRecord, UserSpec, WorkflowParams,
+};
+use crate::ports::{ChangeSet, Expect, RequestContext, Write};
+use crate::state::{Operation, ServerStatus, ServiceStatus, TaskStatus};
+use crate::taskmanager::{
+    ApplyConfigurationParams, CreateParams, DeleteParams, DetachParams, ForceDeleteParams,
+};
+
+/// `POST /instances` body, decoded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateInstance {
+    /// Name.
+    pub name: String,
+    /// Flavor id (href already reduced to its last segment).
+    pub flavor_ref: Option<String>,
+    /// Volume size GB.
+    pub volume_size: Option<u32>,
+    /// Volume type.
+    pub volume_type: Option<String>,
+    /// Datastore name or id.
+    pub datastore: Option<String>,
+    /// Version name or id.
+    pub datastore_version: Option<String>,
+    /// Version number.
+    pub datastore_version_number: Option<String>,
+    /// Initial databases.
+    pub databases: Vec<DatabaseSpec>,
+    /// Initial users.
+    pub users: Vec<UserSpec>,
+    /// Backup to restore from.
+    pub restore_point: Option<Uuid>,
+    /// Source to replicate.
+    pub replica_of: Option<Uuid>,
+    /// Number of replicas (with `replica_of`).
+    pub replica_count: Option<u32>,
+    /// Configuration group.
+    pub configuration: Option<Uuid>,
+    /// Locality.
+    pub locality: Option<Locality>,
+    /// Availability zone.
+    pub availability_zone: Option<String>,
+    /// Region.
+    pub region_name: Option<String>,
+    /// Access.
+    pub access: Option<Access>,
+}
+
+/// `PUT/PATCH /instances/{id}` body, decoded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateInstance {
+    /// New name.
+    pub name: Option<String>,
+    /// `Some(None)`: detach from the replica source.
+    pub replica_of: Option<Option<Uuid>>,
+    /// `Some(Some(id))`: attach a group; `Some(None)`: detach.
+    pub configuration: Option<Option<Uuid>>,
+    /// New datastore version (upgrade).
+    pub datastore_version: Option<String>,
+    /// New access.
+    pub access: Option<Access>,
+}
+
+fn validate_cidr(cidr: &str) -> Result<()> {
+    let ok = match cidr.split_once('/') {
+        Some((ip, bits)) => {
+            ip.parse::<std::net::IpAddr>().is_ok()
+                && bits
+                    .parse::<u8>()
+                    .is_ok_and(|b| b <= if ip.contains(':') { 128 } else { 32 })
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_request(format!(
+            "'{}' is not a valid CIDR.",
+            cidr.escape_default()
+        )))
+    }
+}
+
+/// The caller's live instances (cluster members too when `include_clustered`).
+fn tenant_filter(ctx: &RequestContext, include_clustered: bool) -> InstanceFilter {
+    InstanceFilter {
+        tenant_id: Some(ctx.tenant_id.clone()),
+        include_clustered,
+        ..Default::default()
+    }
+}
+
+impl ApiService {
+    /// The live replicas of `id` (cluster members included).
+    pub(super) async fn replicas_of(&self, id: Uuid) -> Result<Vec<Instance>> {
+        self.store
+            .list_instances(&InstanceFilter {
+                replica_of: Some(id),
+                include_clustered: true,
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// The live instances of every tenant (cluster members included) that use configuration group `id`.
+    pub(super) async fn instances_using(&self, configuration_id: Uuid) -> Result<Vec<Instance>> {
+        self.store
+            .list_instances(&InstanceFilter {
+                configuration_id: Some(configuration_id),
+                include_clustered: true,
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// Every live instance, cluster members included.
+    pub(super) async fn all_instances(&self) -> Result<Vec<Instance>> {
+        self.store
+            .list_instances(&InstanceFilter {
+                include_clustered: true,
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// `GET /instances` and `/instances/detail`: the caller's live instances, newest first.
+    pub async fn list_instances(
+        &self,
+        ctx: &RequestContext,
+        include_clustered: bool,
+    ) -> Result<Vec<InstanceView>> {
+        let instances = self
+            .store
+            .list_instances(&tenant_filter(ctx, include_clustered))
+            .await?;
+        self.views(instances).await
+    }
+
+    /// `GET /instances` and `/instances/detail`, one page: the caller's live instances, newest first, paged
+    /// by `page` before any view is built. Answers the page and the marker of the next one when more follow;
+    /// an unknown marker is a 400.
+    pub async fn list_instances_page(
+        &self,
+        ctx: &RequestContext,
+        include_clustered: bool,
+        page: &PageRequest,
+    ) -> Result<Page<InstanceView>> {
+        let instances = self
+            .store
+            .list_instances(&tenant_filter(ctx, include_clustered))
+            .await?;
+        self.views_page(instances, page).await
+    }
+
+    /// `GET /instances/{id}`.
+    pub async fn show_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<InstanceView> {
+        let inst = self.load_instance(ctx, id).await?;
+        self.view(inst).await
+    }
+
+    /// `POST /instances`: validates, checks quota, persists (task BUILDING, service NEW, a create workflow) in
+    /// one commit and casts the workflow to the task manager. Answers the new instance's view (status BUILD).
+    pub async fn create_instance(
+        &self,
+        ctx: &RequestContext,
+        req: CreateInstance,
+    ) -> Result<InstanceView> {
+        validate_instance_name(&req.name)?;
+        if req.replica_count.is_some() && req.replica_of.is_none() {
+            return Err(Error::bad_request(
+                "replica_count is only valid together with replica_of.",
+            ));
+        }
+        if let Some(n) = req.replica_count {
+            if !(1..=3).contains(&n) {
+                return Err(Error::bad_request("replica_count must be between 1 and 3."));
+            }
+        }
+        // Replica: everything is copied from the source.
+        let (flavor, ds, version, volume_size, volume_type, group) = match req.replica_of {
+            Some(source_id) => {
+                for (given, field) in [
+                    (req.flavor_ref.is_some(), "flavorRef"),
+                    (
+                        req.datastore.is_some() || req.datastore_version.is_some(),
+                        "datastore",
+                    ),
+                    (req.volume_size.is_some(), "volume"),
+                    (req.locality.is_some(), "locality"),
+                ] {
+                    if given {
+                        return Err(Error::bad_request(format!(
+                            "A replica may not be given {field}; it is copied from the source."
+                        )));
+                    }
+                }
+                if !req.databases.is_empty() || !req.users.is_empty() {
+                    return Err(Error::bad_request(
+                        "Cannot create a replica with users or databases.",
+                    ));
+                }
+                let source = self.load_instance(ctx, source_id).await?;
+                if source.replica_of.is_some() {
+                    return Err(Error::Unauthorized {
+                        message: format!("Cannot create a replica of replica {source_id}."),
+                    });
+                }
+                self.gate(&source, Operation::CreateReplica).await?;
+                let flavor = self
+                    .store
+                    .get_flavor(&source.flavor_id)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::bad_request(format!(
+                            "Flavor {} of the source no longer exists.",
+                            source.flavor_id
+                        ))
+                    })?;
+                let (v, ds) = self
+                    .version_and_datastore(source.datastore_version_id)
+                    .await?;
+                if !v.manager.capabilities().replication {
+                    return Err(Error::bad_request(format!(
+                        "Replication is not supported for datastore {}.",
+                        v.manager
+                    )));
+                }
+                (
+                    flavor,
+                    ds,
+                    v,
+                    source.volume_size,
+                    source.volume_type.clone(),
+                    source.locality.map(|l| (source_id, l)),
+                )
+            }
+            None => {
+                let (ds, v) = self
+                    .resolve_version(
+                        ctx,
+                        req.datastore.as_deref(),
+                        req.datastore_version.as_deref(),
+                        req.datastore_version_number.as_deref(),
+                    )
+                    .await?;
+                let flavor_ref = req
+                    .flavor_ref
+                    .as_deref()
+                    .ok_or_else(|| Error::bad_request("flavorRef is required."))?;
+                let flavor = self.store.get_flavor(flavor_ref).await?.ok_or_else(|| {
+                    Error::bad_request(format!("Flavor {flavor_ref} could not be found."))
+                })?;
+                if !v.flavor_ids.is_empty() && !v.flavor_ids.contains(&flavor.id) {
+                    return Err(Error::not_found(
+                        "Flavor for datastore version",
+                        format!("{} ({})", flavor.id, v.name),
+                    ));
+                }
+                let size = match (self.config.volume_support, req.volume_size) {
+                    (true, None) => return Err(Error::bad_request("A volume size is required.")),
+                    (true, Some(0)) => {
+                        return Err(Error::bad_request("The volume size must be at least 1 GB."))
+                    }
+                    (true, Some(s)) if s > self.config.max_accepted_volume_size => {
+                        return Err(Error::OverLimit {
+                            message: format!(
+                                "Volume size {s} GB exceeds the maximum volume size of {} GB.",
+                                self.config.max_accepted_volume_size
+                            ),
+                            retry_after: None,
+                        })
+                    }
+                    (true, Some(s)) => Some(s),
+                    (false, Some(_)) => {
+                        return Err(Error::not_implemented(
+                            "Volume support is not enabled; do not give a volume size.",
+                        ))
+                    }
+                    (false, None) => None,
+                };
+                (flavor, ds, v, size, req.volume_type.clone(), None)
+            }
+        };
+        let manager = version.manager;
+        let caps = manager.capabilities();
+        if !req.databases.is_empty() && !caps.databases {
+            return Err(Error::unprocessable(format!(
+                "Operation not supported for datastore {manager}: databases."
+            )));
+        }
+        if !req.users.is_empty() && !caps.users {
+            return Err(Error::unprocessable(format!(
+                "Operation not supported for datastore {manager}: users."
+            )));
+        }
+        for db in &req.databases {
+            validate_database_name(manager, &db.name)?;
+        }
+        for u in &req.users {
+            Self::check_new_user(manager, u)?;
+        }
+        if let Some(a) = &req.access {
+            for c in &a.allowed_cidrs {
+                validate_cidr(c)?;
+            }
+        }
+        let overrides = match req.configuration {
+            Some(cid) => {
+                let c = self.load_configuration(ctx, cid).await?;
+                if c.datastore_version_id != version.id {
+                    return Err(Error::bad_request(format!(
+                        "Configuration group {cid} is for another datastore version than the instance."
+                    )));
+                }
+                c.values
+            }
+            None => Map::new(),
+        };
+        let restore = match req.restore_point {
+            Some(bid) => {
+                let b = self.load_backup(ctx, bid).await?;
+                if !b.state.is_restorable() {
+                    return Err(Error::conflict(format!(
+                        "Backup {bid} is not completed (state {}).",
+                        b.state.as_str()
+                    )));
+                }
+                let (bv, _) = self.version_and_datastore(b.datastore_version_id).await?;
+                if bv.datastore_id != ds.id {
+                    return Err(Error::bad_request(format!(
+                        "Backup {bid} is of another datastore."
+                    )));
+                }
+                if let (Some(bs), Some(vs)) = (b.size, volume_size) {
+                    if bs > f64::from(vs) {
+                        return Err(forbidden(format!(
+                            "Backup {bid} ({bs} GB) does not fit the volume ({vs} GB)."
+                        )));
+                    }
+                }
+                Some(bid)
+            }
+            None => None,
+        };
+        let count = if req.replica_of.is_some() {
+            req.replica_count.unwrap_or(1)
+        } else {
+            1
+        };
+        let now = self.clock.now();
+        let mut cs = ChangeSet::new();
+        let mut created = Vec::new();
+        let mut workflows = Vec::new();
+        for n in 0..count {
+            let name = if count > 1 {
+                format!("{}-{}", req.name, n + 1)
+            } else {
+                req.name.clone()
+            };
+            let inst = Instance {
+                id: Uuid::new_v4(),
+                name,
+                tenant_id: ctx.tenant_id.clone(),
+                datastore_version_id: version.id,
+                flavor_id: flavor.id.clone(),
+                ram_mb: flavor.ram_mb,
+                volume_size,
+                volume_type: volume_type.clone(),
+                task: TaskStatus::Building,
+                server_status: ServerStatus::Build,
+                server_id: None,
+                volume_id: None,
+                host: None,
+                addresses: Vec::new(),
+                port: None,
+                configuration_id: req.configuration,
+                replica_of: req.replica_of,
+                locality: req.locality,
+                region: req
+                    .region_name
+                    .clone()
+                    .unwrap_or_else(|| self.config.region.clone()),
+                availability_zone: req.availability_zone.clone(),
+                access: req.access.clone().unwrap_or_default(),
+                fault: None,
+                cluster_id: None,
+                created: now,
+                updated: now,
+                deleted: false,
+                deleted_at: None,
+                version: 0,
+            };
+            let params = CreateParams {
+                flavor: flavor.clone(),
+                datastore_version: version.clone(),
+                databases: req.databases.clone(),
+                users: req.users.clone(),
+                root_password: None,
+                overrides: overrides.clone(),
+                group: group.or(req.locality.map(|l| (inst.id, l))),
+                scrubbed: false,
+                replica_of: req.replica_of,
+                restore_point: restore,
+            };
+            let wf = self.new_workflow(inst.id, &params)?;
+            cs.push(Write::Instance {
+                instance: inst.clone(),
+                expect: Expect::Absent,
+            });
+            cs.push(Write::ServiceStatus(ServiceStatusRecord {
+                instance_id: inst.id,
+                status: ServiceStatus::New,
+                reason: None,
+                volume: None,
+                updated_at: now,
+            }));
+            cs.push(Write::Workflow {
+                workflow: wf.clone(),
+                expect: Expect::Absent,
+            });
+            workflows.push(wf.id);
+            created.push(inst);
+        }
+        let cs = cs.check_quota(
+            ctx.tenant_id.clone(),
+            &[Resource::Instances, Resource::Ram, Resource::Volumes],
+        );
+        self.store.commit(cs).await?;
+        for w in workflows {
+            self.cast(w).await;
+        }
+        let first = created
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::bad_request("nothing to create"))?;
+        self.view(first).await
+    }
+
+    /// `PUT/PATCH /instances/{id}`: name, configuration attach/detach, replica detach, upgrade, access.
+    pub async fn update_instance(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        req: UpdateInstance,
+    ) -> Result<()> {
+        let mut inst = self.load_instance(ctx, id).await?;
+        let others = [
+            req.replica_of.is_some(),
+            req.configuration.is_some(),
+            req.datastore_version.is_some(),
+            req.access.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if others > 1 {
+            return Err(Error::bad_request(
+                "Only one attribute besides name may be updated at a time.",
+            ));
+        }
+        if let Some(name) = &req.name {
+            validate_instance_name(name)?;
+        }
+        if others == 0 && req.name.is_none() {
+            // An empty body detaches the configuration group (upstream).
+            if inst.configuration_id.is_none() {
+                return Ok(());
+            }
+        }
+        if let Some(name) = req.name.clone() {
+            let expect = Expect::Version(inst.version);
+            inst.name = name;
+            inst.updated = self.clock.now();
+            self.store
+                .commit(ChangeSet::new().with(Write::Instance {
+                    instance: inst.clone(),
+                    expect,
+                }))
+                .await?;
+            inst.version += 1;
+            if others == 0 {
+                return Ok(());
+            }
+        }
+        if let Some(None) = req.replica_of {
+            if inst.replica_of.is_none() {
+                return Err(Error::bad_request(format!(
+                    "Instance {id} is not a replica."
+                )));
+            }
+            self.gate(&inst, Operation::Detach).await?;
+            self.start_workflow(inst, &DetachParams {}, TaskStatus::Detaching, vec![], None)
+                .await?;
+            return Ok(());
+        }
+        if let Some(Some(_)) = req.replica_of {
+            return Err(Error::bad_request(
+                "replica_of can only be set to null (detach) on update.",
+            ));
+        }
+        if let Some(access) = req.access {
+            for c in &access.allowed_cidrs {
+                validate_cidr(c)?;
+            }
+            let expect = Expect::Version(inst.version);
+            inst.access = access;
+            inst.updated = self.clock.now();
+            return self
+                .store
+                .commit(ChangeSet::new().with(Write::Instance {
+                    instance: inst,
+                    expect,
+                }))
+                .await;
+        }
+        if let Some(version) = &req.datastore_version {
+            return self.upgrade_instance(ctx, inst, version).await;
+        }
+        // An empty body (no configuration key) detaches, like `configuration: null`.
+        let target = req.configuration.unwrap_or_default();
+        self.gate(&inst, Operation::AssignConfiguration).await?;
+        match target {
+            Some(cid) => {
+                if inst.configuration_id.is_some() {
+                    return Err(Error::bad_request(format!(
+                        "Instance {id} already has a configuration group attached; detach it first."
+                    )));
+                }
+                let c = self.load_configuration(ctx, cid).await?;
+                if c.datastore_version_id != inst.datastore_version_id {
+                    return Err(Error::bad_request(format!(
+                        "Configuration group {cid} is for another datastore version than the instance."
+                    )));
+                }
+                inst.configuration_id = Some(cid);
+            }
+            None => {
+                if inst.configuration_id.is_none() {
+                    return Err(Error::bad_request(format!(
+                        "Instance {id} has no configuration group attached."
+                    )));
+                }
+                inst.configuration_id = None;
+            }
+        }
+        let task = inst.task;
+        self.start_workflow(
+            inst,
+            &ApplyConfigurationParams {
+                configuration_id: target,
+            },
+            task,
+            vec![],
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_common(&self, ctx: &RequestContext, id: Uuid, force: bool) -> Result<()> {
+        let inst = if force {
+            self.load_instance(ctx, id).await?
+        } else {
+            self.instance_for(ctx, id, Operation::Delete).await?.0
+        };
+        let replicas = self.replicas_of(id).await?;
+        if !replicas.is_empty() {
+            return Err(forbidden("Detach replicas before deleting replica source."));
+        }
+        let open = self.open_workflows_of(id).await?;
+        if !force && inst.task == TaskStatus::Deleting {
+            if let Some(w) = open
+                .iter()
+                .find(|w| w.kind == DeleteParams::KIND || w.kind == ForceDeleteParams::KIND)
+            {
+                self.cast(w.id).await;
+                return Ok(());
+            }
+        }
+        let extra: Vec<Write> = open.into_iter().map(|w| self.close_workflow(w)).collect();
+        let mut inst = inst;
+        inst.configuration_id = None;
+        if force {
+            self.start_workflow(
+                inst,
+                &ForceDeleteParams {},
+                TaskStatus::Deleting,
+                extra,
+                None,
+            )
+            .await?;
+        } else {
+            self.start_workflow(inst, &DeleteParams {}, TaskStatus::Deleting, extra, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `DELETE /instances/{id}`.
+    pub async fn delete_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        self.delete_common(ctx, id, false).await
+    }
+
+    /// `POST /instances/{id}/action {"reset_status": {"force_delete": ...}}` followed by a delete, or the
+    /// force-delete route: tears the instance down whatever its state, without asking the guest.
+    pub async fn force_delete_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        self.delete_common(ctx, id, true).await
+    }
+
+    /// `GET /instances/{id}/configuration`: the configuration values in effect.
+    pub async fn instance_configuration(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+    ) -> Result<Map<String, Value>> {
+        let inst = self.load_instance(ctx, id).await?;
+        match inst.configuration_id {
+            Some(c) => Ok(self
+                .store
+                .get_configuration(c)
+                .await?
+                .map(|c| c.values)
+                .unwrap_or_default()),
+            None => Ok(Map::new()),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `ApiService`: what the REST API does, without HTTP. Validation, quota, persistence and the cast to the task
+//! manager happen here; the HTTP layer only decodes bodies and renders the views returned.
+//!
+//! Requests are plain structs (already decoded from upstream JSON); views carry everything the upstream views
+//! show, so the HTTP layer never reads the store itself.
+//!
+//! One module per resource, each adding its operations to [`ApiService`] and holding its request and view types
+//! (re-exported here): `instances` (create, list, show, update, delete) with `instance_views`, `actions`
+//! (restart, resize, reset status, promote, eject), `maintenance` (upgrade, mgmt migrate and rebuild), `users`,
+//! `databases`, `root`, `configurations`, `parameters`, `backups`, `backup_strategies`, `datastores`, `flavors`,
+//! `quotas` (and limits), `mgmt` (instances), `guest_logs`, `ssl`. Shared by all: `gate` (an instance for the
+//! caller and the action gate: `instance_for`, `gate`, `manage_data_instance`), `paging` (the one paging scheme:
+//! [`PageRequest`] in, [`Page`] out), and here the service itself with the workflow helpers (`start_workflow`).
+
+use std::sync::Arc;
+use uuid::Uuid;
+
+use crate::config::CoreConfig;
+use crate::error::{Error, Result};
+use crate::model::{Instance, Resource, Workflow, WorkflowParams, WorkflowState};
+use crate::ports::{ChangeSet, DynBus, DynClock, DynStore, Expect, RequestContext, Write};
+use crate::rpc::{GuestClient, GuestTimeouts, TaskManagerClient};
+use crate::state::TaskStatus;
+use crate::taskmanager::Registry;
+
+mod actions;
+mod backup_strategies;
+mod backups;
+mod configurations;
+mod databases;
+mod datastores;
+mod flavors;
+mod gate;
+mod guest_logs;
+mod instance_views;
+mod instances;
+mod maintenance;
+mod mgmt;
+mod paging;
+mod parameters;
+mod quotas;
+mod root;
+mod ssl;
+mod users;
+pub use backup_strategies::{
+    validate_container, BackupStrategyQuery, CreateBackupStrategy, BACKUP_STRATEGY_BACKEND,
+    DEFAULT_BACKUP_CONTAINER,
+};
+pub use backups::{BackupQuery, BackupView, CreateBackup, RestoreFrom};
+pub use configurations::{ConfigurationView, CreateConfiguration, UpdateConfiguration};
+pub use datastores::{DatastoreVersionPatch, DatastoreVersionSpec, DatastoreView, VersionView};
+pub use instance_views::InstanceView;
+pub use instances::{CreateInstance, UpdateInstance};
+pub use mgmt::{MgmtAction, MgmtInstanceQuery};
+pub use paging::{Page, PageRequest};
+pub use parameters::ConfigParamSpec;
+pub use quotas::QuotaView;
+pub use root::RootCredentials;
+pub use users::UserRef;
+
+/// What the REST API does, without HTTP: every operation of the Trove v1.0 API.
+///
+/// Every method takes the caller's [`RequestContext`]: another tenant's resources are answered as 404, and
+/// management operations need the admin role (403). Errors carry the upstream fault ([`Error::fault`]).
+pub struct ApiService {
+    store: DynStore,
+    bus: DynBus,
+    clock: DynClock,
+    config: CoreConfig,
+    /// Compute, when the API runs beside it: mgmt migrate then checks the host synchronously.
+    compute: Option<crate::ports::DynCompute>,
+    /// The workflow kinds (to forget a closed workflow's secrets as its kind defines them).
+    workflows: Registry,
+}
+
+impl std::fmt::Debug for ApiService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiService")
+            .field("region", &self.config.region)
+            .finish()
+    }
+}
+
+fn forbidden(message: impl Into<String>) -> Error {
+    Error::Forbidden {
+        message: message.into(),
+    }
+}
+
+fn require_admin(ctx: &RequestContext) -> Result<()> {
+    if ctx.is_admin() {
+        Ok(())
+    } else {
+        Err(forbidden("This operation needs the admin role."))
+    }
+}
+
+impl ApiService {
+    /// A service over `store` and `bus`, taking time from `clock`.
+    pub fn new(store: DynStore, bus: DynBus, clock: DynClock, config: CoreConfig) -> ApiService {
+        ApiService {
+            store,
+            bus,
+            clock,
+            config,
+            compute: None,
+            workflows: Registry::standard(),
+        }
+    }
+
+    /// Uses `registry` for the workflows this API asks for (default: the standard ones).
+    pub fn with_workflows(mut self, registry: Registry) -> ApiService {
+        self.workflows = registry;
+        self
+    }
+
+    /// Lets the service read compute (hosts, servers) to answer bad migrate requests with a 400 at once instead
+    /// of a failed workflow.
+    pub fn with_compute(mut self, compute: crate::ports::DynCompute) -> ApiService {
+        self.compute = Some(compute);
+        self
+    }
+
+    /// Shared handle.
+    pub fn shared(self) -> Arc<ApiService> {
+        Arc::new(self)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// The store this service writes to (read-only use by embedders and tests).
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    fn guest(&self, instance_id: Uuid) -> GuestClient {
+        GuestClient::new(
+            self.bus.clone(),
+            instance_id,
+            "api",
+            GuestTimeouts {
+                low: self.config.agent_call_low_timeout,
+                high: self.config.agent_call_high_timeout,
+            },
+        )
+    }
+
+    async fn cast(&self, workflow_id: Uuid) {
+        if let Err(e) = TaskManagerClient::new(self.bus.clone(), "api")
+            .run_workflow(workflow_id)
+            .await
+        {
+            // The workflow is stored: a task manager's scan picks it up anyway.
+            tracing::warn!(workflow = %workflow_id, error = %e, "could not cast a workflow; the scan will run it");
+        }
+    }
+
+    fn new_workflow<P: WorkflowParams>(&self, instance_id: Uuid, params: &P) -> Result<Workflow> {
+        Workflow::new(instance_id, params, self.clock.now())
+    }
+
+    async fn open_workflows_of(&self, instance_id: Uuid) -> Result<Vec<Workflow>> {
+        Ok(self
+            .store
+            .list_open_workflows()
+            .await?
+            .into_iter()
+            .filter(|w| w.instance_id == instance_id)
+            .collect())
+    }
+
+    fn close_workflow(&self, mut w: Workflow) -> Write {
+        let expect = Expect::Version(w.version);
+        w.state = WorkflowState::Failed;
+        w.owner = None;
+        w.lease_until = None;
+        w.updated = self.clock.now();
+        self.workflows.scrub(&mut w);
+        Write::Workflow {
+            workflow: w,
+            expect,
+        }
+    }
+
+    /// Commits a task change plus a new workflow, then casts it.
+    async fn start_workflow<P: WorkflowParams>(
+        &self,
+        mut inst: Instance,
+        params: &P,
+        task: TaskStatus,
+        extra: Vec<Write>,
+        quota: Option<&[Resource]>,
+    ) -> Result<Uuid> {
+        let wf = self.new_workflow(inst.id, params)?;
+        let expect = Expect::Version(inst.version);
+        inst.task = task;
+        inst.updated = self.clock.now();
+        let tenant = inst.tenant_id.clone();
+        let mut cs = ChangeSet::new()
+            .with(Write::Instance {
+                instance: inst,
+                expect,
+            })
+            .with(Write::Workflow {
+                workflow: wf.clone(),
+                expect: Expect::Absent,
+            });
+        for w in extra {
+            cs.push(w);
+        }
+        if let Some(q) = quota {
+            cs = cs.check_quota(tenant, q);
+        }
+        self.store.commit(cs).await?;
+        self.cast(wf.id).await;
+        Ok(wf.id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+//! The engine's superuser (`/instances/{id}/root`) and its history (`/mgmt/instances/{id}/root`).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{require_admin, ApiService};
+use crate::error::{Error, Result};
+use crate::model::{validate_password, Manager, RootHistory, Secret};
+use crate::ports::{ChangeSet, RequestContext, Write};
+
+/// The answer of `POST /instances/{id}/root`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RootCredentials {
+    /// Always `root` (or the engine's superuser).
+    pub name: String,
+    /// Password.
+    pub password: Secret,
+}
+
+impl ApiService {
+    /// `GET /instances/{id}/root`: whether root was ever enabled (root history).
+    pub async fn root_show(&self, ctx: &RequestContext, id: Uuid) -> Result<bool> {
+        self.manage_data_instance(ctx, id, |c| c.root, "root")
+            .await?;
+        Ok(self.store.get_root_history(id).await?.is_some())
+    }
+
+    /// `POST /instances/{id}/root`: enables root (generated password when none given), records the history.
+    pub async fn root_enable(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        password: Option<Secret>,
+    ) -> Result<RootCredentials> {
+        let (_, m) = self
+            .manage_data_instance(ctx, id, |c| c.root, "root")
+            .await?;
+        if let Some(p) = &password {
+            validate_password(p)?;
+        }
+        let password = self.guest(id).enable_root(password).await?;
+        self.store
+            .commit(ChangeSet::new().with(Write::RootHistory(RootHistory {
+                instance_id: id,
+                user: ctx.user_id.clone(),
+                created: self.clock.now(),
+            })))
+            .await?;
+        let name = match m {
+            Manager::Postgresql => "postgres",
+            _ => "root",
+        };
+        Ok(RootCredentials {
+            name: name.into(),
+            password,
+        })
+    }
+
+    /// `DELETE /instances/{id}/root`: 404 when root was never enabled.
+    pub async fn root_disable(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        self.manage_data_instance(ctx, id, |c| c.root, "root")
+            .await?;
+        if self.store.get_root_history(id).await?.is_none() {
+            return Err(Error::not_found("Root history of instance", id));
+        }
+        self.guest(id).disable_root().await
+    }
+
+    /// `GET /mgmt/instances/{id}/root` (admin): the root history record.
+    pub async fn mgmt_root_history(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+    ) -> Result<Option<RootHistory>> {
+        require_admin(ctx)?;
+        self.store
+            .get_instance(id)
+            .await?
+            .ok_or_else(|| Error::not_found("Instance", id))?;
+        self.store.get_root_history(id).await
+    }
+}

@@ -1,0 +1,583 @@
+//! Unit tests of the API service over the in-memory ports and a running task manager and conductor.
+
+use super::*;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+use crate::conductor::Conductor;
+use crate::config::CoreConfig;
+use crate::error::Result;
+use crate::guest_agent::InProcessLauncher;
+use crate::memory::{
+    ManualClock, MemoryBlockStorage, MemoryBus, MemoryCompute, MemoryStore,
+    SimulatedStrategyFactory,
+};
+use crate::model::{
+    DatabaseSpec, Flavor, ParamType, Secret, ServiceStatusRecord, UserSpec, UserUpdate,
+};
+use crate::ports::InfraStore;
+use crate::ports::RequestContext;
+use crate::state::{BackupState, ServiceStatus, TaskStatus};
+use crate::taskmanager::{TaskManager, TaskManagerConfig};
+use serde_json::json;
+use std::time::Duration;
+use tokio::sync::watch;
+
+struct World {
+    api: ApiService,
+    store: Arc<MemoryStore>,
+    engines: Arc<SimulatedStrategyFactory>,
+    stop: watch::Sender<bool>,
+    _time: crate::memory::FastForward,
+}
+
+async fn world() -> World {
+    let config = CoreConfig {
+        report_interval: Duration::from_secs(5),
+        agent_call_low_timeout: Duration::from_secs(2),
+        agent_call_high_timeout: Duration::from_secs(2),
+        ..CoreConfig::default()
+    };
+    let store = Arc::new(MemoryStore::new());
+    let bus = Arc::new(MemoryBus::new());
+    let clock = Arc::new(ManualClock::new());
+    let engines = Arc::new(SimulatedStrategyFactory::new());
+    let launcher = Arc::new(InProcessLauncher::new(
+        bus.clone(),
+        clock.clone(),
+        engines.clone(),
+        config.report_interval,
+    ));
+    let compute = Arc::new(MemoryCompute::new(launcher));
+    let (stop, rx) = watch::channel(false);
+    let conductor = Conductor::new(store.clone(), bus.clone(), clock.clone(), None);
+    let rx2 = rx.clone();
+    tokio::spawn(async move { conductor.run(rx2).await });
+    let tm = TaskManager::new(
+        store.clone(),
+        bus.clone(),
+        compute,
+        Arc::new(MemoryBlockStorage::new()),
+        clock.clone(),
+        config.clone(),
+        TaskManagerConfig {
+            poll_interval: Duration::from_millis(2),
+            ..TaskManagerConfig::default()
+        },
+    );
+    tokio::spawn(async move { tm.run(rx).await });
+    // The task manager waits for guests on the clock: let time pass (1 ms per ms).
+    let time = clock.fast_forward(Duration::from_millis(1), Duration::from_millis(1));
+    let api = ApiService::new(store.clone(), bus, clock, config);
+    let admin = RequestContext::admin("admin");
+    for (ds, manager) in [("mysql", "mysql"), ("mongodb", "mongodb")] {
+        api.mgmt_create_datastore_version(
+            &admin,
+            DatastoreVersionSpec {
+                datastore_name: ds.into(),
+                name: "1".into(),
+                manager: manager.into(),
+                active: true,
+                default: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    api.mgmt_put_flavor(
+        &admin,
+        Flavor {
+            id: "1".into(),
+            name: "s".into(),
+            ram_mb: 256,
+            vcpus: 1,
+            disk_gb: 1,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .unwrap();
+    World {
+        api,
+        store,
+        engines,
+        stop,
+        _time: time,
+    }
+}
+
+fn t1() -> RequestContext {
+    RequestContext::tenant("t1")
+}
+
+async fn active(w: &World, ds: &str) -> Uuid {
+    let v = w
+        .api
+        .create_instance(
+            &t1(),
+            CreateInstance {
+                name: "x".into(),
+                flavor_ref: Some("1".into()),
+                volume_size: Some(1),
+                datastore: Some(ds.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait(w, v.instance.id, |v| {
+        v.status == "ACTIVE" && v.instance.task == TaskStatus::None
+    })
+    .await;
+    v.instance.id
+}
+
+async fn wait(w: &World, id: Uuid, pred: impl Fn(&InstanceView) -> bool) -> InstanceView {
+    for _ in 0..2000 {
+        let v = w.api.show_instance(&t1(), id).await.unwrap();
+        if pred(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "condition never met: {:?}",
+        w.api.show_instance(&t1(), id).await.unwrap()
+    );
+}
+
+fn status<T: std::fmt::Debug>(r: Result<T>) -> u16 {
+    r.unwrap_err().fault().status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_users_and_root() {
+    let w = world().await;
+    let id = active(&w, "mysql").await;
+    let t = t1();
+    let api = &w.api;
+    let db = |n: &str| DatabaseSpec {
+        name: n.into(),
+        character_set: None,
+        collate: None,
+    };
+    api.create_databases(&t, id, vec![db("d1"), db("d2")])
+        .await
+        .unwrap();
+    assert_eq!(
+        status(api.create_databases(&t, id, vec![db("x`; drop")]).await),
+        400
+    );
+    let names: Vec<_> = api
+        .list_databases(&t, id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert!(names.contains(&"d1".to_string()) && names.contains(&"d2".to_string()));
+    api.delete_database(&t, id, "d2").await.unwrap();
+    assert!(!api
+        .list_databases(&t, id)
+        .await
+        .unwrap()
+        .iter()
+        .any(|d| d.name == "d2"));
+    assert_eq!(
+        status(api.list_databases(&RequestContext::tenant("t2"), id).await),
+        404
+    );
+
+    let user = |n: &str, h: Option<&str>| UserSpec {
+        name: n.into(),
+        password: Secret::new("pw-1"),
+        host: h.map(str::to_string),
+        databases: vec!["d1".into()],
+    };
+    api.create_users(&t, id, vec![user("u1", None), user("u2", Some("10.0.%"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        status(api.create_users(&t, id, vec![user("bad name", None)]).await),
+        400
+    );
+    assert_eq!(
+        status(
+            api.create_users(&t, id, vec![user("u3", Some("a'b"))])
+                .await
+        ),
+        400
+    );
+    let users = api.list_users(&t, id).await.unwrap();
+    assert!(users.iter().any(|u| u.name == "u2" && u.host == "10.0.%"));
+    let u2 = api
+        .show_user(&t, id, &UserRef::parse("u2@10.0.%"))
+        .await
+        .unwrap();
+    assert_eq!(u2.databases, vec!["d1".to_string()]);
+    assert_eq!(
+        status(api.show_user(&t, id, &UserRef::parse("u2")).await),
+        404
+    );
+    let u1 = UserRef::parse("u1");
+    api.grant_user_access(&t, id, &u1, vec!["d1".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        api.list_user_access(&t, id, &u1).await.unwrap(),
+        vec!["d1".to_string()]
+    );
+    api.revoke_user_access(&t, id, &u1, "d1").await.unwrap();
+    assert!(api.list_user_access(&t, id, &u1).await.unwrap().is_empty());
+    let mut change = user("u1", None);
+    change.password = Secret::new("new-pw");
+    api.change_passwords(&t, id, vec![change]).await.unwrap();
+    assert_eq!(
+        w.engines.engine(id).password("u1", "%").unwrap().expose(),
+        "new-pw"
+    );
+    assert_eq!(
+        status(
+            api.change_passwords(&t, id, vec![user("ghost", None)])
+                .await
+        ),
+        404
+    );
+    let upd = UserUpdate {
+        name: Some("u1b".into()),
+        ..Default::default()
+    };
+    api.update_user(&t, id, &u1, upd).await.unwrap();
+    assert!(api.show_user(&t, id, &UserRef::parse("u1b")).await.is_ok());
+    assert_eq!(
+        status(
+            api.update_user(&t, id, &UserRef::parse("u1b"), UserUpdate::default())
+                .await
+        ),
+        400
+    );
+    api.delete_user(&t, id, &UserRef::parse("u1b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status(api.delete_user(&t, id, &UserRef::parse("u1b")).await),
+        404
+    );
+
+    assert!(!api.root_show(&t, id).await.unwrap());
+    assert_eq!(status(api.root_disable(&t, id).await), 404);
+    let creds = api.root_enable(&t, id, None).await.unwrap();
+    assert_eq!(creds.name, "root");
+    assert!(!creds.password.is_empty());
+    assert!(w.engines.engine(id).root_enabled());
+    assert!(api.root_show(&t, id).await.unwrap());
+    api.root_disable(&t, id).await.unwrap();
+    assert!(api
+        .mgmt_root_history(&RequestContext::admin("a"), id)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(status(api.mgmt_root_history(&t, id).await), 403);
+
+    // An unsupported datastore answers 422; a stopped datastore too.
+    let mongo = active(&w, "mongodb").await;
+    assert_eq!(status(api.list_users(&t, mongo).await), 422);
+    w.engines.engine(id).stop();
+    w.store
+        .put_service_statuses(&[ServiceStatusRecord {
+            instance_id: id,
+            status: ServiceStatus::Shutdown,
+            reason: None,
+            volume: None,
+            updated_at: w.api.clock.now(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(status(api.list_databases(&t, id).await), 422);
+    let _ = w.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configurations_backups_quotas_and_mgmt() {
+    let w = world().await;
+    let api = &w.api;
+    let t = t1();
+    let admin = RequestContext::admin("admin");
+    let id = active(&w, "mysql").await;
+    let vid = api
+        .show_instance(&t, id)
+        .await
+        .unwrap()
+        .datastore_version
+        .id;
+
+    // Parameters (mgmt) and both public route forms.
+    let spec = |n: &str| ConfigParamSpec {
+        name: n.into(),
+        data_type: ParamType::Integer,
+        restart_required: false,
+        min: Some(1.into()),
+        max: Some(100.into()),
+    };
+    assert_eq!(
+        status(
+            api.mgmt_create_parameter(&t, vid, spec("max_connections"))
+                .await
+        ),
+        403
+    );
+    api.mgmt_create_parameter(&admin, vid, spec("max_connections"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status(
+            api.mgmt_create_parameter(&admin, vid, spec("max_connections"))
+                .await
+        ),
+        409
+    );
+    assert_eq!(
+        api.list_parameters(&t, "mysql", "1").await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        api.show_parameter_by_version(&t, vid, "max_connections")
+            .await
+            .unwrap()
+            .name,
+        "max_connections"
+    );
+    assert_eq!(
+        status(api.show_parameter(&t, "mysql", "1", "nope").await),
+        404
+    );
+
+    // Configuration groups.
+    let mut values = Map::new();
+    values.insert("max_connections".into(), json!(50));
+    let req = |values: Map<String, Value>| CreateConfiguration {
+        name: "c".into(),
+        values,
+        datastore: Some("mysql".into()),
+        ..Default::default()
+    };
+    let c = api
+        .create_configuration(&t, req(values.clone()))
+        .await
+        .unwrap();
+    let mut bad = Map::new();
+    bad.insert("max_connections".into(), json!(500));
+    assert_eq!(status(api.create_configuration(&t, req(bad)).await), 422);
+    let mut unknown = Map::new();
+    unknown.insert("nope".into(), json!(1));
+    assert_eq!(
+        status(api.create_configuration(&t, req(unknown)).await),
+        422
+    );
+    assert_eq!(
+        status(
+            api.show_configuration(&RequestContext::tenant("t2"), c.configuration.id)
+                .await
+        ),
+        404
+    );
+    let cid = c.configuration.id;
+    api.update_instance(
+        &t,
+        id,
+        UpdateInstance {
+            configuration: Some(Some(cid)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        api.configuration_instances(&t, cid).await.unwrap(),
+        vec![(id, "x".to_string())]
+    );
+    assert_eq!(status(api.delete_configuration(&t, cid).await), 400);
+    // The task manager applies the group on the engine (`max_connections` changes live: no restart).
+    let v = wait(&w, id, |_| w.engines.engine(id).overrides() == values).await;
+    assert!(v.instance.fault.is_none(), "{:?}", v.instance.fault);
+    assert_eq!(v.instance.task, TaskStatus::None);
+    assert_eq!(api.instance_configuration(&t, id).await.unwrap(), values);
+    api.patch_configuration(&t, cid, values.clone())
+        .await
+        .unwrap();
+    api.update_instance(&t, id, UpdateInstance::default())
+        .await
+        .unwrap();
+    assert!(api
+        .show_instance(&t, id)
+        .await
+        .unwrap()
+        .instance
+        .configuration_id
+        .is_none());
+    api.delete_configuration(&t, cid).await.unwrap();
+    assert!(api.list_configurations(&t).await.unwrap().is_empty());
+
+    // Backups: persisted NEW, then failed by the task manager with a fault (engine work is a later issue).
+    let b = api
+        .create_backup(
+            &t,
+            CreateBackup {
+                name: "b".into(),
+                instance: Some(id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.backup.state, BackupState::New);
+    assert_eq!(api.limits(&t).await.unwrap().usage.backups, 1);
+    let mut failed = false;
+    for _ in 0..2000 {
+        if api.show_backup(&t, b.backup.id).await.unwrap().backup.state == BackupState::Failed {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(failed, "the backup workflow did not fail visibly");
+    assert_eq!(api.instance_backups(&t, id).await.unwrap().len(), 1);
+    assert_eq!(
+        status(
+            api.show_backup(&RequestContext::tenant("t2"), b.backup.id)
+                .await
+        ),
+        404
+    );
+    assert_eq!(
+        status(
+            api.list_backups(
+                &t,
+                BackupQuery {
+                    all_projects: true,
+                    ..Default::default()
+                }
+            )
+            .await
+        ),
+        403
+    );
+    api.delete_backup(&t, b.backup.id).await.unwrap();
+    assert!(api
+        .list_backups(&t, BackupQuery::default())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Quotas.
+    assert_eq!(status(api.show_quota(&t, "t2").await), 403);
+    assert_eq!(
+        api.show_quota(&admin, "t1").await.unwrap().usage.instances,
+        1
+    );
+    let bad: BTreeMap<String, i64> = [("instances".to_string(), -2)].into_iter().collect();
+    assert_eq!(status(api.update_quota(&admin, "t1", bad).await), 400);
+
+    // Replication operations validate and persist; their work fails in the task manager.
+    assert_eq!(status(api.promote_to_replica_source(&t, id).await), 400);
+    assert_eq!(status(api.eject_replica_source(&t, id).await), 400);
+    let r = api
+        .create_instance(
+            &t,
+            CreateInstance {
+                name: "r".into(),
+                replica_of: Some(id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let rv = wait(&w, r.instance.id, |v| v.status == "ERROR").await;
+    assert_eq!(rv.instance.task, TaskStatus::BuildingErrorReplica);
+    assert_eq!(rv.instance.replica_of, Some(id));
+    assert_eq!(
+        status(api.delete_instance(&t, id).await),
+        403,
+        "a source with replicas cannot be deleted"
+    );
+    let mut with_flavor = CreateInstance {
+        name: "r2".into(),
+        replica_of: Some(id),
+        ..Default::default()
+    };
+    with_flavor.flavor_ref = Some("1".into());
+    assert_eq!(status(api.create_instance(&t, with_flavor).await), 400);
+
+    // Mgmt.
+    assert_eq!(
+        status(api.mgmt_instance_action(&t, id, MgmtAction::Reboot).await),
+        403
+    );
+    api.mgmt_rpc_ping(&admin, id).await.unwrap();
+    assert_eq!(
+        api.mgmt_list_instances(&admin, MgmtInstanceQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    api.mgmt_instance_action(&admin, id, MgmtAction::Reboot)
+        .await
+        .unwrap();
+    wait(&w, id, |v| {
+        v.instance.task == TaskStatus::None && v.status == "ACTIVE"
+    })
+    .await;
+    api.mgmt_instance_action(&admin, id, MgmtAction::ResetTaskStatus)
+        .await
+        .unwrap();
+    assert_eq!(
+        status(api.mgmt_delete_datastore_version(&admin, vid).await),
+        400
+    );
+    assert_eq!(status(api.mgmt_list_datastore_versions(&t).await), 403);
+    assert_eq!(api.list_datastores(&t).await.unwrap().len(), 2);
+    assert_eq!(
+        api.list_version_flavors(&t, "mysql", "1")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let _ = w.stop.send(true);
+}
+
+#[test]
+fn user_refs_parse_name_and_host() {
+    assert_eq!(
+        UserRef::parse("bob"),
+        UserRef {
+            name: "bob".into(),
+            host: "%".into()
+        }
+    );
+    assert_eq!(
+        UserRef::parse("bob@10.%"),
+        UserRef {
+            name: "bob".into(),
+            host: "10.%".into()
+        }
+    );
+    assert_eq!(
+        UserRef::parse("a@b@c"),
+        UserRef {
+            name: "a@b".into(),
+            host: "c".into()
+        }
+    );
+    assert_eq!(
+        UserRef::parse("bob@"),
+        UserRef {
+            name: "bob".into(),
+            host: "%".into()
+        }
+    );
+}
