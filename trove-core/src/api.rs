@@ -3180,6 +3180,8 @@ mod tests {
         store: Arc<MemoryStore>,
         engines: Arc<SimulatedStrategyFactory>,
         stop: watch::Sender<bool>,
+        /// The conductor batches heartbeats on the clock: time has to pass for them to land.
+        _ticker: crate::memory::Ticker,
     }
 
     async fn world() -> World {
@@ -3192,6 +3194,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let bus = Arc::new(MemoryBus::new());
         let clock = Arc::new(ManualClock::new());
+        let clock_ticker = clock.ticking(Duration::from_millis(1));
         let engines = Arc::new(SimulatedStrategyFactory::new());
         let launcher = Arc::new(InProcessLauncher::new(
             bus.clone(),
@@ -3252,6 +3255,7 @@ mod tests {
             store,
             engines,
             stop,
+            _ticker: clock_ticker,
         }
     }
 
