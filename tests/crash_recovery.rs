@@ -4,80 +4,25 @@
 //! same store takes the workflow over once the dead worker's lease expired, and the work finishes with nothing
 //! leaked: exactly the resources of a live instance, or none after a delete, and quota usage to match.
 
+mod api_support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use trove::core::api::{ApiService, CreateInstance, DatastoreVersionSpec};
+use trove::core::api::{CreateInstance, DatastoreVersionSpec};
 use trove::core::memory::ManualClock;
 use trove::core::model::{Flavor, QuotaUsage, WorkflowKind, WorkflowState};
 use trove::core::ports::{BlockStorage, Compute, InfraStore, RequestContext};
 use trove::core::state::{ServiceStatus, TaskStatus};
 use trove::core::taskmanager::{TaskManager, TaskManagerConfig};
-use trove::core::CoreConfig;
-use trove::{ControlPlane, InMemoryParts};
+use trove::InMemoryParts;
 use uuid::Uuid;
 
-fn config() -> CoreConfig {
-    CoreConfig {
-        report_interval: Duration::from_millis(50),
-        agent_call_low_timeout: Duration::from_secs(2),
-        agent_call_high_timeout: Duration::from_secs(5),
-        ..CoreConfig::default()
-    }
-}
+use api_support::{mem_config as config, t1 as tenant, World};
 
-struct World {
-    parts: InMemoryParts,
-    clock: Arc<ManualClock>,
-    cp: ControlPlane,
-    api: Arc<ApiService>,
-}
-
+/// API and conductor only (task managers are driven by hand), postgresql 16 and flavor 1.
 async fn world() -> World {
-    let clock = Arc::new(ManualClock::new());
-    let parts = InMemoryParts::new(config(), clock.clone());
-    // API and conductor only: task managers are driven by hand.
-    let cp = parts
-        .builder()
-        .without_taskmanager()
-        .without_health_monitor()
-        .start()
-        .await
-        .unwrap();
-    let api = cp.api();
-    let admin = RequestContext::admin("admin");
-    api.mgmt_create_datastore_version(
-        &admin,
-        DatastoreVersionSpec {
-            datastore_name: "postgresql".into(),
-            name: "16".into(),
-            manager: "postgresql".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    api.mgmt_put_flavor(
-        &admin,
-        Flavor {
-            id: "1".into(),
-            name: "small".into(),
-            ram_mb: 512,
-            vcpus: 1,
-            disk_gb: 5,
-            ephemeral_gb: 0,
-        },
-    )
-    .await
-    .unwrap();
-    World {
-        parts,
-        clock,
-        cp,
-        api,
-    }
+    World::start(config(), &[]).await
 }
 
 fn tm(w: &World, worker: &str, crash: Option<usize>) -> TaskManager {
@@ -95,10 +40,6 @@ fn tm(w: &World, worker: &str, crash: Option<usize>) -> TaskManager {
             ..TaskManagerConfig::default()
         },
     )
-}
-
-fn tenant() -> RequestContext {
-    RequestContext::tenant("t1")
 }
 
 async fn create(w: &World) -> (Uuid, Uuid) {
@@ -370,6 +311,7 @@ async fn a_background_task_manager_resumes_work_left_by_a_crashed_one() {
         clock: clock.clone(),
         api: first.api(),
         cp: first,
+        ticker: clock.ticking(api_support::TICK),
     };
     let api = w.api.clone();
     api.mgmt_create_datastore_version(

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod compute;
+pub mod fixtures;
 pub mod storage;
 pub mod store;
 pub mod strategy;
