@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use trove::core::api::ApiService;
 use trove::core::memory::NoAuth;
-use trove::core::ports::DynStore;
+use trove::core::ports::{DynStore, InfraStore};
 use trove::core::CoreConfig;
 use trove::embedded::{Embedded, EmbeddedOptions};
 use trove::ControlPlane;
@@ -256,12 +256,46 @@ impl EngineEnv {
         }
     }
 
-    /// The running control plane (panics after [`EngineEnv::stop`]).
+    /// The running deployment (panics after [`EngineEnv::stop`]).
+    pub fn embedded(&self) -> &Embedded {
+        self.emb.as_ref().expect("the deployment runs")
+    }
+
+    /// Its control plane.
     pub fn control_plane(&self) -> &ControlPlane {
-        self.emb
-            .as_ref()
-            .expect("the deployment runs")
-            .control_plane()
+        self.embedded().control_plane()
+    }
+
+    /// Whether the deployment detected an engine for datastore `manager` on this machine.
+    pub fn detected(&self, manager: &str) -> bool {
+        self.embedded()
+            .detection
+            .found
+            .iter()
+            .any(|f| f.manager.as_str() == manager)
+    }
+
+    /// Waits until instance `id` has no open workflow (at most `within`), then answers its view (as `t1`).
+    pub async fn settle(
+        &self,
+        id: uuid::Uuid,
+        what: &str,
+        within: Duration,
+    ) -> trove::core::api::InstanceView {
+        let store = self.store();
+        super::waits::eventually(what, within, || async {
+            let open = store.list_open_workflows().await.expect("open workflows");
+            if open.iter().any(|w| w.instance_id == id) {
+                Err(format!("workflows still open: {open:?}"))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        self.api
+            .show_instance(&super::fixtures::t1(), id)
+            .await
+            .expect("show")
     }
 
     /// Its infrastructure store.
@@ -275,4 +309,19 @@ impl EngineEnv {
             e.shutdown().await;
         }
     }
+}
+
+/// Waits until engine process `pid` is gone and nothing listens on `port` any more (at most `within`).
+pub async fn wait_engine_gone(pid: u32, port: u16, within: Duration) {
+    super::waits::eventually("the engine stops", within, || async {
+        let (running, open) = (alive(pid), listening(port));
+        if running || open {
+            Err(format!(
+                "engine pid {pid} alive {running}, port {port} listening {open}"
+            ))
+        } else {
+            Ok(())
+        }
+    })
+    .await
 }

@@ -4,12 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use trove::core::api::ApiService;
+use trove::core::api::{ApiService, CreateInstance};
 use trove::core::memory::{ManualClock, MemoryCompute, Ticker};
-use trove::core::model::Manager;
-use trove::core::ports::RequestContext;
+use trove::core::model::{Manager, WorkflowKind};
+use trove::core::ports::{InfraStore, RequestContext};
+use trove::core::state::ServiceStatus;
+use trove::core::taskmanager::TaskManager;
 use trove::core::CoreConfig;
 use trove::{ControlPlane, InMemoryParts};
+use uuid::Uuid;
 
 pub use trove_core::testing::fixtures::{
     add_flavors, add_versions, admin, flavor, tenant, version,
@@ -112,4 +115,67 @@ impl World {
         self.cp.shutdown().await;
         self.parts.launcher.shutdown_all().await;
     }
+}
+
+/// The open workflows of `kind` on instance `id`.
+pub async fn open_workflows(w: &World, id: Uuid, kind: WorkflowKind) -> Vec<Uuid> {
+    w.parts
+        .store
+        .list_open_workflows()
+        .await
+        .expect("open workflows")
+        .iter()
+        .filter(|x| x.instance_id == id && x.kind == kind)
+        .map(|x| x.id)
+        .collect()
+}
+
+/// The one open workflow of `kind` on instance `id` (panics when there is none or more than one).
+pub async fn open_workflow(w: &World, id: Uuid, kind: WorkflowKind) -> Uuid {
+    let open = open_workflows(w, id, kind).await;
+    assert_eq!(
+        open.len(),
+        1,
+        "one open {kind:?} workflow expected: {open:?}"
+    );
+    open[0]
+}
+
+/// The stored service status of instance `id`.
+pub async fn service_status(w: &World, id: Uuid) -> ServiceStatus {
+    w.parts
+        .store
+        .get_service_status(id)
+        .await
+        .expect("service status")
+        .expect("a service status row")
+        .status
+}
+
+/// Creates PostgreSQL instance `name` (flavor 1, 2 GB) as `t1`, lets `builder` run its create workflow, and
+/// checks it ACTIVE and HEALTHY.
+pub async fn built(w: &World, name: &str, builder: &TaskManager) -> Uuid {
+    let v = w
+        .api
+        .create_instance(
+            &t1(),
+            CreateInstance {
+                name: name.into(),
+                flavor_ref: Some("1".into()),
+                volume_size: Some(2),
+                datastore: Some("postgresql".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let id = v.instance.id;
+    let wf = open_workflow(w, id, WorkflowKind::Create).await;
+    assert!(builder.run_workflow(wf).await.expect("the create runs"));
+    let v = w.api.show_instance(&t1(), id).await.expect("show");
+    assert_eq!(
+        (v.status.as_str(), v.operating_status.as_str()),
+        ("ACTIVE", "HEALTHY")
+    );
+    id
 }

@@ -120,22 +120,37 @@ impl HttpClient {
     /// Polls the instance at `path` until its status is one of `want`; panics when it turns ERROR or after
     /// `within`. Answers the instance view.
     pub async fn wait_instance(&self, path: &str, want: &[&str], within: Duration) -> Value {
+        self.wait_instance_where(path, &format!("{want:?}"), within, |i| {
+            want.contains(&i["status"].as_str().unwrap_or_default())
+        })
+        .await
+    }
+
+    /// Polls the instance at `path` until `pred` holds for its view (`what` names the wait); panics when it turns
+    /// ERROR or after `within`. Answers the instance view.
+    pub async fn wait_instance_where(
+        &self,
+        path: &str,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
-            let (_, b) = self.send("GET", path, None).await;
-            let st = b["instance"]["status"].as_str().unwrap_or_default();
-            if want.contains(&st) {
-                return b["instance"].clone();
+            let (s, b) = self.send("GET", path, None).await;
+            let inst = &b["instance"];
+            if s == 200 && pred(inst) {
+                return inst.clone();
             }
             assert!(
-                st != "ERROR",
-                "{path} turned ERROR waiting for {want:?}: {b}"
+                inst["status"] != "ERROR",
+                "{path} turned ERROR waiting for {what}: {b}"
             );
             assert!(
                 start.elapsed() < within,
-                "{path} not {want:?} within {within:?}: {b}"
+                "{path} not {what} within {within:?}: {s} {b}"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

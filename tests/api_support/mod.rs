@@ -7,12 +7,14 @@
 //! Each test binary declares `mod api_support;` and uses a subset; everything is re-exported here.
 #![allow(dead_code, unused_imports)]
 
+pub mod clients;
 pub mod engines;
 pub mod fixtures;
 pub mod http;
 pub mod processes;
 pub mod waits;
 
+pub use clients::*;
 pub use engines::*;
 pub use fixtures::*;
 pub use http::*;

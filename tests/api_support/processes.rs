@@ -272,6 +272,15 @@ pub fn reference_dir() -> PathBuf {
         .unwrap_or_else(|| candidates[0].clone())
 }
 
+/// The upstream API sample `name` (from `trove-api-samples` in the reference directory), as JSON.
+pub fn api_sample(name: &str) -> serde_json::Value {
+    let p = reference_dir().join("trove-api-samples").join(name);
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
 /// Whether a path exists (helper for readable asserts).
 pub fn exists(p: &Path) -> bool {
     p.exists()
