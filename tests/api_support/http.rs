@@ -110,6 +110,12 @@ impl HttpClient {
         (s, b)
     }
 
+    /// A GET with `token`: the status and body of the answer.
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let (s, b, _) = self.request("GET", path, token, None).await;
+        (s, b)
+    }
+
     /// A GET that must answer 200; its body.
     pub async fn get_ok(&self, path: &str) -> Value {
         let (s, b) = self.send("GET", path, None).await;
@@ -179,30 +185,38 @@ pub fn post_json(url: &str, body: &str) -> (u16, Value) {
     blocking("POST", url, Some(body))
 }
 
-/// Polls an instance until its status is `want` (`GONE`: until it answers 404); panics on ERROR or after
-/// `within`. For sync tests.
-pub fn wait_status(base: &str, tenant: &str, id: &str, want: &str, within: Duration) {
+/// Polls instance `id` of `tenant` until `pred` holds for the status code and the instance view (`what` names
+/// the wait); panics when it turns ERROR or after `within`. For sync tests.
+pub fn wait_instance_blocking(
+    base: &str,
+    tenant: &str,
+    id: &str,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(u16, &Value) -> bool,
+) {
     let deadline = Instant::now() + within;
     loop {
         let (s, body) = get_json(&format!("{base}/v1.0/{tenant}/instances/{id}"));
-        let status = body["instance"]["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if want == "GONE" && s == 404 {
-            return;
-        }
-        if status == want {
+        if pred(s, &body["instance"]) {
             return;
         }
         assert!(
-            status != "ERROR",
-            "instance {id} went to ERROR waiting for {want}: {body}"
+            body["instance"]["status"] != "ERROR",
+            "instance {id} went to ERROR waiting for {what}: {body}"
         );
         assert!(
             Instant::now() < deadline,
-            "instance {id} not {want} within {within:?}: {s} {body}"
+            "instance {id} not {what} within {within:?}: {s} {body}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Polls an instance until its status is `want` (`GONE`: until it answers 404); panics on ERROR or after
+/// `within`. For sync tests.
+pub fn wait_status(base: &str, tenant: &str, id: &str, want: &str, within: Duration) {
+    wait_instance_blocking(base, tenant, id, want, within, |s, i| {
+        (want == "GONE" && s == 404) || i["status"] == want
+    })
 }

@@ -11,6 +11,9 @@ pub mod clients;
 pub mod engines;
 pub mod fixtures;
 pub mod http;
+/// A fresh PostgreSQL database per test: the store tests' helper, shared as it is.
+#[path = "../../trove-backends/tests/store_support/mod.rs"]
+pub mod pg;
 pub mod processes;
 pub mod waits;
 
@@ -18,5 +21,6 @@ pub use clients::*;
 pub use engines::*;
 pub use fixtures::*;
 pub use http::*;
+pub use pg::{with_fresh_pg, FreshPg};
 pub use processes::*;
 pub use waits::*;
