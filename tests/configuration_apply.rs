@@ -23,29 +23,17 @@ use trove::core::api::{
     ApiService, CreateConfiguration, CreateInstance, InstanceView, UpdateConfiguration,
     UpdateInstance,
 };
-use trove::core::model::{DatabaseSpec, Manager, Secret, UserSpec, WorkflowKind, WorkflowState};
+use trove::core::model::{Manager, WorkflowKind, WorkflowState};
 use trove::core::ports::{InfraStore, RequestContext};
 use trove::core::state::{ServiceStatus, TaskStatus};
 use trove::core::taskmanager::{TaskManager, TaskManagerConfig};
 use trove::core::CoreConfig;
 
 use api_support::{
-    add_versions, app_i64, eventually, idle_healthy, load_rules, open_workflow, open_workflows,
-    redis_setting, service_status, step, t1, version, Engine, EngineEnv, World,
+    add_versions, app_i64, engine_instance, eventually, idle_healthy, load_rules, open_workflow,
+    open_workflows, redis_setting, service_status, step, t1, version,
+    wait_engine_view as wait_view, Engine, EngineEnv, World, ENGINE_WAIT,
 };
-
-/// How long any single wait on a real engine may take (the machine is shared and loaded).
-const WAIT: Duration = Duration::from_secs(90);
-
-/// Polls the instance (as `t1`) until `pred` holds, for at most `WAIT`.
-async fn wait_view(
-    api: &ApiService,
-    id: Uuid,
-    what: &str,
-    pred: impl Fn(&InstanceView) -> bool,
-) -> InstanceView {
-    api_support::wait_view(api, &t1(), id, what, WAIT, pred).await
-}
 
 fn status_of(e: &trove::core::Error) -> u16 {
     e.fault().status
@@ -170,30 +158,7 @@ async fn configuration_on_real_engine(p: Plan) {
         .create_instance(
             &t1(),
             CreateInstance {
-                name: format!("{ds}-conf"),
-                flavor_ref: Some("6".into()),
-                volume_size: Some(1),
-                datastore: Some(ds.into()),
-                databases: if k == Engine::Redis {
-                    vec![]
-                } else {
-                    vec![DatabaseSpec {
-                        name: "shop".into(),
-                        character_set: None,
-                        collate: None,
-                    }]
-                },
-                users: vec![UserSpec {
-                    name: "app".into(),
-                    password: Secret::new("app-Pw-1x"),
-                    host: None,
-                    databases: if k == Engine::Redis {
-                        vec![]
-                    } else {
-                        vec!["shop".into()]
-                    },
-                }],
-                ..Default::default()
+                ..engine_instance(&format!("{ds}-conf"), ds, true)
             },
         )
         .await
@@ -233,7 +198,7 @@ async fn configuration_on_real_engine(p: Plan) {
     api.update_instance(&t1(), id, attach(g))
         .await
         .expect("attach");
-    let v = env.settle(id, "attach", WAIT).await;
+    let v = env.settle(id, "attach", ENGINE_WAIT).await;
     assert_view(&v, "HEALTHY", "attach of a live parameter");
     assert_eq!(v.configuration.as_ref().map(|c| c.0), Some(g));
     assert_eq!(get(dyn_key).await, v1, "{dyn_key} applied live on attach");
@@ -247,7 +212,7 @@ async fn configuration_on_real_engine(p: Plan) {
 
     // ---- the group's values change: re-applied live.
     set_group(&api, g, json!({ dyn_key: v2 })).await;
-    let v = env.settle(id, "update", WAIT).await;
+    let v = env.settle(id, "update", ENGINE_WAIT).await;
     assert_view(&v, "HEALTHY", "update of a live parameter");
     assert_eq!(
         get(dyn_key).await,
@@ -258,7 +223,9 @@ async fn configuration_on_real_engine(p: Plan) {
 
     // ---- a second parameter (restart-only where the engine has one).
     set_group(&api, g, json!({ dyn_key: v2, second_key: second_json })).await;
-    let v = env.settle(id, "update with a second parameter", WAIT).await;
+    let v = env
+        .settle(id, "update with a second parameter", ENGINE_WAIT)
+        .await;
     if second_live {
         assert_view(&v, "HEALTHY", "update with a live second parameter");
         assert_eq!(
@@ -314,7 +281,7 @@ async fn configuration_on_real_engine(p: Plan) {
     api.update_instance(&t1(), id, detach())
         .await
         .expect("detach");
-    let v = env.settle(id, "detach", WAIT).await;
+    let v = env.settle(id, "detach", ENGINE_WAIT).await;
     assert_eq!(v.configuration, None);
     assert_eq!(
         get(dyn_key).await,
@@ -343,7 +310,7 @@ async fn configuration_on_real_engine(p: Plan) {
     step(&mut t, "detach + restart", ds);
 
     api.delete_instance(&t1(), id).await.expect("delete");
-    eventually("the delete finishes", WAIT, || async {
+    eventually("the delete finishes", ENGINE_WAIT, || async {
         match api.show_instance(&t1(), id).await {
             Ok(v) => Err(v.status),
             Err(_) => Ok(()),

@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use trove::core::api::{ApiService, CreateInstance, InstanceView, UserRef};
+use trove::core::api::{ApiService, InstanceView, UserRef};
 use trove::core::model::{DatabaseSpec, Secret, UserSpec};
 use trove::core::state::ServiceStatus;
 
 use api_support::{
-    alive, engine_state_dir, engines_lock, engines_under, eventually, idle_healthy, listening,
-    pid_listening_on, redis_connect, step, t1, wait_engine_gone, Engine, EngineEnv, HttpClient,
-    KillGuard, SqlConn,
+    alive, engine_instance, engine_state_dir, engines_lock, engines_under, eventually,
+    idle_healthy, listening, pid_listening_on, redis_connect, step, t1, wait_engine_gone, Engine,
+    EngineEnv, HttpClient, KillGuard, SqlConn,
 };
 
 /// How long any single wait may take (generous: the machine is shared and loaded).
@@ -178,16 +178,7 @@ async fn lifecycle(ds: &str) {
 
     // ---- create → ACTIVE (HEALTHY)
     let created = api
-        .create_instance(
-            &t1(),
-            CreateInstance {
-                name: format!("{ds}-1"),
-                flavor_ref: Some("6".into()), // d1.micro, 256 MB
-                volume_size: Some(1),
-                datastore: Some(ds.into()),
-                ..Default::default()
-            },
-        )
+        .create_instance(&t1(), engine_instance(&format!("{ds}-1"), ds, false))
         .await
         .expect("create");
     let id = created.instance.id;

@@ -26,16 +26,15 @@ use uuid::Uuid;
 
 use trove::backends::auth::NoAuth;
 use trove::control_plane::{ControlPlane, InMemoryParts};
-use trove::core::api::{CreateInstance, InstanceView};
-use trove::core::model::{DatabaseSpec, Secret, UserSpec};
+use trove::core::api::InstanceView;
+use trove::core::model::{Secret, UserSpec};
 use trove::core::ports::{DynBackupStore, SystemClock};
 use trove::core::CoreConfig;
 use trove::http::HttpConfig;
 
 use api_support::{
-    add_flavors, add_versions, api_sample, app_execute, eventually, idle_healthy, serve_in_process,
-    t1, tiny_flavor, version, wait_view, Engine, EngineEnv, HttpClient, SqlConn, APP_DB,
-    APP_PASSWORD, APP_USER,
+    add_flavors, add_versions, api_sample, app_execute, engine_instance, eventually, idle_healthy,
+    serve_in_process, t1, tiny_flavor, version, wait_view, Engine, EngineEnv, HttpClient, SqlConn,
 };
 
 /// How long any single wait may take (generous: the machine is shared and loaded).
@@ -183,38 +182,10 @@ impl Env {
 
     /// Creates an instance of `ds` (with database `shop` and user `app` for SQL engines) and waits for HEALTHY.
     async fn instance(&self, ds: &str, sql: bool) -> (Uuid, u16) {
-        let (databases, users) = if sql {
-            (
-                vec![DatabaseSpec {
-                    name: APP_DB.into(),
-                    character_set: None,
-                    collate: None,
-                }],
-                vec![UserSpec {
-                    name: APP_USER.into(),
-                    password: Secret::new(APP_PASSWORD),
-                    host: None,
-                    databases: vec![APP_DB.into()],
-                }],
-            )
-        } else {
-            (vec![], vec![])
-        };
         let created = self
             .engines
             .api
-            .create_instance(
-                &t1(),
-                CreateInstance {
-                    name: format!("{ds}-logs"),
-                    flavor_ref: Some("6".into()),
-                    volume_size: Some(1),
-                    datastore: Some(ds.into()),
-                    databases,
-                    users,
-                    ..Default::default()
-                },
-            )
+            .create_instance(&t1(), engine_instance(&format!("{ds}-logs"), ds, sql))
             .await
             .expect("create");
         let id = created.instance.id;

@@ -25,8 +25,7 @@ use trove::core::api::{
 };
 use trove::core::memory::NoAuth;
 use trove::core::model::{
-    DatabaseSpec, LogAction, LogActionRequest, Secret, SslActionBody, SslStatus, UserSpec,
-    WorkflowKind, WorkflowState,
+    LogAction, LogActionRequest, SslActionBody, SslStatus, WorkflowKind, WorkflowState,
 };
 use trove::core::ports::{Compute, InfraStore, RequestContext};
 use trove::core::state::{ServiceStatus, TaskStatus};
@@ -34,23 +33,11 @@ use trove::core::taskmanager::{TaskManager, TaskManagerConfig};
 use trove::http::HttpConfig;
 
 use api_support::{
-    add_versions, alive, app_execute, app_i64, engines_under, eventually, idle_healthy, mem_config,
-    open_workflow, pid_listening_on, redis_connect, redis_setting, step, t1, version, Engine,
-    EngineEnv, HttpClient, World, APP_PASSWORD, APP_USER,
+    add_versions, alive, app_execute, app_i64, engine_instance, engines_under, eventually,
+    idle_healthy, mem_config, open_workflow, pid_listening_on, redis_connect, redis_setting, step,
+    t1, version, wait_engine_view as wait_view, Engine, EngineEnv, HttpClient, World, APP_PASSWORD,
+    APP_USER, ENGINE_WAIT,
 };
-
-/// How long any single wait on a real engine may take (the machine is shared and loaded).
-const WAIT: Duration = Duration::from_secs(90);
-
-/// Polls the instance (as `t1`) until `pred` holds, for at most `WAIT`.
-async fn wait_view(
-    api: &ApiService,
-    id: Uuid,
-    what: &str,
-    pred: impl Fn(&InstanceView) -> bool,
-) -> InstanceView {
-    api_support::wait_view(api, &t1(), id, what, WAIT, pred).await
-}
 
 fn admin() -> RequestContext {
     RequestContext::admin("t1")
@@ -186,31 +173,8 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         .create_instance(
             &t1(),
             CreateInstance {
-                name: format!("{ds}-maint"),
-                flavor_ref: Some("6".into()),
-                volume_size: Some(1),
-                datastore: Some(ds.into()),
                 configuration: Some(conf.configuration.id),
-                databases: if k == Engine::Redis {
-                    vec![]
-                } else {
-                    vec![DatabaseSpec {
-                        name: "shop".into(),
-                        character_set: None,
-                        collate: None,
-                    }]
-                },
-                users: vec![UserSpec {
-                    name: "app".into(),
-                    password: Secret::new("app-Pw-1x"),
-                    host: None,
-                    databases: if k == Engine::Redis {
-                        vec![]
-                    } else {
-                        vec!["shop".into()]
-                    },
-                }],
-                ..Default::default()
+                ..engine_instance(&format!("{ds}-maint"), ds, true)
             },
         )
         .await
@@ -610,7 +574,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
     assert_eq!(row_sum(k, port).await, 3);
 
     api.delete_instance(&t1(), id).await.expect("delete");
-    eventually("the delete finishes", WAIT, || async {
+    eventually("the delete finishes", ENGINE_WAIT, || async {
         match api.show_instance(&t1(), id).await {
             Ok(v) => Err(v.status),
             Err(_) => Ok(()),

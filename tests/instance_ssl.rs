@@ -19,25 +19,12 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use api_support::{
-    add_flavors, add_versions, api_sample, flavor, idle_healthy, pid_listening_on, t1, version,
-    Engine, EngineEnv, HttpClient,
+    add_flavors, add_versions, api_sample, engine_instance, flavor, idle_healthy, pid_listening_on,
+    t1, version, wait_engine_view as wait_view, Engine, EngineEnv, HttpClient, ENGINE_WAIT,
 };
 use trove::backends::auth::NoAuth;
-use trove::core::api::{ApiService, CreateInstance, DatastoreVersionSpec, InstanceView};
+use trove::core::api::{ApiService, DatastoreVersionSpec};
 use trove::core::model::{SslActionBody, SslChangeResult, SslMode, SslStatus, SslView};
-
-/// How long any single wait may take.
-const WAIT: Duration = Duration::from_secs(60);
-
-/// Polls the instance (as `t1`) until `pred` holds, for at most `WAIT`.
-async fn wait_view(
-    api: &ApiService,
-    id: Uuid,
-    what: &str,
-    pred: impl Fn(&InstanceView) -> bool,
-) -> InstanceView {
-    api_support::wait_view(api, &t1(), id, what, WAIT, pred).await
-}
 
 // ------------------------------------------------------------------ clients
 
@@ -350,16 +337,7 @@ async fn ssl_journey(ds: &str) {
     let files = tempfile::tempdir().expect("tempdir");
 
     let created = api
-        .create_instance(
-            &t1(),
-            CreateInstance {
-                name: format!("{ds}-ssl"),
-                flavor_ref: Some("6".into()),
-                volume_size: Some(1),
-                datastore: Some(ds.into()),
-                ..Default::default()
-            },
-        )
+        .create_instance(&t1(), engine_instance(&format!("{ds}-ssl"), ds, false))
         .await
         .expect("create");
     let id = created.instance.id;
@@ -479,7 +457,7 @@ async fn ssl_journey(ds: &str) {
             .status()
             .expect("kill")
             .success());
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + ENGINE_WAIT;
         let squatter = loop {
             if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", tls_port)) {
                 break l;

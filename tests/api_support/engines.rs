@@ -325,3 +325,54 @@ pub async fn wait_engine_gone(pid: u32, port: u16, within: Duration) {
     })
     .await
 }
+
+/// How long one wait of an engine test may take (generous: the machine is shared and loaded).
+pub const ENGINE_WAIT: Duration = Duration::from_secs(90);
+
+/// Polls instance `id` of `t1` until `pred` holds, for at most [`ENGINE_WAIT`]; panics on ERROR.
+pub async fn wait_engine_view(
+    api: &ApiService,
+    id: uuid::Uuid,
+    what: &str,
+    pred: impl Fn(&trove::core::api::InstanceView) -> bool,
+) -> trove::core::api::InstanceView {
+    super::waits::wait_view(api, &super::fixtures::t1(), id, what, ENGINE_WAIT, pred).await
+}
+
+/// The create request of an engine test: `name`, flavor 6 (256 MB), a 1 GB volume, datastore `ds`; with `app`,
+/// the user `app` (and for SQL engines its database `shop`), as the clients of [`super::clients`] log in.
+pub fn engine_instance(name: &str, ds: &str, app: bool) -> trove::core::api::CreateInstance {
+    use super::clients::{Engine, APP_DB, APP_PASSWORD, APP_USER};
+    use trove::core::model::{DatabaseSpec, Secret, UserSpec};
+    let sql = Engine::of(ds) != Engine::Redis;
+    let databases: Vec<String> = if app && sql {
+        vec![APP_DB.into()]
+    } else {
+        vec![]
+    };
+    trove::core::api::CreateInstance {
+        name: name.into(),
+        flavor_ref: Some("6".into()),
+        volume_size: Some(1),
+        datastore: Some(ds.into()),
+        databases: databases
+            .iter()
+            .map(|d| DatabaseSpec {
+                name: d.clone(),
+                character_set: None,
+                collate: None,
+            })
+            .collect(),
+        users: if app {
+            vec![UserSpec {
+                name: APP_USER.into(),
+                password: Secret::new(APP_PASSWORD),
+                host: None,
+                databases,
+            }]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    }
+}
