@@ -5,9 +5,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::api::{ApiService, DatastoreVersionSpec};
+use crate::api::{ApiService, DatastoreVersionSpec, InstanceView};
 use crate::model::Flavor;
 use crate::ports::RequestContext;
+use crate::state::TaskStatus;
 
 /// The operator (admin role) that registers the catalogue.
 pub fn admin() -> RequestContext {
@@ -88,6 +89,43 @@ where
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// Polls instance `id` through the API (as `ctx`) until `pred` holds for its view, and answers that view; panics
+/// (naming `what`) when the instance turns ERROR or after `within`.
+pub async fn wait_view(
+    api: &ApiService,
+    ctx: &RequestContext,
+    id: uuid::Uuid,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&InstanceView) -> bool,
+) -> InstanceView {
+    eventually(what, within, || async {
+        let v = api
+            .show_instance(ctx, id)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: show failed: {e}"));
+        if pred(&v) {
+            return Ok(v);
+        }
+        assert!(
+            v.status != "ERROR",
+            "{what}: the instance went to ERROR: {:?} {:?}",
+            v.instance.fault,
+            v.service
+        );
+        Err(format!(
+            "status {} operating_status {} task {:?} service {:?}",
+            v.status, v.operating_status, v.instance.task, v.service
+        ))
+    })
+    .await
+}
+
+/// No task running and the engine HEALTHY.
+pub fn idle_healthy(v: &InstanceView) -> bool {
+    v.instance.task == TaskStatus::None && v.operating_status == "HEALTHY"
 }
 
 #[cfg(test)]
