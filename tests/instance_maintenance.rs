@@ -118,6 +118,12 @@ async fn pg_ssl(port: u16) -> i64 {
     .expect("ssl setting")
 }
 
+/// The server record (`server.json`) in server directory `dir`.
+fn server_record(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("server.json")).expect("server record"))
+        .expect("server record json")
+}
+
 /// The configuration parameter the test's group sets.
 fn conf_key(k: Engine) -> &'static str {
     match k {
@@ -358,16 +364,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         1,
         "data survives the failed upgrade"
     );
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(
-            state
-                .join("servers")
-                .join(id.to_string())
-                .join("server.json"),
-        )
-        .expect("server record"),
-    )
-    .expect("server record json");
+    let record = server_record(&state.join("servers").join(id.to_string()));
     assert_eq!(
         record["datastore_version"]["id"],
         json!(old_version.id),
@@ -393,16 +390,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
     step(&mut t, "upgrade (PATCH to HEALTHY)", ds);
     assert_eq!(v.datastore_version.id, target.id, "the new version shows");
     assert_eq!(v.datastore_version.name, "upgrade-target");
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(
-            state
-                .join("servers")
-                .join(id.to_string())
-                .join("server.json"),
-        )
-        .expect("server record"),
-    )
-    .expect("server record json");
+    let record = server_record(&state.join("servers").join(id.to_string()));
     assert_eq!(
         record["datastore_version"]["id"],
         json!(target.id),
@@ -526,10 +514,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         !marker.exists(),
         "the rebuild made the engine's files again"
     );
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(remote_dir.join("server.json")).expect("server record"),
-    )
-    .expect("server record json");
+    let record = server_record(&remote_dir);
     assert_eq!(
         record["image_id"], "3e50414a-8532-4646-982c-a66fe8f0411b",
         "the image is recorded"

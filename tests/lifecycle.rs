@@ -61,6 +61,15 @@ async fn wait_status(
     .await
 }
 
+/// The status of the fault a refused create answers.
+async fn refused(api: &ApiService, t: &RequestContext, req: CreateInstance) -> u16 {
+    api.create_instance(t, req)
+        .await
+        .unwrap_err()
+        .fault()
+        .status
+}
+
 async fn usage(parts: &InMemoryParts, tenant: &str) -> QuotaUsage {
     parts.store.quota_usage(tenant).await.unwrap()
 }
@@ -392,66 +401,24 @@ async fn quota_and_validation_refusals() {
     let admin = RequestContext::admin("admin");
     let mut big = create_req("big");
     big.volume_size = Some(11);
-    assert_eq!(
-        api.create_instance(&t, big)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        413
-    );
+    assert_eq!(refused(&api, &t, big).await, 413);
     let mut none = create_req("novol");
     none.volume_size = None;
-    assert_eq!(
-        api.create_instance(&t, none)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        400
-    );
+    assert_eq!(refused(&api, &t, none).await, 400);
     let mut bad = create_req("bad");
     bad.databases = vec![trove::core::model::DatabaseSpec {
         name: "x;drop".into(),
         character_set: None,
         collate: None,
     }];
-    assert_eq!(
-        api.create_instance(&t, bad)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        400
-    );
+    assert_eq!(refused(&api, &t, bad).await, 400);
     let mut noflavor = create_req("nf");
     noflavor.flavor_ref = Some("99".into());
-    assert_eq!(
-        api.create_instance(&t, noflavor)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        400
-    );
+    assert_eq!(refused(&api, &t, noflavor).await, 400);
     let mut nods = create_req("nd");
     nods.datastore = Some("nosuch".into());
-    assert_eq!(
-        api.create_instance(&t, nods)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        404
-    );
-    assert_eq!(
-        api.create_instance(&t, create_req("  "))
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        400
-    );
+    assert_eq!(refused(&api, &t, nods).await, 404);
+    assert_eq!(refused(&api, &t, create_req("  ")).await, 400);
 
     // Quota: one instance allowed.
     let limits = [("instances".to_string(), 1i64)].into_iter().collect();
