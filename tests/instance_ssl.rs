@@ -153,7 +153,6 @@ fn assert_refused(k: Engine, port: u16, pw: &str, t: &Transport, step: &str) {
     }
 }
 
-/// The pid of the redis-server serving `port` (its process title names the port).
 // ------------------------------------------------------------------ helpers over the API
 
 fn enable(mode: &str) -> SslActionBody {
