@@ -405,21 +405,16 @@ pub(crate) mod tests {
 
         /// Waits (bounded, real time) until the store holds `want` for `id`; the clock does not move.
         async fn stored(&self, id: Uuid, want: ServiceStatus) {
-            let start = std::time::Instant::now();
-            while self.status(id).await != Some(want) {
-                assert!(
-                    start.elapsed() < LIMIT,
-                    "status of {id} never became {want:?}: {:?}",
-                    self.status(id).await
-                );
-                tokio::task::yield_now().await;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            self.until_stored(id, want, false).await
         }
 
         /// Waits (bounded, real time) until the store holds `want` for `id`, moving the clock to the open
         /// batch's deadline whenever the conductor waits on one: for tests about what is written, not when.
         async fn written(&self, id: Uuid, want: ServiceStatus) {
+            self.until_stored(id, want, true).await
+        }
+
+        async fn until_stored(&self, id: Uuid, want: ServiceStatus, drive: bool) {
             let start = std::time::Instant::now();
             while self.status(id).await != Some(want) {
                 assert!(
@@ -427,7 +422,10 @@ pub(crate) mod tests {
                     "status of {id} never became {want:?}: {:?}",
                     self.status(id).await
                 );
-                if self
+                if !drive {
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                } else if self
                     .clock
                     .wait_for_sleepers(1, Duration::from_millis(5))
                     .await
@@ -634,11 +632,16 @@ pub(crate) mod tests {
         f.end().await;
     }
 
+    /// Batches wait a minute by either rule.
+    fn hold(c: &mut Conductor) {
+        c.batch_window = Duration::from_secs(60);
+        c.batch_idle = Duration::from_secs(60);
+    }
+
     #[tokio::test]
     async fn a_full_batch_is_written_without_waiting() {
         let f = start_tuned(None, |c| {
-            c.batch_window = Duration::from_secs(60);
-            c.batch_idle = Duration::from_secs(60);
+            hold(c);
             c.batch_max = 3;
         })
         .await;
@@ -658,11 +661,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn shutdown_writes_the_open_batch() {
-        let f = start_tuned(None, |c| {
-            c.batch_window = Duration::from_secs(60);
-            c.batch_idle = Duration::from_secs(60);
-        })
-        .await;
+        let f = start_tuned(None, hold).await;
         let id = Uuid::new_v4();
         f.instances(&[id]).await;
         let sent = f.clock.now();

@@ -10,28 +10,47 @@ use crate::ports::DynClock;
 /// How long a check waits, in real time, for a sleep that should end.
 pub const REAL_LIMIT: Duration = Duration::from_secs(10);
 
+/// Moves the clock in small steps until `sleeper` ends (at most [`REAL_LIMIT`] of real time).
+async fn until_finished(
+    sleeper: tokio::task::JoinHandle<()>,
+    advance: &(dyn Fn(Duration) + Sync),
+    what: &str,
+) {
+    let start = std::time::Instant::now();
+    while !sleeper.is_finished() {
+        assert!(
+            start.elapsed() < REAL_LIMIT,
+            "{what} did not return within {REAL_LIMIT:?}"
+        );
+        advance(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    sleeper.await.expect("sleeper task");
+}
+
 /// `now` never goes backwards.
 pub async fn now_is_monotonic(clock: &DynClock, advance: &(dyn Fn(Duration) + Sync)) {
-    let mut last = clock.now();
-    for i in 0..1000 {
-        if i % 100 == 0 {
-            advance(Duration::from_millis(1));
-        }
-        let now = clock.now();
-        assert!(now >= last, "clock went backwards: {last} then {now}");
-        last = now;
-    }
+    never_backwards(advance, || clock.now(), "now");
 }
 
 /// `instant` never goes backwards.
 pub async fn instant_is_monotonic(clock: &DynClock, advance: &(dyn Fn(Duration) + Sync)) {
-    let mut last = clock.instant();
+    never_backwards(advance, || clock.instant(), "instant");
+}
+
+/// Reads `read` a thousand times, advancing the clock now and then; each reading is at least the last.
+fn never_backwards<T: PartialOrd + std::fmt::Debug>(
+    advance: &(dyn Fn(Duration) + Sync),
+    read: impl Fn() -> T,
+    what: &str,
+) {
+    let mut last = read();
     for i in 0..1000 {
         if i % 100 == 0 {
             advance(Duration::from_millis(1));
         }
-        let now = clock.instant();
-        assert!(now >= last, "instant went backwards: {last:?} then {now:?}");
+        let now = read();
+        assert!(now >= last, "{what} went backwards: {last:?} then {now:?}");
         last = now;
     }
 }
@@ -48,16 +67,7 @@ pub async fn sleep_returns_after_the_duration(
         let clock = clock.clone();
         tokio::spawn(async move { clock.sleep(d).await })
     };
-    let start = std::time::Instant::now();
-    while !sleeper.is_finished() {
-        assert!(
-            start.elapsed() < REAL_LIMIT,
-            "sleep({d:?}) did not return within {REAL_LIMIT:?}"
-        );
-        advance(Duration::from_millis(10));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    sleeper.await.expect("sleeper task");
+    until_finished(sleeper, advance, &format!("sleep({d:?})")).await;
     let elapsed = clock.now() - before;
     assert!(
         elapsed >= chrono::Duration::from_std(d).expect("small duration"),
@@ -80,16 +90,7 @@ pub async fn sleep_until_returns_at_the_deadline(
         let clock = clock.clone();
         tokio::spawn(async move { clock.sleep_until(deadline).await })
     };
-    let start = std::time::Instant::now();
-    while !sleeper.is_finished() {
-        assert!(
-            start.elapsed() < REAL_LIMIT,
-            "sleep_until(+50ms) did not return within {REAL_LIMIT:?}"
-        );
-        advance(Duration::from_millis(10));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    sleeper.await.expect("sleeper task");
+    until_finished(sleeper, advance, "sleep_until(+50ms)").await;
     let now = clock.instant();
     assert!(
         now >= deadline,
