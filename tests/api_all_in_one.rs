@@ -5,7 +5,9 @@ mod api_support;
 
 use std::time::Duration;
 
-use api_support::{get_json, kill_engines_under, wait_status, AllInOne};
+use api_support::{
+    get_json, kill_engines_under, post_json, wait_instance_blocking, wait_status, AllInOne,
+};
 
 fn ids(list: &serde_json::Value) -> Vec<String> {
     list.as_array()
@@ -16,22 +18,8 @@ fn ids(list: &serde_json::Value) -> Vec<String> {
 #[test]
 fn data_survives_a_restart_and_sigterm_stops_cleanly() {
     let server = AllInOne::start(&[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let body = r#"{"instance": {"name": "keep-me", "flavorRef": "1", "volume": {"size": 1}, "datastore": {"type": "mysql"}}}"#;
-    let (status, created) = rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1.0/t1/instances", server.base))
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("POST");
-        let s = r.status().as_u16();
-        (s, r.json::<serde_json::Value>().await.expect("json"))
-    });
+    let (status, created) = post_json(&format!("{}/v1.0/t1/instances", server.base), body);
     assert_eq!(status, 200, "{created}");
     let id = created["instance"]["id"].as_str().expect("id").to_string();
     wait_status(&server.base, "t1", &id, "ACTIVE", Duration::from_secs(60));
@@ -47,20 +35,14 @@ fn data_survives_a_restart_and_sigterm_stops_cleanly() {
     assert_eq!(s, 200, "the instance survives the restart: {shown}");
     assert_eq!(shown["instance"]["name"], "keep-me");
     // The engine kept running and was re-adopted: its guest reports HEALTHY again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, shown) = get_json(&format!("{}/v1.0/t1/instances/{id}", again.base));
-        if shown["instance"]["status"] == "ACTIVE"
-            && shown["instance"]["operating_status"] == "HEALTHY"
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the re-adopted instance does not report HEALTHY: {shown}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_instance_blocking(
+        &again.base,
+        "t1",
+        &id,
+        "ACTIVE and HEALTHY",
+        Duration::from_secs(60),
+        |_, i| i["status"] == "ACTIVE" && i["operating_status"] == "HEALTHY",
+    );
     // The seeded catalogue is not duplicated by the second start.
     let (_, flavors) = get_json(&format!("{}/v1.0/t1/flavors", again.base));
     assert_eq!(
@@ -78,30 +60,6 @@ fn data_survives_a_restart_and_sigterm_stops_cleanly() {
         ds["datastores"].as_array().is_some_and(|a| !a.is_empty()),
         "{ds}"
     );
-}
-
-/// POSTs `body` to `url`; answers the status and the JSON body (`null` when there is none).
-fn post_json(url: &str, body: &str) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(url)
-            .header("X-Auth-Token", "t")
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("POST");
-        let s = r.status().as_u16();
-        let text = r.text().await.expect("body");
-        (
-            s,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
-    })
 }
 
 #[test]

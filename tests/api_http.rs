@@ -4,135 +4,50 @@
 mod api_support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use trove::control_plane::ControlPlane;
-use trove::http::{router, HttpConfig, RateLimits};
-use trove_core::api::DatastoreVersionSpec;
-use trove_core::memory::StaticTokens;
-use trove_core::model::Flavor;
-use trove_core::ports::RequestContext;
+use trove::http::{HttpConfig, RateLimits};
 
-struct Client {
-    base: String,
-    http: reqwest::Client,
-}
+use api_support::{alpha_beta_ops_tokens, seed_tiny_mysql, serve_in_process, HttpClient};
 
-impl Client {
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<&str>,
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut r = self
-            .http
-            .request(m, format!("{}{path}", self.base))
-            .header("X-Auth-Token", token);
-        if let Some(b) = body {
-            r = r
-                .header("Content-Type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = r.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-            headers,
-        )
-    }
-}
-
-async fn setup(config: HttpConfig) -> (ControlPlane, Client) {
+/// An in-memory control plane with flavor 1 and mysql 5.7, served over HTTP with the tokens `tok-a` (alpha),
+/// `tok-b` (beta) and `tok-ops` (admin).
+async fn setup(config: HttpConfig) -> (ControlPlane, HttpClient) {
     let cp = ControlPlane::in_memory().await.expect("control plane");
     let api = cp.api();
-    let admin = RequestContext::admin("ops");
-    api.mgmt_put_flavor(
-        &admin,
-        Flavor {
-            id: "1".into(),
-            name: "m1.tiny".into(),
-            ram_mb: 512,
-            vcpus: 1,
-            disk_gb: 1,
-            ephemeral_gb: 0,
-        },
-    )
-    .await
-    .expect("flavor");
-    api.mgmt_create_datastore_version(
-        &admin,
-        DatastoreVersionSpec {
-            datastore_name: "mysql".into(),
-            name: "5.7".into(),
-            manager: "mysql".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("version");
-    let tokens = StaticTokens::new()
-        .with("tok-a", RequestContext::tenant("alpha"))
-        .with("tok-b", RequestContext::tenant("beta"))
-        .with("tok-ops", RequestContext::admin("ops"));
-    let app = router(api, Arc::new(tokens), config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (
-        cp,
-        Client {
-            base,
-            http: reqwest::Client::new(),
-        },
-    )
+    seed_tiny_mysql(&api).await;
+    let base = serve_in_process(api, Arc::new(alpha_beta_ops_tokens()), config).await;
+    (cp, HttpClient::new(base, ""))
 }
 
 const CREATE: &str = r#"{"instance": {"name": "db1", "flavorRef": "1", "volume": {"size": 1}, "datastore": {"type": "mysql", "version": "5.7"}}}"#;
 
-async fn wait_active(c: &Client, tenant: &str, token: &str, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, b, _) = c
-            .send(
-                "GET",
-                &format!("/v1.0/{tenant}/instances/{id}"),
-                token,
-                None,
-            )
-            .await;
-        if b["instance"]["status"] == "ACTIVE" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not ACTIVE: {b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_active(c: &HttpClient, tenant: &str, token: &str, id: &str) {
+    HttpClient::new(c.base.clone(), token)
+        .wait_instance(
+            &format!("/v1.0/{tenant}/instances/{id}"),
+            &["ACTIVE"],
+            Duration::from_secs(30),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_each_other() {
     let (cp, c) = setup(HttpConfig::default()).await;
     let (s, b, _) = c
-        .send("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+        .request("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
         .await;
     assert_eq!(s, 200, "create: {b}");
     let id = b["instance"]["id"].as_str().expect("id").to_string();
     wait_active(&c, "alpha", "tok-a", &id).await;
 
     // beta cannot see, change or delete alpha's instance: 404, as if it did not exist
-    let (s, list, _) = c.send("GET", "/v1.0/beta/instances", "tok-b", None).await;
+    let (s, list, _) = c
+        .request("GET", "/v1.0/beta/instances", "tok-b", None)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(list["instances"], json!([]), "beta lists nothing: {list}");
     for (m, path, body) in [
@@ -146,32 +61,34 @@ async fn tenants_never_see_each_other() {
         ("GET", format!("/v1.0/beta/instances/{id}/databases"), None),
         ("POST", format!("/v1.0/beta/instances/{id}/root"), None),
     ] {
-        let (s, b, _) = c.send(m, &path, "tok-b", body).await;
+        let (s, b, _) = c.request(m, &path, "tok-b", body).await;
         assert_eq!(s, 404, "{m} {path} by beta: {b}");
         assert_eq!(b["itemNotFound"]["code"], 404, "fault shape: {b}");
     }
     // beta's token on alpha's URL: 403
     let (s, b, _) = c
-        .send("GET", &format!("/v1.0/alpha/instances/{id}"), "tok-b", None)
+        .request("GET", &format!("/v1.0/alpha/instances/{id}"), "tok-b", None)
         .await;
     assert_eq!(s, 403, "{b}");
     assert_eq!(b["forbidden"]["code"], 403);
     // no token / bad token: 401
-    let (s, b, _) = c.send("GET", "/v1.0/alpha/instances", "", None).await;
+    let (s, b, _) = c.request("GET", "/v1.0/alpha/instances", "", None).await;
     assert_eq!(s, 401, "{b}");
-    let (s, _, _) = c.send("GET", "/v1.0/alpha/instances", "nope", None).await;
+    let (s, _, _) = c
+        .request("GET", "/v1.0/alpha/instances", "nope", None)
+        .await;
     assert_eq!(s, 401);
     // mgmt needs admin; the owner may read its own quota
     let (s, b, _) = c
-        .send("GET", "/v1.0/alpha/mgmt/instances", "tok-a", None)
+        .request("GET", "/v1.0/alpha/mgmt/instances", "tok-a", None)
         .await;
     assert_eq!(s, 403, "{b}");
     let (s, b, _) = c
-        .send("GET", "/v1.0/alpha/mgmt/quotas/alpha", "tok-a", None)
+        .request("GET", "/v1.0/alpha/mgmt/quotas/alpha", "tok-a", None)
         .await;
     assert_eq!(s, 200, "own quota: {b}");
     let (s, _, _) = c
-        .send(
+        .request(
             "PUT",
             "/v1.0/alpha/mgmt/quotas/alpha",
             "tok-a",
@@ -180,7 +97,7 @@ async fn tenants_never_see_each_other() {
         .await;
     assert_eq!(s, 403);
     let (s, b, _) = c
-        .send("GET", "/v1.0/ops/mgmt/instances", "tok-ops", None)
+        .request("GET", "/v1.0/ops/mgmt/instances", "tok-ops", None)
         .await;
     assert_eq!(s, 200, "admin mgmt: {b}");
     let ids: Vec<&str> = b["instances"]
@@ -195,7 +112,7 @@ async fn tenants_never_see_each_other() {
     );
     // the owner still has it
     let (s, b, _) = c
-        .send("GET", &format!("/v1.0/alpha/instances/{id}"), "tok-a", None)
+        .request("GET", &format!("/v1.0/alpha/instances/{id}"), "tok-a", None)
         .await;
     assert_eq!(s, 200, "{b}");
     cp.shutdown().await;
@@ -233,7 +150,7 @@ async fn bad_input_is_a_fault_never_a_500() {
         ("GET", "/v1.0/alpha/configurations/not-a-uuid".into(), None, 404),
     ];
     for (m, path, body, want) in cases {
-        let (s, b, _) = c.send(m, &path, "tok-a", body.as_deref()).await;
+        let (s, b, _) = c.request(m, &path, "tok-a", body.as_deref()).await;
         assert_eq!(
             s,
             want,
@@ -253,13 +170,13 @@ async fn bad_input_is_a_fault_never_a_500() {
     }
     // a user name that would reach the engine is refused before it does
     let (s, b, _) = c
-        .send("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+        .request("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
         .await;
     assert_eq!(s, 200, "{b}");
     let id = b["instance"]["id"].as_str().expect("id").to_string();
     wait_active(&c, "alpha", "tok-a", &id).await;
     let (s, b, _) = c
-        .send(
+        .request(
             "POST",
             &format!("/v1.0/alpha/instances/{id}/databases"),
             "tok-a",
@@ -281,10 +198,10 @@ async fn rate_limits_answer_413_with_retry_after() {
     })
     .await;
     for _ in 0..3 {
-        let (s, _, _) = c.send("GET", "/v1.0/alpha/flavors", "tok-a", None).await;
+        let (s, _, _) = c.request("GET", "/v1.0/alpha/flavors", "tok-a", None).await;
         assert_eq!(s, 200);
     }
-    let (s, b, h) = c.send("GET", "/v1.0/alpha/flavors", "tok-a", None).await;
+    let (s, b, h) = c.request("GET", "/v1.0/alpha/flavors", "tok-a", None).await;
     assert_eq!(s, 413, "{b}");
     assert_eq!(b["overLimit"]["code"], 413);
     assert_eq!(b["overLimit"]["message"], "This request was rate-limited.");
@@ -296,7 +213,7 @@ async fn rate_limits_answer_413_with_retry_after() {
     assert!((1..=60).contains(&retry), "{retry}");
     assert_eq!(b["overLimit"]["retryAfter"], retry.to_string());
     // another tenant is not limited
-    let (s, _, _) = c.send("GET", "/v1.0/beta/flavors", "tok-b", None).await;
+    let (s, _, _) = c.request("GET", "/v1.0/beta/flavors", "tok-b", None).await;
     assert_eq!(s, 200);
     cp.shutdown().await;
 }
@@ -307,14 +224,14 @@ async fn pagination_versions_and_openapi() {
     let mut ids = Vec::new();
     for _ in 0..3 {
         let (s, b, _) = c
-            .send("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+            .request("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
             .await;
         assert_eq!(s, 200, "{b}");
         ids.push(b["instance"]["id"].as_str().expect("id").to_string());
         tokio::time::sleep(Duration::from_millis(1100)).await; // distinct `created` seconds
     }
     let (s, p1, _) = c
-        .send("GET", "/v1.0/alpha/instances?limit=2", "tok-a", None)
+        .request("GET", "/v1.0/alpha/instances?limit=2", "tok-a", None)
         .await;
     assert_eq!(s, 200);
     let first: Vec<&str> = p1["instances"]
@@ -335,7 +252,7 @@ async fn pagination_versions_and_openapi() {
         "{next}"
     );
     let path = next.strip_prefix(&c.base).expect("same base");
-    let (_, p2, _) = c.send("GET", path, "tok-a", None).await;
+    let (_, p2, _) = c.request("GET", path, "tok-a", None).await;
     let second: Vec<&str> = p2["instances"]
         .as_array()
         .expect("page")
@@ -348,18 +265,18 @@ async fn pagination_versions_and_openapi() {
         "last page has no next link: {p2}"
     );
 
-    let (s, v, _) = c.send("GET", "/", "", None).await;
+    let (s, v, _) = c.request("GET", "/", "", None).await;
     assert_eq!(s, 200);
     assert_eq!(v["versions"][0]["id"], "v1.0");
     assert_eq!(
         v["versions"][0]["links"][0]["href"],
         format!("{}/v1.0/", c.base)
     );
-    let (s, v, _) = c.send("GET", "/v1.0/", "", None).await;
+    let (s, v, _) = c.request("GET", "/v1.0/", "", None).await;
     assert_eq!(s, 200);
     assert_eq!(v["version"]["status"], "CURRENT");
 
-    let (s, doc, _) = c.send("GET", "/openapi.json", "", None).await;
+    let (s, doc, _) = c.request("GET", "/openapi.json", "", None).await;
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
     let paths = doc["paths"].as_object().expect("paths");
@@ -386,7 +303,7 @@ async fn pagination_versions_and_openapi() {
 async fn backup_strategies_are_per_tenant_and_validated() {
     let (_cp, c) = setup(HttpConfig::default()).await;
     let (s, b, _) = c
-        .send("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+        .request("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
         .await;
     assert_eq!(s, 200, "create: {b}");
     let id = b["instance"]["id"].as_str().expect("id").to_string();
@@ -409,7 +326,7 @@ async fn backup_strategies_are_per_tenant_and_validated() {
         ),
     ] {
         let (s, b, _) = c
-            .send(
+            .request(
                 "POST",
                 "/v1.0/alpha/backup_strategies",
                 "tok-a",
@@ -422,7 +339,7 @@ async fn backup_strategies_are_per_tenant_and_validated() {
         assert_eq!(b["backup_strategy"]["backend"], "swift", "{b}");
     }
     let (s, b, _) = c
-        .send("GET", "/v1.0/alpha/backup_strategies", "tok-a", None)
+        .request("GET", "/v1.0/alpha/backup_strategies", "tok-a", None)
         .await;
     assert_eq!(s, 200, "{b}");
     let containers: Vec<&str> = b["backup_strategies"]
@@ -437,7 +354,7 @@ async fn backup_strategies_are_per_tenant_and_validated() {
         "tenant-wide first, replaced once: {b}"
     );
     let (_, b, _) = c
-        .send(
+        .request(
             "GET",
             &format!("/v1.0/alpha/backup_strategies?instance_id={id}"),
             "tok-a",
@@ -452,13 +369,13 @@ async fn backup_strategies_are_per_tenant_and_validated() {
 
     // another tenant sees none of it and cannot target alpha's instance or project
     let (s, b, _) = c
-        .send("GET", "/v1.0/beta/backup_strategies", "tok-b", None)
+        .request("GET", "/v1.0/beta/backup_strategies", "tok-b", None)
         .await;
     assert_eq!((s, &b["backup_strategies"]), (200, &json!([])), "{b}");
     let theirs =
         format!(r#"{{"backup_strategy": {{"instance_id": "{id}", "swift_container": "x"}}}}"#);
     let (s, b, _) = c
-        .send(
+        .request(
             "POST",
             "/v1.0/beta/backup_strategies",
             "tok-b",
@@ -471,7 +388,7 @@ async fn backup_strategies_are_per_tenant_and_validated() {
         ("DELETE", "?project_id=alpha"),
     ] {
         let (s, b, _) = c
-            .send(
+            .request(
                 m,
                 &format!("/v1.0/beta/backup_strategies{q}"),
                 "tok-b",
@@ -481,7 +398,7 @@ async fn backup_strategies_are_per_tenant_and_validated() {
         assert_eq!(s, 403, "{m} {q}: {b}");
     }
     let (s, b, _) = c
-        .send(
+        .request(
             "GET",
             "/v1.0/ops/backup_strategies?project_id=alpha",
             "tok-ops",
@@ -512,19 +429,19 @@ async fn backup_strategies_are_per_tenant_and_validated() {
         (r#"{"backup_strategy": "#, 400),
     ] {
         let (s, b, _) = c
-            .send("POST", "/v1.0/beta/backup_strategies", "tok-b", Some(body))
+            .request("POST", "/v1.0/beta/backup_strategies", "tok-b", Some(body))
             .await;
         assert_eq!(s, status, "{body}: {b}");
     }
     let (_, b, _) = c
-        .send("GET", "/v1.0/beta/backup_strategies", "tok-b", None)
+        .request("GET", "/v1.0/beta/backup_strategies", "tok-b", None)
         .await;
     assert_eq!(b["backup_strategies"], json!([]), "nothing stored: {b}");
 
     // delete: exact target; deleting again is still 202
     for _ in 0..2 {
         let (s, b, _) = c
-            .send(
+            .request(
                 "DELETE",
                 &format!("/v1.0/alpha/backup_strategies?instance_id={id}"),
                 "tok-a",
@@ -534,7 +451,7 @@ async fn backup_strategies_are_per_tenant_and_validated() {
         assert_eq!(s, 202, "{b}");
     }
     let (_, b, _) = c
-        .send("GET", "/v1.0/alpha/backup_strategies", "tok-a", None)
+        .request("GET", "/v1.0/alpha/backup_strategies", "tok-a", None)
         .await;
     assert_eq!(b["backup_strategies"][0]["swift_container"], "wide", "{b}");
     assert_eq!(
@@ -543,11 +460,11 @@ async fn backup_strategies_are_per_tenant_and_validated() {
         "{b}"
     );
     let (s, _, _) = c
-        .send("DELETE", "/v1.0/alpha/backup_strategies", "tok-a", None)
+        .request("DELETE", "/v1.0/alpha/backup_strategies", "tok-a", None)
         .await;
     assert_eq!(s, 202);
     let (_, b, _) = c
-        .send("GET", "/v1.0/alpha/backup_strategies", "tok-a", None)
+        .request("GET", "/v1.0/alpha/backup_strategies", "tok-a", None)
         .await;
     assert_eq!(b["backup_strategies"], json!([]), "{b}");
 }

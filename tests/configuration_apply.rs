@@ -14,50 +14,29 @@
 mod api_support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use sqlx::{ConnectOptions, Connection, Executor, Row};
 use uuid::Uuid;
 
 use trove::core::api::{
-    ApiService, CreateConfiguration, CreateInstance, DatastoreVersionSpec, InstanceView,
-    UpdateConfiguration, UpdateInstance,
+    ApiService, CreateConfiguration, CreateInstance, InstanceView, UpdateConfiguration,
+    UpdateInstance,
 };
-use trove::core::manage::default_validation_rules;
-use trove::core::memory::{ManualClock, NoAuth};
-use trove::core::model::{
-    DatabaseSpec, Flavor, Manager, Secret, UserSpec, WorkflowKind, WorkflowParams, WorkflowState,
-};
+use trove::core::model::{Manager, WorkflowParams, WorkflowState};
 use trove::core::ports::{DynStore, InfraStore, RequestContext};
 use trove::core::state::{ServiceStatus, TaskStatus};
 use trove::core::taskmanager::{
-    ApplyConfigurationParams, CreateParams, RebootParams, TaskManager, TaskManagerConfig,
+    ApplyConfigurationParams, RebootParams, TaskManager, TaskManagerConfig,
 };
 use trove::core::testing::crash::CrashingStore;
 use trove::core::CoreConfig;
-use trove::embedded::{Embedded, EmbeddedOptions};
-use trove::{ControlPlane, InMemoryParts};
 
-use api_support::{engine_state_dir, engines_lock, idle_healthy, EnginesLock, KillGuard};
-
-/// How long any single wait on a real engine may take (the machine is shared and loaded).
-const WAIT: Duration = Duration::from_secs(90);
-
-fn t1() -> RequestContext {
-    RequestContext::tenant("t1")
-}
-
-/// Polls the instance (as `t1`) until `pred` holds, for at most `WAIT`.
-async fn wait_view(
-    api: &ApiService,
-    id: Uuid,
-    what: &str,
-    pred: impl Fn(&InstanceView) -> bool,
-) -> InstanceView {
-    api_support::wait_view(api, &t1(), id, what, WAIT, pred).await
-}
+use api_support::{
+    add_versions, app_i64, engine_instance, eventually, idle_healthy, load_rules, open_workflow,
+    open_workflows, redis_setting, service_status, step, t1, version,
+    wait_engine_view as wait_view, Engine, EngineEnv, World, ENGINE_WAIT,
+};
 
 fn status_of(e: &trove::core::Error) -> u16 {
     e.fault().status
@@ -115,182 +94,28 @@ async fn set_group(api: &ApiService, cid: Uuid, v: Value) {
 
 // ================================================================== real engines
 
-struct Env {
-    api: Arc<ApiService>,
-    store: DynStore,
-    emb: Option<Embedded>,
-    state: tempfile::TempDir,
-    _guard: KillGuard,
-    _lock: EnginesLock,
-}
-
-impl Env {
-    async fn start() -> Env {
-        let lock = tokio::task::spawn_blocking(engines_lock)
-            .await
-            .expect("lock task");
-        let state = engine_state_dir();
-        let guard = KillGuard(state.path().to_path_buf());
-        let mut opts = EmbeddedOptions::new(state.path());
-        opts.config = CoreConfig {
-            report_interval: Duration::from_millis(300),
-            agent_call_high_timeout: Duration::from_secs(120),
-            ..CoreConfig::default()
-        };
-        let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
-            .await
-            .expect("the embedded deployment starts");
-        let api = emb.control_plane().api();
-        let store = emb.control_plane().store();
-        Env {
-            api,
-            store,
-            emb: Some(emb),
-            state,
-            _guard: guard,
-            _lock: lock,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(e) = self.emb.take() {
-            e.shutdown().await;
-        }
-    }
-
-    /// Waits until the instance has no open workflow, then answers its view.
-    async fn settle(&self, id: Uuid, what: &str) -> InstanceView {
-        let start = Instant::now();
-        loop {
-            let open = self
-                .store
-                .list_open_workflows()
-                .await
-                .expect("open workflows");
-            if !open.iter().any(|w| w.instance_id == id) {
-                return self.api.show_instance(&t1(), id).await.expect("show");
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "{what}: workflows still open after {WAIT:?}: {open:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Mariadb,
-    Postgres,
-    Redis,
-}
-
-/// The first column of a one-row SQL answer, as the user `app` on database `shop` (a fresh connection each time).
-async fn sql_i64(k: Kind, port: u16, statement: &str) -> i64 {
-    let row = match k {
-        Kind::Mariadb => {
-            let mut c = sqlx::mysql::MySqlConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
-                .username("app")
-                .password("app-Pw-1x")
-                .database("shop")
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("app connects to MariaDB: {e}"));
-            let r = c
-                .fetch_one(statement)
-                .await
-                .unwrap_or_else(|e| panic!("{statement}: {e}"))
-                .try_get::<i64, _>(0)
-                .unwrap_or_else(|e| panic!("{statement}: {e}"));
-            c.close().await.expect("close");
-            r
-        }
-        Kind::Postgres => {
-            let mut c = sqlx::postgres::PgConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
-                .username("app")
-                .password("app-Pw-1x")
-                .database("shop")
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("app connects to PostgreSQL: {e}"));
-            let r = c
-                .fetch_one(statement)
-                .await
-                .unwrap_or_else(|e| panic!("{statement}: {e}"))
-                .try_get::<i64, _>(0)
-                .unwrap_or_else(|e| panic!("{statement}: {e}"));
-            c.close().await.expect("close");
-            r
-        }
-        Kind::Redis => panic!("Redis speaks no SQL"),
-    };
-    row
-}
-
 /// The engine's own value of setting `name`, asked as a client (SQL: as `app`; Redis: `CONFIG GET` as the
 /// guest's admin account, whose secret the server directory under `state` holds).
-async fn setting(k: Kind, port: u16, state: &Path, id: Uuid, name: &str) -> i64 {
+async fn setting(k: Engine, port: u16, state: &Path, id: Uuid, name: &str) -> i64 {
     assert!(name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
-    match k {
-        Kind::Mariadb => sql_i64(k, port, &format!("SELECT CAST(@@GLOBAL.{name} AS SIGNED)")).await,
-        Kind::Postgres => {
-            sql_i64(
-                k,
-                port,
-                &format!("SELECT setting::bigint FROM pg_settings WHERE name = '{name}'"),
-            )
-            .await
+    let q = match k {
+        Engine::Mysql => format!("SELECT CAST(@@GLOBAL.{name} AS SIGNED)"),
+        Engine::Postgres => {
+            format!("SELECT setting::bigint FROM pg_settings WHERE name = '{name}'")
         }
-        Kind::Redis => {
-            let secret = std::fs::read_to_string(
-                state
-                    .join("servers")
-                    .join(id.to_string())
-                    .join("guest")
-                    .join("os_admin.secret"),
-            )
-            .expect("the guest's admin secret");
-            let info = redis::ConnectionInfo {
-                addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
-                redis: redis::RedisConnectionInfo {
-                    db: 0,
-                    username: Some("os_admin".into()),
-                    password: Some(secret.trim().into()),
-                    protocol: redis::ProtocolVersion::RESP2,
-                },
-            };
-            let client = redis::Client::open(info).expect("redis client");
-            let mut c = tokio::time::timeout(
-                Duration::from_secs(10),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            .expect("redis connect in time")
-            .expect("os_admin connects to Redis");
-            let v: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(name)
-                .query_async(&mut c)
-                .await
-                .unwrap_or_else(|e| panic!("CONFIG GET {name}: {e}"));
-            v.get(1)
-                .and_then(|x| x.parse().ok())
-                .unwrap_or_else(|| panic!("CONFIG GET {name}: {v:?}"))
-        }
-    }
+        Engine::Redis => return redis_setting(port, state, id, name).await,
+    };
+    app_i64(k, port, &q)
+        .await
+        .unwrap_or_else(|| panic!("{q}: no row"))
 }
 
 /// What one engine's test sets.
 struct Plan {
     ds: &'static str,
-    kind: Kind,
+    kind: Engine,
     /// A parameter the engine changes live, and two values for it.
     dynamic: (&'static str, i64, i64),
     /// A second parameter, its value in the group, the engine's value for it and whether the engine takes it
@@ -298,11 +123,6 @@ struct Plan {
     second: (&'static str, Value, i64, bool),
     /// The datastore of a group that does not fit the instance.
     other_ds: &'static str,
-}
-
-fn step(t: &mut Instant, what: &str, ds: &str) {
-    eprintln!("[{ds}] {what}: {:.2?}", t.elapsed());
-    *t = Instant::now();
 }
 
 fn assert_view(v: &InstanceView, want: &str, what: &str) {
@@ -325,7 +145,7 @@ async fn configuration_on_real_engine(p: Plan) {
     let ds = p.ds;
     let k = p.kind;
     let waited = Instant::now();
-    let env = Env::start().await;
+    let env = EngineEnv::start().await;
     eprintln!(
         "[{ds}] engine lock + embedded start: {:.2?}",
         waited.elapsed()
@@ -333,11 +153,7 @@ async fn configuration_on_real_engine(p: Plan) {
     let api = env.api.clone();
     let state = env.state.path().to_path_buf();
     assert!(
-        env.emb.as_ref().is_some_and(|e| e
-            .detection
-            .found
-            .iter()
-            .any(|f| f.manager.as_str() == ds)),
+        env.detected(ds),
         "engine for {ds} not detected on this machine"
     );
     let mut t = Instant::now();
@@ -345,30 +161,7 @@ async fn configuration_on_real_engine(p: Plan) {
         .create_instance(
             &t1(),
             CreateInstance {
-                name: format!("{ds}-conf"),
-                flavor_ref: Some("6".into()),
-                volume_size: Some(1),
-                datastore: Some(ds.into()),
-                databases: if k == Kind::Redis {
-                    vec![]
-                } else {
-                    vec![DatabaseSpec {
-                        name: "shop".into(),
-                        character_set: None,
-                        collate: None,
-                    }]
-                },
-                users: vec![UserSpec {
-                    name: "app".into(),
-                    password: Secret::new("app-Pw-1x"),
-                    host: None,
-                    databases: if k == Kind::Redis {
-                        vec![]
-                    } else {
-                        vec!["shop".into()]
-                    },
-                }],
-                ..Default::default()
+                ..engine_instance(&format!("{ds}-conf"), ds, true)
             },
         )
         .await
@@ -408,7 +201,7 @@ async fn configuration_on_real_engine(p: Plan) {
     api.update_instance(&t1(), id, attach(g))
         .await
         .expect("attach");
-    let v = env.settle(id, "attach").await;
+    let v = env.settle(id, "attach", ENGINE_WAIT).await;
     assert_view(&v, "HEALTHY", "attach of a live parameter");
     assert_eq!(v.configuration.as_ref().map(|c| c.0), Some(g));
     assert_eq!(get(dyn_key).await, v1, "{dyn_key} applied live on attach");
@@ -422,7 +215,7 @@ async fn configuration_on_real_engine(p: Plan) {
 
     // ---- the group's values change: re-applied live.
     set_group(&api, g, json!({ dyn_key: v2 })).await;
-    let v = env.settle(id, "update").await;
+    let v = env.settle(id, "update", ENGINE_WAIT).await;
     assert_view(&v, "HEALTHY", "update of a live parameter");
     assert_eq!(
         get(dyn_key).await,
@@ -433,7 +226,9 @@ async fn configuration_on_real_engine(p: Plan) {
 
     // ---- a second parameter (restart-only where the engine has one).
     set_group(&api, g, json!({ dyn_key: v2, second_key: second_json })).await;
-    let v = env.settle(id, "update with a second parameter").await;
+    let v = env
+        .settle(id, "update with a second parameter", ENGINE_WAIT)
+        .await;
     if second_live {
         assert_view(&v, "HEALTHY", "update with a live second parameter");
         assert_eq!(
@@ -489,7 +284,7 @@ async fn configuration_on_real_engine(p: Plan) {
     api.update_instance(&t1(), id, detach())
         .await
         .expect("detach");
-    let v = env.settle(id, "detach").await;
+    let v = env.settle(id, "detach", ENGINE_WAIT).await;
     assert_eq!(v.configuration, None);
     assert_eq!(
         get(dyn_key).await,
@@ -518,11 +313,13 @@ async fn configuration_on_real_engine(p: Plan) {
     step(&mut t, "detach + restart", ds);
 
     api.delete_instance(&t1(), id).await.expect("delete");
-    let start = Instant::now();
-    while api.show_instance(&t1(), id).await.is_ok() {
-        assert!(start.elapsed() < WAIT, "delete did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the delete finishes", ENGINE_WAIT, || async {
+        match api.show_instance(&t1(), id).await {
+            Ok(v) => Err(v.status),
+            Err(_) => Ok(()),
+        }
+    })
+    .await;
     env.stop().await;
 }
 
@@ -530,7 +327,7 @@ async fn configuration_on_real_engine(p: Plan) {
 async fn mariadb_configuration_groups_apply() {
     configuration_on_real_engine(Plan {
         ds: "mariadb",
-        kind: Kind::Mariadb,
+        kind: Engine::Mysql,
         dynamic: ("max_connections", 77, 88),
         second: ("performance_schema", json!(true), 1, false),
         other_ds: "postgresql",
@@ -542,7 +339,7 @@ async fn mariadb_configuration_groups_apply() {
 async fn postgresql_configuration_groups_apply() {
     configuration_on_real_engine(Plan {
         ds: "postgresql",
-        kind: Kind::Postgres,
+        kind: Engine::Postgres,
         dynamic: ("work_mem", 8192, 16384),
         second: ("max_connections", json!(77), 77, false),
         other_ds: "mariadb",
@@ -556,7 +353,7 @@ async fn postgresql_configuration_groups_apply() {
 async fn redis_configuration_groups_apply() {
     configuration_on_real_engine(Plan {
         ds: "redis",
-        kind: Kind::Redis,
+        kind: Engine::Redis,
         dynamic: ("timeout", 300, 120),
         second: ("maxclients", json!(500), 500, true),
         other_ds: "mariadb",
@@ -566,114 +363,22 @@ async fn redis_configuration_groups_apply() {
 
 // ================================================================== in-memory control plane
 
+/// The shared hand-driven configuration, with shorter guest calls (3 s).
 fn mem_config() -> CoreConfig {
     CoreConfig {
-        report_interval: Duration::from_millis(50),
-        agent_call_low_timeout: Duration::from_secs(2),
         agent_call_high_timeout: Duration::from_secs(3),
-        ..CoreConfig::default()
+        ..api_support::mem_config()
     }
 }
 
-struct World {
-    parts: InMemoryParts,
-    clock: Arc<ManualClock>,
-    cp: ControlPlane,
-    api: Arc<ApiService>,
-    ticker: tokio::task::JoinHandle<()>,
-}
-
-impl World {
-    async fn end(self) {
-        self.ticker.abort();
-        self.cp.shutdown().await;
-        self.parts.launcher.shutdown_all().await;
-    }
-}
-
-/// An in-memory control plane without a task manager (workers are driven by hand) and PostgreSQL version "16".
+/// An in-memory control plane without a task manager (workers are driven by hand), PostgreSQL "16" and Redis
+/// "7" with their shipped parameter rules.
 async fn world() -> World {
-    let clock = Arc::new(ManualClock::new());
-    let parts = InMemoryParts::new(mem_config(), clock.clone());
-    let cp = parts
-        .builder()
-        .without_taskmanager()
-        .without_health_monitor()
-        .start()
-        .await
-        .unwrap();
-    let api = cp.api();
-    api.mgmt_create_datastore_version(
-        &RequestContext::admin("admin"),
-        DatastoreVersionSpec {
-            datastore_name: "postgresql".into(),
-            name: "16".into(),
-            manager: "postgresql".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    api.mgmt_create_datastore_version(
-        &RequestContext::admin("admin"),
-        DatastoreVersionSpec {
-            datastore_name: "redis".into(),
-            name: "7".into(),
-            manager: "redis".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let manage = trove::core::manage::Manage::new(parts.store.clone());
-    for (ds, version, m) in [
-        ("postgresql", "16", Manager::Postgresql),
-        ("redis", "7", Manager::Redis),
-    ] {
-        manage
-            .db_load_datastore_config_parameters(
-                ds,
-                version,
-                default_validation_rules(m).expect("shipped rules"),
-                None,
-                |_, _| {},
-            )
-            .await
-            .unwrap();
-    }
-    api.mgmt_put_flavor(
-        &RequestContext::admin("admin"),
-        Flavor {
-            id: "1".into(),
-            name: "small".into(),
-            ram_mb: 512,
-            vcpus: 1,
-            disk_gb: 5,
-            ephemeral_gb: 0,
-        },
-    )
-    .await
-    .unwrap();
-    // Time moves on (1 ms per ms) so that a report sent after a step started is newer than the step; lease
-    // expiry is still driven by hand.
-    let ticking = clock.clone();
-    let ticker = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            ticking.advance(Duration::from_millis(1));
-        }
-    });
-    World {
-        parts,
-        clock,
-        cp,
-        api,
-        ticker,
-    }
+    let w = World::start(mem_config(), &[]).await;
+    add_versions(&w.api, [version("redis", "7", true)]).await;
+    load_rules(&w.parts, "postgresql", "16", Manager::Postgresql).await;
+    load_rules(&w.parts, "redis", "7", Manager::Redis).await;
+    w
 }
 
 fn tm(w: &World, worker: &str) -> TaskManager {
@@ -697,63 +402,9 @@ fn tm_on(w: &World, worker: &str, store: DynStore) -> TaskManager {
     )
 }
 
-async fn open_workflows(w: &World, id: Uuid, kind: &WorkflowKind) -> Vec<Uuid> {
-    w.parts
-        .store
-        .list_open_workflows()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|x| x.instance_id == id && &x.kind == kind)
-        .map(|x| x.id)
-        .collect()
-}
-
-async fn open_workflow(w: &World, id: Uuid, kind: &WorkflowKind) -> Uuid {
-    let open = open_workflows(w, id, kind).await;
-    assert_eq!(
-        open.len(),
-        1,
-        "one open {kind:?} workflow expected: {open:?}"
-    );
-    open[0]
-}
-
 /// A built, healthy PostgreSQL instance.
 async fn built(w: &World, name: &str) -> Uuid {
-    let v = w
-        .api
-        .create_instance(
-            &t1(),
-            CreateInstance {
-                name: name.into(),
-                flavor_ref: Some("1".into()),
-                volume_size: Some(2),
-                datastore: Some("postgresql".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let id = v.instance.id;
-    let wf = open_workflow(w, id, &CreateParams::KIND).await;
-    assert!(tm(w, "builder").run_workflow(wf).await.unwrap());
-    let v = w.api.show_instance(&t1(), id).await.unwrap();
-    assert_eq!(
-        (v.status.as_str(), v.operating_status.as_str()),
-        ("ACTIVE", "HEALTHY")
-    );
-    id
-}
-
-async fn service_status(w: &World, id: Uuid) -> ServiceStatus {
-    w.parts
-        .store
-        .get_service_status(id)
-        .await
-        .unwrap()
-        .unwrap()
-        .status
+    api_support::built(w, name, &tm(w, "builder")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

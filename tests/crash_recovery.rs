@@ -3,75 +3,26 @@
 //! and a task manager running in the background resumes work left by a crashed one once its lease expired. Crashes
 //! are injected with the `CrashingStore` layer (the worker dies instead of performing its N-th journal write).
 
+mod api_support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use trove::core::api::{ApiService, CreateInstance, DatastoreVersionSpec};
+use trove::core::api::{CreateInstance, DatastoreVersionSpec};
 use trove::core::memory::ManualClock;
 use trove::core::model::{Flavor, QuotaUsage, WorkflowParams};
 use trove::core::ports::{BlockStorage, Compute, DynStore, InfraStore, RequestContext};
 use trove::core::state::{ServiceStatus, TaskStatus};
 use trove::core::taskmanager::{CreateParams, TaskManager, TaskManagerConfig};
 use trove::core::testing::crash::CrashingStore;
-use trove::core::CoreConfig;
-use trove::{ControlPlane, InMemoryParts};
+use trove::InMemoryParts;
 use uuid::Uuid;
 
-fn config() -> CoreConfig {
-    CoreConfig {
-        report_interval: Duration::from_millis(50),
-        agent_call_low_timeout: Duration::from_secs(2),
-        agent_call_high_timeout: Duration::from_secs(5),
-        ..CoreConfig::default()
-    }
-}
+use api_support::{mem_config as config, t1 as tenant, World};
 
-struct World {
-    parts: InMemoryParts,
-    cp: ControlPlane,
-    api: Arc<ApiService>,
-}
-
+/// API and conductor only (task managers are driven by hand), postgresql 16 and flavor 1.
 async fn world() -> World {
-    let clock = Arc::new(ManualClock::new());
-    let parts = InMemoryParts::new(config(), clock.clone());
-    // API and conductor only: task managers are driven by hand.
-    let cp = parts
-        .builder()
-        .without_taskmanager()
-        .without_health_monitor()
-        .start()
-        .await
-        .unwrap();
-    let api = cp.api();
-    let admin = RequestContext::admin("admin");
-    api.mgmt_create_datastore_version(
-        &admin,
-        DatastoreVersionSpec {
-            datastore_name: "postgresql".into(),
-            name: "16".into(),
-            manager: "postgresql".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    api.mgmt_put_flavor(
-        &admin,
-        Flavor {
-            id: "1".into(),
-            name: "small".into(),
-            ram_mb: 512,
-            vcpus: 1,
-            disk_gb: 5,
-            ephemeral_gb: 0,
-        },
-    )
-    .await
-    .unwrap();
-    World { parts, cp, api }
+    World::start(config(), &[]).await
 }
 
 fn tm(w: &World, worker: &str) -> TaskManager {
@@ -92,10 +43,6 @@ fn tm_on(w: &World, worker: &str, store: DynStore) -> TaskManager {
             ..TaskManagerConfig::default()
         },
     )
-}
-
-fn tenant() -> RequestContext {
-    RequestContext::tenant("t1")
 }
 
 async fn create(w: &World) -> (Uuid, Uuid) {
@@ -286,8 +233,10 @@ async fn a_background_task_manager_resumes_work_left_by_a_crashed_one() {
     let doomed_task = tokio::spawn(async move { doomed.run(rx).await });
     let w = World {
         parts: parts.clone(),
+        clock: clock.clone(),
         api: first.api(),
         cp: first,
+        ticker: clock.ticking(api_support::TICK),
     };
     let api = w.api.clone();
     api.mgmt_create_datastore_version(

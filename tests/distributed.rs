@@ -13,6 +13,7 @@
 //! `tests/run.sh` (both build the examples). With a `--test distributed` filter cargo does NOT rebuild the
 //! examples: build them first (`cargo build --features postgres,amqp --examples`).
 
+mod api_support;
 #[path = "../trove-amqp/tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod broker;
@@ -25,121 +26,22 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use trove::backends::local::KEY_FILE;
 use trove::backends::sql::{self, StoreLocation};
-use trove::core::api::{ApiService, DatastoreVersionSpec};
+use trove::core::api::ApiService;
 use trove::core::memory::MemoryBus;
-use trove::core::model::{Flavor, Secret};
-use trove::core::ports::{DynStore, MessageBus, RequestContext, SystemClock};
+use trove::core::model::Secret;
+use trove::core::ports::{DynStore, MessageBus, SystemClock};
 use trove::core::rpc::{ConductorRequest, Envelope, CONDUCTOR_TOPIC};
 use trove::core::state::ServiceStatus;
 use trove::core::CoreConfig;
 use uuid::Uuid;
 
+use api_support::{
+    add_flavors, add_versions, engines_under, eventually, example_binary, flavor, free_port,
+    version, FreshPg, HttpClient, KillGuard,
+};
+
 const REPORT_INTERVAL_SECS: f64 = 0.5;
 const HEARTBEAT_EXPIRY_SECS: u64 = 20;
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --features postgres,amqp --example {name}` (cargo test builds \
-         examples)",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A fresh PostgreSQL database, dropped on drop.
-struct Database {
-    name: String,
-}
-
-fn psql(sql: &str) -> std::process::Output {
-    Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql must be installed")
-}
-
-impl Database {
-    fn create() -> Database {
-        let name = format!("trove_dist_{}", Uuid::new_v4().simple());
-        let out = psql(&format!("CREATE DATABASE {name}"));
-        assert!(
-            out.status.success(),
-            "PostgreSQL must run on 127.0.0.1:5432 (user postgres) for this test: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Database { name }
-    }
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = psql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
-}
-
-/// Kills, on drop, every process whose command line mentions the test's directory (guest agents, engines).
-struct Reaper(PathBuf);
-
-fn pids_mentioning(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|pid| *pid != me)
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                        .unwrap_or(false)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in pids_mentioning(&self.0) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-}
 
 /// One role process; killed (SIGKILL) on drop.
 struct Role {
@@ -172,8 +74,7 @@ impl Drop for Role {
 struct Deployment {
     dir: PathBuf,
     env: Vec<(String, String)>,
-    api_url: String,
-    http: reqwest::Client,
+    api: HttpClient,
 }
 
 impl Deployment {
@@ -182,7 +83,7 @@ impl Deployment {
         let log = self.dir.join(format!("{role}-{tag}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(example(role))
+        let child = Command::new(example_binary(role))
             .arg("--config")
             .arg(self.dir.join("trove.toml"))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -222,18 +123,7 @@ impl Deployment {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.api_url))
-            .header("X-Auth-Token", "t")
-            .timeout(Duration::from_secs(30));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("API request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.api.send(method.as_str(), path, body.as_ref()).await
     }
 
     async fn create(&self, name: &str) -> Uuid {
@@ -329,6 +219,7 @@ async fn next_heartbeat(
     }
 }
 
+/// mariadb 10.11 (default) and flavor 1 `small` (256 MB, 1 GB).
 async fn seed(store: DynStore) {
     let api = ApiService::new(
         store,
@@ -336,33 +227,8 @@ async fn seed(store: DynStore) {
         Arc::new(SystemClock),
         CoreConfig::default(),
     );
-    let admin = RequestContext::admin("admin");
-    api.mgmt_create_datastore_version(
-        &admin,
-        DatastoreVersionSpec {
-            datastore_name: "mariadb".into(),
-            name: "10.11".into(),
-            manager: "mariadb".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("datastore version");
-    api.mgmt_put_flavor(
-        &admin,
-        Flavor {
-            id: "1".into(),
-            name: "small".into(),
-            ram_mb: 256,
-            vcpus: 1,
-            disk_gb: 1,
-            ephemeral_gb: 0,
-        },
-    )
-    .await
-    .expect("flavor");
+    add_versions(&api, [version("mariadb", "10.11", true)]).await;
+    add_flavors(&api, [flavor("1", "small", 256, 1)]).await;
 }
 
 /// Everything one run needs; dropped in field order (roles, broker, database, leftovers, files).
@@ -371,8 +237,8 @@ struct Setup {
     rabbit: broker::PrivateBroker,
     store: DynStore,
     run: String,
-    _db: Database,
-    _reaper: Reaper,
+    _db: FreshPg,
+    _reaper: KillGuard,
     _tmp: tempfile::TempDir,
 }
 
@@ -394,8 +260,8 @@ async fn setup(
     )
     .expect("chmod");
     let dir = tmp.path().to_path_buf();
-    let reaper = Reaper(dir.clone());
-    let db = Database::create();
+    let reaper = KillGuard(dir.clone());
+    let db = FreshPg::create().await;
     let rabbit = tokio::task::spawn_blocking(broker::PrivateBroker::start)
         .await
         .expect("private broker");
@@ -415,7 +281,7 @@ async fn setup(
     )
     .expect("config");
     let env: Vec<(String, String)> = vec![
-        ("TROVE_DATABASE__URL".into(), db.url()),
+        ("TROVE_DATABASE__URL".into(), db.url.clone()),
         (
             "TROVE_AMQP__QUEUE_PREFIX".into(),
             format!("d{}.", &run[..10]),
@@ -432,11 +298,11 @@ async fn setup(
         ),
         (
             "TROVE_GUEST__AGENT_PROGRAM".into(),
-            example("trove-guestagent").display().to_string(),
+            example_binary("trove-guestagent").display().to_string(),
         ),
         ("RUST_LOG".into(), "info".into()),
     ];
-    let store = sql::open(&StoreLocation::Url(db.url()))
+    let store = sql::open(&StoreLocation::Url(db.url.clone()))
         .await
         .expect("open the fresh database");
     seed(store.clone()).await;
@@ -444,8 +310,7 @@ async fn setup(
         d: Deployment {
             dir,
             env,
-            api_url: format!("http://127.0.0.1:{api_port}"),
-            http: reqwest::Client::new(),
+            api: HttpClient::new(format!("http://127.0.0.1:{api_port}"), "t"),
         },
         rabbit,
         store,
@@ -491,7 +356,7 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
     let hb2 = next_heartbeat(&store, first, Some(hb1), Duration::from_secs(10)).await;
     assert!(hb2 > hb1);
     let server_dir = dir.join("state").join("servers").join(first.to_string());
-    let guest_pids = pids_mentioning(&server_dir);
+    let guest_pids = engines_under(&server_dir);
     assert!(
         !guest_pids.is_empty(),
         "a trove-guestagent process runs for the instance"
@@ -526,6 +391,7 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
     .expect("sign")
     .encode()
     .expect("encode");
+    let (_, before_forgery) = heartbeat_at(&store, first).await.expect("status");
     forger
         .cast(CONDUCTOR_TOPIC, forged)
         .await
@@ -567,7 +433,8 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
             "the guest key appears in the {what} log"
         );
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The report recorded after the forgery (the conductor takes reports in order) is the guest's HEALTHY one.
+    next_heartbeat(&store, first, Some(before_forgery), Duration::from_secs(10)).await;
     let (s, _) = heartbeat_at(&store, first).await.expect("status");
     assert_eq!(
         s,
@@ -728,15 +595,19 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
         }
     }
     let state = dir.join("state");
-    let start = Instant::now();
-    while !pids_mentioning(&state).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "guest agents or engines left after delete: {:?}",
-            pids_mentioning(&state)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "no guest agent or engine left after delete",
+        Duration::from_secs(30),
+        || async {
+            let left = engines_under(&state);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await;
     drop((api, tm2, conductor));
     drop(rabbit);
 }

@@ -16,79 +16,22 @@
 
 mod api_support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{ConnectOptions, Connection, Executor, Row};
 use uuid::Uuid;
 
-use trove::backends::auth::NoAuth;
-use trove::core::api::{ApiService, CreateInstance, InstanceView, UserRef};
+use trove::core::api::{ApiService, InstanceView, UserRef};
 use trove::core::model::{DatabaseSpec, Secret, UserSpec};
-use trove::core::ports::RequestContext;
 use trove::core::state::ServiceStatus;
-use trove::core::CoreConfig;
-use trove::embedded::{Embedded, EmbeddedOptions};
 
 use api_support::{
-    alive, engine_state_dir, engines_lock, idle_healthy, listening, pid_listening_on, EnginesLock,
-    KillGuard,
+    alive, engine_instance, engine_state_dir, engines_lock, engines_under, eventually,
+    idle_healthy, listening, pid_listening_on, redis_connect, step, t1, wait_engine_gone, Engine,
+    EngineEnv, HttpClient, KillGuard, SqlConn,
 };
 
 /// How long any single wait may take (generous: the machine is shared and loaded).
 const WAIT: Duration = Duration::from_secs(60);
-
-// ------------------------------------------------------------------ serialisation and clean-up
-
-// ------------------------------------------------------------------ the embedded deployment
-
-struct Env {
-    api: Arc<ApiService>,
-    emb: Option<Embedded>,
-    state: tempfile::TempDir,
-    _guard: KillGuard,
-    _lock: EnginesLock,
-}
-
-impl Env {
-    async fn start() -> Env {
-        let lock = tokio::task::spawn_blocking(engines_lock)
-            .await
-            .expect("lock task");
-        let state = engine_state_dir();
-        let guard = KillGuard(state.path().to_path_buf());
-        let mut opts = EmbeddedOptions::new(state.path());
-        // The default supervisor (every 2 s, leaving a crashed engine down for its 5 s report grace) runs: the
-        // kill -9 step checks that the crash shows in the API and that the supervisor brings the engine back.
-        opts.config = CoreConfig {
-            // Short heartbeats so a crash shows within a second or two.
-            report_interval: Duration::from_millis(300),
-            agent_call_high_timeout: Duration::from_secs(120),
-            ..CoreConfig::default()
-        };
-        let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
-            .await
-            .expect("the embedded deployment starts");
-        let api = emb.control_plane().api();
-        Env {
-            api,
-            emb: Some(emb),
-            state,
-            _guard: guard,
-            _lock: lock,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(e) = self.emb.take() {
-            e.shutdown().await;
-        }
-    }
-}
-
-fn t1() -> RequestContext {
-    RequestContext::tenant("t1")
-}
 
 /// Polls the instance (as `t1`) until `pred` holds (the shared helper with this file's tenant).
 async fn wait_view(
@@ -105,306 +48,137 @@ fn healthy(v: &InstanceView) -> bool {
     v.status == "HEALTHY" || (v.status == "ACTIVE" && v.operating_status == "HEALTHY")
 }
 
-// ------------------------------------------------------------------ engines, ports and processes
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Mysql,
-    Postgres,
-    Redis,
-}
-
-fn kind(datastore: &str) -> Kind {
-    match datastore {
-        "mysql" | "mariadb" => Kind::Mysql,
-        "postgresql" => Kind::Postgres,
-        "redis" => Kind::Redis,
-        other => panic!("unknown datastore {other}"),
-    }
-}
-
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    let me = std::process::id();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me || !alive(pid) {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
 // ------------------------------------------------------------------ clients
 
-fn mysql_opts(port: u16, user: &str, pw: &str, db: &str) -> sqlx::mysql::MySqlConnectOptions {
-    sqlx::mysql::MySqlConnectOptions::new()
-        .host("127.0.0.1")
-        .port(port)
-        .username(user)
-        .password(pw)
-        .database(db)
-}
-
-fn pg_opts(port: u16, user: &str, pw: &str, db: &str) -> sqlx::postgres::PgConnectOptions {
-    sqlx::postgres::PgConnectOptions::new()
-        .host("127.0.0.1")
-        .port(port)
-        .username(user)
-        .password(pw)
-        .database(db)
-}
-
-async fn redis_conn(
-    port: u16,
-    user: &str,
-    pw: &str,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let info = redis::ConnectionInfo {
-        addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
-        redis: redis::RedisConnectionInfo {
-            db: 0,
-            username: Some(user.into()),
-            password: Some(pw.into()),
-            protocol: redis::ProtocolVersion::RESP2,
-        },
-    };
-    let client = redis::Client::open(info)?;
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(redis::RedisError::from((
-            redis::ErrorKind::IoError,
-            "connect timed out",
-        )))
-    })
+/// Connects as `user` to `db`, panicking when refused.
+async fn sql(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> SqlConn {
+    SqlConn::connect(k, port, user, pw, db)
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"))
 }
 
 /// Writes a first row (SQL: table `t` in `db`; Redis: key `k`).
-async fn write_row(k: Kind, port: u16, user: &str, pw: &str, db: &str, value: i32) {
-    match k {
-        Kind::Mysql => {
-            let mut c = mysql_opts(port, user, pw, db)
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"));
-            c.execute("CREATE TABLE IF NOT EXISTS t (v INT)")
-                .await
-                .expect("create table");
-            c.execute(format!("INSERT INTO t VALUES ({value})").as_str())
-                .await
-                .expect("insert");
-            c.close().await.expect("close");
-        }
-        Kind::Postgres => {
-            let mut c = pg_opts(port, user, pw, db)
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"));
-            c.execute("CREATE TABLE IF NOT EXISTS t (v INT)")
-                .await
-                .expect("create table");
-            c.execute(format!("INSERT INTO t VALUES ({value})").as_str())
-                .await
-                .expect("insert");
-            c.close().await.expect("close");
-        }
-        Kind::Redis => {
-            let mut c = redis_conn(port, user, pw)
-                .await
-                .unwrap_or_else(|e| panic!("{user} connects: {e}"));
-            let _: () = redis::cmd("SET")
-                .arg("k")
-                .arg(value)
-                .query_async(&mut c)
-                .await
-                .expect("SET");
-        }
+async fn write_row(k: Engine, port: u16, user: &str, pw: &str, db: &str, value: i32) {
+    if k == Engine::Redis {
+        let mut c = redis_connect(port, user, pw)
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+        let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg(value)
+            .query_async(&mut c)
+            .await
+            .expect("SET");
+        return;
     }
+    let mut c = sql(k, port, user, pw, db).await;
+    for s in [
+        "CREATE TABLE IF NOT EXISTS t (v INT)".to_string(),
+        format!("INSERT INTO t VALUES ({value})"),
+    ] {
+        c.execute(&s).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    c.close().await;
 }
 
 /// Reads the row back (SQL: the sum of `t.v`; Redis: `k`).
-async fn read_row(k: Kind, port: u16, user: &str, pw: &str, db: &str) -> i64 {
-    match k {
-        Kind::Mysql => {
-            let mut c = mysql_opts(port, user, pw, db)
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"));
-            let v: i64 = c
-                .fetch_one("SELECT CAST(SUM(v) AS SIGNED) FROM t")
-                .await
-                .expect("select")
-                .get(0);
-            c.close().await.expect("close");
-            v
-        }
-        Kind::Postgres => {
-            let mut c = pg_opts(port, user, pw, db)
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"));
-            let v: i64 = c
-                .fetch_one("SELECT SUM(v)::bigint FROM t")
-                .await
-                .expect("select")
-                .get(0);
-            c.close().await.expect("close");
-            v
-        }
-        Kind::Redis => {
-            let mut c = redis_conn(port, user, pw)
+async fn read_row(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> i64 {
+    let q = match k {
+        Engine::Mysql => "SELECT CAST(SUM(v) AS SIGNED) FROM t",
+        Engine::Postgres => "SELECT SUM(v)::bigint FROM t",
+        Engine::Redis => {
+            let mut c = redis_connect(port, user, pw)
                 .await
                 .unwrap_or_else(|e| panic!("{user} connects: {e}"));
-            redis::cmd("GET")
+            return redis::cmd("GET")
                 .arg("k")
                 .query_async(&mut c)
                 .await
-                .expect("GET")
+                .expect("GET");
         }
-    }
+    };
+    let mut c = sql(k, port, user, pw, db).await;
+    let v = c
+        .fetch_i64(q)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("a row");
+    c.close().await;
+    v
 }
 
 /// Whether `user` can connect to `db` and read/write a table there (`Err` carries the engine's refusal).
-async fn sql_access(k: Kind, port: u16, user: &str, pw: &str, db: &str) -> Result<(), String> {
-    match k {
-        Kind::Mysql => {
-            let mut c = mysql_opts(port, user, pw, db)
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?;
-            c.execute("CREATE TABLE IF NOT EXISTS probe (v INT)")
-                .await
-                .map_err(|e| e.to_string())?;
-            c.execute("SELECT COUNT(*) FROM probe")
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = c.close().await;
-            Ok(())
-        }
-        Kind::Postgres => {
-            let mut c = pg_opts(port, user, pw, db)
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?;
-            c.execute("CREATE TABLE IF NOT EXISTS probe (v INT)")
-                .await
-                .map_err(|e| e.to_string())?;
-            c.execute("SELECT COUNT(*) FROM probe")
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = c.close().await;
-            Ok(())
-        }
-        Kind::Redis => unreachable!("Redis has no databases"),
-    }
+async fn sql_access(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> Result<(), String> {
+    assert!(k != Engine::Redis, "Redis has no databases");
+    let mut c = SqlConn::connect(k, port, user, pw, db).await?;
+    c.execute("CREATE TABLE IF NOT EXISTS probe (v INT)")
+        .await?;
+    c.execute("SELECT COUNT(*) FROM probe").await?;
+    c.close().await;
+    Ok(())
 }
 
 /// The memory setting the engine itself reports, in MB: `innodb_buffer_pool_size`, `shared_buffers`,
 /// `maxmemory`.
-async fn memory_setting_mb(k: Kind, port: u16, user: &str, pw: &str, db: &str) -> u64 {
-    match k {
-        Kind::Mysql => {
-            let mut c = mysql_opts(port, user, pw, db)
-                .connect()
+async fn memory_setting_mb(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> u64 {
+    let bytes = match k {
+        Engine::Mysql => {
+            let mut c = sql(k, port, user, pw, db).await;
+            let v = c
+                .fetch_i64("SELECT CAST(@@innodb_buffer_pool_size AS SIGNED)")
                 .await
-                .expect("connect");
-            let v: u64 = c
-                .fetch_one("SELECT CAST(@@innodb_buffer_pool_size AS UNSIGNED)")
-                .await
-                .expect("innodb_buffer_pool_size")
-                .get(0);
-            c.close().await.expect("close");
-            v / (1024 * 1024)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .expect("innodb_buffer_pool_size");
+            c.close().await;
+            v
         }
-        Kind::Postgres => {
-            let mut c = pg_opts(port, user, pw, db)
-                .connect()
+        Engine::Postgres => {
+            let mut c = sql(k, port, user, pw, db).await;
+            // shared_buffers in pages of block_size bytes, whatever unit SHOW would print.
+            let v = c
+                .fetch_i64(
+                    "SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers') \
+                     * (SELECT setting::bigint FROM pg_settings WHERE name = 'block_size')",
+                )
                 .await
-                .expect("connect");
-            // shared_buffers in 8 kB pages, whatever unit SHOW would print.
-            let pages: String = c
-                .fetch_one("SELECT setting FROM pg_settings WHERE name = 'shared_buffers'")
-                .await
-                .expect("shared_buffers")
-                .get(0);
-            let block: String = c
-                .fetch_one("SELECT setting FROM pg_settings WHERE name = 'block_size'")
-                .await
-                .expect("block_size")
-                .get(0);
-            c.close().await.expect("close");
-            let pages: u64 = pages.parse().expect("pages");
-            let block: u64 = block.parse().expect("block size");
-            pages * block / (1024 * 1024)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .expect("shared_buffers");
+            c.close().await;
+            v
         }
-        Kind::Redis => {
-            let mut c = redis_conn(port, user, pw).await.expect("connect");
+        Engine::Redis => {
+            let mut c = redis_connect(port, user, pw).await.expect("connect");
             let info: String = redis::cmd("INFO")
                 .arg("memory")
                 .query_async(&mut c)
                 .await
                 .expect("INFO memory");
-            let bytes: u64 = info
-                .lines()
+            info.lines()
                 .find_map(|l| l.strip_prefix("maxmemory:"))
                 .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no maxmemory in INFO memory: {info}"));
-            bytes / (1024 * 1024)
+                .unwrap_or_else(|| panic!("no maxmemory in INFO memory: {info}"))
         }
-    }
+    };
+    u64::try_from(bytes).expect("a size") / (1024 * 1024)
 }
 
 // ------------------------------------------------------------------ the lifecycle test
 
-fn step(t: &mut Instant, what: &str, ds: &str) {
-    eprintln!("[{ds}] {what}: {:.2?}", t.elapsed());
-    *t = Instant::now();
-}
-
 async fn lifecycle(ds: &str) {
-    let k = kind(ds);
-    let env = Env::start().await;
+    let k = Engine::of(ds);
+    let env = EngineEnv::start().await;
     let all = Instant::now();
     let mut t = Instant::now();
     let api = env.api.clone();
     assert!(
-        env.emb.as_ref().is_some_and(|e| e
-            .detection
-            .found
-            .iter()
-            .any(|f| f.manager.as_str() == ds)),
+        env.detected(ds),
         "engine for {ds} not detected on this machine: {:?}",
-        env.emb.as_ref().map(|e| &e.detection.missing)
+        env.embedded().detection.missing
     );
 
     // ---- create → ACTIVE (HEALTHY)
     let created = api
-        .create_instance(
-            &t1(),
-            CreateInstance {
-                name: format!("{ds}-1"),
-                flavor_ref: Some("6".into()), // d1.micro, 256 MB
-                volume_size: Some(1),
-                datastore: Some(ds.into()),
-                ..Default::default()
-            },
-        )
+        .create_instance(&t1(), engine_instance(&format!("{ds}-1"), ds, false))
         .await
         .expect("create");
     let id = created.instance.id;
@@ -432,7 +206,7 @@ async fn lifecycle(ds: &str) {
 
     // ---- a database and a user through the API; the user connects, writes and reads.
     let (user, pw, db) = ("app", "app-Pw-1x", "shop");
-    if k == Kind::Redis {
+    if k == Engine::Redis {
         let e = api
             .create_databases(
                 &t1(),
@@ -484,7 +258,7 @@ async fn lifecycle(ds: &str) {
             name: user.into(),
             password: Secret::new(pw),
             host: None,
-            databases: if k == Kind::Redis {
+            databases: if k == Engine::Redis {
                 vec![]
             } else {
                 vec![db.into()]
@@ -507,7 +281,7 @@ async fn lifecycle(ds: &str) {
     step(&mut t, "database + user + connect/write/read", ds);
 
     // ---- grant / revoke take effect.
-    if k == Kind::Redis {
+    if k == Engine::Redis {
         let e = api
             .grant_user_access(&t1(), id, &uref, vec!["shop".into()])
             .await
@@ -547,7 +321,7 @@ async fn lifecycle(ds: &str) {
     step(&mut t, "grant/revoke", ds);
 
     // ---- kill -9 of the engine: SHUTDOWN (crashed) in the API within seconds, then back to HEALTHY.
-    if k == Kind::Redis {
+    if k == Engine::Redis {
         // Let the append-only file reach the disk (fsync every second).
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
@@ -611,7 +385,7 @@ async fn lifecycle(ds: &str) {
     );
     assert!(!alive(engine_pid), "the old engine process still runs");
     write_row(k, port, user, pw, db, 1).await;
-    let expect_after = if k == Kind::Redis { 1 } else { 43 };
+    let expect_after = if k == Engine::Redis { 1 } else { 43 };
     assert_eq!(read_row(k, port, user, pw, db).await, expect_after);
     step(&mut t, "restart", ds);
 
@@ -636,7 +410,11 @@ async fn lifecycle(ds: &str) {
 
     // ---- resize flavor: the engine's memory setting follows the flavor's RAM.
     let before = memory_setting_mb(k, port, user, pw, db).await;
-    let (fraction_num, fraction_den) = if k == Kind::Postgres { (1, 4) } else { (1, 2) };
+    let (fraction_num, fraction_den) = if k == Engine::Postgres {
+        (1, 4)
+    } else {
+        (1, 2)
+    };
     assert_eq!(
         before,
         256 * fraction_num / fraction_den,
@@ -660,11 +438,11 @@ async fn lifecycle(ds: &str) {
     step(&mut t, "resize flavor 256 → 512 MB", ds);
 
     // ---- a revoked user: for Redis, deleting the user takes its access away.
-    if k == Kind::Redis {
+    if k == Engine::Redis {
         api.delete_user(&t1(), id, &uref)
             .await
             .expect("delete user");
-        let e = redis_conn(port, user, pw).await;
+        let e = redis_connect(port, user, pw).await;
         assert!(e.is_err(), "the deleted user still authenticates");
         step(&mut t, "delete user → no access", ds);
     }
@@ -672,23 +450,16 @@ async fn lifecycle(ds: &str) {
     // ---- delete removes the process, the port and the files.
     let pid = pid_listening_on(port).expect("engine pid before delete");
     api.delete_instance(&t1(), id).await.expect("delete");
-    let start = Instant::now();
-    while api.show_instance(&t1(), id).await.is_ok() {
-        assert!(start.elapsed() < WAIT, "instance never deleted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let start = Instant::now();
-    while alive(pid) || listening(port) {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "after delete: engine pid {pid} alive {} port {port} listening {}",
-            alive(pid),
-            listening(port)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut left = processes_mentioning(&server_dir.to_string_lossy());
-    left.extend(processes_mentioning(&volume_dir.to_string_lossy()));
+    eventually("the instance is deleted", WAIT, || async {
+        match api.show_instance(&t1(), id).await {
+            Ok(v) => Err(v.status),
+            Err(_) => Ok(()),
+        }
+    })
+    .await;
+    wait_engine_gone(pid, port, Duration::from_secs(15)).await;
+    let mut left = engines_under(&server_dir);
+    left.extend(engines_under(&volume_dir));
     assert!(
         left.is_empty(),
         "processes left under the server dir: {left:?}"
@@ -722,60 +493,6 @@ async fn redis_lifecycle_through_the_api() {
 
 // ------------------------------------------------------------------ restart of the all-in-one server
 
-async fn http(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    body: Option<serde_json::Value>,
-) -> (u16, serde_json::Value) {
-    let mut req = client
-        .request(method.clone(), url)
-        .header("X-Auth-Token", "t")
-        .timeout(Duration::from_secs(30));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(serde_json::Value::Null))
-}
-
-/// Polls `GET /instances/{id}` until `pred` holds; returns the instance object.
-async fn wait_http_instance(
-    client: &reqwest::Client,
-    base: &str,
-    id: &str,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let (s, body) = http(
-            client,
-            reqwest::Method::GET,
-            &format!("{base}/v1.0/t1/instances/{id}"),
-            None,
-        )
-        .await;
-        let inst = body["instance"].clone();
-        if s == 200 && pred(&inst) {
-            return inst;
-        }
-        assert!(
-            inst["status"] != "ERROR",
-            "{what}: instance {id} went to ERROR: {body}"
-        );
-        assert!(
-            start.elapsed() < WAIT,
-            "{what}: instance {id} not there within {WAIT:?}: {s} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn http_healthy(i: &serde_json::Value) -> bool {
     (i["status"] == "ACTIVE" || i["status"] == "HEALTHY") && i["operating_status"] == "HEALTHY"
 }
@@ -796,18 +513,17 @@ async fn all_in_one_restart_keeps_instances_and_data() {
         .expect("lock task");
     let state = engine_state_dir();
     let _guard = KillGuard(state.path().to_path_buf());
-    let client = reqwest::Client::new();
     let server = tokio::task::spawn_blocking(move || api_support::AllInOne::start_in(state, &[]))
         .await
         .expect("start task");
     let all = Instant::now();
-    let base = server.base.clone();
+    let http = HttpClient::new(format!("{}/v1.0/t1", server.base), "t");
     let (user, pw, db) = ("app", "app-Pw-1x", "shop");
 
     // One instance per engine, with its database and user given at create; a row written as the user.
     let mut instances = Vec::new();
     for (i, ds) in ["mariadb", "postgresql", "redis"].into_iter().enumerate() {
-        let k = kind(ds);
+        let k = Engine::of(ds);
         let mut body = serde_json::json!({"instance": {
             "name": format!("keep-{ds}"),
             "flavorRef": "6",
@@ -815,24 +531,24 @@ async fn all_in_one_restart_keeps_instances_and_data() {
             "datastore": {"type": ds},
             "users": [{"name": user, "password": pw}],
         }});
-        if k != Kind::Redis {
+        if k != Engine::Redis {
             body["instance"]["databases"] = serde_json::json!([{ "name": db }]);
             body["instance"]["users"][0]["databases"] = serde_json::json!([{ "name": db }]);
         }
-        let (s, created) = http(
-            &client,
-            reqwest::Method::POST,
-            &format!("{base}/v1.0/t1/instances"),
-            Some(body),
-        )
-        .await;
+        let (s, created) = http.send("POST", "/instances", Some(&body)).await;
         assert_eq!(s, 200, "create {ds}: {created}");
         let id = created["instance"]["id"]
             .as_str()
             .expect("instance id")
             .to_string();
-        let inst =
-            wait_http_instance(&client, &base, &id, "ACTIVE after create", http_healthy).await;
+        let inst = http
+            .wait_instance_where(
+                &format!("/instances/{id}"),
+                "ACTIVE after create",
+                WAIT,
+                http_healthy,
+            )
+            .await;
         let port = inst["port"]
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
@@ -840,7 +556,7 @@ async fn all_in_one_restart_keeps_instances_and_data() {
         assert_eq!(inst["ip"][0], "127.0.0.1", "{inst}");
         let value = 7 + i as i32;
         write_row(k, port, user, pw, db, value).await;
-        if k == Kind::Redis {
+        if k == Engine::Redis {
             // Let the append-only file reach the disk (fsync every second).
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
@@ -864,16 +580,10 @@ async fn all_in_one_restart_keeps_instances_and_data() {
     let server = tokio::task::spawn_blocking(move || api_support::AllInOne::start_in(state, &[]))
         .await
         .expect("start task");
-    let base = server.base.clone();
+    let http = HttpClient::new(format!("{}/v1.0/t1", server.base), "t");
     let restarted_at = chrono::Utc::now().naive_utc();
     eprintln!("server restarted: {:.2?}", t.elapsed());
-    let (s, list) = http(
-        &client,
-        reqwest::Method::GET,
-        &format!("{base}/v1.0/t1/instances"),
-        None,
-    )
-    .await;
+    let (s, list) = http.send("GET", "/instances", None).await;
     assert_eq!(s, 200, "{list}");
     let mut listed: Vec<String> = list["instances"]
         .as_array()
@@ -886,12 +596,16 @@ async fn all_in_one_restart_keeps_instances_and_data() {
     ours.sort();
     assert_eq!(listed, ours, "no instance lost or duplicated");
     for (ds, id, port, pid, value) in &instances {
-        let k = kind(ds);
+        let k = Engine::of(ds);
         // Heartbeats resume: a status report newer than the restart, and HEALTHY.
-        let inst = wait_http_instance(&client, &base, id, "heartbeat after the restart", |i| {
-            http_healthy(i) && service_updated(i) > restarted_at
-        })
-        .await;
+        let inst = http
+            .wait_instance_where(
+                &format!("/instances/{id}"),
+                "heartbeat after the restart",
+                WAIT,
+                |i| http_healthy(i) && service_updated(i) > restarted_at,
+            )
+            .await;
         assert_eq!(
             inst["port"].as_u64(),
             Some(u64::from(*port)),
@@ -908,13 +622,9 @@ async fn all_in_one_restart_keeps_instances_and_data() {
             "{ds}: data lost across the restart"
         );
         // The relaunched guest agent answers calls.
-        let (s, users) = http(
-            &client,
-            reqwest::Method::GET,
-            &format!("{base}/v1.0/t1/instances/{id}/users"),
-            None,
-        )
-        .await;
+        let (s, users) = http
+            .send("GET", &format!("/instances/{id}/users"), None)
+            .await;
         assert_eq!(s, 200, "{ds}: list users after the restart: {users}");
         assert!(
             users["users"]
@@ -927,22 +637,9 @@ async fn all_in_one_restart_keeps_instances_and_data() {
 
     // Clean up through the API: delete removes the engines.
     for (ds, id, port, pid, _) in &instances {
-        let (s, body) = http(
-            &client,
-            reqwest::Method::DELETE,
-            &format!("{base}/v1.0/t1/instances/{id}"),
-            None,
-        )
-        .await;
+        let (s, body) = http.send("DELETE", &format!("/instances/{id}"), None).await;
         assert_eq!(s, 202, "{ds}: delete: {body}");
-        let start = Instant::now();
-        while alive(*pid) || listening(*port) {
-            assert!(
-                start.elapsed() < WAIT,
-                "{ds}: engine still runs after delete"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_engine_gone(*pid, *port, WAIT).await;
     }
     let (_, state) = tokio::task::spawn_blocking(move || server.stop())
         .await

@@ -22,53 +22,34 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use sqlx::{ConnectOptions, Connection, Executor, Row};
 use uuid::Uuid;
 
 use trove::backends::auth::NoAuth;
 use trove::control_plane::{ControlPlane, InMemoryParts};
-use trove::core::api::{ApiService, CreateInstance, DatastoreVersionSpec, InstanceView};
-use trove::core::model::{DatabaseSpec, Flavor, Secret, UserSpec};
-use trove::core::ports::{DynBackupStore, RequestContext, SystemClock};
-use trove::core::state::TaskStatus;
+use trove::core::api::InstanceView;
+use trove::core::model::{Secret, UserSpec};
+use trove::core::ports::{DynBackupStore, SystemClock};
 use trove::core::CoreConfig;
-use trove::embedded::{Embedded, EmbeddedOptions};
 use trove::http::HttpConfig;
 
-use api_support::{engine_state_dir, engines_lock, serve_in_process, EnginesLock, KillGuard};
+use api_support::{
+    add_flavors, add_versions, api_sample, app_execute, engine_instance, eventually, idle_healthy,
+    serve_in_process, t1, tiny_flavor, version, wait_view, Engine, EngineEnv, HttpClient, SqlConn,
+};
 
 /// How long any single wait may take (generous: the machine is shared and loaded).
 const WAIT: Duration = Duration::from_secs(60);
 /// The container guests publish to.
 const CONTAINER: &str = "database_logs";
 
-// ------------------------------------------------------------------ serialisation and clean-up
-
 // ------------------------------------------------------------------ HTTP
 
-struct Http {
-    base: String,
-    client: reqwest::Client,
-}
+/// The log routes of project `t1`.
+struct Http(HttpClient);
 
 impl Http {
     async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut r = self
-            .client
-            .request(m, format!("{}{path}", self.base))
-            .header("X-Auth-Token", "t")
-            .timeout(Duration::from_secs(120));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.0.send(method, path, body.as_ref()).await
     }
 
     async fn list(&self, id: Uuid) -> Vec<Value> {
@@ -160,95 +141,51 @@ async fn published_text(store: &DynBackupStore, view: &Value) -> (String, usize)
 // ------------------------------------------------------------------ the embedded deployment
 
 struct Env {
-    api: Arc<ApiService>,
+    engines: EngineEnv,
     http: Http,
     store: DynBackupStore,
-    emb: Option<Embedded>,
-    _state: tempfile::TempDir,
-    _guard: KillGuard,
-    _lock: EnginesLock,
 }
 
 impl Env {
     async fn start() -> Env {
-        let lock = tokio::task::spawn_blocking(engines_lock)
-            .await
-            .expect("lock task");
-        let state = engine_state_dir();
-        let guard = KillGuard(state.path().to_path_buf());
-        let mut opts = EmbeddedOptions::new(state.path());
         // Guests report right after prepare and restart; periodic probes (which a general log would record) are
         // kept out of the test's way.
-        opts.config = CoreConfig {
-            report_interval: Duration::from_secs(600),
-            agent_heartbeat_expiry: Duration::from_secs(3600),
-            agent_call_high_timeout: Duration::from_secs(120),
-            ..CoreConfig::default()
-        };
-        opts.supervise_interval = Duration::from_secs(600);
-        let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
-            .await
-            .expect("the embedded deployment starts");
-        let api = emb.control_plane().api();
-        let store = emb
+        let engines = EngineEnv::start_with(|opts| {
+            opts.config = CoreConfig {
+                report_interval: Duration::from_secs(600),
+                agent_heartbeat_expiry: Duration::from_secs(3600),
+                ..opts.config.clone()
+            };
+            opts.supervise_interval = Duration::from_secs(600);
+        })
+        .await;
+        let store = engines
             .control_plane()
             .backup_store()
             .expect("the embedded deployment has a backup store");
-        let base =
-            serve_in_process(api.clone(), Arc::new(NoAuth::new()), HttpConfig::default()).await;
+        let base = serve_in_process(
+            engines.api.clone(),
+            Arc::new(NoAuth::new()),
+            HttpConfig::default(),
+        )
+        .await;
         Env {
-            api,
-            http: Http {
-                base,
-                client: reqwest::Client::new(),
-            },
+            engines,
+            http: Http(HttpClient::new(base, "t")),
             store,
-            emb: Some(emb),
-            _state: state,
-            _guard: guard,
-            _lock: lock,
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(e) = self.emb.take() {
-            e.shutdown().await;
-        }
+    async fn stop(self) {
+        self.engines.stop().await;
     }
 
     /// Creates an instance of `ds` (with database `shop` and user `app` for SQL engines) and waits for HEALTHY.
     async fn instance(&self, ds: &str, sql: bool) -> (Uuid, u16) {
-        let (databases, users) = if sql {
-            (
-                vec![DatabaseSpec {
-                    name: "shop".into(),
-                    character_set: None,
-                    collate: None,
-                }],
-                vec![UserSpec {
-                    name: "app".into(),
-                    password: Secret::new("app-Pw-1x"),
-                    host: None,
-                    databases: vec!["shop".into()],
-                }],
-            )
-        } else {
-            (vec![], vec![])
-        };
         let created = self
+            .engines
             .api
-            .create_instance(
-                &t1(),
-                CreateInstance {
-                    name: format!("{ds}-logs"),
-                    flavor_ref: Some("6".into()),
-                    volume_size: Some(1),
-                    datastore: Some(ds.into()),
-                    databases,
-                    users,
-                    ..Default::default()
-                },
-            )
+            .create_instance(&t1(), engine_instance(&format!("{ds}-logs"), ds, sql))
             .await
             .expect("create");
         let id = created.instance.id;
@@ -257,102 +194,31 @@ impl Env {
     }
 
     async fn wait_healthy(&self, id: Uuid, what: &str) -> InstanceView {
-        let start = Instant::now();
-        loop {
-            let v = self
-                .api
-                .show_instance(&t1(), id)
-                .await
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            if v.instance.task == TaskStatus::None && v.operating_status == "HEALTHY" {
-                return v;
-            }
-            assert!(v.status != "ERROR", "{what}: ERROR {:?}", v.instance.fault);
-            assert!(start.elapsed() < WAIT, "{what}: not within {WAIT:?}: {v:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_view(&self.engines.api, &t1(), id, what, WAIT, idle_healthy).await
     }
-}
-
-fn t1() -> RequestContext {
-    RequestContext::tenant("t1")
 }
 
 // ------------------------------------------------------------------ clients of the engines
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Sql {
-    Mysql,
-    Postgres,
-}
-
 /// Runs `statements` as user `app` on database `shop`, over TCP like any client.
-async fn run_sql(kind: Sql, port: u16, statements: &[String]) {
-    match kind {
-        Sql::Mysql => {
-            let mut c = sqlx::mysql::MySqlConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
-                .username("app")
-                .password("app-Pw-1x")
-                .database("shop")
-                .connect()
-                .await
-                .expect("app connects");
-            for s in statements {
-                c.execute(s.as_str()).await.expect("statement");
-            }
-            c.close().await.expect("close");
-        }
-        Sql::Postgres => {
-            let mut c = sqlx::postgres::PgConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
-                .username("app")
-                .password("app-Pw-1x")
-                .database("shop")
-                .connect()
-                .await
-                .expect("app connects");
-            for s in statements {
-                c.execute(s.as_str()).await.expect("statement");
-            }
-            c.close().await.expect("close");
-        }
-    }
+async fn run_sql(kind: Engine, port: u16, statements: &[String]) {
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    app_execute(kind, port, &statements).await;
 }
 
-/// A setting as the user sees it.
-async fn setting(kind: Sql, port: u16, query: &str) -> String {
-    match kind {
-        Sql::Mysql => {
-            let mut c = sqlx::mysql::MySqlConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
-                .username("app")
-                .password("app-Pw-1x")
-                .database("shop")
-                .connect()
-                .await
-                .expect("app connects");
-            let row = sqlx::query(query).fetch_one(&mut c).await.expect("query");
-            let v: i64 = row.try_get(0).expect("integer setting");
-            v.to_string()
-        }
-        Sql::Postgres => {
-            let mut c = sqlx::postgres::PgConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
-                .username("app")
-                .password("app-Pw-1x")
-                .database("shop")
-                .connect()
-                .await
-                .expect("app connects");
-            let row = sqlx::query(query).fetch_one(&mut c).await.expect("query");
-            row.try_get::<String, _>(0).expect("text setting")
-        }
+/// A setting as the user sees it (MariaDB: an integer; PostgreSQL: text).
+async fn setting(kind: Engine, port: u16, query: &str) -> String {
+    let mut c = SqlConn::app(kind, port).await;
+    let v = match kind {
+        Engine::Mysql => c
+            .fetch_i64(query)
+            .await
+            .map(|v| v.expect("a row").to_string()),
+        _ => c.fetch_text(query).await,
     }
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.close().await;
+    v
 }
 
 fn marker(tag: &str) -> String {
@@ -362,7 +228,7 @@ fn marker(tag: &str) -> String {
 // ------------------------------------------------------------------ the scenario on a SQL engine
 
 /// The whole life of the `general` log of a SQL instance, through the REST API.
-async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
+async fn general_log_scenario(env: &Env, ds: &str, kind: Engine, logs: &[&str]) {
     let (id, port) = env.instance(ds, true).await;
     let h = &env.http;
     let mut t = Instant::now();
@@ -389,21 +255,15 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
     assert_eq!(v["status"], "Ready", "{v}");
     step("enable general");
     let m1 = marker("first");
-    let q1 = match kind {
-        Sql::Mysql => vec![
-            "CREATE TABLE IF NOT EXISTS t (v VARCHAR(64))".to_string(),
-            format!("INSERT INTO t VALUES ('{m1}')"),
-            format!("SELECT '{m1}'"),
-        ],
-        Sql::Postgres => vec![
-            "CREATE TABLE IF NOT EXISTS t (v VARCHAR(64))".to_string(),
-            format!("INSERT INTO t VALUES ('{m1}')"),
-            format!("SELECT '{m1}'"),
-        ],
-    };
+    let q1 = vec![
+        "CREATE TABLE IF NOT EXISTS t (v VARCHAR(64))".to_string(),
+        format!("INSERT INTO t VALUES ('{m1}')"),
+        format!("SELECT '{m1}'"),
+    ];
     run_sql(kind, port, &q1).await;
     // A user created through the API while the log is on: its password never reaches the log.
-    env.api
+    env.engines
+        .api
         .create_users(
             &t1(),
             id,
@@ -445,7 +305,7 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
         !text.contains("Never-In-Logs-7q"),
         "a password reached the published log: {text}"
     );
-    if kind == Sql::Postgres {
+    if kind == Engine::Postgres {
         // The guest's own sessions (here: its wait for the reload after enabling) are not logged.
         assert!(
             !text.contains("pg_conf_load_time"),
@@ -471,11 +331,15 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
     assert!(bytes(&v, "pending") > m2.len() as u64, "{v}");
 
     // ---- logging stays on across a restart of the engine.
-    env.api.restart_instance(&t1(), id).await.expect("restart");
+    env.engines
+        .api
+        .restart_instance(&t1(), id)
+        .await
+        .expect("restart");
     env.wait_healthy(id, "HEALTHY after restart").await;
     let (query, on) = match kind {
-        Sql::Mysql => ("SELECT CAST(@@global.general_log AS SIGNED)", "1"),
-        Sql::Postgres => ("SHOW log_statement", "all"),
+        Engine::Mysql => ("SELECT CAST(@@global.general_log AS SIGNED)", "1"),
+        _ => ("SHOW log_statement", "all"),
     };
     assert_eq!(
         setting(kind, port, query).await,
@@ -519,8 +383,8 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
     let v = h.log(id, json!({"name": "general", "disable": 1})).await;
     assert_eq!(v["status"], "Disabled", "{v}");
     let off = match kind {
-        Sql::Mysql => "0",
-        Sql::Postgres => "none",
+        Engine::Mysql => "0",
+        _ => "none",
     };
     assert_eq!(setting(kind, port, query).await, off, "logging is off");
     let size_off = bytes(&v, "published") + bytes(&v, "pending");
@@ -528,7 +392,7 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
     run_sql(kind, port, &[format!("SELECT '{m4}'")]).await;
     let v = h.log(id, json!({"name": "general"})).await;
     assert_eq!(v["status"], "Disabled", "{v}");
-    if kind == Sql::Mysql {
+    if kind == Engine::Mysql {
         // MariaDB's general log is its own file: nothing more is written to it.
         assert_eq!(
             bytes(&v, "published") + bytes(&v, "pending"),
@@ -600,14 +464,14 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Sql, logs: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_general_log_through_the_api() {
     let env = Env::start().await;
-    general_log_scenario(&env, "mysql", Sql::Mysql, &["general", "slow_query"]).await;
+    general_log_scenario(&env, "mysql", Engine::Mysql, &["general", "slow_query"]).await;
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_general_log_and_redis_without_logs_through_the_api() {
     let env = Env::start().await;
-    general_log_scenario(&env, "postgresql", Sql::Postgres, &["general"]).await;
+    general_log_scenario(&env, "postgresql", Engine::Postgres, &["general"]).await;
 
     // Redis exposes no log.
     let (id, _) = env.instance("redis", false).await;
@@ -627,58 +491,14 @@ async fn in_memory() -> (ControlPlane, InMemoryParts, Http) {
     let parts = InMemoryParts::new(config, Arc::new(SystemClock));
     let cp = parts.builder().start().await.expect("control plane");
     let api = cp.api();
-    let admin = RequestContext::admin("ops");
-    api.mgmt_put_flavor(
-        &admin,
-        Flavor {
-            id: "1".into(),
-            name: "m1.tiny".into(),
-            ram_mb: 512,
-            vcpus: 1,
-            disk_gb: 1,
-            ephemeral_gb: 0,
-        },
+    add_flavors(&api, [tiny_flavor()]).await;
+    add_versions(
+        &api,
+        [version("mysql", "5.7", true), version("redis", "7", true)],
     )
-    .await
-    .expect("flavor");
-    for (ds, v) in [("mysql", "5.7"), ("redis", "7")] {
-        api.mgmt_create_datastore_version(
-            &admin,
-            DatastoreVersionSpec {
-                datastore_name: ds.into(),
-                name: v.into(),
-                manager: ds.into(),
-                active: true,
-                default: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("version");
-    }
+    .await;
     let base = serve_in_process(api, Arc::new(NoAuth::new()), HttpConfig::default()).await;
-    (
-        cp,
-        parts,
-        Http {
-            base,
-            client: reqwest::Client::new(),
-        },
-    )
-}
-
-async fn wait_status(h: &Http, id: &str, want: &str) {
-    let start = Instant::now();
-    loop {
-        let (_, b) = h
-            .send("GET", &format!("/v1.0/t1/instances/{id}"), None)
-            .await;
-        if b["instance"]["status"] == want {
-            return;
-        }
-        assert!(start.elapsed() < WAIT, "not {want}: {b}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    (cp, parts, Http(HttpClient::new(base, "t")))
 }
 
 async fn create(h: &Http, ds: &str) -> Uuid {
@@ -694,18 +514,9 @@ async fn create(h: &Http, ds: &str) -> Uuid {
         .await;
     assert_eq!(s, 200, "create: {b}");
     let id = b["instance"]["id"].as_str().expect("id").to_string();
-    wait_status(h, &id, "ACTIVE").await;
+    h.0.wait_instance(&format!("/v1.0/t1/instances/{id}"), &["ACTIVE"], WAIT)
+        .await;
     id.parse().expect("uuid")
-}
-
-fn sample(name: &str) -> Value {
-    let p = api_support::reference_dir()
-        .join("trove-api-samples")
-        .join(name);
-    serde_json::from_str(
-        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .expect("sample JSON")
 }
 
 /// The upstream sample requests, in the order a user would send them, on simulated engines: each answers 200
@@ -718,7 +529,7 @@ async fn upstream_samples_on_simulated_engines() {
     let engine = parts.engines.engine(id);
 
     let listed = h.list(id).await;
-    let want = sample("instance-log-list-response.json");
+    let want = api_sample("instance-log-list-response.json");
     assert_eq!(listed.len(), want["logs"].as_array().unwrap().len());
     for (got, want) in listed.iter().zip(want["logs"].as_array().unwrap()) {
         let keys = |v: &Value| {
@@ -732,13 +543,19 @@ async fn upstream_samples_on_simulated_engines() {
         check_view_shape(got, id, "mysql", got["name"].as_str().unwrap());
     }
 
-    let v = h.log(id, sample("instance-log-enable-request.json")).await;
+    let v = h
+        .log(id, api_sample("instance-log-enable-request.json"))
+        .await;
     assert_eq!(v["status"], "Enabled", "{v}");
     engine.query("SELECT 1");
-    let v = h.log(id, sample("instance-log-show-request.json")).await;
+    let v = h
+        .log(id, api_sample("instance-log-show-request.json"))
+        .await;
     assert_eq!(v["status"], "Ready", "{v}");
     assert_eq!(v["pending"], "15", "{v}");
-    let v = h.log(id, sample("instance-log-publish-request.json")).await;
+    let v = h
+        .log(id, api_sample("instance-log-publish-request.json"))
+        .await;
     assert_eq!(
         (
             v["status"].as_str(),
@@ -752,9 +569,13 @@ async fn upstream_samples_on_simulated_engines() {
     let (text, parts_n) = published_text(&store, &v).await;
     assert_eq!((text.as_str(), parts_n), ("Query\tSELECT 1\n", 1));
     engine.query("SELECT 2");
-    let v = h.log(id, sample("instance-log-show-request.json")).await;
+    let v = h
+        .log(id, api_sample("instance-log-show-request.json"))
+        .await;
     assert_eq!(v["status"], "Partial", "{v}");
-    let v = h.log(id, sample("instance-log-disable-request.json")).await;
+    let v = h
+        .log(id, api_sample("instance-log-disable-request.json"))
+        .await;
     assert_eq!(v["status"], "Disabled", "{v}");
     engine.query("SELECT 3");
     assert_eq!(
@@ -762,7 +583,9 @@ async fn upstream_samples_on_simulated_engines() {
         30,
         "nothing logged while off"
     );
-    let v = h.log(id, sample("instance-log-discard-request.json")).await;
+    let v = h
+        .log(id, api_sample("instance-log-discard-request.json"))
+        .await;
     assert_eq!(
         (
             v["published"].as_str(),
@@ -780,18 +603,17 @@ async fn upstream_samples_on_simulated_engines() {
 
     // The engine goes down: guest-backed calls are 422 until it is back.
     engine.stop();
-    let start = Instant::now();
-    loop {
+    eventually("422 while the engine is down", WAIT, || async {
         let (s, b) = h
             .send("GET", &format!("/v1.0/t1/instances/{id}/log"), None)
             .await;
-        if s == 422 {
-            break;
+        match s {
+            422 => Ok(()),
+            200 => Err(b.to_string()),
+            _ => panic!("{s}: {b}"),
         }
-        assert_eq!(s, 200, "{b}");
-        assert!(start.elapsed() < WAIT, "never 422 while the engine is down");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let (s, b) = h.action(id, json!({"name": "general"})).await;
     assert_eq!(s, 422, "{b}");
 

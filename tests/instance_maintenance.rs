@@ -17,49 +17,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use sqlx::{ConnectOptions, Connection, Executor, Row};
 use uuid::Uuid;
 
 use trove::core::api::{
-    ApiService, CreateConfiguration, CreateInstance, DatastoreVersionSpec, InstanceView,
-    MgmtAction, UpdateInstance,
+    ApiService, CreateConfiguration, CreateInstance, DatastoreVersionSpec, MgmtAction,
+    UpdateInstance,
 };
-use trove::core::memory::{ManualClock, MemoryCompute, NoAuth};
+use trove::core::memory::NoAuth;
 use trove::core::model::{
-    DatabaseSpec, Flavor, LogAction, LogActionRequest, Secret, SslActionBody, SslStatus, UserSpec,
-    WorkflowKind, WorkflowParams, WorkflowState,
+    LogAction, LogActionRequest, SslActionBody, SslStatus, WorkflowParams, WorkflowState,
 };
 use trove::core::ports::{Compute, InfraStore, RequestContext};
 use trove::core::state::TaskStatus;
-use trove::core::taskmanager::{
-    CreateParams, MigrateParams, TaskManager, TaskManagerConfig, UpgradeParams,
-};
-use trove::core::CoreConfig;
-use trove::embedded::{Embedded, EmbeddedOptions};
+use trove::core::taskmanager::{MigrateParams, TaskManager, TaskManagerConfig, UpgradeParams};
 use trove::http::HttpConfig;
-use trove::{ControlPlane, InMemoryParts};
 
 use api_support::{
-    alive, engine_state_dir, engines_lock, engines_under, idle_healthy, pid_listening_on,
-    EnginesLock, KillGuard,
+    add_versions, alive, app_execute, app_i64, engine_instance, engines_under, eventually,
+    idle_healthy, mem_config, open_workflow, pid_listening_on, redis_connect, redis_setting, step,
+    t1, version, wait_engine_view as wait_view, Engine, EngineEnv, HttpClient, World, APP_PASSWORD,
+    APP_USER, ENGINE_WAIT,
 };
-
-/// How long any single wait on a real engine may take (the machine is shared and loaded).
-const WAIT: Duration = Duration::from_secs(90);
-
-fn t1() -> RequestContext {
-    RequestContext::tenant("t1")
-}
-
-/// Polls the instance (as `t1`) until `pred` holds, for at most `WAIT`.
-async fn wait_view(
-    api: &ApiService,
-    id: Uuid,
-    what: &str,
-    pred: impl Fn(&InstanceView) -> bool,
-) -> InstanceView {
-    api_support::wait_view(api, &t1(), id, what, WAIT, pred).await
-}
 
 fn admin() -> RequestContext {
     RequestContext::admin("t1")
@@ -71,251 +49,103 @@ fn status_of(e: &trove::core::Error) -> u16 {
 
 // ================================================================== real engines
 
-struct Env {
-    api: Arc<ApiService>,
-    emb: Option<Embedded>,
-    state: tempfile::TempDir,
-    _guard: KillGuard,
-    _lock: EnginesLock,
-}
-
-impl Env {
-    async fn start() -> Env {
-        let lock = tokio::task::spawn_blocking(engines_lock)
-            .await
-            .expect("lock task");
-        let state = engine_state_dir();
-        let guard = KillGuard(state.path().to_path_buf());
-        let mut opts = EmbeddedOptions::new(state.path());
-        opts.extra_hosts = vec!["remote".into()];
-        opts.config = CoreConfig {
-            report_interval: Duration::from_millis(300),
-            agent_call_high_timeout: Duration::from_secs(120),
-            ..CoreConfig::default()
-        };
-        let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
-            .await
-            .expect("the embedded deployment starts");
-        let api = emb.control_plane().api();
-        Env {
-            api,
-            emb: Some(emb),
-            state,
-            _guard: guard,
-            _lock: lock,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(e) = self.emb.take() {
-            e.shutdown().await;
-        }
-    }
-}
-
 /// Where the engine writes its output: a log in its engine dir inside the server directory (its working
 /// directory is the data directory on the volume, which does not move).
 fn output_of(pid: u32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/fd/1")).expect("engine stdout")
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Mariadb,
-    Postgres,
-    Redis,
-}
-
-async fn sql(k: Kind, port: u16, user: &str, pw: &str, db: &str, statement: &str) -> Option<i64> {
-    match k {
-        Kind::Mariadb => {
-            let mut c = sqlx::mysql::MySqlConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
-                .username(user)
-                .password(pw)
-                .database(db)
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"));
-            let r = c
-                .fetch_optional(statement)
-                .await
-                .unwrap_or_else(|e| panic!("{statement}: {e}"))
-                .map(|r| r.try_get::<i64, _>(0).unwrap_or_default());
-            c.close().await.expect("close");
-            r
-        }
-        Kind::Redis => panic!("Redis speaks no SQL"),
-        Kind::Postgres => {
-            let mut c = sqlx::postgres::PgConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
-                .username(user)
-                .password(pw)
-                .database(db)
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"));
-            let r = c
-                .fetch_optional(statement)
-                .await
-                .unwrap_or_else(|e| panic!("{statement}: {e}"))
-                .map(|r| r.try_get::<i64, _>(0).unwrap_or_default());
-            c.close().await.expect("close");
-            r
-        }
-    }
-}
-
-async fn redis(port: u16, user: &str, pw: &str) -> redis::aio::MultiplexedConnection {
-    let info = redis::ConnectionInfo {
-        addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
-        redis: redis::RedisConnectionInfo {
-            db: 0,
-            username: Some(user.into()),
-            password: Some(pw.into()),
-            protocol: redis::ProtocolVersion::RESP2,
-        },
-    };
-    let client = redis::Client::open(info).expect("redis client");
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .expect("redis connect in time")
-    .unwrap_or_else(|e| panic!("{user} connects to redis: {e}"))
-}
-
 /// Adds `v` to the data (SQL: a row of table `t` in `shop`; Redis: `INCRBY k`), as the user `app`.
-async fn add_row(k: Kind, port: u16, v: i64) {
-    match k {
-        Kind::Redis => {
-            let mut c = redis(port, "app", "app-Pw-1x").await;
-            let _: i64 = redis::cmd("INCRBY")
-                .arg("k")
-                .arg(v)
-                .query_async(&mut c)
-                .await
-                .expect("INCRBY");
-        }
-        _ => {
-            sql(
-                k,
-                port,
-                "app",
-                "app-Pw-1x",
-                "shop",
-                "CREATE TABLE IF NOT EXISTS t (v INT)",
-            )
-            .await;
-            sql(
-                k,
-                port,
-                "app",
-                "app-Pw-1x",
-                "shop",
-                &format!("INSERT INTO t VALUES ({v})"),
-            )
-            .await;
-        }
+async fn add_row(k: Engine, port: u16, v: i64) {
+    if k == Engine::Redis {
+        let mut c = app_redis(port).await;
+        let _: i64 = redis::cmd("INCRBY")
+            .arg("k")
+            .arg(v)
+            .query_async(&mut c)
+            .await
+            .expect("INCRBY");
+        return;
     }
+    app_execute(
+        k,
+        port,
+        &[
+            "CREATE TABLE IF NOT EXISTS t (v INT)",
+            &format!("INSERT INTO t VALUES ({v})"),
+        ],
+    )
+    .await;
+}
+
+async fn app_redis(port: u16) -> redis::aio::MultiplexedConnection {
+    redis_connect(port, APP_USER, APP_PASSWORD)
+        .await
+        .expect("app connects to redis")
 }
 
 /// The sum of what was added, read as the user `app`.
-async fn row_sum(k: Kind, port: u16) -> i64 {
+async fn row_sum(k: Engine, port: u16) -> i64 {
     let q = match k {
-        Kind::Mariadb => "SELECT CAST(SUM(v) AS SIGNED) FROM t",
-        Kind::Postgres => "SELECT SUM(v)::bigint FROM t",
-        Kind::Redis => {
-            let mut c = redis(port, "app", "app-Pw-1x").await;
+        Engine::Mysql => "SELECT CAST(SUM(v) AS SIGNED) FROM t",
+        Engine::Postgres => "SELECT SUM(v)::bigint FROM t",
+        Engine::Redis => {
             return redis::cmd("GET")
                 .arg("k")
-                .query_async(&mut c)
+                .query_async(&mut app_redis(port).await)
                 .await
                 .expect("GET k");
         }
     };
-    sql(k, port, "app", "app-Pw-1x", "shop", q)
-        .await
-        .expect("a sum")
+    app_i64(k, port, q).await.expect("a sum")
 }
 
 /// Whether MariaDB's general log is on (1) or off (0).
 async fn general_log(port: u16) -> i64 {
-    sql(
-        Kind::Mariadb,
-        port,
-        "app",
-        "app-Pw-1x",
-        "shop",
-        "SELECT CAST(@@general_log AS SIGNED)",
-    )
-    .await
-    .expect("general_log")
+    app_i64(Engine::Mysql, port, "SELECT CAST(@@general_log AS SIGNED)")
+        .await
+        .expect("general_log")
 }
 
 /// Whether PostgreSQL has TLS on (1) or off (0).
 async fn pg_ssl(port: u16) -> i64 {
-    sql(
-        Kind::Postgres,
+    app_i64(
+        Engine::Postgres,
         port,
-        "app",
-        "app-Pw-1x",
-        "shop",
         "SELECT CASE WHEN current_setting('ssl') = 'on' THEN 1 ELSE 0 END::bigint",
     )
     .await
     .expect("ssl setting")
 }
 
+/// The server record (`server.json`) in server directory `dir`.
+fn server_record(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("server.json")).expect("server record"))
+        .expect("server record json")
+}
+
 /// The configuration parameter the test's group sets.
-fn conf_key(k: Kind) -> &'static str {
+fn conf_key(k: Engine) -> &'static str {
     match k {
-        Kind::Mariadb | Kind::Postgres => "max_connections",
-        Kind::Redis => "maxclients",
+        Engine::Mysql | Engine::Postgres => "max_connections",
+        Engine::Redis => "maxclients",
     }
 }
 
 /// The engine's own value of [`conf_key`] (Redis: `CONFIG GET` as the guest's admin account, whose secret the
 /// server directory under `state` holds).
-async fn max_connections(k: Kind, port: u16, state: &Path, id: Uuid) -> i64 {
+async fn max_connections(k: Engine, port: u16, state: &Path, id: Uuid) -> i64 {
     let q = match k {
-        Kind::Mariadb => "SELECT CAST(@@max_connections AS SIGNED)",
-        Kind::Postgres => "SELECT current_setting('max_connections')::bigint",
-        Kind::Redis => {
-            let secret = [state.join("servers"), state.join("hosts").join("remote")]
-                .iter()
-                .map(|h| h.join(id.to_string()).join("guest").join("os_admin.secret"))
-                .find_map(|p| std::fs::read_to_string(p).ok())
-                .expect("the guest's admin secret");
-            let mut c = redis(port, "os_admin", secret.trim()).await;
-            let v: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxclients")
-                .query_async(&mut c)
-                .await
-                .expect("CONFIG GET maxclients");
-            return v
-                .get(1)
-                .and_then(|x| x.parse().ok())
-                .expect("maxclients value");
-        }
+        Engine::Mysql => "SELECT CAST(@@max_connections AS SIGNED)",
+        Engine::Postgres => "SELECT current_setting('max_connections')::bigint",
+        Engine::Redis => return redis_setting(port, state, id, "maxclients").await,
     };
-    sql(k, port, "app", "app-Pw-1x", "shop", q)
-        .await
-        .expect("max_connections")
+    app_i64(k, port, q).await.expect("max_connections")
 }
 
-fn step(t: &mut Instant, what: &str, ds: &str) {
-    eprintln!("[{ds}] {what}: {:.2?}", t.elapsed());
-    *t = Instant::now();
-}
-
-async fn maintenance_on_real_engine(ds: &str, k: Kind) {
+async fn maintenance_on_real_engine(ds: &str, k: Engine) {
     let waited = Instant::now();
-    let env = Env::start().await;
+    let env = EngineEnv::start_with(|o| o.extra_hosts = vec!["remote".into()]).await;
     eprintln!(
         "[{ds}] engine lock + embedded start: {:.2?}",
         waited.elapsed()
@@ -323,11 +153,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
     let api = env.api.clone();
     let state = env.state.path().to_path_buf();
     assert!(
-        env.emb.as_ref().is_some_and(|e| e
-            .detection
-            .found
-            .iter()
-            .any(|f| f.manager.as_str() == ds)),
+        env.detected(ds),
         "engine for {ds} not detected on this machine"
     );
     let mut t = Instant::now();
@@ -353,31 +179,8 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         .create_instance(
             &t1(),
             CreateInstance {
-                name: format!("{ds}-maint"),
-                flavor_ref: Some("6".into()),
-                volume_size: Some(1),
-                datastore: Some(ds.into()),
                 configuration: Some(conf.configuration.id),
-                databases: if k == Kind::Redis {
-                    vec![]
-                } else {
-                    vec![DatabaseSpec {
-                        name: "shop".into(),
-                        character_set: None,
-                        collate: None,
-                    }]
-                },
-                users: vec![UserSpec {
-                    name: "app".into(),
-                    password: Secret::new("app-Pw-1x"),
-                    host: None,
-                    databases: if k == Kind::Redis {
-                        vec![]
-                    } else {
-                        vec!["shop".into()]
-                    },
-                }],
-                ..Default::default()
+                ..engine_instance(&format!("{ds}-maint"), ds, true)
             },
         )
         .await
@@ -535,18 +338,10 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
     api.update_instance(&t1(), id, upgrade(broken.name.clone()))
         .await
         .expect("the broken upgrade is accepted (the API cannot know)");
-    let start = Instant::now();
-    let failed = loop {
-        let v = api.show_instance(&t1(), id).await.expect("show");
-        if v.instance.task != TaskStatus::Upgrading {
-            break v;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the failed upgrade never ended: {v:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let failed = wait_view(&api, id, "the failed upgrade ends", |v| {
+        v.instance.task != TaskStatus::Upgrading
+    })
+    .await;
     step(&mut t, "failed upgrade + rollback", ds);
     assert_eq!(
         failed.instance.task,
@@ -569,16 +364,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         1,
         "data survives the failed upgrade"
     );
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(
-            state
-                .join("servers")
-                .join(id.to_string())
-                .join("server.json"),
-        )
-        .expect("server record"),
-    )
-    .expect("server record json");
+    let record = server_record(&state.join("servers").join(id.to_string()));
     assert_eq!(
         record["datastore_version"]["id"],
         json!(old_version.id),
@@ -604,16 +390,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
     step(&mut t, "upgrade (PATCH to HEALTHY)", ds);
     assert_eq!(v.datastore_version.id, target.id, "the new version shows");
     assert_eq!(v.datastore_version.name, "upgrade-target");
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(
-            state
-                .join("servers")
-                .join(id.to_string())
-                .join("server.json"),
-        )
-        .expect("server record"),
-    )
-    .expect("server record json");
+    let record = server_record(&state.join("servers").join(id.to_string()));
     assert_eq!(
         record["datastore_version"]["id"],
         json!(target.id),
@@ -684,7 +461,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
 
     // ---- rebuild: the generated files are made again; data and configuration survive (PostgreSQL: TLS too,
     // enabled here; its engine reloads it live).
-    if k == Kind::Postgres {
+    if k == Engine::Postgres {
         let r = api
             .ssl_action(
                 &t1(),
@@ -703,7 +480,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         step(&mut t, "enable TLS", ds);
     }
     // MariaDB: the general log, turned on through the API, stays on.
-    if k == Kind::Mariadb {
+    if k == Engine::Mysql {
         api.guest_log_action(
             &t1(),
             id,
@@ -737,10 +514,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         !marker.exists(),
         "the rebuild made the engine's files again"
     );
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(remote_dir.join("server.json")).expect("server record"),
-    )
-    .expect("server record json");
+    let record = server_record(&remote_dir);
     assert_eq!(
         record["image_id"], "3e50414a-8532-4646-982c-a66fe8f0411b",
         "the image is recorded"
@@ -756,14 +530,14 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
         "the group applies after the rebuild"
     );
     assert_eq!(row_sum(k, port).await, 3, "data survives the rebuild");
-    if k == Kind::Mariadb {
+    if k == Engine::Mysql {
         assert_eq!(
             general_log(port).await,
             1,
             "the general log is still on after the rebuild"
         );
     }
-    if k == Kind::Postgres {
+    if k == Engine::Postgres {
         let shown = api.ssl_show(&t1(), id, false).await.expect("ssl show");
         assert_eq!(shown.status, SslStatus::On, "TLS stays on: {shown:?}");
         assert_eq!(pg_ssl(port).await, 1, "the rebuilt engine serves TLS");
@@ -785,11 +559,13 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
     assert_eq!(row_sum(k, port).await, 3);
 
     api.delete_instance(&t1(), id).await.expect("delete");
-    let start = Instant::now();
-    while api.show_instance(&t1(), id).await.is_ok() {
-        assert!(start.elapsed() < WAIT, "delete did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the delete finishes", ENGINE_WAIT, || async {
+        match api.show_instance(&t1(), id).await {
+            Ok(v) => Err(v.status),
+            Err(_) => Ok(()),
+        }
+    })
+    .await;
     assert!(
         engines_under(&state).is_empty(),
         "engines left after delete"
@@ -804,122 +580,35 @@ async fn maintenance_on_real_engine(ds: &str, k: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mariadb_upgrade_migrate_rebuild_keep_data() {
-    maintenance_on_real_engine("mariadb", Kind::Mariadb).await;
+    maintenance_on_real_engine("mariadb", Engine::Mysql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgresql_upgrade_migrate_rebuild_keep_data() {
-    maintenance_on_real_engine("postgresql", Kind::Postgres).await;
+    maintenance_on_real_engine("postgresql", Engine::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_upgrade_migrate_rebuild_keep_data() {
-    maintenance_on_real_engine("redis", Kind::Redis).await;
+    maintenance_on_real_engine("redis", Engine::Redis).await;
 }
 
 // ================================================================== in-memory control plane
 
-fn mem_config() -> CoreConfig {
-    CoreConfig {
-        report_interval: Duration::from_millis(50),
-        agent_call_low_timeout: Duration::from_secs(2),
-        agent_call_high_timeout: Duration::from_secs(5),
-        ..CoreConfig::default()
-    }
-}
-
-struct World {
-    parts: InMemoryParts,
-    cp: ControlPlane,
-    api: Arc<ApiService>,
-    ticker: tokio::task::JoinHandle<()>,
-}
-
-impl World {
-    async fn end(self) {
-        self.ticker.abort();
-        self.cp.shutdown().await;
-        self.parts.launcher.shutdown_all().await;
-    }
-}
-
-/// An in-memory control plane without a task manager (workers are driven by hand), two hosts, and PostgreSQL
-/// versions "16" (default), "17" and "sample_datastore_version".
+/// An in-memory control plane without a task manager (workers are driven by hand) on `hosts`, and PostgreSQL
+/// versions "16" (default), "17" and "sample_datastore_version", and Redis "7".
 async fn world(hosts: &[&str]) -> World {
-    let clock = Arc::new(ManualClock::new());
-    let mut parts = InMemoryParts::new(mem_config(), clock.clone());
-    parts.compute = Arc::new(MemoryCompute::with_hosts(
-        hosts.iter().map(|h| h.to_string()).collect(),
-        parts.launcher.clone(),
-    ));
-    let cp = parts
-        .builder()
-        .without_taskmanager()
-        .without_health_monitor()
-        .start()
-        .await
-        .unwrap();
-    let api = cp.api();
-    for (name, default) in [
-        ("16", true),
-        ("17", false),
-        ("sample_datastore_version", false),
-    ] {
-        api.mgmt_create_datastore_version(
-            &RequestContext::admin("admin"),
-            DatastoreVersionSpec {
-                datastore_name: "postgresql".into(),
-                name: name.into(),
-                manager: "postgresql".into(),
-                active: true,
-                default,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    }
-    api.mgmt_create_datastore_version(
-        &RequestContext::admin("admin"),
-        DatastoreVersionSpec {
-            datastore_name: "redis".into(),
-            name: "7".into(),
-            manager: "redis".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
+    let w = World::start(mem_config(), hosts).await;
+    add_versions(
+        &w.api,
+        [
+            version("postgresql", "17", false),
+            version("postgresql", "sample_datastore_version", false),
+            version("redis", "7", true),
+        ],
     )
-    .await
-    .unwrap();
-    api.mgmt_put_flavor(
-        &RequestContext::admin("admin"),
-        Flavor {
-            id: "1".into(),
-            name: "small".into(),
-            ram_mb: 512,
-            vcpus: 1,
-            disk_gb: 5,
-            ephemeral_gb: 0,
-        },
-    )
-    .await
-    .unwrap();
-    // Time moves on (1 ms per ms) so that a report sent after a step started is newer than the step, as with a
-    // real clock.
-    let ticking = clock.clone();
-    let ticker = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            ticking.advance(Duration::from_millis(1));
-        }
-    });
-    World {
-        parts,
-        cp,
-        api,
-        ticker,
-    }
+    .await;
+    w
 }
 
 fn tm(w: &World, worker: &str) -> TaskManager {
@@ -938,39 +627,9 @@ fn tm(w: &World, worker: &str) -> TaskManager {
     )
 }
 
-async fn open_workflow(w: &World, id: Uuid, kind: &WorkflowKind) -> Uuid {
-    let open = w.parts.store.list_open_workflows().await.unwrap();
-    open.iter()
-        .find(|x| x.instance_id == id && &x.kind == kind)
-        .unwrap_or_else(|| panic!("no open {kind:?} workflow: {open:?}"))
-        .id
-}
-
-/// A built, healthy instance.
+/// A built, healthy PostgreSQL instance.
 async fn built(w: &World) -> Uuid {
-    let v = w
-        .api
-        .create_instance(
-            &t1(),
-            CreateInstance {
-                name: "db".into(),
-                flavor_ref: Some("1".into()),
-                volume_size: Some(2),
-                datastore: Some("postgresql".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let id = v.instance.id;
-    let wf = open_workflow(w, id, &CreateParams::KIND).await;
-    assert!(tm(w, "builder").run_workflow(wf).await.unwrap());
-    let v = w.api.show_instance(&t1(), id).await.unwrap();
-    assert_eq!(
-        (v.status.as_str(), v.operating_status.as_str()),
-        ("ACTIVE", "HEALTHY")
-    );
-    id
+    api_support::built(w, "db", &tm(w, "builder")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1161,7 +820,6 @@ async fn upstream_samples_over_http() {
     let upgrade = read("instance-patch-upgrade-datastore-version-request.json");
     let migrate = read("instance-mgmt-action-migrate-request.json");
     let rebuild = read("instance-mgmt-action-rebuild-instance-request.json");
-    let client = reqwest::Client::new();
     for hosts in [&["localhost"][..], &["localhost", "h2", "compute-001"][..]] {
         let w = world(hosts).await;
         let base = api_support::serve_in_process(
@@ -1170,55 +828,43 @@ async fn upstream_samples_over_http() {
             HttpConfig::default(),
         )
         .await;
+        let http = HttpClient::new(format!("{base}/v1.0/t1/"), "");
         let mut got = Vec::new();
         for (method, path, body) in [
-            (reqwest::Method::PATCH, "instances/{id}", &upgrade),
-            (
-                reqwest::Method::POST,
-                "mgmt/instances/{id}/action",
-                &migrate,
-            ),
-            (
-                reqwest::Method::POST,
-                "mgmt/instances/{id}/action",
-                &rebuild,
-            ),
+            ("PATCH", "instances/{id}", &upgrade),
+            ("POST", "mgmt/instances/{id}/action", &migrate),
+            ("POST", "mgmt/instances/{id}/action", &rebuild),
         ] {
             // A fresh healthy instance per sample, so one sample's task does not refuse the next.
             let id = built(&w).await;
-            let url = format!("{base}/v1.0/t1/{}", path.replace("{id}", &id.to_string()));
-            let r = client
-                .request(method.clone(), &url)
-                .json(body)
-                .send()
-                .await
-                .expect("request");
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap_or_default();
-            eprintln!("hosts {hosts:?}: {method} {path} -> {status} {text}");
+            let (status, answer) = http
+                .send(method, &path.replace("{id}", &id.to_string()), Some(body))
+                .await;
+            eprintln!("hosts {hosts:?}: {method} {path} -> {status} {answer}");
             got.push(status);
         }
         if hosts.len() == 1 {
             assert_eq!(got, vec![202, 400, 202], "one host: compute-001 is unknown");
             // Malformed bodies: 400 before anything is looked at.
             let id = built(&w).await;
-            let url = format!("{base}/v1.0/t1/mgmt/instances/{id}/action");
             for body in [
                 json!({ "migrate": { "host": 5 } }),
                 json!({ "rebuild": {} }),
                 json!({ "rebuild": { "image_id": "not-a-uuid" } }),
             ] {
-                let r = client.post(&url).json(&body).send().await.expect("request");
-                assert_eq!(r.status().as_u16(), 400, "{body}");
+                let (status, _) = http
+                    .send("POST", &format!("mgmt/instances/{id}/action"), Some(&body))
+                    .await;
+                assert_eq!(status, 400, "{body}");
             }
-            let url = format!("{base}/v1.0/t1/instances/{id}");
-            let r = client
-                .patch(&url)
-                .json(&json!({ "instance": { "datastore_version": "nope" } }))
-                .send()
-                .await
-                .expect("request");
-            assert_eq!(r.status().as_u16(), 404, "unknown version");
+            let (status, _) = http
+                .send(
+                    "PATCH",
+                    &format!("instances/{id}"),
+                    Some(&json!({ "instance": { "datastore_version": "nope" } })),
+                )
+                .await;
+            assert_eq!(status, 404, "unknown version");
         } else {
             assert_eq!(got, vec![202, 202, 202]);
         }

@@ -3,49 +3,29 @@
 //! more follow), the default page is 20, and every listed row equals the instance's own show view (status,
 //! datastore, configuration and replicas included). Run on the in-memory store and on SQLite.
 
+mod api_support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
 use trove::control_plane::ControlPlane;
-use trove::http::{router, HttpConfig};
+use trove::http::HttpConfig;
 use trove::InMemoryParts;
-use trove_core::api::{CreateInstance, DatastoreVersionSpec};
-use trove_core::memory::StaticTokens;
-use trove_core::model::Flavor;
+use trove_core::api::CreateInstance;
 use trove_core::ports::{ChangeSet, DynStore, Expect, RequestContext, SystemClock, Write};
 use trove_core::CoreConfig;
 use uuid::Uuid;
+
+use api_support::{
+    admin, alpha_beta_ops_tokens, seed_tiny_mysql, serve_in_process, with_fresh_pg,
+    HttpClient as Client,
+};
 
 /// Instances per tenant: enough for pages past the default 20 (SQL stores) and for the parallel rendering of
 /// long pages (in memory, more than the handler's 200-row threshold).
 const SQLITE_COUNT: usize = 27;
 const MEMORY_COUNT: usize = 230;
-
-struct Client {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{path}", self.base)
-        };
-        let r = self
-            .http
-            .get(url)
-            .header("X-Auth-Token", token)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        let text = r.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
 
 fn ids(page: &Value) -> Vec<String> {
     page["instances"]
@@ -77,38 +57,12 @@ async fn setup(store: Option<DynStore>, count: usize) -> (ControlPlane, Client, 
         .await
         .expect("control plane");
     let api = cp.api();
-    let admin = RequestContext::admin("ops");
-    api.mgmt_put_flavor(
-        &admin,
-        Flavor {
-            id: "1".into(),
-            name: "m1.tiny".into(),
-            ram_mb: 512,
-            vcpus: 1,
-            disk_gb: 1,
-            ephemeral_gb: 0,
-        },
-    )
-    .await
-    .expect("flavor");
-    api.mgmt_create_datastore_version(
-        &admin,
-        DatastoreVersionSpec {
-            datastore_name: "mysql".into(),
-            name: "5.7".into(),
-            manager: "mysql".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("version");
+    seed_tiny_mysql(&api).await;
     let unlimited = [("instances", -1), ("volumes", -1), ("ram", -1)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    api.update_quota(&admin, "alpha", unlimited)
+    api.update_quota(&admin(), "alpha", unlimited)
         .await
         .expect("quota");
     let ctx = RequestContext::tenant("alpha");
@@ -144,26 +98,13 @@ async fn setup(store: Option<DynStore>, count: usize) -> (ControlPlane, Client, 
             .await
             .expect("make replica");
     }
-    let tokens = StaticTokens::new()
-        .with("tok-a", RequestContext::tenant("alpha"))
-        .with("tok-b", RequestContext::tenant("beta"))
-        .with("tok-ops", RequestContext::admin("ops"));
-    let app = router(api, Arc::new(tokens), HttpConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (
-        cp,
-        Client {
-            base,
-            http: reqwest::Client::new(),
-        },
-        created,
+    let base = serve_in_process(
+        api,
+        Arc::new(alpha_beta_ops_tokens()),
+        HttpConfig::default(),
     )
+    .await;
+    (cp, Client::new(base, ""), created)
 }
 
 async fn check_pages(cp: ControlPlane, c: Client, created: Vec<Uuid>) {
@@ -355,37 +296,12 @@ async fn instance_pages_on_sqlite() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_pages_on_postgres() {
-    use futures::FutureExt;
-    use sqlx::Connection;
-    let admin_url = std::env::var("TROVE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("PostgreSQL is required for this test (127.0.0.1:5432 or TROVE_TEST_PG_URL)");
-    let db = format!("trove_pages_{}", Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{db}\""))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(b, _)| b);
-    let url = format!("{base}/{db}");
-    let outcome = std::panic::AssertUnwindSafe(async {
-        let store =
-            trove::backends::sql::open(&trove::backends::sql::StoreLocation::Url(url.clone()))
-                .await
-                .expect("postgres store");
+    with_fresh_pg(|url| async move {
+        let store = trove::backends::sql::open(&trove::backends::sql::StoreLocation::Url(url))
+            .await
+            .expect("postgres store");
         let (cp, c, created) = setup(Some(store), SQLITE_COUNT).await;
         check_pages(cp, c, created).await;
     })
-    .catch_unwind()
     .await;
-    let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
-    if let Err(p) = outcome {
-        std::panic::resume_unwind(p);
-    }
-    dropped.expect("drop database");
 }

@@ -18,83 +18,15 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use api_support::{
+    add_flavors, add_versions, api_sample, engine_instance, flavor, idle_healthy, pid_listening_on,
+    t1, version, wait_engine_view as wait_view, Engine, EngineEnv, HttpClient, ENGINE_WAIT,
+};
 use trove::backends::auth::NoAuth;
-use trove::core::api::{ApiService, CreateInstance, InstanceView};
+use trove::core::api::{ApiService, DatastoreVersionSpec};
 use trove::core::model::{SslActionBody, SslChangeResult, SslMode, SslStatus, SslView};
-use trove::core::ports::RequestContext;
-use trove::core::CoreConfig;
-use trove::embedded::{Embedded, EmbeddedOptions};
-
-use api_support::{alive, engine_state_dir, engines_lock, idle_healthy, EnginesLock, KillGuard};
-
-/// How long any single wait may take.
-const WAIT: Duration = Duration::from_secs(60);
-
-// ------------------------------------------------------------------ engine lock (shared with engines_api.rs)
-
-struct Env {
-    api: Arc<ApiService>,
-    emb: Option<Embedded>,
-    _state: tempfile::TempDir,
-    _guard: KillGuard,
-    _lock: EnginesLock,
-}
-
-impl Env {
-    async fn start() -> Env {
-        let lock = tokio::task::spawn_blocking(engines_lock)
-            .await
-            .expect("lock task");
-        let state = engine_state_dir();
-        let guard = KillGuard(state.path().to_path_buf());
-        let mut opts = EmbeddedOptions::new(state.path());
-        opts.config = CoreConfig {
-            report_interval: Duration::from_millis(300),
-            agent_call_high_timeout: Duration::from_secs(120),
-            ..CoreConfig::default()
-        };
-        let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
-            .await
-            .expect("the embedded deployment starts");
-        let api = emb.control_plane().api();
-        Env {
-            api,
-            emb: Some(emb),
-            _state: state,
-            _guard: guard,
-            _lock: lock,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(e) = self.emb.take() {
-            e.shutdown().await;
-        }
-    }
-}
-
-fn t1() -> RequestContext {
-    RequestContext::tenant("t1")
-}
-
-/// Polls the instance (as `t1`) until `pred` holds, for at most `WAIT`.
-async fn wait_view(
-    api: &ApiService,
-    id: Uuid,
-    what: &str,
-    pred: impl Fn(&InstanceView) -> bool,
-) -> InstanceView {
-    api_support::wait_view(api, &t1(), id, what, WAIT, pred).await
-}
 
 // ------------------------------------------------------------------ clients
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Mysql,
-    Postgres,
-    Redis,
-}
 
 /// How a client connects.
 #[derive(Clone, Debug)]
@@ -110,11 +42,11 @@ enum Transport {
 
 /// Runs the engine's own client against `port` as the root user, for at most `secs` seconds; Ok(stdout) or
 /// Err(stderr).
-fn client(k: Kind, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<String, String> {
+fn client(k: Engine, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<String, String> {
     let mut cmd = Command::new("timeout");
     cmd.arg(secs.to_string());
     match k {
-        Kind::Mysql => {
+        Engine::Mysql => {
             cmd.args(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-u", "root"])
                 .arg(format!("-P{port}"))
                 .args(["-N", "-B", "-e"])
@@ -135,7 +67,7 @@ fn client(k: Kind, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<Stri
                 }
             }
         }
-        Kind::Postgres => {
+        Engine::Postgres => {
             let mut conn = format!(
                 "host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=10"
             );
@@ -162,7 +94,7 @@ fn client(k: Kind, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<Stri
                 .arg(conn)
                 .env("PGPASSWORD", pw);
         }
-        Kind::Redis => {
+        Engine::Redis => {
             cmd.args(["redis-cli", "-h", "127.0.0.1", "-p"])
                 .arg(port.to_string())
                 .env("REDISCLI_AUTH", pw);
@@ -181,7 +113,7 @@ fn client(k: Kind, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<Stri
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     // redis-cli exits 0 even when the connection failed; its answer tells.
-    let ok = out.status.success() && (k != Kind::Redis || stdout == "PONG");
+    let ok = out.status.success() && (k != Engine::Redis || stdout == "PONG");
     if ok {
         Ok(stdout)
     } else {
@@ -190,51 +122,35 @@ fn client(k: Kind, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<Stri
 }
 
 /// The client connects with TLS, and the engine says the session is encrypted.
-fn assert_tls_works(k: Kind, port: u16, pw: &str, t: &Transport, step: &str) {
+fn assert_tls_works(k: Engine, port: u16, pw: &str, t: &Transport, step: &str) {
     let out = client(k, port, pw, t, 20)
         .unwrap_or_else(|e| panic!("{step}: a TLS connection to {k:?} on {port} failed: {e}"));
     match k {
-        Kind::Mysql => assert!(
+        Engine::Mysql => assert!(
             out.starts_with("TLS"),
             "{step}: the session is not encrypted (Ssl_cipher '{out}')"
         ),
-        Kind::Postgres => assert_eq!(out, "t", "{step}: pg_stat_ssl says the session is not TLS"),
-        Kind::Redis => assert_eq!(out, "PONG"),
+        Engine::Postgres => assert_eq!(out, "t", "{step}: pg_stat_ssl says the session is not TLS"),
+        Engine::Redis => assert_eq!(out, "PONG"),
     }
 }
 
-fn assert_plain_works(k: Kind, port: u16, pw: &str, step: &str) {
+fn assert_plain_works(k: Engine, port: u16, pw: &str, step: &str) {
     let out = client(k, port, pw, &Transport::Plain, 20)
         .unwrap_or_else(|e| panic!("{step}: a plain connection to {k:?} on {port} failed: {e}"));
     match k {
-        Kind::Mysql => assert!(out.is_empty(), "{step}: plain session has a cipher '{out}'"),
-        Kind::Postgres => assert_eq!(out, "f", "{step}"),
-        Kind::Redis => assert_eq!(out, "PONG"),
+        Engine::Mysql => assert!(out.is_empty(), "{step}: plain session has a cipher '{out}'"),
+        Engine::Postgres => assert_eq!(out, "f", "{step}"),
+        Engine::Redis => assert_eq!(out, "PONG"),
     }
 }
 
 /// The connection fails (a TLS client facing a plain Redis waits for a handshake that never comes: 5 s is the
 /// limit).
-fn assert_refused(k: Kind, port: u16, pw: &str, t: &Transport, step: &str) {
+fn assert_refused(k: Engine, port: u16, pw: &str, t: &Transport, step: &str) {
     if let Ok(out) = client(k, port, pw, t, 5) {
         panic!("{step}: {k:?} on {port} accepted a {t:?} connection ({out})");
     }
-}
-
-/// The pid of the redis-server serving `port` (its process title names the port).
-fn redis_pid(port: u16) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains("redis-server") && cmd.contains(&format!(":{port}")) && alive(pid) {
-                return Some(pid);
-            }
-        }
-    }
-    None
 }
 
 // ------------------------------------------------------------------ helpers over the API
@@ -412,28 +328,15 @@ fn mtls_material(dir: &Path) -> (PathBuf, PathBuf, (PathBuf, PathBuf)) {
 // ------------------------------------------------------------------ the journey
 
 async fn ssl_journey(ds: &str) {
-    let k = match ds {
-        "mariadb" | "mysql" => Kind::Mysql,
-        "postgresql" => Kind::Postgres,
-        _ => Kind::Redis,
-    };
+    let k = Engine::of(ds);
     // MariaDB starts and stops serving TLS only at a restart; the others apply everything live.
-    let onoff_restart = k == Kind::Mysql;
-    let env = Env::start().await;
+    let onoff_restart = k == Engine::Mysql;
+    let env = EngineEnv::start().await;
     let api = env.api.clone();
     let files = tempfile::tempdir().expect("tempdir");
 
     let created = api
-        .create_instance(
-            &t1(),
-            CreateInstance {
-                name: format!("{ds}-ssl"),
-                flavor_ref: Some("6".into()),
-                volume_size: Some(1),
-                datastore: Some(ds.into()),
-                ..Default::default()
-            },
-        )
+        .create_instance(&t1(), engine_instance(&format!("{ds}-ssl"), ds, false))
         .await
         .expect("create");
     let id = created.instance.id;
@@ -528,7 +431,7 @@ async fn ssl_journey(ds: &str) {
     );
     // Redis serves TLS on a second port in basic mode; the others on the instance's port.
     let tls_port = match k {
-        Kind::Redis => {
+        Engine::Redis => {
             let p = s.port.expect("Redis basic shows its TLS port");
             assert_ne!(p, port);
             p
@@ -544,16 +447,16 @@ async fn ssl_journey(ds: &str) {
     };
     assert_tls_works(k, tls_port, &pw, &tls, "basic");
     assert_plain_works(k, port, &pw, "basic");
-    if k == Kind::Redis {
+    if k == Engine::Redis {
         // The engine dies and its TLS port is taken meanwhile: the restarted engine serves TLS on another port,
         // which the view shows.
-        let pid = redis_pid(port).expect("the Redis engine's process");
+        let pid = pid_listening_on(port).expect("the Redis engine's process");
         assert!(Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
             .expect("kill")
             .success());
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + ENGINE_WAIT;
         let squatter = loop {
             if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", tls_port)) {
                 break l;
@@ -669,7 +572,7 @@ async fn ssl_journey(ds: &str) {
         password_ref: password_ref.clone(),
         ..enable("mtls")
     };
-    if k == Kind::Mysql {
+    if k == Engine::Mysql {
         assert_eq!(status(api.ssl_action(&t1(), id, mtls).await), 400);
         // The bundle serves enforced TLS (live: the engine already serves TLS).
         let from_bundle = SslActionBody {
@@ -756,76 +659,28 @@ async fn redis_ssl_basic_enforced_restart_disable_rollback_mtls() {
 #[tokio::test]
 async fn ssl_routes_over_http_with_the_upstream_samples() {
     use trove::control_plane::ControlPlane;
-    use trove::core::api::DatastoreVersionSpec;
-    use trove::core::model::Flavor;
-    use trove::http::{router, HttpConfig};
+    use trove::http::HttpConfig;
 
     let cp = ControlPlane::in_memory().await.expect("control plane");
     let api = cp.api();
-    let admin = RequestContext::admin("t1");
-    api.mgmt_put_flavor(
-        &admin,
-        Flavor {
-            id: "1".into(),
-            name: "m1.tiny".into(),
-            ram_mb: 512,
-            vcpus: 1,
-            disk_gb: 10,
-            ephemeral_gb: 0,
-        },
+    add_flavors(&api, [flavor("1", "m1.tiny", 512, 10)]).await;
+    add_versions(
+        &api,
+        ["mysql", "postgresql"].map(|ds| DatastoreVersionSpec {
+            version: Some("1".into()),
+            ..version(ds, "1", true)
+        }),
     )
-    .await
-    .expect("flavor");
-    for (ds, manager) in [("mysql", "mysql"), ("postgresql", "postgresql")] {
-        api.mgmt_create_datastore_version(
-            &admin,
-            DatastoreVersionSpec {
-                datastore_name: ds.into(),
-                name: "1".into(),
-                manager: manager.into(),
-                image: String::new(),
-                packages: String::new(),
-                active: true,
-                version: Some("1".into()),
-                default: true,
-            },
-        )
-        .await
-        .expect("version");
-    }
-    let app = router(api.clone(), Arc::new(NoAuth::new()), HttpConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}/v1.0/t1", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let http = reqwest::Client::new();
+    .await;
+    let base =
+        api_support::serve_in_process(api.clone(), Arc::new(NoAuth::new()), HttpConfig::default())
+            .await;
+    let http = HttpClient::new(format!("{base}/v1.0/t1"), "any");
     let call = |method: reqwest::Method, path: String, body: Option<Value>| {
         let http = http.clone();
-        let url = format!("{base}{path}");
-        async move {
-            let mut r = http
-                .request(method, &url)
-                .header("X-Auth-Token", "any")
-                .header("Accept", "application/json");
-            if let Some(b) = body {
-                r = r.json(&b);
-            }
-            let resp = r.send().await.expect("request");
-            let st = resp.status().as_u16();
-            let text = resp.text().await.expect("body");
-            (
-                st,
-                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
-            )
-        }
+        async move { http.send(method.as_str(), &path, body.as_ref()).await }
     };
-    let samples = api_support::reference_dir().join("trove-api-samples");
-    let sample = |name: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(samples.join(name)).expect(name)).expect(name)
-    };
+    let sample = api_sample;
 
     let mut ids = Vec::new();
     for ds in ["mysql", "postgresql"] {
@@ -839,16 +694,13 @@ async fn ssl_routes_over_http_with_the_upstream_samples() {
         let id = created["instance"]["id"].as_str().expect("id").to_string();
         ids.push(id);
     }
-    let start = Instant::now();
     for id in &ids {
-        loop {
-            let (_, v) = call(reqwest::Method::GET, format!("/instances/{id}"), None).await;
-            if v["instance"]["status"] == "HEALTHY" || v["instance"]["status"] == "ACTIVE" {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "{v}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        http.wait_instance(
+            &format!("/instances/{id}"),
+            &["HEALTHY", "ACTIVE"],
+            Duration::from_secs(30),
+        )
+        .await;
     }
     let (my, pg) = (ids[0].clone(), ids[1].clone());
 

@@ -2,21 +2,25 @@
 //! volume → resize flavor → delete, checking status, quota usage and store contents after each step; plus the
 //! refusals on the way (gate, tenant isolation, admin, quota) and a build that times out.
 
+mod api_support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use trove::core::api::{ApiService, CreateInstance, DatastoreVersionSpec};
+use trove::core::api::{ApiService, CreateInstance};
 use trove::core::memory::{ManualClock, NoopLauncher};
 use trove::core::model::{
-    Flavor, JournalPhase, QuotaUsage, Secret, UserSpec, WorkflowParams, WorkflowState,
+    JournalPhase, QuotaUsage, Secret, UserSpec, WorkflowParams, WorkflowState,
 };
-use trove::core::ports::{BlockStorage, Compute, InfraStore, RequestContext};
+use trove::core::ports::{BlockStorage, Clock, Compute, InfraStore, RequestContext};
 use trove::core::rpc::guest_topic;
 use trove::core::state::{ServiceStatus, TaskStatus};
 use trove::core::taskmanager::{CreateParams, TaskManager, TaskManagerConfig};
 use trove::core::CoreConfig;
 use trove::InMemoryParts;
 use uuid::Uuid;
+
+use api_support::{add_flavors, add_versions, eventually, flavor, version, wait_view, TICK};
 
 fn config() -> CoreConfig {
     CoreConfig {
@@ -26,36 +30,14 @@ fn config() -> CoreConfig {
     }
 }
 
+/// mysql 8.0 (default) and flavors 1 (1 GB) and 2 (2 GB).
 async fn seed(api: &ApiService) {
-    let admin = RequestContext::admin("admin");
-    api.mgmt_create_datastore_version(
-        &admin,
-        DatastoreVersionSpec {
-            datastore_name: "mysql".into(),
-            name: "8.0".into(),
-            manager: "mysql".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
+    add_versions(api, [version("mysql", "8.0", true)]).await;
+    add_flavors(
+        api,
+        [flavor("1", "f1", 1024, 5), flavor("2", "f2", 2048, 5)],
     )
-    .await
-    .unwrap();
-    for (id, ram) in [("1", 1024), ("2", 2048)] {
-        api.mgmt_put_flavor(
-            &admin,
-            Flavor {
-                id: id.into(),
-                name: format!("f{id}"),
-                ram_mb: ram,
-                vcpus: 1,
-                disk_gb: 5,
-                ephemeral_gb: 0,
-            },
-        )
-        .await
-        .unwrap();
-    }
+    .await;
 }
 
 fn create_req(name: &str) -> CreateInstance {
@@ -68,27 +50,26 @@ fn create_req(name: &str) -> CreateInstance {
     }
 }
 
+/// Waits until the instance is `want` with no task running.
 async fn wait_status(
     api: &ApiService,
     ctx: &RequestContext,
     id: Uuid,
     want: &str,
 ) -> trove::core::api::InstanceView {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = api.show_instance(ctx, id).await.unwrap();
-        if v.status == want && v.instance.task == TaskStatus::None {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "instance {id} never reached {want}: status {} task {:?} fault {:?}",
-            v.status,
-            v.instance.task,
-            v.instance.fault
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_view(api, ctx, id, want, Duration::from_secs(20), |v| {
+        v.status == want && v.instance.task == TaskStatus::None
+    })
+    .await
+}
+
+/// The status of the fault a refused create answers.
+async fn refused(api: &ApiService, t: &RequestContext, req: CreateInstance) -> u16 {
+    api.create_instance(t, req)
+        .await
+        .unwrap_err()
+        .fault()
+        .status
 }
 
 async fn usage(parts: &InMemoryParts, tenant: &str) -> QuotaUsage {
@@ -305,23 +286,21 @@ async fn create_restart_resize_delete() {
 
     // ---- delete
     api.delete_instance(&t, id).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the delete finishes", Duration::from_secs(20), || async {
         match api.show_instance(&t, id).await {
-            Err(e) if e.fault().status == 404 => break,
-            Ok(v) => assert!(
-                matches!(v.status.as_str(), "SHUTDOWN" | "ACTIVE"),
-                "{}",
-                v.status
-            ),
+            Err(e) if e.fault().status == 404 => Ok(()),
+            Ok(v) => {
+                assert!(
+                    matches!(v.status.as_str(), "SHUTDOWN" | "ACTIVE"),
+                    "{}",
+                    v.status
+                );
+                Err(v.status)
+            }
             Err(e) => panic!("{e}"),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "delete did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let inst = parts.store.get_instance(id).await.unwrap().unwrap();
     assert!(inst.deleted && inst.deleted_at.is_some());
     assert!(parts.compute.get_server(id).await.unwrap().is_none());
@@ -424,66 +403,24 @@ async fn quota_and_validation_refusals() {
     let admin = RequestContext::admin("admin");
     let mut big = create_req("big");
     big.volume_size = Some(11);
-    assert_eq!(
-        api.create_instance(&t, big)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        413
-    );
+    assert_eq!(refused(&api, &t, big).await, 413);
     let mut none = create_req("novol");
     none.volume_size = None;
-    assert_eq!(
-        api.create_instance(&t, none)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        400
-    );
+    assert_eq!(refused(&api, &t, none).await, 400);
     let mut bad = create_req("bad");
     bad.databases = vec![trove::core::model::DatabaseSpec {
         name: "x;drop".into(),
         character_set: None,
         collate: None,
     }];
-    assert_eq!(
-        api.create_instance(&t, bad)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        400
-    );
+    assert_eq!(refused(&api, &t, bad).await, 400);
     let mut noflavor = create_req("nf");
     noflavor.flavor_ref = Some("99".into());
-    assert_eq!(
-        api.create_instance(&t, noflavor)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        400
-    );
+    assert_eq!(refused(&api, &t, noflavor).await, 400);
     let mut nods = create_req("nd");
     nods.datastore = Some("nosuch".into());
-    assert_eq!(
-        api.create_instance(&t, nods)
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        404
-    );
-    assert_eq!(
-        api.create_instance(&t, create_req("  "))
-            .await
-            .unwrap_err()
-            .fault()
-            .status,
-        400
-    );
+    assert_eq!(refused(&api, &t, nods).await, 404);
+    assert_eq!(refused(&api, &t, create_req("  ")).await, 400);
 
     // Quota: one instance allowed.
     let limits = [("instances".to_string(), 1i64)].into_iter().collect();
@@ -556,31 +493,39 @@ async fn a_guest_that_never_reports_ends_in_timeout_error_and_can_be_deleted() {
         .unwrap()
         .instance
         .id;
-    // Let the workflow reach the wait, then move past the build deadline.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while parts.compute.get_server(id).await.unwrap().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server never created"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let v = loop {
+    // Once the workflow waits for the guest (its deadline counts from there), move past the build deadline.
+    let open = parts.store.list_open_workflows().await.unwrap();
+    let wf = open
+        .iter()
+        .find(|w| w.instance_id == id)
+        .expect("the create workflow")
+        .id;
+    eventually(
+        "the workflow waits for the guest",
+        Duration::from_secs(10),
+        || async {
+            let journal = parts.store.journal(wf).await.unwrap();
+            if journal
+                .iter()
+                .any(|e| e.step == "wait_healthy" && e.phase == JournalPhase::Started)
+            {
+                Ok(())
+            } else {
+                Err(format!("journal {journal:?}"))
+            }
+        },
+    )
+    .await;
+    clock.advance(config().usage_timeout + Duration::from_secs(1));
+    let v = eventually("the build times out", Duration::from_secs(10), || async {
         let v = api.show_instance(&t, id).await.unwrap();
         if v.status == "ERROR" {
-            break v;
+            Ok(v)
+        } else {
+            Err(format!("{} ({:?})", v.status, v.instance.task))
         }
-        // Keep moving past the build deadline, whenever the workflow started waiting.
-        clock.advance(config().usage_timeout + Duration::from_secs(1));
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still {} ({:?})",
-            v.status,
-            v.instance.task
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     assert_eq!(v.instance.task, TaskStatus::BuildingErrorTimeoutGa);
     assert!(v.instance.fault.is_some());
     assert_eq!(
@@ -595,14 +540,13 @@ async fn a_guest_that_never_reports_ends_in_timeout_error_and_can_be_deleted() {
     );
     // An errored build can be deleted, and everything is given back.
     api.delete_instance(&t, id).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while api.show_instance(&t, id).await.is_ok() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "delete did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the delete finishes", Duration::from_secs(20), || async {
+        match api.show_instance(&t, id).await {
+            Ok(v) => Err(v.status),
+            Err(_) => Ok(()),
+        }
+    })
+    .await;
     assert!(parts.compute.get_server(id).await.unwrap().is_none());
     assert!(parts.block_storage.get_volume(id).await.unwrap().is_none());
     assert_eq!(usage(&parts, "t1").await, QuotaUsage::default());
@@ -617,8 +561,9 @@ async fn a_silent_guest_is_recorded_as_failed_and_a_later_heartbeat_restores_it(
     use trove::core::rpc::{ConductorClient, ConductorRequest};
 
     let clock = Arc::new(ManualClock::new());
-    // Time passes on its own (1 ms per ms) while the build waits for the guest; the test jumps it below.
-    let _time = clock.fast_forward(Duration::from_millis(1), Duration::from_millis(1));
+    // Time passes (reports are sent and batched, the monitor sweeps, the build waits for the guest); the heartbeat
+    // expiry is passed by hand.
+    let _ticker = clock.ticking(TICK);
     let parts = InMemoryParts::new(config(), clock.clone());
     let cp = parts.builder().start().await.unwrap();
     let api = cp.api();
@@ -632,21 +577,26 @@ async fn a_silent_guest_is_recorded_as_failed_and_a_later_heartbeat_restores_it(
         .id;
     let v = wait_status(&api, &t, id, "ACTIVE").await;
     assert_eq!(v.operating_status, "HEALTHY");
-    // The guest goes silent.
+    // The guest goes silent; once its last heartbeat is older than the expiry, the next sweep records it. (A
+    // heartbeat sent just before the stop may still land after a move: then the expiry is passed again.)
     parts.launcher.stop(id).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        clock.advance(Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let st = parts.store.get_service_status(id).await.unwrap().unwrap();
-        if st.status == ServiceStatus::FailedTimeoutGuestagent {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sweep never recorded the silent guest: {st:?}"
-        );
-    }
+    eventually(
+        "the sweep records the silent guest",
+        Duration::from_secs(10),
+        || async {
+            let st = parts.store.get_service_status(id).await.unwrap().unwrap();
+            if st.status == ServiceStatus::FailedTimeoutGuestagent {
+                return Ok(());
+            }
+            if clock.now() - st.updated_at
+                < chrono::Duration::from_std(config().agent_heartbeat_expiry).unwrap()
+            {
+                clock.advance(config().agent_heartbeat_expiry + config().health_sweep_interval);
+            }
+            Err(format!("{st:?}"))
+        },
+    )
+    .await;
     let v = api.show_instance(&t, id).await.unwrap();
     assert_eq!(v.operating_status, "ERROR");
     // Actions needing a live guest are refused now.
@@ -669,13 +619,18 @@ async fn a_silent_guest_is_recorded_as_failed_and_a_later_heartbeat_restores_it(
         })
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while api.show_instance(&t, id).await.unwrap().operating_status != "HEALTHY" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the heartbeat did not restore the guest"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the heartbeat restores the guest",
+        Duration::from_secs(10),
+        || async {
+            let v = api.show_instance(&t, id).await.unwrap();
+            if v.operating_status == "HEALTHY" {
+                Ok(())
+            } else {
+                Err(v.operating_status)
+            }
+        },
+    )
+    .await;
     cp.shutdown().await;
 }

@@ -3,41 +3,11 @@
 
 mod api_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use api_support::{engine_state_dir, trove_manage_ok, AllInOne, OpenStackCli};
 
-use api_support::{engine_state_dir, AllInOne, OpenStackCli};
-
-fn trove_manage() -> PathBuf {
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/trove-manage
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("examples")
-        .join("trove-manage");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo test and nextest build examples with the tests",
-        bin.display()
-    );
-    bin
-}
-
-fn manage(state: &Path, args: &[&str]) {
-    let out = Command::new(trove_manage())
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .env_remove("TROVE_DATABASE_URL")
-        .output()
-        .expect("run trove-manage");
-    assert!(
-        out.status.success(),
-        "trove-manage {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Runs `trove-manage` on `state`; it must succeed.
+fn manage(state: &std::path::Path, args: &[&str]) {
+    trove_manage_ok(state, args);
 }
 
 #[test]

@@ -7,24 +7,24 @@ mod api_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use trove::control_plane::InMemoryParts;
-use trove::http::{router, HttpConfig};
+use trove::http::HttpConfig;
 use trove_core::api::{ConfigParamSpec, CreateConfiguration, CreateInstance, DatastoreVersionSpec};
 use trove_core::config::CoreConfig;
 use trove_core::memory::{MemoryCompute, NoAuth};
-use trove_core::model::{DatabaseSpec, Flavor, ParamType};
+use trove_core::model::{DatabaseSpec, ParamType};
 use trove_core::ports::RequestContext;
 use trove_core::ports::SystemClock;
 
+use api_support::{add_flavors, eventually, flavor, serve_in_process, HttpClient};
+
 const T: &str = "samples";
 
-struct Server {
-    base: String,
-    http: reqwest::Client,
-}
+/// The API of project [`T`].
+struct Server(HttpClient);
 
 struct Answer {
     status: u16,
@@ -33,51 +33,22 @@ struct Answer {
 
 impl Server {
     async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
-        let url = format!("{}/v1.0/{T}{path}", self.base);
-        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut r = self
-            .http
-            .request(m, &url)
-            .header("X-Auth-Token", "any")
-            .header("Accept", "application/json");
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        let resp = r.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let (status, body) = self.0.send(method, path, body).await;
         Answer { status, body }
     }
 
     async fn get(&self, path: &str) -> Value {
-        let a = self.call("GET", path, None).await;
-        assert_eq!(a.status, 200, "GET {path}: {}", a.body);
-        a.body
+        self.0.get_ok(path).await
     }
 
     async fn wait_instance(&self, id: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let a = self.call("GET", &format!("/instances/{id}"), None).await;
-            let st = a.body["instance"]["status"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            if st == want {
-                return;
-            }
-            assert!(st != "ERROR", "instance {id} in ERROR: {}", a.body);
-            assert!(
-                Instant::now() < deadline,
-                "instance {id} is {st}, not {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.0
+            .wait_instance(
+                &format!("/instances/{id}"),
+                &[want],
+                Duration::from_secs(30),
+            )
+            .await;
     }
 }
 
@@ -224,25 +195,15 @@ async fn every_upstream_sample_is_served() {
         .expect("control plane");
     let api = cp.api();
     let admin = RequestContext::admin(T);
-    for (id, name, ram) in [
-        ("1", "m1.tiny", 512),
-        ("2", "m1.small", 2048),
-        ("6", "m1.medium", 4096),
-    ] {
-        api.mgmt_put_flavor(
-            &admin,
-            Flavor {
-                id: id.into(),
-                name: name.into(),
-                ram_mb: ram,
-                vcpus: 1,
-                disk_gb: 10,
-                ephemeral_gb: 0,
-            },
-        )
-        .await
-        .expect("flavor");
-    }
+    add_flavors(
+        &api,
+        [
+            flavor("1", "m1.tiny", 512, 10),
+            flavor("2", "m1.small", 2048, 10),
+            flavor("6", "m1.medium", 4096, 10),
+        ],
+    )
+    .await;
     let mut version_ids = Vec::new();
     for (name, number, default) in [
         ("5.7", "5.7", true),
@@ -284,22 +245,13 @@ async fn every_upstream_sample_is_served() {
         }
         version_ids.push(v.version.id);
     }
-    let app = router(
+    let base = serve_in_process(
         api.clone(),
         Arc::new(NoAuth::admin()),
         HttpConfig::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let s = Server {
-        base,
-        http: reqwest::Client::new(),
-    };
+    )
+    .await;
+    let s = Server(HttpClient::new(format!("{base}/v1.0/{T}"), "any"));
 
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut errors: Vec<String> = Vec::new();
@@ -519,18 +471,14 @@ async fn every_upstream_sample_is_served() {
         .as_str()
         .expect("backup id")
         .to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("the backup ends", Duration::from_secs(30), || async {
         let b = s.get(&format!("/backups/{backup}")).await;
-        if !matches!(
-            b["backup"]["status"].as_str(),
-            Some("NEW" | "BUILDING" | "SAVING")
-        ) {
-            break;
+        match b["backup"]["status"].as_str() {
+            Some("NEW" | "BUILDING" | "SAVING") => Err(b.to_string()),
+            _ => Ok(()),
         }
-        assert!(Instant::now() < deadline, "backup still running: {b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     // `locationRef` and `size` are null until a backup completes (backup-create-response.json shows them null);
     // the backup work itself belongs to a later issue, so they are exempt only while ours has not completed.
     let shown = s.get(&format!("/backups/{backup}")).await;
@@ -731,15 +679,7 @@ async fn every_upstream_sample_is_served() {
         s.get(&format!("/mgmt/quotas/{T}")).await,
         &[]
     );
-    let versions: Value = s
-        .http
-        .get(format!("{}/", s.base))
-        .send()
-        .await
-        .expect("GET /")
-        .json()
-        .await
-        .expect("json");
+    let versions = s.0.get_ok(&format!("{base}/")).await;
     response!("versions-response.json", versions, &[]);
 
     // --- updates of users and the instance

@@ -4,52 +4,11 @@
 //! The example is built by `cargo test` / `cargo nextest run` together with this test (examples are always built
 //! with the tests); `TROVE_MANAGE_BIN` may point at another build.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod api_support;
 
 use trove::backends::sql::{self, StoreLocation};
 
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("TROVE_MANAGE_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/trove-manage
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("trove-manage{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --example trove-manage` (cargo test and nextest build examples)",
-        bin.display()
-    );
-    bin
-}
-
-fn manage(state: &Path, args: &[&str]) -> Output {
-    Command::new(binary())
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .env_remove("TROVE_DATABASE_URL")
-        .output()
-        .expect("run trove-manage")
-}
-
-fn ok(state: &Path, args: &[&str]) -> String {
-    let out = manage(state, args);
-    assert!(
-        out.status.success(),
-        "trove-manage {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use api_support::{trove_manage as manage, trove_manage_ok as ok};
 
 #[tokio::test]
 async fn seed_sequence_through_the_binary() {

@@ -14,6 +14,7 @@ use trove_core::ports::{
     BlockStorage, Compute, DynCompute, GuestLauncher, GuestSpec, PrepareRequest, StrategyFactory,
 };
 use trove_core::state::{ServerStatus, ServiceStatus};
+use trove_core::testing::fixtures::eventually;
 use trove_core::testing::{compute::run_all, sample_server_spec};
 use trove_guest::{EngineConfig, EngineStrategyFactory};
 
@@ -335,10 +336,27 @@ async fn real_engine_create_reboot_crash_readopt_delete() {
     let strategy = strategy.expect("strategy");
     assert_eq!(strategy.status().await.status, ServiceStatus::Crashed);
     // The crash is left visible for the grace period (so the guest reports it), then the engine is restarted.
+    let noticed = Instant::now();
     assert!(compute.supervise_once().await.is_empty());
     assert_eq!(strategy.status().await.status, ServiceStatus::Crashed);
-    tokio::time::sleep(cfg.crash_report_grace).await;
-    assert_eq!(compute.supervise_once().await, vec![spec.instance_id]);
+    eventually(
+        "the supervisor restarts the engine once the grace is over",
+        cfg.crash_report_grace + Duration::from_secs(10),
+        || async {
+            match compute.supervise_once().await {
+                r if r == vec![spec.instance_id] => {
+                    assert!(
+                        noticed.elapsed() >= cfg.crash_report_grace,
+                        "restarted within the grace"
+                    );
+                    Ok(())
+                }
+                r if r.is_empty() => Err("not restarted yet".to_string()),
+                r => panic!("the supervisor restarted {r:?}"),
+            }
+        },
+    )
+    .await;
     assert_eq!(strategy.status().await.status, ServiceStatus::Healthy);
     let pid3 = engine_pid(&server_dir).expect("restarted");
 

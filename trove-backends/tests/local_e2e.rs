@@ -7,40 +7,24 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use trove_backends::local::{DirBlockStorage, LocalCompute, LocalComputeConfig};
-use trove_core::api::{ApiService, CreateInstance, DatastoreVersionSpec, InstanceView};
+use trove_core::api::{ApiService, CreateInstance};
 use trove_core::conductor::Conductor;
 use trove_core::guest_agent::InProcessLauncher;
 use trove_core::memory::{MemoryBus, MemoryStore};
-use trove_core::model::{DatabaseSpec, Flavor, Secret, UserSpec};
-use trove_core::ports::{RequestContext, StrategyFactory, SystemClock};
+use trove_core::model::{DatabaseSpec, Secret, UserSpec};
+use trove_core::ports::{StrategyFactory, SystemClock};
 use trove_core::state::TaskStatus;
 use trove_core::taskmanager::{TaskManager, TaskManagerConfig};
+use trove_core::testing::fixtures::{
+    add_flavors, add_versions, eventually, flavor, tenant, version, wait_view,
+};
 use trove_core::CoreConfig;
 use trove_guest::{EngineConfig, EngineStrategyFactory};
 
-async fn wait(
-    api: &ApiService,
-    id: Uuid,
-    what: &str,
-    pred: impl Fn(&InstanceView) -> bool,
-) -> InstanceView {
-    let ctx = RequestContext::tenant("t1");
-    let start = Instant::now();
-    loop {
-        let v = api.show_instance(&ctx, id).await.expect("show");
-        if pred(&v) {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{what}: never reached; last view {v:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long the engine may take for one step.
+const WAIT: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_create_use_delete_on_real_mariadb() {
@@ -92,35 +76,10 @@ async fn api_create_use_delete_on_real_mariadb() {
     );
     tokio::spawn(async move { tm.run(rx).await });
     let api = ApiService::new(store.clone(), bus.clone(), clock.clone(), config);
-    let admin = RequestContext::admin("admin");
-    api.mgmt_create_datastore_version(
-        &admin,
-        DatastoreVersionSpec {
-            datastore_name: "mariadb".into(),
-            name: "10.11".into(),
-            manager: "mariadb".into(),
-            active: true,
-            default: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("datastore");
-    api.mgmt_put_flavor(
-        &admin,
-        Flavor {
-            id: "1".into(),
-            name: "small".into(),
-            ram_mb: 256,
-            vcpus: 1,
-            disk_gb: 1,
-            ephemeral_gb: 0,
-        },
-    )
-    .await
-    .expect("flavor");
+    add_versions(&api, [version("mariadb", "10.11", true)]).await;
+    add_flavors(&api, [flavor("1", "small", 256, 1)]).await;
 
-    let t1 = RequestContext::tenant("t1");
+    let t1 = tenant("t1");
     let started = Instant::now();
     let created = api
         .create_instance(
@@ -141,7 +100,7 @@ async fn api_create_use_delete_on_real_mariadb() {
         .await
         .expect("create");
     let id = created.instance.id;
-    let v = wait(&api, id, "ACTIVE", |v| {
+    let v = wait_view(&api, &t1, id, "ACTIVE", WAIT, |v| {
         v.status == "ACTIVE" && v.instance.task == TaskStatus::None
     })
     .await;
@@ -184,26 +143,28 @@ async fn api_create_use_delete_on_real_mariadb() {
 
     // Delete: the process, the port and the files go.
     api.delete_instance(&t1, id).await.expect("delete");
-    let start = Instant::now();
-    loop {
-        let gone = api.show_instance(&t1, id).await.is_err();
-        if gone {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "instance never deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the engine still serves its port after delete"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the instance is deleted",
+        Duration::from_secs(60),
+        || async {
+            match api.show_instance(&t1, id).await {
+                Ok(v) => Err(v.status),
+                Err(_) => Ok(()),
+            }
+        },
+    )
+    .await;
+    eventually(
+        "the engine leaves its port",
+        Duration::from_secs(10),
+        || async {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => Err(format!("127.0.0.1:{port} still answers")),
+                Err(_) => Ok(()),
+            }
+        },
+    )
+    .await;
     assert!(
         !dir.path().join("servers").join(id.to_string()).exists(),
         "server directory left"

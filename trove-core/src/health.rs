@@ -203,18 +203,43 @@ mod tests {
         let hm = HealthMonitor::new(store.clone(), clock.clone(), config.clone());
         let (tx, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move { hm.run(rx).await });
-        let mut marked = false;
-        for _ in 0..200 {
-            clock.advance(config.health_sweep_interval);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            if store.get_service_status(id).await.unwrap().unwrap().status
-                == ServiceStatus::FailedTimeoutGuestagent
-            {
-                marked = true;
-                break;
-            }
+        let (interval, expiry) = (config.health_sweep_interval, config.agent_heartbeat_expiry);
+        let limit = Duration::from_secs(10);
+        let status = || async { store.get_service_status(id).await.unwrap().unwrap().status };
+        let t0 = clock.instant();
+        let mut next = t0 + interval;
+        assert!(
+            clock.wait_for_deadline(next, limit).await,
+            "the monitor never waited for its first sweep"
+        );
+        // Every sweep before the heartbeat expired leaves the guest alone; a sweep is over once the monitor
+        // waits for the next one.
+        while next - t0 < expiry {
+            clock.advance_to(next);
+            next += interval;
+            assert!(
+                clock.wait_for_deadline(next, limit).await,
+                "no sweep after {:?}",
+                next - t0 - interval
+            );
+            assert_eq!(
+                status().await,
+                ServiceStatus::Healthy,
+                "marked after {:?}",
+                next - t0 - interval
+            );
         }
-        assert!(marked, "the sweep never marked the stale guest");
+        // The first sweep at or past the expiry marks it.
+        clock.advance_to(next);
+        assert!(
+            clock.wait_for_deadline(next + interval, limit).await,
+            "no sweep after the expiry"
+        );
+        assert_eq!(
+            status().await,
+            ServiceStatus::FailedTimeoutGuestagent,
+            "the sweep never marked the stale guest"
+        );
         let _ = tx.send(true);
         task.await.unwrap().unwrap();
     }

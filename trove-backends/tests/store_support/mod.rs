@@ -31,24 +31,71 @@ async fn admin() -> sqlx::PgConnection {
     }
 }
 
-/// Creates a fresh database, runs `test` with its URL, and drops the database (also when the test panics).
-pub async fn with_fresh_pg<F, Fut>(test: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()>,
-{
+async fn create_database() -> (String, sqlx::PgConnection) {
     let db = format!("trove_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = admin().await;
     sqlx::query(&format!("CREATE DATABASE \"{db}\""))
         .execute(&mut conn)
         .await
         .expect("create test database");
+    (db, conn)
+}
+
+async fn drop_database(conn: &mut sqlx::PgConnection, db: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Creates a fresh database, runs `test` with its URL, and drops the database (also when the test panics).
+pub async fn with_fresh_pg<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (db, mut conn) = create_database().await;
     let outcome = AssertUnwindSafe(test(url_for(&db))).catch_unwind().await;
-    let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-        .execute(&mut conn)
-        .await;
+    let dropped = drop_database(&mut conn, &db).await;
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }
     dropped.expect("drop test database");
+}
+
+/// A fresh database for as long as this value lives (dropped, with its sessions, on drop: pass or fail), for
+/// tests whose database outlives one closure.
+pub struct FreshPg {
+    /// Its URL.
+    pub url: String,
+    name: String,
+}
+
+impl FreshPg {
+    /// Creates it.
+    pub async fn create() -> FreshPg {
+        let (name, _) = create_database().await;
+        FreshPg {
+            url: url_for(&name),
+            name,
+        }
+    }
+}
+
+impl Drop for FreshPg {
+    fn drop(&mut self) {
+        // Drop cannot wait: a runtime of its own on a thread of its own drops the database.
+        let name = std::mem::take(&mut self.name);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut conn = admin().await;
+                let _ = drop_database(&mut conn, &name).await;
+            })
+        })
+        .join();
+    }
 }

@@ -30,7 +30,7 @@ struct World {
     store: Arc<MemoryStore>,
     engines: Arc<SimulatedStrategyFactory>,
     stop: watch::Sender<bool>,
-    _time: crate::memory::FastForward,
+    _time: crate::memory::Ticker,
 }
 
 async fn world() -> World {
@@ -69,7 +69,7 @@ async fn world() -> World {
     );
     tokio::spawn(async move { tm.run(rx).await });
     // The task manager waits for guests on the clock: let time pass (1 ms per ms).
-    let time = clock.fast_forward(Duration::from_millis(1), Duration::from_millis(1));
+    let time = clock.ticking(Duration::from_millis(1));
     let api = ApiService::new(store.clone(), bus, clock, config);
     let admin = RequestContext::admin("admin");
     for (ds, manager) in [("mysql", "mysql"), ("mongodb", "mongodb")] {

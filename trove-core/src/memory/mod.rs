@@ -11,7 +11,7 @@ mod store;
 
 pub use auth::{NoAuth, StaticTokens};
 pub use bus::MemoryBus;
-pub use clock::{FastForward, ManualClock};
+pub use clock::{ManualClock, Ticker};
 pub use compute::{MemoryCompute, NoopLauncher, RecordingLauncher};
 pub use simulated::{SimulatedEngine, SimulatedStrategy, SimulatedStrategyFactory};
 pub use storage::{MemoryBackupStore, MemoryBlockStorage};

@@ -9,6 +9,7 @@ pub mod bus;
 pub mod clock;
 pub mod compute;
 pub mod crash;
+pub mod fixtures;
 pub mod storage;
 pub mod store;
 pub mod strategy;
