@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -54,15 +53,11 @@ pub struct RunAs {
 
 /// The effective uid of this process, read without `unsafe` from `/proc/self`.
 pub fn current_uid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
+    trove_os::current_uid()
 }
 
 fn current_gid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.gid())
-        .unwrap_or(u32::MAX)
+    trove_os::current_gid()
 }
 
 impl RunAs {
@@ -287,18 +282,7 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// Writes a file atomically, readable by its owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_err("write", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))
+    trove_os::write_private(path, bytes).map_err(|e| io_err("write", path, e))
 }
 
 /// Writes an engine file (config) owned by the engine user, private to it.
@@ -307,59 +291,7 @@ pub(crate) fn write_engine_file(path: &Path, contents: &str, run_as: RunAs) -> R
     run_as.own(path)
 }
 
-/// Reads the first line of a pid file as a pid.
-pub(crate) fn read_pid(path: &Path) -> Option<u32> {
-    let s = std::fs::read_to_string(path).ok()?;
-    s.lines().next()?.trim().parse().ok()
-}
-
-/// Whether process `pid` exists and is not a zombie.
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself contain ')'.
-        Ok(stat) => match stat.rfind(')') {
-            Some(i) => !matches!(
-                stat[i + 1..].trim_start().chars().next(),
-                Some('Z' | 'X') | None
-            ),
-            None => false,
-        },
-        Err(_) => false,
-    }
-}
-
-/// Sends a signal with the `kill` command (no `unsafe` needed).
-pub(crate) fn send_signal(pid: u32, signal: &str) -> Result<()> {
-    let out = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::backend(BACKEND, format!("cannot run kill: {e}"), false))?;
-    if out.status.success() || !pid_alive(pid) {
-        Ok(())
-    } else {
-        Err(Error::backend(
-            BACKEND,
-            format!(
-                "kill -s {signal} {pid} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            false,
-        ))
-    }
-}
-
-/// Waits until `pid` is gone; returns whether it went within `timeout`.
-pub(crate) async fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let start = Instant::now();
-    while pid_alive(pid) {
-        if start.elapsed() > timeout {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    true
-}
+pub(crate) use trove_os::{log_tail, pid_alive, read_pid, tail};
 
 /// Runs a command as the engine user to completion; a failure carries the command's output.
 pub(crate) async fn run_as_user(
@@ -447,48 +379,6 @@ pub(crate) fn spawn_detached(
         })
         .map_err(|e| Error::backend(BACKEND, e, false))?;
     Ok(pid)
-}
-
-/// The last `max` bytes of a text, on a character boundary.
-pub(crate) fn tail(text: &str, max: usize) -> &str {
-    let text = text.trim();
-    if text.len() <= max {
-        return text;
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
-}
-
-/// The last lines of a log file (for crash reasons).
-pub(crate) fn log_tail(path: &Path, max: usize) -> String {
-    std::fs::read(path)
-        .map(|b| tail(&String::from_utf8_lossy(&b), max).to_string())
-        .unwrap_or_default()
-}
-
-/// Bytes used under `path` (allocated blocks, not apparent sizes; each hard-linked file counted once).
-pub(crate) fn dir_usage(path: &Path) -> u64 {
-    fn walk(p: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
-        let Ok(meta) = std::fs::symlink_metadata(p) else {
-            return 0;
-        };
-        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-            return 0;
-        }
-        let mut total = meta.blocks() * 512;
-        if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    total += walk(&e.path(), seen);
-                }
-            }
-        }
-        total
-    }
-    walk(path, &mut std::collections::HashSet::new())
 }
 
 /// Finds a program: in `dir` when given, else in `PATH` and the usual system directories.
@@ -675,18 +565,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tail_keeps_char_boundaries() {
-        assert_eq!(tail("héllo", 3), "llo");
-        assert_eq!(tail("ab", 10), "ab");
-    }
-
-    #[test]
-    fn own_process_is_alive_and_bogus_is_not() {
-        assert!(pid_alive(std::process::id()));
-        assert!(!pid_alive(u32::MAX - 1));
-    }
 
     #[test]
     fn overrides_refuse_injection() {
