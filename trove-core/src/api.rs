@@ -14,7 +14,7 @@ use crate::config::CoreConfig;
 use crate::error::{Error, Result};
 use crate::model::{
     validate_database_name, validate_host, validate_instance_name, validate_password,
-    validate_user_name, BackupFilter, BackupType, Capabilities, InstanceFilter, Manager, Resource,
+    validate_user_name, BackupFilter, BackupType, Facet, InstanceFilter, Manager, Resource,
     Workflow, WorkflowKind, WorkflowState,
 };
 use crate::model::{
@@ -946,14 +946,14 @@ impl ApiService {
         &self,
         ctx: &RequestContext,
         id: Uuid,
-        need: fn(Capabilities) -> bool,
+        need: Facet,
         what: &str,
     ) -> Result<(Instance, Manager)> {
         let inst = self.load_instance(ctx, id).await?;
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;
-        if !need(v.manager.capabilities()) {
+        if !v.manager.default_facets().contains(need) {
             return Err(Error::unprocessable(format!(
                 "Operation not supported for datastore {}: {what}.",
                 v.manager
@@ -1393,7 +1393,7 @@ impl ApiService {
                 let (v, ds) = self
                     .version_and_datastore(source.datastore_version_id)
                     .await?;
-                if !v.manager.capabilities().replication {
+                if !v.manager.default_facets().contains(Facet::Replication) {
                     return Err(Error::bad_request(format!(
                         "Replication is not supported for datastore {}.",
                         v.manager
@@ -1456,13 +1456,13 @@ impl ApiService {
             }
         };
         let manager = version.manager;
-        let caps = manager.capabilities();
-        if !req.databases.is_empty() && !caps.databases {
+        let caps = manager.default_facets();
+        if !req.databases.is_empty() && !caps.contains(Facet::Databases) {
             return Err(Error::unprocessable(format!(
                 "Operation not supported for datastore {manager}: databases."
             )));
         }
-        if !req.users.is_empty() && !caps.users {
+        if !req.users.is_empty() && !caps.contains(Facet::Users) {
             return Err(Error::unprocessable(format!(
                 "Operation not supported for datastore {manager}: users."
             )));
@@ -2075,7 +2075,7 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<Vec<DatabaseSpec>> {
-        self.manage_data_instance(ctx, id, |c| c.databases, "databases")
+        self.manage_data_instance(ctx, id, Facet::Databases, "databases")
             .await?;
         self.guest(id).list_databases().await
     }
@@ -2088,7 +2088,7 @@ impl ApiService {
         dbs: Vec<DatabaseSpec>,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.databases, "databases")
+            .manage_data_instance(ctx, id, Facet::Databases, "databases")
             .await?;
         if dbs.is_empty() {
             return Err(Error::bad_request("No databases given."));
@@ -2102,7 +2102,7 @@ impl ApiService {
     /// `DELETE /instances/{id}/databases/{name}`.
     pub async fn delete_database(&self, ctx: &RequestContext, id: Uuid, name: &str) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.databases, "databases")
+            .manage_data_instance(ctx, id, Facet::Databases, "databases")
             .await?;
         validate_database_name(m, name)?;
         self.guest(id).delete_database(name).await
@@ -2117,7 +2117,7 @@ impl ApiService {
 
     /// `GET /instances/{id}/users`.
     pub async fn list_users(&self, ctx: &RequestContext, id: Uuid) -> Result<Vec<UserInfo>> {
-        self.manage_data_instance(ctx, id, |c| c.users, "users")
+        self.manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         self.guest(id).list_users().await
     }
@@ -2130,7 +2130,7 @@ impl ApiService {
         users: Vec<UserSpec>,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         if users.is_empty() {
             return Err(Error::bad_request("No users given."));
@@ -2165,7 +2165,7 @@ impl ApiService {
         user: &UserRef,
     ) -> Result<UserInfo> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         self.find_user(id, user).await
@@ -2180,7 +2180,7 @@ impl ApiService {
         update: UserUpdate,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         if update.name.is_none() && update.password.is_none() && update.host.is_none() {
@@ -2206,7 +2206,7 @@ impl ApiService {
     /// `DELETE /instances/{id}/users/{user}`.
     pub async fn delete_user(&self, ctx: &RequestContext, id: Uuid, user: &UserRef) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         self.find_user(id, user).await?;
@@ -2221,7 +2221,7 @@ impl ApiService {
         users: Vec<UserSpec>,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         if users.is_empty() {
             return Err(Error::bad_request("No users given."));
@@ -2251,7 +2251,7 @@ impl ApiService {
         user: &UserRef,
     ) -> Result<Vec<String>> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         Ok(self.find_user(id, user).await?.databases)
@@ -2266,7 +2266,7 @@ impl ApiService {
         databases: Vec<String>,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "user access")
+            .manage_data_instance(ctx, id, Facet::Users, "user access")
             .await?;
         Self::check_user(m, user)?;
         for d in &databases {
@@ -2287,7 +2287,7 @@ impl ApiService {
         database: &str,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "user access")
+            .manage_data_instance(ctx, id, Facet::Users, "user access")
             .await?;
         Self::check_user(m, user)?;
         validate_database_name(m, database)?;
@@ -2301,7 +2301,7 @@ impl ApiService {
 
     /// `GET /instances/{id}/root`: whether root was ever enabled (root history).
     pub async fn root_show(&self, ctx: &RequestContext, id: Uuid) -> Result<bool> {
-        self.manage_data_instance(ctx, id, |c| c.root, "root")
+        self.manage_data_instance(ctx, id, Facet::Root, "root")
             .await?;
         Ok(self.store.get_root_history(id).await?.is_some())
     }
@@ -2314,7 +2314,7 @@ impl ApiService {
         password: Option<Secret>,
     ) -> Result<RootCredentials> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.root, "root")
+            .manage_data_instance(ctx, id, Facet::Root, "root")
             .await?;
         if let Some(p) = &password {
             validate_password(p)?;
@@ -2339,7 +2339,7 @@ impl ApiService {
 
     /// `DELETE /instances/{id}/root`: 404 when root was never enabled.
     pub async fn root_disable(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        self.manage_data_instance(ctx, id, |c| c.root, "root")
+        self.manage_data_instance(ctx, id, Facet::Root, "root")
             .await?;
         if self.store.get_root_history(id).await?.is_none() {
             return Err(Error::not_found("Root history of instance", id));
@@ -2874,7 +2874,7 @@ impl ApiService {
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;
-        if !v.manager.capabilities().backup {
+        if !v.manager.default_facets().contains(Facet::Backup) {
             return Err(Error::not_implemented(format!(
                 "Backups are not supported for datastore {}.",
                 v.manager
