@@ -114,38 +114,62 @@ impl RunAs {
             .map_err(|e| io_err("chown", path, e))
     }
 
-    /// Checks the engine user can reach `path` (every ancestor searchable), so failures are explained.
-    pub(crate) fn check_reachable(self, path: &Path) -> Result<()> {
+    /// Checks that the engine user can reach `path`: every existing directory above it must be searchable
+    /// (`x`) by that user. The error names the user, the path and the directory in the way, so a prepare that
+    /// cannot work says why (instead of the engine failing to start with the reason only in its own log).
+    pub fn check_reachable(self, path: &Path) -> Result<()> {
+        match self.first_unreachable(path) {
+            None => Ok(()),
+            Some((dir, mode, owner)) => Err(Error::backend(
+                BACKEND,
+                format!(
+                    "the engine user {} cannot reach {}: directory {} (mode {mode:o}, owner uid {owner}) is not \
+                     searchable by it; use a state directory the engine user can reach, or make that directory \
+                     searchable (chmod o+x {})",
+                    self.describe(),
+                    path.display(),
+                    dir.display(),
+                    dir.display()
+                ),
+                false,
+            )),
+        }
+    }
+
+    /// The nearest existing directory above `path` that this identity cannot search, with its permission bits
+    /// and owner; `None` when every one can be passed (or when this process is that identity).
+    pub fn first_unreachable(self, path: &Path) -> Option<(PathBuf, u32, u32)> {
         if !self.switch_needed() {
-            return Ok(());
+            return None;
         }
-        let mut cur = path.parent();
-        while let Some(dir) = cur {
-            if let Ok(m) = std::fs::metadata(dir) {
-                let mode = m.permissions().mode();
-                let ok = if m.uid() == self.uid {
-                    mode & 0o100 != 0
-                } else if m.gid() == self.gid {
-                    mode & 0o010 != 0
-                } else {
-                    mode & 0o001 != 0
-                };
-                if !ok {
-                    return Err(Error::backend(
-                        BACKEND,
-                        format!(
-                            "the engine user (uid {}) cannot reach {}: directory {} is not searchable (chmod o+x)",
-                            self.uid,
-                            path.display(),
-                            dir.display()
-                        ),
-                        false,
-                    ));
-                }
-            }
-            cur = dir.parent();
+        path.ancestors().skip(1).find_map(|dir| {
+            let m = std::fs::metadata(dir).ok()?;
+            let mode = m.permissions().mode();
+            let searchable = if m.uid() == self.uid {
+                mode & 0o100 != 0
+            } else if m.gid() == self.gid {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            };
+            (!searchable).then(|| (dir.to_path_buf(), mode & 0o7777, m.uid()))
+        })
+    }
+
+    /// `name (uid N)` from `/etc/passwd`, or `uid N` when the uid has no name there.
+    pub fn describe(self) -> String {
+        let name = std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|passwd| {
+                passwd.lines().find_map(|line| {
+                    let f: Vec<&str> = line.split(':').collect();
+                    (f.len() >= 3 && f[2].parse() == Ok(self.uid)).then(|| f[0].to_string())
+                })
+            });
+        match name {
+            Some(n) => format!("{n} (uid {})", self.uid),
+            None => format!("uid {}", self.uid),
         }
-        Ok(())
     }
 }
 
@@ -192,13 +216,14 @@ impl Layout {
         std::fs::create_dir_all(&self.guest_dir)
             .map_err(|e| io_err("create", &self.guest_dir, e))?;
         set_mode(&self.guest_dir, 0o700)?;
+        // Before anything is handed to the engine user: can it get there at all?
+        run_as.check_reachable(&self.data_dir)?;
+        run_as.check_reachable(&self.engine_dir)?;
         for d in [&self.engine_dir, &self.data_dir] {
             std::fs::create_dir_all(d).map_err(|e| io_err("create", d, e))?;
             set_mode(d, 0o700)?;
             run_as.own(d)?;
         }
-        run_as.check_reachable(&self.data_dir)?;
-        run_as.check_reachable(&self.engine_dir)?;
         Ok(())
     }
 
@@ -592,6 +617,30 @@ mod tests {
                 .status,
             400
         );
+    }
+
+    #[test]
+    fn unreachable_paths_name_the_user_and_the_directory() {
+        let top = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let inner = top.path().join("state");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = RunAs {
+            uid: 65534,
+            gid: 65534,
+        };
+        let target = inner.join("servers/x/engine");
+        let msg = nobody.check_reachable(&target).unwrap_err().to_string();
+        assert!(msg.contains("uid 65534"), "{msg}");
+        assert!(msg.contains(&target.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("directory {} (mode 700", top.path().display())),
+            "{msg}"
+        );
+        assert!(msg.contains("chmod o+x"), "{msg}");
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        nobody.check_reachable(&target).expect("a searchable path");
     }
 
     #[test]

@@ -350,3 +350,60 @@ impl<E: Engine> LogsFacet for ProcessStrategy<E> {
         trove_core::guest_log::log_action(&self.engine_logs()?, ctx, req).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use trove_core::model::Manager;
+    use trove_core::ports::{PrepareRequest, StrategyContext, StrategyFactory};
+    use trove_core::state::ServiceStatus;
+
+    use crate::{EngineConfig, EngineStrategyFactory};
+
+    /// A state directory below a directory only its owner can enter (what `mktemp -d` makes): prepare fails,
+    /// and its error (what the guest reports as the instance's fault) names the user and the directory.
+    #[tokio::test]
+    async fn prepare_names_the_directory_the_engine_user_cannot_reach() {
+        let top = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let state = top.path().join("state");
+        let ctx = StrategyContext {
+            instance_id: uuid::Uuid::new_v4(),
+            datastore_version: trove_core::testing::sample_version(Manager::Redis),
+            flavor: trove_core::testing::sample_flavor(),
+            server_dir: state.join("servers/one"),
+            volume_path: Some(state.join("volumes/one/fs")),
+            bind_address: "127.0.0.1".into(),
+            port: 1,
+        };
+        let factory = EngineStrategyFactory::new(EngineConfig {
+            run_as: Some("65534:65534".into()),
+            ..EngineConfig::default()
+        });
+        let s = factory
+            .strategy(&ctx)
+            .expect("redis-server is installed on the test machines");
+        let req = PrepareRequest {
+            memory_mb: 256,
+            volume_size_gb: Some(1),
+            databases: vec![],
+            users: vec![],
+            root_password: None,
+            overrides: Default::default(),
+        };
+        let e = s.prepare(&req).await.expect_err("an unreachable data dir");
+        let msg = e.to_string();
+        assert!(msg.contains("uid 65534"), "{msg}");
+        assert!(
+            msg.contains(&format!("directory {} ", top.path().display())),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&ctx.volume_path.as_ref().unwrap().display().to_string()),
+            "{msg}"
+        );
+        assert_ne!(s.status().await.status, ServiceStatus::Healthy);
+    }
+}
