@@ -101,6 +101,17 @@ pub(crate) fn finish(base: &Base, restart_keys: Vec<String>) -> Result<bool> {
     Ok(!pending.keys.is_empty())
 }
 
+/// The rendered configuration text at `path` (the values live changes set come from it).
+pub(crate) fn read_rendered(path: &std::path::Path, backend: &'static str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::backend(
+            backend,
+            format!("reading the rendered config failed: {e}"),
+            false,
+        )
+    })
+}
+
 /// Keys whose value differs between two override sets (set, changed or removed), sorted.
 pub(crate) fn changed_keys(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<String> {
     old.keys()

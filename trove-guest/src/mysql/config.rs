@@ -11,7 +11,7 @@ use trove_core::{Error, Result};
 use super::Mysql;
 use crate::common::{override_value, share_mb, write_engine_file};
 use crate::engine::Engine;
-use crate::overrides::{rendered_value, rules_need_restart, Configurable};
+use crate::overrides::{read_rendered, rendered_value, rules_need_restart, Configurable};
 
 /// MariaDB error: the variable is read-only (set only at startup).
 const ER_INCORRECT_GLOBAL_LOCAL_VAR: u16 = 1238;
@@ -58,13 +58,7 @@ impl Configurable for Mysql {
     }
 
     async fn apply_changes(&self, changed: Vec<String>) -> Result<Vec<String>> {
-        let cnf = std::fs::read_to_string(self.cnf_path()).map_err(|e| {
-            Error::backend(
-                "mysql",
-                format!("reading the rendered config failed: {e}"),
-                false,
-            )
-        })?;
+        let cnf = read_rendered(&self.cnf_path(), "mysql")?;
         // An engine that does not answer starts with the rendered file.
         match self.connect_admin().await {
             Ok(mut c) => {

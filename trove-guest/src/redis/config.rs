@@ -9,7 +9,7 @@ use trove_core::{Error, Result};
 use super::Redis;
 use crate::common::{override_value, share_mb, write_engine_file};
 use crate::engine::Engine;
-use crate::overrides::{rendered_value, rules_need_restart, Configurable};
+use crate::overrides::{read_rendered, rendered_value, rules_need_restart, Configurable};
 
 /// Redis defaults (compiled into the server) of parameters the rendered base config does not set. `maxclients`
 /// is not here: the server lowers its default to what its file limit allows at start.
@@ -64,13 +64,7 @@ impl Configurable for Redis {
     }
 
     async fn apply_changes(&self, changed: Vec<String>) -> Result<Vec<String>> {
-        let conf = std::fs::read_to_string(self.conf_path()).map_err(|e| {
-            Error::backend(
-                "redis",
-                format!("reading the rendered config failed: {e}"),
-                false,
-            )
-        })?;
+        let conf = read_rendered(&self.conf_path(), "redis")?;
         // An engine that does not answer starts with the rendered file.
         match self.connect_admin().await {
             Ok(mut c) => config_set_changed(&mut c, &conf, &changed).await,

@@ -3,7 +3,7 @@
 //! strategy).
 //!
 //! A request for a facet the strategy lacks answers upstream's status: 422 "Operation not supported for
-//! datastore X: <facet>." for users, databases, root and configuration; 501 for TLS; for logs the list is empty
+//! datastore X: `<facet>`." for users, databases, root and configuration; 501 for TLS; for logs the list is empty
 //! and an action on any name is a 404 ("Log" not found), as for an engine that exposes none.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};

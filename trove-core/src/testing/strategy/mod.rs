@@ -40,16 +40,6 @@ pub const PREPARED_DB: &str = "conf_db1";
 /// User created by [`prepare_request`].
 pub const PREPARED_USER: &str = "conf_user1";
 
-/// The facets that have a trait and an accessor (the others are reserved for later issues).
-pub const ACCESSIBLE_FACETS: [Facet; 6] = [
-    Facet::Users,
-    Facet::Databases,
-    Facet::Root,
-    Facet::Configuration,
-    Facet::Tls,
-    Facet::Logs,
-];
-
 fn db(name: &str) -> DatabaseSpec {
     DatabaseSpec {
         name: name.into(),
