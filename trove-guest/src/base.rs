@@ -113,6 +113,18 @@ impl Base {
             .map(|_| ())
     }
 
+    /// An SQL engine's error: what the engine refused (its message, for the caller), or a transient backend
+    /// error (connection, protocol).
+    pub fn sql_error(&self, backend: &'static str, e: sqlx::Error) -> Error {
+        match e {
+            sqlx::Error::Database(d) => Error::Guest {
+                instance_id: self.ctx.instance_id,
+                message: d.message().to_string(),
+            },
+            other => Error::backend(backend, other, true),
+        }
+    }
+
     /// Validates names before anything reaches the engine.
     pub fn validate_databases(&self, dbs: &[DatabaseSpec]) -> Result<()> {
         for db in dbs {

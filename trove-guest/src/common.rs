@@ -240,6 +240,32 @@ impl Layout {
         }
     }
 
+    /// The admin password; `backend`'s error when there is none (the instance was never prepared).
+    pub fn required_admin_secret(&self, backend: &'static str) -> Result<Secret> {
+        self.admin_secret()?.ok_or_else(|| {
+            Error::backend(
+                backend,
+                "the instance has no admin account yet (not prepared)",
+                false,
+            )
+        })
+    }
+
+    /// Empties the data directory (a half-initialised one from an interrupted attempt is started again from
+    /// scratch).
+    pub fn clear_data_dir(&self) {
+        if let Ok(rd) = std::fs::read_dir(&self.data_dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+    }
+
     /// The admin password, generated and stored (0600, owner only) on first use.
     pub fn ensure_admin_secret(&self) -> Result<Secret> {
         if let Some(s) = self.admin_secret()? {

@@ -83,13 +83,7 @@ impl Mysql {
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
-        match e {
-            sqlx::Error::Database(d) => Error::Guest {
-                instance_id: self.base.ctx.instance_id,
-                message: d.message().to_string(),
-            },
-            other => Error::backend("mysql", other, true),
-        }
+        self.base.sql_error("mysql", e)
     }
 
     fn options(&self, user: &str, password: &str) -> MySqlConnectOptions {
@@ -105,13 +99,7 @@ impl Mysql {
     }
 
     async fn connect_admin(&self) -> Result<MySqlConnection> {
-        let secret = self.base.layout.admin_secret()?.ok_or_else(|| {
-            Error::backend(
-                "mysql",
-                "the instance has no admin account yet (not prepared)",
-                false,
-            )
-        })?;
+        let secret = self.base.layout.required_admin_secret("mysql")?;
         let mut c = self
             .options("os_admin", secret.expose())
             .connect()
@@ -144,16 +132,7 @@ impl Mysql {
     async fn init_datadir(&self) -> Result<()> {
         let data = &self.base.layout.data_dir;
         // A half-initialised directory from an interrupted attempt is started again from scratch.
-        if let Ok(rd) = std::fs::read_dir(data) {
-            for e in rd.flatten() {
-                let p = e.path();
-                let _ = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-            }
-        }
+        self.base.layout.clear_data_dir();
         let datadir = format!("--datadir={}", data.display());
         let args: Vec<&OsStr> = vec![
             OsStr::new("--no-defaults"),

@@ -136,13 +136,7 @@ impl Postgres {
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
-        match e {
-            sqlx::Error::Database(d) => Error::Guest {
-                instance_id: self.base.ctx.instance_id,
-                message: d.message().to_string(),
-            },
-            other => Error::backend("postgresql", other, true),
-        }
+        self.base.sql_error("postgresql", e)
     }
 
     fn options(&self, user: &str, password: &str, db: &str) -> PgConnectOptions {
@@ -156,13 +150,7 @@ impl Postgres {
     }
 
     async fn connect_admin(&self, db: &str) -> Result<PgConnection> {
-        let secret = self.base.layout.admin_secret()?.ok_or_else(|| {
-            Error::backend(
-                "postgresql",
-                "the instance has no admin account yet (not prepared)",
-                false,
-            )
-        })?;
+        let secret = self.base.layout.required_admin_secret("postgresql")?;
         self.options("os_admin", secret.expose(), db)
             .connect()
             .await
@@ -194,16 +182,7 @@ impl Postgres {
 
     async fn init_datadir(&self) -> Result<()> {
         let l = &self.base.layout;
-        if let Ok(rd) = std::fs::read_dir(&l.data_dir) {
-            for e in rd.flatten() {
-                let p = e.path();
-                let _ = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-            }
-        }
+        self.base.layout.clear_data_dir();
         set_mode(&l.data_dir, 0o700)?;
         let secret = l.ensure_admin_secret()?;
         // initdb reads the bootstrap password from a file the engine user can read; it is removed right after.

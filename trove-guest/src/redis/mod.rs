@@ -79,13 +79,7 @@ impl Redis {
     }
 
     async fn connect_admin(&self) -> Result<MultiplexedConnection> {
-        let secret = self.base.layout.admin_secret()?.ok_or_else(|| {
-            Error::backend(
-                "redis",
-                "the instance has no admin account yet (not prepared)",
-                false,
-            )
-        })?;
+        let secret = self.base.layout.required_admin_secret("redis")?;
         // The unix socket when the engine has one (TLS may have closed the plain port).
         let socket = self.admin_socket();
         let addr = if socket.exists() {
