@@ -30,7 +30,7 @@ use trove_core::memory::{
 };
 use trove_core::ports::{
     DynAuthenticator, DynBackupStore, DynBlockStorage, DynBus, DynClock, DynCompute, DynStore,
-    StrategyFactory, SystemClock,
+    FacetCatalog, StrategyFactory, SystemClock,
 };
 use trove_core::taskmanager::{TaskManager, TaskManagerConfig};
 use trove_core::{CoreConfig, Error, Result};
@@ -49,6 +49,7 @@ pub struct ControlPlaneBuilder {
     taskmanager: Option<TaskManagerConfig>,
     guest_keys: Option<Arc<dyn GuestKeys>>,
     launcher: Option<Arc<InProcessLauncher>>,
+    facets: Option<FacetCatalog>,
     no_taskmanager: bool,
     no_conductor: bool,
     no_health_monitor: bool,
@@ -111,6 +112,13 @@ impl ControlPlaneBuilder {
     /// Makes the conductor verify guest report signatures with these keys.
     pub fn guest_keys(mut self, keys: Arc<dyn GuestKeys>) -> Self {
         self.guest_keys = Some(keys);
+        self
+    }
+    /// What the deployment's datastore strategies offer per manager (build it with
+    /// [`FacetCatalog::from_factory`] from the factory the guests use): the API refuses requests for a facet the
+    /// instance's strategy lacks at once. Default: what the shipped engines offer.
+    pub fn facets(mut self, catalog: FacetCatalog) -> Self {
+        self.facets = Some(catalog);
         self
     }
     /// An in-process launcher whose agents are ended on shutdown.
@@ -202,6 +210,9 @@ impl ControlPlaneBuilder {
             // Mgmt migrate checks its host against compute at once.
             api = api.with_compute(c.clone());
         }
+        if let Some(f) = self.facets {
+            api = api.with_facets(f);
+        }
         let api = Arc::new(api);
         Ok(ControlPlane {
             api,
@@ -242,6 +253,8 @@ pub struct InMemoryParts {
     pub launcher: Arc<InProcessLauncher>,
     /// Settings.
     pub config: CoreConfig,
+    /// What the guests' strategies offer per manager.
+    pub facets: FacetCatalog,
 }
 
 impl std::fmt::Debug for InMemoryParts {
@@ -269,13 +282,19 @@ impl InMemoryParts {
         let backup_store = Arc::new(MemoryBackupStore::new());
         // Guests publish their logs to the backup store, in the upstream default container.
         let launcher = Arc::new(
-            InProcessLauncher::new(bus.clone(), clock.clone(), factory, config.report_interval)
-                .with_log_store(trove_core::guest_log::LogStore::new(
-                    backup_store.clone(),
-                    trove_core::model::DEFAULT_LOG_CONTAINER,
-                )),
+            InProcessLauncher::new(
+                bus.clone(),
+                clock.clone(),
+                factory.clone(),
+                config.report_interval,
+            )
+            .with_log_store(trove_core::guest_log::LogStore::new(
+                backup_store.clone(),
+                trove_core::model::DEFAULT_LOG_CONTAINER,
+            )),
         );
         InMemoryParts {
+            facets: FacetCatalog::from_factory(factory.as_ref()),
             store: Arc::new(MemoryStore::new()),
             compute: Arc::new(MemoryCompute::new(launcher.clone())),
             block_storage: Arc::new(MemoryBlockStorage::new()),
@@ -298,6 +317,7 @@ impl InMemoryParts {
             .backup_store(self.backup_store.clone())
             .clock(self.clock.clone())
             .config(self.config.clone())
+            .facets(self.facets.clone())
             .in_process_launcher(self.launcher.clone())
     }
 }

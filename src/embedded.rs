@@ -7,7 +7,7 @@
 //! reported in [`Embedded::detection`] and their datastores left out. Servers found in the state directory are
 //! re-adopted: their engines keep running across restarts of the control plane.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use trove_core::model::Flavor;
 use trove_core::ports::{DynAuthenticator, DynClock, DynStore, StrategyFactory, SystemClock};
 use trove_core::{CoreConfig, Result};
 use trove_guest::{
-    detect_engines, DetectedEngine, EngineConfig, EngineDetection, EngineStrategyFactory,
+    detect_engines, DetectedEngine, EngineConfig, EngineDetection, EngineStrategyFactory, RunAs,
 };
 
 use crate::control_plane::ControlPlane;
@@ -131,9 +131,41 @@ pub async fn seed(store: DynStore, engines: &[DetectedEngine]) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a state directory the engines could not use: when they run as another user (root runs them as
+/// `nobody`), that user must be able to pass every directory down to the servers and volumes, or every MariaDB
+/// and PostgreSQL instance would fail to start. The state directory is created if missing.
+pub fn check_state_dir(state_dir: &Path, engines: &EngineConfig) -> Result<()> {
+    std::fs::create_dir_all(state_dir).map_err(|e| {
+        trove_core::Error::bad_request(format!(
+            "Cannot create the state directory {}: {e}.",
+            state_dir.display()
+        ))
+    })?;
+    let run_as = RunAs::resolve(engines.run_as.as_deref())?;
+    // The state directory itself and what is below it (servers, volumes, extra hosts) when it exists already.
+    for below in ["servers", "volumes", "hosts"] {
+        let Some((dir, mode, owner)) = run_as.first_unreachable(&state_dir.join(below).join("x"))
+        else {
+            continue;
+        };
+        return Err(trove_core::Error::bad_request(format!(
+            "The state directory {state} cannot be used: the engines run as {who}, which cannot enter {dir} \
+             (mode {mode:o}, owner uid {owner}), so no instance could start. Choose a state directory that user \
+             can reach (--state-dir; the default for root is /var/lib/trove-rs), or make the directory searchable \
+             with `chmod o+x {dir}`.",
+            state = state_dir.display(),
+            who = run_as.describe(),
+            dir = dir.display(),
+        )));
+    }
+    Ok(())
+}
+
 impl Embedded {
-    /// Opens the store (migrating it), composes the ports, starts the control plane and re-adopts servers.
+    /// Checks the state directory ([`check_state_dir`]), opens the store (migrating it), composes the ports,
+    /// starts the control plane and re-adopts servers.
     pub async fn start(opts: EmbeddedOptions, auth: DynAuthenticator) -> Result<Embedded> {
+        check_state_dir(&opts.state_dir, &opts.engines)?;
         let location =
             StoreLocation::from_options(Some(opts.state_dir.clone()), opts.database_url.clone());
         let store = sql::open(&location).await?;
@@ -180,10 +212,13 @@ impl Embedded {
                 root: opts.state_dir.join("hosts").join(name),
             });
         }
-        let compute =
-            Arc::new(LocalCompute::open(compute_config, launcher.clone())?.with_engines(engines));
+        let compute = Arc::new(
+            LocalCompute::open(compute_config, launcher.clone())?.with_engines(engines.clone()),
+        );
         let volumes = Arc::new(DirBlockStorage::open(opts.state_dir.join("volumes"))?);
+        let facets = trove_core::ports::FacetCatalog::from_factory(engines.as_ref());
         let control_plane = ControlPlane::builder()
+            .facets(facets)
             .store(store)
             .bus(bus)
             .compute(compute.clone())
@@ -228,5 +263,44 @@ impl Embedded {
         self.supervisor.abort();
         self.control_plane.shutdown().await;
         self.launcher.shutdown_all().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// As root, engines run as `nobody`: a state directory inside a directory only root can enter (what
+    /// `mktemp -d` makes) is refused at start-up with a message that names the directory and the fix.
+    #[tokio::test]
+    async fn a_state_dir_the_engine_user_cannot_reach_is_refused_at_start() {
+        let top = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let state = top.path().join("state");
+        let mut opts = EmbeddedOptions::new(&state);
+        // What root gets by default; set explicitly so the check holds whoever runs the test.
+        opts.engines.run_as = Some("65534:65534".into());
+        let auth: DynAuthenticator = Arc::new(trove_backends::auth::NoAuth::new());
+        let e = Embedded::start(opts.clone(), auth.clone())
+            .await
+            .expect_err("an unreachable state directory");
+        let msg = e.to_string();
+        assert_eq!(e.fault().status, 400, "{msg}");
+        assert!(msg.contains(&state.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("chmod o+x {}", top.path().display())),
+            "{msg}"
+        );
+        assert!(msg.contains("uid 65534"), "{msg}");
+        assert!(
+            !state.join("trove.sqlite").exists(),
+            "nothing is set up in a refused state directory"
+        );
+        // With the directory searchable the same state directory is accepted.
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod");
+        check_state_dir(&state, &opts.engines).expect("a reachable state directory");
     }
 }

@@ -548,7 +548,11 @@ pub async fn run_api(
 ) -> Result<()> {
     let store = cfg.open_store().await?;
     let auth = cfg.authenticator()?;
+    // What the guests' engines offer: the API refuses the rest at once. (Read from the engine binaries installed
+    // where the API runs, as the guests' hosts have them.)
+    let facets = trove_core::ports::FacetCatalog::from_factory(cfg.engines().as_ref());
     let cp = crate::ControlPlane::builder()
+        .facets(facets)
         .store(store)
         .bus(Arc::new(cfg.bus()))
         .authenticator(auth.clone())

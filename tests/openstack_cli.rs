@@ -9,7 +9,7 @@ mod api_support;
 use std::time::Duration;
 
 use api_support::{wait_status, AllInOne, OpenStackCli};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const TENANT: &str = "cli-tenant";
 const SETTLE: Duration = Duration::from_secs(60);
@@ -229,31 +229,30 @@ fn openstack_cli_drives_the_all_in_one_server() {
         "configuration deleted: {cfgs}"
     );
 
-    // --- backups (the backup work itself belongs to a later issue; the API records it)
-    let bk = cli
-        .ok(&[
-            "database",
-            "backup",
-            "create",
-            "bk1",
-            "--instance",
-            "db1",
-            "-f",
-            "json",
-        ])
-        .json();
-    assert_eq!(bk["name"], "bk1", "backup create: {bk}");
-    let bk_id = bk["id"].as_str().expect("backup id").to_string();
-    let bks = cli.ok(&["database", "backup", "list", "-f", "json"]).json();
-    assert!(names(&bks, "ID").contains(&bk_id), "backup list: {bks}");
-    let shown = cli
-        .ok(&["database", "backup", "show", &bk_id, "-f", "json"])
-        .json();
-    assert_eq!(
-        shown["instance_id"],
-        Value::String(id.clone()),
-        "backup show: {shown}"
+    // --- backups: no strategy offers the backup facet yet (a later issue), so the real client gets upstream's
+    // 501 at once, with the reason, and nothing is recorded.
+    let refused = cli.run(&[
+        "database",
+        "backup",
+        "create",
+        "bk1",
+        "--instance",
+        "db1",
+        "-f",
+        "json",
+    ]);
+    assert_ne!(
+        refused.code, 0,
+        "backup create must be refused: {}",
+        refused.stdout
     );
+    assert!(
+        refused.stderr.contains("not supported") && refused.stderr.contains("501"),
+        "backup create: {}",
+        refused.stderr
+    );
+    let bks = cli.ok(&["database", "backup", "list", "-f", "json"]).json();
+    assert_eq!(bks, json!([]), "backup list: {bks}");
     // --- backup strategies: where this instance's backups go
     let st = cli
         .ok(&[
@@ -359,21 +358,6 @@ fn openstack_cli_drives_the_all_in_one_server() {
         (&Value::from("Disabled"), &Value::from("0")),
         "log discard + disable: {off}"
     );
-    // Wait until the backup is no longer running, so the actions below are not refused by it.
-    let deadline = std::time::Instant::now() + SETTLE;
-    loop {
-        let (_, b) =
-            api_support::get_json(&format!("{}/v1.0/{TENANT}/backups/{bk_id}", server.base));
-        let st = b["backup"]["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if !matches!(st.as_str(), "NEW" | "BUILDING" | "SAVING") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "backup still {st}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
     wait_status(&server.base, TENANT, &id, "ACTIVE", SETTLE);
 
     // --- actions

@@ -19,7 +19,7 @@ use trove_core::model::{DatabaseSpec, ParamType};
 use trove_core::ports::RequestContext;
 use trove_core::ports::SystemClock;
 
-use api_support::{add_flavors, eventually, flavor, serve_in_process, HttpClient};
+use api_support::{add_flavors, flavor, serve_in_process, HttpClient};
 
 const T: &str = "samples";
 
@@ -39,6 +39,17 @@ impl Server {
 
     async fn get(&self, path: &str) -> Value {
         self.0.get_ok(path).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let a = self.call("POST", path, Some(&body)).await;
+        assert!(
+            (200..300).contains(&a.status),
+            "POST {path}: {} {}",
+            a.status,
+            a.body
+        );
+        a.body
     }
 
     async fn wait_instance(&self, id: &str, want: &str) {
@@ -153,6 +164,9 @@ enum Expect {
     Success,
     /// Refused for a reason of state (e.g. promoting a non-replica), never for its shape.
     StateRefusal,
+    /// Refused at once with upstream's 501 because no datastore strategy of this deployment offers the facet
+    /// (backups, until the backup facet exists), never for its shape.
+    NotSupported,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,6 +295,7 @@ async fn every_upstream_sample_is_served() {
                     (200..300).contains(&a.status)
                         || (!shape_error && (400..500).contains(&a.status))
                 }
+                Expect::NotSupported => a.status == 501 && msg.contains("not supported"),
             };
             if !ok {
                 errors.push(format!(
@@ -459,41 +474,44 @@ async fn every_upstream_sample_is_served() {
     );
 
     // --- backups
-    let a = request!(
+    // No strategy of this deployment offers the backup facet yet: the request is refused at once, before anything
+    // is recorded. The view shapes are checked on a backup registered from an existing object (`restore_from`).
+    request!(
         "backup-create-request.json",
         "POST",
         "/backups".to_string(),
-        Expect::Success,
+        Expect::NotSupported,
         &ids
     );
-    response!("backup-create-response.json", a.body.clone(), &[]);
-    let backup = a.body["backup"]["id"]
+    let registered = s
+        .post(
+            "/backups",
+            json!({"backup": {
+                "name": "snapshot",
+                "description": "My Backup",
+                "instance": inst,
+                "restore_from": {
+                    "remote_location": "http://swift.example/v1/AUTH_t/database_backups/b.xbstream.gz.enc",
+                    "local_datastore_version_id": version_ids[0],
+                    "size": 0.2,
+                },
+            }}),
+        )
+        .await;
+    // A registered backup comes from no instance of ours: `instance_id` is null (upstream registers it the same
+    // way); every other field is upstream's.
+    response!(
+        "backup-create-response.json",
+        registered.clone(),
+        &["backup.instance_id"]
+    );
+    let backup = registered["backup"]["id"]
         .as_str()
         .expect("backup id")
         .to_string();
-    eventually("the backup ends", Duration::from_secs(30), || async {
-        let b = s.get(&format!("/backups/{backup}")).await;
-        match b["backup"]["status"].as_str() {
-            Some("NEW" | "BUILDING" | "SAVING") => Err(b.to_string()),
-            _ => Ok(()),
-        }
-    })
-    .await;
-    // `locationRef` and `size` are null until a backup completes (backup-create-response.json shows them null);
-    // the backup work itself belongs to a later issue, so they are exempt only while ours has not completed.
     let shown = s.get(&format!("/backups/{backup}")).await;
-    let completed = shown["backup"]["status"] == "COMPLETED";
-    let pending_one: &[&str] = if completed {
-        &[]
-    } else {
-        &["backup.locationRef", "backup.size"]
-    };
-    let pending_list: &[&str] = if completed {
-        &[]
-    } else {
-        &["backups.locationRef", "backups.size"]
-    };
-    response!("backup-get-response.json", shown, pending_one);
+    response!("backup-get-response.json", shown, &["backup.instance_id"]);
+    let pending_list: &[&str] = &["backups.instance_id"];
     response!(
         "backup-list-response.json",
         s.get("/backups").await,

@@ -21,8 +21,8 @@ use uuid::Uuid;
 use crate::conductor::{guest_sender, GuestKeys};
 use crate::error::{Error, Result};
 use crate::ports::{
-    DatastoreStrategy, Delivery, DynBus, DynClock, GuestLauncher, GuestSpec, StrategyFactory,
-    Subscription,
+    DatastoreStrategy, Delivery, DynBus, DynClock, GuestLauncher, GuestSpec, PrepareRequest,
+    StrategyFactory, Subscription,
 };
 use crate::rpc::{guest_topic, ConductorClient, ConductorRequest, Envelope, GuestRequest, Reply};
 use crate::state::ServiceStatus;
@@ -31,6 +31,9 @@ const IDLE: u8 = 0;
 const PREPARING: u8 = 1;
 const SERVING: u8 = 2;
 const PREPARE_FAILED: u8 = 3;
+
+/// How long an agent asked to end may take before its task is aborted.
+pub const AGENT_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// The agent of one instance.
 pub struct GuestAgent {
@@ -140,7 +143,7 @@ impl GuestAgent {
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(instance = %self.instance_id, error = %e, "guest subscription failed");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        self.clock.sleep(Duration::from_millis(200)).await;
                     }
                 },
             }
@@ -212,116 +215,58 @@ impl GuestAgent {
     }
 
     async fn dispatch(&self, req: GuestRequest) -> Result<Value> {
-        let s = &self.strategy;
+        let s = self.strategy.as_ref();
         let unit = |r: Result<()>| r.map(|()| Value::Null);
         if !matches!(req, GuestRequest::Prepare(_)) && self.phase.load(Ordering::SeqCst) == IDLE {
             self.phase.store(SERVING, Ordering::SeqCst);
         }
-        let v = match req {
+        match req {
             // A rebuild is a prepare on existing data: the strategy's prepare is idempotent and keeps the data.
-            GuestRequest::Prepare(p) | GuestRequest::Rebuild(p) => {
-                self.phase.store(PREPARING, Ordering::SeqCst);
-                self.heartbeat().await;
-                match s.prepare(&p).await {
-                    Ok(()) => {
-                        self.phase.store(SERVING, Ordering::SeqCst);
-                        self.heartbeat().await;
-                        Ok(Value::Null)
-                    }
-                    Err(e) => {
-                        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(e.to_string());
-                        self.phase.store(PREPARE_FAILED, Ordering::SeqCst);
-                        self.heartbeat().await;
-                        Err(e)
-                    }
-                }
-            }
-            GuestRequest::Restart => {
-                let r = s.restart().await;
-                self.heartbeat().await;
-                unit(r)
-            }
-            GuestRequest::StartDb => {
-                let r = s.start().await;
-                self.heartbeat().await;
-                unit(r)
-            }
-            GuestRequest::StopDb => {
-                let r = s.stop().await;
-                self.heartbeat().await;
-                unit(r)
-            }
-            GuestRequest::GetFilesystemStats => to_value(s.filesystem_stats().await),
+            GuestRequest::Prepare(p) | GuestRequest::Rebuild(p) => self.prepare(&p).await,
+            GuestRequest::Restart => self.then_report(s.restart().await).await,
+            GuestRequest::StartDb => self.then_report(s.start().await).await,
+            GuestRequest::StopDb => self.then_report(s.stop().await).await,
+            GuestRequest::GetFilesystemStats => s.filesystem_stats().await.and_then(|fs| {
+                serde_json::to_value(fs).map_err(|e| Error::backend("guest", e, false))
+            }),
             GuestRequest::RpcPing => Ok(Value::Null),
             GuestRequest::ApplyFlavor { memory_mb } => {
-                let r = s.apply_flavor(memory_mb).await;
-                self.heartbeat().await;
-                unit(r)
+                self.then_report(s.apply_flavor(memory_mb).await).await
             }
             GuestRequest::ResizeFs { size_gb } => unit(s.resize_fs(size_gb).await),
-            GuestRequest::CreateDatabase { databases } => {
-                unit(s.create_databases(&databases).await)
-            }
-            GuestRequest::ListDatabases => to_value(s.list_databases().await),
-            GuestRequest::DeleteDatabase { database } => unit(s.delete_database(&database).await),
-            GuestRequest::CreateUser { users } => unit(s.create_users(&users).await),
-            GuestRequest::ListUsers => to_value(s.list_users().await),
-            GuestRequest::DeleteUser { username, hostname } => {
-                unit(s.delete_user(&username, &hostname).await)
-            }
-            GuestRequest::UpdateAttributes {
-                username,
-                hostname,
-                user_attrs,
-            } => unit(s.update_user(&username, &hostname, &user_attrs).await),
-            GuestRequest::ChangePasswords { users } => unit(s.change_passwords(&users).await),
-            GuestRequest::GrantAccess {
-                username,
-                hostname,
-                databases,
-            } => unit(s.grant_access(&username, &hostname, &databases).await),
-            GuestRequest::RevokeAccess {
-                username,
-                hostname,
-                database,
-            } => unit(s.revoke_access(&username, &hostname, &database).await),
-            GuestRequest::EnableRoot { root_password } => {
-                to_value(s.enable_root(root_password).await)
-            }
-            GuestRequest::DisableRoot => unit(s.disable_root().await),
-            GuestRequest::ApplyOverrides { overrides } => {
-                to_value(s.apply_overrides(&overrides).await)
-            }
-            GuestRequest::SslShow {
-                include_certificate,
-            } => to_value(s.ssl_show(include_certificate).await),
-            GuestRequest::SslAction { change } => to_value(s.ssl_action(&change).await),
-            GuestRequest::SslRollback => to_value(s.ssl_rollback().await),
-            GuestRequest::GuestLogList => to_value(s.guest_log_list(&self.log_context()).await),
-            GuestRequest::GuestLogAction {
-                log_name,
-                enable,
-                disable,
-                publish,
-                discard,
-            } => {
-                let req = crate::model::LogActionRequest {
-                    name: log_name,
-                    enable,
-                    disable,
-                    publish,
-                    discard,
-                };
-                to_value(s.guest_log_action(&self.log_context(), &req).await)
-            }
-        };
-        v
+            GuestRequest::Users(r) => r.serve_on(s).await,
+            GuestRequest::Databases(r) => r.serve_on(s).await,
+            GuestRequest::Root(r) => r.serve_on(s).await,
+            GuestRequest::Configuration(r) => r.serve_on(s).await,
+            GuestRequest::Tls(r) => r.serve_on(s).await,
+            GuestRequest::Logs(r) => r.serve_on(s, &self.log_context()).await,
+        }
     }
-}
 
-fn to_value<T: serde::Serialize>(r: Result<T>) -> Result<Value> {
-    r.and_then(|v| serde_json::to_value(v).map_err(|e| Error::backend("guest", e, false)))
+    /// Runs prepare, reporting BUILDING first, then the outcome (FAILED with the reason when it fails).
+    async fn prepare(&self, p: &PrepareRequest) -> Result<Value> {
+        self.phase.store(PREPARING, Ordering::SeqCst);
+        self.heartbeat().await;
+        match self.strategy.prepare(p).await {
+            Ok(()) => {
+                self.phase.store(SERVING, Ordering::SeqCst);
+                self.heartbeat().await;
+                Ok(Value::Null)
+            }
+            Err(e) => {
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                self.phase.store(PREPARE_FAILED, Ordering::SeqCst);
+                self.heartbeat().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reports the engine's status right after a lifecycle change, then answers its result.
+    async fn then_report(&self, r: Result<()>) -> Result<Value> {
+        self.heartbeat().await;
+        r.map(|()| Value::Null)
+    }
 }
 
 struct Running {
@@ -380,6 +325,20 @@ impl InProcessLauncher {
         self
     }
 
+    /// Signals an agent to end and waits for it; one that has not ended after [`AGENT_STOP_WAIT`] (on the
+    /// launcher's clock) is aborted.
+    async fn end_agent(
+        &self,
+        shutdown: watch::Sender<bool>,
+        mut task: tokio::task::JoinHandle<()>,
+    ) {
+        let _ = shutdown.send(true);
+        tokio::select! {
+            _ = &mut task => {}
+            _ = self.clock.sleep(AGENT_STOP_WAIT) => task.abort(),
+        }
+    }
+
     /// Instances with a running agent.
     pub async fn running(&self) -> Vec<Uuid> {
         self.agents.lock().await.keys().copied().collect()
@@ -389,14 +348,7 @@ impl InProcessLauncher {
     pub async fn shutdown_all(&self) {
         let all: Vec<Running> = self.agents.lock().await.drain().map(|(_, r)| r).collect();
         for r in all {
-            let _ = r.shutdown.send(true);
-            let mut task = r.task;
-            if tokio::time::timeout(Duration::from_secs(5), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
+            self.end_agent(r.shutdown, r.task).await;
         }
     }
 }
@@ -447,14 +399,7 @@ impl GuestLauncher for InProcessLauncher {
     async fn stop(&self, instance_id: Uuid) -> Result<()> {
         let running = self.agents.lock().await.remove(&instance_id);
         if let Some(r) = running {
-            let _ = r.shutdown.send(true);
-            let mut task = r.task;
-            if tokio::time::timeout(Duration::from_secs(5), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
+            self.end_agent(r.shutdown, r.task).await;
             // The server is going away: its engine stops with it.
             if let Err(e) = r.strategy.stop().await {
                 tracing::debug!(instance = %instance_id, error = %e, "engine stop on guest stop failed");
@@ -551,13 +496,13 @@ mod tests {
         // Errors keep their status across the wire.
         let e = client
             .call::<Value>(
-                GuestRequest::DeleteDatabase {
+                GuestRequest::Databases(crate::rpc::DatabasesRequest::DeleteDatabase {
                     database: "nope".into(),
-                },
+                }),
                 client.low(),
             )
             .await;
-        assert!(e.is_err());
+        assert_eq!(e.unwrap_err().fault().status, 404);
         // Periodic heartbeats follow the injected clock.
         clock.advance(Duration::from_secs(1));
         assert!(matches!(

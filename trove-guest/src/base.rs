@@ -1,7 +1,6 @@
 //! The part of a strategy that does not depend on the engine: context, layout, identity, fs stats.
 
 use std::path::Path;
-use std::time::Duration;
 
 use trove_core::model::{
     validate_database_name, validate_host, validate_password, validate_user_name, Manager,
@@ -10,9 +9,7 @@ use trove_core::model::{DatabaseSpec, UserSpec};
 use trove_core::ports::{FsStats, StrategyContext};
 use trove_core::{Error, Result};
 
-use crate::common::{
-    dir_usage, pid_alive, read_pid, send_signal, wait_gone, EngineConfig, Layout, RunAs,
-};
+use crate::common::{pid_alive, read_pid, EngineConfig, Layout, RunAs};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
@@ -49,7 +46,7 @@ impl Base {
     /// pid file yet), and only when that process is alive and its command line names this instance (`idents`), so
     /// a pid reused by another process after a crash or a host reboot is not mistaken for the engine.
     pub fn engine_pid(&self, pid_file: &Path, idents: &[String]) -> Option<u32> {
-        let ours = |p: u32| pid_alive(p) && cmdline_matches(p, idents);
+        let ours = |p: u32| pid_alive(p) && trove_os::cmdline_contains(p, idents);
         read_pid(pid_file)
             .filter(|p| ours(*p))
             .or_else(|| self.layout.state().ok()?.pid.filter(|p| ours(*p)))
@@ -72,19 +69,21 @@ impl Base {
         let Some(pid) = self.engine_pid(pid_file, idents) else {
             return Ok(());
         };
-        send_signal(pid, signal)?;
-        if !wait_gone(pid, self.cfg.stop_timeout).await {
-            tracing::warn!(instance = %self.ctx.instance_id, pid, "engine did not stop in time; killing it");
-            send_signal(pid, "KILL")?;
-            if !wait_gone(pid, Duration::from_secs(10)).await {
-                return Err(Error::backend(
-                    "guest",
-                    format!("engine process {pid} does not stop"),
-                    false,
-                ));
+        let how = trove_os::terminate(pid, signal, self.cfg.stop_timeout)
+            .await
+            .map_err(|e| Error::backend("guest", e, false))?;
+        match how {
+            trove_os::Termination::Ended => Ok(()),
+            trove_os::Termination::Killed => {
+                tracing::warn!(instance = %self.ctx.instance_id, pid, "engine did not stop in time; killed it");
+                Ok(())
             }
+            trove_os::Termination::Survived => Err(Error::backend(
+                "guest",
+                format!("engine process {pid} does not stop"),
+                false,
+            )),
         }
-        Ok(())
     }
 
     /// Volume usage against the recorded limit (the filesystem's size when no limit is recorded).
@@ -92,7 +91,7 @@ impl Base {
         let dir = self.layout.volume_dir.clone();
         let limit_gb = self.layout.state()?.volume_size_gb;
         tokio::task::spawn_blocking(move || {
-            let used = dir_usage(&dir);
+            let used = trove_os::dir_usage(&dir);
             let total = if limit_gb > 0 {
                 u64::from(limit_gb) * GIB
             } else {
@@ -112,6 +111,18 @@ impl Base {
         self.layout
             .update_state(|s| s.volume_size_gb = size_gb)
             .map(|_| ())
+    }
+
+    /// An SQL engine's error: what the engine refused (its message, for the caller), or a transient backend
+    /// error (connection, protocol).
+    pub fn sql_error(&self, backend: &'static str, e: sqlx::Error) -> Error {
+        match e {
+            sqlx::Error::Database(d) => Error::Guest {
+                instance_id: self.ctx.instance_id,
+                message: d.message().to_string(),
+            },
+            other => Error::backend(backend, other, true),
+        }
     }
 
     /// Validates names before anything reaches the engine.
@@ -157,17 +168,6 @@ impl Base {
     }
 }
 
-/// Whether the command line of `pid` contains one of `idents`.
-fn cmdline_matches(pid: u32, idents: &[String]) -> bool {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(raw) => {
-            let text = String::from_utf8_lossy(&raw).replace('\0', " ");
-            idents.iter().any(|i| text.contains(i.as_str()))
-        }
-        Err(_) => false,
-    }
-}
-
 /// Character set and collation names: letters, digits, `_`, `-`, `.`.
 pub(crate) fn check_charset(v: &str) -> Result<()> {
     if v.is_empty()
@@ -197,21 +197,4 @@ fn fs_size(dir: &Path) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_reused_pid_is_not_taken_for_the_engine() {
-        let me = std::process::id();
-        let exe = std::env::args().next().unwrap_or_default();
-        assert!(cmdline_matches(me, &[exe]));
-        assert!(!cmdline_matches(
-            me,
-            &["--defaults-file=/nowhere/my.cnf".to_string()]
-        ));
-        assert!(!cmdline_matches(u32::MAX - 1, &["x".to_string()]));
-    }
 }

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -54,15 +53,11 @@ pub struct RunAs {
 
 /// The effective uid of this process, read without `unsafe` from `/proc/self`.
 pub fn current_uid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
+    trove_os::current_uid()
 }
 
 fn current_gid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.gid())
-        .unwrap_or(u32::MAX)
+    trove_os::current_gid()
 }
 
 impl RunAs {
@@ -119,38 +114,62 @@ impl RunAs {
             .map_err(|e| io_err("chown", path, e))
     }
 
-    /// Checks the engine user can reach `path` (every ancestor searchable), so failures are explained.
-    pub(crate) fn check_reachable(self, path: &Path) -> Result<()> {
+    /// Checks that the engine user can reach `path`: every existing directory above it must be searchable
+    /// (`x`) by that user. The error names the user, the path and the directory in the way, so a prepare that
+    /// cannot work says why (instead of the engine failing to start with the reason only in its own log).
+    pub fn check_reachable(self, path: &Path) -> Result<()> {
+        match self.first_unreachable(path) {
+            None => Ok(()),
+            Some((dir, mode, owner)) => Err(Error::backend(
+                BACKEND,
+                format!(
+                    "the engine user {} cannot reach {}: directory {} (mode {mode:o}, owner uid {owner}) is not \
+                     searchable by it; use a state directory the engine user can reach, or make that directory \
+                     searchable (chmod o+x {})",
+                    self.describe(),
+                    path.display(),
+                    dir.display(),
+                    dir.display()
+                ),
+                false,
+            )),
+        }
+    }
+
+    /// The nearest existing directory above `path` that this identity cannot search, with its permission bits
+    /// and owner; `None` when every one can be passed (or when this process is that identity).
+    pub fn first_unreachable(self, path: &Path) -> Option<(PathBuf, u32, u32)> {
         if !self.switch_needed() {
-            return Ok(());
+            return None;
         }
-        let mut cur = path.parent();
-        while let Some(dir) = cur {
-            if let Ok(m) = std::fs::metadata(dir) {
-                let mode = m.permissions().mode();
-                let ok = if m.uid() == self.uid {
-                    mode & 0o100 != 0
-                } else if m.gid() == self.gid {
-                    mode & 0o010 != 0
-                } else {
-                    mode & 0o001 != 0
-                };
-                if !ok {
-                    return Err(Error::backend(
-                        BACKEND,
-                        format!(
-                            "the engine user (uid {}) cannot reach {}: directory {} is not searchable (chmod o+x)",
-                            self.uid,
-                            path.display(),
-                            dir.display()
-                        ),
-                        false,
-                    ));
-                }
-            }
-            cur = dir.parent();
+        path.ancestors().skip(1).find_map(|dir| {
+            let m = std::fs::metadata(dir).ok()?;
+            let mode = m.permissions().mode();
+            let searchable = if m.uid() == self.uid {
+                mode & 0o100 != 0
+            } else if m.gid() == self.gid {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            };
+            (!searchable).then(|| (dir.to_path_buf(), mode & 0o7777, m.uid()))
+        })
+    }
+
+    /// `name (uid N)` from `/etc/passwd`, or `uid N` when the uid has no name there.
+    pub fn describe(self) -> String {
+        let name = std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|passwd| {
+                passwd.lines().find_map(|line| {
+                    let f: Vec<&str> = line.split(':').collect();
+                    (f.len() >= 3 && f[2].parse() == Ok(self.uid)).then(|| f[0].to_string())
+                })
+            });
+        match name {
+            Some(n) => format!("{n} (uid {})", self.uid),
+            None => format!("uid {}", self.uid),
         }
-        Ok(())
     }
 }
 
@@ -197,13 +216,14 @@ impl Layout {
         std::fs::create_dir_all(&self.guest_dir)
             .map_err(|e| io_err("create", &self.guest_dir, e))?;
         set_mode(&self.guest_dir, 0o700)?;
+        // Before anything is handed to the engine user: can it get there at all?
+        run_as.check_reachable(&self.data_dir)?;
+        run_as.check_reachable(&self.engine_dir)?;
         for d in [&self.engine_dir, &self.data_dir] {
             std::fs::create_dir_all(d).map_err(|e| io_err("create", d, e))?;
             set_mode(d, 0o700)?;
             run_as.own(d)?;
         }
-        run_as.check_reachable(&self.data_dir)?;
-        run_as.check_reachable(&self.engine_dir)?;
         Ok(())
     }
 
@@ -217,6 +237,32 @@ impl Layout {
             Ok(s) => Ok(Some(Secret::new(s.trim().to_string()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("read", &self.secret_path(), e)),
+        }
+    }
+
+    /// The admin password; `backend`'s error when there is none (the instance was never prepared).
+    pub fn required_admin_secret(&self, backend: &'static str) -> Result<Secret> {
+        self.admin_secret()?.ok_or_else(|| {
+            Error::backend(
+                backend,
+                "the instance has no admin account yet (not prepared)",
+                false,
+            )
+        })
+    }
+
+    /// Empties the data directory (a half-initialised one from an interrupted attempt is started again from
+    /// scratch).
+    pub fn clear_data_dir(&self) {
+        if let Ok(rd) = std::fs::read_dir(&self.data_dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
         }
     }
 
@@ -287,18 +333,7 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// Writes a file atomically, readable by its owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_err("write", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))
+    trove_os::write_private(path, bytes).map_err(|e| io_err("write", path, e))
 }
 
 /// Writes an engine file (config) owned by the engine user, private to it.
@@ -307,59 +342,7 @@ pub(crate) fn write_engine_file(path: &Path, contents: &str, run_as: RunAs) -> R
     run_as.own(path)
 }
 
-/// Reads the first line of a pid file as a pid.
-pub(crate) fn read_pid(path: &Path) -> Option<u32> {
-    let s = std::fs::read_to_string(path).ok()?;
-    s.lines().next()?.trim().parse().ok()
-}
-
-/// Whether process `pid` exists and is not a zombie.
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself contain ')'.
-        Ok(stat) => match stat.rfind(')') {
-            Some(i) => !matches!(
-                stat[i + 1..].trim_start().chars().next(),
-                Some('Z' | 'X') | None
-            ),
-            None => false,
-        },
-        Err(_) => false,
-    }
-}
-
-/// Sends a signal with the `kill` command (no `unsafe` needed).
-pub(crate) fn send_signal(pid: u32, signal: &str) -> Result<()> {
-    let out = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::backend(BACKEND, format!("cannot run kill: {e}"), false))?;
-    if out.status.success() || !pid_alive(pid) {
-        Ok(())
-    } else {
-        Err(Error::backend(
-            BACKEND,
-            format!(
-                "kill -s {signal} {pid} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            false,
-        ))
-    }
-}
-
-/// Waits until `pid` is gone; returns whether it went within `timeout`.
-pub(crate) async fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let start = Instant::now();
-    while pid_alive(pid) {
-        if start.elapsed() > timeout {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    true
-}
+pub(crate) use trove_os::{log_tail, pid_alive, read_pid, tail};
 
 /// Runs a command as the engine user to completion; a failure carries the command's output.
 pub(crate) async fn run_as_user(
@@ -447,48 +430,6 @@ pub(crate) fn spawn_detached(
         })
         .map_err(|e| Error::backend(BACKEND, e, false))?;
     Ok(pid)
-}
-
-/// The last `max` bytes of a text, on a character boundary.
-pub(crate) fn tail(text: &str, max: usize) -> &str {
-    let text = text.trim();
-    if text.len() <= max {
-        return text;
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
-}
-
-/// The last lines of a log file (for crash reasons).
-pub(crate) fn log_tail(path: &Path, max: usize) -> String {
-    std::fs::read(path)
-        .map(|b| tail(&String::from_utf8_lossy(&b), max).to_string())
-        .unwrap_or_default()
-}
-
-/// Bytes used under `path` (allocated blocks, not apparent sizes; each hard-linked file counted once).
-pub(crate) fn dir_usage(path: &Path) -> u64 {
-    fn walk(p: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
-        let Ok(meta) = std::fs::symlink_metadata(p) else {
-            return 0;
-        };
-        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-            return 0;
-        }
-        let mut total = meta.blocks() * 512;
-        if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    total += walk(&e.path(), seen);
-                }
-            }
-        }
-        total
-    }
-    walk(path, &mut std::collections::HashSet::new())
 }
 
 /// Finds a program: in `dir` when given, else in `PATH` and the usual system directories.
@@ -677,18 +618,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tail_keeps_char_boundaries() {
-        assert_eq!(tail("héllo", 3), "llo");
-        assert_eq!(tail("ab", 10), "ab");
-    }
-
-    #[test]
-    fn own_process_is_alive_and_bogus_is_not() {
-        assert!(pid_alive(std::process::id()));
-        assert!(!pid_alive(u32::MAX - 1));
-    }
-
-    #[test]
     fn overrides_refuse_injection() {
         assert!(check_override_key("max_connections").is_ok());
         assert!(check_override_key("a=b\nc").is_err());
@@ -714,6 +643,30 @@ mod tests {
                 .status,
             400
         );
+    }
+
+    #[test]
+    fn unreachable_paths_name_the_user_and_the_directory() {
+        let top = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let inner = top.path().join("state");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = RunAs {
+            uid: 65534,
+            gid: 65534,
+        };
+        let target = inner.join("servers/x/engine");
+        let msg = nobody.check_reachable(&target).unwrap_err().to_string();
+        assert!(msg.contains("uid 65534"), "{msg}");
+        assert!(msg.contains(&target.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("directory {} (mode 700", top.path().display())),
+            "{msg}"
+        );
+        assert!(msg.contains("chmod o+x"), "{msg}");
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        nobody.check_reachable(&target).expect("a searchable path");
     }
 
     #[test]

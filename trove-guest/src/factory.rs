@@ -9,9 +9,10 @@ use trove_core::ports::{DatastoreStrategy, StrategyContext, StrategyFactory};
 use trove_core::{Error, Result};
 
 use crate::common::EngineConfig;
-use crate::mysql::{MysqlBinaries, MysqlStrategy};
-use crate::postgres::{PostgresBinaries, PostgresStrategy};
-use crate::redis::{find_redis_server, RedisStrategy};
+use crate::engine::ProcessStrategy;
+use crate::mysql::{Mysql, MysqlBinaries};
+use crate::postgres::{Postgres, PostgresBinaries};
+use crate::redis::{find_redis_server, Redis};
 
 /// Builds the real-engine strategy of an instance from its datastore version's manager.
 ///
@@ -39,11 +40,17 @@ impl EngineStrategyFactory {
 impl StrategyFactory for EngineStrategyFactory {
     fn strategy(&self, ctx: &StrategyContext) -> Result<Arc<dyn DatastoreStrategy>> {
         match ctx.datastore_version.manager {
-            m @ (Manager::Mysql | Manager::Mariadb) => {
-                Ok(MysqlStrategy::new(m, ctx, &self.config)?.into_dyn())
-            }
-            Manager::Postgresql => Ok(PostgresStrategy::new(ctx, &self.config)?.into_dyn()),
-            Manager::Redis => Ok(RedisStrategy::new(ctx, &self.config)?.into_dyn()),
+            m @ (Manager::Mysql | Manager::Mariadb) => Ok(Arc::new(ProcessStrategy::new(
+                Mysql::new(m, ctx, &self.config)?,
+            ))),
+            Manager::Postgresql => Ok(Arc::new(ProcessStrategy::new(Postgres::new(
+                ctx,
+                &self.config,
+            )?))),
+            Manager::Redis => Ok(Arc::new(ProcessStrategy::new(Redis::new(
+                ctx,
+                &self.config,
+            )?))),
             m @ (Manager::Mongodb | Manager::Cassandra) => Err(Error::not_implemented(format!(
                 "No engine strategy for datastore manager {m}: its server cannot run on this host."
             ))),

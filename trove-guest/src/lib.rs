@@ -1,5 +1,16 @@
 //! Guest side of trove-rs: [`DatastoreStrategy`](trove_core::ports::DatastoreStrategy) implementations that run
-//! the real engines as local processes.
+//! the real engines as local processes, built by [`EngineStrategyFactory`].
+//!
+//! One process-engine base implements the lifecycle and the configuration, TLS and log facets for every engine;
+//! an engine module (`mysql/`, `postgres/`, `redis/`) supplies only what differs: its binaries, configuration
+//! rendering and live changes, spawn command, probes, admin bootstrap, stop signal, and its users, databases and
+//! root facets (`admin.rs`).
+//!
+//! | manager | users | databases | root | configuration | tls | logs |
+//! |---|---|---|---|---|---|---|
+//! | `mysql`, `mariadb` | yes | yes | yes | yes | yes | yes |
+//! | `postgresql` | yes | yes | yes | yes | yes | yes |
+//! | `redis` | yes | no | yes | yes | yes | no |
 //!
 //! | manager | engine | memory rendered from the flavor RAM |
 //! |---|---|---|
@@ -24,16 +35,14 @@
 
 mod base;
 mod common;
+mod engine;
 mod factory;
 mod logs;
-pub mod mysql;
+mod mysql;
 mod overrides;
-pub mod postgres;
-pub mod redis;
+mod postgres;
+mod redis;
 mod tls;
 
 pub use common::{current_uid, EngineConfig, RunAs};
 pub use factory::{detect_engines, DetectedEngine, EngineDetection, EngineStrategyFactory};
-pub use mysql::MysqlStrategy;
-pub use postgres::PostgresStrategy;
-pub use redis::RedisStrategy;

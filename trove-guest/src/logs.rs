@@ -134,13 +134,7 @@ impl EngineLogs {
     }
 
     fn admin_password(&self) -> Result<String> {
-        let secret = self.layout.admin_secret()?.ok_or_else(|| {
-            Error::backend(
-                BACKEND,
-                "the instance has no admin account yet (not prepared)",
-                false,
-            )
-        })?;
+        let secret = self.layout.required_admin_secret(BACKEND)?;
         Ok(secret.expose().to_string())
     }
 

@@ -16,32 +16,27 @@
 //! they wait on, so a repeated request (a task manager resuming after a crash finds nothing changed) still answers
 //! `true` until the engine was started again.
 
+use async_trait::async_trait;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
-use sqlx::postgres::PgConnection;
-use sqlx::Row;
 use trove_core::model::Manager;
 use trove_core::{Error, Result};
 
 use crate::base::Base;
 use crate::common::{check_override_key, override_value};
 
-/// MariaDB error: the variable is read-only (set only at startup).
-const ER_INCORRECT_GLOBAL_LOCAL_VAR: u16 = 1238;
-
-/// Redis defaults (compiled into the server) of parameters the rendered base config does not set. `maxclients`
-/// is not here: the server lowers its default to what its file limit allows at start.
-const REDIS_DEFAULTS: &[(&str, &str)] = &[
-    ("timeout", "0"),
-    ("slowlog-log-slower-than", "10000"),
-    ("slowlog-max-len", "128"),
-    ("appendfsync", "everysec"),
-];
+/// An engine's configuration: rendered from the recorded state, and changed parameters applied live.
+#[async_trait]
+pub(crate) trait Configurable: Send + Sync {
+    /// Renders the engine's configuration file(s) from the recorded guest state (what the next start reads).
+    fn render_config(&self) -> Result<()>;
+    /// Brings the `changed` parameters (already rendered) into effect in the running engine where it can;
+    /// answers those that wait for a restart (all of them when the engine does not answer).
+    async fn apply_changes(&self, changed: Vec<String>) -> Result<Vec<String>>;
+}
 
 /// Validates every key and value of an override set.
 pub(crate) fn validate(overrides: &Map<String, Value>) -> Result<()> {
@@ -106,6 +101,17 @@ pub(crate) fn finish(base: &Base, restart_keys: Vec<String>) -> Result<bool> {
     Ok(!pending.keys.is_empty())
 }
 
+/// The rendered configuration text at `path` (the values live changes set come from it).
+pub(crate) fn read_rendered(path: &std::path::Path, backend: &'static str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::backend(
+            backend,
+            format!("reading the rendered config failed: {e}"),
+            false,
+        )
+    })
+}
+
 /// Keys whose value differs between two override sets (set, changed or removed), sorted.
 pub(crate) fn changed_keys(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<String> {
     old.keys()
@@ -154,186 +160,6 @@ pub(crate) fn rendered_value(text: &str, key: &str) -> Option<String> {
     })
 }
 
-/// A MariaDB value expression: numbers (with a K/M/G suffix turned into bytes) bare, anything else quoted.
-fn mysql_value(v: &str) -> String {
-    if v.parse::<i64>().is_ok() || v.parse::<u64>().is_ok() || v.parse::<f64>().is_ok() {
-        return v.to_string();
-    }
-    let (num, mult) = match v.char_indices().last() {
-        Some((i, c)) => match c.to_ascii_uppercase() {
-            'K' => (&v[..i], 1u64 << 10),
-            'M' => (&v[..i], 1 << 20),
-            'G' => (&v[..i], 1 << 30),
-            _ => ("", 0),
-        },
-        None => ("", 0),
-    };
-    if let Some(n) = num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
-        return n.to_string();
-    }
-    // Values were checked by `override_value`: no quotes, backslashes or control characters.
-    format!("'{v}'")
-}
-
-/// MariaDB: sets each changed variable live; `cnf` is the config text rendered with the new overrides.
-pub(crate) async fn mysql_live(
-    conn: &mut MySqlConnection,
-    cnf: &str,
-    changed: &[String],
-) -> Result<Vec<String>> {
-    let mut restart = Vec::new();
-    for key in changed {
-        let var = key.replace('-', "_");
-        if rules_need_restart(Manager::Mariadb, key)
-            || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            restart.push(key.clone());
-            continue;
-        }
-        let value =
-            rendered_value(cnf, key).map_or_else(|| "DEFAULT".to_string(), |v| mysql_value(&v));
-        let sql = format!("SET GLOBAL {var} = {value}");
-        match sqlx::Executor::execute(&mut *conn, sql.as_str()).await {
-            Ok(_) => tracing::info!(parameter = %var, "configuration parameter applied live"),
-            Err(sqlx::Error::Database(e))
-                if e.try_downcast_ref::<MySqlDatabaseError>()
-                    .is_some_and(|m| m.number() == ER_INCORRECT_GLOBAL_LOCAL_VAR) =>
-            {
-                restart.push(key.clone());
-            }
-            Err(e) => {
-                return Err(Error::backend(
-                    "mysql",
-                    format!("the configuration parameter '{var}' could not be applied: {e}"),
-                    false,
-                ))
-            }
-        }
-    }
-    Ok(restart)
-}
-
-/// PostgreSQL: reloads the (already rendered) config file and waits until this session has seen the reload;
-/// a restart is needed when a changed parameter can only be set at server start.
-pub(crate) async fn postgres_live(
-    conn: &mut PgConnection,
-    changed: &[String],
-) -> Result<Vec<String>> {
-    let err = |e: sqlx::Error| {
-        Error::backend(
-            "postgresql",
-            format!("reloading the configuration failed: {e}"),
-            true,
-        )
-    };
-    if changed.is_empty() {
-        return Ok(Vec::new());
-    }
-    let before: chrono::DateTime<chrono::Utc> = sqlx::query("SELECT pg_conf_load_time()")
-        .fetch_one(&mut *conn)
-        .await
-        .and_then(|r| r.try_get(0))
-        .map_err(err)?;
-    sqlx::query("SELECT pg_reload_conf()")
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    // Each statement lets the session process a pending reload; its load time moves once the postmaster (which
-    // forks new sessions with the new values) has re-read the file.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let now: chrono::DateTime<chrono::Utc> = sqlx::query("SELECT pg_conf_load_time()")
-            .fetch_one(&mut *conn)
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(err)?;
-        if now > before {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::backend(
-                "postgresql",
-                "the engine did not reload its configuration in time",
-                true,
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut restart = Vec::new();
-    for key in changed {
-        if rules_need_restart(Manager::Postgresql, key) {
-            restart.push(key.clone());
-            continue;
-        }
-        let context: Option<String> =
-            sqlx::query("SELECT context FROM pg_settings WHERE lower(name) = lower($1)")
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(err)?
-                .map(|r| r.try_get(0))
-                .transpose()
-                .map_err(err)?;
-        match context.as_deref() {
-            Some("postmaster") | Some("internal") => restart.push(key.clone()),
-            Some(_) => tracing::info!(parameter = %key, "configuration parameter applied live"),
-            // Not a setting the server knows (yet): it can only be picked up at start.
-            None => restart.push(key.clone()),
-        }
-    }
-    Ok(restart)
-}
-
-/// Redis: `CONFIG SET` of each changed parameter; `conf` is the config text rendered with the new overrides.
-pub(crate) async fn redis_live(
-    conn: &mut redis::aio::MultiplexedConnection,
-    conf: &str,
-    changed: &[String],
-) -> Result<Vec<String>> {
-    let mut restart = Vec::new();
-    for key in changed {
-        if rules_need_restart(Manager::Redis, key) {
-            restart.push(key.clone());
-            continue;
-        }
-        let value = rendered_value(conf, key).or_else(|| {
-            REDIS_DEFAULTS
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.to_string())
-        });
-        let Some(value) = value else {
-            restart.push(key.clone());
-            continue;
-        };
-        let r: redis::RedisResult<redis::Value> = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(key)
-            .arg(&value)
-            .query_async(conn)
-            .await;
-        match r {
-            Ok(_) => tracing::info!(parameter = %key, "configuration parameter applied live"),
-            Err(e) => {
-                let text = e.to_string();
-                if text.contains("immutable")
-                    || text.contains("Unsupported CONFIG parameter")
-                    || text.contains("Unknown option")
-                {
-                    restart.push(key.clone());
-                } else {
-                    return Err(Error::backend(
-                        "redis",
-                        format!("the configuration parameter '{key}' could not be applied: {text}"),
-                        false,
-                    ));
-                }
-            }
-        }
-    }
-    Ok(restart)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,14 +193,6 @@ mod tests {
         );
         let pg = "work_mem = '8MB'\n";
         assert_eq!(rendered_value(pg, "work_mem").as_deref(), Some("8MB"));
-    }
-
-    #[test]
-    fn mysql_values_are_numbers_or_quoted() {
-        assert_eq!(mysql_value("120"), "120");
-        assert_eq!(mysql_value("0.5"), "0.5");
-        assert_eq!(mysql_value("16M"), "16777216");
-        assert_eq!(mysql_value("STRICT_TRANS_TABLES"), "'STRICT_TRANS_TABLES'");
     }
 
     #[test]

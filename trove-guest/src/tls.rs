@@ -28,6 +28,8 @@ use trove_core::{Error, Result};
 
 use crate::base::Base;
 use crate::common::{io_err, set_mode, write_engine_file, write_private, BACKEND};
+use crate::engine::Engine;
+use crate::overrides::Configurable;
 
 /// Largest accepted certificate bundle.
 const MAX_BUNDLE: u64 = 1 << 20;
@@ -72,11 +74,9 @@ struct CertMeta {
     chain: bool,
 }
 
-/// What an engine strategy supplies to the TLS driver.
+/// An engine's TLS hooks (the rest of the TLS facet is this module's, once for every engine).
 #[async_trait]
-pub(crate) trait TlsEngine: Send + Sync {
-    /// Instance-wide facts.
-    fn base(&self) -> &Base;
+pub(crate) trait TlsEngine: Configurable + Send + Sync {
     /// Refuses a mode the engine cannot do (400).
     fn check_mode(&self, _mode: SslMode) -> Result<()> {
         Ok(())
@@ -85,9 +85,12 @@ pub(crate) trait TlsEngine: Send + Sync {
     fn needs_tls_port(&self, _mode: SslMode) -> bool {
         false
     }
-    /// Re-renders the engine's configuration from the recorded state (what a restart will use).
-    fn render(&self) -> Result<()>;
+    /// Re-renders the engine's files from the recorded state (what a restart will use): its configuration.
+    fn render_tls(&self) -> Result<()> {
+        self.render_config()
+    }
     /// Brings the running engine from `old` to `new` where it can; answers whether a restart is still needed.
+    /// Called only while the engine runs (a stopped one reads the rendered files at its next start).
     async fn apply_live(&self, old: &TlsSetting, new: &TlsSetting) -> Result<bool>;
 }
 
@@ -674,10 +677,7 @@ pub(crate) fn free_port(host: &str, keep: Option<u16>) -> Result<u16> {
 
 /// `ssl_action`: builds the new setting (a new certificate when enabling), records it with the current one as
 /// the previous, installs, renders and applies it.
-pub(crate) async fn action<E: TlsEngine>(
-    engine: &E,
-    change: &SslChange,
-) -> Result<SslChangeResult> {
+pub(crate) async fn action<E: Engine>(engine: &E, change: &SslChange) -> Result<SslChangeResult> {
     let base = engine.base();
     let old = state(base)?;
     let current = match change {
@@ -737,7 +737,7 @@ pub(crate) async fn action<E: TlsEngine>(
 
 /// `ssl_rollback`: the previous setting becomes current (and the current one previous, so a second rollback
 /// undoes the first).
-pub(crate) async fn rollback<E: TlsEngine>(engine: &E) -> Result<SslChangeResult> {
+pub(crate) async fn rollback<E: Engine>(engine: &E) -> Result<SslChangeResult> {
     let base = engine.base();
     let old = state(base)?;
     let Some(prev) = old.previous.clone() else {
@@ -752,7 +752,15 @@ pub(crate) async fn rollback<E: TlsEngine>(engine: &E) -> Result<SslChangeResult
     transition(engine, &old, new).await
 }
 
-async fn transition<E: TlsEngine>(
+/// Applies a TLS change to the engine when it runs.
+async fn apply<E: Engine>(engine: &E, old: &TlsSetting, new: &TlsSetting) -> Result<bool> {
+    if engine.running_pid().is_none() {
+        return Ok(false);
+    }
+    engine.apply_live(old, new).await
+}
+
+async fn transition<E: Engine>(
     engine: &E,
     old: &TlsState,
     new: TlsState,
@@ -761,8 +769,8 @@ async fn transition<E: TlsEngine>(
     let applied = async {
         install(base, &new.current)?;
         save_state(base, &new)?;
-        engine.render()?;
-        engine.apply_live(&old.current, &new.current).await
+        engine.render_tls()?;
+        apply(engine, &old.current, &new.current).await
     }
     .await;
     match applied {
@@ -781,8 +789,8 @@ async fn transition<E: TlsEngine>(
             let revert = async {
                 install(base, &old.current)?;
                 save_state(base, old)?;
-                engine.render()?;
-                engine.apply_live(&new.current, &old.current).await
+                engine.render_tls()?;
+                apply(engine, &new.current, &old.current).await
             }
             .await;
             if let Err(r) = revert {

@@ -32,3 +32,29 @@ async fn postgresql_passes_the_strategy_suite() {
 async fn redis_passes_the_strategy_suite() {
     conformance(Manager::Redis).await;
 }
+
+/// The real strategies offer what the simulated one (the orchestration tests' engine) offers, and what the
+/// API's temporary per-manager table says, for every manager this host can run.
+#[test]
+fn real_and_simulated_strategies_offer_the_same_facets() {
+    use trove_core::memory::SimulatedStrategyFactory;
+    use trove_core::model::Facet;
+    use trove_core::ports::{FacetCatalog, StrategyFactory};
+    let real = trove_guest::EngineStrategyFactory::default();
+    let simulated = SimulatedStrategyFactory::new();
+    let catalog = FacetCatalog::from_factory(&real);
+    for m in Manager::ALL {
+        let Some(offered) = real.facets(m) else {
+            assert!(
+                matches!(m, Manager::Mongodb | Manager::Cassandra),
+                "{m}: the engine is installed on the test machines"
+            );
+            assert_eq!(catalog.get(m), None);
+            continue;
+        };
+        assert_eq!(Some(offered), simulated.facets(m), "{m}");
+        assert_eq!(catalog.get(m), Some(offered), "{m}");
+    }
+    assert!(catalog.offers(Manager::Postgresql, Facet::Logs));
+    assert!(!catalog.offers(Manager::Redis, Facet::Databases));
+}

@@ -73,25 +73,39 @@ async fn journey(manager: Manager) {
 
     // A database and a user with a password full of quoting characters.
     let pw = "p'w\"`\\x; --";
-    s.create_databases(&[DatabaseSpec {
-        name: "app_db".into(),
-        character_set: Some("utf8mb4".into()),
-        collate: None,
-    }])
-    .await
-    .expect("create database");
-    s.create_users(&[UserSpec {
-        name: "alice".into(),
-        password: Secret::new(pw),
-        host: Some("%".into()),
-        databases: vec!["app_db".into()],
-    }])
-    .await
-    .expect("create user");
-    let dbs = s.list_databases().await.expect("list dbs");
+    s.databases()
+        .expect("databases facet")
+        .create_databases(&[DatabaseSpec {
+            name: "app_db".into(),
+            character_set: Some("utf8mb4".into()),
+            collate: None,
+        }])
+        .await
+        .expect("create database");
+    s.users()
+        .expect("users facet")
+        .create_users(&[UserSpec {
+            name: "alice".into(),
+            password: Secret::new(pw),
+            host: Some("%".into()),
+            databases: vec!["app_db".into()],
+        }])
+        .await
+        .expect("create user");
+    let dbs = s
+        .databases()
+        .expect("databases facet")
+        .list_databases()
+        .await
+        .expect("list dbs");
     let names: Vec<_> = dbs.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["app_db", "first_db"], "system schemas are hidden");
-    let users = s.list_users().await.expect("list users");
+    let users = s
+        .users()
+        .expect("users facet")
+        .list_users()
+        .await
+        .expect("list users");
     let alice = users
         .iter()
         .find(|u| u.name == "alice")
@@ -126,6 +140,8 @@ async fn journey(manager: Manager) {
 
     // Injection attempts are refused before they reach the engine.
     let bad = s
+        .databases()
+        .expect("databases facet")
         .create_databases(&[DatabaseSpec {
             name: "x`; DROP DATABASE app_db; --".into(),
             character_set: None,
@@ -135,13 +151,17 @@ async fn journey(manager: Manager) {
         .expect_err("bad name");
     assert_eq!(bad.fault().status, 400);
     let bad = s
+        .databases()
+        .expect("databases facet")
         .grant_access("alice", "%' OR '1", &["app_db".into()])
         .await
         .expect_err("bad host");
     assert_eq!(bad.fault().status, 400);
 
     // Revoke takes effect: alice loses the database; grant gives it back.
-    s.revoke_access("alice", "%", "app_db")
+    s.databases()
+        .expect("databases facet")
+        .revoke_access("alice", "%", "app_db")
         .await
         .expect("revoke");
     assert!(
@@ -149,12 +169,16 @@ async fn journey(manager: Manager) {
         "revoked user still reaches the database"
     );
     assert!(s
+        .users()
+        .expect("users facet")
         .list_users()
         .await
         .expect("list")
         .iter()
         .any(|u| u.name == "alice" && u.databases.is_empty()));
-    s.grant_access("alice", "%", &["app_db".into()])
+    s.databases()
+        .expect("databases facet")
+        .grant_access("alice", "%", &["app_db".into()])
         .await
         .expect("grant");
     connect(port, "alice", pw, Some("app_db"))
@@ -162,24 +186,31 @@ async fn journey(manager: Manager) {
         .expect("granted again");
 
     // Password change and rename.
-    s.update_user(
-        "alice",
-        "%",
-        &UserUpdate {
-            name: Some("alice2".into()),
-            password: Some(Secret::new("new-pw")),
-            host: None,
-        },
-    )
-    .await
-    .expect("update user");
+    s.users()
+        .expect("users facet")
+        .update_user(
+            "alice",
+            "%",
+            &UserUpdate {
+                name: Some("alice2".into()),
+                password: Some(Secret::new("new-pw")),
+                host: None,
+            },
+        )
+        .await
+        .expect("update user");
     assert!(connect(port, "alice", pw, Some("app_db")).await.is_err());
     connect(port, "alice2", "new-pw", Some("app_db"))
         .await
         .expect("renamed user connects");
 
     // Root: enable, query the rendered memory setting (50 % of 256 MB).
-    let root_pw = s.enable_root(None).await.expect("enable root");
+    let root_pw = s
+        .root()
+        .expect("root facet")
+        .enable_root(None)
+        .await
+        .expect("enable root");
     assert_eq!(buffer_pool_mb(port, root_pw.expose()).await, 128);
 
     // Restart keeps the data.
@@ -215,14 +246,28 @@ async fn journey(manager: Manager) {
     assert_eq!(adopted.status().await.status, ServiceStatus::Healthy);
 
     // Root disabled: root no longer connects.
-    s.disable_root().await.expect("disable root");
+    s.root()
+        .expect("root facet")
+        .disable_root()
+        .await
+        .expect("disable root");
     assert!(connect(port, "root", root_pw.expose(), None).await.is_err());
 
     // Delete user and database.
-    s.delete_user("alice2", "%").await.expect("delete user");
+    s.users()
+        .expect("users facet")
+        .delete_user("alice2", "%")
+        .await
+        .expect("delete user");
     assert!(connect(port, "alice2", "new-pw", None).await.is_err());
-    s.delete_database("app_db").await.expect("delete db");
+    s.databases()
+        .expect("databases facet")
+        .delete_database("app_db")
+        .await
+        .expect("delete db");
     assert!(s
+        .databases()
+        .expect("databases facet")
         .list_databases()
         .await
         .expect("list")

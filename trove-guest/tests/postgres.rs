@@ -61,22 +61,28 @@ async fn postgresql_real_engine_journey() {
     s.prepare(&req).await.expect("second prepare is harmless");
 
     let pw = "p'w\"\\x; --";
-    s.create_databases(&[DatabaseSpec {
-        name: "app_db".into(),
-        character_set: Some("UTF8".into()),
-        collate: None,
-    }])
-    .await
-    .expect("create database");
-    s.create_users(&[UserSpec {
-        name: "alice".into(),
-        password: Secret::new(pw),
-        host: None,
-        databases: vec!["app_db".into()],
-    }])
-    .await
-    .expect("create user");
+    s.databases()
+        .expect("databases facet")
+        .create_databases(&[DatabaseSpec {
+            name: "app_db".into(),
+            character_set: Some("UTF8".into()),
+            collate: None,
+        }])
+        .await
+        .expect("create database");
+    s.users()
+        .expect("users facet")
+        .create_users(&[UserSpec {
+            name: "alice".into(),
+            password: Secret::new(pw),
+            host: None,
+            databases: vec!["app_db".into()],
+        }])
+        .await
+        .expect("create user");
     let names: Vec<_> = s
+        .databases()
+        .expect("databases facet")
         .list_databases()
         .await
         .expect("list")
@@ -84,7 +90,12 @@ async fn postgresql_real_engine_journey() {
         .map(|d| d.name)
         .collect();
     assert_eq!(names, ["app_db", "first_db"]);
-    let users = s.list_users().await.expect("list users");
+    let users = s
+        .users()
+        .expect("users facet")
+        .list_users()
+        .await
+        .expect("list users");
     assert_eq!(
         users
             .iter()
@@ -123,6 +134,8 @@ async fn postgresql_real_engine_journey() {
 
     // Injection attempts are 400s.
     let e = s
+        .users()
+        .expect("users facet")
         .create_users(&[UserSpec {
             name: "x\"; DROP ROLE os_admin; --".into(),
             password: Secret::new("pw"),
@@ -134,37 +147,45 @@ async fn postgresql_real_engine_journey() {
     assert_eq!(e.fault().status, 400);
 
     // Revoke takes effect, grant gives access back.
-    s.revoke_access("alice", "%", "app_db")
+    s.databases()
+        .expect("databases facet")
+        .revoke_access("alice", "%", "app_db")
         .await
         .expect("revoke");
     assert!(
         connect(port, "alice", pw, "app_db").await.is_err(),
         "revoked user still connects"
     );
-    s.grant_access("alice", "%", &["app_db".into()])
+    s.databases()
+        .expect("databases facet")
+        .grant_access("alice", "%", &["app_db".into()])
         .await
         .expect("grant");
     connect(port, "alice", pw, "app_db")
         .await
         .expect("granted again");
 
-    s.update_user(
-        "alice",
-        "%",
-        &UserUpdate {
-            name: Some("alice2".into()),
-            password: Some(Secret::new("new-pw")),
-            host: None,
-        },
-    )
-    .await
-    .expect("update user");
+    s.users()
+        .expect("users facet")
+        .update_user(
+            "alice",
+            "%",
+            &UserUpdate {
+                name: Some("alice2".into()),
+                password: Some(Secret::new("new-pw")),
+                host: None,
+            },
+        )
+        .await
+        .expect("update user");
     connect(port, "alice2", "new-pw", "app_db")
         .await
         .expect("renamed user connects");
 
     // Root and the rendered memory setting (25 % of 256 MB).
     let root_pw = s
+        .root()
+        .expect("root facet")
         .enable_root(Some(Secret::new("root-pw")))
         .await
         .expect("enable root");
@@ -202,21 +223,37 @@ async fn postgresql_real_engine_journey() {
         "a new strategy adopts the engine"
     );
 
-    s.disable_root().await.expect("disable root");
+    s.root()
+        .expect("root facet")
+        .disable_root()
+        .await
+        .expect("disable root");
     assert!(connect(port, "postgres", root_pw.expose(), "postgres")
         .await
         .is_err());
 
-    s.delete_user("alice2", "%").await.expect("delete user");
+    s.users()
+        .expect("users facet")
+        .delete_user("alice2", "%")
+        .await
+        .expect("delete user");
     assert!(connect(port, "alice2", "new-pw", "app_db").await.is_err());
     assert!(s
+        .users()
+        .expect("users facet")
         .list_users()
         .await
         .expect("list")
         .iter()
         .all(|u| u.name != "alice2"));
-    s.delete_database("app_db").await.expect("delete db");
+    s.databases()
+        .expect("databases facet")
+        .delete_database("app_db")
+        .await
+        .expect("delete db");
     assert!(s
+        .databases()
+        .expect("databases facet")
         .list_databases()
         .await
         .expect("list")

@@ -7,6 +7,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisConnectionInfo};
 use std::time::Instant;
 use trove_core::model::{DatabaseSpec, Manager, Secret, UserSpec, UserUpdate};
+use trove_core::rpc::DatabasesRequest;
 use trove_core::state::ServiceStatus;
 
 async fn connect(
@@ -67,40 +68,52 @@ async fn redis_real_engine_journey() {
         assert!(r.is_err(), "an unauthenticated client may run commands");
     }
 
-    // Databases are not a Redis concept: 422.
-    let e = s
-        .create_databases(&[DatabaseSpec {
+    // Databases are not a Redis concept: no databases facet, and the guest answers 422 (for grants too).
+    assert!(s.databases().is_none());
+    assert!(s.logs().is_none(), "redis exposes no guest logs");
+    let create = DatabasesRequest::CreateDatabase {
+        databases: vec![DatabaseSpec {
             name: "x".into(),
             character_set: None,
             collate: None,
-        }])
+        }],
+    };
+    let grant = DatabasesRequest::GrantAccess {
+        username: "early".into(),
+        hostname: "%".into(),
+        databases: vec!["x".into()],
+    };
+    for req in [create, DatabasesRequest::ListDatabases, grant] {
+        let e = req.serve_on(s.as_ref()).await.expect_err("databases");
+        assert_eq!(e.fault().status, 422, "{e}");
+    }
+    let mut with_db = req.clone();
+    with_db.databases = vec![DatabaseSpec {
+        name: "x".into(),
+        character_set: None,
+        collate: None,
+    }];
+    let e = s
+        .prepare(&with_db)
         .await
-        .expect_err("databases");
+        .expect_err("prepare with databases");
     assert_eq!(e.fault().status, 422);
-    assert_eq!(
-        s.list_databases().await.expect_err("list").fault().status,
-        422
-    );
-    assert_eq!(
-        s.grant_access("early", "%", &["x".into()])
-            .await
-            .expect_err("grant")
-            .fault()
-            .status,
-        422
-    );
 
     // A user: write and read as that user.
     let pw = "p'w\" \\x";
-    s.create_users(&[UserSpec {
-        name: "alice".into(),
-        password: Secret::new(pw),
-        host: None,
-        databases: vec![],
-    }])
-    .await
-    .expect("create user");
+    s.users()
+        .expect("users facet")
+        .create_users(&[UserSpec {
+            name: "alice".into(),
+            password: Secret::new(pw),
+            host: None,
+            databases: vec![],
+        }])
+        .await
+        .expect("create user");
     let names: Vec<_> = s
+        .users()
+        .expect("users facet")
         .list_users()
         .await
         .expect("list")
@@ -123,6 +136,8 @@ async fn redis_real_engine_journey() {
     assert!(connect(port, Some("alice"), "wrong").await.is_err());
 
     let e = s
+        .users()
+        .expect("users facet")
         .create_users(&[UserSpec {
             name: "bad user >x".into(),
             password: Secret::new("pw"),
@@ -134,24 +149,31 @@ async fn redis_real_engine_journey() {
     assert_eq!(e.fault().status, 400);
 
     // Password change.
-    s.update_user(
-        "alice",
-        "%",
-        &UserUpdate {
-            name: None,
-            password: Some(Secret::new("new-pw")),
-            host: None,
-        },
-    )
-    .await
-    .expect("change password");
+    s.users()
+        .expect("users facet")
+        .update_user(
+            "alice",
+            "%",
+            &UserUpdate {
+                name: None,
+                password: Some(Secret::new("new-pw")),
+                host: None,
+            },
+        )
+        .await
+        .expect("change password");
     assert!(connect(port, Some("alice"), pw).await.is_err());
     connect(port, Some("alice"), "new-pw")
         .await
         .expect("new password works");
 
     // Root = the default user with a password; the rendered memory setting (50 % of 256 MB).
-    let root_pw = s.enable_root(None).await.expect("enable root");
+    let root_pw = s
+        .root()
+        .expect("root facet")
+        .enable_root(None)
+        .await
+        .expect("enable root");
     assert_eq!(maxmemory_mb(port, root_pw.expose()).await, 128);
 
     // Restart keeps data and users.
@@ -173,11 +195,19 @@ async fn redis_real_engine_journey() {
 
     assert_eq!(fx.reopen().status().await.status, ServiceStatus::Healthy);
 
-    s.disable_root().await.expect("disable root");
+    s.root()
+        .expect("root facet")
+        .disable_root()
+        .await
+        .expect("disable root");
     assert!(connect(port, None, root_pw.expose()).await.is_err());
 
     // Deleting the user takes its access away.
-    s.delete_user("alice", "%").await.expect("delete user");
+    s.users()
+        .expect("users facet")
+        .delete_user("alice", "%")
+        .await
+        .expect("delete user");
     assert!(
         connect(port, Some("alice"), "new-pw").await.is_err(),
         "deleted user still connects"

@@ -384,14 +384,10 @@ impl LocalCompute {
             .unwrap_or_else(|| spec.server_dir.join("volume"));
         pid_files.push(vol.join("data").join("postmaster.pid"));
         for pf in pid_files {
-            let Some(pid) = super::read_pid(&pf).filter(|p| super::pid_alive(*p)) else {
+            let Some(pid) = trove_os::read_pid(&pf).filter(|p| trove_os::pid_alive(*p)) else {
                 continue;
             };
-            super::signal(pid, "TERM");
-            if !super::wait_gone(pid, self.config.stop_timeout).await {
-                super::signal(pid, "KILL");
-                super::wait_gone(pid, Duration::from_secs(5)).await;
-            }
+            super::stop_pid(pid, "TERM", self.config.stop_timeout).await;
         }
         Ok(())
     }

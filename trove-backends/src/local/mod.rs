@@ -18,9 +18,7 @@ pub use process_launcher::{
 };
 pub use volume::DirBlockStorage;
 
-use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use trove_core::{Error, Result};
 
@@ -32,57 +30,26 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
 
 /// Writes a file atomically (temp file, sync, rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err("write", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))
+    trove_os::write_atomic(path, bytes).map_err(|e| io_err("write", path, e))
 }
 
-fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+/// Writes a file atomically, readable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    trove_os::write_private(path, bytes).map_err(|e| io_err("write", path, e))
 }
 
-/// Whether `pid` runs (and is not a zombie).
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .map(|i| {
-                !matches!(
-                    stat[i + 1..].trim_start().chars().next(),
-                    Some('Z' | 'X') | None
-                )
-            })
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-/// Sends a signal with the `kill` command (no `unsafe`).
-fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args(["-s", sig, &pid.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-}
-
-async fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let start = Instant::now();
-    while pid_alive(pid) {
-        if start.elapsed() > timeout {
-            return false;
+/// Stops a process with `signal`, killing it when it is not gone after `grace`; answers whether it is gone.
+async fn stop_pid(pid: u32, signal: &str, grace: std::time::Duration) -> bool {
+    match trove_os::terminate(pid, signal, grace).await {
+        Ok(trove_os::Termination::Ended) => true,
+        Ok(trove_os::Termination::Killed) => {
+            tracing::warn!(pid, "process did not stop after SIG{signal}; killed it");
+            true
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(trove_os::Termination::Survived) => false,
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "cannot signal process");
+            !trove_os::pid_alive(pid)
+        }
     }
-    true
 }

@@ -17,7 +17,6 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,7 +30,7 @@ use trove_core::model::Secret;
 use trove_core::ports::{GuestLauncher, GuestSpec};
 use trove_core::{Error, Result};
 
-use super::{io_err, pid_alive, signal, wait_gone, BACKEND};
+use super::{io_err, stop_pid, write_private, BACKEND};
 
 /// Name of the guest's own file in its server directory.
 pub const GUEST_FILE: &str = "guest-agent.json";
@@ -145,22 +144,6 @@ impl std::fmt::Debug for ProcessLauncher {
     }
 }
 
-/// Writes `bytes` to `path` atomically, readable by the owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_err("write", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err("rename", path, e))
-}
-
 /// Reads a key file; `None` when missing or empty.
 fn read_key(path: &Path) -> Option<Secret> {
     let s = std::fs::read_to_string(path).ok()?;
@@ -170,8 +153,8 @@ fn read_key(path: &Path) -> Option<Secret> {
 
 /// The last lines of a log, for launch errors.
 fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    let tail = trove_os::log_tail(path, 600);
+    let lines: Vec<&str> = tail.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
@@ -202,13 +185,8 @@ impl ProcessLauncher {
     /// The pid of the instance's agent, when it runs (checked against its command line, so a reused pid is not
     /// mistaken for it).
     pub fn running_pid(&self, instance_id: Uuid) -> Option<u32> {
-        let pid = super::read_pid(&self.pid_file(instance_id))?;
-        if !pid_alive(pid) {
-            return None;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        String::from_utf8_lossy(&cmdline)
-            .contains(&instance_id.to_string())
+        let pid = trove_os::read_pid(&self.pid_file(instance_id))?;
+        (trove_os::pid_alive(pid) && trove_os::cmdline_contains(pid, &[instance_id.to_string()]))
             .then_some(pid)
     }
 
@@ -357,17 +335,12 @@ impl GuestLauncher for ProcessLauncher {
     async fn stop(&self, instance_id: Uuid) -> Result<()> {
         let _guard = self.lock.lock().await;
         if let Some(pid) = self.running_pid(instance_id) {
-            signal(pid, "TERM");
-            if !wait_gone(pid, self.config.stop_timeout).await {
-                tracing::warn!(instance = %instance_id, pid, "guest agent did not stop; killing it");
-                signal(pid, "KILL");
-                if !wait_gone(pid, Duration::from_secs(5)).await {
-                    return Err(Error::backend(
-                        BACKEND,
-                        format!("the guest agent of {instance_id} (pid {pid}) does not end"),
-                        true,
-                    ));
-                }
+            if !stop_pid(pid, "TERM", self.config.stop_timeout).await {
+                return Err(Error::backend(
+                    BACKEND,
+                    format!("the guest agent of {instance_id} (pid {pid}) does not end"),
+                    true,
+                ));
             }
         }
         let _ = std::fs::remove_file(self.pid_file(instance_id));

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use uuid::Uuid;
 
 use trove_core::ports::{BlockStorage, Volume};
@@ -85,28 +85,6 @@ impl DirBlockStorage {
     }
 }
 
-/// Bytes allocated under `path` (hard links counted once).
-pub(crate) fn dir_usage(path: &Path) -> u64 {
-    fn walk(p: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
-        let Ok(meta) = std::fs::symlink_metadata(p) else {
-            return 0;
-        };
-        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-            return 0;
-        }
-        let mut total = meta.blocks() * 512;
-        if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    total += walk(&e.path(), seen);
-                }
-            }
-        }
-        total
-    }
-    walk(path, &mut std::collections::HashSet::new())
-}
-
 #[async_trait]
 impl BlockStorage for DirBlockStorage {
     async fn create_volume(
@@ -162,7 +140,7 @@ impl BlockStorage for DirBlockStorage {
             .read(instance_id)?
             .ok_or_else(|| Error::not_found("Volume", instance_id))?;
         let path = self.view(&rec).path;
-        let used = tokio::task::spawn_blocking(move || dir_usage(&path))
+        let used = tokio::task::spawn_blocking(move || trove_os::dir_usage(&path))
             .await
             .map_err(|e| Error::backend(BACKEND, e, false))?;
         Ok((used, u64::from(rec.size_gb) * GIB))

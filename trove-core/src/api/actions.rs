@@ -6,14 +6,12 @@ use uuid::Uuid;
 use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::ServiceStatusRecord;
-use crate::model::{BackupFilter, Flavor, Instance, Resource};
+use crate::model::{BackupFilter, Facet, Flavor, Instance, Resource};
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
 use crate::state::{
     heartbeat_expired, BackupState, Operation, ServerStatus, ServiceStatus, TaskStatus,
 };
-use crate::taskmanager::{
-    EjectParams, PromoteParams, ResizeFlavorParams, ResizeVolumeParams, RestartParams,
-};
+use crate::taskmanager::{ResizeFlavorParams, ResizeVolumeParams, RestartParams};
 
 impl ApiService {
     /// The guest status a restart starts from (RESTARTING), replacing whatever was recorded.
@@ -192,9 +190,11 @@ impl ApiService {
                 "Instance {id} is not a replica."
             )));
         }
-        self.start_workflow(inst, &PromoteParams {}, TaskStatus::Promoting, vec![], None)
+        // The replication facet comes with its own issue: until a strategy offers it, nothing can be promoted.
+        let (v, _) = self
+            .version_and_datastore(inst.datastore_version_id)
             .await?;
-        Ok(())
+        self.require_facet(v.manager, Facet::Replication, "replication")
     }
 
     /// `{"eject_replica_source": {}}`.
@@ -218,8 +218,9 @@ impl ApiService {
                 )));
             }
         }
-        self.start_workflow(inst, &EjectParams {}, TaskStatus::Ejecting, vec![], None)
+        let (v, _) = self
+            .version_and_datastore(inst.datastore_version_id)
             .await?;
-        Ok(())
+        self.require_facet(v.manager, Facet::Replication, "replication")
     }
 }

@@ -123,9 +123,9 @@ impl ApiService {
             .await
     }
 
-    /// The container a new backup of `instance_id` goes to: the one the request named, else the instance's
-    /// strategy, else the tenant's, else [`DEFAULT_BACKUP_CONTAINER`].
-    pub(crate) async fn backup_container(
+    /// The container a new backup of `instance_id` goes to: the one the request named (validated), else the
+    /// instance's strategy, else the tenant's, else [`DEFAULT_BACKUP_CONTAINER`].
+    pub async fn backup_container(
         &self,
         tenant_id: &str,
         instance_id: Uuid,

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::ApiService;
 use crate::error::{Error, Result};
-use crate::model::{BackupFilter, Capabilities, Instance, Manager, ServiceStatusRecord};
+use crate::model::{BackupFilter, Facet, Instance, Manager, ServiceStatusRecord};
 use crate::ports::RequestContext;
 use crate::state::{
     check_operation, heartbeat_expired, InstanceState, Operation, ServiceStatus, TaskStatus,
@@ -46,27 +46,51 @@ impl ApiService {
     }
 
     /// The caller's instance `id` and its manager, for work on the engine's data (users, databases, root):
-    /// the manager must have the capability `need` (422 "not supported ... {what}" otherwise) and the gate must
-    /// allow [`Operation::ManageData`].
+    /// the instance's strategy must offer facet `need` (upstream's 422 "Operation not supported ... {what}"
+    /// otherwise, at once, without asking the guest) and the gate must allow [`Operation::ManageData`].
     pub(super) async fn manage_data_instance(
         &self,
         ctx: &RequestContext,
         id: Uuid,
-        need: fn(Capabilities) -> bool,
+        need: Facet,
         what: &str,
     ) -> Result<(Instance, Manager)> {
         let inst = self.load_instance(ctx, id).await?;
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;
-        if !need(v.manager.capabilities()) {
-            return Err(Error::unprocessable(format!(
-                "Operation not supported for datastore {}: {what}.",
-                v.manager
-            )));
-        }
+        self.require_facet(v.manager, need, what)?;
         self.gate(&inst, Operation::ManageData).await?;
         Ok((inst, v.manager))
+    }
+
+    /// Refuses, with upstream's answer for the facet, a request for `facet` when `manager`'s strategy in this
+    /// deployment does not offer it: 422 "Operation not supported" for users, databases, root and configuration;
+    /// 501 for TLS and backups (upstream's `DatastoreOperationNotSupported`); 400 for replication (upstream: no
+    /// replication strategy for the manager).
+    pub(super) fn require_facet(&self, manager: Manager, facet: Facet, what: &str) -> Result<()> {
+        if self.facets.offers(manager, facet) {
+            return Ok(());
+        }
+        Err(match facet {
+            Facet::Users | Facet::Databases | Facet::Root | Facet::Configuration | Facet::Logs => {
+                Error::unprocessable(format!(
+                    "Operation not supported for datastore {manager}: {what}."
+                ))
+            }
+            Facet::Tls => {
+                Error::not_implemented(format!("SSL is not supported for datastore {manager}."))
+            }
+            Facet::Backup => Error::not_implemented(format!(
+                "Backups are not supported for datastore {manager} by this deployment."
+            )),
+            Facet::Replication => Error::bad_request(format!(
+                "Replication is not supported for datastore {manager} by this deployment."
+            )),
+            Facet::Cluster => Error::not_implemented(format!(
+                "Clusters are not supported for datastore {manager} by this deployment."
+            )),
+        })
     }
 
     /// The instance's state as the gate judges it, and the guest status as shown.

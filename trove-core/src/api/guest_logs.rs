@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::ApiService;
 use crate::error::Result;
-use crate::model::{exposed_log_type, exposed_logs, GuestLog, LogActionRequest, Manager};
+use crate::model::{exposed_log_type, exposed_logs, Facet, GuestLog, LogActionRequest, Manager};
 use crate::ports::RequestContext;
 use crate::state::Operation;
 
@@ -24,7 +24,7 @@ impl ApiService {
     pub async fn list_guest_logs(&self, ctx: &RequestContext, id: Uuid) -> Result<Vec<GuestLog>> {
         let manager = self.log_instance(ctx, id).await?;
         let exposed = exposed_logs(manager);
-        if exposed.is_empty() {
+        if exposed.is_empty() || !self.facets.offers(manager, Facet::Logs) {
             return Ok(Vec::new());
         }
         let mut logs = self.guest(id).guest_log_list().await?;
@@ -49,6 +49,9 @@ impl ApiService {
             .version_and_datastore(inst.datastore_version_id)
             .await?;
         exposed_log_type(v.manager, &req.name)?;
+        if !self.facets.offers(v.manager, Facet::Logs) {
+            return Err(crate::Error::not_found("Log", req.name.escape_default()));
+        }
         self.gate(&inst, Operation::ManageData).await?;
         self.guest(id).guest_log_action(&req).await
     }

@@ -8,14 +8,12 @@ use uuid::Uuid;
 use super::{forbidden, ApiService, InstanceView, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{
-    validate_database_name, validate_instance_name, Access, DatabaseSpec, Instance, InstanceFilter,
-    Locality, Resource, ServiceStatusRecord, UserSpec, WorkflowParams,
+    validate_database_name, validate_instance_name, Access, DatabaseSpec, Facet, Instance,
+    InstanceFilter, Locality, Resource, ServiceStatusRecord, UserSpec, WorkflowParams,
 };
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
 use crate::state::{Operation, ServerStatus, ServiceStatus, TaskStatus};
-use crate::taskmanager::{
-    ApplyConfigurationParams, CreateParams, DeleteParams, DetachParams, ForceDeleteParams,
-};
+use crate::taskmanager::{ApplyConfigurationParams, CreateParams, DeleteParams, ForceDeleteParams};
 
 /// `POST /instances` body, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -229,12 +227,7 @@ impl ApiService {
                 let (v, ds) = self
                     .version_and_datastore(source.datastore_version_id)
                     .await?;
-                if !v.manager.capabilities().replication {
-                    return Err(Error::bad_request(format!(
-                        "Replication is not supported for datastore {}.",
-                        v.manager
-                    )));
-                }
+                self.require_facet(v.manager, Facet::Replication, "replication")?;
                 (
                     flavor,
                     ds,
@@ -292,16 +285,24 @@ impl ApiService {
             }
         };
         let manager = version.manager;
-        let caps = manager.capabilities();
-        if !req.databases.is_empty() && !caps.databases {
-            return Err(Error::unprocessable(format!(
-                "Operation not supported for datastore {manager}: databases."
+        if self.facets.get(manager).is_none() {
+            return Err(Error::bad_request(format!(
+                "Datastore version '{}' cannot run here: this deployment has no strategy for the {manager} \
+                 manager.",
+                version.name
             )));
         }
-        if !req.users.is_empty() && !caps.users {
-            return Err(Error::unprocessable(format!(
-                "Operation not supported for datastore {manager}: users."
-            )));
+        if !req.databases.is_empty() {
+            self.require_facet(manager, Facet::Databases, "databases")?;
+        }
+        if !req.users.is_empty() {
+            self.require_facet(manager, Facet::Users, "users")?;
+        }
+        if req.configuration.is_some() {
+            self.require_facet(manager, Facet::Configuration, "configuration")?;
+        }
+        if req.restore_point.is_some() {
+            self.require_facet(manager, Facet::Backup, "restore from a backup")?;
         }
         for db in &req.databases {
             validate_database_name(manager, &db.name)?;
@@ -499,9 +500,10 @@ impl ApiService {
                 )));
             }
             self.gate(&inst, Operation::Detach).await?;
-            self.start_workflow(inst, &DetachParams {}, TaskStatus::Detaching, vec![], None)
+            let (v, _) = self
+                .version_and_datastore(inst.datastore_version_id)
                 .await?;
-            return Ok(());
+            return self.require_facet(v.manager, Facet::Replication, "replication");
         }
         if let Some(Some(_)) = req.replica_of {
             return Err(Error::bad_request(
@@ -529,6 +531,12 @@ impl ApiService {
         // An empty body (no configuration key) detaches, like `configuration: null`.
         let target = req.configuration.unwrap_or_default();
         self.gate(&inst, Operation::AssignConfiguration).await?;
+        if target.is_some() {
+            let (v, _) = self
+                .version_and_datastore(inst.datastore_version_id)
+                .await?;
+            self.require_facet(v.manager, Facet::Configuration, "configuration")?;
+        }
         match target {
             Some(cid) => {
                 if inst.configuration_id.is_some() {

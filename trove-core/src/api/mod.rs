@@ -17,8 +17,11 @@ use uuid::Uuid;
 
 use crate::config::CoreConfig;
 use crate::error::{Error, Result};
+use crate::memory::SimulatedStrategyFactory;
 use crate::model::{Instance, Resource, Workflow, WorkflowParams, WorkflowState};
-use crate::ports::{ChangeSet, DynBus, DynClock, DynStore, Expect, RequestContext, Write};
+use crate::ports::{
+    ChangeSet, DynBus, DynClock, DynStore, Expect, FacetCatalog, RequestContext, Write,
+};
 use crate::rpc::{GuestClient, GuestTimeouts, TaskManagerClient};
 use crate::state::TaskStatus;
 use crate::taskmanager::Registry;
@@ -71,6 +74,9 @@ pub struct ApiService {
     compute: Option<crate::ports::DynCompute>,
     /// The workflow kinds (to forget a closed workflow's secrets as its kind defines them).
     workflows: Registry,
+    /// What the deployment's strategies offer per manager: requests for a facet the instance's strategy lacks are
+    /// refused at once.
+    facets: FacetCatalog,
 }
 
 impl std::fmt::Debug for ApiService {
@@ -105,7 +111,21 @@ impl ApiService {
             config,
             compute: None,
             workflows: Registry::standard(),
+            facets: FacetCatalog::from_factory(&SimulatedStrategyFactory::new()),
         }
+    }
+
+    /// Answers "not supported" from `catalog`, what the deployment's strategies offer (default: what the shipped
+    /// engines offer, as the simulated strategies mirror them). Build it with [`FacetCatalog::from_factory`] from
+    /// the strategy factory the guests use.
+    pub fn with_facets(mut self, catalog: FacetCatalog) -> ApiService {
+        self.facets = catalog;
+        self
+    }
+
+    /// What the deployment's strategies offer per manager.
+    pub fn facets(&self) -> &FacetCatalog {
+        &self.facets
     }
 
     /// Uses `registry` for the workflows this API asks for (default: the standard ones).

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{require_admin, ApiService};
 use crate::error::{Error, Result};
-use crate::model::{validate_password, Manager, RootHistory, Secret};
+use crate::model::{validate_password, Facet, Manager, RootHistory, Secret};
 use crate::ports::{ChangeSet, RequestContext, Write};
 
 /// The answer of `POST /instances/{id}/root`.
@@ -20,7 +20,7 @@ pub struct RootCredentials {
 impl ApiService {
     /// `GET /instances/{id}/root`: whether root was ever enabled (root history).
     pub async fn root_show(&self, ctx: &RequestContext, id: Uuid) -> Result<bool> {
-        self.manage_data_instance(ctx, id, |c| c.root, "root")
+        self.manage_data_instance(ctx, id, Facet::Root, "root")
             .await?;
         Ok(self.store.get_root_history(id).await?.is_some())
     }
@@ -33,7 +33,7 @@ impl ApiService {
         password: Option<Secret>,
     ) -> Result<RootCredentials> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.root, "root")
+            .manage_data_instance(ctx, id, Facet::Root, "root")
             .await?;
         if let Some(p) = &password {
             validate_password(p)?;
@@ -58,7 +58,7 @@ impl ApiService {
 
     /// `DELETE /instances/{id}/root`: 404 when root was never enabled.
     pub async fn root_disable(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        self.manage_data_instance(ctx, id, |c| c.root, "root")
+        self.manage_data_instance(ctx, id, Facet::Root, "root")
             .await?;
         if self.store.get_root_history(id).await?.is_none() {
             return Err(Error::not_found("Root history of instance", id));

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    ServiceStatusRecord, SslActionBody, SslChange, SslChangeResult, SslRequest, SslView,
+    Facet, ServiceStatusRecord, SslActionBody, SslChange, SslChangeResult, SslRequest, SslView,
 };
 use crate::ports::{ChangeSet, RequestContext, Write};
 use crate::state::{Operation, ServerStatus, ServiceStatus};
@@ -24,6 +24,10 @@ impl ApiService {
         include_certificate: bool,
     ) -> Result<SslView> {
         let inst = self.load_instance(ctx, id).await?;
+        let (v, _) = self
+            .version_and_datastore(inst.datastore_version_id)
+            .await?;
+        self.require_facet(v.manager, Facet::Tls, "ssl")?;
         let (state, _) = self.state(&inst).await?;
         if state.server != Some(ServerStatus::Active) || !state.service.action_is_allowed() {
             return Err(Error::unprocessable(format!(
@@ -43,6 +47,10 @@ impl ApiService {
     ) -> Result<SslChangeResult> {
         let req = body.validate()?;
         let (inst, _, service) = self.instance_for(ctx, id, Operation::Restart).await?;
+        let (v, _) = self
+            .version_and_datastore(inst.datastore_version_id)
+            .await?;
+        self.require_facet(v.manager, Facet::Tls, "ssl")?;
         if inst.replica_of.is_some() && req != SslRequest::Rollback {
             return Err(Error::bad_request(format!(
                 "Instance {id} is a replica: SSL can only be changed on its replication source (rollback is \

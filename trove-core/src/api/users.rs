@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{
-    validate_database_name, validate_host, validate_password, validate_user_name, Manager,
+    validate_database_name, validate_host, validate_password, validate_user_name, Facet, Manager,
     UserSpec, UserUpdate,
 };
 use crate::ports::{RequestContext, UserInfo};
@@ -55,7 +55,7 @@ impl ApiService {
         users: &[UserSpec],
     ) -> Result<Manager> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         if users.is_empty() {
             return Err(Error::bad_request("No users given."));
@@ -83,7 +83,7 @@ impl ApiService {
 
     /// `GET /instances/{id}/users`.
     pub async fn list_users(&self, ctx: &RequestContext, id: Uuid) -> Result<Vec<UserInfo>> {
-        self.manage_data_instance(ctx, id, |c| c.users, "users")
+        self.manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         self.guest(id).list_users().await
     }
@@ -133,7 +133,7 @@ impl ApiService {
         user: &UserRef,
     ) -> Result<UserInfo> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         self.find_user(id, user).await
@@ -148,7 +148,7 @@ impl ApiService {
         update: UserUpdate,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         if update.name.is_none() && update.password.is_none() && update.host.is_none() {
@@ -174,7 +174,7 @@ impl ApiService {
     /// `DELETE /instances/{id}/users/{user}`.
     pub async fn delete_user(&self, ctx: &RequestContext, id: Uuid, user: &UserRef) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         self.find_user(id, user).await?;
@@ -210,7 +210,7 @@ impl ApiService {
         user: &UserRef,
     ) -> Result<Vec<String>> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "users")
+            .manage_data_instance(ctx, id, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         Ok(self.find_user(id, user).await?.databases)
@@ -225,7 +225,7 @@ impl ApiService {
         databases: Vec<String>,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "user access")
+            .manage_data_instance(ctx, id, Facet::Databases, "user access")
             .await?;
         Self::check_user(m, user)?;
         for d in &databases {
@@ -246,7 +246,7 @@ impl ApiService {
         database: &str,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.users, "user access")
+            .manage_data_instance(ctx, id, Facet::Databases, "user access")
             .await?;
         Self::check_user(m, user)?;
         validate_database_name(m, database)?;

@@ -16,10 +16,12 @@ use crate::model::{
     DatabaseSpec, Manager, Secret, SslCertificate, SslChange, SslChangeResult, SslMode, SslStatus,
     SslView, UserSpec, UserUpdate,
 };
+use crate::model::{Facet, FacetSet};
 use crate::model::{GuestLog, LogActionRequest};
 use crate::ports::{
-    DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, StrategyFactory,
-    UserInfo,
+    not_supported, ConfigurationFacet, DatabasesFacet, DatastoreStrategy, EngineStatus, FsStats,
+    LogsFacet, PrepareRequest, RootFacet, StrategyContext, StrategyFactory, TlsFacet, UserInfo,
+    UsersFacet,
 };
 use crate::state::ServiceStatus;
 
@@ -41,6 +43,36 @@ const STATIC_PARAMS: &[&str] = &[
     "max_connections",
     "port",
 ];
+
+/// What the simulated strategy offers per manager: exactly what the real engines (`trove-guest`) offer.
+pub fn offered(manager: Manager) -> FacetSet {
+    use Facet::*;
+    match manager {
+        Manager::Mysql | Manager::Mariadb | Manager::Postgresql => {
+            FacetSet::of(&[Users, Databases, Root, Configuration, Tls, Logs])
+        }
+        Manager::Redis => FacetSet::of(&[Users, Root, Configuration, Tls]),
+        Manager::Mongodb | Manager::Cassandra => FacetSet::EMPTY,
+    }
+}
+
+/// Refuses what a real engine could not render into its configuration: names other than letters, digits, `_`,
+/// `-` and `.`, and values that are not scalars (400, as the real guests answer).
+fn check_override(key: &str, value: &Value) -> Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    if key.is_empty() || key.len() > 128 || !key.chars().all(plain) {
+        return Err(Error::bad_request(format!(
+            "The configuration parameter name '{}' is not valid.",
+            key.escape_default()
+        )));
+    }
+    if !(value.is_string() || value.is_number() || value.is_boolean()) {
+        return Err(Error::bad_request(format!(
+            "The value of configuration parameter '{key}' must be a scalar."
+        )));
+    }
+    Ok(())
+}
 
 /// Whether changing `key` needs an engine restart: as the shipped parameter rules of `manager` say (what the real
 /// guests follow too), else whether it is one of [`STATIC_PARAMS`].
@@ -227,6 +259,11 @@ impl StrategyFactory for SimulatedStrategyFactory {
             engine: self.engine(ctx.instance_id),
         }))
     }
+
+    /// From a standalone strategy's accessors, so asking registers no engine.
+    fn facets(&self, manager: Manager) -> Option<FacetSet> {
+        Some(SimulatedStrategy::standalone(manager).facets())
+    }
 }
 
 /// The simulated strategy of one instance.
@@ -252,11 +289,9 @@ impl SimulatedStrategy {
         &self.engine
     }
 
-    fn unsupported(&self, what: &str) -> Error {
-        Error::unprocessable(format!(
-            "Operation not supported for datastore {}: {what}.",
-            self.manager
-        ))
+    /// Whether the simulation offers `facet` for its manager: what the real engines offer.
+    fn offers(&self, facet: Facet) -> bool {
+        offered(self.manager).contains(facet)
     }
 
     /// Locks the engine state, refusing when the engine is not running (as a real client's connect would fail).
@@ -300,6 +335,10 @@ impl SimulatedStrategy {
     }
 
     fn add_users(&self, st: &mut EngineState, users: &[UserSpec]) -> Result<()> {
+        // As the real engines: users of an engine without databases have none.
+        if self.databases().is_none() && users.iter().any(|u| !u.databases.is_empty()) {
+            return Err(not_supported(self.manager, Facet::Databases.as_str()));
+        }
         let mut seen = BTreeSet::new();
         for u in users {
             let key = (u.name.clone(), self.user_host(u.host.as_deref()));
@@ -372,16 +411,15 @@ impl DatastoreStrategy for SimulatedStrategy {
             extra_used: st.extra_used,
             ..EngineState::default()
         };
-        let caps = self.manager.capabilities();
         if !req.databases.is_empty() {
-            if !caps.databases {
-                return Err(self.unsupported("databases"));
+            if self.databases().is_none() {
+                return Err(not_supported(self.manager, Facet::Databases.as_str()));
             }
             Self::add_databases(&mut next, &req.databases)?;
         }
         if !req.users.is_empty() {
-            if !caps.users {
-                return Err(self.unsupported("users"));
+            if self.users().is_none() {
+                return Err(not_supported(self.manager, Facet::Users.as_str()));
             }
             self.add_users(&mut next, &req.users)?;
         }
@@ -470,47 +508,39 @@ impl DatastoreStrategy for SimulatedStrategy {
         Ok(())
     }
 
-    async fn create_databases(&self, dbs: &[DatabaseSpec]) -> Result<()> {
-        if !self.manager.capabilities().databases {
-            return Err(self.unsupported("databases"));
-        }
-        let mut st = self.running()?;
-        Self::add_databases(&mut st, dbs)
+    fn users(&self) -> Option<&dyn UsersFacet> {
+        self.offers(Facet::Users).then_some(self)
     }
 
-    async fn list_databases(&self) -> Result<Vec<DatabaseSpec>> {
-        if !self.manager.capabilities().databases {
-            return Err(self.unsupported("databases"));
-        }
-        Ok(self.running()?.databases.values().cloned().collect())
+    fn databases(&self) -> Option<&dyn DatabasesFacet> {
+        self.offers(Facet::Databases).then_some(self)
     }
 
-    async fn delete_database(&self, name: &str) -> Result<()> {
-        if !self.manager.capabilities().databases {
-            return Err(self.unsupported("databases"));
-        }
-        let mut st = self.running()?;
-        if st.databases.remove(name).is_none() {
-            return Err(Error::not_found("Database", name));
-        }
-        for u in st.users.values_mut() {
-            u.databases.remove(name);
-        }
-        Ok(())
+    fn root(&self) -> Option<&dyn RootFacet> {
+        self.offers(Facet::Root).then_some(self)
     }
 
+    fn configuration(&self) -> Option<&dyn ConfigurationFacet> {
+        self.offers(Facet::Configuration).then_some(self)
+    }
+
+    fn tls(&self) -> Option<&dyn TlsFacet> {
+        self.offers(Facet::Tls).then_some(self)
+    }
+
+    fn logs(&self) -> Option<&dyn LogsFacet> {
+        self.offers(Facet::Logs).then_some(self)
+    }
+}
+
+#[async_trait]
+impl UsersFacet for SimulatedStrategy {
     async fn create_users(&self, users: &[UserSpec]) -> Result<()> {
-        if !self.manager.capabilities().users {
-            return Err(self.unsupported("users"));
-        }
         let mut st = self.running()?;
         self.add_users(&mut st, users)
     }
 
     async fn list_users(&self) -> Result<Vec<UserInfo>> {
-        if !self.manager.capabilities().users {
-            return Err(self.unsupported("users"));
-        }
         Ok(self
             .running()?
             .users
@@ -524,9 +554,6 @@ impl DatastoreStrategy for SimulatedStrategy {
     }
 
     async fn delete_user(&self, name: &str, host: &str) -> Result<()> {
-        if !self.manager.capabilities().users {
-            return Err(self.unsupported("users"));
-        }
         let mut st = self.running()?;
         let key = (name.to_string(), self.user_host(Some(host)));
         if st.users.remove(&key).is_none() {
@@ -536,9 +563,6 @@ impl DatastoreStrategy for SimulatedStrategy {
     }
 
     async fn update_user(&self, name: &str, host: &str, update: &UserUpdate) -> Result<()> {
-        if !self.manager.capabilities().users {
-            return Err(self.unsupported("users"));
-        }
         let mut st = self.running()?;
         let old_key = (name.to_string(), self.user_host(Some(host)));
         let mut user = self.user_mut(&mut st, name, host)?.clone();
@@ -565,9 +589,6 @@ impl DatastoreStrategy for SimulatedStrategy {
     }
 
     async fn change_passwords(&self, users: &[UserSpec]) -> Result<()> {
-        if !self.manager.capabilities().users {
-            return Err(self.unsupported("users"));
-        }
         let mut st = self.running()?;
         for u in users {
             self.user_mut(&mut st, &u.name, u.host.as_deref().unwrap_or("%"))?;
@@ -578,11 +599,31 @@ impl DatastoreStrategy for SimulatedStrategy {
         }
         Ok(())
     }
+}
+
+#[async_trait]
+impl DatabasesFacet for SimulatedStrategy {
+    async fn create_databases(&self, dbs: &[DatabaseSpec]) -> Result<()> {
+        let mut st = self.running()?;
+        Self::add_databases(&mut st, dbs)
+    }
+
+    async fn list_databases(&self) -> Result<Vec<DatabaseSpec>> {
+        Ok(self.running()?.databases.values().cloned().collect())
+    }
+
+    async fn delete_database(&self, name: &str) -> Result<()> {
+        let mut st = self.running()?;
+        if st.databases.remove(name).is_none() {
+            return Err(Error::not_found("Database", name));
+        }
+        for u in st.users.values_mut() {
+            u.databases.remove(name);
+        }
+        Ok(())
+    }
 
     async fn grant_access(&self, name: &str, host: &str, dbs: &[String]) -> Result<()> {
-        if !self.manager.capabilities().databases {
-            return Err(self.unsupported("user access"));
-        }
         let mut st = self.running()?;
         if let Some(db) = dbs.iter().find(|d| !st.databases.contains_key(*d)) {
             return Err(Error::not_found("Database", db));
@@ -594,9 +635,6 @@ impl DatastoreStrategy for SimulatedStrategy {
     }
 
     async fn revoke_access(&self, name: &str, host: &str, db: &str) -> Result<()> {
-        if !self.manager.capabilities().databases {
-            return Err(self.unsupported("user access"));
-        }
         let mut st = self.running()?;
         if !st.databases.contains_key(db) {
             return Err(Error::not_found("Database", db));
@@ -610,11 +648,11 @@ impl DatastoreStrategy for SimulatedStrategy {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl RootFacet for SimulatedStrategy {
     async fn enable_root(&self, password: Option<Secret>) -> Result<Secret> {
-        if !self.manager.capabilities().root {
-            return Err(self.unsupported("root"));
-        }
         let mut st = self.running()?;
         let password = password
             .filter(|p| !p.is_empty())
@@ -624,16 +662,16 @@ impl DatastoreStrategy for SimulatedStrategy {
     }
 
     async fn disable_root(&self) -> Result<()> {
-        if !self.manager.capabilities().root {
-            return Err(self.unsupported("root"));
-        }
         self.running()?.root = None;
         Ok(())
     }
+}
 
+#[async_trait]
+impl ConfigurationFacet for SimulatedStrategy {
     async fn apply_overrides(&self, overrides: &Map<String, Value>) -> Result<bool> {
-        if !self.manager.capabilities().configuration {
-            return Err(self.unsupported("configuration"));
+        for (k, v) in overrides {
+            check_override(k, v)?;
         }
         let mut st = lock(&self.engine.state);
         // The new set replaces the old one (a detach applies none); a restart is needed when a static parameter
@@ -650,9 +688,11 @@ impl DatastoreStrategy for SimulatedStrategy {
         // A change applied before (a repeated request after a lost answer) still waits for the restart.
         Ok(st.restart_pending_at == Some(st.starts))
     }
+}
 
+#[async_trait]
+impl TlsFacet for SimulatedStrategy {
     async fn ssl_show(&self, include_certificate: bool) -> Result<SslView> {
-        self.ssl_supported()?;
         let st = lock(&self.engine.state);
         let cur = &st.ssl.current;
         Ok(match cur.mode {
@@ -672,7 +712,6 @@ impl DatastoreStrategy for SimulatedStrategy {
     }
 
     async fn ssl_action(&self, change: &SslChange) -> Result<SslChangeResult> {
-        self.ssl_supported()?;
         let mut st = self.running()?;
         let next = match change {
             SslChange::Enable {
@@ -738,7 +777,6 @@ impl DatastoreStrategy for SimulatedStrategy {
     }
 
     async fn ssl_rollback(&self) -> Result<SslChangeResult> {
-        self.ssl_supported()?;
         let mut st = self.running()?;
         let Some(prev) = st.ssl.previous.take() else {
             return Err(Error::bad_request(
@@ -749,7 +787,10 @@ impl DatastoreStrategy for SimulatedStrategy {
         st.ssl.previous = Some(cur);
         Ok(self.ssl_applied(&mut st))
     }
+}
 
+#[async_trait]
+impl LogsFacet for SimulatedStrategy {
     async fn guest_log_list(&self, ctx: &GuestLogContext) -> Result<Vec<GuestLog>> {
         let logs = lock(&self.engine.state).logs.clone();
         crate::guest_log::list_logs(&logs.engine(self.manager), ctx).await
@@ -777,16 +818,6 @@ impl DatastoreStrategy for SimulatedStrategy {
 }
 
 impl SimulatedStrategy {
-    fn ssl_supported(&self) -> Result<()> {
-        match self.manager {
-            Manager::Mysql | Manager::Mariadb | Manager::Postgresql | Manager::Redis => Ok(()),
-            Manager::Mongodb | Manager::Cassandra => Err(Error::not_implemented(format!(
-                "SSL is not supported for datastore {}.",
-                self.manager
-            ))),
-        }
-    }
-
     /// The answer after the current setting changed: MariaDB turns TLS on or off only at a restart.
     fn ssl_applied(&self, st: &mut EngineState) -> SslChangeResult {
         let on = st.ssl.current.mode.is_some();
@@ -869,22 +900,35 @@ mod tests {
             (st.status, st.reason.as_deref()),
             (ServiceStatus::Crashed, Some("oom"))
         );
-        assert!(s.list_users().await.is_err());
+        assert!(s.users().unwrap().list_users().await.is_err());
         s.restart().await.unwrap();
         // A second strategy for the same instance sees the same data.
         let s2 = f.strategy(&ctx).unwrap();
         assert_eq!(
-            s2.list_users().await.unwrap()[0].databases,
+            s2.users().unwrap().list_users().await.unwrap()[0].databases,
             vec!["db1".to_string()]
         );
         assert_eq!(
-            s2.revoke_access("bob", "%", "nope")
+            s2.databases()
+                .unwrap()
+                .revoke_access("bob", "%", "nope")
                 .await
                 .unwrap_err()
                 .fault()
                 .status,
             404
         );
+    }
+
+    #[test]
+    fn facets_follow_the_manager_and_the_factory_registers_nothing() {
+        for m in Manager::ALL {
+            let s = SimulatedStrategy::standalone(m);
+            assert_eq!(s.facets(), offered(m), "{m}");
+        }
+        let f = SimulatedStrategyFactory::new();
+        assert_eq!(f.facets(Manager::Redis), Some(offered(Manager::Redis)));
+        assert!(!f.has_engine(Uuid::nil()));
     }
 
     #[tokio::test]
@@ -894,7 +938,10 @@ mod tests {
         req.databases.clear();
         req.users[0].databases.clear();
         s.prepare(&req).await.unwrap();
-        assert_eq!(s.list_databases().await.unwrap_err().fault().status, 422);
-        assert_eq!(s.list_users().await.unwrap().len(), 1);
+        assert!(s.databases().is_none(), "redis has no databases facet");
+        assert_eq!(s.users().unwrap().list_users().await.unwrap().len(), 1);
+        req.databases = prep().databases;
+        let fresh = SimulatedStrategy::standalone(Manager::Redis);
+        assert_eq!(fresh.prepare(&req).await.unwrap_err().fault().status, 422);
     }
 }

@@ -55,7 +55,7 @@ pub struct Flavor {
 }
 
 /// The guest manager of a datastore version: which strategy runs the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Manager {
     /// MySQL (served by MariaDB binaries where Oracle MySQL is not installed).
@@ -70,23 +70,6 @@ pub enum Manager {
     Mongodb,
     /// Cassandra (no server can run on the project's machines yet).
     Cassandra,
-}
-
-/// What a datastore manager supports; the core answers "not supported" for anything not claimed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Capabilities {
-    /// Users can be managed through the API.
-    pub users: bool,
-    /// Databases can be managed through the API.
-    pub databases: bool,
-    /// Root can be enabled.
-    pub root: bool,
-    /// Configuration groups can be applied.
-    pub configuration: bool,
-    /// Backups can be taken.
-    pub backup: bool,
-    /// Replicas can be created.
-    pub replication: bool,
 }
 
 impl Manager {
@@ -136,33 +119,185 @@ impl Manager {
             Manager::Cassandra => 9042,
         }
     }
-
-    /// What the API may ask of this manager (upstream `load_and_verify` plus the legacy Redis rules).
-    pub fn capabilities(self) -> Capabilities {
-        match self {
-            Manager::Mysql | Manager::Mariadb | Manager::Postgresql => Capabilities {
-                users: true,
-                databases: true,
-                root: true,
-                configuration: true,
-                backup: true,
-                replication: true,
-            },
-            Manager::Redis => Capabilities {
-                users: true,
-                databases: false,
-                root: true,
-                configuration: true,
-                backup: true,
-                replication: true,
-            },
-            Manager::Mongodb | Manager::Cassandra => Capabilities::default(),
-        }
-    }
 }
 
 impl std::fmt::Display for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An optional part of what a datastore strategy can do beyond its lifecycle (upstream's per-datastore
+/// "not supported" checks are answered from these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Facet {
+    /// Users: create, list, delete, update, change passwords.
+    Users,
+    /// Databases: create, list, delete, and granting users access to them.
+    Databases,
+    /// The root (superuser) account: enable, disable.
+    Root,
+    /// Configuration groups applied to the engine.
+    Configuration,
+    /// Instance TLS (upstream `ssl_show` / `ssl_action` / `ssl_rollback`).
+    Tls,
+    /// Guest logs (list, enable, disable, publish, discard).
+    Logs,
+    /// Backups (reserved: the facet comes with the backup issue).
+    Backup,
+    /// Replication (reserved: the facet comes with the replication issue).
+    Replication,
+    /// Cluster membership (reserved: the facet comes with the cluster issue).
+    Cluster,
+}
+
+impl Facet {
+    /// Every facet, in a stable order.
+    pub const ALL: [Facet; 9] = [
+        Facet::Users,
+        Facet::Databases,
+        Facet::Root,
+        Facet::Configuration,
+        Facet::Tls,
+        Facet::Logs,
+        Facet::Backup,
+        Facet::Replication,
+        Facet::Cluster,
+    ];
+
+    /// The facet's name (`users`, `databases`, ...), as in upstream's "Operation not supported" messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Facet::Users => "users",
+            Facet::Databases => "databases",
+            Facet::Root => "root",
+            Facet::Configuration => "configuration",
+            Facet::Tls => "tls",
+            Facet::Logs => "logs",
+            Facet::Backup => "backup",
+            Facet::Replication => "replication",
+            Facet::Cluster => "cluster",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+impl std::fmt::Display for Facet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`Facet`]s (a small bitset; serialised as the sorted list of facet names).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FacetSet(u16);
+
+impl FacetSet {
+    /// No facet.
+    pub const EMPTY: FacetSet = FacetSet(0);
+
+    /// The set of `facets`.
+    pub fn of(facets: &[Facet]) -> FacetSet {
+        facets.iter().copied().collect()
+    }
+
+    /// Whether `facet` is in the set.
+    pub fn contains(self, facet: Facet) -> bool {
+        self.0 & facet.bit() != 0
+    }
+
+    /// Adds `facet`; answers whether it was not there yet.
+    pub fn insert(&mut self, facet: Facet) -> bool {
+        let new = !self.contains(facet);
+        self.0 |= facet.bit();
+        new
+    }
+
+    /// Removes `facet`; answers whether it was there.
+    pub fn remove(&mut self, facet: Facet) -> bool {
+        let had = self.contains(facet);
+        self.0 &= !facet.bit();
+        had
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// How many facets the set holds.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// The facets in the set, in [`Facet::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Facet> {
+        Facet::ALL.into_iter().filter(move |f| self.contains(*f))
+    }
+}
+
+impl FromIterator<Facet> for FacetSet {
+    fn from_iter<I: IntoIterator<Item = Facet>>(iter: I) -> FacetSet {
+        let mut s = FacetSet::EMPTY;
+        for f in iter {
+            s.insert(f);
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for FacetSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl std::fmt::Display for FacetSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.iter().map(Facet::as_str).collect();
+        f.write_str(&names.join(", "))
+    }
+}
+
+impl Serialize for FacetSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for FacetSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<FacetSet, D::Error> {
+        Ok(Vec::<Facet>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facet_sets_insert_iterate_and_serialise() {
+        let mut s = FacetSet::EMPTY;
+        assert!(s.is_empty());
+        assert!(s.insert(Facet::Tls));
+        assert!(!s.insert(Facet::Tls), "a second insert adds nothing");
+        assert!(s.insert(Facet::Users));
+        assert!(s.insert(Facet::Cluster));
+        assert_eq!(s.len(), 3);
+        assert!(s.contains(Facet::Users) && !s.contains(Facet::Databases));
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![Facet::Users, Facet::Tls, Facet::Cluster]
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json, r#"["users","tls","cluster"]"#);
+        assert_eq!(serde_json::from_str::<FacetSet>(&json).unwrap(), s);
+        assert!(serde_json::from_str::<FacetSet>(r#"["teleport"]"#).is_err());
+        assert!(s.remove(Facet::Tls) && !s.contains(Facet::Tls));
+        assert_eq!(s.to_string(), "users, cluster");
     }
 }

@@ -13,7 +13,7 @@ mod workflow;
 
 pub use backup::{Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, BackupType};
 pub use config::{ConfigParam, Configuration, ParamType};
-pub use datastore::{Capabilities, Datastore, DatastoreVersion, Flavor, Manager};
+pub use datastore::{Datastore, DatastoreVersion, Facet, FacetSet, Flavor, Manager};
 pub use guest_log::{
     exposed_log_type, exposed_logs, log_metafile, log_prefix, log_status, GuestLog, LogAction,
     LogActionRequest, LogState, LogStatus, LogType, LogView, DEFAULT_LOG_CONTAINER,

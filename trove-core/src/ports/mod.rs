@@ -11,13 +11,15 @@ mod guest;
 mod storage;
 mod store;
 
+pub use crate::model::{Facet, FacetSet};
 pub use auth::{Authenticator, RequestContext};
 pub use bus::{AckHandle, Delivery, MessageBus, ReplyHandle, Subscription};
 pub use clock::{Clock, SystemClock};
 pub use compute::{migration_target, Compute, GuestLauncher, GuestSpec, Server, ServerSpec};
 pub use guest::{
-    DatastoreStrategy, EngineStatus, FsStats, PrepareRequest, StrategyContext, StrategyFactory,
-    UserInfo,
+    not_supported, ConfigurationFacet, DatabasesFacet, DatastoreStrategy, EngineStatus,
+    FacetCatalog, FsStats, LogsFacet, PrepareRequest, RootFacet, StrategyContext, StrategyFactory,
+    TlsFacet, UserInfo, UsersFacet,
 };
 pub use storage::{BackupStore, BlockStorage, ByteStream, ObjectMeta, Volume};
 pub use store::{

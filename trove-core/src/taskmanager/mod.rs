@@ -34,9 +34,9 @@ pub mod workflows;
 pub use context::{Failure, StepContext, StepResult, StepStart, Stop, WaitHealthy};
 pub use registry::{Registry, WorkflowDef};
 pub use workflows::{
-    ApplyConfigurationParams, BackupParams, CreateParams, DeleteParams, DetachParams, EjectParams,
-    ForceDeleteParams, MigrateParams, PromoteParams, RebootParams, RebuildParams,
-    ResizeFlavorParams, ResizeVolumeParams, RestartParams, UpgradeParams,
+    ApplyConfigurationParams, CreateParams, DeleteParams, ForceDeleteParams, MigrateParams,
+    RebootParams, RebuildParams, ResizeFlavorParams, ResizeVolumeParams, RestartParams,
+    UpgradeParams,
 };
 
 use engine::Engine;

@@ -24,8 +24,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::api::{
-    ApiService, CreateBackup, CreateConfiguration, CreateInstance, DatastoreVersionSpec,
-    UpdateInstance,
+    ApiService, CreateConfiguration, CreateInstance, DatastoreVersionSpec, UpdateInstance,
 };
 use crate::conductor::Conductor;
 use crate::config::CoreConfig;
@@ -551,21 +550,6 @@ impl CrashWorld {
         Ok(())
     }
 
-    /// Asks the API for a backup of `id`.
-    pub async fn backup(&self, id: Uuid) -> Outcome<()> {
-        self.api
-            .create_backup(
-                &self.tenant(),
-                CreateBackup {
-                    name: "b1".into(),
-                    instance: Some(id),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok(())
-    }
-
     /// A configuration group with `values` (on the instances' version).
     pub async fn configuration(&self, values: &[(&str, Value)]) -> Outcome<Uuid> {
         let values: Map<String, Value> = values
@@ -705,24 +689,6 @@ impl CrashWorld {
         self.expect(
             self.storage.get_volume(id).await?.is_none(),
             "the volume is left",
-        )
-    }
-
-    /// Every backup of the instance ended FAILED.
-    pub async fn expect_backups_failed(&self, id: Uuid) -> Outcome<()> {
-        let backups = self
-            .store
-            .list_backups(&BackupFilter {
-                instance_id: Some(id),
-                ..Default::default()
-            })
-            .await?;
-        self.expect(!backups.is_empty(), "no backup was recorded")?;
-        self.expect(
-            backups
-                .iter()
-                .all(|b| b.state == crate::state::BackupState::Failed),
-            "a backup did not end FAILED",
         )
     }
 

@@ -12,11 +12,10 @@ use sqlx::{Connection, Row};
 use trove_core::model::SslMode;
 use trove_core::{Error, Result};
 
-use super::{exec_sql, MysqlStrategy};
-use crate::base::Base;
+use super::{exec_sql, Mysql};
 use crate::tls::{engine_files, state, TlsEngine, TlsSetting};
 
-impl MysqlStrategy {
+impl Mysql {
     /// The `[mysqld]` lines of the recorded TLS setting (empty when off).
     pub(super) fn tls_cnf(&self) -> Result<String> {
         let st = state(&self.base)?;
@@ -35,11 +34,7 @@ impl MysqlStrategy {
 }
 
 #[async_trait]
-impl TlsEngine for MysqlStrategy {
-    fn base(&self) -> &Base {
-        &self.base
-    }
-
+impl TlsEngine for Mysql {
     fn check_mode(&self, mode: SslMode) -> Result<()> {
         match mode {
             SslMode::Basic | SslMode::Enforced => Ok(()),
@@ -51,19 +46,7 @@ impl TlsEngine for MysqlStrategy {
         }
     }
 
-    fn render(&self) -> Result<()> {
-        self.render_config()
-    }
-
     async fn apply_live(&self, _old: &TlsSetting, new: &TlsSetting) -> Result<bool> {
-        if self
-            .base
-            .engine_pid(&self.pid_path(), &self.idents())
-            .is_none()
-        {
-            // Stopped: the next start reads the rendered configuration.
-            return Ok(false);
-        }
         let mut c = self.connect_admin().await?;
         let row = sqlx::query("SELECT CAST(@@have_ssl AS CHAR)")
             .fetch_one(&mut c)

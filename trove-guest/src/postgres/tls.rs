@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use trove_core::model::SslMode;
 use trove_core::{Error, Result};
 
-use super::{exec_sql, PostgresStrategy, ADMIN_DB};
-use crate::base::Base;
+use super::{exec_sql, Postgres, ADMIN_DB};
 use crate::common::{io_err, log_tail, write_engine_file, BACKEND};
+use crate::engine::Engine;
+use crate::overrides::Configurable;
 use crate::tls::{engine_files, state, TlsEngine, TlsSetting};
 
 /// `pg_hba.conf` with every `host`/`hostssl`/`hostnossl` line turned into what `mode` needs.
@@ -44,7 +45,7 @@ pub(crate) fn rewrite_hba(text: &str, mode: Option<SslMode>) -> String {
     out
 }
 
-impl PostgresStrategy {
+impl Postgres {
     /// The `trove.conf` lines of the recorded TLS setting.
     pub(super) fn tls_conf(&self) -> Result<String> {
         let st = state(&self.base)?;
@@ -89,25 +90,14 @@ impl PostgresStrategy {
 }
 
 #[async_trait]
-impl TlsEngine for PostgresStrategy {
-    fn base(&self) -> &Base {
-        &self.base
-    }
-
-    fn render(&self) -> Result<()> {
+impl TlsEngine for Postgres {
+    fn render_tls(&self) -> Result<()> {
         self.render_config()?;
         let mode = state(&self.base)?.current.mode;
         self.render_hba(mode)
     }
 
     async fn apply_live(&self, _old: &TlsSetting, new: &TlsSetting) -> Result<bool> {
-        if self
-            .base
-            .engine_pid(&self.pid_path(), &self.idents())
-            .is_none()
-        {
-            return Ok(false);
-        }
         let (before, _) = self.conf_load_time().await?;
         let mut c = self.connect_admin(ADMIN_DB).await?;
         exec_sql(&mut c, "SELECT pg_reload_conf()")
@@ -127,7 +117,7 @@ impl TlsEngine for PostgresStrategy {
                     BACKEND,
                     format!(
                         "PostgreSQL did not take the TLS settings (ssl is {ssl}): {}",
-                        log_tail(&self.log_path(), 400)
+                        log_tail(&self.log_file(), 400)
                     ),
                     false,
                 ));

@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use trove_core::model::SslMode;
 use trove_core::Result;
 
-use super::RedisStrategy;
-use crate::base::Base;
+use super::Redis;
 use crate::common::socket_path;
+use crate::engine::Engine;
 use crate::tls::{engine_generation_files, free_port, save_state, state, TlsEngine, TlsSetting};
 
-impl RedisStrategy {
+impl Redis {
     /// The unix socket of the engine (the guest's admin connection).
     pub(super) fn admin_socket(&self) -> PathBuf {
         socket_path(
@@ -46,10 +46,7 @@ impl RedisStrategy {
         // About to start the engine: a `basic` TLS port taken by someone else meanwhile is replaced (the view
         // shows the new one), so the engine does not fail to start.
         if let Some(p) = st.current.tls_port {
-            let engine_down = self
-                .base
-                .engine_pid(&self.pid_path(), &self.idents())
-                .is_none();
+            let engine_down = self.running_pid().is_none();
             if engine_down && std::net::TcpListener::bind((self.base.connect_host(), p)).is_err() {
                 let fresh = free_port(&self.base.connect_host(), None)?;
                 tracing::warn!(instance = %self.base.ctx.instance_id, old = p, new = fresh, "the TLS port is taken; moving TLS to another port");
@@ -87,27 +84,12 @@ impl RedisStrategy {
 }
 
 #[async_trait]
-impl TlsEngine for RedisStrategy {
-    fn base(&self) -> &Base {
-        &self.base
-    }
-
+impl TlsEngine for Redis {
     fn needs_tls_port(&self, mode: SslMode) -> bool {
         mode == SslMode::Basic
     }
 
-    fn render(&self) -> Result<()> {
-        self.render_config()
-    }
-
     async fn apply_live(&self, old: &TlsSetting, new: &TlsSetting) -> Result<bool> {
-        if self
-            .base
-            .engine_pid(&self.pid_path(), &self.idents())
-            .is_none()
-        {
-            return Ok(false);
-        }
         let (port, tls_port) = self.ports(new);
         if port == 0 && !self.admin_socket().exists() {
             // An engine started before the admin socket existed: closing its plain port would lock the guest

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,25 +157,7 @@ impl Drop for Fixture {
     }
 }
 
-pub fn read_pid(p: &Path) -> Option<u32> {
-    std::fs::read_to_string(p)
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rfind(')')
-            .map(|i| !s[i + 1..].trim_start().starts_with(['Z', 'X']))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
+pub use trove_os::{pid_alive as alive, read_pid};
 
 /// Waits (briefly) for the strategy to report `want`.
 pub async fn wait_status(

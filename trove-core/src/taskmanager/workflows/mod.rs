@@ -10,7 +10,6 @@
 //! | upgrade to another datastore version | [`upgrade`] |
 //! | migrate to another host (mgmt) | [`migrate`] |
 //! | rebuild the server (mgmt) | [`rebuild`] |
-//! | backups and replication (refused by the engine until they are built) | [`unavailable`] |
 
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
@@ -29,7 +28,6 @@ pub mod migrate;
 pub mod rebuild;
 pub mod resize;
 pub mod restart;
-pub mod unavailable;
 pub mod upgrade;
 
 pub use configuration::ApplyConfigurationParams;
@@ -39,7 +37,6 @@ pub use migrate::MigrateParams;
 pub use rebuild::RebuildParams;
 pub use resize::{ResizeFlavorParams, ResizeVolumeParams};
 pub use restart::{RebootParams, RestartParams};
-pub use unavailable::{BackupParams, DetachParams, EjectParams, PromoteParams};
 pub use upgrade::UpgradeParams;
 
 /// Adds every shipped workflow to `r`.
@@ -55,10 +52,6 @@ pub(super) fn register_standard(r: Registry) -> Registry {
         .register(upgrade::Upgrade)
         .register(migrate::Migrate)
         .register(rebuild::Rebuild)
-        .register(unavailable::Backup)
-        .register(unavailable::Promote)
-        .register(unavailable::Eject)
-        .register(unavailable::Detach)
 }
 
 /// Whether the guest stopped its engine in a tolerant `stop_db` step.
