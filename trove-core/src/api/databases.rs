@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{validate_database_name, DatabaseSpec};
+use crate::policy::rules;
 use crate::ports::RequestContext;
 
 impl ApiService {
@@ -14,7 +15,7 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<Vec<DatabaseSpec>> {
-        self.manage_data_instance(ctx, id, |c| c.databases, "databases")
+        self.manage_data_instance(ctx, id, rules::DATABASE_INDEX, |c| c.databases, "databases")
             .await?;
         self.guest(id).list_databases().await
     }
@@ -39,7 +40,13 @@ impl ApiService {
         dbs: Vec<DatabaseSpec>,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.databases, "databases")
+            .manage_data_instance(
+                ctx,
+                id,
+                rules::DATABASE_CREATE,
+                |c| c.databases,
+                "databases",
+            )
             .await?;
         if dbs.is_empty() {
             return Err(Error::bad_request("No databases given."));
@@ -53,7 +60,13 @@ impl ApiService {
     /// `DELETE /instances/{id}/databases/{name}`.
     pub async fn delete_database(&self, ctx: &RequestContext, id: Uuid, name: &str) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, |c| c.databases, "databases")
+            .manage_data_instance(
+                ctx,
+                id,
+                rules::DATABASE_DELETE,
+                |c| c.databases,
+                "databases",
+            )
             .await?;
         validate_database_name(m, name)?;
         self.guest(id).delete_database(name).await

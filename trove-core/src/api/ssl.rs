@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     ServiceStatusRecord, SslActionBody, SslChange, SslChangeResult, SslRequest, SslView,
 };
+use crate::policy::rules;
 use crate::ports::{ChangeSet, RequestContext, Write};
 use crate::state::{Operation, ServerStatus, ServiceStatus};
 
@@ -23,7 +24,9 @@ impl ApiService {
         id: Uuid,
         include_certificate: bool,
     ) -> Result<SslView> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_SHOW)
+            .await?;
         let (state, _) = self.state(&inst).await?;
         if state.server != Some(ServerStatus::Active) || !state.service.action_is_allowed() {
             return Err(Error::unprocessable(format!(
@@ -42,7 +45,9 @@ impl ApiService {
         body: SslActionBody,
     ) -> Result<SslChangeResult> {
         let req = body.validate()?;
-        let (inst, _, service) = self.instance_for(ctx, id, Operation::Restart).await?;
+        let (inst, _, service) = self
+            .instance_for(ctx, id, rules::INSTANCE_UPDATE, Operation::Restart)
+            .await?;
         if inst.replica_of.is_some() && req != SslRequest::Rollback {
             return Err(Error::bad_request(format!(
                 "Instance {id} is a replica: SSL can only be changed on its replication source (rollback is \
