@@ -7,8 +7,8 @@
 //!
 //! Embedded defaults (see `trove::embedded`): the SQLite store in the state directory, the in-process message
 //! bus, local-process compute running REAL engines (MariaDB, PostgreSQL, Redis found on the machine) under
-//! in-process guest agents, directory volumes, filesystem backups, and `noauth` (the tenant is the one in the
-//! URL). It registers a datastore per engine found and default flavors (unless `--no-seed`), reports missing
+//! in-process guest agents, directory volumes, filesystem backups, `noauth` (the tenant is the one in the
+//! URL) and upstream Trove's policy rules (`--policy-file` replaces the rules it names). It registers a datastore per engine found and default flavors (unless `--no-seed`), reports missing
 //! engines, prints `listening on ADDR` once it accepts requests and stops cleanly on Ctrl-C or SIGTERM; engines
 //! keep running and are re-adopted at the next start.
 
@@ -20,6 +20,7 @@ use clap::{Parser, ValueEnum};
 use trove::backends::auth::{load_token_file, KeystoneAuth, KeystoneConfig, NoAuth};
 use trove::backends::sql::StoreLocation;
 use trove::core::model::Secret;
+use trove::core::policy::Policy;
 use trove::core::ports::DynAuthenticator;
 use trove::core::Result;
 use trove::embedded::{Embedded, EmbeddedOptions};
@@ -75,6 +76,11 @@ struct Args {
     /// Keystone service project.
     #[arg(long, default_value = "service")]
     keystone_project: String,
+    /// Policy file (`policy.yaml`, or JSON): `"rule name": "check string"` entries that replace upstream Trove's
+    /// default authorization rules (e.g. `"instance:reset_status": "rule:admin_or_owner"`). A bad file refuses to
+    /// start.
+    #[arg(long, value_name = "PATH")]
+    policy_file: Option<PathBuf>,
     /// Enforce upstream's per-tenant rate limits (200 requests per minute and verb).
     #[arg(long)]
     rate_limit: bool,
@@ -132,6 +138,10 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<()> {
+    let policy = match &args.policy_file {
+        Some(path) => trove::load_policy_file(path)?,
+        None => Policy::default(),
+    };
     let auth = authenticator(&args)?;
     let mut opts = EmbeddedOptions::new(
         args.state_dir
@@ -141,6 +151,7 @@ async fn run(args: Args) -> Result<()> {
     opts.database_url = args.database_url.clone();
     opts.seed = !args.no_seed;
     opts.extra_hosts = args.hosts.clone();
+    opts.policy = Arc::new(policy);
     let embedded = Embedded::start(opts, auth.clone()).await?;
     for engine in &embedded.detection.found {
         println!(

@@ -15,6 +15,7 @@
 //! To plug your own adapters, start from [`ControlPlane::builder`] and give it a store, a bus, compute and
 //! block storage (the clock defaults to the system clock, authentication to `noauth`).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -28,12 +29,25 @@ use trove_core::memory::{
     MemoryBackupStore, MemoryBlockStorage, MemoryBus, MemoryCompute, MemoryStore, NoAuth,
     SimulatedStrategyFactory,
 };
+use trove_core::policy::Policy;
 use trove_core::ports::{
     DynAuthenticator, DynBackupStore, DynBlockStorage, DynBus, DynClock, DynCompute, DynStore,
     FacetCatalog, StrategyFactory, SystemClock,
 };
 use trove_core::taskmanager::{TaskManager, TaskManagerConfig};
 use trove_core::{CoreConfig, Error, Result};
+
+/// Reads an operator's policy file (YAML or JSON, see [`trove_core::policy::parse_policy_file`]): upstream's
+/// default rules with the file's over them. A file that cannot be read or used is an error naming the file, the
+/// line and the fault.
+pub fn load_policy_file(path: &Path) -> Result<Policy> {
+    let bad = |what: String| Error::bad_request(format!("policy file {}: {what}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let policy = Policy::from_policy_file(&text).map_err(|e| bad(e.to_string()))?;
+    let set: Vec<&str> = policy.overrides().map(|(name, _)| name).collect();
+    tracing::info!(file = %path.display(), rules = ?set, "policy rules set by the policy file");
+    Ok(policy)
+}
 
 /// Builds a [`ControlPlane`] from port implementations.
 #[derive(Default)]
@@ -45,6 +59,7 @@ pub struct ControlPlaneBuilder {
     backup_store: Option<DynBackupStore>,
     clock: Option<DynClock>,
     authenticator: Option<DynAuthenticator>,
+    policy: Option<Arc<Policy>>,
     config: CoreConfig,
     taskmanager: Option<TaskManagerConfig>,
     guest_keys: Option<Arc<dyn GuestKeys>>,
@@ -97,6 +112,12 @@ impl ControlPlaneBuilder {
     /// The authenticator the HTTP layer uses (default: `noauth`).
     pub fn authenticator(mut self, auth: DynAuthenticator) -> Self {
         self.authenticator = Some(auth);
+        self
+    }
+    /// The authorization rules of the API (default: upstream's, [`Policy::default`]; an operator's policy file
+    /// is read with [`load_policy_file`]).
+    pub fn policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = Some(policy);
         self
     }
     /// Control-plane settings.
@@ -212,6 +233,9 @@ impl ControlPlaneBuilder {
         }
         if let Some(f) = self.facets {
             api = api.with_facets(f);
+        }
+        if let Some(p) = self.policy {
+            api = api.with_policy(p);
         }
         let api = Arc::new(api);
         Ok(ControlPlane {

@@ -18,6 +18,7 @@ use trove_core::guest_agent::InProcessLauncher;
 use trove_core::manage::{default_validation_rules, Manage, VersionUpdate};
 use trove_core::memory::MemoryBus;
 use trove_core::model::Flavor;
+use trove_core::policy::Policy;
 use trove_core::ports::{DynAuthenticator, DynClock, DynStore, StrategyFactory, SystemClock};
 use trove_core::{CoreConfig, Result};
 use trove_guest::{
@@ -44,6 +45,9 @@ pub struct EmbeddedOptions {
     /// More local hosts besides `local` (servers in `<state_dir>/servers`): each named host keeps its servers in
     /// `<state_dir>/hosts/<name>`. Servers can be placed on them (availability zone) and migrated between them.
     pub extra_hosts: Vec<String>,
+    /// The API's authorization rules (default: upstream's; an operator's file is read with
+    /// [`crate::load_policy_file`]).
+    pub policy: Arc<Policy>,
 }
 
 impl EmbeddedOptions {
@@ -57,6 +61,7 @@ impl EmbeddedOptions {
             seed: true,
             supervise_interval: Duration::from_secs(2),
             extra_hosts: Vec::new(),
+            policy: Arc::new(Policy::default()),
         }
     }
 }
@@ -226,6 +231,7 @@ impl Embedded {
             .backup_store(backups)
             .clock(clock)
             .authenticator(auth)
+            .policy(opts.policy.clone())
             .config(opts.config.clone())
             .in_process_launcher(launcher.clone())
             .start()

@@ -8,6 +8,6 @@ pub mod http;
 #[cfg(all(feature = "amqp", feature = "engines", feature = "postgres"))]
 pub mod service_config;
 
-pub use control_plane::{ControlPlane, ControlPlaneBuilder, InMemoryParts};
+pub use control_plane::{load_policy_file, ControlPlane, ControlPlaneBuilder, InMemoryParts};
 pub use trove_backends as backends;
 pub use trove_core as core;

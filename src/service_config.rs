@@ -30,6 +30,7 @@ use trove_backends::local::{
 };
 use trove_backends::sql::{self, StoreLocation};
 use trove_core::model::Secret;
+use trove_core::policy::Policy;
 use trove_core::ports::{DynAuthenticator, DynStore, StrategyFactory};
 use trove_core::{CoreConfig, Error, Result};
 use trove_guest::{EngineConfig, EngineStrategyFactory};
@@ -85,6 +86,9 @@ pub struct ApiConfig {
     pub keystone_password: Secret,
     /// Keystone service project.
     pub keystone_project: String,
+    /// Policy file (`policy.yaml` or JSON: `"rule name": "check string"` per line) whose rules replace upstream's
+    /// defaults; unset: the defaults. A bad file refuses to start.
+    pub policy_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -98,6 +102,7 @@ impl Default for ApiConfig {
             keystone_user: "trove".into(),
             keystone_password: Secret::default(),
             keystone_project: "service".into(),
+            policy_file: None,
         }
     }
 }
@@ -354,6 +359,14 @@ impl ServiceConfig {
         }
     }
 
+    /// The authorization rules of the API role: upstream's defaults with `api.policy_file` over them.
+    pub fn policy(&self) -> Result<Arc<Policy>> {
+        match &self.api.policy_file {
+            Some(path) => crate::load_policy_file(path).map(Arc::new),
+            None => Ok(Arc::new(Policy::default())),
+        }
+    }
+
     /// The real-engine strategies.
     pub fn engines(&self) -> Arc<dyn StrategyFactory> {
         Arc::new(EngineStrategyFactory::new(EngineConfig {
@@ -546,6 +559,7 @@ pub async fn run_api(
     cfg: &ServiceConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let policy = cfg.policy()?;
     let store = cfg.open_store().await?;
     let auth = cfg.authenticator()?;
     // What the guests' engines offer: the API refuses the rest at once. (Read from the engine binaries installed
@@ -556,6 +570,7 @@ pub async fn run_api(
         .store(store)
         .bus(Arc::new(cfg.bus()))
         .authenticator(auth.clone())
+        .policy(policy)
         .config(cfg.core.clone())
         .without_taskmanager()
         .without_conductor()
@@ -816,6 +831,45 @@ mod tests {
         let cfg = ServiceConfig::from_toml_str("[guest]\ncredentials = \"x\"\n", env(&[]))
             .expect("parses");
         assert!(cfg.guest_bus_access().is_err());
+    }
+
+    #[test]
+    fn policy_file_key_names_the_operators_rules() {
+        let cfg = ServiceConfig::from_toml_str("", env(&[])).expect("defaults");
+        assert_eq!(
+            cfg.policy()
+                .expect("defaults")
+                .check_string("instance:reset_status"),
+            Some("rule:admin")
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("policy.yaml");
+        std::fs::write(&good, "instance:reset_status: rule:admin_or_owner\n").expect("write");
+        let cfg = ServiceConfig::from_toml_str(
+            "",
+            env(&[("TROVE_API__POLICY_FILE", good.to_str().expect("utf-8"))]),
+        )
+        .expect("parses");
+        assert_eq!(
+            cfg.policy()
+                .expect("policy")
+                .check_string("instance:reset_status"),
+            Some("rule:admin_or_owner")
+        );
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "instance:reset_status: rule:nobody\n").expect("write");
+        let cfg = ServiceConfig::from_toml_str(
+            &format!("[api]\npolicy_file = {:?}\n", bad.to_str().expect("utf-8")),
+            env(&[]),
+        )
+        .expect("parses");
+        let e = cfg.policy().expect_err("bad file").to_string();
+        assert!(
+            e.contains(&bad.display().to_string())
+                && e.contains("line 1")
+                && e.contains("'nobody'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -178,8 +178,12 @@ async fn a_crashed_build_can_be_reset_and_deleted_without_leaks() {
         let first = tm_on(&w, "dead", dying.clone());
         first.run_workflow(wf).await.unwrap();
         assert!(dying.crashed());
-        // The user gives up on the build: reset_status clears the instance whatever its state, then delete.
-        w.api.reset_status(&tenant(), id).await.unwrap();
+        // The user gives up on the build: an admin's reset_status (upstream `instance:reset_status` is
+        // `rule:admin`) clears the instance whatever its state, then the user deletes it.
+        w.api
+            .reset_status(&RequestContext::admin("t1"), id)
+            .await
+            .unwrap();
         let v = w.api.show_instance(&tenant(), id).await.unwrap();
         assert_eq!(v.instance.task, TaskStatus::None);
         assert!(!w

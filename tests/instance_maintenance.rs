@@ -370,7 +370,8 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         json!(old_version.id),
         "the server runs the old version again"
     );
-    api.reset_status(&t1(), id).await.expect("reset status");
+    // upstream `instance:reset_status` is `rule:admin`
+    api.reset_status(&admin(), id).await.expect("reset status");
     wait_view(&api, id, "HEALTHY after reset", idle_healthy).await;
 
     // ---- upgrade: UPGRADE, then HEALTHY on the new version with the data; the engine was relaunched.
@@ -686,8 +687,9 @@ async fn a_failed_upgrade_rolls_back_to_the_old_version() {
         w.parts.engines.engine(id).is_running(),
         "the engine runs again"
     );
-    // reset_status clears the error; the instance is usable and can be upgraded again.
-    w.api.reset_status(&t1(), id).await.unwrap();
+    // reset_status (an admin's: upstream `instance:reset_status` is `rule:admin`) clears the error; the instance
+    // is usable and can be upgraded again.
+    w.api.reset_status(&admin(), id).await.unwrap();
     w.end().await;
 }
 

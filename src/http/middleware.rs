@@ -1,7 +1,8 @@
-//! Request pipeline: body-size cap, authentication, tenant/admin checks and rate limiting.
+//! Request pipeline: body-size cap, authentication, the tenant check and rate limiting. What a caller may do
+//! (admin-only and mgmt operations included) is the core's policy decision (`trove_core::policy`).
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use trove_core::error::Error;
@@ -18,14 +19,6 @@ fn split_tenant(path: &str) -> Option<(&str, &str)> {
         None if !rest.is_empty() => Some((rest, "")),
         None => None,
     }
-}
-
-/// Whether a non-admin may use this mgmt route: owners may read their own quota.
-fn mgmt_allowed_for_owner(method: &Method, tenant_path: &str, tenant: &str) -> bool {
-    *method == Method::GET
-        && tenant_path
-            .strip_prefix("/mgmt/quotas/")
-            .is_some_and(|p| p == tenant)
 }
 
 /// The base URL links are built from: the configured public endpoint, else the request's Host (when it looks
@@ -88,13 +81,6 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .into_response();
     }
     let method = req.method().clone();
-    let is_mgmt = tenant_path == "/mgmt" || tenant_path.starts_with("/mgmt/");
-    if is_mgmt && !ctx.is_admin() && !mgmt_allowed_for_owner(&method, tenant_path, tenant) {
-        return ApiError(Error::Forbidden {
-            message: "Management requests need the admin role.".into(),
-        })
-        .into_response();
-    }
     if let Some(limiter) = &state.limiter {
         if let Err(secs) = limiter.check(tenant, &method, tenant_path) {
             return ApiError(Error::OverLimit {
@@ -131,20 +117,5 @@ mod tests {
         assert_eq!(split_tenant("/v1.0/abc"), Some(("abc", "")));
         assert_eq!(split_tenant("/v1.0/"), None);
         assert_eq!(split_tenant("/"), None);
-        assert!(mgmt_allowed_for_owner(
-            &Method::GET,
-            "/mgmt/quotas/abc",
-            "abc"
-        ));
-        assert!(!mgmt_allowed_for_owner(
-            &Method::PUT,
-            "/mgmt/quotas/abc",
-            "abc"
-        ));
-        assert!(!mgmt_allowed_for_owner(
-            &Method::GET,
-            "/mgmt/quotas/other",
-            "abc"
-        ));
     }
 }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod manage;
 pub mod memory;
 pub mod model;
+pub mod policy;
 pub mod ports;
 pub mod rpc;
 pub mod state;

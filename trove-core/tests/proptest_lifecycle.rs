@@ -329,7 +329,11 @@ impl World {
                 None => Ok(()),
             },
             Event::ResetStatus(i) => match self.pick(*i) {
-                Some((id, c)) => self.api.reset_status(&c, id).await,
+                // An admin of the instance's project: upstream `instance:reset_status` is `rule:admin`.
+                Some((id, c)) => {
+                    let admin = RequestContext::admin(c.tenant_id.clone());
+                    self.api.reset_status(&admin, id).await
+                }
                 None => Ok(()),
             },
             Event::RunTaskManager { crash } => {
@@ -395,7 +399,10 @@ impl World {
             if self.api.show_instance(&ctx, id).await.is_err() {
                 continue;
             }
-            self.api.reset_status(&ctx, id).await.unwrap();
+            self.api
+                .reset_status(&RequestContext::admin(ctx.tenant_id.clone()), id)
+                .await
+                .unwrap();
             self.api.delete_instance(&ctx, id).await.unwrap();
         }
         self.settle().await;

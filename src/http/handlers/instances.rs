@@ -22,10 +22,14 @@ pub(super) async fn detail(State(s): State<AppState>, c: Caller, q: Q) -> JsonRe
 }
 
 async fn index(s: AppState, c: Caller, q: Q, detail: bool) -> JsonResult {
-    let page = s
-        .api
-        .list_instances_page(&c.ctx, q.flag("include_clustered"), &page_request(&s, &q))
-        .await?;
+    let (clustered, page) = (q.flag("include_clustered"), page_request(&s, &q));
+    let page = if detail {
+        s.api
+            .list_instances_detail_page(&c.ctx, clustered, &page)
+            .await?
+    } else {
+        s.api.list_instances_page(&c.ctx, clustered, &page).await?
+    };
     ok_bytes(views::instances::list(c, page, detail).await?)
 }
 

@@ -18,7 +18,7 @@ pub(super) async fn instances(State(s): State<AppState>, c: Caller, q: Q) -> Jso
         include_clustered: q.flag("include_clustered"),
         project_id: q.get("project_id").map(str::to_string),
     };
-    // The core checks the admin role before the page: a non-admin caller gets 403 whatever the `limit`.
+    // The core checks the policy rule before the page: a refused caller gets 403 whatever the `limit`.
     let page = s
         .api
         .mgmt_list_instances_page(&c.ctx, query, &page_request(&s, &q))

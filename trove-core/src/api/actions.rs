@@ -7,6 +7,7 @@ use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::ServiceStatusRecord;
 use crate::model::{BackupFilter, Facet, Flavor, Instance, Resource};
+use crate::policy::rules;
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
 use crate::state::{
     heartbeat_expired, BackupState, Operation, ServerStatus, ServiceStatus, TaskStatus,
@@ -27,7 +28,9 @@ impl ApiService {
 
     /// `{"restart": {}}`.
     pub async fn restart_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let (inst, _, _) = self.instance_for(ctx, id, Operation::Restart).await?;
+        let (inst, _, _) = self
+            .instance_for(ctx, id, rules::INSTANCE_RESTART, Operation::Restart)
+            .await?;
         let status = self.restarting(id);
         self.start_workflow(
             inst,
@@ -47,7 +50,14 @@ impl ApiService {
         id: Uuid,
         flavor_ref: &str,
     ) -> Result<()> {
-        let (mut inst, _, _) = self.instance_for(ctx, id, Operation::ResizeFlavor).await?;
+        let (mut inst, _, _) = self
+            .instance_for(
+                ctx,
+                id,
+                rules::INSTANCE_RESIZE_FLAVOR,
+                Operation::ResizeFlavor,
+            )
+            .await?;
         let new = self.store.get_flavor(flavor_ref).await?.ok_or_else(|| {
             Error::bad_request(format!("Flavor {flavor_ref} could not be found."))
         })?;
@@ -96,7 +106,14 @@ impl ApiService {
 
     /// `{"resize": {"volume": {"size": N}}}`.
     pub async fn resize_volume(&self, ctx: &RequestContext, id: Uuid, size_gb: u32) -> Result<()> {
-        let (mut inst, _, _) = self.instance_for(ctx, id, Operation::ResizeVolume).await?;
+        let (mut inst, _, _) = self
+            .instance_for(
+                ctx,
+                id,
+                rules::INSTANCE_RESIZE_VOLUME,
+                Operation::ResizeVolume,
+            )
+            .await?;
         let current = inst
             .volume_size
             .ok_or_else(|| Error::bad_request(format!("Instance {id} has no volume.")))?;
@@ -178,13 +195,17 @@ impl ApiService {
 
     /// `{"reset_status": {}}`: task NONE, service UNKNOWN, running backups FAILED, open workflows closed.
     pub async fn reset_status(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_RESET_STATUS)
+            .await?;
         self.reset_common(inst, Some(ServiceStatus::Unknown)).await
     }
 
     /// `{"promote_to_replica_source": {}}`.
     pub async fn promote_to_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let (inst, _, _) = self.instance_for(ctx, id, Operation::Promote).await?;
+        let (inst, _, _) = self
+            .instance_for(ctx, id, rules::INSTANCE_PROMOTE, Operation::Promote)
+            .await?;
         if inst.replica_of.is_none() {
             return Err(Error::bad_request(format!(
                 "Instance {id} is not a replica."
@@ -199,7 +220,9 @@ impl ApiService {
 
     /// `{"eject_replica_source": {}}`.
     pub async fn eject_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_EJECT)
+            .await?;
         let replicas = self.replicas_of(id).await?;
         if replicas.is_empty() {
             return Err(Error::bad_request(format!(

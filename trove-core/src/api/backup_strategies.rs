@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::{forbidden, ApiService};
 use crate::error::{Error, Result};
 use crate::model::{BackupStrategy, BackupStrategyFilter};
+use crate::policy::rules;
 use crate::ports::{ChangeSet, RequestContext, Write};
 
 /// Container backups go to when neither the backup nor a strategy names one (upstream `backup_swift_container`).
@@ -53,10 +54,10 @@ pub fn validate_container(name: &str) -> Result<()> {
 
 impl ApiService {
     /// The tenant a strategy request works on: the caller's own, or (admin only) `project_id`.
-    fn strategy_tenant(ctx: &RequestContext, project_id: Option<String>) -> Result<String> {
+    fn strategy_tenant(&self, ctx: &RequestContext, project_id: Option<String>) -> Result<String> {
         match project_id {
             Some(p) if p != ctx.tenant_id => {
-                if ctx.is_admin() {
+                if self.is_admin(ctx) {
                     Ok(p)
                 } else {
                     Err(forbidden(format!(
@@ -75,6 +76,7 @@ impl ApiService {
         ctx: &RequestContext,
         req: CreateBackupStrategy,
     ) -> Result<BackupStrategy> {
+        self.authorize_on_tenant(ctx, rules::BACKUP_STRATEGY_CREATE)?;
         validate_container(&req.container)?;
         if let Some(id) = req.instance_id {
             // 404 for another tenant's or a deleted instance, like every instance route.
@@ -98,7 +100,8 @@ impl ApiService {
         ctx: &RequestContext,
         query: BackupStrategyQuery,
     ) -> Result<Vec<BackupStrategy>> {
-        let tenant = Self::strategy_tenant(ctx, query.project_id)?;
+        let tenant = self.strategy_tenant(ctx, query.project_id)?;
+        self.authorize_on_tenant(ctx, rules::BACKUP_STRATEGY_INDEX)?;
         self.store
             .list_backup_strategies(&BackupStrategyFilter {
                 tenant_id: Some(tenant),
@@ -114,7 +117,8 @@ impl ApiService {
         ctx: &RequestContext,
         query: BackupStrategyQuery,
     ) -> Result<()> {
-        let tenant_id = Self::strategy_tenant(ctx, query.project_id)?;
+        let tenant_id = self.strategy_tenant(ctx, query.project_id)?;
+        self.authorize_on_tenant(ctx, rules::BACKUP_STRATEGY_DELETE)?;
         self.store
             .commit(ChangeSet::new().with(Write::DeleteBackupStrategy {
                 tenant_id,

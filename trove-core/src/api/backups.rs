@@ -4,11 +4,12 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{require_admin, ApiService, Page, PageRequest};
+use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{
     Backup, BackupFilter, BackupType, Datastore, DatastoreVersion, Facet, Resource,
 };
+use crate::policy::{rules, Target};
 use crate::ports::{ChangeSet, RequestContext, Write};
 use crate::state::{BackupState, Operation};
 
@@ -96,7 +97,8 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<Vec<BackupView>> {
-        self.load_instance(ctx, id).await?;
+        self.authorized_instance(ctx, id, rules::INSTANCE_BACKUPS)
+            .await?;
         let f = BackupFilter {
             tenant_id: Some(ctx.tenant_id.clone()),
             instance_id: Some(id),
@@ -116,9 +118,10 @@ impl ApiService {
         query: BackupQuery,
     ) -> Result<Vec<BackupView>> {
         let tenant = if query.all_projects || query.project_id.is_some() {
-            require_admin(ctx)?;
+            self.authorize_on_tenant(ctx, rules::BACKUP_INDEX_ALL_PROJECTS)?;
             query.project_id.clone()
         } else {
+            self.authorize_on_tenant(ctx, rules::BACKUP_INDEX)?;
             Some(ctx.tenant_id.clone())
         };
         let ds = match &query.datastore {
@@ -181,6 +184,7 @@ impl ApiService {
         ctx: &RequestContext,
         req: CreateBackup,
     ) -> Result<BackupView> {
+        self.authorize_on_tenant(ctx, rules::BACKUP_CREATE)?;
         if req.name.trim().is_empty() || req.name.chars().count() > 255 {
             return Err(Error::bad_request(
                 "A backup needs a name of 1 to 255 characters.",
@@ -241,12 +245,14 @@ impl ApiService {
     /// `GET /backups/{id}`.
     pub async fn show_backup(&self, ctx: &RequestContext, id: Uuid) -> Result<BackupView> {
         let b = self.load_backup(ctx, id).await?;
+        self.authorize(ctx, rules::BACKUP_SHOW, &Target::project(&b.tenant_id))?;
         self.backup_view(b).await
     }
 
     /// `DELETE /backups/{id}`.
     pub async fn delete_backup(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
         let b = self.load_backup(ctx, id).await?;
+        self.authorize(ctx, rules::BACKUP_DELETE, &Target::project(&b.tenant_id))?;
         let now = self.clock.now();
         if b.state.is_running()
             && now - b.updated < chrono::Duration::days(RUNNING_BACKUP_EXPIRY_DAYS)

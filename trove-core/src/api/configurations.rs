@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{Configuration, Datastore, DatastoreVersion, InstanceFilter};
+use crate::policy::{rules, Target};
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
 use crate::taskmanager::ApplyConfigurationParams;
 
@@ -64,6 +65,19 @@ impl ApiService {
         }
     }
 
+    /// The caller's configuration group `id` (404 otherwise) once the policy `rule` allows the caller to act on
+    /// it (403 otherwise).
+    async fn authorized_configuration(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        rule: &str,
+    ) -> Result<Configuration> {
+        let c = self.load_configuration(ctx, id).await?;
+        self.authorize(ctx, rule, &Target::project(&c.tenant_id))?;
+        Ok(c)
+    }
+
     async fn configuration_view(&self, c: Configuration) -> Result<ConfigurationView> {
         let (datastore_version, datastore) =
             self.version_and_datastore(c.datastore_version_id).await?;
@@ -111,6 +125,7 @@ impl ApiService {
         &self,
         ctx: &RequestContext,
     ) -> Result<Vec<ConfigurationView>> {
+        self.authorize_on_tenant(ctx, rules::CONFIGURATION_INDEX)?;
         let mut out = Vec::new();
         for c in self.store.list_configurations(&ctx.tenant_id).await? {
             out.push(self.configuration_view(c).await?);
@@ -136,7 +151,9 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<ConfigurationView> {
-        let c = self.load_configuration(ctx, id).await?;
+        let c = self
+            .authorized_configuration(ctx, id, rules::CONFIGURATION_SHOW)
+            .await?;
         self.configuration_view(c).await
     }
 
@@ -146,6 +163,7 @@ impl ApiService {
         ctx: &RequestContext,
         req: CreateConfiguration,
     ) -> Result<ConfigurationView> {
+        self.authorize_on_tenant(ctx, rules::CONFIGURATION_CREATE)?;
         if req.name.trim().is_empty() || req.name.chars().count() > 255 {
             return Err(Error::bad_request(
                 "A configuration group needs a name of 1 to 255 characters.",
@@ -209,7 +227,9 @@ impl ApiService {
         id: Uuid,
         req: UpdateConfiguration,
     ) -> Result<()> {
-        let mut c = self.load_configuration(ctx, id).await?;
+        let mut c = self
+            .authorized_configuration(ctx, id, rules::CONFIGURATION_UPDATE)
+            .await?;
         if let Some(n) = req.name {
             if n.trim().is_empty() || n.chars().count() > 255 {
                 return Err(Error::bad_request(
@@ -235,7 +255,9 @@ impl ApiService {
         id: Uuid,
         values: Map<String, Value>,
     ) -> Result<()> {
-        let mut c = self.load_configuration(ctx, id).await?;
+        let mut c = self
+            .authorized_configuration(ctx, id, rules::CONFIGURATION_EDIT)
+            .await?;
         let values = self.validate_values(c.datastore_version_id, values).await?;
         for (k, v) in values {
             c.values.insert(k, v);
@@ -246,7 +268,9 @@ impl ApiService {
 
     /// `DELETE /configurations/{id}`: 400 while instances use it.
     pub async fn delete_configuration(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        let mut c = self.load_configuration(ctx, id).await?;
+        let mut c = self
+            .authorized_configuration(ctx, id, rules::CONFIGURATION_DELETE)
+            .await?;
         let users = self.instances_using(id).await?;
         if !users.is_empty() {
             return Err(Error::bad_request(format!(
@@ -267,7 +291,8 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<Vec<(Uuid, String)>> {
-        self.load_configuration(ctx, id).await?;
+        self.authorized_configuration(ctx, id, rules::CONFIGURATION_INSTANCES)
+            .await?;
         Ok(self
             .store
             .list_instances(&InstanceFilter {

@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::{validate_database_name, DatabaseSpec, Facet};
+use crate::policy::rules;
 use crate::ports::RequestContext;
 
 impl ApiService {
@@ -14,8 +15,14 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<Vec<DatabaseSpec>> {
-        self.manage_data_instance(ctx, id, Facet::Databases, "databases")
-            .await?;
+        self.manage_data_instance(
+            ctx,
+            id,
+            rules::DATABASE_INDEX,
+            Facet::Databases,
+            "databases",
+        )
+        .await?;
         self.guest(id).list_databases().await
     }
 
@@ -39,7 +46,13 @@ impl ApiService {
         dbs: Vec<DatabaseSpec>,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Databases, "databases")
+            .manage_data_instance(
+                ctx,
+                id,
+                rules::DATABASE_CREATE,
+                Facet::Databases,
+                "databases",
+            )
             .await?;
         if dbs.is_empty() {
             return Err(Error::bad_request("No databases given."));
@@ -53,7 +66,13 @@ impl ApiService {
     /// `DELETE /instances/{id}/databases/{name}`.
     pub async fn delete_database(&self, ctx: &RequestContext, id: Uuid, name: &str) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Databases, "databases")
+            .manage_data_instance(
+                ctx,
+                id,
+                rules::DATABASE_DELETE,
+                Facet::Databases,
+                "databases",
+            )
             .await?;
         validate_database_name(m, name)?;
         self.guest(id).delete_database(name).await

@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{require_admin, ApiService};
+use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::{Datastore, DatastoreVersion, Flavor, Manager};
+use crate::policy::rules;
 use crate::ports::RequestContext;
 
 /// A datastore with its versions.
@@ -189,6 +190,7 @@ impl ApiService {
 
     /// `GET /datastores`: datastores with their (active, for non-admins) versions.
     pub async fn list_datastores(&self, ctx: &RequestContext) -> Result<Vec<DatastoreView>> {
+        self.authorize_on_tenant(ctx, rules::DATASTORE_INDEX)?;
         let mut out = Vec::new();
         for ds in self.store.list_datastores().await? {
             out.push(self.datastore_view(ctx, ds).await?);
@@ -216,13 +218,14 @@ impl ApiService {
         ctx: &RequestContext,
         id_or_name: &str,
     ) -> Result<DatastoreView> {
+        self.authorize_on_tenant(ctx, rules::DATASTORE_SHOW)?;
         let ds = self.find_datastore(id_or_name).await?;
         self.datastore_view(ctx, ds).await
     }
 
     /// `DELETE /datastores/{id}` (admin; refused while versions are in use).
     pub async fn delete_datastore(&self, ctx: &RequestContext, id_or_name: &str) -> Result<()> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::DATASTORE_DELETE)?;
         let ds = self.find_datastore(id_or_name).await?;
         let versions: Vec<Uuid> = self
             .store
@@ -250,6 +253,7 @@ impl ApiService {
         ctx: &RequestContext,
         datastore: &str,
     ) -> Result<Vec<VersionView>> {
+        self.authorize_on_tenant(ctx, rules::DATASTORE_VERSION_INDEX)?;
         let ds = self.find_datastore(datastore).await?;
         let mut out = Vec::new();
         for v in self.store.list_datastore_versions(Some(ds.id)).await? {
@@ -267,6 +271,7 @@ impl ApiService {
         datastore: &str,
         version: &str,
     ) -> Result<VersionView> {
+        self.authorize_on_tenant(ctx, rules::DATASTORE_VERSION_SHOW)?;
         let ds = self.find_datastore(datastore).await?;
         let v = self.find_version(ctx, &ds, version).await?;
         self.version_view(v, Some(ds)).await
@@ -278,6 +283,7 @@ impl ApiService {
         ctx: &RequestContext,
         version_id: Uuid,
     ) -> Result<VersionView> {
+        self.authorize_on_tenant(ctx, rules::DATASTORE_VERSION_SHOW_BY_UUID)?;
         let (v, ds) = self.version_and_datastore(version_id).await?;
         if !v.active && !ctx.is_admin() {
             return Err(Error::not_found("Datastore version", version_id));
@@ -292,6 +298,7 @@ impl ApiService {
         datastore: &str,
         version: &str,
     ) -> Result<Vec<Flavor>> {
+        self.authorize_on_tenant(ctx, rules::DATASTORE_FLAVORS)?;
         let ds = self.find_datastore(datastore).await?;
         let v = self.find_version(ctx, &ds, version).await?;
         Ok(self
@@ -310,6 +317,7 @@ impl ApiService {
         datastore: &str,
         version: &str,
     ) -> Result<Vec<String>> {
+        self.authorize_on_tenant(ctx, rules::DATASTORE_VOLUME_TYPES)?;
         let ds = self.find_datastore(datastore).await?;
         self.find_version(ctx, &ds, version).await?;
         Ok(Vec::new())
@@ -320,7 +328,7 @@ impl ApiService {
         &self,
         ctx: &RequestContext,
     ) -> Result<Vec<VersionView>> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_DATASTORE_VERSION_INDEX)?;
         let mut out = Vec::new();
         for v in self.store.list_datastore_versions(None).await? {
             out.push(self.version_view(v, None).await?);
@@ -334,7 +342,7 @@ impl ApiService {
         ctx: &RequestContext,
         spec: DatastoreVersionSpec,
     ) -> Result<VersionView> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_DATASTORE_VERSION_CREATE)?;
         let manager = Manager::parse(&spec.manager)?;
         if spec.datastore_name.trim().is_empty() || spec.name.trim().is_empty() {
             return Err(Error::bad_request(
@@ -389,7 +397,7 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<VersionView> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_DATASTORE_VERSION_SHOW)?;
         let (v, ds) = self.version_and_datastore(id).await?;
         self.version_view(v, Some(ds)).await
     }
@@ -401,7 +409,7 @@ impl ApiService {
         id: Uuid,
         patch: DatastoreVersionPatch,
     ) -> Result<VersionView> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_DATASTORE_VERSION_UPDATE)?;
         let (mut v, mut ds) = self.version_and_datastore(id).await?;
         if let Some(m) = &patch.manager {
             v.manager = Manager::parse(m)?;
@@ -444,7 +452,7 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<()> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_DATASTORE_VERSION_DELETE)?;
         let (v, mut ds) = self.version_and_datastore(id).await?;
         let all = self.all_instances().await?;
         if all.iter().any(|i| i.datastore_version_id == v.id) {

@@ -1,18 +1,21 @@
 //! Flavors (`/flavors`), and their management by admins (trove-manage and embedders).
 
-use super::{require_admin, ApiService};
+use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::Flavor;
+use crate::policy::rules;
 use crate::ports::RequestContext;
 
 impl ApiService {
     /// `GET /flavors`.
-    pub async fn list_flavors(&self, _ctx: &RequestContext) -> Result<Vec<Flavor>> {
+    pub async fn list_flavors(&self, ctx: &RequestContext) -> Result<Vec<Flavor>> {
+        self.authorize_on_tenant(ctx, rules::FLAVOR_INDEX)?;
         self.store.list_flavors().await
     }
 
     /// `GET /flavors/{id}`.
-    pub async fn show_flavor(&self, _ctx: &RequestContext, id: &str) -> Result<Flavor> {
+    pub async fn show_flavor(&self, ctx: &RequestContext, id: &str) -> Result<Flavor> {
+        self.authorize_on_tenant(ctx, rules::FLAVOR_SHOW)?;
         self.store
             .get_flavor(id)
             .await?
@@ -21,7 +24,7 @@ impl ApiService {
 
     /// Creates or replaces a flavor (admin; trove-manage and embedders).
     pub async fn mgmt_put_flavor(&self, ctx: &RequestContext, flavor: Flavor) -> Result<Flavor> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_FLAVOR_CREATE)?;
         if flavor.id.trim().is_empty() || flavor.ram_mb == 0 || flavor.vcpus == 0 {
             return Err(Error::bad_request(
                 "A flavor needs an id, RAM and at least one vCPU.",
@@ -33,7 +36,7 @@ impl ApiService {
 
     /// Deletes a flavor (admin).
     pub async fn mgmt_delete_flavor(&self, ctx: &RequestContext, id: &str) -> Result<()> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_FLAVOR_DELETE)?;
         self.store
             .get_flavor(id)
             .await?

@@ -6,13 +6,15 @@ use uuid::Uuid;
 use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::{BackupFilter, Facet, Instance, Manager, ServiceStatusRecord};
+use crate::policy::Target;
 use crate::ports::RequestContext;
 use crate::state::{
     check_operation, heartbeat_expired, InstanceState, Operation, ServiceStatus, TaskStatus,
 };
 
 impl ApiService {
-    /// An instance of the caller's tenant (deleted ones and other tenants' are 404).
+    /// An instance of the caller's tenant (deleted ones and other tenants' are 404). The one place instances
+    /// are limited to the caller's tenant.
     pub(super) async fn load_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<Instance> {
         match self.store.get_instance(id).await? {
             Some(i) if !i.deleted && i.tenant_id == ctx.tenant_id => Ok(i),
@@ -20,15 +22,30 @@ impl ApiService {
         }
     }
 
-    /// The caller's instance `id` (404 for another tenant's or a deleted one) once the action gate allows `op`
-    /// on it (422 otherwise), with the state it was judged in and the guest status as shown.
+    /// The caller's instance `id` ([`Self::load_instance`]: 404 for another tenant's) once the policy `rule`
+    /// allows the caller to act on it (403 otherwise; the target is the instance's project).
+    pub(super) async fn authorized_instance(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        rule: &str,
+    ) -> Result<Instance> {
+        let inst = self.load_instance(ctx, id).await?;
+        self.authorize(ctx, rule, &Target::project(&inst.tenant_id))?;
+        Ok(inst)
+    }
+
+    /// The caller's instance `id` (404 for another tenant's or a deleted one), once the policy `rule` allows the
+    /// caller to act on it (403) and the action gate allows `op` on it (422), with the state it was judged in
+    /// and the guest status as shown.
     pub(super) async fn instance_for(
         &self,
         ctx: &RequestContext,
         id: Uuid,
+        rule: &str,
         op: Operation,
     ) -> Result<(Instance, InstanceState, Option<ServiceStatusRecord>)> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self.authorized_instance(ctx, id, rule).await?;
         let (state, service) = self.gate(&inst, op).await?;
         Ok((inst, state, service))
     }
@@ -45,17 +62,19 @@ impl ApiService {
         Ok((state, service))
     }
 
-    /// The caller's instance `id` and its manager, for work on the engine's data (users, databases, root):
-    /// the instance's strategy must offer facet `need` (upstream's 422 "Operation not supported ... {what}"
-    /// otherwise, at once, without asking the guest) and the gate must allow [`Operation::ManageData`].
+    /// The caller's instance `id` and its manager, for work on the engine's data (users, databases, root): the
+    /// policy `rule` must allow it (403), the instance's strategy must offer facet `need` (upstream's 422
+    /// "Operation not supported ... {what}" otherwise, at once, without asking the guest) and the gate must allow
+    /// [`Operation::ManageData`].
     pub(super) async fn manage_data_instance(
         &self,
         ctx: &RequestContext,
         id: Uuid,
+        rule: &str,
         need: Facet,
         what: &str,
     ) -> Result<(Instance, Manager)> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self.authorized_instance(ctx, id, rule).await?;
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;

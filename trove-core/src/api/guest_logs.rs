@@ -6,13 +6,17 @@ use uuid::Uuid;
 use super::ApiService;
 use crate::error::Result;
 use crate::model::{exposed_log_type, exposed_logs, Facet, GuestLog, LogActionRequest, Manager};
+use crate::policy::rules;
 use crate::ports::RequestContext;
 use crate::state::Operation;
 
 impl ApiService {
-    /// The instance's manager, once the instance is the caller's (404 otherwise) and its engine runs (422).
+    /// The instance's manager, once the instance is the caller's (404 otherwise), the caller may list its logs
+    /// (403) and its engine runs (422).
     async fn log_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<Manager> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_GUEST_LOG_LIST)
+            .await?;
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;
@@ -43,7 +47,9 @@ impl ApiService {
         id: Uuid,
         req: LogActionRequest,
     ) -> Result<GuestLog> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_GUEST_LOG_ACTION)
+            .await?;
         req.actions()?;
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)

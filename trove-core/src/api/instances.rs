@@ -11,6 +11,7 @@ use crate::model::{
     validate_database_name, validate_instance_name, Access, DatabaseSpec, Facet, Instance,
     InstanceFilter, Locality, Resource, ServiceStatusRecord, UserSpec, WorkflowParams,
 };
+use crate::policy::rules;
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
 use crate::state::{Operation, ServerStatus, ServiceStatus, TaskStatus};
 use crate::taskmanager::{ApplyConfigurationParams, CreateParams, DeleteParams, ForceDeleteParams};
@@ -137,6 +138,7 @@ impl ApiService {
         ctx: &RequestContext,
         include_clustered: bool,
     ) -> Result<Vec<InstanceView>> {
+        self.authorize_on_tenant(ctx, rules::INSTANCE_INDEX)?;
         let instances = self
             .store
             .list_instances(&tenant_filter(ctx, include_clustered))
@@ -144,10 +146,32 @@ impl ApiService {
         self.views(instances).await
     }
 
-    /// `GET /instances` and `/instances/detail`, one page: the caller's live instances, newest first, paged
-    /// by `page` before any view is built. Answers the page and the marker of the next one when more follow;
-    /// an unknown marker is a 400.
+    /// `GET /instances`, one page: the caller's live instances, newest first, paged by `page` before any view
+    /// is built. Answers the page and the marker of the next one when more follow; an unknown marker is a 400.
     pub async fn list_instances_page(
+        &self,
+        ctx: &RequestContext,
+        include_clustered: bool,
+        page: &PageRequest,
+    ) -> Result<Page<InstanceView>> {
+        self.authorize_on_tenant(ctx, rules::INSTANCE_INDEX)?;
+        self.tenant_instances_page(ctx, include_clustered, page)
+            .await
+    }
+
+    /// `GET /instances/detail`, one page: as [`ApiService::list_instances_page`], under its own rule.
+    pub async fn list_instances_detail_page(
+        &self,
+        ctx: &RequestContext,
+        include_clustered: bool,
+        page: &PageRequest,
+    ) -> Result<Page<InstanceView>> {
+        self.authorize_on_tenant(ctx, rules::INSTANCE_DETAIL)?;
+        self.tenant_instances_page(ctx, include_clustered, page)
+            .await
+    }
+
+    async fn tenant_instances_page(
         &self,
         ctx: &RequestContext,
         include_clustered: bool,
@@ -162,7 +186,9 @@ impl ApiService {
 
     /// `GET /instances/{id}`.
     pub async fn show_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<InstanceView> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_SHOW)
+            .await?;
         self.view(inst).await
     }
 
@@ -173,6 +199,17 @@ impl ApiService {
         ctx: &RequestContext,
         req: CreateInstance,
     ) -> Result<InstanceView> {
+        // What has an operation of its own is checked under that operation's rule as well (upstream).
+        self.authorize_on_tenant(ctx, rules::INSTANCE_CREATE)?;
+        if req.configuration.is_some() {
+            self.authorize_on_tenant(ctx, rules::INSTANCE_UPDATE)?;
+        }
+        if !req.users.is_empty() {
+            self.authorize_on_tenant(ctx, rules::USER_CREATE)?;
+        }
+        if !req.databases.is_empty() {
+            self.authorize_on_tenant(ctx, rules::DATABASE_CREATE)?;
+        }
         validate_instance_name(&req.name)?;
         if req.replica_count.is_some() && req.replica_of.is_none() {
             return Err(Error::bad_request(
@@ -454,7 +491,9 @@ impl ApiService {
         id: Uuid,
         req: UpdateInstance,
     ) -> Result<()> {
-        let mut inst = self.load_instance(ctx, id).await?;
+        let mut inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_UPDATE)
+            .await?;
         let others = [
             req.replica_of.is_some(),
             req.configuration.is_some(),
@@ -577,9 +616,12 @@ impl ApiService {
 
     async fn delete_common(&self, ctx: &RequestContext, id: Uuid, force: bool) -> Result<()> {
         let inst = if force {
-            self.load_instance(ctx, id).await?
+            self.authorized_instance(ctx, id, rules::INSTANCE_FORCE_DELETE)
+                .await?
         } else {
-            self.instance_for(ctx, id, Operation::Delete).await?.0
+            self.instance_for(ctx, id, rules::INSTANCE_DELETE, Operation::Delete)
+                .await?
+                .0
         };
         let replicas = self.replicas_of(id).await?;
         if !replicas.is_empty() {
@@ -631,7 +673,9 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<Map<String, Value>> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_CONFIGURATION)
+            .await?;
         match inst.configuration_id {
             Some(c) => Ok(self
                 .store

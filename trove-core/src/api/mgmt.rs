@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{require_admin, ApiService, InstanceView, Page, PageRequest};
+use super::{ApiService, InstanceView, Page, PageRequest};
 use crate::error::{Error, Result};
 use crate::model::InstanceFilter;
+use crate::policy::rules;
 use crate::ports::RequestContext;
 use crate::state::{Operation, ServiceStatus, TaskStatus};
 use crate::taskmanager::RebootParams;
@@ -44,6 +45,19 @@ pub enum MgmtAction {
     },
 }
 
+impl MgmtAction {
+    /// The policy rule of the action.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            MgmtAction::Stop => rules::MGMT_INSTANCE_STOP,
+            MgmtAction::Reboot => rules::MGMT_INSTANCE_REBOOT,
+            MgmtAction::ResetTaskStatus => rules::MGMT_INSTANCE_RESET_TASK_STATUS,
+            MgmtAction::Migrate { .. } => rules::MGMT_INSTANCE_MIGRATE,
+            MgmtAction::Rebuild { .. } => rules::MGMT_INSTANCE_REBUILD,
+        }
+    }
+}
+
 impl MgmtInstanceQuery {
     fn filter(self) -> InstanceFilter {
         InstanceFilter {
@@ -62,7 +76,7 @@ impl ApiService {
         ctx: &RequestContext,
         query: MgmtInstanceQuery,
     ) -> Result<Vec<InstanceView>> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_INSTANCE_INDEX)?;
         let instances = self.store.list_instances(&query.filter()).await?;
         self.views(instances).await
     }
@@ -75,14 +89,14 @@ impl ApiService {
         query: MgmtInstanceQuery,
         page: &PageRequest,
     ) -> Result<Page<InstanceView>> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_INSTANCE_INDEX)?;
         let instances = self.store.list_instances(&query.filter()).await?;
         self.views_page(instances, page).await
     }
 
     /// `GET /mgmt/instances/{id}` (admin; deleted instances too).
     pub async fn mgmt_show_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<InstanceView> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_INSTANCE_SHOW)?;
         let inst = self
             .store
             .get_instance(id)
@@ -98,7 +112,7 @@ impl ApiService {
         id: Uuid,
         action: MgmtAction,
     ) -> Result<()> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, action.rule())?;
         let inst = match self.store.get_instance(id).await? {
             Some(i) if !i.deleted => i,
             _ => return Err(Error::not_found("Instance", id)),
@@ -128,7 +142,7 @@ impl ApiService {
 
     /// `GET /mgmt/instances/{id}/rpc_ping` (admin): pings the guest.
     pub async fn mgmt_rpc_ping(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_INSTANCE_RPC_PING)?;
         match self.store.get_instance(id).await? {
             Some(i) if !i.deleted => {}
             _ => return Err(Error::not_found("Instance", id)),

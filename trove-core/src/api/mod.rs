@@ -9,8 +9,10 @@
 //! (restart, resize, reset status, promote, eject), `maintenance` (upgrade, mgmt migrate and rebuild), `users`,
 //! `databases`, `root`, `configurations`, `parameters`, `backups`, `backup_strategies`, `datastores`, `flavors`,
 //! `quotas` (and limits), `mgmt` (instances), `guest_logs`, `ssl`. Shared by all: `gate` (an instance for the
-//! caller and the action gate: `instance_for`, `gate`, `manage_data_instance`), `paging` (the one paging scheme:
-//! [`PageRequest`] in, [`Page`] out), and here the service itself with the workflow helpers (`start_workflow`).
+//! caller and the action gate: `authorized_instance`, `instance_for`, `gate`, `manage_data_instance`), `paging`
+//! (the one paging scheme: [`PageRequest`] in, [`Page`] out), and here the service itself with the workflow
+//! helpers (`start_workflow`) and authorization (`authorize`, `authorize_on_tenant`: the operation's policy rule,
+//! see [`crate::policy`]).
 
 use std::sync::Arc;
 use uuid::Uuid;
@@ -19,6 +21,7 @@ use crate::config::CoreConfig;
 use crate::error::{Error, Result};
 use crate::memory::SimulatedStrategyFactory;
 use crate::model::{Instance, Resource, Workflow, WorkflowParams, WorkflowState};
+use crate::policy::{Policy, Target};
 use crate::ports::{
     ChangeSet, DynBus, DynClock, DynStore, Expect, FacetCatalog, RequestContext, Write,
 };
@@ -63,8 +66,10 @@ pub use users::UserRef;
 
 /// What the REST API does, without HTTP: every operation of the Trove v1.0 API.
 ///
-/// Every method takes the caller's [`RequestContext`]: another tenant's resources are answered as 404, and
-/// management operations need the admin role (403). Errors carry the upstream fault ([`Error::fault`]).
+/// Every method takes the caller's [`RequestContext`]: another tenant's resources are answered as 404, and every
+/// operation checks its policy rule ([`crate::policy::rules`]; upstream's defaults unless
+/// [`ApiService::with_policy`] gave others), answering upstream's 403 "Policy doesn't allow RULE to be performed."
+/// when it refuses. Errors carry the upstream fault ([`Error::fault`]).
 pub struct ApiService {
     store: DynStore,
     bus: DynBus,
@@ -77,6 +82,8 @@ pub struct ApiService {
     /// What the deployment's strategies offer per manager: requests for a facet the instance's strategy lacks are
     /// refused at once.
     facets: FacetCatalog,
+    /// The authorization rules.
+    policy: Arc<Policy>,
 }
 
 impl std::fmt::Debug for ApiService {
@@ -93,14 +100,6 @@ fn forbidden(message: impl Into<String>) -> Error {
     }
 }
 
-fn require_admin(ctx: &RequestContext) -> Result<()> {
-    if ctx.is_admin() {
-        Ok(())
-    } else {
-        Err(forbidden("This operation needs the admin role."))
-    }
-}
-
 impl ApiService {
     /// A service over `store` and `bus`, taking time from `clock`.
     pub fn new(store: DynStore, bus: DynBus, clock: DynClock, config: CoreConfig) -> ApiService {
@@ -112,6 +111,7 @@ impl ApiService {
             compute: None,
             workflows: Registry::standard(),
             facets: FacetCatalog::from_factory(&SimulatedStrategyFactory::new()),
+            policy: Arc::new(Policy::default()),
         }
     }
 
@@ -126,6 +126,17 @@ impl ApiService {
     /// What the deployment's strategies offer per manager.
     pub fn facets(&self) -> &FacetCatalog {
         &self.facets
+    }
+
+    /// Authorizes with `policy` (default: upstream's rules, [`Policy::default`]).
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> ApiService {
+        self.policy = policy;
+        self
+    }
+
+    /// The authorization rules in use.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Uses `registry` for the workflows this API asks for (default: the standard ones).
@@ -157,6 +168,21 @@ impl ApiService {
     }
 
     // ------------------------------------------------------------------ helpers
+
+    /// Checks the policy `rule` for the caller on `target` (403 naming the rule when it refuses).
+    fn authorize(&self, ctx: &RequestContext, rule: &str, target: &Target<'_>) -> Result<()> {
+        self.policy.authorize(rule, ctx, target)
+    }
+
+    /// Checks `rule` on the caller's own project: operations on a collection (upstream `authorize_on_tenant`).
+    fn authorize_on_tenant(&self, ctx: &RequestContext, rule: &str) -> Result<()> {
+        self.authorize(ctx, rule, &Target::caller(ctx))
+    }
+
+    /// Whether the caller counts as an admin (the policy rule `context_is_admin`).
+    fn is_admin(&self, ctx: &RequestContext) -> bool {
+        self.policy.is_admin(ctx)
+    }
 
     fn guest(&self, instance_id: Uuid) -> GuestClient {
         GuestClient::new(

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Number;
 use uuid::Uuid;
 
-use super::{require_admin, ApiService};
+use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::{ConfigParam, ParamType};
+use crate::policy::rules;
 use crate::ports::RequestContext;
 
 /// `POST/PUT /mgmt/datastores/versions/{id}/parameters[/{name}]` body, decoded.
@@ -45,6 +46,7 @@ impl ApiService {
         datastore: &str,
         version: &str,
     ) -> Result<Vec<ConfigParam>> {
+        self.authorize_on_tenant(ctx, rules::PARAMETER_INDEX)?;
         let ds = self.find_datastore(datastore).await?;
         let v = self.find_version(ctx, &ds, version).await?;
         self.params_of(v.id).await
@@ -58,6 +60,7 @@ impl ApiService {
         version: &str,
         name: &str,
     ) -> Result<ConfigParam> {
+        self.authorize_on_tenant(ctx, rules::PARAMETER_SHOW)?;
         let ds = self.find_datastore(datastore).await?;
         let v = self.find_version(ctx, &ds, version).await?;
         self.param_of(v.id, name).await
@@ -69,6 +72,7 @@ impl ApiService {
         ctx: &RequestContext,
         version_id: Uuid,
     ) -> Result<Vec<ConfigParam>> {
+        self.authorize_on_tenant(ctx, rules::PARAMETER_INDEX_BY_VERSION)?;
         self.show_datastore_version_by_id(ctx, version_id).await?;
         self.params_of(version_id).await
     }
@@ -80,6 +84,7 @@ impl ApiService {
         version_id: Uuid,
         name: &str,
     ) -> Result<ConfigParam> {
+        self.authorize_on_tenant(ctx, rules::PARAMETER_SHOW_BY_VERSION)?;
         self.show_datastore_version_by_id(ctx, version_id).await?;
         self.param_of(version_id, name).await
     }
@@ -90,7 +95,7 @@ impl ApiService {
         ctx: &RequestContext,
         version_id: Uuid,
     ) -> Result<Vec<ConfigParam>> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_PARAMETER_INDEX)?;
         self.version_and_datastore(version_id).await?;
         self.params_of(version_id).await
     }
@@ -102,7 +107,7 @@ impl ApiService {
         version_id: Uuid,
         name: &str,
     ) -> Result<ConfigParam> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_PARAMETER_SHOW)?;
         self.version_and_datastore(version_id).await?;
         self.param_of(version_id, name).await
     }
@@ -138,7 +143,7 @@ impl ApiService {
         version_id: Uuid,
         spec: ConfigParamSpec,
     ) -> Result<ConfigParam> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_PARAMETER_CREATE)?;
         self.version_and_datastore(version_id).await?;
         let name = spec.name.clone();
         if self
@@ -166,7 +171,7 @@ impl ApiService {
         name: &str,
         spec: ConfigParamSpec,
     ) -> Result<ConfigParam> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_PARAMETER_UPDATE)?;
         self.version_and_datastore(version_id).await?;
         self.param_of(version_id, name).await?;
         let p = Self::param_from(version_id, name, spec)?;
@@ -183,7 +188,7 @@ impl ApiService {
         version_id: Uuid,
         name: &str,
     ) -> Result<()> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_PARAMETER_DELETE)?;
         self.version_and_datastore(version_id).await?;
         if self.store.delete_config_param(version_id, name).await? {
             Ok(())

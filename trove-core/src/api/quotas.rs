@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use super::{require_admin, ApiService};
+use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::{QuotaLimits, QuotaUsage, Resource};
+use crate::policy::{rules, Target};
 use crate::ports::RequestContext;
 
 /// Quota of a tenant.
@@ -25,11 +26,10 @@ impl ApiService {
         })
     }
 
-    /// `GET /mgmt/quotas/{project}`: an owner may read their own; admins any.
+    /// `GET /mgmt/quotas/{project}`: an owner may read their own; admins any (the rule's target is the project
+    /// asked for).
     pub async fn show_quota(&self, ctx: &RequestContext, project_id: &str) -> Result<QuotaView> {
-        if project_id != ctx.tenant_id {
-            require_admin(ctx)?;
-        }
+        self.authorize(ctx, rules::MGMT_QUOTA_SHOW, &Target::project(project_id))?;
         self.quota_view(project_id).await
     }
 
@@ -41,7 +41,7 @@ impl ApiService {
         project_id: &str,
         limits: BTreeMap<String, i64>,
     ) -> Result<QuotaLimits> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_QUOTA_UPDATE)?;
         let mut current = self.store.get_quota_limits(project_id).await?;
         for (name, v) in limits {
             let r = Resource::parse(&name)
@@ -59,6 +59,7 @@ impl ApiService {
 
     /// `GET /limits`: the absolute limits of the caller's tenant (rate limits are the HTTP layer's).
     pub async fn limits(&self, ctx: &RequestContext) -> Result<QuotaView> {
+        self.authorize_on_tenant(ctx, rules::LIMITS_INDEX)?;
         self.quota_view(&ctx.tenant_id).await
     }
 }

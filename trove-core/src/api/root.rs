@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{require_admin, ApiService};
+use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::{validate_password, Facet, Manager, RootHistory, Secret};
+use crate::policy::rules;
 use crate::ports::{ChangeSet, RequestContext, Write};
 
 /// The answer of `POST /instances/{id}/root`.
@@ -20,7 +21,7 @@ pub struct RootCredentials {
 impl ApiService {
     /// `GET /instances/{id}/root`: whether root was ever enabled (root history).
     pub async fn root_show(&self, ctx: &RequestContext, id: Uuid) -> Result<bool> {
-        self.manage_data_instance(ctx, id, Facet::Root, "root")
+        self.manage_data_instance(ctx, id, rules::ROOT_INDEX, Facet::Root, "root")
             .await?;
         Ok(self.store.get_root_history(id).await?.is_some())
     }
@@ -33,7 +34,7 @@ impl ApiService {
         password: Option<Secret>,
     ) -> Result<RootCredentials> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Root, "root")
+            .manage_data_instance(ctx, id, rules::ROOT_CREATE, Facet::Root, "root")
             .await?;
         if let Some(p) = &password {
             validate_password(p)?;
@@ -58,7 +59,7 @@ impl ApiService {
 
     /// `DELETE /instances/{id}/root`: 404 when root was never enabled.
     pub async fn root_disable(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
-        self.manage_data_instance(ctx, id, Facet::Root, "root")
+        self.manage_data_instance(ctx, id, rules::ROOT_DELETE, Facet::Root, "root")
             .await?;
         if self.store.get_root_history(id).await?.is_none() {
             return Err(Error::not_found("Root history of instance", id));
@@ -72,7 +73,7 @@ impl ApiService {
         ctx: &RequestContext,
         id: Uuid,
     ) -> Result<Option<RootHistory>> {
-        require_admin(ctx)?;
+        self.authorize_on_tenant(ctx, rules::MGMT_INSTANCE_ROOT)?;
         self.store
             .get_instance(id)
             .await?

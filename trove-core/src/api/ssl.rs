@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     Facet, ServiceStatusRecord, SslActionBody, SslChange, SslChangeResult, SslRequest, SslView,
 };
+use crate::policy::rules;
 use crate::ports::{ChangeSet, RequestContext, Write};
 use crate::state::{Operation, ServerStatus, ServiceStatus};
 
@@ -23,7 +24,9 @@ impl ApiService {
         id: Uuid,
         include_certificate: bool,
     ) -> Result<SslView> {
-        let inst = self.load_instance(ctx, id).await?;
+        let inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_SHOW)
+            .await?;
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;
@@ -46,7 +49,9 @@ impl ApiService {
         body: SslActionBody,
     ) -> Result<SslChangeResult> {
         let req = body.validate()?;
-        let (inst, _, service) = self.instance_for(ctx, id, Operation::Restart).await?;
+        let (inst, _, service) = self
+            .instance_for(ctx, id, rules::INSTANCE_UPDATE, Operation::Restart)
+            .await?;
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;

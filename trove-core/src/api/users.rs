@@ -9,6 +9,7 @@ use crate::model::{
     validate_database_name, validate_host, validate_password, validate_user_name, Facet, Manager,
     UserSpec, UserUpdate,
 };
+use crate::policy::rules;
 use crate::ports::{RequestContext, UserInfo};
 
 /// A user as named in a URL: `name` or `name@host` (host defaults to `%`).
@@ -46,16 +47,17 @@ impl ApiService {
         validate_host(&user.host)
     }
 
-    /// The manager of the caller's instance `id` for a request that names `users`: users must be manageable
-    /// there, and at least one given.
+    /// The manager of the caller's instance `id` for a request that names `users`: `rule` must allow it, users
+    /// must be manageable there, and at least one given.
     async fn users_request(
         &self,
         ctx: &RequestContext,
         id: Uuid,
+        rule: &str,
         users: &[UserSpec],
     ) -> Result<Manager> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Users, "users")
+            .manage_data_instance(ctx, id, rule, Facet::Users, "users")
             .await?;
         if users.is_empty() {
             return Err(Error::bad_request("No users given."));
@@ -83,7 +85,7 @@ impl ApiService {
 
     /// `GET /instances/{id}/users`.
     pub async fn list_users(&self, ctx: &RequestContext, id: Uuid) -> Result<Vec<UserInfo>> {
-        self.manage_data_instance(ctx, id, Facet::Users, "users")
+        self.manage_data_instance(ctx, id, rules::USER_INDEX, Facet::Users, "users")
             .await?;
         self.guest(id).list_users().await
     }
@@ -109,7 +111,9 @@ impl ApiService {
         id: Uuid,
         users: Vec<UserSpec>,
     ) -> Result<()> {
-        let m = self.users_request(ctx, id, &users).await?;
+        let m = self
+            .users_request(ctx, id, rules::USER_CREATE, &users)
+            .await?;
         for u in &users {
             Self::check_new_user(m, u)?;
         }
@@ -133,7 +137,7 @@ impl ApiService {
         user: &UserRef,
     ) -> Result<UserInfo> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Users, "users")
+            .manage_data_instance(ctx, id, rules::USER_SHOW, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         self.find_user(id, user).await
@@ -148,7 +152,7 @@ impl ApiService {
         update: UserUpdate,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Users, "users")
+            .manage_data_instance(ctx, id, rules::USER_UPDATE, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         if update.name.is_none() && update.password.is_none() && update.host.is_none() {
@@ -174,7 +178,7 @@ impl ApiService {
     /// `DELETE /instances/{id}/users/{user}`.
     pub async fn delete_user(&self, ctx: &RequestContext, id: Uuid, user: &UserRef) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Users, "users")
+            .manage_data_instance(ctx, id, rules::USER_DELETE, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         self.find_user(id, user).await?;
@@ -188,7 +192,9 @@ impl ApiService {
         id: Uuid,
         users: Vec<UserSpec>,
     ) -> Result<()> {
-        let m = self.users_request(ctx, id, &users).await?;
+        let m = self
+            .users_request(ctx, id, rules::USER_UPDATE_ALL, &users)
+            .await?;
         for u in &users {
             Self::check_user_spec(m, u)?;
         }
@@ -210,7 +216,7 @@ impl ApiService {
         user: &UserRef,
     ) -> Result<Vec<String>> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Users, "users")
+            .manage_data_instance(ctx, id, rules::USER_ACCESS_INDEX, Facet::Users, "users")
             .await?;
         Self::check_user(m, user)?;
         Ok(self.find_user(id, user).await?.databases)
@@ -225,7 +231,13 @@ impl ApiService {
         databases: Vec<String>,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Databases, "user access")
+            .manage_data_instance(
+                ctx,
+                id,
+                rules::USER_ACCESS_UPDATE,
+                Facet::Databases,
+                "user access",
+            )
             .await?;
         Self::check_user(m, user)?;
         for d in &databases {
@@ -246,7 +258,13 @@ impl ApiService {
         database: &str,
     ) -> Result<()> {
         let (_, m) = self
-            .manage_data_instance(ctx, id, Facet::Databases, "user access")
+            .manage_data_instance(
+                ctx,
+                id,
+                rules::USER_ACCESS_DELETE,
+                Facet::Databases,
+                "user access",
+            )
             .await?;
         Self::check_user(m, user)?;
         validate_database_name(m, database)?;
