@@ -20,6 +20,7 @@ use trove_core::memory::MemoryBus;
 use trove_core::model::Flavor;
 use trove_core::policy::Policy;
 use trove_core::ports::{DynAuthenticator, DynClock, DynStore, StrategyFactory, SystemClock};
+use trove_core::taskmanager::TaskManagerConfig;
 use trove_core::{CoreConfig, Result};
 use trove_guest::{
     detect_engines, DetectedEngine, EngineConfig, EngineDetection, EngineStrategyFactory, RunAs,
@@ -72,6 +73,8 @@ pub struct Embedded {
     compute: Arc<LocalCompute>,
     launcher: Arc<InProcessLauncher>,
     supervisor: JoinHandle<()>,
+    /// The state directory's lock, held while this deployment runs.
+    _lock: std::fs::File,
     /// Engines found on this machine, and the missing ones with the reason.
     pub detection: EngineDetection,
     /// Where the store lives (passwords masked).
@@ -166,11 +169,53 @@ pub fn check_state_dir(state_dir: &Path, engines: &EngineConfig) -> Result<()> {
     Ok(())
 }
 
+/// Locks `<state_dir>/trove.lock` for this process: one embedded deployment per state directory. The lock ends with
+/// the process, however it ends.
+pub fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File> {
+    let path = state_dir.join("trove.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            trove_core::Error::backend(
+                "state-dir",
+                format!("cannot open {}: {e}", path.display()),
+                false,
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(trove_core::Error::conflict(format!(
+            "another trove process runs on the state directory {}; stop it first, or use another --state-dir",
+            state_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(trove_core::Error::backend("state-dir", format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ), false)),
+    }
+}
+
+/// The embedded deployment's task-manager worker: one stable id per state directory. The state directory's lock
+/// makes this process the only worker, so a restart resumes the workflows its predecessor left open at once
+/// (they are its own) instead of waiting for their leases to run out; the distributed deployment keeps a fresh id
+/// per process, and leases.
+fn embedded_worker(state_dir: &Path) -> TaskManagerConfig {
+    let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    TaskManagerConfig {
+        worker_id: format!("embedded:{}", dir.display()),
+        ..TaskManagerConfig::default()
+    }
+}
+
 impl Embedded {
     /// Checks the state directory ([`check_state_dir`]), opens the store (migrating it), composes the ports,
     /// starts the control plane and re-adopts servers.
     pub async fn start(opts: EmbeddedOptions, auth: DynAuthenticator) -> Result<Embedded> {
         check_state_dir(&opts.state_dir, &opts.engines)?;
+        let lock = lock_state_dir(&opts.state_dir)?;
         let location =
             StoreLocation::from_options(Some(opts.state_dir.clone()), opts.database_url.clone());
         let store = sql::open(&location).await?;
@@ -234,6 +279,7 @@ impl Embedded {
             .policy(opts.policy.clone())
             .config(opts.config.clone())
             .in_process_launcher(launcher.clone())
+            .taskmanager_config(embedded_worker(&opts.state_dir))
             .start()
             .await?;
         let adopted = compute.adopt_all().await;
@@ -249,6 +295,7 @@ impl Embedded {
             compute,
             launcher,
             supervisor,
+            _lock: lock,
             detection,
             store_location: location.display(),
         })

@@ -23,6 +23,10 @@ pub struct CoreConfig {
     /// Build deadline: an instance not HEALTHY by then ends in BUILDING_ERROR_TIMEOUT_GA (upstream 1800 s).
     #[serde(with = "secs")]
     pub usage_timeout: Duration,
+    /// A guest asked to do work (prepare, rebuild) that sends no report at all for this long ends the wait with
+    /// FAILED_TIMEOUT_GUESTAGENT, long before `usage_timeout`: a working guest reports every `report_interval`.
+    #[serde(with = "secs")]
+    pub guest_silence_timeout: Duration,
     /// Quick guest calls (upstream 15 s).
     #[serde(with = "secs")]
     pub agent_call_low_timeout: Duration,
@@ -49,6 +53,7 @@ impl Default for CoreConfig {
             report_interval: Duration::from_secs(2),
             health_sweep_interval: Duration::from_secs(2),
             usage_timeout: Duration::from_secs(1800),
+            guest_silence_timeout: Duration::from_secs(60),
             agent_call_low_timeout: Duration::from_secs(15),
             agent_call_high_timeout: Duration::from_secs(180),
             workflow_lease: Duration::from_secs(30),

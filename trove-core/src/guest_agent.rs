@@ -30,7 +30,9 @@ use crate::state::ServiceStatus;
 const IDLE: u8 = 0;
 const PREPARING: u8 = 1;
 const SERVING: u8 = 2;
-const PREPARE_FAILED: u8 = 3;
+
+/// The reason a guest that waits to be prepared gives with its NEW reports.
+pub const WAITING_TO_PREPARE: &str = "the guest is waiting to be prepared";
 
 /// How long an agent asked to end may take before its task is aborted.
 pub const AGENT_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -44,7 +46,6 @@ pub struct GuestAgent {
     conductor: ConductorClient,
     report_interval: Duration,
     phase: AtomicU8,
-    failure: std::sync::Mutex<Option<String>>,
     /// Serialises heartbeats: a report's status is read only after the previous report was sent, so the
     /// conductor's "newest report wins" never keeps a stale status.
     reporting: Mutex<()>,
@@ -78,7 +79,6 @@ impl GuestAgent {
             strategy,
             report_interval,
             phase: AtomicU8::new(IDLE),
-            failure: std::sync::Mutex::new(None),
             reporting: Mutex::new(()),
             log_store: None,
         }
@@ -151,24 +151,24 @@ impl GuestAgent {
         hb.abort();
     }
 
-    /// Sends one heartbeat now (nothing before prepare was asked).
+    /// Sends one heartbeat now. A guest that was never asked to prepare (or was relaunched half way through a
+    /// prepare) reports NEW "waiting to be prepared": the evidence a workflow needs to ask again
+    /// ([`StepContext::guest_work`](crate::taskmanager::StepContext::guest_work)).
     pub async fn heartbeat(&self) {
         let _turn = self.reporting.lock().await;
         let (status, reason) = match self.phase.load(Ordering::SeqCst) {
-            IDLE => return,
+            IDLE => (ServiceStatus::New, Some(WAITING_TO_PREPARE.to_string())),
             PREPARING => (ServiceStatus::Building, None),
-            PREPARE_FAILED => (
-                ServiceStatus::Failed,
-                self.failure
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            ),
             _ => {
                 let s = self.strategy.status().await;
                 (s.status, s.reason)
             }
         };
+        self.report(status, reason).await;
+    }
+
+    /// Sends a report (the caller holds `reporting`).
+    async fn report(&self, status: ServiceStatus, reason: Option<String>) {
         let fs = if status.is_datastore_running() {
             self.strategy.filesystem_stats().await.ok()
         } else {
@@ -222,6 +222,11 @@ impl GuestAgent {
         }
         match req {
             // A rebuild is a prepare on existing data: the strategy's prepare is idempotent and keeps the data.
+            // Prepare is idempotent: asked again once the engine is prepared (the first answer was lost with a
+            // crash), it only makes sure the engine runs.
+            GuestRequest::Prepare(_) if self.phase.load(Ordering::SeqCst) == SERVING => {
+                self.then_report(s.start().await).await
+            }
             GuestRequest::Prepare(p) | GuestRequest::Rebuild(p) => self.prepare(&p).await,
             GuestRequest::Restart => self.then_report(s.restart().await).await,
             GuestRequest::StartDb => self.then_report(s.start().await).await,
@@ -254,9 +259,19 @@ impl GuestAgent {
                 Ok(Value::Null)
             }
             Err(e) => {
-                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                self.phase.store(PREPARE_FAILED, Ordering::SeqCst);
-                self.heartbeat().await;
+                // FAILED is reported once, with the reason: the workflow waiting for this request ends on it.
+                // Later reports tell the engine's own status again (NEW while it waits to be prepared), so a
+                // FAILED report is never a stale answer to the next request, which may be queued behind this one.
+                let engine = self.strategy.status().await.status;
+                let next = if matches!(engine, ServiceStatus::New | ServiceStatus::Building) {
+                    IDLE
+                } else {
+                    SERVING
+                };
+                let _turn = self.reporting.lock().await;
+                self.report(ServiceStatus::Failed, Some(e.to_string()))
+                    .await;
+                self.phase.store(next, Ordering::SeqCst);
                 Err(e)
             }
         }
@@ -429,7 +444,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn silent_until_prepare_then_building_then_healthy_and_serves_requests() {
+    async fn waiting_until_prepare_then_building_then_healthy_and_serves_requests() {
         let bus = Arc::new(MemoryBus::new());
         let clock = Arc::new(ManualClock::new());
         let id = Uuid::new_v4();
@@ -442,21 +457,20 @@ mod tests {
             Duration::from_secs(1),
             None,
         ));
+        let mut reports = bus.subscribe(CONDUCTOR_TOPIC).await.unwrap();
         let sub = agent.subscribe().await.unwrap();
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(agent.clone().serve(sub, rx));
-        // Time passes, nothing was asked: no report.
-        for _ in 0..5 {
-            clock.advance(Duration::from_secs(1));
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // Nothing was asked: the guest says it waits to be prepared.
+        agent.heartbeat().await;
+        match next_report(&mut reports).await {
+            ConductorRequest::Heartbeat { status, reason, .. } => {
+                assert_eq!(status, ServiceStatus::New);
+                assert_eq!(reason.as_deref(), Some(WAITING_TO_PREPARE));
+            }
+            other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(
-            bus.queued(CONDUCTOR_TOPIC),
-            0,
-            "a guest reported before prepare"
-        );
 
-        let mut reports = bus.subscribe(CONDUCTOR_TOPIC).await.unwrap();
         let client = GuestClient::new(bus.clone(), id, "test", GuestTimeouts::default());
         client
             .cast(GuestRequest::Prepare(PrepareRequest {
@@ -473,7 +487,16 @@ mod tests {
             }))
             .await
             .unwrap();
-        match next_report(&mut reports).await {
+        let first_not_new = loop {
+            match next_report(&mut reports).await {
+                ConductorRequest::Heartbeat {
+                    status: ServiceStatus::New,
+                    ..
+                } => continue,
+                other => break other,
+            }
+        };
+        match first_not_new {
             ConductorRequest::Heartbeat {
                 instance_id,
                 status,

@@ -313,8 +313,12 @@ pub(crate) struct GuestState {
     pub memory_mb: u32,
     /// Volume limit in GB (0 = none recorded).
     pub volume_size_gb: u32,
-    /// Whether prepare completed once.
+    /// Whether prepare completed once (recorded after its last step).
     pub prepared: bool,
+    /// Whether the data directory was initialised completely (recorded after the engine's last init step; a
+    /// directory without it is half made by an interrupted attempt and is made again from scratch).
+    #[serde(default)]
+    pub initialized: bool,
     /// Whether the engine should be running (a stop sets it false): tells SHUTDOWN from CRASHED.
     pub running: bool,
     /// Pid of the engine process last spawned.
@@ -351,15 +355,36 @@ pub(crate) async fn run_as_user(
     run_as: RunAs,
     cwd: &Path,
 ) -> Result<()> {
+    // A command of an earlier guest killed half way (its process died, the command did not) is ended first: it
+    // would otherwise go on writing into what this run makes again.
+    let pid_file = cwd.join("trove-command.pid");
+    let program_name = program.display().to_string();
+    if let Some(pid) = trove_os::read_pid(&pid_file) {
+        if trove_os::cmdline_contains(pid, &[&program_name]) {
+            tracing::warn!(pid, command = %program_name, "ending a command left running by an interrupted guest");
+            let _ = trove_os::send_signal(pid, "KILL");
+            trove_os::wait_gone(pid, trove_os::KILL_WAIT).await;
+        }
+    }
     let mut cmd = Command::new(program);
-    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     clean_env(&mut cmd, cwd);
     run_as.apply(&mut cmd);
-    let name = program.display().to_string();
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .map_err(|e| Error::backend(BACKEND, e, false))?
-        .map_err(|e| Error::backend(BACKEND, format!("cannot run {name}: {e}"), false))?;
+    let name = program_name;
+    let out = tokio::task::spawn_blocking(move || {
+        let child = cmd.spawn()?;
+        let _ = trove_os::write_private(&pid_file, format!("{}\n", child.id()).as_bytes());
+        let out = child.wait_with_output();
+        let _ = std::fs::remove_file(&pid_file);
+        out
+    })
+    .await
+    .map_err(|e| Error::backend(BACKEND, e, false))?
+    .map_err(|e| Error::backend(BACKEND, format!("cannot run {name}: {e}"), false))?;
     if out.status.success() {
         Ok(())
     } else {

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use trove_os::crash_point;
 
 use trove_core::guest_log::GuestLogContext;
 use trove_core::model::{
@@ -203,14 +204,22 @@ impl<E: Engine> DatastoreStrategy for ProcessStrategy<E> {
                 s.overrides = req.overrides.clone();
             }
         })?;
+        // Every step below is idempotent, and `prepared` is recorded only after the last one: a prepare cut short
+        // (the guest killed at any point) is finished by the next one. The kill points name the moments between
+        // the steps for the whole-process crash tests.
         e.init().await?;
+        crash_point("prepare:after_init");
         self.start_engine().await?;
+        crash_point("prepare:after_start");
         e.bootstrap().await?;
-        base.layout.update_state(|s| s.prepared = true)?;
+        crash_point("prepare:after_bootstrap");
         e.seed(req).await?;
         if let (Some(p), Some(root)) = (&req.root_password, e.root()) {
             root.enable_root(Some(p.clone())).await?;
         }
+        crash_point("prepare:after_seed");
+        base.layout.update_state(|s| s.prepared = true)?;
+        crash_point("prepare:after_prepared");
         Ok(())
     }
 

@@ -14,6 +14,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod crash;
+pub use crash::{crash_before_journal_write, crash_point};
+
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;

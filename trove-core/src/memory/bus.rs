@@ -53,6 +53,8 @@ impl TopicState {
 struct Faults {
     fail_casts: usize,
     drop_casts: usize,
+    /// Topic-specific losses: (topic, how many more).
+    drop_on: Vec<(String, usize)>,
 }
 
 #[derive(Default)]
@@ -73,8 +75,12 @@ impl Inner {
     }
 
     /// Applies fault injection to one outgoing message: `Err` to fail it, `Ok(false)` to drop it silently.
-    fn admit(&self) -> Result<bool> {
+    fn admit(&self, topic: &str) -> Result<bool> {
         let mut f = lock(&self.faults);
+        if let Some((_, n)) = f.drop_on.iter_mut().find(|(t, n)| t == topic && *n > 0) {
+            *n -= 1;
+            return Ok(false);
+        }
         if f.fail_casts > 0 {
             f.fail_casts -= 1;
             return Err(Error::backend(BACKEND, "injected failure", true));
@@ -135,6 +141,13 @@ impl MemoryBus {
         lock(&self.inner.faults).drop_casts = n;
     }
 
+    /// Makes the next `n` casts or calls to `topic` be lost (a message that died with a crashed process).
+    pub fn drop_next_on(&self, topic: &str, n: usize) {
+        lock(&self.inner.faults)
+            .drop_on
+            .push((topic.to_string(), n));
+    }
+
     /// Messages waiting in a topic (not counting deliveries in flight).
     pub fn queued(&self, topic: &str) -> usize {
         lock(&self.inner.topics)
@@ -179,7 +192,7 @@ impl Drop for PendingGuard<'_> {
 #[async_trait]
 impl MessageBus for MemoryBus {
     async fn cast(&self, topic: &str, body: Vec<u8>) -> Result<()> {
-        if self.inner.admit()? {
+        if self.inner.admit(topic)? {
             self.inner.topic(topic).push_back(Message {
                 body,
                 redelivered: false,
@@ -196,7 +209,7 @@ impl MessageBus for MemoryBus {
         let _guard = PendingGuard(&self.inner.pending_calls);
         // A lost request keeps its sender here, so the wait below runs into the deadline like a real one.
         let mut _lost = None;
-        if self.inner.admit()? {
+        if self.inner.admit(topic)? {
             let slot: ReplySlot = Arc::new(Mutex::new(Some(tx)));
             self.inner.topic(topic).push_back(Message {
                 body,

@@ -136,6 +136,18 @@ impl<'s> WaitHealthy<'s> {
     }
 }
 
+/// How many report intervals a guest asked to work may keep reporting that it is idle before it is asked again
+/// ([`StepContext::guest_work`]).
+pub const GUEST_IDLE_REPORTS: u32 = 3;
+
+/// How many times [`StepContext::guest_work`] asks a guest that stays idle before the workflow fails.
+pub const MAX_ASKS: usize = 3;
+
+enum Watched {
+    Healthy(ServiceStatus),
+    Idle(String),
+}
+
 /// What a running workflow's steps are written against (see the module docs).
 pub struct StepContext<'a> {
     pub(super) engine: &'a Engine,
@@ -215,12 +227,14 @@ impl StepContext<'_> {
             .ok_or_else(|| Stop::Abort(format!("instance {} vanished", self.wf.instance_id)))
     }
 
-    /// The output of step `step`, when it completed (in this run or an earlier one).
+    /// The output of step `step`, when it completed (in this run or an earlier one) and was not reopened since
+    /// ([`Self::reopen`]): the step's latest journal line decides.
     pub fn completed(&self, step: &str) -> Option<&Value> {
         self.journal
             .iter()
             .rev()
-            .find(|e| e.step == step && e.phase == JournalPhase::Completed)
+            .find(|e| e.step == step)
+            .filter(|e| e.phase == JournalPhase::Completed)
             .map(|e| &e.data)
     }
 
@@ -274,6 +288,7 @@ impl StepContext<'_> {
         phase: JournalPhase,
         data: Value,
     ) -> StepResult<()> {
+        trove_os::crash_before_journal_write();
         let entry = JournalEntry {
             workflow_id: self.wf.id,
             step: step.into(),
@@ -326,42 +341,127 @@ impl StepContext<'_> {
     /// `w.after`.
     ///
     /// Evidence ends the wait early: a FAILED report (with the guest's reason) fails the workflow at once with
-    /// that reason. Only a silent guest runs into the deadline (the latest start of `w.after` plus `w.timeout`;
-    /// a wait that begins after its deadline, in a worker that resumed the workflow, still watches the guest for
-    /// three report intervals), which fails with FAILED_TIMEOUT_GUESTAGENT. Answers the status reported.
+    /// that reason, and a guest that sends no report at all for [`CoreConfig::guest_silence_timeout`] fails it
+    /// with FAILED_TIMEOUT_GUESTAGENT. Otherwise the wait ends at its deadline (the latest start of `w.after` plus
+    /// `w.timeout`; a wait that begins after its deadline, in a worker that resumed the workflow, still watches the
+    /// guest for three report intervals). Answers the status reported.
+    ///
+    /// A wait on work the guest might have lost (a cast sent before a crash) is [`Self::guest_work`].
     pub async fn wait_healthy(
         &mut self,
         name: &str,
         w: WaitHealthy<'_>,
     ) -> StepResult<ServiceStatus> {
+        match self.watch_guest(name, w, false).await? {
+            Watched::Healthy(status) => Ok(status),
+            // Not watched for here: idle reports are evidence only where the work can be asked for again.
+            Watched::Idle(report) => Err(Stop::Abort(format!("unexpected idle report: {report}"))),
+        }
+    }
+
+    /// Asks the guest to do some work and waits until it reports a running datastore: the one way to hand a guest
+    /// work that may be lost in a crash (prepare, rebuild, and later restore and replica copy).
+    ///
+    /// `w.after` names the journaled step that asks (`ask`, run again on every re-ask: it must be idempotent on the
+    /// guest's side), `wait` the journaled wait. The rule of the guest's contract this relies on: a guest that is
+    /// not doing anything says so in its reports (NEW "waiting to be prepared", or SHUTDOWN), and repeating a
+    /// request the guest already carried out (or half carried out before it died) finishes it.
+    ///
+    /// So a guest that reports being idle for [`GUEST_IDLE_REPORTS`] report intervals after the latest ask (the
+    /// ask was lost with a dead process, or the guest was relaunched half way through) is asked again, at most
+    /// [`MAX_ASKS`] times in all; a FAILED report or silence ends the wait as in [`Self::wait_healthy`].
+    pub async fn guest_work<F, Fut>(
+        &mut self,
+        wait: &str,
+        w: WaitHealthy<'_>,
+        mut ask: F,
+    ) -> StepResult<ServiceStatus>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StepResult<()>>,
+    {
+        loop {
+            let fut = ask();
+            self.step(w.after, |_| fut).await?;
+            match self.watch_guest(wait, w, true).await? {
+                Watched::Healthy(status) => return Ok(status),
+                Watched::Idle(report) => {
+                    let asks = self
+                        .journal
+                        .iter()
+                        .filter(|e| e.step == w.after && e.phase == JournalPhase::Started)
+                        .count();
+                    if asks >= MAX_ASKS {
+                        return Err(Stop::Fail(Failure {
+                            task: w.failed_task,
+                            service: None,
+                            message: format!(
+                                "The guest did not take up the work after {asks} requests; delete the instance \
+                                 or try again."
+                            ),
+                            details: format!("the guest keeps reporting: {report}"),
+                        }));
+                    }
+                    tracing::info!(
+                        instance = %self.wf.instance_id, step = w.after, report = %report,
+                        "the guest reports it is idle after being asked; asking again"
+                    );
+                    self.reopen(&[w.after], &format!("guest idle: {report}"))
+                        .await?;
+                }
+            }
+        }
+    }
+
+    /// Journals steps `steps` as not done any more (`Compensated`, with `why`): the next [`Self::step`] of each
+    /// runs its side effect again.
+    pub async fn reopen(&mut self, steps: &[&str], why: &str) -> StepResult<()> {
+        self.renew().await?;
+        for step in steps {
+            self.journal(step, JournalPhase::Compensated, json!({ "reopened": why }))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn watch_guest(
+        &mut self,
+        name: &str,
+        w: WaitHealthy<'_>,
+        idle_ends: bool,
+    ) -> StepResult<Watched> {
         #[derive(Deserialize)]
         struct Done {
             status: ServiceStatus,
         }
         if let Some(d) = self.completed(name) {
             if let Ok(d) = serde_json::from_value::<Done>(d.clone()) {
-                return Ok(d.status);
+                return Ok(Watched::Healthy(d.status));
             }
         }
         self.renew().await?;
+        let cfg = &self.engine.config;
         let now = self.engine.clock.now();
         let since = self.first_started(w.after).unwrap_or(now);
         let latest = self.last_started(w.after).unwrap_or(now);
-        let timeout = chrono::Duration::from_std(w.timeout).unwrap_or(chrono::Duration::MAX);
+        let chrono_of =
+            |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         let mut deadline = latest
-            .checked_add_signed(timeout)
+            .checked_add_signed(chrono_of(w.timeout))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         if now >= deadline {
             // A worker that resumes after the deadline (its predecessor died, the lease had to expire first)
             // still watches the guest's next reports before it gives up.
-            let grace = chrono::Duration::from_std(self.engine.config.report_interval * 3)
-                .unwrap_or(chrono::Duration::seconds(30));
-            deadline = now + grace;
+            deadline = now + chrono_of(cfg.report_interval * 3);
         }
+        let idle_after = latest + chrono_of(cfg.report_interval * GUEST_IDLE_REPORTS);
+        let silence = chrono_of(cfg.guest_silence_timeout);
         self.journal(name, JournalPhase::Started, json!({ "deadline": deadline }))
             .await?;
         let instance_id = self.wf.instance_id;
         let mut last_renew = now;
+        // Silence counts from the latest of: this wait's start, the latest ask, the latest report.
+        let watch_from = now.max(latest);
         loop {
             let st = self
                 .engine
@@ -374,9 +474,11 @@ impl StepContext<'_> {
                     let status = st.status;
                     self.journal(name, JournalPhase::Completed, json!({ "status": status }))
                         .await?;
-                    return Ok(status);
+                    return Ok(Watched::Healthy(status));
                 }
-                if st.updated_at >= since && st.status == ServiceStatus::Failed {
+                // Strictly after the latest ask: a failure reported at the very instant of the ask answers the
+                // request before it.
+                if st.updated_at > latest && st.status == ServiceStatus::Failed {
                     let reason = st
                         .reason
                         .clone()
@@ -388,22 +490,47 @@ impl StepContext<'_> {
                         details: reason,
                     }));
                 }
+                if idle_ends
+                    && st.updated_at >= idle_after
+                    && matches!(st.status, ServiceStatus::New | ServiceStatus::Shutdown)
+                {
+                    let report = match &st.reason {
+                        Some(r) => format!("{} ({r})", st.status.description()),
+                        None => st.status.description().to_string(),
+                    };
+                    return Ok(Watched::Idle(report));
+                }
             }
             let now = self.engine.clock.now();
-            if now >= deadline {
+            let last_heard = st
+                .as_ref()
+                .map_or(watch_from, |s| s.updated_at.max(watch_from));
+            let silent = now - last_heard >= silence;
+            if now >= deadline || silent {
+                let last = st.map_or("none".to_string(), |s| s.status.description().to_string());
+                let (message, details) = if silent && now < deadline {
+                    (
+                        format!(
+                            "The guest agent sent no report for {} s; check that it runs, then delete the \
+                             instance or try again.",
+                            silence.num_seconds()
+                        ),
+                        format!("no report from guest {instance_id} since {last_heard} (last status: {last})"),
+                    )
+                } else {
+                    (
+                        "The guest agent did not report a running datastore in time.".to_string(),
+                        format!("no healthy report from guest {instance_id} by {deadline} (last status: {last})"),
+                    )
+                };
                 return Err(Stop::Fail(Failure {
                     task: w.timeout_task,
                     service: Some(ServiceStatus::FailedTimeoutGuestagent),
-                    message: "The guest agent did not report a running datastore in time.".into(),
-                    details: format!(
-                        "no healthy report from guest {instance_id} by {deadline} (last status: {})",
-                        st.map_or("none".to_string(), |s| s.status.description().to_string())
-                    ),
+                    message,
+                    details,
                 }));
             }
-            if (now - last_renew).to_std().unwrap_or_default() * 3
-                >= self.engine.config.workflow_lease
-            {
+            if (now - last_renew).to_std().unwrap_or_default() * 3 >= cfg.workflow_lease {
                 self.renew().await?;
                 last_renew = now;
             }

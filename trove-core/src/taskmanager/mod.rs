@@ -31,7 +31,9 @@ mod engine;
 mod registry;
 pub mod workflows;
 
-pub use context::{Failure, StepContext, StepResult, StepStart, Stop, WaitHealthy};
+pub use context::{
+    Failure, StepContext, StepResult, StepStart, Stop, WaitHealthy, GUEST_IDLE_REPORTS, MAX_ASKS,
+};
 pub use registry::{Registry, WorkflowDef};
 pub use workflows::{
     ApplyConfigurationParams, CreateParams, DeleteParams, ForceDeleteParams, MigrateParams,

@@ -125,8 +125,11 @@ impl Mysql {
         Ok(())
     }
 
-    fn initialized(&self) -> bool {
-        self.base.layout.data_dir.join("mysql").is_dir()
+    /// Whether the data directory was initialised completely (state recorded by `init`; a prepared instance
+    /// from before the record existed counts as initialised).
+    fn initialized(&self) -> Result<bool> {
+        let st = self.base.layout.state()?;
+        Ok(st.initialized || st.prepared)
     }
 
     async fn init_datadir(&self) -> Result<()> {
@@ -219,7 +222,7 @@ impl Engine for Mysql {
     }
 
     async fn init(&self) -> Result<()> {
-        if self.initialized() {
+        if self.initialized()? {
             return Ok(());
         }
         if let Err(e) = self.init_datadir().await {
@@ -227,6 +230,7 @@ impl Engine for Mysql {
             tracing::warn!(instance = %self.base.ctx.instance_id, error = %e, "initialising the data dir failed; retrying once");
             self.init_datadir().await?;
         }
+        self.base.layout.update_state(|s| s.initialized = true)?;
         Ok(())
     }
 

@@ -169,15 +169,11 @@ impl Postgres {
         Ok(())
     }
 
-    fn initialized(&self) -> bool {
-        self.base.layout.data_dir.join("PG_VERSION").is_file()
-            && self
-                .base
-                .layout
-                .data_dir
-                .join("global")
-                .join("pg_control")
-                .is_file()
+    /// Whether the data directory was initialised completely (state recorded by `init`; a prepared instance
+    /// from before the record existed counts as initialised).
+    fn initialized(&self) -> Result<bool> {
+        let st = self.base.layout.state()?;
+        Ok(st.initialized || st.prepared)
     }
 
     async fn init_datadir(&self) -> Result<()> {
@@ -241,10 +237,12 @@ impl Engine for Postgres {
     }
 
     async fn init(&self) -> Result<()> {
-        if self.initialized() {
+        if self.initialized()? {
             return Ok(());
         }
-        self.init_datadir().await
+        self.init_datadir().await?;
+        self.base.layout.update_state(|s| s.initialized = true)?;
+        Ok(())
     }
 
     fn spawn(&self) -> Result<Spawn> {

@@ -27,7 +27,7 @@ pub struct CreateParams {
     /// Initial databases.
     #[serde(default)]
     pub databases: Vec<DatabaseSpec>,
-    /// Initial users (passwords are scrubbed once the guest was asked to prepare).
+    /// Initial users (passwords are scrubbed when the workflow ends).
     #[serde(default)]
     pub users: Vec<UserSpec>,
     /// Root password to set on create.
@@ -159,7 +159,10 @@ impl WorkflowDef for Create {
             .await?;
         }
 
-        // 3. prepare (a cast: the guest may not serve its topic yet; the message waits for it)
+        // 3. prepare (a cast: the guest may not serve its topic yet; the message waits for it), then 4. wait for
+        // the guest's HEALTHY report. A prepare lost with a crashed process, or cut short by one, is asked for
+        // again when the guest reports that it waits to be prepared; so the secrets stay in the parameters until
+        // the workflow ends (it scrubs them then, whether it succeeds or fails).
         let guest = cx.guest();
         let req = PrepareRequest {
             memory_mb: p.flavor.ram_mb,
@@ -171,38 +174,37 @@ impl WorkflowDef for Create {
         };
         let scrubbed = p.scrubbed;
         let compute = cx.compute();
-        cx.step("prepare", |_| async move {
-            // Make sure the guest runs: after a restart of the whole process the server step is done but its
-            // guest may be gone; create_server is idempotent and (re)launches the guest.
-            compute
-                .create_server(&spec_again)
-                .await
-                .map_err(|e| fail("The server could not be found or started again.", &e))?;
-            if scrubbed {
-                return Err(Failure::with_details(
-                    "The build cannot be resumed: its secrets were already discarded.",
-                    "prepare must be re-sent but the workflow's passwords were scrubbed",
-                )
-                .into());
-            }
-            guest
-                .prepare(req)
-                .await
-                .map_err(|e| fail("The guest could not be asked to prepare.", &e))
-        })
-        .await?;
-        if !scrubbed {
-            // The guest has the secrets now; they are not needed any more.
-            let mut forgotten = p.clone();
-            forgotten.scrub();
-            cx.set_params(&forgotten).await?;
-        }
-
-        // 4. wait for the guest's HEALTHY report
         let timeout = cx.config().usage_timeout;
-        cx.wait_healthy(
+        cx.guest_work(
             "wait_healthy",
             WaitHealthy::after("prepare", timeout).timeout_task(TaskStatus::BuildingErrorTimeoutGa),
+            || {
+                let (compute, spec, guest, req) = (
+                    compute.clone(),
+                    spec_again.clone(),
+                    guest.clone(),
+                    req.clone(),
+                );
+                async move {
+                    // Make sure the guest runs: after a restart of the whole process the server step is done but
+                    // its guest may be gone; create_server is idempotent and (re)launches the guest.
+                    compute
+                        .create_server(&spec)
+                        .await
+                        .map_err(|e| fail("The server could not be found or started again.", &e))?;
+                    if scrubbed {
+                        return Err(Failure::with_details(
+                            "The build cannot be resumed: its secrets were already discarded.",
+                            "prepare must be re-sent but the workflow's passwords were scrubbed",
+                        )
+                        .into());
+                    }
+                    guest
+                        .prepare(req)
+                        .await
+                        .map_err(|e| fail("The guest could not be asked to prepare.", &e))
+                }
+            },
         )
         .await?;
 
@@ -222,6 +224,16 @@ impl WorkflowDef for Create {
         vec![
             Scenario::new("create", |w| {
                 Box::pin(async move { w.create_instance("db").await })
+            })
+            .check(|w, id| Box::pin(async move { w.expect_active(id).await })),
+            // The prepare request is lost (it died with a crashed process): the guest keeps reporting that it
+            // waits to be prepared, and the workflow asks again.
+            Scenario::new("create whose prepare request the guest never gets", |w| {
+                Box::pin(async move {
+                    let id = w.create_instance("db").await?;
+                    w.bus.drop_next_on(&crate::rpc::guest_topic(id), 1);
+                    Ok(id)
+                })
             })
             .check(|w, id| Box::pin(async move { w.expect_active(id).await })),
             // The guest fails to prepare (once): the build fails with the guest's reason, unless a crash made a

@@ -16,10 +16,11 @@ use serde_json::Map;
 use std::future::Future;
 use std::time::Duration;
 
-use super::context::{Failure, StepContext, StepResult, Stop};
+use super::context::{Failure, StepContext, StepResult, Stop, WaitHealthy};
 use super::registry::Registry;
 use crate::error::Result;
 use crate::ports::{DynClock, PrepareRequest};
+use crate::state::ServiceStatus;
 
 pub mod configuration;
 pub mod create;
@@ -105,16 +106,24 @@ pub(crate) async fn rebuild_request(cx: &StepContext<'_>) -> StepResult<PrepareR
     })
 }
 
-/// Step `name`: casts `rebuild` to the guest (the cast waits in the guest's topic until the guest serves it).
-pub(crate) async fn guest_rebuild_step(cx: &mut StepContext<'_>, name: &str) -> StepResult<()> {
+/// Steps `ask` and `wait`: casts `rebuild` to the guest (the cast waits in the guest's topic until the guest
+/// serves it) and waits for its healthy report, asking again when the guest reports it is idle
+/// ([`StepContext::guest_work`]).
+pub(crate) async fn guest_rebuild(
+    cx: &mut StepContext<'_>,
+    ask: &str,
+    wait: &str,
+) -> StepResult<ServiceStatus> {
     let req = rebuild_request(cx).await?;
     let guest = cx.guest();
-    cx.step(name, |_| async move {
-        guest
-            .rebuild(req)
-            .await
-            .map_err(|e| Failure::new("The guest could not be asked to rebuild.", &e))?;
-        Ok(())
+    let high = cx.config().agent_call_high_timeout;
+    cx.guest_work(wait, WaitHealthy::after(ask, high), || {
+        let (guest, req) = (guest.clone(), req.clone());
+        async move {
+            guest.rebuild(req).await.map_err(|e| {
+                Stop::Fail(Failure::new("The guest could not be asked to rebuild.", &e))
+            })
+        }
     })
     .await
 }

@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{fail, guest_rebuild_step, stop_db_tolerant};
+use super::{fail, guest_rebuild, stop_db_tolerant};
 use crate::model::{WorkflowKind, WorkflowParams};
 use crate::state::{ServerStatus, TaskStatus};
-use crate::taskmanager::{StepContext, StepResult, WaitHealthy, WorkflowDef};
+use crate::taskmanager::{StepContext, StepResult, WorkflowDef};
 
 /// Parameters of the rebuild workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,9 +56,7 @@ impl WorkflowDef for Rebuild {
                 })
             })
             .await?;
-        guest_rebuild_step(cx, "guest_rebuild").await?;
-        cx.wait_healthy("wait_healthy", WaitHealthy::after("guest_rebuild", high))
-            .await?;
+        guest_rebuild(cx, "guest_rebuild", "wait_healthy").await?;
         cx.finish(|i, _| {
             i.task = TaskStatus::None;
             i.server_status = ServerStatus::Active;

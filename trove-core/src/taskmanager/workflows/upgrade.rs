@@ -10,10 +10,10 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{fail, guest_rebuild_step, stop_db_tolerant};
+use super::{fail, guest_rebuild, stop_db_tolerant};
 use crate::model::{DatastoreVersion, WorkflowKind, WorkflowParams};
 use crate::state::{ServerStatus, TaskStatus};
-use crate::taskmanager::{Failure, StepContext, StepResult, Stop, WaitHealthy, WorkflowDef};
+use crate::taskmanager::{Failure, StepContext, StepResult, Stop, WorkflowDef};
 
 /// Parameters of the upgrade workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,9 +82,7 @@ impl WorkflowDef for Upgrade {
             "The server could not be switched to the new datastore version.",
         )
         .await?;
-        guest_rebuild_step(cx, "guest_rebuild").await?;
-        cx.wait_healthy("wait_healthy", WaitHealthy::after("guest_rebuild", high))
-            .await?;
+        guest_rebuild(cx, "guest_rebuild", "wait_healthy").await?;
         let new_id = p.new_version.id;
         cx.finish(|i, _| {
             i.task = TaskStatus::None;
@@ -186,7 +184,10 @@ impl WorkflowDef for Upgrade {
                             inst.fault
                                 .as_ref()
                                 .is_some_and(|f| f.message.contains("rolled back")),
-                            "the fault does not say the instance was rolled back",
+                            &format!(
+                                "the fault does not say the instance was rolled back: {:?}",
+                                inst.fault.as_ref().map(|f| &f.message)
+                            ),
                         )
                     } else {
                         w.expect_active(id).await?;
@@ -211,9 +212,7 @@ async fn switch_back(cx: &mut StepContext<'_>, p: &UpgradeParams) -> StepResult<
         "the server could not be switched back",
     )
     .await?;
-    guest_rebuild_step(cx, "rollback_guest").await?;
-    let high = cx.config().agent_call_high_timeout;
-    cx.wait_healthy("rollback_wait", WaitHealthy::after("rollback_guest", high))
+    guest_rebuild(cx, "rollback_guest", "rollback_wait")
         .await
         .map(|_| ())
 }
