@@ -175,6 +175,31 @@ pub fn blocking(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
     })
 }
 
+/// Like [`blocking`], but a request that gets no answer at all (the server died) is `None` instead of a panic.
+pub fn try_blocking(method: &str, url: &str, body: Option<&str>) -> Option<(u16, Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = reqwest::Client::new()
+            .request(m, url)
+            .header("Accept", "application/json")
+            .header("X-Auth-Token", "t")
+            .timeout(Duration::from_secs(120));
+        if let Some(b) = body {
+            r = r
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = r.send().await.ok()?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.ok()?;
+        Some((status, parse_body(&text)))
+    })
+}
+
 /// A blocking JSON GET (status, body) for sync tests.
 pub fn get_json(url: &str) -> (u16, Value) {
     blocking("GET", url, None)

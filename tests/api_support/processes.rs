@@ -467,28 +467,9 @@ pub fn trove_manage_ok(state: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Path of the all-in-one example binary of this build, building it when missing or older than this test.
+/// Path of the all-in-one example binary of this build ([`example_binary`]).
 pub fn all_in_one_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = profile_dir();
-    let bin = profile_dir.join("examples").join("all-in-one");
-    let fresh = |b: &Path| {
-        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        matches!((m(b), m(&exe)), (Some(b), Some(e)) if b >= e)
-    };
-    if !fresh(&bin) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root())
-            .args(["build", "--example", "all-in-one"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("cargo runs");
-        assert!(st.success(), "cargo build --example all-in-one failed");
-    }
-    assert!(bin.exists(), "{} is missing", bin.display());
-    bin
+    example_binary("all-in-one")
 }
 
 impl AllInOne {
@@ -499,11 +480,17 @@ impl AllInOne {
 
     /// Starts the server on `state` (to test restarts).
     pub fn start_in(state: tempfile::TempDir, extra: &[&str]) -> AllInOne {
+        AllInOne::start_env(state, extra, &[])
+    }
+
+    /// Starts the server on `state` with `env` added to its environment (kill points of crash tests).
+    pub fn start_env(state: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> AllInOne {
         use std::io::BufRead;
         let mut child = Command::new(all_in_one_binary())
             .args(["--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state.path())
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -525,6 +512,31 @@ impl AllInOne {
             base: format!("http://{addr}"),
             child,
             state,
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the server exits by itself (a kill point), at most `within`; answers its exit status and state
+    /// directory, or the server itself when it still runs.
+    pub fn wait_exit(
+        mut self,
+        within: Duration,
+    ) -> Result<(std::process::ExitStatus, tempfile::TempDir), AllInOne> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                let state =
+                    std::mem::replace(&mut self.state, tempfile::tempdir().expect("tempdir"));
+                return Ok((s, state));
+            }
+            if Instant::now() >= deadline {
+                return Err(self);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -8,6 +8,8 @@
 //!   that name. Names are `<operation>:<moment>`; the guest's are listed in its prepare.
 //! - [`CRASH_AT_JOURNAL_WRITE_ENV`] (`TROVE_CRASH_BEFORE_JOURNAL_WRITE=3`): die instead of performing the N-th
 //!   journal write of a workflow (1-based), i.e. between two steps of the task manager.
+//! - [`CRASH_ONCE_ENV`] (`TROVE_CRASH_ONCE=/tmp/x.mark`): die at the point only when the file does not exist yet
+//!   (it is created just before), for processes relaunched with the same environment.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -20,6 +22,21 @@ pub const CRASH_AT_JOURNAL_WRITE_ENV: &str = "TROVE_CRASH_BEFORE_JOURNAL_WRITE";
 fn env_once(cell: &'static OnceLock<Option<String>>, name: &str) -> Option<&'static str> {
     cell.get_or_init(|| std::env::var(name).ok().filter(|v| !v.is_empty()))
         .as_deref()
+}
+
+/// With [`CRASH_ONCE_ENV`] naming a file: whether that file is absent (it is created then). A process that is
+/// relaunched with the same environment (a guest agent its supervisor restarts) so dies at its kill point once.
+pub const CRASH_ONCE_ENV: &str = "TROVE_CRASH_ONCE";
+
+fn first_time() -> bool {
+    match std::env::var_os(CRASH_ONCE_ENV) {
+        None => true,
+        Some(path) => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .is_ok(),
+    }
 }
 
 /// Dies now, by `SIGKILL` sent to this very process (nothing is flushed, no destructor runs).
@@ -36,7 +53,7 @@ pub fn die_now(why: &str) -> ! {
 /// Dies when [`CRASH_POINT_ENV`] names `point`.
 pub fn crash_point(point: &str) {
     static POINT: OnceLock<Option<String>> = OnceLock::new();
-    if env_once(&POINT, CRASH_POINT_ENV) == Some(point) {
+    if env_once(&POINT, CRASH_POINT_ENV) == Some(point) && first_time() {
         die_now(point);
     }
 }
@@ -50,7 +67,7 @@ pub fn crash_before_journal_write() {
     else {
         return;
     };
-    if WRITES.fetch_add(1, Ordering::SeqCst) + 1 == at {
+    if WRITES.fetch_add(1, Ordering::SeqCst) + 1 == at && first_time() {
         die_now(&format!("before journal write {at}"));
     }
 }
