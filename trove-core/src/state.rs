@@ -598,6 +598,37 @@ mod tests {
         assert!(check_operation("i", Operation::Delete, &failed).is_ok());
     }
 
+    /// A member can always get rid of an instance that failed: delete is accepted in every error task, whatever
+    /// the server and the guest report (no admin reset_status needed first).
+    #[test]
+    fn delete_is_accepted_in_every_error_task() {
+        let servers = [
+            None,
+            Some(ServerStatus::Active),
+            Some(ServerStatus::Error),
+            Some(ServerStatus::Build),
+            Some(ServerStatus::Shutdown),
+        ];
+        let errors: Vec<TaskStatus> = TaskStatus::ALL
+            .iter()
+            .copied()
+            .filter(|t| t.is_error())
+            .collect();
+        assert!(errors.len() >= 10, "error tasks: {errors:?}");
+        for task in errors {
+            for server in servers {
+                for service in ServiceStatus::ALL.iter().copied() {
+                    let s = st(task, server, service);
+                    assert!(
+                        check_operation("i", Operation::Delete, &s).is_ok(),
+                        "delete refused in {task:?} / {server:?} / {service:?} (shown as {})",
+                        api_status(&s)
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn maintenance_statuses_and_gates() {
         let active = |task| st(task, Some(ServerStatus::Active), ServiceStatus::Healthy);
