@@ -9,7 +9,9 @@
 //! the guest's prepare on the real engine.
 //!
 //! CI runs a representative subset (create, delete and resize flavor on MariaDB, PostgreSQL and Redis, two kill
-//! points each). The full sweep, every kill point of those workflows on every engine, is
+//! points each). The full sweep (create, delete, resize flavor, resize volume, restart, upgrade, mgmt migrate and
+//! mgmt rebuild on every engine; every journal write of each, found by moving the kill point on until the
+//! operation ends before reaching it, plus the guest's prepare points) is
 //! `TROVE_KILL_SWEEP=full cargo nextest run --all-features --test kill_anywhere --no-capture`; it prints one line
 //! per case and a summary (cases, all converged, the longest convergence). `TROVE_KILL_ONLY=<text>` runs only
 //! the cases whose description contains the text (e.g. `TROVE_KILL_ONLY='Create on redis'`).
@@ -38,6 +40,11 @@ enum Op {
     Create,
     Delete,
     ResizeFlavor,
+    ResizeVolume,
+    Restart,
+    Upgrade,
+    Migrate,
+    Rebuild,
 }
 
 /// One case: an operation on an engine, and where the process dies.
@@ -59,53 +66,60 @@ impl std::fmt::Display for Case {
 }
 
 const ENGINES: [&str; 3] = ["mariadb", "postgresql", "redis"];
+/// The guest's kill points inside prepare (create only).
+const PREPARE_POINTS: [&str; 5] = [
+    "after_init",
+    "after_start",
+    "after_bootstrap",
+    "after_seed",
+    "after_prepared",
+];
+/// Journal writes tried at most per operation in the full sweep (the sweep of an operation ends at the first
+/// write the operation finishes before).
+const MAX_JOURNAL_WRITES: u32 = 16;
 
-/// Kill points of each operation: journal writes (2 per step: before and after its side effect) and the guest's
-/// prepare points. `full`: every one; otherwise two per operation.
-fn kill_points(op: Op, full: bool) -> Vec<(&'static str, String)> {
-    let journal = |n: u32| (JOURNAL, n.to_string());
-    let point = |p: &str| (POINT, format!("prepare:{p}"));
-    match (op, full) {
-        (Op::Create, false) => vec![point("after_init"), journal(6)],
-        // volume, server, prepare, wait (2 lines each), then the guest's own points.
-        (Op::Create, true) => (1..=8)
-            .map(journal)
-            .chain(
-                [
-                    "after_init",
-                    "after_start",
-                    "after_bootstrap",
-                    "after_seed",
-                    "after_prepared",
-                ]
-                .map(point),
-            )
-            .collect(),
-        (Op::Delete, false) => vec![journal(3), journal(6)],
-        // stop_db, delete_server, delete_volume, delete_topic.
-        (Op::Delete, true) => (1..=8).map(journal).collect(),
-        (Op::ResizeFlavor, false) => vec![journal(2), journal(4)],
-        // resize_server, apply_flavor, wait_healthy.
-        (Op::ResizeFlavor, true) => (1..=6).map(journal).collect(),
-    }
+fn full_sweep() -> bool {
+    std::env::var("TROVE_KILL_SWEEP").is_ok_and(|v| v == "full")
 }
 
-fn cases() -> Vec<Case> {
-    let full = std::env::var("TROVE_KILL_SWEEP").is_ok_and(|v| v == "full");
+fn journal(n: u32) -> (&'static str, String) {
+    (JOURNAL, n.to_string())
+}
+
+/// The CI subset: two kill points per operation (journal writes count 2 per step: before and after its side
+/// effect).
+fn ci_cases() -> Vec<Case> {
     let mut out = Vec::new();
-    for op in [Op::Create, Op::Delete, Op::ResizeFlavor] {
+    for (op, kills) in [
+        // prepare's guest point, and the prepare step's "completed" line (the cast sent, its answer lost).
+        (
+            Op::Create,
+            vec![(POINT, "prepare:after_init".to_string()), journal(6)],
+        ),
+        // stop_db, delete_server, delete_volume, delete_topic: inside delete_server, inside delete_volume.
+        (Op::Delete, vec![journal(3), journal(6)]),
+        // resize_server, apply_flavor, wait_healthy: after the server resize, before the guest's.
+        (Op::ResizeFlavor, vec![journal(2), journal(4)]),
+    ] {
         for ds in ENGINES {
-            for kill in kill_points(op, full) {
-                out.push(Case { ds, op, kill });
+            for kill in &kills {
+                out.push(Case {
+                    ds,
+                    op,
+                    kill: kill.clone(),
+                });
             }
         }
     }
-    // `TROVE_KILL_ONLY=<text>`: only the cases whose description contains it (to rerun one).
-    match std::env::var("TROVE_KILL_ONLY") {
-        Ok(only) if !only.is_empty() => out.retain(|c| c.to_string().contains(&only)),
-        _ => {}
-    }
     out
+}
+
+/// `TROVE_KILL_ONLY=<text>`: only the cases whose description contains it (to rerun one).
+fn selected(c: &Case) -> bool {
+    match std::env::var("TROVE_KILL_ONLY") {
+        Ok(only) if !only.is_empty() => c.to_string().contains(&only),
+        _ => true,
+    }
 }
 
 fn url(server: &AllInOne, path: &str) -> String {
@@ -175,6 +189,92 @@ fn find(server: &AllInOne, name: &str) -> Option<String> {
         .flatten()
         .find(|i| i["name"] == name)
         .and_then(|i| i["id"].as_str().map(str::to_string))
+}
+
+/// The image (binary directory) and manager of the default version of `ds` (mgmt view).
+fn version_of(server: &AllInOne, ds: &str) -> (String, String) {
+    let (s, list) = get_json(&url(server, "/mgmt/datastore-versions"));
+    assert_eq!(s, 200, "{list}");
+    let v = list["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["datastore_name"] == ds && v["default"] == true)
+        .unwrap_or_else(|| panic!("no default version of {ds} in {list}"));
+    (
+        v["image"].as_str().unwrap_or_default().to_string(),
+        v["datastore_manager"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Sends the request of `op` on `id`; `None` when the server died before it answered.
+fn ask(server: &AllInOne, op: Op, id: &str) -> Option<(u16, Value)> {
+    let action = |body: &str| {
+        try_blocking(
+            "POST",
+            &url(server, &format!("/instances/{id}/action")),
+            Some(body),
+        )
+    };
+    let mgmt = |body: String| {
+        try_blocking(
+            "POST",
+            &url(server, &format!("/mgmt/instances/{id}/action")),
+            Some(&body),
+        )
+    };
+    match op {
+        Op::Create => unreachable!("create is asked by `create`"),
+        Op::Delete => try_blocking("DELETE", &url(server, &format!("/instances/{id}")), None),
+        Op::ResizeFlavor => action(r#"{"resize": {"flavorRef": "1"}}"#),
+        Op::ResizeVolume => action(r#"{"resize": {"volume": {"size": 2}}}"#),
+        Op::Restart => action(r#"{"restart": {}}"#),
+        Op::Upgrade => try_blocking(
+            "PATCH",
+            &url(server, &format!("/instances/{id}")),
+            Some(&json!({"instance": {"datastore_version": UPGRADE_TO}}).to_string()),
+        ),
+        Op::Migrate => mgmt(json!({"migrate": {"host": "remote"}}).to_string()),
+        // A Glance-style image id: the local compute records it and rebuilds on the version's binaries.
+        Op::Rebuild => mgmt(
+            json!({"rebuild": {"image_id": "3e50414a-8532-4646-982c-a66fe8f0411b"}}).to_string(),
+        ),
+    }
+}
+
+/// The second version record an upgrade goes to (the same binaries under another name).
+const UPGRADE_TO: &str = "kill-upgrade";
+
+/// What must hold before `op` is asked (the server runs without a kill point).
+fn prepare_for(server: &AllInOne, op: Op, ds: &str) {
+    if op == Op::Upgrade {
+        let (image, manager) = version_of(server, ds);
+        let body = json!({"version": {
+            "name": UPGRADE_TO, "datastore_name": ds, "datastore_manager": manager,
+            "image": image, "active": true,
+        }});
+        let (s, b) = blocking(
+            "POST",
+            &url(server, "/mgmt/datastore-versions"),
+            Some(&body.to_string()),
+        );
+        assert!(s == 200 || s == 202, "add version {UPGRADE_TO}: {s} {b}");
+    }
+}
+
+/// Whether `op` reached its end, from the instance's status code and view (read after the request was accepted:
+/// the API marks the instance busy before it answers, so a healthy view means the workflow ended).
+fn ended(op: Op, s: u16, i: &Value) -> bool {
+    match op {
+        Op::Delete => s == 404,
+        Op::ResizeFlavor => healthy(i) && i["flavor"]["id"] == "1",
+        Op::ResizeVolume => healthy(i) && i["volume"]["size"] == 2,
+        Op::Upgrade => healthy(i) && i["datastore"]["version"] == UPGRADE_TO,
+        Op::Create | Op::Restart | Op::Migrate | Op::Rebuild => healthy(i),
+    }
 }
 
 /// Files or directories under `dir` whose name contains `id`.
@@ -249,107 +349,185 @@ fn assert_user(server: &AllInOne, id: &str, case: &Case) {
     );
 }
 
-/// Waits for the killed process to die at its kill point; answers the state directory.
-fn died(server: AllInOne, case: &Case) -> tempfile::TempDir {
-    match server.wait_exit(Duration::from_secs(120)) {
-        Ok((status, state)) => {
-            assert!(
-                !status.success(),
-                "{case}: the process exited cleanly: {status}"
-            );
-            state
+/// How a killed run ended.
+enum Killed {
+    /// The process died at its kill point: its state directory.
+    Died(tempfile::TempDir),
+    /// The operation ended before the kill point (beyond the operation's last journal write).
+    NotReached(AllInOne),
+}
+
+/// Waits for the process to die at its kill point, or for `op` on `id` to end without it.
+fn killed(server: AllInOne, op: Op, id: Option<&str>, case: &Case) -> Killed {
+    let deadline = Instant::now() + CONVERGE;
+    let mut server = server;
+    loop {
+        server = match server.wait_exit(Duration::from_millis(300)) {
+            Ok((status, state)) => {
+                assert!(
+                    !status.success(),
+                    "{case}: the process exited cleanly: {status}"
+                );
+                return Killed::Died(state);
+            }
+            Err(server) => server,
+        };
+        if let Some(id) = id {
+            if let Some((s, body)) =
+                try_blocking("GET", &url(&server, &format!("/instances/{id}")), None)
+            {
+                if ended(op, s, &body["instance"]) {
+                    return Killed::NotReached(server);
+                }
+            }
         }
-        Err(_) => panic!("{case}: the kill point was never reached"),
+        assert!(
+            Instant::now() < deadline,
+            "{case}: neither the kill point nor the end of the operation within {CONVERGE:?}"
+        );
     }
 }
 
-/// Runs one case; answers the time from the restart to convergence.
-fn run(case: &Case) -> Duration {
+/// The server's arguments in this test: every caller is an admin (mgmt migrate and rebuild), and a second local
+/// host to migrate to.
+const ARGS: [&str; 3] = ["--noauth-admin", "--host", "remote"];
+
+/// Runs one case; answers the time from the restart to convergence, or `None` when the operation ended before
+/// the kill point.
+fn run(case: &Case) -> Option<Duration> {
     let state = engine_state_dir();
     let _guard = KillGuard(state.path().to_path_buf());
     let kill = [(case.kill.0, case.kill.1.as_str())];
     let name = format!("k-{}", case.ds);
-    let (state, id) = match case.op {
-        Op::Create => {
-            let server = AllInOne::start_env(state, &[], &kill);
-            let id = create(&server, case.ds, &name);
-            (died(server, case), id)
+    let (op, ds) = (case.op, case.ds);
+    let (outcome, id) = if op == Op::Create {
+        let server = AllInOne::start_env(state, &ARGS, &kill);
+        let id = create(&server, ds, &name);
+        (killed(server, op, id.as_deref(), case), id)
+    } else {
+        let server = AllInOne::start_in(state, &ARGS);
+        let id = create(&server, ds, &name).expect("create answered");
+        wait_for(&server, &id, "ACTIVE", CONVERGE, |_, i| healthy(i));
+        prepare_for(&server, op, ds);
+        let (_, state) = server.stop();
+        let server = AllInOne::start_env(state, &ARGS, &kill);
+        // No answer: the process died before it answered (the request may or may not have been taken).
+        if let Some((s, body)) = ask(&server, op, &id) {
+            assert!(s == 202 || s == 200, "{case}: {s} {body}");
         }
-        Op::Delete | Op::ResizeFlavor => {
-            let server = AllInOne::start_in(state, &[]);
-            let id = create(&server, case.ds, &name).expect("create answered");
-            wait_for(&server, &id, "ACTIVE", CONVERGE, |_, i| healthy(i));
+        (killed(server, op, Some(&id), case), Some(id))
+    };
+    let state = match outcome {
+        Killed::Died(state) => state,
+        Killed::NotReached(server) => {
+            // Clean up on a server without the kill point (the killed one would die in the delete's journal).
             let (_, state) = server.stop();
-            let server = AllInOne::start_env(state, &[], &kill);
-            let answer = match case.op {
-                Op::Delete => {
-                    try_blocking("DELETE", &url(&server, &format!("/instances/{id}")), None)
-                }
-                _ => try_blocking(
-                    "POST",
-                    &url(&server, &format!("/instances/{id}/action")),
-                    Some(r#"{"resize": {"flavorRef": "1"}}"#),
-                ),
-            };
-            // No answer: the process died before it answered (the request may or may not have been taken).
-            if let Some((s, body)) = answer {
-                assert_eq!(s, 202, "{case}: {body}");
+            let server = AllInOne::start_in(state, &ARGS);
+            if let Some(id) = &id {
+                delete_and_check_clean(&server, id, case);
             }
-            (died(server, case), Some(id))
+            let _ = server.stop();
+            return None;
         }
     };
     let restarted = Instant::now();
-    let server = AllInOne::start_in(state, &[]);
+    let server = AllInOne::start_in(state, &ARGS);
     let id = id.or_else(|| find(&server, &name));
-    let took = match (case.op, id) {
+    let Some(id) = id else {
         // The create was never acknowledged and left nothing: a valid end.
-        (Op::Create, None) => restarted.elapsed(),
-        (Op::Create, Some(id)) => {
-            wait_for(&server, &id, "ACTIVE", CONVERGE, |_, i| healthy(i));
-            let took = restarted.elapsed();
-            assert_user(&server, &id, case);
-            delete_and_check_clean(&server, &id, case);
-            took
-        }
-        (Op::Delete, Some(id)) => {
-            wait_for(&server, &id, "deleted", CONVERGE, |s, _| s == 404);
-            let took = restarted.elapsed();
-            assert_gone(&server, &id, case);
-            took
-        }
-        (Op::ResizeFlavor, Some(id)) => {
-            wait_for(&server, &id, "resized and ACTIVE", CONVERGE, |_, i| {
-                healthy(i) && i["flavor"]["id"] == "1"
-            });
-            let took = restarted.elapsed();
-            assert_user(&server, &id, case);
-            delete_and_check_clean(&server, &id, case);
-            took
-        }
-        (op, None) => panic!("{case}: {op:?} lost its instance"),
+        assert_eq!(op, Op::Create, "{case}: the instance was lost");
+        let _ = server.stop();
+        return Some(restarted.elapsed());
     };
+    wait_for(&server, &id, "converged", CONVERGE, |s, i| ended(op, s, i));
+    let took = restarted.elapsed();
+    if op == Op::Delete {
+        assert_gone(&server, &id, case);
+    } else {
+        assert_user(&server, &id, case);
+        delete_and_check_clean(&server, &id, case);
+    }
     let _ = server.stop();
-    took
+    Some(took)
+}
+
+struct Tally {
+    cases: usize,
+    longest: (Duration, String),
+}
+
+impl Tally {
+    fn record(&mut self, case: &Case, took: Duration) {
+        eprintln!("converged in {took:>6.2?}: {case}");
+        self.cases += 1;
+        if took > self.longest.0 {
+            self.longest = (took, case.to_string());
+        }
+    }
 }
 
 #[test]
 fn every_kill_point_converges_after_a_restart() {
     let _lock = engines_lock();
-    let all = cases();
     let started = Instant::now();
-    let mut longest = (Duration::ZERO, String::new());
-    for case in &all {
-        let took = run(case);
-        eprintln!("converged in {took:>6.2?}: {case}");
-        if took > longest.0 {
-            longest = (took, case.to_string());
+    let mut tally = Tally {
+        cases: 0,
+        longest: (Duration::ZERO, String::new()),
+    };
+    if full_sweep() {
+        for op in [
+            Op::Create,
+            Op::Delete,
+            Op::ResizeFlavor,
+            Op::ResizeVolume,
+            Op::Restart,
+            Op::Upgrade,
+            Op::Migrate,
+            Op::Rebuild,
+        ] {
+            for ds in ENGINES {
+                let points = (op == Op::Create)
+                    .then_some(PREPARE_POINTS.map(|p| (POINT, format!("prepare:{p}"))))
+                    .into_iter()
+                    .flatten();
+                for kill in points {
+                    let case = Case { ds, op, kill };
+                    if selected(&case) {
+                        let took = run(&case).unwrap_or_else(|| panic!("{case}: not reached"));
+                        tally.record(&case, took);
+                    }
+                }
+                for n in 1..=MAX_JOURNAL_WRITES {
+                    let case = Case {
+                        ds,
+                        op,
+                        kill: journal(n),
+                    };
+                    if !selected(&case) {
+                        continue;
+                    }
+                    match run(&case) {
+                        Some(took) => tally.record(&case, took),
+                        None => {
+                            eprintln!("{op:?} on {ds}: ends before journal write {n}");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        for case in ci_cases().into_iter().filter(selected) {
+            let took =
+                run(&case).unwrap_or_else(|| panic!("{case}: the kill point was never reached"));
+            tally.record(&case, took);
         }
     }
     eprintln!(
         "kill sweep: {} cases, all converged, longest {:.2?} ({}), whole sweep {:.0?}",
-        all.len(),
-        longest.0,
-        longest.1,
+        tally.cases,
+        tally.longest.0,
+        tally.longest.1,
         started.elapsed()
     );
 }
