@@ -12,7 +12,8 @@
 //! points each). The full sweep (create, delete, resize flavor, resize volume, restart, upgrade, mgmt migrate and
 //! mgmt rebuild on every engine; every journal write of each, found by moving the kill point on until the
 //! operation ends before reaching it, plus the guest's prepare points) is
-//! `TROVE_KILL_SWEEP=full cargo nextest run --all-features --test kill_anywhere --no-capture`; it prints one line
+//! `TROVE_KILL_SWEEP=full cargo test --all-features --test kill_anywhere -- --nocapture` (cargo test: it runs longer
+//! than nextest's timeout); it prints one line
 //! per case and a summary (cases, all converged, the longest convergence). `TROVE_KILL_ONLY=<text>` runs only
 //! the cases whose description contains the text (e.g. `TROVE_KILL_ONLY='Create on redis'`).
 

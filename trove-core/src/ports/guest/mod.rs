@@ -94,6 +94,13 @@ pub fn not_supported(manager: Manager, what: &str) -> Error {
 /// - `prepare` is idempotent: a second call on a prepared instance only ensures the engine runs. It creates the
 ///   request's databases, users and root password, and refuses them (422, [`not_supported`]) when the strategy
 ///   lacks the facet.
+/// - Work survives the guest's death (the rule every long guest operation follows: prepare and rebuild now,
+///   backup, restore and replica copy later): a call cut short at any point (the guest killed, the machine off)
+///   and made again finishes the work, or cleans up its half-made state and starts again. A strategy records
+///   "done" only after its last step, and `status` of an instance whose prepare never finished answers NEW (not
+///   running) or BUILDING (running), so its agent reports that it waits to be prepared. The task manager relies on
+///   this: a guest that reports being idle after it was asked is asked again
+///   ([`StepContext::guest_work`](crate::taskmanager::StepContext::guest_work)).
 /// - `status` never fails because the engine is down: it answers SHUTDOWN or CRASHED with a reason.
 /// - An accessor answers the same every time; [`DatastoreStrategy::facets`] is derived from the accessors and is
 ///   not overridden.
