@@ -266,6 +266,40 @@ impl Layout {
         }
     }
 
+    /// Whether the data directory was initialised completely. Recorded on the volume beside the data (a rebuild
+    /// makes the guest's own records again, the data and this record stay): `data.initializing` while an init
+    /// runs, `data.initialized` once it ended. A directory with the first and not the second was half made by an
+    /// interrupted init. Data from before these records existed is judged by `looks_initialized` (the engine's own
+    /// files).
+    pub fn data_initialized(&self, looks_initialized: bool) -> bool {
+        if self.volume_dir.join("data.initialized").exists() {
+            return true;
+        }
+        if self.volume_dir.join("data.initializing").exists() {
+            return false;
+        }
+        looks_initialized
+    }
+
+    /// Runs `init` (which makes the data directory from scratch) between the records of
+    /// [`Self::data_initialized`].
+    pub async fn initialize_data<F, Fut>(&self, init: F) -> Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let (begun, done) = (
+            self.volume_dir.join("data.initializing"),
+            self.volume_dir.join("data.initialized"),
+        );
+        let _ = std::fs::remove_file(&done);
+        write_private(&begun, b"")?;
+        init().await?;
+        write_private(&done, b"")?;
+        let _ = std::fs::remove_file(&begun);
+        Ok(())
+    }
+
     /// The admin password, generated and stored (0600, owner only) on first use.
     pub fn ensure_admin_secret(&self) -> Result<Secret> {
         if let Some(s) = self.admin_secret()? {
@@ -315,10 +349,6 @@ pub(crate) struct GuestState {
     pub volume_size_gb: u32,
     /// Whether prepare completed once (recorded after its last step).
     pub prepared: bool,
-    /// Whether the data directory was initialised completely (recorded after the engine's last init step; a
-    /// directory without it is half made by an interrupted attempt and is made again from scratch).
-    #[serde(default)]
-    pub initialized: bool,
     /// Whether the engine should be running (a stop sets it false): tells SHUTDOWN from CRASHED.
     pub running: bool,
     /// Pid of the engine process last spawned.

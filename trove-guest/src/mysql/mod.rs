@@ -125,11 +125,11 @@ impl Mysql {
         Ok(())
     }
 
-    /// Whether the data directory was initialised completely (state recorded by `init`; a prepared instance
-    /// from before the record existed counts as initialised).
-    fn initialized(&self) -> Result<bool> {
-        let st = self.base.layout.state()?;
-        Ok(st.initialized || st.prepared)
+    /// Whether the data directory was initialised completely ([`Layout::data_initialized`]; data from before
+    /// the records: the system schema's directory).
+    fn initialized(&self) -> bool {
+        let l = &self.base.layout;
+        l.data_initialized(l.data_dir.join("mysql").is_dir())
     }
 
     async fn init_datadir(&self) -> Result<()> {
@@ -222,16 +222,21 @@ impl Engine for Mysql {
     }
 
     async fn init(&self) -> Result<()> {
-        if self.initialized()? {
+        if self.initialized() {
             return Ok(());
         }
-        if let Err(e) = self.init_datadir().await {
-            // One retry: a bootstrap interrupted under heavy load leaves a directory the retry starts afresh.
-            tracing::warn!(instance = %self.base.ctx.instance_id, error = %e, "initialising the data dir failed; retrying once");
-            self.init_datadir().await?;
-        }
-        self.base.layout.update_state(|s| s.initialized = true)?;
-        Ok(())
+        self.base
+            .layout
+            .initialize_data(|| async {
+                if let Err(e) = self.init_datadir().await {
+                    // One retry: a bootstrap interrupted under heavy load leaves a directory the retry starts
+                    // afresh.
+                    tracing::warn!(instance = %self.base.ctx.instance_id, error = %e, "initialising the data dir failed; retrying once");
+                    self.init_datadir().await?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     fn spawn(&self) -> Result<Spawn> {

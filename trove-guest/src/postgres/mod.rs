@@ -169,11 +169,11 @@ impl Postgres {
         Ok(())
     }
 
-    /// Whether the data directory was initialised completely (state recorded by `init`; a prepared instance
-    /// from before the record existed counts as initialised).
-    fn initialized(&self) -> Result<bool> {
-        let st = self.base.layout.state()?;
-        Ok(st.initialized || st.prepared)
+    /// Whether the data directory was initialised completely ([`Layout::data_initialized`]; data from before
+    /// the records: PostgreSQL's control file).
+    fn initialized(&self) -> bool {
+        let l = &self.base.layout;
+        l.data_initialized(l.data_dir.join("global").join("pg_control").is_file())
     }
 
     async fn init_datadir(&self) -> Result<()> {
@@ -237,12 +237,13 @@ impl Engine for Postgres {
     }
 
     async fn init(&self) -> Result<()> {
-        if self.initialized()? {
+        if self.initialized() {
             return Ok(());
         }
-        self.init_datadir().await?;
-        self.base.layout.update_state(|s| s.initialized = true)?;
-        Ok(())
+        self.base
+            .layout
+            .initialize_data(|| self.init_datadir())
+            .await
     }
 
     fn spawn(&self) -> Result<Spawn> {
