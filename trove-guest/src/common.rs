@@ -681,6 +681,38 @@ mod tests {
         assert_eq!(override_value("k", &serde_json::json!(5)).unwrap(), "5");
     }
 
+    /// An init cut short is made again; a finished one, or data from before the records, is kept; the records
+    /// live on the volume, so a rebuild (which makes the guest's own records again) keeps them.
+    #[tokio::test]
+    async fn data_init_records_tell_a_half_made_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("vol");
+        std::fs::create_dir_all(volume.join("data")).unwrap();
+        let layout = Layout {
+            server_dir: dir.path().join("server"),
+            guest_dir: dir.path().join("server/guest"),
+            engine_dir: dir.path().join("server/engine"),
+            data_dir: volume.join("data"),
+            volume_dir: volume.clone(),
+        };
+        // No records: the engine's own files decide (data made before the records existed).
+        assert!(!layout.data_initialized(false));
+        assert!(layout.data_initialized(true));
+        // An init that dies half way leaves "initializing": made again even if the engine's files look complete.
+        let died = layout
+            .initialize_data(|| async { Err(Error::backend("test", "killed half way", false)) })
+            .await;
+        assert!(died.is_err());
+        assert!(!layout.data_initialized(true));
+        // A finished init is kept, whatever the engine's files look like.
+        layout.initialize_data(|| async { Ok(()) }).await.unwrap();
+        assert!(layout.data_initialized(false));
+        assert!(!volume.join("data.initializing").exists());
+        // The guest's own records going (a rebuild) change nothing.
+        let _ = std::fs::remove_dir_all(&layout.guest_dir);
+        assert!(layout.data_initialized(false));
+    }
+
     #[test]
     fn run_as_resolves_names_and_numbers() {
         assert_eq!(
