@@ -187,6 +187,15 @@ fn openstack_cli_drives_the_all_in_one_server() {
         .ok(&["database", "root", "show", "db1", "-f", "json"])
         .json();
     assert_eq!(root["is_root_enabled"], true, "root show: {root}");
+    // Disabled, root shows as not enabled again (upstream marks the history deleted).
+    cli.ok(&["database", "root", "disable", "db1"]);
+    let root = cli
+        .ok(&["database", "root", "show", "db1", "-f", "json"])
+        .json();
+    assert_eq!(
+        root["is_root_enabled"], false,
+        "root show after disable: {root}"
+    );
 
     // --- configuration groups
     let cfg = cli

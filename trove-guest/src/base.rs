@@ -155,7 +155,7 @@ impl Base {
     /// Refuses names the guest keeps for itself.
     pub fn check_reserved(&self, name: &str) -> Result<()> {
         let reserved: &[&str] = match self.manager {
-            Manager::Postgresql => &["os_admin", "postgres"],
+            Manager::Postgresql => &["os_admin", "postgres", "root"],
             Manager::Redis => &["os_admin", "default"],
             _ => &["os_admin", "root", "mariadb.sys", "mysql"],
         };

@@ -21,7 +21,7 @@ async fn connect(port: u16, user: &str, pw: &str, db: &str) -> Result<PgConnecti
 }
 
 async fn shared_buffers_mb(port: u16, root_pw: &str) -> i64 {
-    let mut c = connect(port, "postgres", root_pw, "postgres")
+    let mut c = connect(port, "root", root_pw, "postgres")
         .await
         .expect("root connects");
     let row = c
@@ -228,7 +228,7 @@ async fn postgresql_real_engine_journey() {
         .disable_root()
         .await
         .expect("disable root");
-    assert!(connect(port, "postgres", root_pw.expose(), "postgres")
+    assert!(connect(port, "root", root_pw.expose(), "postgres")
         .await
         .is_err());
 

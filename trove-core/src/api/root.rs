@@ -5,21 +5,21 @@ use uuid::Uuid;
 
 use super::ApiService;
 use crate::error::{Error, Result};
-use crate::model::{validate_password, Facet, Manager, RootHistory, Secret};
+use crate::model::{validate_password, Facet, RootHistory, Secret};
 use crate::policy::rules;
 use crate::ports::{ChangeSet, RequestContext, Write};
 
 /// The answer of `POST /instances/{id}/root`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RootCredentials {
-    /// Always `root` (or the engine's superuser).
+    /// Always `root`, as upstream (on PostgreSQL too: a superuser of that name).
     pub name: String,
     /// Password.
     pub password: Secret,
 }
 
 impl ApiService {
-    /// `GET /instances/{id}/root`: whether root was ever enabled (root history).
+    /// `GET /instances/{id}/root`: whether root is enabled (a root history record, removed by a disable).
     pub async fn root_show(&self, ctx: &RequestContext, id: Uuid) -> Result<bool> {
         self.manage_data_instance(ctx, id, rules::ROOT_INDEX, Facet::Root, "root")
             .await?;
@@ -33,8 +33,7 @@ impl ApiService {
         id: Uuid,
         password: Option<Secret>,
     ) -> Result<RootCredentials> {
-        let (_, m) = self
-            .manage_data_instance(ctx, id, rules::ROOT_CREATE, Facet::Root, "root")
+        self.manage_data_instance(ctx, id, rules::ROOT_CREATE, Facet::Root, "root")
             .await?;
         if let Some(p) = &password {
             validate_password(p)?;
@@ -47,24 +46,24 @@ impl ApiService {
                 created: self.clock.now(),
             })))
             .await?;
-        let name = match m {
-            Manager::Postgresql => "postgres",
-            _ => "root",
-        };
         Ok(RootCredentials {
-            name: name.into(),
+            name: "root".into(),
             password,
         })
     }
 
-    /// `DELETE /instances/{id}/root`: 404 when root was never enabled.
+    /// `DELETE /instances/{id}/root`: disables root; `GET` answers false afterwards. 404 when root is not enabled.
     pub async fn root_disable(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
         self.manage_data_instance(ctx, id, rules::ROOT_DELETE, Facet::Root, "root")
             .await?;
         if self.store.get_root_history(id).await?.is_none() {
             return Err(Error::not_found("Root history of instance", id));
         }
-        self.guest(id).disable_root().await
+        self.guest(id).disable_root().await?;
+        // As upstream: root shows as not enabled once disabled (the history record goes with it).
+        self.store
+            .commit(ChangeSet::new().with(Write::DeleteRootHistory(id)))
+            .await
     }
 
     /// `GET /mgmt/instances/{id}/root` (admin): the root history record.

@@ -274,13 +274,19 @@ async fn databases_users_and_root() {
     assert!(!creds.password.is_empty());
     assert!(w.engines.engine(id).root_enabled());
     assert!(api.root_show(&t, id).await.unwrap());
-    api.root_disable(&t, id).await.unwrap();
     assert!(api
         .mgmt_root_history(&RequestContext::admin("a"), id)
         .await
         .unwrap()
         .is_some());
     assert_eq!(status(api.mgmt_root_history(&t, id).await), 403);
+    // Disabled: root shows false again, as upstream; a second disable finds nothing.
+    api.root_disable(&t, id).await.unwrap();
+    assert!(!w.engines.engine(id).root_enabled());
+    assert!(!api.root_show(&t, id).await.unwrap());
+    assert_eq!(status(api.root_disable(&t, id).await), 404);
+    api.root_enable(&t, id, None).await.unwrap();
+    assert!(api.root_show(&t, id).await.unwrap());
 
     // An unsupported datastore answers 422; a stopped datastore too.
     let mongo = active(&w, "mongodb").await;

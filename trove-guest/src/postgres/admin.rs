@@ -14,6 +14,9 @@ use trove_core::{Error, Result};
 
 use super::{exec_sql, Postgres, ADMIN_DB};
 
+/// The superuser `POST /instances/{id}/root` enables (upstream's name).
+pub(crate) const ROOT_ROLE: &str = "root";
+
 /// Quotes an identifier.
 pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -185,7 +188,7 @@ impl UsersFacet for Postgres {
         let rows = sqlx::query(
             "SELECT r.rolname::text, COALESCE(ARRAY(SELECT d.datname::text FROM pg_database d, aclexplode(d.datacl) a \
                WHERE a.grantee = r.oid AND a.privilege_type = 'CONNECT' ORDER BY d.datname), '{}') \
-             FROM pg_roles r WHERE r.rolcanlogin AND r.rolname NOT IN ('os_admin', 'postgres') \
+             FROM pg_roles r WHERE r.rolcanlogin AND r.rolname NOT IN ('os_admin', 'postgres', 'root') \
                AND r.rolname NOT LIKE 'pg\\_%' ORDER BY r.rolname",
         )
         .fetch_all(&mut c)
@@ -375,7 +378,8 @@ impl RootFacet for Postgres {
         let pw = password.unwrap_or_else(|| Secret::generate(24));
         validate_password(&pw)?;
         let mut c = self.connect_admin(ADMIN_DB).await?;
-        let verb = if self.role_exists(&mut c, "postgres").await? {
+        // Upstream's PostgreSQL root is a superuser named `root` (clients written for upstream log in as it).
+        let verb = if self.role_exists(&mut c, ROOT_ROLE).await? {
             "ALTER"
         } else {
             "CREATE"
@@ -383,7 +387,7 @@ impl RootFacet for Postgres {
         exec_sql(
             &mut c,
             &format!(
-                "{verb} ROLE postgres SUPERUSER LOGIN PASSWORD {}",
+                "{verb} ROLE {ROOT_ROLE} SUPERUSER LOGIN PASSWORD {}",
                 lit(pw.expose())
             ),
         )
@@ -395,10 +399,13 @@ impl RootFacet for Postgres {
 
     async fn disable_root(&self) -> Result<()> {
         let mut c = self.connect_admin(ADMIN_DB).await?;
-        if self.role_exists(&mut c, "postgres").await? {
-            exec_sql(&mut c, "ALTER ROLE postgres NOLOGIN PASSWORD NULL")
-                .await
-                .map_err(|e| self.err(e))?;
+        if self.role_exists(&mut c, ROOT_ROLE).await? {
+            exec_sql(
+                &mut c,
+                &format!("ALTER ROLE {ROOT_ROLE} NOLOGIN PASSWORD NULL"),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
         }
         let _ = c.close().await;
         Ok(())
