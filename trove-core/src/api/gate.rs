@@ -13,11 +13,12 @@ use crate::state::{
 };
 
 impl ApiService {
-    /// An instance of the caller's tenant (deleted ones and other tenants' are 404). The one place instances
-    /// are limited to the caller's tenant.
+    /// An instance of the caller's tenant (deleted ones and other tenants' are 404), or of any tenant for a
+    /// caller with the admin role (as upstream, which skips the project check for admins). The one place
+    /// instances are limited to the caller's tenant.
     pub(super) async fn load_instance(&self, ctx: &RequestContext, id: Uuid) -> Result<Instance> {
         match self.store.get_instance(id).await? {
-            Some(i) if !i.deleted && i.tenant_id == ctx.tenant_id => Ok(i),
+            Some(i) if !i.deleted && (i.tenant_id == ctx.tenant_id || ctx.is_admin()) => Ok(i),
             _ => Err(Error::not_found("Instance", id)),
         }
     }

@@ -153,6 +153,31 @@ fn status<T: std::fmt::Debug>(r: Result<T>) -> u16 {
     r.unwrap_err().fault().status
 }
 
+/// As upstream, an admin reaches any project's instance through the project-scoped routes (show, users, reset
+/// status, delete); a member of another project still gets 404 for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reaches_another_projects_instance_and_a_member_does_not() {
+    let w = world().await;
+    let id = active(&w, "mysql").await;
+    let stranger = RequestContext::tenant("t2");
+    assert_eq!(status(w.api.show_instance(&stranger, id).await), 404);
+    assert_eq!(status(w.api.list_users(&stranger, id).await), 404);
+    assert_eq!(status(w.api.delete_instance(&stranger, id).await), 404);
+    let admin = RequestContext::admin("ops");
+    let shown = w.api.show_instance(&admin, id).await.unwrap();
+    assert_eq!(shown.instance.tenant_id, "t1");
+    w.api.list_users(&admin, id).await.unwrap();
+    w.api.delete_instance(&admin, id).await.unwrap();
+    for _ in 0..2000 {
+        match w.api.show_instance(&t1(), id).await {
+            Err(e) if e.fault().status == 404 => return,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the admin's delete did not remove the member's instance");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn databases_users_and_root() {
     let w = world().await;
