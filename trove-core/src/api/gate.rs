@@ -60,6 +60,19 @@ impl ApiService {
     ) -> Result<(InstanceState, Option<ServiceStatusRecord>)> {
         let (state, service) = self.state(inst).await?;
         check_operation(inst.id, op, &state)?;
+        // Operations on one instance are ordered: one that starts a workflow waits until the open one ended (a
+        // configuration apply keeps the instance's task, so the state alone does not show it). Work on the data
+        // goes to the guest directly; delete ends whatever runs.
+        if !matches!(op, Operation::ManageData | Operation::Delete) {
+            if let Some(w) = self.open_workflows_of(inst.id).await?.first() {
+                return Err(Error::unprocessable(format!(
+                    "Instance {} is not currently available for an action to be performed (its '{}' \
+                     workflow is still running); try again when it has finished.",
+                    inst.id,
+                    w.kind
+                )));
+            }
+        }
         Ok((state, service))
     }
 

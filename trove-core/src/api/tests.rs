@@ -149,6 +149,17 @@ async fn wait(w: &World, id: Uuid, pred: impl Fn(&InstanceView) -> bool) -> Inst
     );
 }
 
+/// Waits until no workflow is open (the task manager runs in the background).
+async fn no_open_workflows(w: &World) {
+    for _ in 0..2000 {
+        if w.store.list_open_workflows().await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("workflows stay open");
+}
+
 fn status<T: std::fmt::Debug>(r: Result<T>) -> u16 {
     r.unwrap_err().fault().status
 }
@@ -434,11 +445,14 @@ async fn configurations_backups_quotas_and_mgmt() {
     // The task manager applies the group on the engine (`max_connections` changes live: no restart).
     let v = wait(&w, id, |_| w.engines.engine(id).overrides() == values).await;
     assert!(v.instance.fault.is_none(), "{:?}", v.instance.fault);
+    // Operations on the instance are ordered: the next one waits until the apply's workflow ended.
+    no_open_workflows(&w).await;
     assert_eq!(v.instance.task, TaskStatus::None);
     assert_eq!(api.instance_configuration(&t, id).await.unwrap(), values);
     api.patch_configuration(&t, cid, values.clone())
         .await
         .unwrap();
+    no_open_workflows(&w).await;
     api.update_instance(&t, id, UpdateInstance::default())
         .await
         .unwrap();
@@ -533,6 +547,7 @@ async fn configurations_backups_quotas_and_mgmt() {
     // Replication: promote and eject validate first (a non-replica, a source without replicas: 400); no strategy
     // offers the replication facet yet, so a replica is refused at once (upstream's 400 for a manager without a
     // replication strategy) and nothing is recorded.
+    no_open_workflows(&w).await;
     assert_eq!(status(api.promote_to_replica_source(&t, id).await), 400);
     assert_eq!(status(api.eject_replica_source(&t, id).await), 400);
     let before = api.limits(&t).await.unwrap().usage.instances;
