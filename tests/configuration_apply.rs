@@ -489,8 +489,9 @@ async fn a_guest_that_does_not_answer_leaves_a_fault_and_task_none() {
     w.end().await;
 }
 
-/// An attach whose worker died after it loaded the group, a detach that finishes first, then the attach resumed:
-/// the engine ends with the instance's current (empty) set, not the stale one the attach had loaded.
+/// An attach whose worker died after it loaded the group, then a detach: operations on one instance are ordered,
+/// so the detach is refused (422) while the attach is open; once the attach resumed and ended, the detach is taken
+/// and the engine ends with the instance's current (empty) set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_applies_end_with_the_current_group() {
     let w = world().await;
@@ -504,14 +505,23 @@ async fn overlapping_applies_end_with_the_current_group() {
     first.run_workflow(attach_wf).await.unwrap();
     assert!(dying.crashed());
     assert!(w.parts.engines.engine(id).overrides().is_empty());
+    let refused = w
+        .api
+        .update_instance(&t1(), id, detach())
+        .await
+        .expect_err("a detach while the attach is open");
+    assert_eq!(refused.fault().status, 422, "{refused}");
+    w.clock
+        .advance(mem_config().workflow_lease + Duration::from_secs(1));
+    assert!(tm(&w, "tm-c").run_workflow(attach_wf).await.unwrap());
+    assert_eq!(
+        w.parts.engines.engine(id).overrides().get("work_mem"),
+        Some(&json!(8192))
+    );
     w.api.update_instance(&t1(), id, detach()).await.unwrap();
     let open = open_workflows(&w, id, &ApplyConfigurationParams::KIND).await;
     let detach_wf = *open.iter().find(|x| **x != attach_wf).expect("the detach");
     assert!(tm(&w, "tm-b").run_workflow(detach_wf).await.unwrap());
-    assert!(w.parts.engines.engine(id).overrides().is_empty());
-    w.clock
-        .advance(mem_config().workflow_lease + Duration::from_secs(1));
-    assert!(tm(&w, "tm-c").run_workflow(attach_wf).await.unwrap());
     assert_eq!(
         w.parts
             .store
@@ -524,7 +534,7 @@ async fn overlapping_applies_end_with_the_current_group() {
     );
     assert!(
         w.parts.engines.engine(id).overrides().is_empty(),
-        "the resumed attach left the stale group: {:?}",
+        "the detach left the group: {:?}",
         w.parts.engines.engine(id).overrides()
     );
     let v = w.api.show_instance(&t1(), id).await.unwrap();

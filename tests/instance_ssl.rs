@@ -68,9 +68,8 @@ fn client(k: Engine, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<St
             }
         }
         Engine::Postgres => {
-            let mut conn = format!(
-                "host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=10"
-            );
+            let mut conn =
+                format!("host=127.0.0.1 port={port} user=root dbname=postgres connect_timeout=10");
             match t {
                 Transport::Plain => conn.push_str(" sslmode=disable"),
                 Transport::Tls { ca, client } => {
@@ -268,7 +267,7 @@ fn mtls_material(dir: &Path) -> (PathBuf, PathBuf, (PathBuf, PathBuf)) {
     run(&a);
     for (name, cn, ext) in [
         ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
-        ("client", "postgres", "extendedKeyUsage=clientAuth"),
+        ("client", "root", "extendedKeyUsage=clientAuth"),
     ] {
         let key = format!("{name}.key");
         let csr = format!("{name}.csr");

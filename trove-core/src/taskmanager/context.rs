@@ -143,6 +143,9 @@ pub const GUEST_IDLE_REPORTS: u32 = 3;
 /// How many times [`StepContext::guest_work`] asks a guest that stays idle before the workflow fails.
 pub const MAX_ASKS: usize = 3;
 
+/// The journal field recording the time of a FAILED report a wait ended on.
+const GUEST_FAILED_AT: &str = "guest_failed_at";
+
 enum Watched {
     Healthy(ServiceStatus),
     Idle(String),
@@ -460,6 +463,12 @@ impl StepContext<'_> {
             .await?;
         let instance_id = self.wf.instance_id;
         let mut last_renew = now;
+        let consumed_failure = self
+            .journal
+            .iter()
+            .filter_map(|e| e.data.get(GUEST_FAILED_AT))
+            .filter_map(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
+            .max();
         // Silence counts from the latest of: this wait's start, the latest ask, the latest report.
         let watch_from = now.max(latest);
         loop {
@@ -476,13 +485,22 @@ impl StepContext<'_> {
                         .await?;
                     return Ok(Watched::Healthy(status));
                 }
-                // Strictly after the latest ask: a failure reported at the very instant of the ask answers the
-                // request before it.
-                if st.updated_at > latest && st.status == ServiceStatus::Failed {
+                // A failure reported since the latest ask, and not one an earlier wait already ended on (a guest
+                // reports a failure once, but the record stays until its next report).
+                if st.updated_at >= latest
+                    && consumed_failure.is_none_or(|at| st.updated_at > at)
+                    && st.status == ServiceStatus::Failed
+                {
                     let reason = st
                         .reason
                         .clone()
                         .unwrap_or_else(|| "no reason reported".into());
+                    self.journal(
+                        name,
+                        JournalPhase::Compensated,
+                        json!({ GUEST_FAILED_AT: st.updated_at, "reason": reason }),
+                    )
+                    .await?;
                     return Err(Stop::Fail(Failure {
                         task: w.failed_task,
                         service: None,
