@@ -7,7 +7,11 @@
 //! `cargo bench --bench read_path --no-default-features --features sqlite` prints, per route, requests/s, p50,
 //! p99 and the ratio of its requests/s to the trivial handler's. The server runs on its own 2-thread runtime, the
 //! load (16 hyper HTTP/1.1 connections, one task each, like `wrk -t2 -c16`) on another 2-thread runtime.
-//! `TROVE_BENCH_SECS` sets the measured seconds per route (default 5; one more second of warm-up each).
+//! The routes are measured in interleaved rounds (one second per route and round, after a short warm-up), so
+//! that other load on the machine weighs on all of them alike. `TROVE_BENCH_SECS` sets the number of rounds,
+//! i.e. the measured seconds per route (default 5);
+//! `TROVE_BENCH_ONLY=TEXT` measures only the routes whose name contains `TEXT` (and the trivial handler), e.g.
+//! to profile one route.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,12 +54,45 @@ const DATASTORES: [(&str, &str); 4] = [
     ("redis", "7.0.15"),
 ];
 
-struct Stats {
+/// The latencies of one route over all rounds, and the time spent measuring it.
+struct Samples {
     route: String,
-    requests: usize,
-    per_sec: f64,
-    p50: Duration,
-    p99: Duration,
+    latencies: Vec<Duration>,
+    measured: Duration,
+    /// CPU time of the server's threads (runtime workers and SQLite workers) while measuring.
+    server_cpu: Duration,
+}
+
+/// CPU time (user + system) used so far by this process's server-side threads: the server runtime's workers and
+/// the store's SQLite worker threads (`/proc/self/task/*/stat`; zero where that is not available).
+fn server_cpu() -> Duration {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        if !(comm.starts_with("server") || comm.starts_with("sqlx")) {
+            continue;
+        }
+        // After the command: state, then fields 4.. of stat(5); utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        for i in [11, 12] {
+            ticks += fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_secs_f64(ticks as f64 / tick)
 }
 
 fn loadavg() -> String {
@@ -106,10 +143,11 @@ async fn connection(
     lat
 }
 
-async fn measure(route: &str, addr: SocketAddr, path: &str, secs: f64) -> Stats {
+/// `CONNECTIONS` connections on `path` for `warmup` (not recorded) then `secs`; the latencies.
+async fn measure(addr: SocketAddr, path: &str, warmup: Duration, secs: Duration) -> Vec<Duration> {
     let path: Arc<str> = path.into();
-    let from = Instant::now() + Duration::from_secs(1);
-    let until = from + Duration::from_secs_f64(secs);
+    let from = Instant::now() + warmup;
+    let until = from + secs;
     let tasks: Vec<_> = (0..CONNECTIONS)
         .map(|_| tokio::spawn(connection(addr, path.clone(), from, until)))
         .collect();
@@ -117,19 +155,7 @@ async fn measure(route: &str, addr: SocketAddr, path: &str, secs: f64) -> Stats 
     for t in tasks {
         all.extend(t.await.expect("connection task"));
     }
-    all.sort();
-    let pct = |p: f64| {
-        all[((all.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(all.len() - 1)]
-    };
-    Stats {
-        route: route.to_string(),
-        requests: all.len(),
-        per_sec: all.len() as f64 / secs,
-        p50: pct(0.50),
-        p99: pct(0.99),
-    }
+    all
 }
 
 /// Seeds the store as the all-in-one does on first start, then creates the instances through `ApiService`;
@@ -269,34 +295,72 @@ fn main() {
             app_addr,
             format!("/v1.0/{TENANT}/instances"),
         ),
-        (
-            "trivial axum handler (again)",
-            trivial_addr,
-            "/trivial".into(),
-        ),
     ];
-    let mut results = Vec::new();
-    for (route, addr, path) in &routes {
-        results.push(client.block_on(measure(route, *addr, path, secs)));
+    let only = std::env::var("TROVE_BENCH_ONLY").unwrap_or_default();
+    let routes: Vec<_> = routes
+        .into_iter()
+        .filter(|(r, _, _)| r.starts_with("trivial") || r.contains(only.as_str()))
+        .collect();
+    // Interleaved rounds of one second per route, so that other load on the machine (the shared cores) weighs
+    // on every route alike and the ratios to the trivial handler stay meaningful.
+    let mut samples: Vec<Samples> = routes
+        .iter()
+        .map(|(r, _, _)| Samples {
+            route: r.to_string(),
+            latencies: Vec::new(),
+            measured: Duration::ZERO,
+            server_cpu: Duration::ZERO,
+        })
+        .collect();
+    for (_, addr, path) in &routes {
+        client.block_on(measure(
+            *addr,
+            path,
+            Duration::ZERO,
+            Duration::from_millis(500),
+        ));
+    }
+    let rounds = secs.ceil().max(1.0) as usize;
+    for _ in 0..rounds {
+        for ((_, addr, path), s) in routes.iter().zip(&mut samples) {
+            let slice = Duration::from_secs(1);
+            let cpu = server_cpu();
+            let lat = client.block_on(measure(*addr, path, Duration::from_millis(100), slice));
+            s.server_cpu += server_cpu().saturating_sub(cpu);
+            s.latencies.extend(lat);
+            s.measured += slice;
+        }
     }
     let load_after = loadavg();
-    let trivial = results[0].per_sec;
+    let rate = |s: &Samples| s.latencies.len() as f64 / s.measured.as_secs_f64();
+    let trivial = rate(&samples[0]);
     println!(
-        "read path: {CONNECTIONS} keep-alive connections, {secs} s per route, SQLite store, {INSTANCES} instances"
+        "read path: {CONNECTIONS} keep-alive connections, {rounds} interleaved rounds of 1 s per route, SQLite store, \
+         {INSTANCES} instances"
     );
     println!(
-        "{:<30} {:>9} {:>10} {:>9} {:>9} {:>8}",
-        "route", "requests", "req/s", "p50 ms", "p99 ms", "ratio"
+        "{:<30} {:>9} {:>10} {:>9} {:>9} {:>8} {:>14}",
+        "route", "requests", "req/s", "p50 ms", "p99 ms", "ratio", "server CPU/req"
     );
-    for s in &results {
+    for s in &mut samples {
+        s.latencies.sort();
+        let all = &s.latencies;
+        let pct = |p: f64| {
+            all[((all.len() as f64 * p).ceil() as usize)
+                .saturating_sub(1)
+                .min(all.len() - 1)]
+        };
         println!(
-            "{:<30} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>7.2}x",
+            "{:<30} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>7.2}x {:>11.1} us",
             s.route,
-            s.requests,
-            s.per_sec,
-            s.p50.as_secs_f64() * 1e3,
-            s.p99.as_secs_f64() * 1e3,
-            s.per_sec / trivial
+            all.len(),
+            rate(s),
+            pct(0.50).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3,
+            rate(s) / trivial,
+            // The warm-up of each slice (0.1 s) is included in the CPU time but not in the requests.
+            s.server_cpu.as_secs_f64() * 1e6
+                / (rate(s) * (s.measured.as_secs_f64() + 0.1 * rounds as f64))
         );
     }
     println!("load average (1, 5, 15 min): before {load_before}, after {load_after}");
