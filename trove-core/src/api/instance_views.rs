@@ -84,7 +84,7 @@ impl ApiService {
         backup_running: bool,
     ) -> Result<InstanceView> {
         let (datastore_version, datastore) = self
-            .version_and_datastore(inst.datastore_version_id)
+            .cached_version_and_datastore(inst.datastore_version_id)
             .await?;
         let configuration = self.configuration_ref(inst.configuration_id).await?;
         let replicas = self
@@ -160,7 +160,7 @@ impl ApiService {
                 versions.entry(inst.datastore_version_id)
             {
                 e.insert(
-                    self.version_and_datastore(inst.datastore_version_id)
+                    self.cached_version_and_datastore(inst.datastore_version_id)
                         .await?,
                 );
             }
