@@ -20,6 +20,7 @@ mod handlers;
 mod middleware;
 pub mod openapi;
 pub mod ratelimit;
+mod rendered;
 mod views;
 
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub limiter: Option<Arc<RateLimiter>>,
     /// The OpenAPI document (built once from the route table).
     pub openapi: Arc<Value>,
+    /// Rendered bodies of the catalog reads, reused while their data is unchanged.
+    pub(crate) rendered: Arc<rendered::RenderedBodies>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -93,6 +96,7 @@ pub fn router(api: Arc<ApiService>, auth: Arc<dyn Authenticator>, config: HttpCo
         limiter: config.rate_limits.map(|l| Arc::new(RateLimiter::new(l))),
         config: Arc::new(config),
         openapi,
+        rendered: Arc::default(),
     };
     routes
         .router

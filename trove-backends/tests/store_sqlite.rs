@@ -124,3 +124,71 @@ async fn a_new_state_dir_is_traversable_and_its_database_private() {
         .mode();
     assert_eq!(db & 0o777, 0o600, "database file mode {db:o}");
 }
+
+/// The API's catalog cache over SQLite: writes through the API's own store are seen at once; writes through
+/// another handle on the same file (another process, e.g. `trove-manage`) once `catalog_cache_ttl` has passed,
+/// and at once with a ttl of 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_cache_sees_writes_of_this_process_at_once_and_others_within_the_ttl() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use trove_core::api::ApiService;
+    use trove_core::memory::MemoryBus;
+    use trove_core::ports::{RequestContext, SystemClock};
+    use trove_core::testing::store::fixtures::flavor;
+    use trove_core::CoreConfig;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loc = StoreLocation::StateDir(dir.path().to_path_buf());
+    let ours = sql::open(&loc).await.expect("open");
+    let other = sql::open(&loc).await.expect("open a second handle");
+    let api = |ttl: Duration| {
+        ApiService::new(
+            ours.clone(),
+            Arc::new(MemoryBus::new()),
+            Arc::new(SystemClock),
+            CoreConfig {
+                catalog_cache_ttl: ttl,
+                ..CoreConfig::default()
+            },
+        )
+    };
+    let ctx = RequestContext::tenant("t");
+    async fn flavor_ids(api: &ApiService, ctx: &RequestContext) -> Vec<String> {
+        api.list_flavors(ctx)
+            .await
+            .expect("flavors")
+            .into_iter()
+            .map(|f| f.id)
+            .collect()
+    }
+
+    let long = api(Duration::from_secs(600));
+    let short = api(Duration::from_millis(200));
+    let uncached = api(Duration::ZERO);
+    for a in [&long, &short, &uncached] {
+        assert!(flavor_ids(a, &ctx).await.is_empty());
+    }
+    other.put_flavor(&flavor("1")).await.expect("put");
+    assert!(
+        flavor_ids(&long, &ctx).await.is_empty(),
+        "another process's write is not seen within the ttl"
+    );
+    assert_eq!(flavor_ids(&uncached, &ctx).await, ["1"], "ttl 0: no cache");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        flavor_ids(&short, &ctx).await,
+        ["1"],
+        "seen once the ttl has passed"
+    );
+    // Any catalog write through this process's store invalidates the copy: both writes are seen.
+    ours.put_flavor(&flavor("2")).await.expect("put");
+    assert_eq!(flavor_ids(&long, &ctx).await, ["1", "2"]);
+    // A show of what the copy lacks reads the store rather than answering 404.
+    other.put_flavor(&flavor("3")).await.expect("put");
+    assert_eq!(
+        long.show_flavor(&ctx, "3").await.expect("shown").id,
+        "3",
+        "no false 404 from a stale copy"
+    );
+}

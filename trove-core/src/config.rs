@@ -42,6 +42,11 @@ pub struct CoreConfig {
     pub volume_support: bool,
     /// Default page size of lists (upstream 20).
     pub page_size: usize,
+    /// How long the API may answer datastores, versions and flavors from its in-memory copy of the catalog.
+    /// Writes through this process's store are seen at once whatever this is; writes by another process
+    /// (`trove-manage`, another API worker) within this time. `0` reads the store on every request.
+    #[serde(with = "secs")]
+    pub catalog_cache_ttl: Duration,
 }
 
 impl Default for CoreConfig {
@@ -60,6 +65,7 @@ impl Default for CoreConfig {
             max_accepted_volume_size: 10,
             volume_support: true,
             page_size: 20,
+            catalog_cache_ttl: Duration::from_secs(1),
         }
     }
 }

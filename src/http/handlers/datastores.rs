@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::{accepted, ok, with_status, JsonResult};
+use super::{accepted, ok, ok_shared, with_status, JsonResult};
 use crate::http::bodies;
 use crate::http::extract::{percent_decode, uuid_or_404, Caller, JsonBody, P};
 use crate::http::{views, AppState};
@@ -12,7 +12,11 @@ use crate::http::{views, AppState};
 /// `GET /datastores`.
 pub(super) async fn list(State(s): State<AppState>, c: Caller) -> JsonResult {
     let all = s.api.list_datastores(&c.ctx).await?;
-    ok(views::datastores::list(&c, &all))
+    ok_shared(
+        s.rendered
+            .datastores
+            .body(&c, all, |c, all| views::datastores::list(c, all))?,
+    )
 }
 
 /// `GET /datastores/{id_or_name}`.
@@ -45,7 +49,11 @@ pub(super) async fn versions(
         .api
         .list_datastore_versions(&c.ctx, &percent_decode(&ds))
         .await?;
-    ok(views::datastores::versions(&c, &all))
+    ok_shared(
+        s.rendered
+            .versions
+            .body(&c, all, |c, all| views::datastores::versions(c, all))?,
+    )
 }
 
 /// `GET /datastores/{ds}/versions/{version}`.

@@ -2,14 +2,18 @@
 
 use axum::extract::State;
 
-use super::{ok, JsonResult};
+use super::{ok, ok_shared, JsonResult};
 use crate::http::extract::{percent_decode, Caller, P};
 use crate::http::{views, AppState};
 
 /// `GET /flavors`.
 pub(super) async fn list(State(s): State<AppState>, c: Caller) -> JsonResult {
     let all = s.api.list_flavors(&c.ctx).await?;
-    ok(views::flavors::list(&c, &all))
+    ok_shared(
+        s.rendered
+            .flavors
+            .body(&c, all, |c, all| views::flavors::list(c, all))?,
+    )
 }
 
 /// `GET /flavors/{id}`.

@@ -100,6 +100,19 @@ fn ok_bytes(body: Vec<u8>) -> JsonResult {
         .into_response())
 }
 
+/// 200 with a rendered JSON body shared with other answers.
+fn ok_shared(body: axum::body::Bytes) -> JsonResult {
+    Ok((
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
 /// 202 without a body.
 fn accepted() -> JsonResult {
     Ok(StatusCode::ACCEPTED.into_response())

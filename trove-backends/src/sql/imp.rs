@@ -480,7 +480,12 @@ macro_rules! impl_infra_store {
 
             #[async_trait]
             impl InfraStore for $Store {
+                fn catalog_generation(&self) -> u64 {
+                    self.catalog.get()
+                }
+
                 async fn put_datastore(&self, ds: &Datastore) -> Result<()> {
+                    let _bump = self.catalog.write();
                     let mut tx = self.begin_write(None).await?;
                     sqlx::query(
                         "INSERT INTO datastores (id, name, default_version_id, body) VALUES ($1, $2, $3, $4) \
@@ -527,6 +532,7 @@ macro_rules! impl_infra_store {
                 }
 
                 async fn delete_datastore(&self, id: uuid::Uuid) -> Result<()> {
+                    let _bump = self.catalog.write();
                     let id = id.to_string();
                     let mut tx = self.begin_write(None).await?;
                     for sql in [
@@ -541,6 +547,7 @@ macro_rules! impl_infra_store {
                 }
 
                 async fn put_datastore_version(&self, v: &DatastoreVersion) -> Result<()> {
+                    let _bump = self.catalog.write();
                     let mut tx = self.begin_write(None).await?;
                     let ds = sqlx::query("SELECT id FROM datastores WHERE id = $1")
                         .bind(v.datastore_id.to_string())
@@ -598,6 +605,7 @@ macro_rules! impl_infra_store {
                 }
 
                 async fn delete_datastore_version(&self, id: uuid::Uuid) -> Result<()> {
+                    let _bump = self.catalog.write();
                     let sid = id.to_string();
                     let mut tx = self.begin_write(None).await?;
                     for sql in [
@@ -625,6 +633,7 @@ macro_rules! impl_infra_store {
                 }
 
                 async fn put_flavor(&self, f: &Flavor) -> Result<()> {
+                    let _bump = self.catalog.write();
                     let mut tx = self.begin_write(None).await?;
                     sqlx::query(
                         "INSERT INTO flavors (id, body) VALUES ($1, $2) \
@@ -654,6 +663,7 @@ macro_rules! impl_infra_store {
                 }
 
                 async fn delete_flavor(&self, id: &str) -> Result<()> {
+                    let _bump = self.catalog.write();
                     let mut tx = self.begin_write(None).await?;
                     sqlx::query("DELETE FROM flavors WHERE id = $1")
                         .bind(id)

@@ -43,6 +43,30 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
+/// The store's [`InfraStore::catalog_generation`]: shared by a store's clones, bumped after every catalog write.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CatalogGeneration(Arc<std::sync::atomic::AtomicU64>);
+
+impl CatalogGeneration {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A guard that bumps the generation when dropped: after the write, whatever its outcome.
+    pub(crate) fn write(&self) -> CatalogWrite<'_> {
+        CatalogWrite(self)
+    }
+}
+
+/// See [`CatalogGeneration::write`].
+pub(crate) struct CatalogWrite<'a>(&'a CatalogGeneration);
+
+impl Drop for CatalogWrite<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// File name of the SQLite database inside a state directory.
 pub const SQLITE_FILE: &str = "trove.sqlite";
 

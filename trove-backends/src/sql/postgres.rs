@@ -8,7 +8,7 @@ use sqlx::Postgres;
 use trove_core::{Error, Result};
 
 use super::imp::WriteTx;
-use super::{check_schema, db_error, redact_url, SchemaStatus};
+use super::{check_schema, db_error, redact_url, CatalogGeneration, SchemaStatus};
 
 /// Migrations of the PostgreSQL schema, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -22,6 +22,7 @@ const QUOTA_LOCK_CLASS: i32 = 0x7472_6f76; // "trov"
 pub struct PostgresStore {
     pool: PgPool,
     url: String,
+    catalog: CatalogGeneration,
 }
 
 impl PostgresStore {
@@ -49,6 +50,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             url: url.to_string(),
+            catalog: CatalogGeneration::default(),
         })
     }
 

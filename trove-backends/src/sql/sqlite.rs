@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use trove_core::{Error, Result};
 
 use super::imp::WriteTx;
-use super::{check_schema, db_error, SchemaStatus};
+use super::{check_schema, db_error, CatalogGeneration, SchemaStatus};
 
 /// Migrations of the SQLite schema, embedded in the binary.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,6 +29,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     gate: Arc<Mutex<()>>,
     path: PathBuf,
+    catalog: CatalogGeneration,
 }
 
 impl SqliteStore {
@@ -92,6 +93,7 @@ impl SqliteStore {
             pool,
             gate: Arc::new(Mutex::new(())),
             path: path.to_path_buf(),
+            catalog: CatalogGeneration::default(),
         })
     }
 

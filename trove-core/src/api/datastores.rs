@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use super::catalog::Catalog;
 use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::{Datastore, DatastoreVersion, Flavor, Manager};
@@ -66,6 +69,18 @@ pub struct DatastoreVersionPatch {
     pub default: Option<bool>,
     /// New name.
     pub name: Option<String>,
+}
+
+/// `ds` with its versions from `catalog` (active ones only for non-admins).
+fn datastore_view(ctx: &RequestContext, catalog: &Catalog, ds: Datastore) -> DatastoreView {
+    DatastoreView {
+        versions: catalog
+            .versions_of(ds.id)
+            .filter(|v| v.active || ctx.is_admin())
+            .cloned()
+            .collect(),
+        datastore: ds,
+    }
 }
 
 impl ApiService {
@@ -191,25 +206,12 @@ impl ApiService {
     /// `GET /datastores`: datastores with their (active, for non-admins) versions.
     pub async fn list_datastores(&self, ctx: &RequestContext) -> Result<Vec<DatastoreView>> {
         self.authorize_on_tenant(ctx, rules::DATASTORE_INDEX)?;
-        let mut out = Vec::new();
-        for ds in self.store.list_datastores().await? {
-            out.push(self.datastore_view(ctx, ds).await?);
-        }
-        Ok(out)
-    }
-
-    async fn datastore_view(&self, ctx: &RequestContext, ds: Datastore) -> Result<DatastoreView> {
-        let versions = self
-            .store
-            .list_datastore_versions(Some(ds.id))
-            .await?
-            .into_iter()
-            .filter(|v| v.active || ctx.is_admin())
-            .collect();
-        Ok(DatastoreView {
-            datastore: ds,
-            versions,
-        })
+        let catalog = self.catalog().await?;
+        Ok(catalog
+            .datastores()
+            .iter()
+            .map(|ds| datastore_view(ctx, &catalog, ds.clone()))
+            .collect())
     }
 
     /// `GET /datastores/{id_or_name}`.
@@ -219,8 +221,37 @@ impl ApiService {
         id_or_name: &str,
     ) -> Result<DatastoreView> {
         self.authorize_on_tenant(ctx, rules::DATASTORE_SHOW)?;
-        let ds = self.find_datastore(id_or_name).await?;
-        self.datastore_view(ctx, ds).await
+        let (catalog, ds) = self.cached_datastore(id_or_name).await?;
+        Ok(datastore_view(ctx, &catalog, ds))
+    }
+
+    /// The datastore `datastore` (id or name) and its version `version` (id or name; active ones only for
+    /// non-admins) for a read, from the catalog.
+    async fn cached_version(
+        &self,
+        ctx: &RequestContext,
+        datastore: &str,
+        version: &str,
+    ) -> Result<(Arc<Catalog>, Datastore, DatastoreVersion)> {
+        let visible = |v: &DatastoreVersion| {
+            (v.active || ctx.is_admin()) && (v.id.to_string() == version || v.name == version)
+        };
+        let catalog = self
+            .catalog_having(|c| {
+                c.datastore(datastore)
+                    .is_some_and(|ds| c.versions_of(ds.id).any(visible))
+            })
+            .await?;
+        let ds = catalog
+            .datastore(datastore)
+            .cloned()
+            .ok_or_else(|| Error::not_found("Datastore", datastore))?;
+        let v = catalog
+            .versions_of(ds.id)
+            .find(|v| visible(v))
+            .cloned()
+            .ok_or_else(|| Error::not_found("Datastore version", version))?;
+        Ok((catalog, ds, v))
     }
 
     /// `DELETE /datastores/{id}` (admin; refused while versions are in use).
@@ -254,14 +285,16 @@ impl ApiService {
         datastore: &str,
     ) -> Result<Vec<VersionView>> {
         self.authorize_on_tenant(ctx, rules::DATASTORE_VERSION_INDEX)?;
-        let ds = self.find_datastore(datastore).await?;
-        let mut out = Vec::new();
-        for v in self.store.list_datastore_versions(Some(ds.id)).await? {
-            if v.active || ctx.is_admin() {
-                out.push(self.version_view(v, Some(ds.clone())).await?);
-            }
-        }
-        Ok(out)
+        let (catalog, ds) = self.cached_datastore(datastore).await?;
+        Ok(catalog
+            .versions_of(ds.id)
+            .filter(|v| v.active || ctx.is_admin())
+            .map(|v| VersionView {
+                is_default: ds.default_version_id == Some(v.id),
+                version: v.clone(),
+                datastore: ds.clone(),
+            })
+            .collect())
     }
 
     /// `GET /datastores/{ds}/versions/{id_or_name}`.
@@ -272,8 +305,7 @@ impl ApiService {
         version: &str,
     ) -> Result<VersionView> {
         self.authorize_on_tenant(ctx, rules::DATASTORE_VERSION_SHOW)?;
-        let ds = self.find_datastore(datastore).await?;
-        let v = self.find_version(ctx, &ds, version).await?;
+        let (_, ds, v) = self.cached_version(ctx, datastore, version).await?;
         self.version_view(v, Some(ds)).await
     }
 
@@ -284,7 +316,7 @@ impl ApiService {
         version_id: Uuid,
     ) -> Result<VersionView> {
         self.authorize_on_tenant(ctx, rules::DATASTORE_VERSION_SHOW_BY_UUID)?;
-        let (v, ds) = self.version_and_datastore(version_id).await?;
+        let (v, ds) = self.cached_version_and_datastore(version_id).await?;
         if !v.active && !ctx.is_admin() {
             return Err(Error::not_found("Datastore version", version_id));
         }
@@ -299,14 +331,12 @@ impl ApiService {
         version: &str,
     ) -> Result<Vec<Flavor>> {
         self.authorize_on_tenant(ctx, rules::DATASTORE_FLAVORS)?;
-        let ds = self.find_datastore(datastore).await?;
-        let v = self.find_version(ctx, &ds, version).await?;
-        Ok(self
-            .store
-            .list_flavors()
-            .await?
-            .into_iter()
+        let (catalog, _, v) = self.cached_version(ctx, datastore, version).await?;
+        Ok(catalog
+            .flavors()
+            .iter()
             .filter(|f| v.flavor_ids.is_empty() || v.flavor_ids.contains(&f.id))
+            .cloned()
             .collect())
     }
 
@@ -318,8 +348,7 @@ impl ApiService {
         version: &str,
     ) -> Result<Vec<String>> {
         self.authorize_on_tenant(ctx, rules::DATASTORE_VOLUME_TYPES)?;
-        let ds = self.find_datastore(datastore).await?;
-        self.find_version(ctx, &ds, version).await?;
+        self.cached_version(ctx, datastore, version).await?;
         Ok(Vec::new())
     }
 

@@ -10,15 +10,16 @@ impl ApiService {
     /// `GET /flavors`.
     pub async fn list_flavors(&self, ctx: &RequestContext) -> Result<Vec<Flavor>> {
         self.authorize_on_tenant(ctx, rules::FLAVOR_INDEX)?;
-        self.store.list_flavors().await
+        Ok(self.catalog().await?.flavors().to_vec())
     }
 
     /// `GET /flavors/{id}`.
     pub async fn show_flavor(&self, ctx: &RequestContext, id: &str) -> Result<Flavor> {
         self.authorize_on_tenant(ctx, rules::FLAVOR_SHOW)?;
-        self.store
-            .get_flavor(id)
+        self.catalog_having(|c| c.flavor(id).is_some())
             .await?
+            .flavor(id)
+            .cloned()
             .ok_or_else(|| Error::not_found("Flavor", id))
     }
 

@@ -77,37 +77,27 @@ impl ApiService {
         })
     }
 
-    async fn view_with(
-        &self,
-        inst: Instance,
-        st: Option<ServiceStatusRecord>,
-        backup_running: bool,
-    ) -> Result<InstanceView> {
-        let (datastore_version, datastore) = self
-            .version_and_datastore(inst.datastore_version_id)
+    /// The view of one instance: its guest status, running backups, replicas, datastore and configuration group
+    /// are independent lookups, made concurrently.
+    pub(super) async fn view(&self, inst: Instance) -> Result<InstanceView> {
+        let (st, running, replicas, (datastore_version, datastore), configuration) =
+            futures::future::try_join5(
+                self.store.get_service_status(inst.id),
+                self.backup_running(inst.id),
+                self.store.list_replica_ids(&[inst.id]),
+                self.cached_version_and_datastore(inst.datastore_version_id),
+                self.configuration_ref(inst.configuration_id),
+            )
             .await?;
-        let configuration = self.configuration_ref(inst.configuration_id).await?;
-        let replicas = self
-            .replicas_of(inst.id)
-            .await?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
         Ok(self.assemble_view(
             inst,
             st,
-            backup_running,
+            running,
             datastore_version,
             datastore,
             configuration,
-            replicas,
+            replicas.into_iter().map(|(_, r)| r).collect(),
         ))
-    }
-
-    pub(super) async fn view(&self, inst: Instance) -> Result<InstanceView> {
-        let st = self.store.get_service_status(inst.id).await?;
-        let running = self.backup_running(inst.id).await?;
-        self.view_with(inst, st, running).await
     }
 
     /// Views of many instances with a fixed number of store queries: one for the service statuses, one for
@@ -160,7 +150,7 @@ impl ApiService {
                 versions.entry(inst.datastore_version_id)
             {
                 e.insert(
-                    self.version_and_datastore(inst.datastore_version_id)
+                    self.cached_version_and_datastore(inst.datastore_version_id)
                         .await?,
                 );
             }

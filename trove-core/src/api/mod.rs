@@ -32,6 +32,7 @@ use crate::taskmanager::Registry;
 mod actions;
 mod backup_strategies;
 mod backups;
+mod catalog;
 mod configurations;
 mod databases;
 mod datastores;
@@ -84,6 +85,8 @@ pub struct ApiService {
     facets: FacetCatalog,
     /// The authorization rules.
     policy: Arc<Policy>,
+    /// Datastores, versions and flavors as last read (see `catalog`).
+    catalog_cache: catalog::CatalogCache,
 }
 
 impl std::fmt::Debug for ApiService {
@@ -112,6 +115,7 @@ impl ApiService {
             workflows: Registry::standard(),
             facets: FacetCatalog::from_factory(&SimulatedStrategyFactory::new()),
             policy: Arc::new(Policy::default()),
+            catalog_cache: catalog::CatalogCache::default(),
         }
     }
 

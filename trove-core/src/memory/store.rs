@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: the in-memory [`InfraStore`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -178,6 +179,8 @@ enum Undo {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// [`InfraStore::catalog_generation`].
+    catalog_generation: AtomicU64,
 }
 
 impl MemoryStore {
@@ -199,9 +202,23 @@ fn by_name_then_id<T>(key: impl Fn(&T) -> (&str, Uuid)) -> impl Fn(&T, &T) -> st
     move |a, b| key(a).cmp(&key(b))
 }
 
+/// Bumps the catalog generation when dropped, i.e. after the write (whatever its outcome).
+struct CatalogWrite<'a>(&'a AtomicU64);
+
+impl Drop for CatalogWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 #[async_trait]
 impl InfraStore for MemoryStore {
+    fn catalog_generation(&self) -> u64 {
+        self.catalog_generation.load(Ordering::Acquire)
+    }
+
     async fn put_datastore(&self, ds: &Datastore) -> Result<()> {
+        let _bump = CatalogWrite(&self.catalog_generation);
         let mut st = self.lock();
         if st
             .datastores
@@ -234,6 +251,7 @@ impl InfraStore for MemoryStore {
     }
 
     async fn delete_datastore(&self, id: Uuid) -> Result<()> {
+        let _bump = CatalogWrite(&self.catalog_generation);
         let mut st = self.lock();
         st.datastores.remove(&id);
         let gone: Vec<Uuid> = st
@@ -250,6 +268,7 @@ impl InfraStore for MemoryStore {
     }
 
     async fn put_datastore_version(&self, v: &DatastoreVersion) -> Result<()> {
+        let _bump = CatalogWrite(&self.catalog_generation);
         let mut st = self.lock();
         if !st.datastores.contains_key(&v.datastore_id) {
             return Err(Error::not_found("Datastore", v.datastore_id));
@@ -290,6 +309,7 @@ impl InfraStore for MemoryStore {
     }
 
     async fn delete_datastore_version(&self, id: Uuid) -> Result<()> {
+        let _bump = CatalogWrite(&self.catalog_generation);
         let mut st = self.lock();
         st.versions.remove(&id);
         st.config_params.retain(|(v, _), _| *v != id);
@@ -302,6 +322,7 @@ impl InfraStore for MemoryStore {
     }
 
     async fn put_flavor(&self, f: &Flavor) -> Result<()> {
+        let _bump = CatalogWrite(&self.catalog_generation);
         self.lock().flavors.insert(f.id.clone(), f.clone());
         Ok(())
     }
@@ -315,6 +336,7 @@ impl InfraStore for MemoryStore {
     }
 
     async fn delete_flavor(&self, id: &str) -> Result<()> {
+        let _bump = CatalogWrite(&self.catalog_generation);
         self.lock().flavors.remove(id);
         Ok(())
     }

@@ -214,6 +214,12 @@ pub trait InfraStore: Send + Sync + 'static {
     async fn list_flavors(&self) -> Result<Vec<Flavor>>;
     /// Deletes a flavor (idempotent).
     async fn delete_flavor(&self, id: &str) -> Result<()>;
+    /// A number that changes whenever this store object writes (or tries to write) datastores, versions or
+    /// flavors: readers that cache the catalog compare it to the one they loaded at. Only writes through this
+    /// object (and its clones) in this process are counted; writes by other processes are not, so a cache must
+    /// also limit its age (the API's `catalog_cache_ttl`). Must be cheap (no I/O): it is read on every catalog
+    /// read.
+    fn catalog_generation(&self) -> u64;
 
     // ---- configuration parameter rules
     /// Upserts rules of a version (by name).

@@ -102,6 +102,9 @@ impl CrashingStore {
 
 #[async_trait]
 impl InfraStore for CrashingStore {
+    fn catalog_generation(&self) -> u64 {
+        self.inner.catalog_generation()
+    }
     async fn put_datastore(&self, ds: &Datastore) -> Result<()> {
         self.alive()?;
         self.inner.put_datastore(ds).await

@@ -394,6 +394,56 @@ pub async fn check_datastores(store: &dyn InfraStore) {
         .expect("delete datastore a");
 }
 
+/// Every write of a datastore, version or flavor changes [`InfraStore::catalog_generation`] (catalog caches rely
+/// on it); reads and other writes may leave it alone.
+pub async fn check_catalog_generation(store: &dyn InfraStore) {
+    let p = format!("g{}", Uuid::new_v4().simple());
+    let mut last = store.catalog_generation();
+    let mut changed = |what: &str, store: &dyn InfraStore| {
+        let now = store.catalog_generation();
+        assert_ne!(now, last, "{what} must change the catalog generation");
+        last = now;
+    };
+    let ds = datastore(&p);
+    store.put_datastore(&ds).await.expect("put datastore");
+    changed("put_datastore", store);
+    let v = version(ds.id, "1.0");
+    store.put_datastore_version(&v).await.expect("put version");
+    changed("put_datastore_version", store);
+    store
+        .delete_datastore_version(v.id)
+        .await
+        .expect("delete version");
+    changed("delete_datastore_version", store);
+    store
+        .delete_datastore(ds.id)
+        .await
+        .expect("delete datastore");
+    changed("delete_datastore", store);
+    let f = flavor(&format!("{p}-1"));
+    store.put_flavor(&f).await.expect("put flavor");
+    changed("put_flavor", store);
+    store.delete_flavor(&f.id).await.expect("delete flavor");
+    changed("delete_flavor", store);
+    // A refused write may have changed nothing, but must not leave a cache believing an old copy either way.
+    let dup = Datastore {
+        id: Uuid::new_v4(),
+        ..datastore(&p)
+    };
+    store.put_datastore(&dup).await.expect("put datastore");
+    changed("put_datastore", store);
+    let clash = Datastore {
+        id: Uuid::new_v4(),
+        ..dup.clone()
+    };
+    assert!(store.put_datastore(&clash).await.is_err(), "duplicate name");
+    changed("a refused put_datastore", store);
+    store
+        .delete_datastore(dup.id)
+        .await
+        .expect("delete datastore");
+}
+
 /// Flavors: upsert, list by id, idempotent delete.
 pub async fn check_flavors(store: &dyn InfraStore) {
     let p = format!("f{}", Uuid::new_v4().simple());
@@ -2003,6 +2053,7 @@ pub async fn run_all(store: Arc<dyn InfraStore>) {
     let s = store.as_ref();
     check_datastores(s).await;
     check_flavors(s).await;
+    check_catalog_generation(s).await;
     check_config_params(s).await;
     check_configurations(s).await;
     check_instances(s).await;
