@@ -34,6 +34,63 @@ async fn wait_active(c: &HttpClient, tenant: &str, token: &str, id: &str) {
         .await;
 }
 
+/// As upstream, an admin (token-file roles: `tok-ops` is admin of project ops) reaches a member's instance through
+/// the project-scoped routes of the admin's own project: show, reset status, delete. A member of another project
+/// still gets 404 for the same routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_acts_on_a_members_instance() {
+    let (cp, c) = setup(HttpConfig::default()).await;
+    let (s, b, _) = c
+        .request("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+        .await;
+    assert_eq!(s, 200, "create: {b}");
+    let id = b["instance"]["id"].as_str().expect("id").to_string();
+    wait_active(&c, "alpha", "tok-a", &id).await;
+    let (s, b, _) = c
+        .request("GET", &format!("/v1.0/beta/instances/{id}"), "tok-b", None)
+        .await;
+    assert_eq!(s, 404, "a member of another project: {b}");
+
+    let (s, shown, _) = c
+        .request("GET", &format!("/v1.0/ops/instances/{id}"), "tok-ops", None)
+        .await;
+    assert_eq!(s, 200, "the admin shows it: {shown}");
+    assert_eq!(shown["instance"]["id"], id.as_str());
+    let (s, b, _) = c
+        .request(
+            "POST",
+            &format!("/v1.0/ops/instances/{id}/action"),
+            "tok-ops",
+            Some(r#"{"reset_status": {}}"#),
+        )
+        .await;
+    assert_eq!(s, 202, "the admin resets its status: {b}");
+    let (s, b, _) = c
+        .request(
+            "DELETE",
+            &format!("/v1.0/ops/instances/{id}"),
+            "tok-ops",
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "the admin deletes it: {b}");
+    let start = std::time::Instant::now();
+    loop {
+        let (s, b, _) = c
+            .request("GET", &format!("/v1.0/alpha/instances/{id}"), "tok-a", None)
+            .await;
+        if s == 404 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the member still sees the deleted instance: {s} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cp.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_each_other() {
     let (cp, c) = setup(HttpConfig::default()).await;

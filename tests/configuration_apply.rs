@@ -312,6 +312,38 @@ async fn configuration_on_real_engine(p: Plan) {
     assert_eq!(get(dyn_key).await, dyn_default);
     step(&mut t, "detach + restart", ds);
 
+    // ---- attach (with a parameter that needs a restart), then restart at once: operations on the instance are
+    // ordered, so the restart is refused with upstream's 422 while the apply runs and taken after it; it shows
+    // REBOOT, and ends HEALTHY with the group's values and no RESTART_REQUIRED left.
+    api.update_instance(&t1(), id, attach(g))
+        .await
+        .expect("attach again");
+    let mut refusals = 0;
+    loop {
+        match api.restart_instance(&t1(), id).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert_eq!(status_of(&e), 422, "{e}");
+                assert!(e.to_string().contains("apply_configuration"), "{e}");
+                refusals += 1;
+                assert!(refusals < 600, "the apply never ended: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let v = api.show_instance(&t1(), id).await.expect("show");
+    assert_eq!(v.status, "REBOOT", "the restart shows on its way");
+    let v = wait_view(&api, id, "HEALTHY after attach + restart", idle_healthy).await;
+    assert_view(&v, "HEALTHY", "after attach + restart");
+    assert_eq!(
+        get(second_key).await,
+        second_value,
+        "{second_key} after attach + restart"
+    );
+    assert_eq!(get(dyn_key).await, v2, "{dyn_key} after attach + restart");
+    eprintln!("[{ds}] restart refused {refusals} time(s) while the apply ran");
+    step(&mut t, "attach + restart at once", ds);
+
     api.delete_instance(&t1(), id).await.expect("delete");
     eventually("the delete finishes", ENGINE_WAIT, || async {
         match api.show_instance(&t1(), id).await {
