@@ -320,6 +320,28 @@ async fn lifecycle(ds: &str) {
     }
     step(&mut t, "grant/revoke", ds);
 
+    // ---- root, as upstream: named `root` on every engine (PostgreSQL too), it logs in; disabled, it cannot, and
+    // root shows as not enabled again.
+    if k != Engine::Redis {
+        let creds = api.root_enable(&t1(), id, None).await.expect("root enable");
+        assert_eq!(creds.name, "root", "{ds}: upstream's root user name");
+        let root_pw = creds.password.expose().to_string();
+        sql_access(k, port, "root", &root_pw, db)
+            .await
+            .unwrap_or_else(|e| panic!("{ds}: root cannot log in: {e}"));
+        assert!(api.root_show(&t1(), id).await.expect("root show"));
+        api.root_disable(&t1(), id).await.expect("root disable");
+        assert!(
+            !api.root_show(&t1(), id).await.expect("root show"),
+            "{ds}: root still shows as enabled after the disable"
+        );
+        assert!(
+            sql_access(k, port, "root", &root_pw, db).await.is_err(),
+            "{ds}: root still logs in after the disable"
+        );
+        step(&mut t, "root enable/disable", ds);
+    }
+
     // ---- kill -9 of the engine: SHUTDOWN (crashed) in the API within seconds, then back to HEALTHY.
     if k == Engine::Redis {
         // Let the append-only file reach the disk (fsync every second).
