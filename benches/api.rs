@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::Router;
 use trove::backends::sql::{self, StoreLocation};
-use trove::core::api::{CreateInstance, DatastoreVersionSpec};
+use trove::core::api::DatastoreVersionSpec;
 use trove::core::memory::NoAuth;
 use trove::core::model::Flavor;
 use trove::core::ports::{RequestContext, SystemClock};
 use trove::core::CoreConfig;
 use trove::http::{router, HttpConfig};
 use trove::InMemoryParts;
+
+#[path = "support/mod.rs"]
+mod support;
 
 const TENANT: &str = "bench";
 const INSTANCES: usize = 1000;
@@ -157,38 +160,13 @@ async fn run() {
     )
     .await
     .expect("version");
-    let unlimited = [("instances", -1), ("volumes", -1), ("ram", -1)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    api.update_quota(&admin, TENANT, unlimited)
-        .await
-        .expect("quota");
-    let ctx = RequestContext::tenant(TENANT);
     let t = Instant::now();
-    let mut last = None;
-    for i in 0..INSTANCES {
-        let v = api
-            .create_instance(
-                &ctx,
-                CreateInstance {
-                    name: format!("db{i}"),
-                    flavor_ref: Some("1".into()),
-                    volume_size: Some(1),
-                    datastore: Some("mysql".into()),
-                    datastore_version: Some("5.7".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("create");
-        last = Some(v.instance.id);
-    }
+    let id = support::create_instances(&api, TENANT, INSTANCES, "1", "5.7").await;
+    let ctx = RequestContext::tenant(TENANT);
     println!(
         "created {INSTANCES} instances through ApiService on SQLite in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let id = last.expect("an instance");
     // The core alone (no HTTP, no rendering), to attribute the list time.
     let mut core = Vec::new();
     for _ in 0..10 {

@@ -22,14 +22,16 @@ use axum::routing::get;
 use axum::Router;
 use http_body_util::{BodyExt, Empty};
 use trove::backends::sql::{self, StoreLocation};
-use trove::core::api::CreateInstance;
 use trove::core::manage::{Manage, VersionUpdate};
 use trove::core::memory::NoAuth;
 use trove::core::model::Flavor;
-use trove::core::ports::{RequestContext, SystemClock};
+use trove::core::ports::SystemClock;
 use trove::core::CoreConfig;
 use trove::http::{router, HttpConfig};
 use trove::InMemoryParts;
+
+#[path = "support/mod.rs"]
+mod support;
 
 const TENANT: &str = "bench";
 const INSTANCES: usize = 50;
@@ -184,40 +186,14 @@ async fn seed(cp: &trove::ControlPlane) -> (String, String) {
         manage.datastore_update(ds, version).await.expect("default");
     }
     let api = cp.api();
-    let admin = RequestContext::admin("ops");
-    let unlimited = [("instances", -1), ("volumes", -1), ("ram", -1)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    api.update_quota(&admin, TENANT, unlimited)
-        .await
-        .expect("quota");
-    let ctx = RequestContext::tenant(TENANT);
-    let mut last = None;
-    for i in 0..INSTANCES {
-        let v = api
-            .create_instance(
-                &ctx,
-                CreateInstance {
-                    name: format!("db{i}"),
-                    flavor_ref: Some("2".into()),
-                    volume_size: Some(1),
-                    datastore: Some("mysql".into()),
-                    datastore_version: Some("8.0.36".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("create");
-        last = Some(v.instance.id);
-    }
+    let last = support::create_instances(&api, TENANT, INSTANCES, "2", "8.0.36").await;
     let ds = cp
         .store()
         .get_datastore("mysql")
         .await
         .expect("get")
         .expect("mysql");
-    (ds.id.to_string(), last.expect("an instance").to_string())
+    (ds.id.to_string(), last.to_string())
 }
 
 fn main() {

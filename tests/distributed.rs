@@ -143,15 +143,17 @@ impl Deployment {
     }
 
     async fn create(&self, name: &str) -> Uuid {
+        self.post_create(json!({"instance": {
+            "name": name, "flavorRef": "1", "volume": {"size": 1},
+            "datastore": {"type": "mariadb", "version": "10.11"}
+        }}))
+        .await
+    }
+
+    /// Posts a create request; answers the new instance's id.
+    async fn post_create(&self, create: Value) -> Uuid {
         let (status, body) = self
-            .request(
-                reqwest::Method::POST,
-                "/v1.0/t1/instances",
-                Some(json!({"instance": {
-                    "name": name, "flavorRef": "1", "volume": {"size": 1},
-                    "datastore": {"type": "mariadb", "version": "10.11"}
-                }})),
-            )
+            .request(reqwest::Method::POST, "/v1.0/t1/instances", Some(create))
             .await;
         assert_eq!(status, 200, "create: {body}");
         body["instance"]["id"]
@@ -178,25 +180,50 @@ impl Deployment {
     }
 
     async fn wait_active(&self, id: Uuid, limit: Duration, roles: &mut [&mut Role]) {
+        self.wait_view(id, limit, roles, "instance", "ACTIVE", |i| {
+            i["status"] == "ACTIVE"
+        })
+        .await;
+    }
+
+    /// Polls instance `id` until `done` holds for its view (`what` names it in messages, `who` the case); panics
+    /// when it shows an error, when one of `roles` exited, or after `limit`.
+    async fn wait_view(
+        &self,
+        id: Uuid,
+        limit: Duration,
+        roles: &mut [&mut Role],
+        who: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) {
         let start = Instant::now();
         loop {
-            let (code, status) = self.status(id).await;
-            assert_eq!(code, 200, "show {id}");
-            if status == "ACTIVE" {
+            let (code, body) = self
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/v1.0/t1/instances/{id}"),
+                    None,
+                )
+                .await;
+            assert_eq!(code, 200, "{who}: show {id}: {body}");
+            let i = &body["instance"];
+            if done(i) {
                 return;
             }
+            let status = i["status"].as_str().unwrap_or_default();
             assert!(
                 !status.contains("ERROR") && status != "FAILED",
-                "instance {id} turned {status}"
+                "{who}: instance {id} turned {status}: {body}"
             );
             for r in roles.iter_mut() {
                 r.assert_running();
             }
             assert!(
                 start.elapsed() < limit,
-                "instance {id} not ACTIVE after {limit:?} (last {status})"
+                "{who}: instance {id} not {what} after {limit:?}: {body}"
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -921,47 +948,16 @@ impl Deployment {
             create["instance"]["databases"] = json!([{"name": "shop"}]);
             create["instance"]["users"][0]["databases"] = json!([{"name": "shop"}]);
         }
-        let (status, body) = self
-            .request(reqwest::Method::POST, "/v1.0/t1/instances", Some(create))
-            .await;
-        assert_eq!(status, 200, "create: {body}");
-        body["instance"]["id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .unwrap_or_else(|| panic!("no id in {body}"))
+        self.post_create(create).await
     }
 
     /// Polls instance `id` until it is ACTIVE and HEALTHY; panics when it shows an error, when one of `roles`
     /// exited, or after `limit`.
     async fn wait_healthy(&self, id: Uuid, limit: Duration, roles: &mut [&mut Role], case: &str) {
-        let start = Instant::now();
-        loop {
-            let (code, body) = self
-                .request(
-                    reqwest::Method::GET,
-                    &format!("/v1.0/t1/instances/{id}"),
-                    None,
-                )
-                .await;
-            assert_eq!(code, 200, "{case}: show {id}: {body}");
-            let i = &body["instance"];
-            if i["status"] == "ACTIVE" && i["operating_status"] == "HEALTHY" {
-                return;
-            }
-            let status = i["status"].as_str().unwrap_or_default();
-            assert!(
-                !status.contains("ERROR") && status != "FAILED",
-                "{case}: instance {id} turned {status}: {body}"
-            );
-            for r in roles.iter_mut() {
-                r.assert_running();
-            }
-            assert!(
-                start.elapsed() < limit,
-                "{case}: instance {id} not ACTIVE and HEALTHY after {limit:?}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_view(id, limit, roles, case, "ACTIVE and HEALTHY", |i| {
+            i["status"] == "ACTIVE" && i["operating_status"] == "HEALTHY"
+        })
+        .await;
     }
 }
 

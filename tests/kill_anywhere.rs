@@ -435,8 +435,9 @@ fn run(case: &Case) -> Option<Duration> {
     let server = AllInOne::start_in(state, &ARGS);
     let id = id.or_else(|| find(&server, &name));
     let Some(id) = id else {
-        // The create was never acknowledged and left nothing: a valid end.
+        // The create was never acknowledged and left nothing: a valid end, said so in the output.
         assert_eq!(op, Op::Create, "{case}: the instance was lost");
+        eprintln!("{case}: the create was never answered and left no instance");
         let _ = server.stop();
         return Some(restarted.elapsed());
     };

@@ -4,7 +4,10 @@
 //! [`WorkflowDef::compensate`](super::WorkflowDef::compensate). It offers:
 //! - [`StepContext::step`]: a journaled step (`Started` before the side effect, `Completed` with its typed output
 //!   after; skipped, answering the recorded output, when it completed in an earlier run);
-//! - [`StepContext::wait_healthy`]: the one way to wait for a guest, journaled like a step;
+//! - [`StepContext::wait_healthy`]: the one way to wait for a guest, journaled like a step, ended early by the
+//!   guest's reports (a failure, or silence for `guest_silence_timeout`);
+//! - [`StepContext::guest_work`]: asks a guest to do work that a crash may lose (prepare, rebuild) and waits for
+//!   it, asking again while the guest reports that it is idle; [`StepContext::reopen`] marks steps as not done;
 //! - [`StepContext::update`] and [`StepContext::finish`]: writes of the instance fenced by the workflow row (they
 //!   commit only while this worker still owns the open workflow);
 //! - the ports (store, bus, compute, block storage, clock) and a guest client, to build side effects from.
