@@ -94,6 +94,11 @@ struct Args {
     /// be placed on it (availability zone, locality) and migrated to it (`mgmt` migrate).
     #[arg(long = "host", value_name = "NAME")]
     hosts: Vec<String>,
+    /// Loopback addresses given out one per instance, as A.B.C.D/N inside 127.0.0.0/8: each engine listens on
+    /// its own address with its standard port (3306, 5432, 6379), as on a VM. `none`: engines share 127.0.0.1
+    /// with ports of their own.
+    #[arg(long, value_name = "CIDR|none", default_value = trove::backends::local::DEFAULT_ADDRESS_POOL)]
+    address_pool: String,
 }
 
 fn authenticator(args: &Args) -> Result<DynAuthenticator> {
@@ -151,7 +156,9 @@ async fn run(args: Args) -> Result<()> {
     opts.database_url = args.database_url.clone();
     opts.seed = !args.no_seed;
     opts.extra_hosts = args.hosts.clone();
+    opts.address_pool = Some(args.address_pool.clone()).filter(|p| p != "none");
     opts.policy = Arc::new(policy);
+    let opts_pool = opts.address_pool.clone();
     let embedded = Embedded::start(opts, auth.clone()).await?;
     for engine in &embedded.detection.found {
         println!(
@@ -163,6 +170,16 @@ async fn run(args: Args) -> Result<()> {
     }
     for (manager, why) in &embedded.detection.missing {
         println!("trove all-in-one: engine {manager} not available: {why}");
+    }
+    match (embedded.compute().address_pool(), &opts_pool) {
+        (Some(pool), _) => println!(
+            "trove all-in-one: instances get addresses of their own from {pool}, engines on their standard ports"
+        ),
+        (None, Some(asked)) => println!(
+            "trove all-in-one: this host cannot give out addresses from {asked}; instances share 127.0.0.1 with \
+             ports of their own (see the warning above)"
+        ),
+        (None, None) => println!("trove all-in-one: instances share 127.0.0.1 with ports of their own"),
     }
     let cp = embedded.control_plane();
     let http = HttpConfig {

@@ -46,6 +46,9 @@ pub struct EmbeddedOptions {
     /// More local hosts besides `local` (servers in `<state_dir>/servers`): each named host keeps its servers in
     /// `<state_dir>/hosts/<name>`. Servers can be placed on them (availability zone) and migrated between them.
     pub extra_hosts: Vec<String>,
+    /// Loopback addresses handed out one per instance (engines listen there on their standard ports); `None`:
+    /// engines share 127.0.0.1 with ports of their own. See [`LocalComputeConfig::address_pool`].
+    pub address_pool: Option<String>,
     /// The API's authorization rules (default: upstream's; an operator's file is read with
     /// [`crate::load_policy_file`]).
     pub policy: Arc<Policy>,
@@ -62,6 +65,7 @@ impl EmbeddedOptions {
             seed: true,
             supervise_interval: Duration::from_secs(2),
             extra_hosts: Vec::new(),
+            address_pool: LocalComputeConfig::default().address_pool,
             policy: Arc::new(Policy::default()),
         }
     }
@@ -245,6 +249,7 @@ impl Embedded {
             )),
         );
         let mut compute_config = LocalComputeConfig::single(&opts.state_dir);
+        compute_config.address_pool = opts.address_pool.clone();
         for name in &opts.extra_hosts {
             let plain = !name.is_empty()
                 && name

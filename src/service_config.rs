@@ -123,9 +123,12 @@ pub struct TaskManagerSection {
 pub struct ComputeConfig {
     /// State directory: `servers/` (one directory per server, with its guest's key), `volumes/`, `run/`.
     pub state_dir: PathBuf,
-    /// Address engines listen on.
+    /// Loopback addresses handed out one per instance (`A.B.C.D/N` inside 127.0.0.0/8); engines listen there on
+    /// their standard ports. Empty: engines listen on `bind_address` with ports of their own.
+    pub address_pool: String,
+    /// Address engines listen on without an address pool.
     pub bind_address: String,
-    /// First engine port.
+    /// First engine port (without a pool, or when an engine's standard port is taken).
     pub port_min: u16,
     /// Last engine port.
     pub port_max: u16,
@@ -136,6 +139,7 @@ impl Default for ComputeConfig {
         let d = LocalComputeConfig::default();
         ComputeConfig {
             state_dir: StoreLocation::default_state_dir(),
+            address_pool: d.address_pool.unwrap_or_default(),
             bind_address: d.bind_address,
             port_min: d.port_min,
             port_max: d.port_max,
@@ -147,6 +151,7 @@ impl ComputeConfig {
     /// The local compute's configuration.
     pub fn local(&self) -> LocalComputeConfig {
         LocalComputeConfig {
+            address_pool: Some(self.address_pool.clone()).filter(|p| !p.trim().is_empty()),
             bind_address: self.bind_address.clone(),
             port_min: self.port_min,
             port_max: self.port_max,

@@ -27,8 +27,12 @@ fn tempdir() -> tempfile::TempDir {
     d
 }
 
-fn config(dir: &Path, hosts: usize, port_min: u16) -> LocalComputeConfig {
+/// A configuration whose port range and address pool nobody else in this test binary uses (tests run in
+/// parallel).
+fn config(dir: &Path, hosts: usize, slot: u16) -> LocalComputeConfig {
+    let port_min = range_base(slot);
     LocalComputeConfig {
+        address_pool: Some(pool_of(slot)),
         hosts: (0..hosts)
             .map(|i| LocalHost {
                 name: format!("h{i}"),
@@ -42,9 +46,14 @@ fn config(dir: &Path, hosts: usize, port_min: u16) -> LocalComputeConfig {
     }
 }
 
-/// A port range nobody else in this test binary uses (tests run in parallel).
+/// A port range nobody else in this test binary uses.
 fn range_base(slot: u16) -> u16 {
     30000 + (std::process::id() % 50) as u16 * 600 + slot * 200
+}
+
+/// An address block nobody else in this test binary uses.
+fn pool_of(slot: u16) -> String {
+    format!("127.{}.{slot}.0/24", 100 + std::process::id() % 100)
 }
 
 fn server_dirs(dir: &Path) -> usize {
@@ -62,11 +71,8 @@ fn server_dirs(dir: &Path) -> usize {
 async fn passes_the_compute_suite_on_three_hosts() {
     let dir = tempdir();
     let launcher = RecordingLauncher::new();
-    let compute = LocalCompute::open(
-        config(dir.path(), 3, range_base(0)),
-        Arc::new(launcher.clone()),
-    )
-    .expect("open");
+    let compute =
+        LocalCompute::open(config(dir.path(), 3, 0), Arc::new(launcher.clone())).expect("open");
     run_all(Arc::new(compute) as DynCompute, &launcher).await;
     assert_eq!(
         server_dirs(dir.path()),
@@ -80,20 +86,20 @@ async fn passes_the_compute_suite_on_three_hosts() {
 async fn passes_the_compute_suite_on_one_host() {
     let dir = tempdir();
     let launcher = RecordingLauncher::new();
-    let compute = LocalCompute::open(
-        config(dir.path(), 1, range_base(1)),
-        Arc::new(launcher.clone()),
-    )
-    .expect("open");
+    let compute =
+        LocalCompute::open(config(dir.path(), 1, 1), Arc::new(launcher.clone())).expect("open");
     run_all(Arc::new(compute) as DynCompute, &launcher).await;
     assert_eq!(server_dirs(dir.path()), 0);
 }
 
 #[tokio::test]
-async fn ports_are_unique_recorded_and_survive_reopen() {
+async fn without_a_pool_ports_are_unique_recorded_and_survive_reopen() {
     let dir = tempdir();
     let base = range_base(2);
-    let cfg = config(dir.path(), 2, base);
+    let cfg = LocalComputeConfig {
+        address_pool: None,
+        ..config(dir.path(), 2, 2)
+    };
     let launcher = RecordingLauncher::new();
     let compute = LocalCompute::open(cfg.clone(), Arc::new(launcher.clone())).expect("open");
     // Something else listens on the third port of the range: it must be skipped.
@@ -163,13 +169,137 @@ async fn ports_are_unique_recorded_and_survive_reopen() {
 }
 
 #[tokio::test]
+async fn each_server_gets_an_address_of_its_own_with_the_engine_standard_port() {
+    let dir = tempdir();
+    let cfg = config(dir.path(), 2, 5);
+    let launcher = RecordingLauncher::new();
+    let compute = LocalCompute::open(cfg.clone(), Arc::new(launcher.clone())).expect("open");
+    let pool = compute
+        .address_pool()
+        .expect("Linux routes all of 127.0.0.0/8 to the loopback device");
+    let specs: Vec<_> = [
+        Manager::Mariadb,
+        Manager::Postgresql,
+        Manager::Redis,
+        Manager::Mysql,
+    ]
+    .into_iter()
+    .map(sample_server_spec)
+    .collect();
+    // Something else listens on the standard port of the first address the first server would get: skipped.
+    let first_try = pool
+        .candidates(specs[0].instance_id.as_u128())
+        .next()
+        .expect("an address");
+    let squatter = std::net::TcpListener::bind((first_try, 3306)).expect("bind");
+    let mut servers = Vec::new();
+    for spec in &specs {
+        servers.push(compute.create_server(spec).await.expect("create"));
+    }
+    let addrs: Vec<std::net::Ipv4Addr> = servers
+        .iter()
+        .map(|s| s.addresses[0].address.parse().expect("an IPv4 address"))
+        .collect();
+    assert!(addrs.iter().all(|a| pool.contains(*a)), "{addrs:?}");
+    assert_ne!(
+        addrs[0], first_try,
+        "an address whose port is taken was handed out"
+    );
+    let mut distinct = addrs.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "addresses collide: {addrs:?}");
+    let ports: Vec<u16> = servers.iter().map(|s| s.port.expect("port")).collect();
+    assert_eq!(ports, [3306, 5432, 6379, 3306]);
+    for s in &servers {
+        let guest = launcher.spec(s.instance_id).expect("guest");
+        assert_eq!(guest.bind_address, s.addresses[0].address);
+        assert_eq!(Some(guest.port), s.port);
+        let rec = dir
+            .path()
+            .join(&s.host)
+            .join(s.instance_id.to_string())
+            .join("server.json");
+        let text = std::fs::read_to_string(&rec).expect("server record");
+        assert!(text.contains(&s.addresses[0].address), "{text}");
+    }
+    drop(squatter);
+
+    // A restarted control plane finds every server with its address; a new server never gets one of theirs.
+    drop(compute);
+    let reopened = LocalCompute::open(cfg, Arc::new(launcher.clone())).expect("reopen");
+    for s in &servers {
+        assert_eq!(
+            reopened
+                .get_server(s.instance_id)
+                .await
+                .expect("get")
+                .as_ref(),
+            Some(s)
+        );
+    }
+    let mut fresh = Vec::new();
+    for _ in 0..8 {
+        let f = reopened
+            .create_server(&sample_server_spec(Manager::Redis))
+            .await
+            .expect("create");
+        assert!(
+            !servers
+                .iter()
+                .chain(&fresh)
+                .any(|s| s.addresses == f.addresses),
+            "an address was handed out twice: {:?}",
+            f.addresses
+        );
+        fresh.push(f);
+    }
+    for s in servers.iter().chain(&fresh) {
+        reopened.delete_server(s.instance_id).await.expect("delete");
+    }
+    assert_eq!(server_dirs(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn a_standard_port_taken_on_every_address_tried_gives_a_port_of_its_own() {
+    let dir = tempdir();
+    // A /29: seven usable addresses, fewer than the compute tries for the standard port.
+    let pool = format!("127.{}.7.0/29", 100 + std::process::id() % 100);
+    let cfg = LocalComputeConfig {
+        address_pool: Some(pool.clone()),
+        ..config(dir.path(), 1, 7)
+    };
+    let compute =
+        LocalCompute::open(cfg.clone(), Arc::new(RecordingLauncher::new())).expect("open");
+    let squatters: Vec<std::net::TcpListener> = (1..=7)
+        .map(|i| {
+            let a = format!("127.{}.7.{i}", 100 + std::process::id() % 100);
+            std::net::TcpListener::bind((a.as_str(), 5432)).expect("bind")
+        })
+        .collect();
+    let s = compute
+        .create_server(&sample_server_spec(Manager::Postgresql))
+        .await
+        .expect("create");
+    let addr: std::net::Ipv4Addr = s.addresses[0].address.parse().expect("address");
+    assert!(
+        compute.address_pool().expect("pool").contains(addr),
+        "{addr} not in {pool}"
+    );
+    let port = s.port.expect("port");
+    assert!(
+        (cfg.port_min..=cfg.port_max).contains(&port),
+        "port {port} is not from the range"
+    );
+    drop(squatters);
+    compute.delete_server(s.instance_id).await.expect("delete");
+}
+
+#[tokio::test]
 async fn availability_zone_is_a_host() {
     let dir = tempdir();
-    let compute = LocalCompute::open(
-        config(dir.path(), 3, range_base(3)),
-        Arc::new(RecordingLauncher::new()),
-    )
-    .expect("open");
+    let compute = LocalCompute::open(config(dir.path(), 3, 3), Arc::new(RecordingLauncher::new()))
+        .expect("open");
     let mut spec = sample_server_spec(Manager::Postgresql);
     spec.availability_zone = Some("h2".into());
     assert_eq!(
@@ -205,15 +335,27 @@ fn bad_configurations_are_refused() {
         LocalCompute::open(LocalComputeConfig::default(), l.clone()).is_err(),
         "no hosts"
     );
-    let mut twice = config(dir.path(), 1, 40000);
+    let mut twice = config(dir.path(), 1, 6);
     twice.hosts.push(twice.hosts[0].clone());
     assert!(
         LocalCompute::open(twice, l.clone()).is_err(),
         "a host twice"
     );
-    let mut ports = config(dir.path(), 1, 40000);
-    ports.port_max = 39000;
-    assert!(LocalCompute::open(ports, l).is_err(), "empty port range");
+    let mut ports = config(dir.path(), 1, 6);
+    ports.port_max = ports.port_min - 1;
+    assert!(
+        LocalCompute::open(ports, l.clone()).is_err(),
+        "empty port range"
+    );
+    for pool in ["10.1.0.0/16", "127.0.0.1/32", "127.5.0.0", "127.5.0.9/24"] {
+        let cfg = LocalComputeConfig {
+            address_pool: Some(pool.into()),
+            ..config(dir.path(), 1, 6)
+        };
+        let e = LocalCompute::open(cfg, l.clone()).expect_err(pool);
+        assert_eq!(e.fault().status, 400, "{pool}: {e}");
+        assert!(e.to_string().contains(pool), "{pool}: {e}");
+    }
 }
 
 /// A launcher that does what a guest agent's prepare does: run the engine (prepared once) for the server.
@@ -269,15 +411,15 @@ fn engine_pid(server_dir: &Path) -> Option<u32> {
     s.trim().parse().ok().filter(|p| alive(*p))
 }
 
-fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-        .is_ok()
+fn listening(addr: &str, port: u16) -> bool {
+    let ip: std::net::IpAddr = addr.parse().expect("an IP address");
+    std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_millis(200)).is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_engine_create_reboot_crash_readopt_delete() {
     let dir = tempdir();
-    let cfg = config(dir.path(), 2, range_base(4));
+    let cfg = config(dir.path(), 2, 4);
     let factory = Arc::new(EngineStrategyFactory::new(EngineConfig::default()));
     let launcher = EngineLauncher {
         factory: factory.clone(),
@@ -296,11 +438,20 @@ async fn real_engine_create_reboot_crash_readopt_delete() {
     spec.volume_path = Some(vol.path.clone());
     let server = compute.create_server(&spec).await.expect("create");
     let port = server.port.expect("port");
+    let addr = server.addresses[0].address.clone();
+    assert_eq!(port, 6379, "Redis listens on its standard port");
+    assert!(
+        addr.starts_with(&format!("127.{}.4.", 100 + std::process::id() % 100)),
+        "{addr} is not from the pool"
+    );
     let server_dir = dir
         .path()
         .join(&server.host)
         .join(spec.instance_id.to_string());
-    assert!(listening(port), "the engine listens on the server's port");
+    assert!(
+        listening(&addr, port),
+        "the engine listens on the server's address and port"
+    );
     let pid = engine_pid(&server_dir).expect("engine runs");
     let (used, _) = volumes.usage(spec.instance_id).await.expect("usage");
     assert!(used > 0, "the engine's data is on the volume");
@@ -330,7 +481,7 @@ async fn real_engine_create_reboot_crash_readopt_delete() {
         flavor: spec.flavor.clone(),
         server_dir: server_dir.clone(),
         volume_path: spec.volume_path.clone(),
-        bind_address: "127.0.0.1".into(),
+        bind_address: addr.clone(),
         port,
     });
     let strategy = strategy.expect("strategy");
@@ -392,7 +543,7 @@ async fn real_engine_create_reboot_crash_readopt_delete() {
         .await
         .expect("delete");
     assert!(!alive(pid3), "the engine survived the delete");
-    assert!(!listening(port), "the port is still served");
+    assert!(!listening(&addr, port), "the port is still served");
     assert!(!server_dir.exists(), "the server directory is left");
     volumes
         .delete_volume(spec.instance_id)

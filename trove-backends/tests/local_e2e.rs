@@ -106,10 +106,18 @@ async fn api_create_use_delete_on_real_mariadb() {
     .await;
     eprintln!("POST /instances to ACTIVE: {:?}", started.elapsed());
     let port = v.instance.port.expect("the view shows the engine port");
-    assert_eq!(
-        v.instance.addresses.first().map(|a| a.address.as_str()),
-        Some("127.0.0.1")
+    let addr = v
+        .instance
+        .addresses
+        .first()
+        .map(|a| a.address.clone())
+        .expect("the view shows the address");
+    // An address of the instance's own with MariaDB's standard port (the default address pool).
+    assert!(
+        addr.starts_with("127.") && addr != "127.0.0.1",
+        "{addr} is not an address of the instance's own"
     );
+    assert_eq!(port, 3306);
 
     // A user through the API, then a client connecting as that user.
     api.create_users(
@@ -125,7 +133,7 @@ async fn api_create_use_delete_on_real_mariadb() {
     .await
     .expect("create user");
     let mut c = sqlx::mysql::MySqlConnectOptions::new()
-        .host("127.0.0.1")
+        .host(&addr)
         .port(port)
         .username("app")
         .password("app-pw-1")
@@ -158,8 +166,8 @@ async fn api_create_use_delete_on_real_mariadb() {
         "the engine leaves its port",
         Duration::from_secs(10),
         || async {
-            match std::net::TcpStream::connect(("127.0.0.1", port)) {
-                Ok(_) => Err(format!("127.0.0.1:{port} still answers")),
+            match std::net::TcpStream::connect((addr.as_str(), port)) {
+                Ok(_) => Err(format!("{addr}:{port} still answers")),
                 Err(_) => Ok(()),
             }
         },

@@ -17,9 +17,11 @@ use trove_core::ports::{
 use trove_core::state::{ServerStatus, ServiceStatus};
 use trove_core::{Error, Result};
 
-use super::{io_err, write_atomic, BACKEND};
+use super::{io_err, write_atomic, AddressPool, BACKEND};
 
 const RECORD: &str = "server.json";
+/// The address pool of [`LocalComputeConfig::default`].
+pub const DEFAULT_ADDRESS_POOL: &str = "127.77.0.0/16";
 /// The guest's record of what it rendered for the engine (memory, overrides, prepared): redone by a rebuild.
 const GUEST_STATE: &str = "state.json";
 const GUEST_STATE_TMP: &str = "state.tmp";
@@ -39,11 +41,16 @@ pub struct LocalHost {
 pub struct LocalComputeConfig {
     /// Hosts servers can be placed on (at least one).
     pub hosts: Vec<LocalHost>,
-    /// Address every engine listens on and the instance view shows.
+    /// Addresses handed out one per server, as `A.B.C.D/N` inside 127.0.0.0/8 (127.0.0.1 is never handed out):
+    /// each engine listens on an address of its own with the engine's standard port (3306, 5432, 6379), as on
+    /// a VM of its own. `None`, or a host that cannot bind such addresses (checked at open, with a warning),
+    /// leaves every engine on `bind_address` with a port of its own from `port_min..=port_max`.
+    pub address_pool: Option<String>,
+    /// Address every engine listens on (and the instance view shows) when there is no address pool.
     pub bind_address: String,
-    /// First port handed to an engine.
+    /// First port handed to an engine that cannot have its standard port.
     pub port_min: u16,
-    /// Last port handed to an engine.
+    /// Last port handed to an engine that cannot have its standard port.
     pub port_max: u16,
     /// How long a leftover engine gets to stop on delete before it is killed.
     pub stop_timeout: Duration,
@@ -60,6 +67,7 @@ impl Default for LocalComputeConfig {
     fn default() -> Self {
         LocalComputeConfig {
             hosts: Vec::new(),
+            address_pool: Some(DEFAULT_ADDRESS_POOL.into()),
             bind_address: "127.0.0.1".into(),
             port_min: 21000,
             port_max: 29999,
@@ -112,9 +120,14 @@ struct Inner {
 /// - A server is the directory `<host root>/<instance_id>/` (its `server.json` records name, flavor, version,
 ///   volume, placement group and port). The guest agent it launches runs the engine there, as a process of its own
 ///   that outlives the control plane.
-/// - Every engine listens on the configured bind address (default 127.0.0.1) with its own port, allocated from a
-///   range without collisions (ports of known servers are never reused; a port something else listens on is
-///   skipped) and recorded. The view shows the address in `addresses` and the port in `port`.
+/// - Every server gets a loopback address of its own from the address pool (default
+///   [`DEFAULT_ADDRESS_POOL`]) and its engine listens there on the engine's standard port (3306, 5432, 6379), so
+///   tools written for VMs find it where they expect and never reach the host's own servers on 127.0.0.1. When
+///   the standard port is taken on every address tried (a wildcard listener), or without a usable pool (none
+///   configured, or the host cannot bind its addresses: a warning at open), the engine gets a port of its own
+///   from `port_min..=port_max` (ports of known servers are never reused; a port something else listens on is
+///   skipped). Address and port are recorded with the server; the view shows the address in `addresses` and the
+///   port in `port`.
 /// - Locality: each host root is a host; affinity places group members on the source's host, anti-affinity on
 ///   distinct hosts (strict variants fail with a 400 when impossible; soft ones fall back to the least loaded host).
 /// - [`LocalCompute::open`] finds existing server directories again; [`LocalCompute::adopt_all`] then relaunches
@@ -123,6 +136,7 @@ struct Inner {
 ///   [`LocalCompute::supervise`] restarts crashed engines a bounded number of times.
 pub struct LocalCompute {
     config: LocalComputeConfig,
+    pool: Option<AddressPool>,
     launcher: Arc<dyn GuestLauncher>,
     engines: Option<Arc<dyn StrategyFactory>>,
     inner: Mutex<Inner>,
@@ -149,6 +163,47 @@ fn read_record(path: &Path) -> Option<ServerRecord> {
 
 fn port_is_free(addr: &str, port: u16) -> bool {
     std::net::TcpListener::bind((addr, port)).is_ok()
+}
+
+/// Pool addresses tried for the engine's standard port before one of them gets a port of its own.
+const STANDARD_PORT_TRIES: usize = 8;
+
+/// The configured address pool, when this host can bind its addresses (probed once); otherwise a warning that
+/// says what engines get instead.
+fn usable_pool(config: &LocalComputeConfig) -> Result<Option<AddressPool>> {
+    usable_pool_with(config, |a| std::net::TcpListener::bind((a, 0)).map(drop))
+}
+
+/// [`usable_pool`] with the probe given (`probe` binds an address of the pool).
+fn usable_pool_with(
+    config: &LocalComputeConfig,
+    probe: impl Fn(std::net::Ipv4Addr) -> std::io::Result<()>,
+) -> Result<Option<AddressPool>> {
+    let Some(text) = config
+        .address_pool
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+    else {
+        tracing::info!(bind_address = %config.bind_address, port_min = config.port_min, port_max = config.port_max,
+            "no address pool: engines listen on the bind address with ports of their own");
+        return Ok(None);
+    };
+    let pool = AddressPool::parse(text)?;
+    let probe_addr = pool
+        .first_usable()
+        .ok_or_else(|| Error::bad_request(format!("Address pool {pool} has no usable address.")))?;
+    match probe(probe_addr) {
+        Ok(()) => {
+            tracing::info!(pool = %pool, "engines listen on addresses of their own with their standard ports");
+            Ok(Some(pool))
+        }
+        Err(e) => {
+            tracing::warn!(pool = %pool, probe = %probe_addr, error = %e, bind_address = %config.bind_address,
+                port_min = config.port_min, port_max = config.port_max,
+                "this host cannot give out the pool's addresses; engines share the bind address with ports of their own");
+            Ok(None)
+        }
+    }
 }
 
 impl LocalCompute {
@@ -199,8 +254,10 @@ impl LocalCompute {
                 servers.insert(id, rec);
             }
         }
+        let pool = usable_pool(&config)?;
         Ok(LocalCompute {
             config,
+            pool,
             launcher,
             engines: None,
             inner: Mutex::new(Inner {
@@ -216,6 +273,12 @@ impl LocalCompute {
     pub fn with_engines(mut self, factory: Arc<dyn StrategyFactory>) -> LocalCompute {
         self.engines = Some(factory);
         self
+    }
+
+    /// The address pool servers get their addresses from; `None` when engines share the bind address with ports
+    /// of their own (none configured, or the host cannot bind the pool's addresses).
+    pub fn address_pool(&self) -> Option<AddressPool> {
+        self.pool
     }
 
     fn host_root(&self, host: &str) -> Result<&Path> {
@@ -336,16 +399,58 @@ impl LocalCompute {
         }
     }
 
-    /// A port for `instance_id`: the search starts at a point of the range derived from the instance id, so that
-    /// two control planes sharing a machine (whose engines bind only after allocation) rarely race for one port.
-    fn allocate_port(&self, inner: &Inner, instance_id: Uuid) -> Result<u16> {
+    /// The address and port of a new server: an unused pool address with the engine's standard port free, else
+    /// (the standard port is taken on the first addresses tried: a wildcard listener) an unused pool address with
+    /// a port of its own; without a pool the bind address with a port of its own.
+    fn allocate_endpoint(&self, inner: &Inner, spec: &ServerSpec) -> Result<(String, u16)> {
+        let Some(pool) = self.pool else {
+            let port = self.allocate_port(inner, &self.config.bind_address, spec.instance_id)?;
+            return Ok((self.config.bind_address.clone(), port));
+        };
+        let standard = spec.datastore_version.manager.default_port();
+        let used: HashSet<&str> = inner
+            .servers
+            .values()
+            .map(|s| s.bind_address.as_str())
+            .collect();
+        let mut tried = Vec::new();
+        for addr in pool.candidates(spec.instance_id.as_u128()) {
+            let addr = addr.to_string();
+            if used.contains(addr.as_str()) {
+                continue;
+            }
+            if port_is_free(&addr, standard) {
+                return Ok((addr, standard));
+            }
+            tried.push(addr);
+            if tried.len() >= STANDARD_PORT_TRIES {
+                break;
+            }
+        }
+        let Some(addr) = tried.into_iter().next() else {
+            return Err(Error::backend(
+                BACKEND,
+                format!("no free address left in the address pool {pool}"),
+                true,
+            ));
+        };
+        let port = self.allocate_port(inner, &addr, spec.instance_id)?;
+        tracing::warn!(instance = %spec.instance_id, address = %addr, standard, port,
+            "the engine's standard port is taken on every pool address tried (a wildcard listener?); using a port of its own");
+        Ok((addr, port))
+    }
+
+    /// A port for `instance_id` on `addr`: the search starts at a point of the range derived from the instance
+    /// id, so that two control planes sharing a machine (whose engines bind only after allocation) rarely race
+    /// for one port.
+    fn allocate_port(&self, inner: &Inner, addr: &str, instance_id: Uuid) -> Result<u16> {
         let used: HashSet<u16> = inner.servers.values().map(|s| s.port).collect();
         let (min, max) = (self.config.port_min, self.config.port_max);
         let len = u32::from(max - min) + 1;
         let start = (instance_id.as_u128() % u128::from(len)) as u32;
         (0..len)
             .map(|i| min + ((start + i) % len) as u16)
-            .find(|p| !used.contains(p) && port_is_free(&self.config.bind_address, *p))
+            .find(|p| !used.contains(p) && port_is_free(addr, *p))
             .ok_or_else(|| {
                 Error::backend(
                     BACKEND,
@@ -519,13 +624,13 @@ impl Compute for LocalCompute {
             return Ok(self.view(&rec));
         }
         let host = self.place(&inner, spec)?;
-        let port = self.allocate_port(&inner, spec.instance_id)?;
+        let (bind_address, port) = self.allocate_endpoint(&inner, spec)?;
         let rec = ServerRecord {
             instance_id: spec.instance_id,
             name: spec.name.clone(),
             host,
             port,
-            bind_address: self.config.bind_address.clone(),
+            bind_address,
             flavor: spec.flavor.clone(),
             datastore_version: spec.datastore_version.clone(),
             volume_path: spec.volume_path.clone(),
@@ -801,6 +906,40 @@ mod tests {
     fn touch(p: &Path) {
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, b"x").expect("write");
+    }
+
+    #[test]
+    fn a_pool_the_host_cannot_bind_falls_back_to_ports_and_a_bad_pool_is_refused() {
+        let cfg = LocalComputeConfig::default();
+        let pool = usable_pool_with(&cfg, |_| Ok(())).expect("pool");
+        assert_eq!(
+            pool.map(|p| p.to_string()).as_deref(),
+            Some(DEFAULT_ADDRESS_POOL)
+        );
+        let refused = usable_pool_with(&cfg, |_| {
+            Err(std::io::Error::from(std::io::ErrorKind::AddrNotAvailable))
+        })
+        .expect("a fallback, not an error");
+        assert_eq!(
+            refused, None,
+            "engines share the bind address with ports of their own"
+        );
+        let none = LocalComputeConfig {
+            address_pool: Some(" ".into()),
+            ..LocalComputeConfig::default()
+        };
+        assert_eq!(usable_pool_with(&none, |_| Ok(())).expect("no pool"), None);
+        let bad = LocalComputeConfig {
+            address_pool: Some("192.168.0.0/24".into()),
+            ..LocalComputeConfig::default()
+        };
+        assert_eq!(
+            usable_pool_with(&bad, |_| Ok(()))
+                .expect_err("outside loopback")
+                .fault()
+                .status,
+            400
+        );
     }
 
     #[test]

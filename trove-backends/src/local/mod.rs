@@ -1,17 +1,20 @@
 //! Local-process compute, directory volumes and filesystem backups: the embedded deployment's infrastructure.
 //!
 //! - [`LocalCompute`] ([`trove_core::ports::Compute`]): servers are directories on named host roots; engines run
-//!   as local processes started by the guest agents, each on its own port.
+//!   as local processes started by the guest agents, each on a loopback address of its own ([`AddressPool`])
+//!   with the engine's standard port.
 //! - [`DirBlockStorage`] ([`trove_core::ports::BlockStorage`]): volumes are directories with a recorded limit.
 //! - [`FsBackupStore`] ([`trove_core::ports::BackupStore`]): backup objects are files with their SHA-256.
 
+mod address_pool;
 mod backup;
 mod compute;
 mod process_launcher;
 mod volume;
 
+pub use address_pool::AddressPool;
 pub use backup::FsBackupStore;
-pub use compute::{LocalCompute, LocalComputeConfig, LocalHost};
+pub use compute::{LocalCompute, LocalComputeConfig, LocalHost, DEFAULT_ADDRESS_POOL};
 pub use process_launcher::{
     GuestBusAccess, GuestFile, ProcessLauncher, ProcessLauncherConfig, ServerDirKeys,
     SharedBusAccess, GUEST_FILE, KEY_FILE,
