@@ -13,6 +13,7 @@
 
 mod api_support;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,8 @@ use trove::core::testing::crash::CrashingStore;
 use trove::core::CoreConfig;
 
 use api_support::{
-    add_versions, app_i64, engine_instance, eventually, idle_healthy, load_rules, open_workflow,
-    open_workflows, redis_setting, service_status, step, t1, version,
+    add_versions, app_i64, endpoint, engine_instance, eventually, idle_healthy, load_rules,
+    open_workflow, open_workflows, redis_setting, service_status, step, t1, version,
     wait_engine_view as wait_view, Engine, EngineEnv, World, ENGINE_WAIT,
 };
 
@@ -96,7 +97,7 @@ async fn set_group(api: &ApiService, cid: Uuid, v: Value) {
 
 /// The engine's own value of setting `name`, asked as a client (SQL: as `app`; Redis: `CONFIG GET` as the
 /// guest's admin account, whose secret the server directory under `state` holds).
-async fn setting(k: Engine, port: u16, state: &Path, id: Uuid, name: &str) -> i64 {
+async fn setting(k: Engine, at: SocketAddr, state: &Path, id: Uuid, name: &str) -> i64 {
     assert!(name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
@@ -105,9 +106,9 @@ async fn setting(k: Engine, port: u16, state: &Path, id: Uuid, name: &str) -> i6
         Engine::Postgres => {
             format!("SELECT setting::bigint FROM pg_settings WHERE name = '{name}'")
         }
-        Engine::Redis => return redis_setting(port, state, id, name).await,
+        Engine::Redis => return redis_setting(at, state, id, name).await,
     };
-    app_i64(k, port, &q)
+    app_i64(k, at, &q)
         .await
         .unwrap_or_else(|| panic!("{q}: no row"))
 }
@@ -168,13 +169,13 @@ async fn configuration_on_real_engine(p: Plan) {
         .expect("create");
     let id = created.instance.id;
     let v = wait_view(&api, id, "HEALTHY after create", idle_healthy).await;
-    let port = v.instance.port.expect("port");
+    let at = endpoint(&v.instance);
     step(&mut t, "create to HEALTHY", ds);
     let (dyn_key, v1, v2) = p.dynamic;
     let (second_key, second_json, second_value, second_live) = p.second;
     let get = |name: &'static str| {
         let state = state.clone();
-        async move { setting(k, port, &state, id, name).await }
+        async move { setting(k, at, &state, id, name).await }
     };
     let dyn_default = get(dyn_key).await;
     let second_default = get(second_key).await;

@@ -10,12 +10,13 @@
 //! HEALTHY with the data; restart keeps the data; resize volume shows the new size; resize flavor changes the
 //! memory setting the engine reports; delete removes the process, the port and the files.
 //!
-//! Ports: `Embedded` allocates engine ports from the default range of its local compute, so two deployments in
-//! parallel could hand out the same port; the tests of this file therefore take a cross-process file lock and run
-//! one at a time.
+//! Addresses: every instance gets a loopback address of its own from the local compute's default pool and its
+//! engine listens there on the standard port; the tests connect where the view says. They still take a
+//! cross-process file lock and run one at a time (real engines on a small machine).
 
 mod api_support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -25,9 +26,9 @@ use trove::core::model::{DatabaseSpec, Secret, UserSpec};
 use trove::core::state::ServiceStatus;
 
 use api_support::{
-    alive, engine_instance, engine_state_dir, engines_lock, engines_under, eventually,
-    idle_healthy, listening, pid_listening_on, redis_connect, step, t1, wait_engine_gone, Engine,
-    EngineEnv, HttpClient, KillGuard, SqlConn,
+    alive, assert_own_address, endpoint, engine_instance, engine_state_dir, engines_lock,
+    engines_under, eventually, http_endpoint, idle_healthy, listening, pid_listening_on,
+    redis_connect, step, t1, wait_engine_gone, Engine, EngineEnv, HttpClient, KillGuard, SqlConn,
 };
 
 /// How long any single wait may take (generous: the machine is shared and loaded).
@@ -51,16 +52,16 @@ fn healthy(v: &InstanceView) -> bool {
 // ------------------------------------------------------------------ clients
 
 /// Connects as `user` to `db`, panicking when refused.
-async fn sql(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> SqlConn {
-    SqlConn::connect(k, port, user, pw, db)
+async fn sql(k: Engine, at: SocketAddr, user: &str, pw: &str, db: &str) -> SqlConn {
+    SqlConn::connect(k, at, user, pw, db)
         .await
         .unwrap_or_else(|e| panic!("{user} connects to {db}: {e}"))
 }
 
 /// Writes a first row (SQL: table `t` in `db`; Redis: key `k`).
-async fn write_row(k: Engine, port: u16, user: &str, pw: &str, db: &str, value: i32) {
+async fn write_row(k: Engine, at: SocketAddr, user: &str, pw: &str, db: &str, value: i32) {
     if k == Engine::Redis {
-        let mut c = redis_connect(port, user, pw)
+        let mut c = redis_connect(at, user, pw)
             .await
             .unwrap_or_else(|e| panic!("{user} connects: {e}"));
         let _: () = redis::cmd("SET")
@@ -71,7 +72,7 @@ async fn write_row(k: Engine, port: u16, user: &str, pw: &str, db: &str, value: 
             .expect("SET");
         return;
     }
-    let mut c = sql(k, port, user, pw, db).await;
+    let mut c = sql(k, at, user, pw, db).await;
     for s in [
         "CREATE TABLE IF NOT EXISTS t (v INT)".to_string(),
         format!("INSERT INTO t VALUES ({value})"),
@@ -82,12 +83,12 @@ async fn write_row(k: Engine, port: u16, user: &str, pw: &str, db: &str, value: 
 }
 
 /// Reads the row back (SQL: the sum of `t.v`; Redis: `k`).
-async fn read_row(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> i64 {
+async fn read_row(k: Engine, at: SocketAddr, user: &str, pw: &str, db: &str) -> i64 {
     let q = match k {
         Engine::Mysql => "SELECT CAST(SUM(v) AS SIGNED) FROM t",
         Engine::Postgres => "SELECT SUM(v)::bigint FROM t",
         Engine::Redis => {
-            let mut c = redis_connect(port, user, pw)
+            let mut c = redis_connect(at, user, pw)
                 .await
                 .unwrap_or_else(|e| panic!("{user} connects: {e}"));
             return redis::cmd("GET")
@@ -97,7 +98,7 @@ async fn read_row(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> i64 {
                 .expect("GET");
         }
     };
-    let mut c = sql(k, port, user, pw, db).await;
+    let mut c = sql(k, at, user, pw, db).await;
     let v = c
         .fetch_i64(q)
         .await
@@ -108,9 +109,15 @@ async fn read_row(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> i64 {
 }
 
 /// Whether `user` can connect to `db` and read/write a table there (`Err` carries the engine's refusal).
-async fn sql_access(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> Result<(), String> {
+async fn sql_access(
+    k: Engine,
+    at: SocketAddr,
+    user: &str,
+    pw: &str,
+    db: &str,
+) -> Result<(), String> {
     assert!(k != Engine::Redis, "Redis has no databases");
-    let mut c = SqlConn::connect(k, port, user, pw, db).await?;
+    let mut c = SqlConn::connect(k, at, user, pw, db).await?;
     c.execute("CREATE TABLE IF NOT EXISTS probe (v INT)")
         .await?;
     c.execute("SELECT COUNT(*) FROM probe").await?;
@@ -120,10 +127,10 @@ async fn sql_access(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> Res
 
 /// The memory setting the engine itself reports, in MB: `innodb_buffer_pool_size`, `shared_buffers`,
 /// `maxmemory`.
-async fn memory_setting_mb(k: Engine, port: u16, user: &str, pw: &str, db: &str) -> u64 {
+async fn memory_setting_mb(k: Engine, at: SocketAddr, user: &str, pw: &str, db: &str) -> u64 {
     let bytes = match k {
         Engine::Mysql => {
-            let mut c = sql(k, port, user, pw, db).await;
+            let mut c = sql(k, at, user, pw, db).await;
             let v = c
                 .fetch_i64("SELECT CAST(@@innodb_buffer_pool_size AS SIGNED)")
                 .await
@@ -133,7 +140,7 @@ async fn memory_setting_mb(k: Engine, port: u16, user: &str, pw: &str, db: &str)
             v
         }
         Engine::Postgres => {
-            let mut c = sql(k, port, user, pw, db).await;
+            let mut c = sql(k, at, user, pw, db).await;
             // shared_buffers in pages of block_size bytes, whatever unit SHOW would print.
             let v = c
                 .fetch_i64(
@@ -147,7 +154,7 @@ async fn memory_setting_mb(k: Engine, port: u16, user: &str, pw: &str, db: &str)
             v
         }
         Engine::Redis => {
-            let mut c = redis_connect(port, user, pw).await.expect("connect");
+            let mut c = redis_connect(at, user, pw).await.expect("connect");
             let info: String = redis::cmd("INFO")
                 .arg("memory")
                 .query_async(&mut c)
@@ -188,17 +195,13 @@ async fn lifecycle(ds: &str) {
     .await;
     step(&mut t, "POST /instances to ACTIVE/HEALTHY", ds);
     assert_eq!(v.operating_status, "HEALTHY", "{v:?}");
-    let port = v.instance.port.expect("the view shows the engine's port");
-    assert_eq!(
-        v.instance.addresses.first().map(|a| a.address.as_str()),
-        Some("127.0.0.1"),
-        "the view shows the address to connect to"
-    );
+    let at = endpoint(&v.instance);
+    assert_own_address(k, at);
     assert!(
-        listening(port),
-        "nothing listens on the port the view shows"
+        listening(at),
+        "nothing listens on {at}, which the view shows"
     );
-    let engine_pid = pid_listening_on(port).expect("a process listens on the instance's port");
+    let engine_pid = pid_listening_on(at).expect("a process listens on the instance's port");
     let server_dir = env.state.path().join("servers").join(id.to_string());
     let volume_dir = env.state.path().join("volumes").join(id.to_string());
     assert!(server_dir.is_dir(), "{} missing", server_dir.display());
@@ -276,8 +279,8 @@ async fn lifecycle(ds: &str) {
             host: u.host.clone(),
         })
         .unwrap_or_else(|| panic!("user {user} not listed: {users:?}"));
-    write_row(k, port, user, pw, db, 42).await;
-    assert_eq!(read_row(k, port, user, pw, db).await, 42);
+    write_row(k, at, user, pw, db, 42).await;
+    assert_eq!(read_row(k, at, user, pw, db).await, 42);
     step(&mut t, "database + user + connect/write/read", ds);
 
     // ---- grant / revoke take effect.
@@ -289,7 +292,7 @@ async fn lifecycle(ds: &str) {
         assert_eq!(e.fault().status, 422, "{e}");
     } else {
         assert!(
-            sql_access(k, port, user, pw, "other").await.is_err(),
+            sql_access(k, at, user, pw, "other").await.is_err(),
             "{user} reaches 'other' before any grant"
         );
         api.grant_user_access(&t1(), id, &uref, vec!["other".into()])
@@ -300,13 +303,13 @@ async fn lifecycle(ds: &str) {
             .await
             .expect("list access");
         assert!(access.contains(&"other".to_string()), "{access:?}");
-        sql_access(k, port, user, pw, "other")
+        sql_access(k, at, user, pw, "other")
             .await
             .unwrap_or_else(|e| panic!("{user} cannot use 'other' after the grant: {e}"));
         api.revoke_user_access(&t1(), id, &uref, "other")
             .await
             .expect("revoke");
-        let refused = sql_access(k, port, user, pw, "other").await;
+        let refused = sql_access(k, at, user, pw, "other").await;
         assert!(
             refused.is_err(),
             "{user} still uses 'other' after the revoke"
@@ -316,7 +319,7 @@ async fn lifecycle(ds: &str) {
             refused.unwrap_err()
         );
         // The other grant is untouched.
-        assert_eq!(read_row(k, port, user, pw, db).await, 42);
+        assert_eq!(read_row(k, at, user, pw, db).await, 42);
     }
     step(&mut t, "grant/revoke", ds);
 
@@ -326,7 +329,7 @@ async fn lifecycle(ds: &str) {
         let creds = api.root_enable(&t1(), id, None).await.expect("root enable");
         assert_eq!(creds.name, "root", "{ds}: upstream's root user name");
         let root_pw = creds.password.expose().to_string();
-        sql_access(k, port, "root", &root_pw, db)
+        sql_access(k, at, "root", &root_pw, db)
             .await
             .unwrap_or_else(|e| panic!("{ds}: root cannot log in: {e}"));
         assert!(api.root_show(&t1(), id).await.expect("root show"));
@@ -336,7 +339,7 @@ async fn lifecycle(ds: &str) {
             "{ds}: root still shows as enabled after the disable"
         );
         assert!(
-            sql_access(k, port, "root", &root_pw, db).await.is_err(),
+            sql_access(k, at, "root", &root_pw, db).await.is_err(),
             "{ds}: root still logs in after the disable"
         );
         step(&mut t, "root enable/disable", ds);
@@ -386,9 +389,9 @@ async fn lifecycle(ds: &str) {
         killed_at.elapsed()
     );
     assert!(!alive(engine_pid), "the killed engine still runs");
-    let engine_pid = pid_listening_on(port).expect("the restarted engine listens on the same port");
+    let engine_pid = pid_listening_on(at).expect("the restarted engine listens on the same port");
     assert_eq!(
-        read_row(k, port, user, pw, db).await,
+        read_row(k, at, user, pw, db).await,
         42,
         "data lost by the crash"
     );
@@ -400,15 +403,15 @@ async fn lifecycle(ds: &str) {
         idle_healthy(v) && healthy(v)
     })
     .await;
-    let after_restart = pid_listening_on(port).expect("the engine listens after restart");
+    let after_restart = pid_listening_on(at).expect("the engine listens after restart");
     assert_ne!(
         after_restart, engine_pid,
         "restart did not restart the engine"
     );
     assert!(!alive(engine_pid), "the old engine process still runs");
-    write_row(k, port, user, pw, db, 1).await;
+    write_row(k, at, user, pw, db, 1).await;
     let expect_after = if k == Engine::Redis { 1 } else { 43 };
-    assert_eq!(read_row(k, port, user, pw, db).await, expect_after);
+    assert_eq!(read_row(k, at, user, pw, db).await, expect_after);
     step(&mut t, "restart", ds);
 
     // ---- resize volume: the view shows the new size.
@@ -431,7 +434,7 @@ async fn lifecycle(ds: &str) {
     step(&mut t, "resize volume 1 → 2 GB", ds);
 
     // ---- resize flavor: the engine's memory setting follows the flavor's RAM.
-    let before = memory_setting_mb(k, port, user, pw, db).await;
+    let before = memory_setting_mb(k, at, user, pw, db).await;
     let (fraction_num, fraction_den) = if k == Engine::Postgres {
         (1, 4)
     } else {
@@ -449,13 +452,13 @@ async fn lifecycle(ds: &str) {
         v.instance.flavor_id == "1" && idle_healthy(v)
     })
     .await;
-    let after = memory_setting_mb(k, port, user, pw, db).await;
+    let after = memory_setting_mb(k, at, user, pw, db).await;
     assert_eq!(
         after,
         512 * fraction_num / fraction_den,
         "memory setting for 512 MB RAM (was {before} MB)"
     );
-    assert_eq!(read_row(k, port, user, pw, db).await, expect_after);
+    assert_eq!(read_row(k, at, user, pw, db).await, expect_after);
     eprintln!("[{ds}] memory setting {before} MB → {after} MB");
     step(&mut t, "resize flavor 256 → 512 MB", ds);
 
@@ -464,13 +467,13 @@ async fn lifecycle(ds: &str) {
         api.delete_user(&t1(), id, &uref)
             .await
             .expect("delete user");
-        let e = redis_connect(port, user, pw).await;
+        let e = redis_connect(at, user, pw).await;
         assert!(e.is_err(), "the deleted user still authenticates");
         step(&mut t, "delete user → no access", ds);
     }
 
     // ---- delete removes the process, the port and the files.
-    let pid = pid_listening_on(port).expect("engine pid before delete");
+    let pid = pid_listening_on(at).expect("engine pid before delete");
     api.delete_instance(&t1(), id).await.expect("delete");
     eventually("the instance is deleted", WAIT, || async {
         match api.show_instance(&t1(), id).await {
@@ -479,7 +482,7 @@ async fn lifecycle(ds: &str) {
         }
     })
     .await;
-    wait_engine_gone(pid, port, Duration::from_secs(15)).await;
+    wait_engine_gone(pid, at, Duration::from_secs(15)).await;
     let mut left = engines_under(&server_dir);
     left.extend(engines_under(&volume_dir));
     assert!(
@@ -541,6 +544,12 @@ async fn all_in_one_restart_keeps_instances_and_data() {
     let all = Instant::now();
     let http = HttpClient::new(format!("{}/v1.0/t1", server.base), "t");
     let (user, pw, db) = ("app", "app-Pw-1x", "shop");
+    let host_servers: Vec<(Engine, SocketAddr)> = [Engine::Mysql, Engine::Postgres, Engine::Redis]
+        .into_iter()
+        .map(|k| (k, SocketAddr::from(([127, 0, 0, 1], k.standard_port()))))
+        .filter(|(_, host)| listening(*host))
+        .collect();
+    eprintln!("the host's own servers: {host_servers:?}");
 
     // One instance per engine, with its database and user given at create; a row written as the user.
     let mut instances = Vec::new();
@@ -571,30 +580,46 @@ async fn all_in_one_restart_keeps_instances_and_data() {
                 http_healthy,
             )
             .await;
-        let port = inst["port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or_else(|| panic!("no port in {inst}"));
-        assert_eq!(inst["ip"][0], "127.0.0.1", "{inst}");
+        // The engine answers on the instance's own address (`ip`) with its standard port, as on a VM.
+        let at = http_endpoint(&inst);
+        assert_own_address(k, at);
         let value = 7 + i as i32;
-        write_row(k, port, user, pw, db, value).await;
+        write_row(k, at, user, pw, db, value).await;
         if k == Engine::Redis {
             // Let the append-only file reach the disk (fsync every second).
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
-        let pid = pid_listening_on(port).expect("engine pid");
-        instances.push((ds, id, port, pid, i64::from(value)));
+        let pid = pid_listening_on(at).expect("engine pid");
+        instances.push((ds, id, at, pid, i64::from(value)));
     }
     eprintln!("three instances with data: {:.2?}", all.elapsed());
+    // The host's own servers on 127.0.0.1's standard ports (running before the test) are untouched: still there,
+    // not the instances' engines, and they do not know the user created through the API.
+    for (k, host) in &host_servers {
+        assert!(listening(*host), "the host's server on {host} stopped");
+        let holder = pid_listening_on(*host);
+        assert!(
+            instances.iter().all(|i| holder != Some(i.3)),
+            "an instance's engine listens on {host}"
+        );
+        let refused = match k {
+            Engine::Redis => redis_connect(*host, user, pw).await.is_err(),
+            _ => sql_access(*k, *host, user, pw, db).await.is_err(),
+        };
+        assert!(
+            refused,
+            "the host's server on {host} accepts the API-created user"
+        );
+    }
 
     // SIGTERM: the server stops cleanly; the engines keep running (they are re-adopted at the next start).
     let (status, state) = tokio::task::spawn_blocking(move || server.stop())
         .await
         .expect("stop task");
     assert!(status.success(), "the server exited with {status}");
-    for (ds, _, port, pid, _) in &instances {
+    for (ds, _, at, pid, _) in &instances {
         assert!(alive(*pid), "{ds}: the engine stopped with the server");
-        assert!(listening(*port), "{ds}: port {port} closed with the server");
+        assert!(listening(*at), "{ds}: at {at} closed with the server");
     }
 
     // The same state directory again.
@@ -617,7 +642,7 @@ async fn all_in_one_restart_keeps_instances_and_data() {
     let mut ours: Vec<String> = instances.iter().map(|i| i.1.clone()).collect();
     ours.sort();
     assert_eq!(listed, ours, "no instance lost or duplicated");
-    for (ds, id, port, pid, value) in &instances {
+    for (ds, id, at, pid, value) in &instances {
         let k = Engine::of(ds);
         // Heartbeats resume: a status report newer than the restart, and HEALTHY.
         let inst = http
@@ -628,18 +653,14 @@ async fn all_in_one_restart_keeps_instances_and_data() {
                 |i| http_healthy(i) && service_updated(i) > restarted_at,
             )
             .await;
+        assert_eq!(http_endpoint(&inst), *at, "{ds}: address or port changed");
         assert_eq!(
-            inst["port"].as_u64(),
-            Some(u64::from(*port)),
-            "{ds}: port changed"
-        );
-        assert_eq!(
-            pid_listening_on(*port),
+            pid_listening_on(*at),
             Some(*pid),
             "{ds}: the running engine was not re-adopted"
         );
         assert_eq!(
-            read_row(k, *port, user, pw, db).await,
+            read_row(k, *at, user, pw, db).await,
             *value,
             "{ds}: data lost across the restart"
         );
@@ -658,10 +679,10 @@ async fn all_in_one_restart_keeps_instances_and_data() {
     eprintln!("restart verified: {:.2?}", t.elapsed());
 
     // Clean up through the API: delete removes the engines.
-    for (ds, id, port, pid, _) in &instances {
+    for (ds, id, at, pid, _) in &instances {
         let (s, body) = http.send("DELETE", &format!("/instances/{id}"), None).await;
         assert_eq!(s, 202, "{ds}: delete: {body}");
-        wait_engine_gone(*pid, *port, WAIT).await;
+        wait_engine_gone(*pid, *at, WAIT).await;
     }
     let (_, state) = tokio::task::spawn_blocking(move || server.stop())
         .await

@@ -10,13 +10,14 @@
 //! On the in-memory control plane (simulated engines): the upstream sample bodies, the 422 of an instance whose
 //! engine is down, and the 501 of a guest without a log store.
 //!
-//! Engine ports come from the local compute's default range, so the engine tests take the same cross-process
-//! lock as `tests/engines_api.rs` and run one at a time. Heartbeats and the supervisor are slowed down in the
+//! The engine tests take the same cross-process lock as `tests/engines_api.rs` and run one at a time (real engines
+//! on a small machine). Heartbeats and the supervisor are slowed down in the
 //! engine tests: their probes are sessions like any other, which a general log records, and the statuses checked
 //! here must only move by the test's own statements.
 
 mod api_support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,9 @@ use trove::core::CoreConfig;
 use trove::http::HttpConfig;
 
 use api_support::{
-    add_flavors, add_versions, api_sample, app_execute, engine_instance, eventually, idle_healthy,
-    serve_in_process, t1, tiny_flavor, version, wait_view, Engine, EngineEnv, HttpClient, SqlConn,
+    add_flavors, add_versions, api_sample, app_execute, endpoint, engine_instance, eventually,
+    idle_healthy, serve_in_process, t1, tiny_flavor, version, wait_view, Engine, EngineEnv,
+    HttpClient, SqlConn,
 };
 
 /// How long any single wait may take (generous: the machine is shared and loaded).
@@ -181,7 +183,7 @@ impl Env {
     }
 
     /// Creates an instance of `ds` (with database `shop` and user `app` for SQL engines) and waits for HEALTHY.
-    async fn instance(&self, ds: &str, sql: bool) -> (Uuid, u16) {
+    async fn instance(&self, ds: &str, sql: bool) -> (Uuid, SocketAddr) {
         let created = self
             .engines
             .api
@@ -190,7 +192,7 @@ impl Env {
             .expect("create");
         let id = created.instance.id;
         let v = self.wait_healthy(id, "HEALTHY after create").await;
-        (id, v.instance.port.expect("the view shows the port"))
+        (id, endpoint(&v.instance))
     }
 
     async fn wait_healthy(&self, id: Uuid, what: &str) -> InstanceView {
@@ -201,14 +203,14 @@ impl Env {
 // ------------------------------------------------------------------ clients of the engines
 
 /// Runs `statements` as user `app` on database `shop`, over TCP like any client.
-async fn run_sql(kind: Engine, port: u16, statements: &[String]) {
+async fn run_sql(kind: Engine, at: SocketAddr, statements: &[String]) {
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
-    app_execute(kind, port, &statements).await;
+    app_execute(kind, at, &statements).await;
 }
 
 /// A setting as the user sees it (MariaDB: an integer; PostgreSQL: text).
-async fn setting(kind: Engine, port: u16, query: &str) -> String {
-    let mut c = SqlConn::app(kind, port).await;
+async fn setting(kind: Engine, at: SocketAddr, query: &str) -> String {
+    let mut c = SqlConn::app(kind, at).await;
     let v = match kind {
         Engine::Mysql => c
             .fetch_i64(query)
@@ -229,7 +231,7 @@ fn marker(tag: &str) -> String {
 
 /// The whole life of the `general` log of a SQL instance, through the REST API.
 async fn general_log_scenario(env: &Env, ds: &str, kind: Engine, logs: &[&str]) {
-    let (id, port) = env.instance(ds, true).await;
+    let (id, at) = env.instance(ds, true).await;
     let h = &env.http;
     let mut t = Instant::now();
     let mut step = |what: &str| {
@@ -260,7 +262,7 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Engine, logs: &[&str]) 
         format!("INSERT INTO t VALUES ('{m1}')"),
         format!("SELECT '{m1}'"),
     ];
-    run_sql(kind, port, &q1).await;
+    run_sql(kind, at, &q1).await;
     // A user created through the API while the log is on: its password never reaches the log.
     env.engines
         .api
@@ -324,7 +326,7 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Engine, logs: &[&str]) 
 
     // ---- more statements: Partial.
     let m2 = marker("second");
-    run_sql(kind, port, &[format!("SELECT '{m2}'")]).await;
+    run_sql(kind, at, &[format!("SELECT '{m2}'")]).await;
     let v = h.log(id, json!({"name": "general"})).await;
     assert_eq!(v["status"], "Partial", "{v}");
     assert_eq!(bytes(&v, "published"), published1);
@@ -342,12 +344,12 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Engine, logs: &[&str]) 
         _ => ("SHOW log_statement", "all"),
     };
     assert_eq!(
-        setting(kind, port, query).await,
+        setting(kind, at, query).await,
         on,
         "logging is on after the restart"
     );
     let m3 = marker("after-restart");
-    run_sql(kind, port, &[format!("SELECT '{m3}'")]).await;
+    run_sql(kind, at, &[format!("SELECT '{m3}'")]).await;
     let v = h.log(id, json!({"name": "general", "publish": 1})).await;
     assert_eq!(v["status"], "Published", "{v}");
     let published2 = bytes(&v, "published");
@@ -363,7 +365,7 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Engine, logs: &[&str]) 
     let batch: Vec<String> = (0..2000)
         .map(|i| format!("SELECT '{i}-{filler}'"))
         .collect();
-    run_sql(kind, port, &batch).await;
+    run_sql(kind, at, &batch).await;
     let v = h.log(id, json!({"name": "general"})).await;
     let big = bytes(&v, "pending");
     assert!(big > 2_000_000, "{v}");
@@ -386,10 +388,10 @@ async fn general_log_scenario(env: &Env, ds: &str, kind: Engine, logs: &[&str]) 
         Engine::Mysql => "0",
         _ => "none",
     };
-    assert_eq!(setting(kind, port, query).await, off, "logging is off");
+    assert_eq!(setting(kind, at, query).await, off, "logging is off");
     let size_off = bytes(&v, "published") + bytes(&v, "pending");
     let m4 = marker("while-off");
-    run_sql(kind, port, &[format!("SELECT '{m4}'")]).await;
+    run_sql(kind, at, &[format!("SELECT '{m4}'")]).await;
     let v = h.log(id, json!({"name": "general"})).await;
     assert_eq!(v["status"], "Disabled", "{v}");
     if kind == Engine::Mysql {

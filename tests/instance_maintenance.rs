@@ -12,6 +12,7 @@
 
 mod api_support;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,10 +34,10 @@ use trove::core::taskmanager::{MigrateParams, TaskManager, TaskManagerConfig, Up
 use trove::http::HttpConfig;
 
 use api_support::{
-    add_versions, alive, app_execute, app_i64, engine_instance, engines_under, eventually,
-    idle_healthy, mem_config, open_workflow, pid_listening_on, redis_connect, redis_setting, step,
-    t1, version, wait_engine_view as wait_view, Engine, EngineEnv, HttpClient, World, APP_PASSWORD,
-    APP_USER, ENGINE_WAIT,
+    add_versions, alive, app_execute, app_i64, endpoint, engine_instance, engines_under,
+    eventually, idle_healthy, mem_config, open_workflow, pid_listening_on, redis_connect,
+    redis_setting, step, t1, version, wait_engine_view as wait_view, Engine, EngineEnv, HttpClient,
+    World, APP_PASSWORD, APP_USER, ENGINE_WAIT,
 };
 
 fn admin() -> RequestContext {
@@ -56,9 +57,9 @@ fn output_of(pid: u32) -> PathBuf {
 }
 
 /// Adds `v` to the data (SQL: a row of table `t` in `shop`; Redis: `INCRBY k`), as the user `app`.
-async fn add_row(k: Engine, port: u16, v: i64) {
+async fn add_row(k: Engine, at: SocketAddr, v: i64) {
     if k == Engine::Redis {
-        let mut c = app_redis(port).await;
+        let mut c = app_redis(at).await;
         let _: i64 = redis::cmd("INCRBY")
             .arg("k")
             .arg(v)
@@ -69,7 +70,7 @@ async fn add_row(k: Engine, port: u16, v: i64) {
     }
     app_execute(
         k,
-        port,
+        at,
         &[
             "CREATE TABLE IF NOT EXISTS t (v INT)",
             &format!("INSERT INTO t VALUES ({v})"),
@@ -78,40 +79,40 @@ async fn add_row(k: Engine, port: u16, v: i64) {
     .await;
 }
 
-async fn app_redis(port: u16) -> redis::aio::MultiplexedConnection {
-    redis_connect(port, APP_USER, APP_PASSWORD)
+async fn app_redis(at: SocketAddr) -> redis::aio::MultiplexedConnection {
+    redis_connect(at, APP_USER, APP_PASSWORD)
         .await
         .expect("app connects to redis")
 }
 
 /// The sum of what was added, read as the user `app`.
-async fn row_sum(k: Engine, port: u16) -> i64 {
+async fn row_sum(k: Engine, at: SocketAddr) -> i64 {
     let q = match k {
         Engine::Mysql => "SELECT CAST(SUM(v) AS SIGNED) FROM t",
         Engine::Postgres => "SELECT SUM(v)::bigint FROM t",
         Engine::Redis => {
             return redis::cmd("GET")
                 .arg("k")
-                .query_async(&mut app_redis(port).await)
+                .query_async(&mut app_redis(at).await)
                 .await
                 .expect("GET k");
         }
     };
-    app_i64(k, port, q).await.expect("a sum")
+    app_i64(k, at, q).await.expect("a sum")
 }
 
 /// Whether MariaDB's general log is on (1) or off (0).
-async fn general_log(port: u16) -> i64 {
-    app_i64(Engine::Mysql, port, "SELECT CAST(@@general_log AS SIGNED)")
+async fn general_log(at: SocketAddr) -> i64 {
+    app_i64(Engine::Mysql, at, "SELECT CAST(@@general_log AS SIGNED)")
         .await
         .expect("general_log")
 }
 
 /// Whether PostgreSQL has TLS on (1) or off (0).
-async fn pg_ssl(port: u16) -> i64 {
+async fn pg_ssl(at: SocketAddr) -> i64 {
     app_i64(
         Engine::Postgres,
-        port,
+        at,
         "SELECT CASE WHEN current_setting('ssl') = 'on' THEN 1 ELSE 0 END::bigint",
     )
     .await
@@ -134,13 +135,13 @@ fn conf_key(k: Engine) -> &'static str {
 
 /// The engine's own value of [`conf_key`] (Redis: `CONFIG GET` as the guest's admin account, whose secret the
 /// server directory under `state` holds).
-async fn max_connections(k: Engine, port: u16, state: &Path, id: Uuid) -> i64 {
+async fn max_connections(k: Engine, at: SocketAddr, state: &Path, id: Uuid) -> i64 {
     let q = match k {
         Engine::Mysql => "SELECT CAST(@@max_connections AS SIGNED)",
         Engine::Postgres => "SELECT current_setting('max_connections')::bigint",
-        Engine::Redis => return redis_setting(port, state, id, "maxclients").await,
+        Engine::Redis => return redis_setting(at, state, id, "maxclients").await,
     };
-    app_i64(k, port, q).await.expect("max_connections")
+    app_i64(k, at, q).await.expect("max_connections")
 }
 
 async fn maintenance_on_real_engine(ds: &str, k: Engine) {
@@ -188,12 +189,12 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
     let id = created.instance.id;
     let v = wait_view(&api, id, "HEALTHY after create", idle_healthy).await;
     step(&mut t, "create to HEALTHY", ds);
-    let port = v.instance.port.expect("port");
+    let at = endpoint(&v.instance);
     let old_version = v.datastore_version.clone();
-    add_row(k, port, 1).await;
-    assert_eq!(row_sum(k, port).await, 1);
+    add_row(k, at, 1).await;
+    assert_eq!(row_sum(k, at).await, 1);
     assert_eq!(
-        max_connections(k, port, &state, id).await,
+        max_connections(k, at, &state, id).await,
         77,
         "the group applies"
     );
@@ -359,11 +360,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         "{}",
         fault.message
     );
-    assert_eq!(
-        row_sum(k, port).await,
-        1,
-        "data survives the failed upgrade"
-    );
+    assert_eq!(row_sum(k, at).await, 1, "data survives the failed upgrade");
     let record = server_record(&state.join("servers").join(id.to_string()));
     assert_eq!(
         record["datastore_version"]["id"],
@@ -375,7 +372,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
     wait_view(&api, id, "HEALTHY after reset", idle_healthy).await;
 
     // ---- upgrade: UPGRADE, then HEALTHY on the new version with the data; the engine was relaunched.
-    let pid_before = pid_listening_on(port).expect("engine pid");
+    let pid_before = pid_listening_on(at).expect("engine pid");
     api.update_instance(&t1(), id, upgrade(target.name.clone()))
         .await
         .expect("upgrade accepted");
@@ -402,15 +399,15 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         Some(fault.clone()),
         "a successful upgrade records no new fault (the rolled-back one stays, as upstream keeps faults)"
     );
-    assert_eq!(row_sum(k, port).await, 1, "data survives the upgrade");
-    let pid_upgraded = pid_listening_on(port).expect("engine pid after upgrade");
+    assert_eq!(row_sum(k, at).await, 1, "data survives the upgrade");
+    let pid_upgraded = pid_listening_on(at).expect("engine pid after upgrade");
     assert_ne!(pid_upgraded, pid_before, "the engine was started again");
     assert_eq!(
-        max_connections(k, port, &state, id).await,
+        max_connections(k, at, &state, id).await,
         77,
         "the group still applies"
     );
-    add_row(k, port, 2).await;
+    add_row(k, at, 2).await;
 
     // ---- migrate to the other host: the server directory and the engine move; data intact.
     let local_dir = state.join("servers").join(id.to_string());
@@ -447,10 +444,14 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         Some("remote"),
         "host changed"
     );
-    assert_eq!(v.instance.port, Some(port), "the engine keeps its port");
+    assert_eq!(
+        endpoint(&v.instance),
+        at,
+        "the engine keeps its address and port"
+    );
     assert!(!local_dir.exists(), "the old server directory is gone");
     assert!(remote_dir.join("server.json").is_file());
-    let pid_migrated = pid_listening_on(port).expect("engine pid after migrate");
+    let pid_migrated = pid_listening_on(at).expect("engine pid after migrate");
     assert_ne!(pid_migrated, pid_upgraded, "the engine was started again");
     assert!(
         output_of(pid_migrated).starts_with(&remote_dir),
@@ -458,7 +459,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         output_of(pid_migrated).display()
     );
     assert!(!alive(pid_upgraded), "the old engine process is gone");
-    assert_eq!(row_sum(k, port).await, 3, "data survives the migration");
+    assert_eq!(row_sum(k, at).await, 3, "data survives the migration");
 
     // ---- rebuild: the generated files are made again; data and configuration survive (PostgreSQL: TLS too,
     // enabled here; its engine reloads it live).
@@ -477,7 +478,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
             .expect("enable TLS");
         assert_eq!(r.status, SslStatus::On);
         wait_view(&api, id, "HEALTHY with TLS", idle_healthy).await;
-        assert_eq!(pg_ssl(port).await, 1, "the engine serves TLS");
+        assert_eq!(pg_ssl(at).await, 1, "the engine serves TLS");
         step(&mut t, "enable TLS", ds);
     }
     // MariaDB: the general log, turned on through the API, stays on.
@@ -489,7 +490,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         )
         .await
         .expect("enable the general log");
-        assert_eq!(general_log(port).await, 1, "the general log is on");
+        assert_eq!(general_log(at).await, 1, "the general log is on");
     }
     let engine_dir = remote_dir.join("engine");
     let marker = engine_dir.join("left-by-the-test");
@@ -526,14 +527,14 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         "the group stays attached"
     );
     assert_eq!(
-        max_connections(k, port, &state, id).await,
+        max_connections(k, at, &state, id).await,
         77,
         "the group applies after the rebuild"
     );
-    assert_eq!(row_sum(k, port).await, 3, "data survives the rebuild");
+    assert_eq!(row_sum(k, at).await, 3, "data survives the rebuild");
     if k == Engine::Mysql {
         assert_eq!(
-            general_log(port).await,
+            general_log(at).await,
             1,
             "the general log is still on after the rebuild"
         );
@@ -541,7 +542,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
     if k == Engine::Postgres {
         let shown = api.ssl_show(&t1(), id, false).await.expect("ssl show");
         assert_eq!(shown.status, SslStatus::On, "TLS stays on: {shown:?}");
-        assert_eq!(pg_ssl(port).await, 1, "the rebuilt engine serves TLS");
+        assert_eq!(pg_ssl(at).await, 1, "the rebuilt engine serves TLS");
     }
     assert_eq!(v.datastore_version.id, target.id);
 
@@ -557,7 +558,7 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         .expect("mgmt show");
     assert_eq!(shown.instance.host.as_deref(), Some("local"));
     assert!(local_dir.join("server.json").is_file() && !remote_dir.exists());
-    assert_eq!(row_sum(k, port).await, 3);
+    assert_eq!(row_sum(k, at).await, 3);
 
     api.delete_instance(&t1(), id).await.expect("delete");
     eventually("the delete finishes", ENGINE_WAIT, || async {
@@ -572,9 +573,9 @@ async fn maintenance_on_real_engine(ds: &str, k: Engine) {
         "engines left after delete"
     );
     assert_eq!(
-        pid_listening_on(port),
+        pid_listening_on(at),
         None,
-        "the engine's port is free after delete"
+        "the engine's address and port are free after delete"
     );
     env.stop().await;
 }

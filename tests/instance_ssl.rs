@@ -10,6 +10,7 @@
 
 mod api_support;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -19,8 +20,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use api_support::{
-    add_flavors, add_versions, api_sample, engine_instance, flavor, idle_healthy, pid_listening_on,
-    t1, version, wait_engine_view as wait_view, Engine, EngineEnv, HttpClient, ENGINE_WAIT,
+    add_flavors, add_versions, api_sample, endpoint, engine_instance, flavor, idle_healthy,
+    pid_listening_on, t1, version, wait_engine_view as wait_view, Engine, EngineEnv, HttpClient,
+    ENGINE_WAIT,
 };
 use trove::backends::auth::NoAuth;
 use trove::core::api::{ApiService, DatastoreVersionSpec};
@@ -40,15 +42,16 @@ enum Transport {
     },
 }
 
-/// Runs the engine's own client against `port` as the root user, for at most `secs` seconds; Ok(stdout) or
+/// Runs the engine's own client against `at` as the root user, for at most `secs` seconds; Ok(stdout) or
 /// Err(stderr).
-fn client(k: Engine, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<String, String> {
+fn client(k: Engine, at: SocketAddr, pw: &str, t: &Transport, secs: u32) -> Result<String, String> {
     let mut cmd = Command::new("timeout");
     cmd.arg(secs.to_string());
     match k {
         Engine::Mysql => {
-            cmd.args(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-u", "root"])
-                .arg(format!("-P{port}"))
+            cmd.args(["mariadb", "--no-defaults", "-u", "root"])
+                .arg(format!("-h{}", at.ip()))
+                .arg(format!("-P{}", at.port()))
                 .args(["-N", "-B", "-e"])
                 .arg("SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'")
                 .env("MYSQL_PWD", pw);
@@ -68,8 +71,11 @@ fn client(k: Engine, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<St
             }
         }
         Engine::Postgres => {
-            let mut conn =
-                format!("host=127.0.0.1 port={port} user=root dbname=postgres connect_timeout=10");
+            let mut conn = format!(
+                "host={} port={} user=root dbname=postgres connect_timeout=10",
+                at.ip(),
+                at.port()
+            );
             match t {
                 Transport::Plain => conn.push_str(" sslmode=disable"),
                 Transport::Tls { ca, client } => {
@@ -94,8 +100,10 @@ fn client(k: Engine, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<St
                 .env("PGPASSWORD", pw);
         }
         Engine::Redis => {
-            cmd.args(["redis-cli", "-h", "127.0.0.1", "-p"])
-                .arg(port.to_string())
+            cmd.args(["redis-cli", "-h"])
+                .arg(at.ip().to_string())
+                .arg("-p")
+                .arg(at.port().to_string())
                 .env("REDISCLI_AUTH", pw);
             if let Transport::Tls { ca, client } = t {
                 cmd.arg("--tls").arg("--cacert").arg(ca);
@@ -121,9 +129,9 @@ fn client(k: Engine, port: u16, pw: &str, t: &Transport, secs: u32) -> Result<St
 }
 
 /// The client connects with TLS, and the engine says the session is encrypted.
-fn assert_tls_works(k: Engine, port: u16, pw: &str, t: &Transport, step: &str) {
-    let out = client(k, port, pw, t, 20)
-        .unwrap_or_else(|e| panic!("{step}: a TLS connection to {k:?} on {port} failed: {e}"));
+fn assert_tls_works(k: Engine, at: SocketAddr, pw: &str, t: &Transport, step: &str) {
+    let out = client(k, at, pw, t, 20)
+        .unwrap_or_else(|e| panic!("{step}: a TLS connection to {k:?} on {at} failed: {e}"));
     match k {
         Engine::Mysql => assert!(
             out.starts_with("TLS"),
@@ -134,9 +142,9 @@ fn assert_tls_works(k: Engine, port: u16, pw: &str, t: &Transport, step: &str) {
     }
 }
 
-fn assert_plain_works(k: Engine, port: u16, pw: &str, step: &str) {
-    let out = client(k, port, pw, &Transport::Plain, 20)
-        .unwrap_or_else(|e| panic!("{step}: a plain connection to {k:?} on {port} failed: {e}"));
+fn assert_plain_works(k: Engine, at: SocketAddr, pw: &str, step: &str) {
+    let out = client(k, at, pw, &Transport::Plain, 20)
+        .unwrap_or_else(|e| panic!("{step}: a plain connection to {k:?} on {at} failed: {e}"));
     match k {
         Engine::Mysql => assert!(out.is_empty(), "{step}: plain session has a cipher '{out}'"),
         Engine::Postgres => assert_eq!(out, "f", "{step}"),
@@ -146,9 +154,9 @@ fn assert_plain_works(k: Engine, port: u16, pw: &str, step: &str) {
 
 /// The connection fails (a TLS client facing a plain Redis waits for a handshake that never comes: 5 s is the
 /// limit).
-fn assert_refused(k: Engine, port: u16, pw: &str, t: &Transport, step: &str) {
-    if let Ok(out) = client(k, port, pw, t, 5) {
-        panic!("{step}: {k:?} on {port} accepted a {t:?} connection ({out})");
+fn assert_refused(k: Engine, at: SocketAddr, pw: &str, t: &Transport, step: &str) {
+    if let Ok(out) = client(k, at, pw, t, 5) {
+        panic!("{step}: {k:?} on {at} accepted a {t:?} connection ({out})");
     }
 }
 
@@ -230,9 +238,9 @@ async fn show_and_save_ca(
     (v, p)
 }
 
-/// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate signed by it; returns the
-/// bundle (server cert, CA, server key) and the client's (cert, key).
-fn mtls_material(dir: &Path) -> (PathBuf, PathBuf, (PathBuf, PathBuf)) {
+/// A CA, a server certificate for the instance's address `ip` signed by it, and a client certificate signed by
+/// it; returns the bundle (server cert, CA, server key) and the client's (cert, key).
+fn mtls_material(dir: &Path, ip: IpAddr) -> (PathBuf, PathBuf, (PathBuf, PathBuf)) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
@@ -265,8 +273,9 @@ fn mtls_material(dir: &Path) -> (PathBuf, PathBuf, (PathBuf, PathBuf)) {
         "/CN=Test CA",
     ]);
     run(&a);
+    let (server_cn, server_san) = (ip.to_string(), format!("subjectAltName=IP:{ip}"));
     for (name, cn, ext) in [
-        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
+        ("server", server_cn.as_str(), server_san.as_str()),
         ("client", "root", "extendedKeyUsage=clientAuth"),
     ] {
         let key = format!("{name}.key");
@@ -346,14 +355,14 @@ async fn ssl_journey(ds: &str) {
         "an SSL action on a building instance"
     );
     let v = wait_view(&api, id, "HEALTHY after create", idle_healthy).await;
-    let port = v.instance.port.expect("port");
+    let at = endpoint(&v.instance);
     let root = api.root_enable(&t1(), id, None).await.expect("root enable");
     let pw = root.password.expose().to_string();
 
     // Off at first; plain works.
     let s = api.ssl_show(&t1(), id, false).await.expect("show");
     assert_eq!(s, SslView::off());
-    assert_plain_works(k, port, &pw, "off");
+    assert_plain_works(k, at, &pw, "off");
 
     // Bad input.
     let two = SslActionBody {
@@ -405,9 +414,10 @@ async fn ssl_journey(ds: &str) {
     let (s, ca) = show_and_save_ca(&api, id, files.path(), "basic.pem").await;
     assert_eq!((s.status, s.mode), (SslStatus::On, Some(SslMode::Basic)));
     let cert = s.certificate.clone().expect("certificate");
-    assert_eq!(cert.cn, "127.0.0.1");
+    // The certificate names the instance's own address.
+    assert_eq!(cert.cn, at.ip().to_string());
     let san = cert.san.clone().expect("SANs");
-    assert!(san.contains(&"IP:127.0.0.1".to_string()), "{san:?}");
+    assert!(san.contains(&format!("IP:{}", at.ip())), "{san:?}");
     let days = (cert.expire_at - chrono::Utc::now()).num_days();
     assert!(
         (363..=366).contains(&days),
@@ -429,27 +439,27 @@ async fn ssl_journey(ds: &str) {
         "no payload unless asked"
     );
     // Redis serves TLS on a second port in basic mode; the others on the instance's port.
-    let tls_port = match k {
+    let tls_at = match k {
         Engine::Redis => {
             let p = s.port.expect("Redis basic shows its TLS port");
-            assert_ne!(p, port);
-            p
+            assert_ne!(p, at.port());
+            SocketAddr::new(at.ip(), p)
         }
         _ => {
             assert_eq!(s.port, None);
-            port
+            at
         }
     };
     let tls = Transport::Tls {
         ca: ca.clone(),
         client: None,
     };
-    assert_tls_works(k, tls_port, &pw, &tls, "basic");
-    assert_plain_works(k, port, &pw, "basic");
+    assert_tls_works(k, tls_at, &pw, &tls, "basic");
+    assert_plain_works(k, at, &pw, "basic");
     if k == Engine::Redis {
         // The engine dies and its TLS port is taken meanwhile: the restarted engine serves TLS on another port,
         // which the view shows.
-        let pid = pid_listening_on(port).expect("the Redis engine's process");
+        let pid = pid_listening_on(at).expect("the Redis engine's process");
         assert!(Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
@@ -457,12 +467,12 @@ async fn ssl_journey(ds: &str) {
             .success());
         let deadline = Instant::now() + ENGINE_WAIT;
         let squatter = loop {
-            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", tls_port)) {
+            if let Ok(l) = std::net::TcpListener::bind(tls_at) {
                 break l;
             }
             assert!(
                 Instant::now() < deadline,
-                "the TLS port {tls_port} stays taken"
+                "the TLS port {tls_at} stays taken"
             );
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -470,9 +480,10 @@ async fn ssl_journey(ds: &str) {
         wait_view(&api, id, "healthy after the crash", idle_healthy).await;
         let s = api.ssl_show(&t1(), id, false).await.expect("show");
         let moved = s.port.expect("TLS port");
-        assert_ne!(moved, tls_port, "TLS moved off the taken port");
+        assert_ne!(moved, tls_at.port(), "TLS moved off the taken port");
+        let moved = SocketAddr::new(at.ip(), moved);
         assert_tls_works(k, moved, &pw, &tls, "basic on the new TLS port");
-        assert_plain_works(k, port, &pw, "basic after the crash");
+        assert_plain_works(k, at, &pw, "basic after the crash");
         drop(squatter);
     }
 
@@ -485,12 +496,12 @@ async fn ssl_journey(ds: &str) {
         ca: ca.clone(),
         client: None,
     };
-    assert_tls_works(k, port, &pw, &tls, "enforced");
-    assert_refused(k, port, &pw, &Transport::Plain, "enforced");
+    assert_tls_works(k, at, &pw, &tls, "enforced");
+    assert_refused(k, at, &pw, &Transport::Plain, "enforced");
     // The basic certificate is no longer served.
     assert_refused(
         k,
-        port,
+        at,
         &pw,
         &Transport::Tls {
             ca: files.path().join("basic.pem"),
@@ -506,8 +517,8 @@ async fn ssl_journey(ds: &str) {
         enforced_view,
         "the TLS state survives a restart"
     );
-    assert_tls_works(k, port, &pw, &tls, "enforced after restart");
-    assert_refused(k, port, &pw, &Transport::Plain, "enforced after restart");
+    assert_tls_works(k, at, &pw, &tls, "enforced after restart");
+    assert_refused(k, at, &pw, &Transport::Plain, "enforced after restart");
 
     // disable: plain works, TLS is refused.
     let r = act(
@@ -526,8 +537,8 @@ async fn ssl_journey(ds: &str) {
         api.ssl_show(&t1(), id, false).await.expect("show"),
         SslView::off()
     );
-    assert_plain_works(k, port, &pw, "disabled");
-    assert_refused(k, port, &pw, &tls, "disabled");
+    assert_plain_works(k, at, &pw, "disabled");
+    assert_refused(k, at, &pw, &tls, "disabled");
 
     // rollback: back to enforced with the same certificate.
     let r = act(
@@ -547,11 +558,11 @@ async fn ssl_journey(ds: &str) {
         enforced_view,
         "rollback restores the previous certificate and mode"
     );
-    assert_tls_works(k, port, &pw, &tls, "rolled back");
-    assert_refused(k, port, &pw, &Transport::Plain, "rolled back");
+    assert_tls_works(k, at, &pw, &tls, "rolled back");
+    assert_refused(k, at, &pw, &Transport::Plain, "rolled back");
 
     // mtls from a file:// bundle (server certificate, CA, encrypted key + password_ref).
-    let (bundle, ca_pem, client_pair) = mtls_material(files.path());
+    let (bundle, ca_pem, client_pair) = mtls_material(files.path(), at.ip());
     let container_ref = Some(format!("file://{}", bundle.display()));
     let password_ref = Some(format!(
         "file://{}",
@@ -582,28 +593,22 @@ async fn ssl_journey(ds: &str) {
         let r = act(&api, id, from_bundle, false, "enforced from a bundle").await;
         assert_eq!((r.status, r.mode), (SslStatus::On, Some(SslMode::Enforced)));
         let s = api.ssl_show(&t1(), id, false).await.expect("show");
-        assert_eq!(s.certificate.expect("cert").cn, "127.0.0.1");
+        assert_eq!(s.certificate.expect("cert").cn, at.ip().to_string());
         let ca_tls = Transport::Tls {
             ca: ca_pem,
             client: None,
         };
-        assert_tls_works(
-            k,
-            port,
-            &pw,
-            &ca_tls,
-            "enforced, certificate from the bundle",
-        );
+        assert_tls_works(k, at, &pw, &ca_tls, "enforced, certificate from the bundle");
         assert_refused(
             k,
-            port,
+            at,
             &pw,
             &tls,
             "enforced, the self-signed certificate is gone",
         );
         assert_refused(
             k,
-            port,
+            at,
             &pw,
             &Transport::Plain,
             "enforced from a bundle, plain",
@@ -612,7 +617,7 @@ async fn ssl_journey(ds: &str) {
         let r = act(&api, id, mtls, false, "enable mtls").await;
         assert_eq!((r.status, r.mode), (SslStatus::On, Some(SslMode::Mtls)));
         let s = api.ssl_show(&t1(), id, false).await.expect("show");
-        assert_eq!(s.certificate.expect("cert").cn, "127.0.0.1");
+        assert_eq!(s.certificate.expect("cert").cn, at.ip().to_string());
         let with_cert = Transport::Tls {
             ca: ca_pem.clone(),
             client: Some(client_pair),
@@ -621,15 +626,15 @@ async fn ssl_journey(ds: &str) {
             ca: ca_pem,
             client: None,
         };
-        assert_tls_works(k, port, &pw, &with_cert, "mtls with a client certificate");
+        assert_tls_works(k, at, &pw, &with_cert, "mtls with a client certificate");
         assert_refused(
             k,
-            port,
+            at,
             &pw,
             &without_cert,
             "mtls without a client certificate",
         );
-        assert_refused(k, port, &pw, &Transport::Plain, "mtls, plain");
+        assert_refused(k, at, &pw, &Transport::Plain, "mtls, plain");
     }
 
     api.delete_instance(&t1(), id).await.expect("delete");

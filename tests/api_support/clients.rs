@@ -1,6 +1,7 @@
-//! Clients of the engines a test provisioned, connecting as an application would (127.0.0.1, the instance's
-//! port, a user): SQL over the MySQL protocol (MariaDB) or PostgreSQL's, and Redis.
+//! Clients of the engines a test provisioned, connecting as an application would (the instance's address and
+//! port as its view shows them, a user): SQL over the MySQL protocol (MariaDB) or PostgreSQL's, and Redis.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,6 +14,45 @@ pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-Pw-1x";
 /// Its database.
 pub const APP_DB: &str = "shop";
+
+/// Where an instance's engine answers: the first address of its view (`ip`) and its port (the engine's standard
+/// port when the view shows none).
+pub fn endpoint(i: &trove::core::model::Instance) -> SocketAddr {
+    let ip = i
+        .addresses
+        .first()
+        .unwrap_or_else(|| panic!("instance {} shows no address", i.id))
+        .address
+        .parse()
+        .expect("the instance's address is an IP address");
+    let port = i
+        .port
+        .unwrap_or_else(|| panic!("instance {} shows no port", i.id));
+    SocketAddr::new(ip, port)
+}
+
+/// Where an instance's engine answers, from its HTTP view: `ip[0]` and `port`.
+pub fn http_endpoint(inst: &serde_json::Value) -> SocketAddr {
+    let ip = inst["ip"][0]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no IP address in {inst}"));
+    let port = inst["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no port in {inst}"));
+    SocketAddr::new(ip, port)
+}
+
+/// Asserts that `at` is an address of the instance's own (loopback, not 127.0.0.1, where the host's own servers
+/// listen) with the engine's standard port, as the local compute's address pool hands out.
+pub fn assert_own_address(engine: Engine, at: SocketAddr) {
+    assert!(
+        at.ip().is_loopback() && at.ip() != std::net::Ipv4Addr::LOCALHOST,
+        "{engine:?}: {at} is not an address of the instance's own"
+    );
+    assert_eq!(at.port(), engine.standard_port(), "{engine:?}: {at}");
+}
 
 /// Which client an engine speaks (MariaDB serves the `mysql` and `mariadb` datastores).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -35,6 +75,15 @@ impl Engine {
             other => panic!("unknown datastore {other}"),
         }
     }
+
+    /// The engine's standard port.
+    pub fn standard_port(self) -> u16 {
+        match self {
+            Engine::Mysql => 3306,
+            Engine::Postgres => 5432,
+            Engine::Redis => 6379,
+        }
+    }
 }
 
 /// An open SQL connection.
@@ -46,18 +95,18 @@ pub enum SqlConn {
 }
 
 impl SqlConn {
-    /// Connects as `user` to database `db` on 127.0.0.1:`port`; `Err` carries the engine's refusal.
+    /// Connects as `user` to database `db` on `at`; `Err` carries the engine's refusal.
     pub async fn connect(
         engine: Engine,
-        port: u16,
+        at: SocketAddr,
         user: &str,
         password: &str,
         db: &str,
     ) -> Result<SqlConn, String> {
         match engine {
             Engine::Mysql => sqlx::mysql::MySqlConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
+                .host(&at.ip().to_string())
+                .port(at.port())
                 .username(user)
                 .password(password)
                 .database(db)
@@ -65,8 +114,8 @@ impl SqlConn {
                 .await
                 .map(SqlConn::Mysql),
             Engine::Postgres => sqlx::postgres::PgConnectOptions::new()
-                .host("127.0.0.1")
-                .port(port)
+                .host(&at.ip().to_string())
+                .port(at.port())
                 .username(user)
                 .password(password)
                 .database(db)
@@ -79,8 +128,8 @@ impl SqlConn {
     }
 
     /// Connects as [`APP_USER`] to [`APP_DB`]; panics when refused.
-    pub async fn app(engine: Engine, port: u16) -> SqlConn {
-        SqlConn::connect(engine, port, APP_USER, APP_PASSWORD, APP_DB)
+    pub async fn app(engine: Engine, at: SocketAddr) -> SqlConn {
+        SqlConn::connect(engine, at, APP_USER, APP_PASSWORD, APP_DB)
             .await
             .unwrap_or_else(|e| panic!("{APP_USER} connects to {APP_DB} ({engine:?}): {e}"))
     }
@@ -131,8 +180,8 @@ impl SqlConn {
 }
 
 /// Runs `statements` as [`APP_USER`] on [`APP_DB`], one connection; panics on any failure.
-pub async fn app_execute(engine: Engine, port: u16, statements: &[&str]) {
-    let mut c = SqlConn::app(engine, port).await;
+pub async fn app_execute(engine: Engine, at: SocketAddr, statements: &[&str]) {
+    let mut c = SqlConn::app(engine, at).await;
     for s in statements {
         c.execute(s).await.unwrap_or_else(|e| panic!("{e}"));
     }
@@ -140,21 +189,21 @@ pub async fn app_execute(engine: Engine, port: u16, statements: &[&str]) {
 }
 
 /// The integer `query` answers [`APP_USER`] on [`APP_DB`] (`None`: no row); panics on any failure.
-pub async fn app_i64(engine: Engine, port: u16, query: &str) -> Option<i64> {
-    let mut c = SqlConn::app(engine, port).await;
+pub async fn app_i64(engine: Engine, at: SocketAddr, query: &str) -> Option<i64> {
+    let mut c = SqlConn::app(engine, at).await;
     let v = c.fetch_i64(query).await.unwrap_or_else(|e| panic!("{e}"));
     c.close().await;
     v
 }
 
-/// Connects to Redis on 127.0.0.1:`port` as `user` (at most 10 s).
+/// Connects to Redis on `at` as `user` (at most 10 s).
 pub async fn redis_connect(
-    port: u16,
+    at: SocketAddr,
     user: &str,
     password: &str,
 ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let info = redis::ConnectionInfo {
-        addr: redis::ConnectionAddr::Tcp("127.0.0.1".into(), port),
+        addr: redis::ConnectionAddr::Tcp(at.ip().to_string(), at.port()),
         redis: redis::RedisConnectionInfo {
             db: 0,
             username: Some(user.into()),
@@ -189,8 +238,8 @@ pub fn guest_admin_secret(state: &Path, id: Uuid) -> String {
 }
 
 /// A Redis setting as the engine runs it (`CONFIG GET`, as the guest's admin account), as an integer.
-pub async fn redis_setting(port: u16, state: &Path, id: Uuid, name: &str) -> i64 {
-    let mut c = redis_connect(port, "os_admin", &guest_admin_secret(state, id))
+pub async fn redis_setting(at: SocketAddr, state: &Path, id: Uuid, name: &str) -> i64 {
+    let mut c = redis_connect(at, "os_admin", &guest_admin_secret(state, id))
         .await
         .expect("os_admin connects to Redis");
     let v: Vec<String> = redis::cmd("CONFIG")

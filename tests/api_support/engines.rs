@@ -1,6 +1,7 @@
 //! Engine tests: one at a time across processes, the embedded deployment on real engines, and finding (and
 //! killing) the engine processes a test started.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -141,17 +142,31 @@ impl Drop for KillGuard {
     }
 }
 
-/// Whether something accepts TCP connections on 127.0.0.1:`port`.
-pub fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(500),
-    )
-    .is_ok()
+/// Whether something accepts TCP connections on `at`.
+pub fn listening(at: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&at, Duration::from_millis(500)).is_ok()
 }
 
-/// Inodes of the sockets listening on `port` (from /proc/net/tcp and tcp6).
-fn listen_inodes(port: u16) -> Vec<String> {
+/// Whether a local address column of /proc/net/tcp or tcp6 (`HEXADDR:HEXPORT`) is `at` or a wildcard listener on
+/// its port.
+fn local_matches(col: &str, at: SocketAddr) -> bool {
+    let Some((addr, port)) = col.rsplit_once(':') else {
+        return false;
+    };
+    if u16::from_str_radix(port, 16).ok() != Some(at.port()) {
+        return false;
+    }
+    if addr.chars().all(|c| c == '0') {
+        return true;
+    }
+    // IPv4: the address as the kernel holds it (network order) printed as a native integer.
+    addr.len() == 8
+        && u32::from_str_radix(addr, 16)
+            .is_ok_and(|v| std::net::IpAddr::from(v.to_ne_bytes()) == at.ip())
+}
+
+/// Inodes of the sockets listening on `at` (from /proc/net/tcp and tcp6).
+fn listen_inodes(at: SocketAddr) -> Vec<String> {
     let mut out = Vec::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(f) else {
@@ -162,12 +177,8 @@ fn listen_inodes(port: u16) -> Vec<String> {
             if cols.len() < 10 {
                 continue;
             }
-            let local_port = cols[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
             // State 0A = LISTEN.
-            if local_port == Some(port) && cols[3] == "0A" {
+            if local_matches(cols[1], at) && cols[3] == "0A" {
                 out.push(cols[9].to_string());
             }
         }
@@ -182,8 +193,8 @@ fn ppid(pid: u32) -> Option<u32> {
 }
 
 /// The process that listens on `port` (the topmost one when children, like PostgreSQL's, share the socket).
-pub fn pid_listening_on(port: u16) -> Option<u32> {
-    let inodes = listen_inodes(port);
+pub fn pid_listening_on(at: SocketAddr) -> Option<u32> {
+    let inodes = listen_inodes(at);
     if inodes.is_empty() {
         return None;
     }
@@ -311,13 +322,13 @@ impl EngineEnv {
     }
 }
 
-/// Waits until engine process `pid` is gone and nothing listens on `port` any more (at most `within`).
-pub async fn wait_engine_gone(pid: u32, port: u16, within: Duration) {
+/// Waits until engine process `pid` is gone and nothing listens on `at` any more (at most `within`).
+pub async fn wait_engine_gone(pid: u32, at: SocketAddr, within: Duration) {
     super::waits::eventually("the engine stops", within, || async {
-        let (running, open) = (alive(pid), listening(port));
+        let (running, open) = (alive(pid), listening(at));
         if running || open {
             Err(format!(
-                "engine pid {pid} alive {running}, port {port} listening {open}"
+                "engine pid {pid} alive {running}, {at} listening {open}"
             ))
         } else {
             Ok(())
