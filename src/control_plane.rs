@@ -63,6 +63,7 @@ pub struct ControlPlaneBuilder {
     config: CoreConfig,
     taskmanager: Option<TaskManagerConfig>,
     guest_keys: Option<Arc<dyn GuestKeys>>,
+    sealer: Option<trove_core::seal::Sealer>,
     launcher: Option<Arc<InProcessLauncher>>,
     facets: Option<FacetCatalog>,
     no_taskmanager: bool,
@@ -130,9 +131,16 @@ impl ControlPlaneBuilder {
         self.taskmanager = Some(tm);
         self
     }
-    /// Makes the conductor verify guest report signatures with these keys.
+    /// Makes the conductor verify guest report signatures with these keys, and the API and the task manager seal
+    /// every request to a guest (and open its replies) with a key derived from that guest's key.
     pub fn guest_keys(mut self, keys: Arc<dyn GuestKeys>) -> Self {
         self.guest_keys = Some(keys);
+        self
+    }
+    /// Seals the secrets of workflow parameters with `sealer`, the deployment's keys (kept outside the store; see
+    /// [`crate::secrets`]). Default: a per-process key, whose sealed values do not survive a restart.
+    pub fn sealer(mut self, sealer: trove_core::seal::Sealer) -> Self {
+        self.sealer = Some(sealer);
         self
     }
     /// What the deployment's datastore strategies offer per manager (build it with
@@ -175,6 +183,13 @@ impl ControlPlaneBuilder {
             .authenticator
             .unwrap_or_else(|| Arc::new(NoAuth::new()));
         let config = self.config;
+        let sealing = trove_core::seal::Sealing {
+            at_rest: self
+                .sealer
+                .clone()
+                .unwrap_or_else(trove_core::seal::Sealer::process_default),
+            guests: self.guest_keys.clone(),
+        };
         let (tx, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut taskmanager = None;
@@ -184,15 +199,18 @@ impl ControlPlaneBuilder {
                 .block_storage
                 .clone()
                 .ok_or_else(|| missing("block storage"))?;
-            let tm = Arc::new(TaskManager::new(
-                store.clone(),
-                bus.clone(),
-                compute,
-                storage,
-                clock.clone(),
-                config.clone(),
-                self.taskmanager.unwrap_or_default(),
-            ));
+            let tm = Arc::new(
+                TaskManager::new(
+                    store.clone(),
+                    bus.clone(),
+                    compute,
+                    storage,
+                    clock.clone(),
+                    config.clone(),
+                    self.taskmanager.unwrap_or_default(),
+                )
+                .with_sealing(sealing.clone()),
+            );
             let (t, rx) = (tm.clone(), rx.clone());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = t.run(rx).await {
@@ -226,7 +244,8 @@ impl ControlPlaneBuilder {
         }
         // Give the roles a moment to subscribe, so casts sent right away find a consumer quickly.
         tokio::task::yield_now().await;
-        let mut api = ApiService::new(store.clone(), bus.clone(), clock.clone(), config.clone());
+        let mut api = ApiService::new(store.clone(), bus.clone(), clock.clone(), config.clone())
+            .with_sealing(sealing);
         if let Some(c) = &self.compute {
             // Mgmt migrate checks its host against compute at once.
             api = api.with_compute(c.clone());

@@ -49,6 +49,9 @@ pub struct EmbeddedOptions {
     /// Loopback addresses handed out one per instance (engines listen there on their standard ports); `None`:
     /// engines share 127.0.0.1 with ports of their own. See [`LocalComputeConfig::address_pool`].
     pub address_pool: Option<String>,
+    /// The deployment's sealing key file (default `<state_dir>/seal.key`, made when missing; `TROVE_SEAL_KEYS`
+    /// wins over it). See [`crate::secrets`].
+    pub seal_key_file: Option<PathBuf>,
     /// The API's authorization rules (default: upstream's; an operator's file is read with
     /// [`crate::load_policy_file`]).
     pub policy: Arc<Policy>,
@@ -66,6 +69,7 @@ impl EmbeddedOptions {
             supervise_interval: Duration::from_secs(2),
             extra_hosts: Vec::new(),
             address_pool: LocalComputeConfig::default().address_pool,
+            seal_key_file: None,
             policy: Arc::new(Policy::default()),
         }
     }
@@ -272,7 +276,14 @@ impl Embedded {
         );
         let volumes = Arc::new(DirBlockStorage::open(opts.state_dir.join("volumes"))?);
         let facets = trove_core::ports::FacetCatalog::from_factory(engines.as_ref());
+        let sealer = crate::secrets::load_or_create_sealer(
+            &opts
+                .seal_key_file
+                .clone()
+                .unwrap_or_else(|| opts.state_dir.join("seal.key")),
+        )?;
         let control_plane = ControlPlane::builder()
+            .sealer(sealer)
             .facets(facets)
             .store(store)
             .bus(bus)

@@ -233,6 +233,17 @@ pub struct ServiceConfig {
     pub guest: GuestConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Sealing keys.
+    pub secrets: SecretsConfig,
+}
+
+/// Where the deployment's sealing keys are ([`crate::secrets`]); the API and task-manager roles need the same
+/// keys. The environment variable `TROVE_SEAL_KEYS` wins over the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Key file (mode 0600; made with a new key when missing). Default: `seal.key` in `compute.state_dir`.
+    pub key_file: Option<PathBuf>,
 }
 
 fn config_err(msg: impl std::fmt::Display) -> Error {
@@ -390,7 +401,22 @@ impl ServiceConfig {
             .collect()
     }
 
-    /// How the conductor finds each guest's signing key.
+    /// The deployment's sealer (workflow parameters' secrets), from `secrets.key_file` or `TROVE_SEAL_KEYS`.
+    pub fn sealer(&self) -> Result<trove_core::seal::Sealer> {
+        let path = self
+            .secrets
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.compute.state_dir.join("seal.key"));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| config_err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        crate::secrets::load_or_create_sealer(&path)
+    }
+
+    /// How the conductor finds each guest's signing key (and the API and task manager the key each guest's
+    /// messages are sealed with).
     pub fn guest_keys(&self) -> Arc<ServerDirKeys> {
         Arc::new(ServerDirKeys::new(self.server_roots()))
     }
@@ -577,6 +603,8 @@ pub async fn run_api(
         .authenticator(auth.clone())
         .policy(policy)
         .config(cfg.core.clone())
+        .sealer(cfg.sealer()?)
+        .guest_keys(cfg.guest_keys())
         .without_taskmanager()
         .without_conductor()
         .without_health_monitor()
@@ -651,6 +679,8 @@ pub async fn run_taskmanager(
         .compute(compute)
         .block_storage(volumes)
         .config(cfg.core.clone())
+        .sealer(cfg.sealer()?)
+        .guest_keys(cfg.guest_keys())
         .taskmanager_config(tm)
         .without_conductor()
         .without_health_monitor()

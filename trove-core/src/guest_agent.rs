@@ -51,6 +51,8 @@ pub struct GuestAgent {
     reporting: Mutex<()>,
     /// Where published guest logs go (`None`: publishing is refused).
     log_store: Option<crate::guest_log::LogStore>,
+    /// Opens sealed requests and seals their replies (from the guest's key).
+    seal: Option<crate::seal::Sealer>,
 }
 
 impl std::fmt::Debug for GuestAgent {
@@ -72,6 +74,7 @@ impl GuestAgent {
         key: Option<crate::model::Secret>,
     ) -> GuestAgent {
         GuestAgent {
+            seal: key.as_ref().map(crate::seal::Sealer::for_guest),
             conductor: ConductorClient::new(bus.clone(), guest_sender(instance_id), key),
             instance_id,
             bus,
@@ -188,14 +191,39 @@ impl GuestAgent {
         }
     }
 
+    /// The request in a delivery, opened when it is sealed; whether it was.
+    fn open_request(&self, body: &[u8]) -> Result<(GuestRequest, bool)> {
+        if !crate::seal::Sealer::is_sealed(body) {
+            return Envelope::<GuestRequest>::decode(body).map(|e| (e.body, false));
+        }
+        let seal = self.seal.as_ref().ok_or_else(|| {
+            Error::bad_request("a sealed request reached a guest that has no key to open it")
+        })?;
+        let plain = seal.open(
+            &String::from_utf8_lossy(body),
+            &crate::seal::guest_request_context(self.instance_id),
+        )?;
+        Envelope::<GuestRequest>::decode(&plain).map(|e| (e.body, true))
+    }
+
+    /// A reply body, sealed when the request was.
+    fn reply_bytes(&self, reply: &Reply, sealed: bool) -> Vec<u8> {
+        let body = serde_json::to_vec(reply).unwrap_or_default();
+        match (&self.seal, sealed) {
+            (Some(s), true) => s
+                .seal(&body, &crate::seal::guest_reply_context(self.instance_id))
+                .into_bytes(),
+            _ => body,
+        }
+    }
+
     async fn handle(&self, mut d: Delivery) {
-        let req = match Envelope::<GuestRequest>::decode(&d.body) {
-            Ok(env) => env.body,
+        let (req, sealed) = match self.open_request(&d.body) {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(instance = %self.instance_id, error = %e, "dropping undecodable guest request");
                 if d.expects_reply() {
-                    let body =
-                        serde_json::to_vec(&Reply::from_result::<()>(Err(e))).unwrap_or_default();
+                    let body = self.reply_bytes(&Reply::from_result::<()>(Err(e)), false);
                     let _ = d.reply(body).await;
                 }
                 let _ = d.ack().await;
@@ -204,7 +232,7 @@ impl GuestAgent {
         };
         let result = self.dispatch(req).await;
         if d.expects_reply() {
-            let body = serde_json::to_vec(&Reply::from_result(result)).unwrap_or_default();
+            let body = self.reply_bytes(&Reply::from_result(result), sealed);
             if let Err(e) = d.reply(body).await {
                 tracing::debug!(instance = %self.instance_id, error = %e, "reply not sent");
             }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod policy;
 pub mod ports;
 pub mod rpc;
+pub mod seal;
 pub mod state;
 pub mod taskmanager;
 #[cfg(feature = "testing")]

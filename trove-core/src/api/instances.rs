@@ -447,9 +447,12 @@ impl ApiService {
                 overrides: overrides.clone(),
                 group: group.or(req.locality.map(|l| (inst.id, l))),
                 scrubbed: false,
+                sealed: None,
                 replica_of: req.replica_of,
                 restore_point: restore,
             };
+            let mut params = params;
+            params.seal_secrets(&self.sealing.at_rest, inst.id)?;
             let wf = self.new_workflow(inst.id, &params)?;
             cs.push(Write::Instance {
                 instance: inst.clone(),

@@ -87,6 +87,8 @@ pub struct ApiService {
     policy: Arc<Policy>,
     /// Datastores, versions and flavors as last read (see `catalog`).
     catalog_cache: catalog::CatalogCache,
+    /// Seals the secrets of workflow parameters and the messages to guests.
+    sealing: crate::seal::Sealing,
 }
 
 impl std::fmt::Debug for ApiService {
@@ -116,7 +118,15 @@ impl ApiService {
             facets: FacetCatalog::from_factory(&SimulatedStrategyFactory::new()),
             policy: Arc::new(Policy::default()),
             catalog_cache: catalog::CatalogCache::default(),
+            sealing: crate::seal::Sealing::default(),
         }
+    }
+
+    /// Seals with `sealing` (default: the process's own key and unsealed guest messages, see
+    /// [`crate::seal::Sealing`]). Give the task managers the same deployment keys.
+    pub fn with_sealing(mut self, sealing: crate::seal::Sealing) -> ApiService {
+        self.sealing = sealing;
+        self
     }
 
     /// Answers "not supported" from `catalog`, what the deployment's strategies offer (default: what the shipped
@@ -198,6 +208,7 @@ impl ApiService {
                 high: self.config.agent_call_high_timeout,
             },
         )
+        .sealed(self.sealing.guest(instance_id))
     }
 
     async fn cast(&self, workflow_id: Uuid) {

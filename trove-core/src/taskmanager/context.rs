@@ -218,6 +218,11 @@ impl StepContext<'_> {
         &self.engine.config
     }
 
+    /// The deployment's sealer (secrets of workflow parameters).
+    pub fn sealer(&self) -> &crate::seal::Sealer {
+        &self.engine.sealing.at_rest
+    }
+
     /// A client of the instance's guest agent.
     pub fn guest(&self) -> GuestClient {
         self.engine.guest(self.wf.instance_id)

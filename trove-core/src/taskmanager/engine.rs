@@ -32,6 +32,7 @@ pub(super) struct Engine {
     pub(super) config: CoreConfig,
     pub(super) tm: TaskManagerConfig,
     pub(super) registry: Registry,
+    pub(super) sealing: crate::seal::Sealing,
 }
 
 impl Engine {
@@ -52,6 +53,7 @@ impl Engine {
                 high: self.config.agent_call_high_timeout,
             },
         )
+        .sealed(self.sealing.guest(instance_id))
     }
 
     /// Commits a change of the instance and of the workflow (plus extra writes), both at the versions this worker

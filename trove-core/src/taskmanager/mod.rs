@@ -99,6 +99,7 @@ impl TaskManager {
                 config,
                 tm,
                 registry: Registry::standard(),
+                sealing: crate::seal::Sealing::default(),
             }),
             running: Arc::new(Mutex::new(HashSet::new())),
         }
@@ -106,6 +107,18 @@ impl TaskManager {
 
     /// Runs the workflows of `registry` instead of the standard ones.
     pub fn with_registry(self, registry: Registry) -> TaskManager {
+        let sealing = self.engine.sealing.clone();
+        self.rebuilt(registry, sealing)
+    }
+
+    /// Seals with `sealing` (default: the process's own key and unsealed guest messages, see
+    /// [`crate::seal::Sealing`]); the API that starts the workflows must seal with the same deployment keys.
+    pub fn with_sealing(self, sealing: crate::seal::Sealing) -> TaskManager {
+        let registry = self.engine.registry.clone();
+        self.rebuilt(registry, sealing)
+    }
+
+    fn rebuilt(self, registry: Registry, sealing: crate::seal::Sealing) -> TaskManager {
         let e = &self.engine;
         TaskManager {
             engine: Arc::new(Engine {
@@ -117,6 +130,7 @@ impl TaskManager {
                 config: e.config.clone(),
                 tm: e.tm.clone(),
                 registry,
+                sealing,
             }),
             running: self.running,
         }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{guest_topic, Envelope, Reply};
 use crate::error::{Error, Result};
 use crate::ports::{DynBus, FsStats, PrepareRequest};
+use crate::seal::{guest_reply_context, guest_request_context, Sealer};
 
 mod configuration;
 mod databases;
@@ -108,6 +109,7 @@ pub struct GuestClient {
     instance_id: Uuid,
     sender: String,
     timeouts: GuestTimeouts,
+    seal: Option<Sealer>,
 }
 
 impl std::fmt::Debug for GuestClient {
@@ -131,7 +133,25 @@ impl GuestClient {
             instance_id,
             sender: sender.into(),
             timeouts,
+            seal: None,
         }
+    }
+
+    /// Seals requests (and opens sealed replies) with `seal`, the guest's own sealer: only that guest can read
+    /// what is sent to it (passwords included), and what it answers.
+    pub fn sealed(mut self, seal: Option<Sealer>) -> GuestClient {
+        self.seal = seal;
+        self
+    }
+
+    fn request_bytes(&self, req: GuestRequest) -> Result<Vec<u8>> {
+        let body = Envelope::new(self.sender.clone(), req).encode()?;
+        Ok(match &self.seal {
+            Some(s) => s
+                .seal(&body, &guest_request_context(self.instance_id))
+                .into_bytes(),
+            None => body,
+        })
     }
 
     /// Sends a request and waits for its reply.
@@ -140,11 +160,19 @@ impl GuestClient {
         req: GuestRequest,
         timeout: Duration,
     ) -> Result<T> {
-        let body = Envelope::new(self.sender.clone(), req).encode()?;
-        let reply = self
+        let body = self.request_bytes(req)?;
+        let mut reply = self
             .bus
             .call(&guest_topic(self.instance_id), body, timeout)
             .await?;
+        if Sealer::is_sealed(&reply) {
+            let seal = self.seal.as_ref().ok_or_else(|| Error::Guest {
+                instance_id: self.instance_id,
+                message: "the guest sealed its reply but this client has no key for it".into(),
+            })?;
+            let text = String::from_utf8_lossy(&reply).into_owned();
+            reply = seal.open(&text, &guest_reply_context(self.instance_id))?;
+        }
         let reply: Reply = serde_json::from_slice(&reply).map_err(|e| Error::Guest {
             instance_id: self.instance_id,
             message: format!("undecodable reply: {e}"),
@@ -154,7 +182,7 @@ impl GuestClient {
 
     /// Sends a request without waiting.
     pub async fn cast(&self, req: GuestRequest) -> Result<()> {
-        let body = Envelope::new(self.sender.clone(), req).encode()?;
+        let body = self.request_bytes(req)?;
         self.bus.cast(&guest_topic(self.instance_id), body).await
     }
 

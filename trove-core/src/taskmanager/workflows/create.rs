@@ -14,6 +14,7 @@ use crate::model::{
     WorkflowParams,
 };
 use crate::ports::{PrepareRequest, Server, ServerSpec};
+use crate::seal::Sealer;
 use crate::state::{ServerStatus, TaskStatus};
 use crate::taskmanager::{Failure, StepContext, StepResult, WaitHealthy, WorkflowDef};
 
@@ -27,12 +28,17 @@ pub struct CreateParams {
     /// Initial databases.
     #[serde(default)]
     pub databases: Vec<DatabaseSpec>,
-    /// Initial users (passwords are scrubbed when the workflow ends).
+    /// Initial users. Their passwords never rest here in clear: [`CreateParams::seal_secrets`] moves them into
+    /// `sealed` before the parameters are stored.
     #[serde(default)]
     pub users: Vec<UserSpec>,
-    /// Root password to set on create.
+    /// Root password to set on create (sealed like the users' passwords).
     #[serde(default)]
     pub root_password: Option<Secret>,
+    /// The users' passwords and the root password, sealed with the deployment's key for this instance
+    /// ([`crate::seal`]); removed when the workflow ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
     /// Configuration overrides to render.
     #[serde(default)]
     pub overrides: Map<String, Value>,
@@ -58,7 +64,60 @@ impl WorkflowParams for CreateParams {
             u.password = Secret::new("");
         }
         self.root_password = None;
+        self.sealed = None;
         self.scrubbed = true;
+    }
+}
+
+/// What [`CreateParams::seal_secrets`] seals.
+#[derive(Serialize, Deserialize)]
+struct CreateSecrets {
+    passwords: Vec<Secret>,
+    root_password: Option<Secret>,
+}
+
+fn secrets_context(instance_id: Uuid) -> String {
+    format!("create workflow of instance {instance_id}")
+}
+
+impl CreateParams {
+    /// Moves the users' passwords and the root password into `sealed`, sealed with `sealer` for `instance_id`
+    /// (call before the parameters are stored).
+    pub fn seal_secrets(&mut self, sealer: &Sealer, instance_id: Uuid) -> crate::Result<()> {
+        let secrets = CreateSecrets {
+            passwords: self
+                .users
+                .iter_mut()
+                .map(|u| std::mem::take(&mut u.password))
+                .collect(),
+            root_password: self.root_password.take(),
+        };
+        self.sealed = Some(sealer.seal_json(&secrets, &secrets_context(instance_id))?);
+        Ok(())
+    }
+
+    /// The users with their passwords and the root password, opened from `sealed` (as they are when nothing was
+    /// sealed).
+    pub fn open_secrets(
+        &self,
+        sealer: &Sealer,
+        instance_id: Uuid,
+    ) -> crate::Result<(Vec<UserSpec>, Option<Secret>)> {
+        let Some(sealed) = &self.sealed else {
+            return Ok((self.users.clone(), self.root_password.clone()));
+        };
+        let s: CreateSecrets = sealer.open_json(sealed, &secrets_context(instance_id))?;
+        let users = self
+            .users
+            .iter()
+            .cloned()
+            .zip(s.passwords)
+            .map(|(mut u, pw)| {
+                u.password = pw;
+                u
+            })
+            .collect();
+        Ok((users, s.root_password))
     }
 }
 
@@ -164,12 +223,16 @@ impl WorkflowDef for Create {
         // again when the guest reports that it waits to be prepared; so the secrets stay in the parameters until
         // the workflow ends (it scrubs them then, whether it succeeds or fails).
         let guest = cx.guest();
+        // The secrets are opened only here, in memory, for the guest (the bus seals them for it).
+        let opened = p.open_secrets(cx.sealer(), instance_id);
+        let unopenable = opened.as_ref().err().map(|e| e.to_string());
+        let (users, root_password) = opened.unwrap_or_default();
         let req = PrepareRequest {
             memory_mb: p.flavor.ram_mb,
             volume_size_gb: inst.volume_size,
             databases: p.databases.clone(),
-            users: p.users.clone(),
-            root_password: p.root_password.clone(),
+            users,
+            root_password,
             overrides: p.overrides.clone(),
         };
         let scrubbed = p.scrubbed;
@@ -179,11 +242,12 @@ impl WorkflowDef for Create {
             "wait_healthy",
             WaitHealthy::after("prepare", timeout).timeout_task(TaskStatus::BuildingErrorTimeoutGa),
             || {
-                let (compute, spec, guest, req) = (
+                let (compute, spec, guest, req, unopenable) = (
                     compute.clone(),
                     spec_again.clone(),
                     guest.clone(),
                     req.clone(),
+                    unopenable.clone(),
                 );
                 async move {
                     // Make sure the guest runs: after a restart of the whole process the server step is done but
@@ -196,6 +260,13 @@ impl WorkflowDef for Create {
                         return Err(Failure::with_details(
                             "The build cannot be resumed: its secrets were already discarded.",
                             "prepare must be re-sent but the workflow's passwords were scrubbed",
+                        )
+                        .into());
+                    }
+                    if let Some(why) = unopenable {
+                        return Err(Failure::with_details(
+                            "The build cannot be resumed: its secrets cannot be opened with this deployment's keys.",
+                            why,
                         )
                         .into());
                     }
