@@ -5,6 +5,7 @@ pub mod control_plane;
 #[cfg(all(feature = "engines", any(feature = "sqlite", feature = "postgres")))]
 pub mod embedded;
 pub mod http;
+pub mod serve;
 #[cfg(all(feature = "amqp", feature = "engines", feature = "postgres"))]
 pub mod service_config;
 
