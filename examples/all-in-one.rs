@@ -11,6 +11,10 @@
 //! URL) and upstream Trove's policy rules (`--policy-file` replaces the rules it names). It registers a datastore per engine found and default flavors (unless `--no-seed`), reports missing
 //! engines, prints `listening on ADDR` once it accepts requests and stops cleanly on Ctrl-C or SIGTERM; engines
 //! keep running and are re-adopted at the next start.
+//!
+//! With `--tls-cert PATH --tls-key PATH` (PEM; the certificate file may hold its chain) it serves HTTPS only and
+//! prints `listening on https://ADDR`; clients trust the certificate's CA (`openstack --os-cacert CA.pem ...`). A
+//! missing or bad file, or a key that is not the certificate's, refuses to start with a message naming the file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +29,7 @@ use trove::core::ports::DynAuthenticator;
 use trove::core::Result;
 use trove::embedded::{Embedded, EmbeddedOptions};
 use trove::http::{router, HttpConfig, RateLimits};
+use trove::serve::{serve, TlsFiles};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum AuthMode {
@@ -99,6 +104,13 @@ struct Args {
     /// with ports of their own.
     #[arg(long, value_name = "CIDR|none", default_value = trove::backends::local::DEFAULT_ADDRESS_POOL)]
     address_pool: String,
+    /// Serve HTTPS only, with this certificate (PEM: the server's certificate, then any intermediates). Needs
+    /// `--tls-key`.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM, unencrypted). Needs `--tls-cert`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn authenticator(args: &Args) -> Result<DynAuthenticator> {
@@ -143,6 +155,15 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<()> {
+    // Certificate problems refuse to start before anything else is started.
+    let tls = TlsFiles::pair(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        "--tls-cert",
+        "--tls-key",
+    )?
+    .map(|files| files.load())
+    .transpose()?;
     let policy = match &args.policy_file {
         Some(path) => trove::load_policy_file(path)?,
         None => Policy::default(),
@@ -185,6 +206,7 @@ async fn run(args: Args) -> Result<()> {
     let http = HttpConfig {
         rate_limits: args.rate_limit.then(RateLimits::default),
         public_endpoint: args.public_endpoint.clone(),
+        https: tls.is_some(),
         ..HttpConfig::default()
     };
     let app = router(cp.api(), auth, http);
@@ -200,18 +222,21 @@ async fn run(args: Args) -> Result<()> {
     let addr = listener
         .local_addr()
         .map_err(|e| trove::core::Error::backend("http", e, false))?;
+    // Plain HTTP prints the bare address (as before); HTTPS prints the URL.
+    let shown = match &tls {
+        Some(t) => format!("{}://{addr}", t.scheme()),
+        None => addr.to_string(),
+    };
     println!(
-        "trove all-in-one: store {}, listening on {addr}",
+        "trove all-in-one: store {}, listening on {shown}",
         embedded.store_location
     );
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let served = serve(listener, app, tls, shutdown_signal()).await;
     embedded.shutdown().await;
     println!(
         "trove all-in-one: stopped (engines keep running and are re-adopted at the next start)"
     );
-    served.map_err(|e| trove::core::Error::backend("http", e, false))
+    served
 }
 
 #[tokio::main]

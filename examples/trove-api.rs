@@ -6,7 +6,9 @@
 //!
 //! Configuration: one TOML file shared by every role (`--config`, or `TROVE_CONFIG`), each key overridable by an
 //! environment variable `TROVE_<SECTION>__<KEY>` (see `trove::service_config`). `[api] policy_file` names an
-//! operator's policy file whose rules replace upstream's defaults; a bad one is refused at start. Stops cleanly on Ctrl-C or SIGTERM;
+//! operator's policy file whose rules replace upstream's defaults; a bad one is refused at start. `[api] tls_cert` and
+//! `tls_key` (PEM) make it serve HTTPS only (`listening on https://ADDR`); a bad or missing file, or a key that is not
+//! the certificate's, is refused at start. Stops cleanly on Ctrl-C or SIGTERM;
 //! exits 2 on a bad configuration, 1 when the role fails.
 
 use std::path::PathBuf;

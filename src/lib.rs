@@ -6,6 +6,7 @@ pub mod control_plane;
 pub mod embedded;
 pub mod http;
 pub mod secrets;
+pub mod serve;
 #[cfg(all(feature = "amqp", feature = "engines", feature = "postgres"))]
 pub mod service_config;
 

@@ -89,6 +89,11 @@ pub struct ApiConfig {
     /// Policy file (`policy.yaml` or JSON: `"rule name": "check string"` per line) whose rules replace upstream's
     /// defaults; unset: the defaults. A bad file refuses to start.
     pub policy_file: Option<PathBuf>,
+    /// Serve HTTPS only, with this certificate (PEM: the server's certificate, then any intermediates); needs
+    /// `tls_key`. Unset (with `tls_key` unset too): plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM, unencrypted); needs `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -103,6 +108,8 @@ impl Default for ApiConfig {
             keystone_password: Secret::default(),
             keystone_project: "service".into(),
             policy_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -383,6 +390,19 @@ impl ServiceConfig {
         }
     }
 
+    /// The API role's TLS files (`api.tls_cert` and `api.tls_key`, both or neither), read and checked: `None` for
+    /// plain HTTP. A missing or bad file, or a key that is not the certificate's, is an error naming the file.
+    pub fn api_tls(&self) -> Result<Option<crate::serve::ServerTls>> {
+        let files = crate::serve::TlsFiles::pair(
+            self.api.tls_cert.as_deref(),
+            self.api.tls_key.as_deref(),
+            "api.tls_cert",
+            "api.tls_key",
+        )
+        .map_err(config_err)?;
+        files.map(|f| f.load()).transpose()
+    }
+
     /// The real-engine strategies.
     pub fn engines(&self) -> Arc<dyn StrategyFactory> {
         Arc::new(EngineStrategyFactory::new(EngineConfig {
@@ -585,11 +605,13 @@ pub async fn shutdown_signal() {
 }
 
 /// Runs the API role: the Trove v1.0 REST API over the shared store and bus, until `shutdown` resolves.
-/// Prints `trove-api: listening on ADDR` once it accepts requests.
+/// Prints `trove-api: listening on ADDR` once it accepts requests (`listening on https://ADDR` when `api.tls_cert`
+/// and `api.tls_key` make it serve HTTPS).
 pub async fn run_api(
     cfg: &ServiceConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let tls = cfg.api_tls()?;
     let policy = cfg.policy()?;
     let store = cfg.open_store().await?;
     let auth = cfg.authenticator()?;
@@ -612,6 +634,7 @@ pub async fn run_api(
         .await?;
     let http = crate::http::HttpConfig {
         public_endpoint: cfg.api.public_endpoint.clone(),
+        https: tls.is_some(),
         ..crate::http::HttpConfig::default()
     };
     let app = crate::http::router(cp.api(), auth, http);
@@ -627,15 +650,17 @@ pub async fn run_api(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::backend("http", e, false))?;
+    let shown = match &tls {
+        Some(t) => format!("{}://{addr}", t.scheme()),
+        None => addr.to_string(),
+    };
     println!(
-        "trove-api: store {}, listening on {addr}",
+        "trove-api: store {}, listening on {shown}",
         cfg.store_location().display()
     );
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = crate::serve::serve(listener, app, tls, shutdown).await;
     cp.shutdown().await;
-    served.map_err(|e| Error::backend("http", e, false))
+    served
 }
 
 /// Runs the task-manager role (workflows over local-process compute whose guests are `trove-guestagent`
@@ -903,6 +928,35 @@ mod tests {
             e.contains(&bad.display().to_string())
                 && e.contains("line 1")
                 && e.contains("'nobody'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn api_tls_is_both_files_or_neither() {
+        let cfg = ServiceConfig::from_toml_str("", env(&[])).expect("defaults");
+        assert!(cfg.api_tls().expect("plain HTTP").is_none());
+        let cfg = ServiceConfig::from_toml_str("[api]\ntls_cert = \"/etc/api.pem\"\n", env(&[]))
+            .expect("parses");
+        let e = cfg.api_tls().expect_err("cert only").to_string();
+        assert!(e.contains("api.tls_cert needs api.tls_key"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = dir.path().join("api.pem");
+        let cfg = ServiceConfig::from_toml_str(
+            &format!("[api]\ntls_cert = {:?}\n", cert.to_str().expect("utf-8")),
+            env(&[("TROVE_API__TLS_KEY", "/nowhere/api.key")]),
+        )
+        .expect("parses");
+        assert_eq!(
+            cfg.api.tls_key.as_deref(),
+            Some(Path::new("/nowhere/api.key"))
+        );
+        let e = cfg.api_tls().expect_err("missing files").to_string();
+        assert!(
+            e.contains(&format!(
+                "TLS certificate {}: cannot read it",
+                cert.display()
+            )),
             "{e}"
         );
     }

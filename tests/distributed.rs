@@ -6,7 +6,8 @@
 //! Checked, in order: create through the REST API → ACTIVE with signed heartbeats arriving; a report signed with
 //! a wrong key is rejected and logged without any key; a broker restart → everything reconnects, no instance
 //! turns ERROR and no heartbeat gap exceeds the expiry; `kill -9` of the task manager during a create → a new one
-//! finishes it; a `kill -9`ed guest agent is relaunched; delete stops the guest processes.
+//! finishes it; a `kill -9`ed guest agent is relaunched; delete stops the guest processes. Apart: `trove-api` with
+//! `[api] tls_cert`/`tls_key` serves HTTPS, and refuses to start with a key that is not the certificate's.
 //!
 //! The kill -9 sweep of a create (issue 14, the distributed half of `tests/kill_anywhere.rs`): the task manager
 //! dies (SIGKILL, by itself) instead of one of its journal writes and a new one takes over after its lease, or the
@@ -49,7 +50,7 @@ use uuid::Uuid;
 
 use api_support::{
     add_flavors, add_versions, engines_under, eventually, example_binary, flavor, free_port,
-    version, FreshPg, HttpClient, KillGuard,
+    https_addr, https_get_async, tls_material, version, FreshPg, HttpClient, KillGuard,
 };
 
 const REPORT_INTERVAL_SECS: f64 = 0.5;
@@ -1168,4 +1169,101 @@ async fn create_converges_when_the_task_manager_or_the_guest_agent_is_killed() {
         started.elapsed()
     );
     drop((api, conductor));
+}
+
+/// `trove-api` with `[api] tls_cert`/`tls_key` serves HTTPS only (it answers without a broker), and prints
+/// `listening on https://ADDR`; a key that is not the certificate's refuses to start with a message naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trove_api_serves_https_from_its_config() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let m = tls_material(tmp.path());
+    let db = FreshPg::create().await;
+    let config = |name: &str, key: &Path| {
+        let path = tmp.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[amqp]\nport = {}\n[api]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+                free_port(),
+                m.chain.display().to_string(),
+                key.display().to_string(),
+            ),
+        )
+        .expect("config");
+        path
+    };
+    let api = |config: &Path, log: &Path| {
+        let out = std::fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        Role {
+            name: "trove-api (tls)".into(),
+            child: Command::new(example_binary("trove-api"))
+                .arg("--config")
+                .arg(config)
+                .env("TROVE_DATABASE__URL", &db.url)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(out))
+                .stderr(Stdio::from(err))
+                .spawn()
+                .expect("start trove-api"),
+            log: log.to_path_buf(),
+        }
+    };
+
+    let mut refused = api(
+        &config("bad.toml", &m.other_key),
+        &tmp.path().join("bad.log"),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = refused.exited() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "trove-api started with a key that is not the certificate's:\n{}",
+            refused.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(1), "{}", refused.log());
+    assert!(
+        refused.log().contains(&format!(
+            "TLS key {} does not match the certificate {}",
+            m.other_key.display(),
+            m.chain.display()
+        )),
+        "{}",
+        refused.log()
+    );
+
+    let mut served = api(&config("good.toml", &m.key), &tmp.path().join("good.log"));
+    let start = Instant::now();
+    let base = loop {
+        served.assert_running();
+        let log = served.log();
+        if let Some(at) = log.find("listening on https://") {
+            let rest = &log[at + "listening on ".len()..];
+            if let Some(line) = rest.lines().next().filter(|_| rest.contains('\n')) {
+                break line.trim().to_string();
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "trove-api not listening:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, body) = https_get_async(https_addr(&base), &m.ca, "/v1.0/t1/flavors")
+        .await
+        .expect("HTTPS GET");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = https_get_async(https_addr(&base), &m.ca, "/")
+        .await
+        .expect("HTTPS GET /");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("{base}/v1.0/")),
+        "https links: {body}"
+    );
 }

@@ -22,7 +22,7 @@ fn split_tenant(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The base URL links are built from: the configured public endpoint, else the request's Host (when it looks
-/// like one).
+/// like one) with the scheme the API is served with.
 pub(super) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(b) = &state.config.public_endpoint {
         return b.trim_end_matches('/').to_string();
@@ -35,7 +35,8 @@ pub(super) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
                 .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
         })
         .unwrap_or("localhost");
-    format!("http://{host}")
+    let scheme = if state.config.https { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 /// Authenticates requests under `/v1.0/{tenant}/...`; others (version documents, `/openapi.json`) pass through.

@@ -48,6 +48,9 @@ pub struct HttpConfig {
     pub public_endpoint: Option<String>,
     /// Largest accepted `limit` of a list.
     pub max_page_size: usize,
+    /// The API is served over HTTPS: links built from the request's `Host` start with `https://` (without a
+    /// `public_endpoint`).
+    pub https: bool,
 }
 
 impl Default for HttpConfig {
@@ -57,6 +60,7 @@ impl Default for HttpConfig {
             rate_limits: None,
             public_endpoint: None,
             max_page_size: 10_000,
+            https: false,
         }
     }
 }

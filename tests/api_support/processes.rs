@@ -334,6 +334,11 @@ for line in sys.stdin:
 impl OpenStackCli {
     /// Starts the driver for `endpoint` (`http://HOST:PORT/v1.0/TENANT`) with `--os-auth-type none`.
     pub fn start(endpoint: &str) -> OpenStackCli {
+        OpenStackCli::start_with(endpoint, &[])
+    }
+
+    /// [`OpenStackCli::start`] with `extra` global options on every command (e.g. `--os-cacert CA.pem`).
+    pub fn start_with(endpoint: &str, extra: &[&str]) -> OpenStackCli {
         let venv = venv(
             "openstack",
             &["python-openstackclient", "python-troveclient"],
@@ -353,6 +358,7 @@ impl OpenStackCli {
         let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let base_args = ["--os-auth-type", "none", "--os-endpoint", endpoint]
             .iter()
+            .chain(extra)
             .map(|s| s.to_string())
             .collect();
         OpenStackCli {
@@ -409,7 +415,7 @@ impl Drop for OpenStackCli {
 
 /// The all-in-one server started as a process (the example binary built next to the test binaries).
 pub struct AllInOne {
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://127.0.0.1:PORT` when started with `--tls-cert`/`--tls-key`)
     pub base: String,
     child: Child,
     /// State directory.
@@ -507,12 +513,14 @@ impl AllInOne {
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("the server prints 'listening on ADDR'");
-        AllInOne {
-            base: format!("http://{addr}"),
-            child,
-            state,
-        }
+            .expect("the server prints 'listening on ADDR' (or 'listening on https://ADDR')");
+        // Plain HTTP prints the bare address, HTTPS the URL.
+        let base = if addr.starts_with("https://") {
+            addr
+        } else {
+            format!("http://{addr}")
+        };
+        AllInOne { base, child, state }
     }
 
     /// The server's process id.
