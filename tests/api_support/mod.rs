@@ -11,6 +11,7 @@ pub mod clients;
 pub mod engines;
 pub mod fixtures;
 pub mod http;
+pub mod leaks;
 /// A fresh PostgreSQL database per test: the store tests' helper, shared as it is.
 #[path = "../../trove-backends/tests/store_support/mod.rs"]
 pub mod pg;
@@ -22,6 +23,7 @@ pub use clients::*;
 pub use engines::*;
 pub use fixtures::*;
 pub use http::*;
+pub use leaks::*;
 pub use pg::{with_fresh_pg, FreshPg};
 pub use processes::*;
 pub use tls::*;

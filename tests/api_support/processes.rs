@@ -491,6 +491,30 @@ impl AllInOne {
 
     /// Starts the server on `state` with `env` added to its environment (kill points of crash tests).
     pub fn start_env(state: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> AllInOne {
+        AllInOne::start_with(state, extra, env, Stdio::inherit())
+    }
+
+    /// Starts the server on `state` with `env`, its log (stderr) appended to the file `log`.
+    pub fn start_logged(
+        state: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> AllInOne {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the log file");
+        AllInOne::start_with(state, extra, env, Stdio::from(f))
+    }
+
+    fn start_with(
+        state: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> AllInOne {
         use std::io::BufRead;
         let mut child = Command::new(all_in_one_binary())
             .args(["--listen", "127.0.0.1:0", "--state-dir"])
@@ -498,7 +522,7 @@ impl AllInOne {
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start all-in-one");
         let stdout = child.stdout.take().expect("stdout");
