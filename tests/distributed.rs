@@ -7,7 +7,12 @@
 //! a wrong key is rejected and logged without any key; a broker restart → everything reconnects, no instance
 //! turns ERROR and no heartbeat gap exceeds the expiry; `kill -9` of the task manager during a create → a new one
 //! finishes it; a `kill -9`ed guest agent is relaunched; delete stops the guest processes. Apart: `trove-api` with
-//! `[api] tls_cert`/`tls_key` serves HTTPS, and refuses to start with a key that is not the certificate's.
+//! `[api] tls_cert`/`tls_key` serves HTTPS, and refuses to start with a key that is not the certificate's. And
+//! secrets at rest: passwords given as probe strings (users at create and through the API, a root password) under
+//! debug logs of every role and guest; after stopping everything no probe is in the deployment's directory (state,
+//! role and guest logs), the private RabbitMQ node's directory, a pg_dump of the trove database or the PostgreSQL
+//! files that hold it (its directory under `base/`, and `pg_wal`); a restart of every role still creates with the
+//! sealing key, and the passwords still log in.
 //!
 //! The kill -9 sweep of a create (issue 14, the distributed half of `tests/kill_anywhere.rs`): the task manager
 //! dies (SIGKILL, by itself) instead of one of its journal writes and a new one takes over after its lease, or the
@@ -1265,5 +1270,189 @@ async fn trove_api_serves_https_from_its_config() {
     assert!(
         body.contains(&format!("{base}/v1.0/")),
         "https links: {body}"
+    );
+}
+
+/// Where the shared PostgreSQL keeps the files of database `name` (its `base/<oid>` directory) and its WAL.
+async fn pg_files_of(name: &str) -> Vec<PathBuf> {
+    use sqlx::{Connection, Row};
+    let mut c = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("connect to PostgreSQL as postgres");
+    sqlx::query("CHECKPOINT")
+        .execute(&mut c)
+        .await
+        .expect("CHECKPOINT (needs a superuser)");
+    let dir: String = sqlx::query("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+        .fetch_one(&mut c)
+        .await
+        .expect("data_directory")
+        .get(0);
+    let oid: i64 = sqlx::query("SELECT oid::int8 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_one(&mut c)
+        .await
+        .expect("database oid")
+        .get(0);
+    let dir = PathBuf::from(dir);
+    vec![dir.join("base").join(oid.to_string()), dir.join("pg_wal")]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_rests_in_clear_in_the_distributed_deployment() {
+    use api_support::{files_holding, probe, Engine, SqlConn};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Setup {
+        d,
+        mut rabbit,
+        store: _store,
+        run: _run,
+        _db,
+        _reaper,
+        _tmp,
+    } = setup(40, |_| String::new()).await;
+    let debug = [("RUST_LOG", "debug")];
+    let mut conductor = d.start("trove-conductor", "1", &debug);
+    let mut tm = d.start("trove-taskmanager", "1", &debug);
+    let mut api = d.start("trove-api", "1", &debug);
+    let mut probes = Vec::new();
+    let mut logins: Vec<(Uuid, String, String)> = Vec::new();
+
+    // An instance with a user given at create; a user added and root enabled with a password through the API.
+    let at_create = probe("dist-create");
+    let first = d
+        .post_create(json!({"instance": {
+            "name": "sealed-1", "flavorRef": "1", "volume": {"size": 1},
+            "datastore": {"type": "mariadb", "version": "10.11"},
+            "databases": [{"name": "shop"}],
+            "users": [{"name": "app", "password": at_create, "databases": [{"name": "shop"}]}],
+        }}))
+        .await;
+    d.wait_active(
+        first,
+        Duration::from_secs(120),
+        &mut [&mut conductor, &mut tm, &mut api],
+    )
+    .await;
+    logins.push((first, "app".into(), at_create.clone()));
+    probes.push(at_create);
+    let added = probe("dist-user");
+    let (s, b) = d
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1.0/t1/instances/{first}/users"),
+            Some(json!({"users": [{"name": "u2", "password": added, "databases": [{"name": "shop"}]}]})),
+        )
+        .await;
+    assert_eq!(s, 202, "user create: {b}");
+    logins.push((first, "u2".into(), added.clone()));
+    probes.push(added);
+    let root = probe("dist-root");
+    let (s, b) = d
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1.0/t1/instances/{first}/root"),
+            Some(json!({ "password": root })),
+        )
+        .await;
+    assert_eq!(s, 200, "root enable: {b}");
+    logins.push((first, "root".into(), root.clone()));
+    probes.push(root);
+
+    // A restart of every role: the new API and task manager seal and open with the same key (a create with a
+    // user), and the guests answer the new roles.
+    drop((conductor, tm, api));
+    let mut conductor = d.start("trove-conductor", "2", &debug);
+    let mut tm = d.start("trove-taskmanager", "2", &debug);
+    let mut api = d.start("trove-api", "2", &debug);
+    let after_restart = probe("dist-after-restart");
+    let second = d
+        .post_create(json!({"instance": {
+            "name": "sealed-2", "flavorRef": "1", "volume": {"size": 1},
+            "datastore": {"type": "mariadb", "version": "10.11"},
+            "databases": [{"name": "shop"}],
+            "users": [{"name": "app", "password": after_restart, "databases": [{"name": "shop"}]}],
+        }}))
+        .await;
+    d.wait_active(
+        second,
+        Duration::from_secs(120),
+        &mut [&mut conductor, &mut tm, &mut api],
+    )
+    .await;
+    logins.push((second, "app".into(), after_restart.clone()));
+    probes.push(after_restart);
+    for (id, user, pw) in &logins {
+        let (_, body) = d
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1.0/t1/instances/{id}"),
+                None,
+            )
+            .await;
+        let at = api_support::http_endpoint(&body["instance"]);
+        let db = if user == "root" { "mysql" } else { "shop" };
+        eventually(
+            &format!("{user} logs in on {id}"),
+            Duration::from_secs(60),
+            || async {
+                SqlConn::connect(Engine::Mysql, at, user, pw, db)
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    // Stop everything, then look.
+    drop((conductor, tm, api));
+    api_support::kill_engines_under(&d.dir);
+    rabbit.stop_server();
+    let dump = std::process::Command::new("pg_dump")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "--no-password",
+            _db.name(),
+        ])
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump_text = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump_text.contains("workflows"),
+        "the dump holds the trove tables"
+    );
+    let mut leaks: Vec<(PathBuf, String)> = probes
+        .iter()
+        .filter(|p| dump_text.contains(p.as_str()))
+        .map(|p| (PathBuf::from("pg_dump"), p.clone()))
+        .collect();
+    leaks.extend(files_holding(&d.dir, &probes));
+    leaks.extend(files_holding(rabbit.data_dir(), &probes));
+    for dir in pg_files_of(_db.name()).await {
+        leaks.extend(files_holding(&dir, &probes));
+    }
+    let logs: Vec<PathBuf> = std::fs::read_dir(&d.dir)
+        .expect("deployment dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    assert!(
+        logs.iter().any(|l| std::fs::read_to_string(l)
+            .unwrap_or_default()
+            .contains("DEBUG")),
+        "the role logs are not at debug level: {logs:?}"
+    );
+    assert!(
+        leaks.is_empty(),
+        "secrets at rest in clear (file, probe): {leaks:#?}"
     );
 }

@@ -87,6 +87,11 @@ impl PrivateBroker {
         b
     }
 
+    /// The node's own directory (data, logs, configuration).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }

@@ -72,6 +72,11 @@ pub struct FreshPg {
 }
 
 impl FreshPg {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Creates it.
     pub async fn create() -> FreshPg {
         let (name, _) = create_database().await;
