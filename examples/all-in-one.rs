@@ -53,7 +53,7 @@ struct Args {
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Infrastructure database URL instead of the state directory (postgres://... or sqlite://PATH).
-    #[arg(long, env = "TROVE_DATABASE_URL")]
+    #[arg(long, env = "TROVE_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Authentication.
     #[arg(long, value_enum, default_value_t = AuthMode::Noauth)]
