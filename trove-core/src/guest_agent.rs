@@ -192,8 +192,17 @@ impl GuestAgent {
     }
 
     /// The request in a delivery, opened when it is sealed; whether it was.
+    ///
+    /// A guest that has a key takes only requests sealed with it: only the control plane, which knows the key,
+    /// can command it (with the broker user shared by every guest, another guest could otherwise publish to its
+    /// queue).
     fn open_request(&self, body: &[u8]) -> Result<(GuestRequest, bool)> {
         if !crate::seal::Sealer::is_sealed(body) {
+            if self.seal.is_some() {
+                return Err(Error::Forbidden {
+                    message: "This guest takes only requests sealed with its key.".into(),
+                });
+            }
             return Envelope::<GuestRequest>::decode(body).map(|e| (e.body, false));
         }
         let seal = self.seal.as_ref().ok_or_else(|| {
@@ -221,7 +230,7 @@ impl GuestAgent {
         let (req, sealed) = match self.open_request(&d.body) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(instance = %self.instance_id, error = %e, "dropping undecodable guest request");
+                tracing::warn!(instance = %self.instance_id, error = %e, "dropping a guest request that cannot be opened or decoded");
                 if d.expects_reply() {
                     let body = self.reply_bytes(&Reply::from_result::<()>(Err(e)), false);
                     let _ = d.reply(body).await;
@@ -469,6 +478,45 @@ mod tests {
         let env = Envelope::<ConductorRequest>::decode(&d.body).unwrap();
         d.ack().await.unwrap();
         env.body
+    }
+
+    /// A guest with a key answers only requests sealed with it, seals its replies, and refuses the rest: a plain
+    /// request, and one sealed with another guest's key.
+    #[tokio::test]
+    async fn a_keyed_guest_takes_only_requests_sealed_with_its_key() {
+        let bus = Arc::new(MemoryBus::new());
+        let id = Uuid::new_v4();
+        let key = crate::model::Secret::new("guest-key-of-this-instance");
+        let agent = Arc::new(GuestAgent::new(
+            id,
+            bus.clone(),
+            Arc::new(ManualClock::new()),
+            Arc::new(SimulatedStrategy::standalone(Manager::Postgresql)),
+            Duration::from_secs(1),
+            Some(key.clone()),
+        ));
+        agent.assume_prepared();
+        let sub = agent.subscribe().await.unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(agent.clone().serve(sub, rx));
+        let client = |seal: Option<crate::seal::Sealer>| {
+            GuestClient::new(bus.clone(), id, "test", GuestTimeouts::default()).sealed(seal)
+        };
+        client(Some(crate::seal::Sealer::for_guest(&key)))
+            .ping()
+            .await
+            .expect("a sealed request is served");
+        let plain = client(None).ping().await.expect_err("a plain request");
+        assert_eq!(plain.fault().status, 403, "{plain}");
+        let forged = client(Some(crate::seal::Sealer::for_guest(
+            &crate::model::Secret::new("another guest's key"),
+        )))
+        .ping()
+        .await
+        .expect_err("a request sealed with another key");
+        assert!(forged.to_string().contains("cannot open"), "{forged}");
+        tx.send(true).unwrap();
+        task.await.unwrap();
     }
 
     #[tokio::test]
