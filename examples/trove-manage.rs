@@ -41,7 +41,12 @@ struct Cli {
     #[arg(long, global = true, conflicts_with = "database_url")]
     state_dir: Option<PathBuf>,
     /// Database URL instead of the state directory (postgres://USER@HOST:PORT/DB or sqlite://PATH).
-    #[arg(long, global = true, env = "TROVE_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "TROVE_DATABASE_URL",
+        hide_env_values = true
+    )]
     database_url: Option<String>,
     #[command(subcommand)]
     command: Cmd,

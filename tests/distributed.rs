@@ -11,8 +11,9 @@
 //! secrets at rest: passwords given as probe strings (users at create and through the API, a root password) under
 //! debug logs of every role and guest; after stopping everything no probe is in the deployment's directory (state,
 //! role and guest logs), the private RabbitMQ node's directory, a pg_dump of the trove database or the PostgreSQL
-//! files that hold it (its directory under `base/`, and `pg_wal`); a restart of every role still creates with the
-//! sealing key, and the passwords still log in.
+//! files that hold it (its directory under `base/`, and `pg_wal`); the broker password (a probe too) is only in the
+//! guests' own 0600 files; a restart of every role still creates with the sealing key, and the passwords still log
+//! in.
 //!
 //! The kill -9 sweep of a create (issue 14, the distributed half of `tests/kill_anywhere.rs`): the task manager
 //! dies (SIGKILL, by itself) instead of one of its journal writes and a new one takes over after its lease, or the
@@ -1311,7 +1312,23 @@ async fn no_password_rests_in_clear_in_the_distributed_deployment() {
         _reaper,
         _tmp,
     } = setup(40, |_| String::new()).await;
-    let debug = [("RUST_LOG", "debug")];
+    // The roles reach the broker as a user whose password is a probe too (given in the environment).
+    let broker_pw = probe("dist-broker");
+    rabbit.ctl(&["add_user", "trove-probe", &broker_pw]);
+    rabbit.ctl(&[
+        "set_permissions",
+        "-p",
+        "/",
+        "trove-probe",
+        ".*",
+        ".*",
+        ".*",
+    ]);
+    let debug = [
+        ("RUST_LOG", "debug"),
+        ("TROVE_AMQP__USERNAME", "trove-probe"),
+        ("TROVE_AMQP__PASSWORD", broker_pw.as_str()),
+    ];
     let mut conductor = d.start("trove-conductor", "1", &debug);
     let mut tm = d.start("trove-taskmanager", "1", &debug);
     let mut api = d.start("trove-api", "1", &debug);
@@ -1451,6 +1468,29 @@ async fn no_password_rests_in_clear_in_the_distributed_deployment() {
             .contains("DEBUG")),
         "the role logs are not at debug level: {logs:?}"
     );
+    // The broker password is only in the guests' own files (mode 0600), never in a log, the store or the broker's
+    // files.
+    let mut broker_leaks = files_holding(&d.dir, std::slice::from_ref(&broker_pw));
+    broker_leaks.retain(|(path, _)| {
+        let private = path
+            .file_name()
+            .is_some_and(|n| n == trove::backends::local::GUEST_FILE);
+        if private {
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(path).expect("guest file").permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o600, "{} is not private", path.display());
+        }
+        !private
+    });
+    broker_leaks.extend(files_holding(
+        rabbit.data_dir(),
+        std::slice::from_ref(&broker_pw),
+    ));
+    if dump_text.contains(broker_pw.as_str()) {
+        broker_leaks.push((PathBuf::from("pg_dump"), broker_pw.clone()));
+    }
+    leaks.extend(broker_leaks);
     assert!(
         leaks.is_empty(),
         "secrets at rest in clear (file, probe): {leaks:#?}"
