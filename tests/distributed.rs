@@ -56,7 +56,8 @@ use uuid::Uuid;
 
 use api_support::{
     add_flavors, add_versions, engines_under, eventually, example_binary, flavor, free_port,
-    https_addr, https_get_async, tls_material, version, FreshPg, HttpClient, KillGuard,
+    https_addr, https_get_async, named_after, tls_material, version, FreshPg, HttpClient,
+    KillGuard,
 };
 
 const REPORT_INTERVAL_SECS: f64 = 0.5;
@@ -921,27 +922,6 @@ const KILL_USER: (&str, &str) = ("app", "app-Pw-1x");
 /// lease or the guest's relaunch).
 const KILL_CONVERGE: Duration = Duration::from_secs(120);
 
-/// Files or directories under `dir` whose name contains `needle`.
-fn named_after(dir: &Path, needle: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_name().to_string_lossy().contains(needle) {
-                out.push(p.display().to_string());
-            }
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            }
-        }
-    }
-    out
-}
-
 impl Deployment {
     /// Creates an instance of datastore `ds` (its default version) named `name` with the sweep's user and, on SQL
     /// engines, its database `shop`.
@@ -1336,15 +1316,16 @@ async fn no_password_rests_in_clear_in_the_distributed_deployment() {
     let mut logins: Vec<(Uuid, String, String)> = Vec::new();
 
     // An instance with a user given at create; a user added and root enabled with a password through the API.
-    let at_create = probe("dist-create");
-    let first = d
-        .post_create(json!({"instance": {
-            "name": "sealed-1", "flavorRef": "1", "volume": {"size": 1},
+    let with_app = |name: &str, pw: &str| {
+        json!({"instance": {
+            "name": name, "flavorRef": "1", "volume": {"size": 1},
             "datastore": {"type": "mariadb", "version": "10.11"},
             "databases": [{"name": "shop"}],
-            "users": [{"name": "app", "password": at_create, "databases": [{"name": "shop"}]}],
-        }}))
-        .await;
+            "users": [{"name": "app", "password": pw, "databases": [{"name": "shop"}]}],
+        }})
+    };
+    let at_create = probe("dist-create");
+    let first = d.post_create(with_app("sealed-1", &at_create)).await;
     d.wait_active(
         first,
         Duration::from_secs(120),
@@ -1383,14 +1364,7 @@ async fn no_password_rests_in_clear_in_the_distributed_deployment() {
     let mut tm = d.start("trove-taskmanager", "2", &debug);
     let mut api = d.start("trove-api", "2", &debug);
     let after_restart = probe("dist-after-restart");
-    let second = d
-        .post_create(json!({"instance": {
-            "name": "sealed-2", "flavorRef": "1", "volume": {"size": 1},
-            "datastore": {"type": "mariadb", "version": "10.11"},
-            "databases": [{"name": "shop"}],
-            "users": [{"name": "app", "password": after_restart, "databases": [{"name": "shop"}]}],
-        }}))
-        .await;
+    let second = d.post_create(with_app("sealed-2", &after_restart)).await;
     d.wait_active(
         second,
         Duration::from_secs(120),

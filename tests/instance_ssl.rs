@@ -241,18 +241,7 @@ async fn show_and_save_ca(
 /// A CA, a server certificate for the instance's address `ip` signed by it, and a client certificate signed by
 /// it; returns the bundle (server cert, CA, server key) and the client's (cert, key).
 fn mtls_material(dir: &Path, ip: IpAddr) -> (PathBuf, PathBuf, (PathBuf, PathBuf)) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| api_support::openssl(dir, args);
     let ec = [
         "-newkey",
         "ec",

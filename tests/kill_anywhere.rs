@@ -19,12 +19,11 @@
 
 mod api_support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use api_support::{
-    blocking, engine_state_dir, engines_lock, engines_under, get_json, try_blocking, AllInOne,
-    KillGuard,
+    blocking, engine_state_dir, engines_lock, engines_under, get_json, named_after, try_blocking,
+    AllInOne, KillGuard,
 };
 use serde_json::{json, Value};
 
@@ -276,27 +275,6 @@ fn ended(op: Op, s: u16, i: &Value) -> bool {
         Op::Upgrade => healthy(i) && i["datastore"]["version"] == UPGRADE_TO,
         Op::Create | Op::Restart | Op::Migrate | Op::Rebuild => healthy(i),
     }
-}
-
-/// Files or directories under `dir` whose name contains `id`.
-fn named_after(dir: &Path, id: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_name().to_string_lossy().contains(id) {
-                out.push(p.display().to_string());
-            }
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// Deletes `id` and checks nothing of it is left: no engine process under the state directory, nothing named

@@ -8,14 +8,13 @@
 
 mod api_support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use api_support::{
-    engine_state_dir, engines_lock, files_holding, http_endpoint, kill_engines_under, probe,
-    redis_connect, AllInOne, Engine, HttpClient, KillGuard, SqlConn,
+    engine_state_dir, engines_lock, files_holding, http_endpoint, kill_engines_under, logs_in,
+    probe, AllInOne, Engine, HttpClient, KillGuard,
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -23,23 +22,6 @@ const DB: &str = "shop";
 
 fn healthy(i: &Value) -> bool {
     (i["status"] == "ACTIVE" || i["status"] == "HEALTHY") && i["operating_status"] == "HEALTHY"
-}
-
-/// Whether `user`/`pw` logs in on `at` (SQL: database `db`, or `postgres`/none for root).
-async fn logs_in(k: Engine, at: SocketAddr, user: &str, pw: &str, db: &str) -> Result<(), String> {
-    match k {
-        Engine::Redis => {
-            let mut c = redis_connect(at, user, pw)
-                .await
-                .map_err(|e| e.to_string())?;
-            let pong: String = redis::cmd("PING")
-                .query_async(&mut c)
-                .await
-                .map_err(|e| e.to_string())?;
-            (pong == "PONG").then_some(()).ok_or(pong)
-        }
-        _ => SqlConn::connect(k, at, user, pw, db).await.map(|_| ()),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,6 +196,35 @@ pub async fn app_i64(engine: Engine, at: SocketAddr, query: &str) -> Option<i64>
     v
 }
 
+/// Whether `user`/`pw` logs in on `at`: SQL engines connect to database `db` (and close), Redis answers PING.
+pub async fn logs_in(
+    engine: Engine,
+    at: SocketAddr,
+    user: &str,
+    pw: &str,
+    db: &str,
+) -> Result<(), String> {
+    match engine {
+        Engine::Redis => {
+            let mut c = redis_connect(at, user, pw)
+                .await
+                .map_err(|e| e.to_string())?;
+            let pong: String = redis::cmd("PING")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
+            (pong == "PONG").then_some(()).ok_or(pong)
+        }
+        _ => {
+            SqlConn::connect(engine, at, user, pw, db)
+                .await?
+                .close()
+                .await;
+            Ok(())
+        }
+    }
+}
+
 /// Connects to Redis on `at` as `user` (at most 10 s).
 pub async fn redis_connect(
     at: SocketAddr,

@@ -11,6 +11,27 @@ pub fn probe(tag: &str) -> String {
     )
 }
 
+/// Files and directories under `dir` whose name contains `needle` (what a deleted instance must not leave).
+pub fn named_after(dir: &Path, needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().contains(needle) {
+                out.push(p.display().to_string());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// Every regular file under `root` (recursively, symlinks not followed) that holds one of `needles`, with the
 /// needle found; files that cannot be read are listed with the reason (a scan that cannot look is no proof).
 pub fn files_holding(root: &Path, needles: &[String]) -> Vec<(PathBuf, String)> {

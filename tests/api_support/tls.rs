@@ -31,7 +31,8 @@ pub struct TlsMaterial {
     pub other_key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs the `openssl` command with `args` in `dir`; panics with its error output when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
