@@ -36,6 +36,7 @@ fn prepare() -> GuestRequest {
             .collect(),
         root_password: Some(Secret::generate(24)),
         overrides: Map::new(),
+        restore: None,
     })
 }
 

@@ -20,6 +20,8 @@ command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] |
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # guests make self-signed instance certificates with it
+command -v mariadb-backup >/dev/null 2>&1 || missing+=(mariadb-backup)   # MariaDB backups and restores (with mbstream)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)   # guests compress backup streams with it
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing ${missing[*]}"

@@ -377,6 +377,7 @@ impl GuestLauncher for EngineLauncher {
                 users: vec![],
                 root_password: None,
                 overrides: Default::default(),
+                restore: None,
             })
             .await?;
         }

@@ -264,6 +264,9 @@ impl Conductor {
                 size,
                 checksum,
                 location,
+                bytes,
+                position,
+                reason,
             } => {
                 let Some(mut b) = self.store.get_backup(backup_id).await? else {
                     return Err(Error::not_found("Backup", backup_id));
@@ -272,6 +275,15 @@ impl Conductor {
                     return Err(Error::Forbidden {
                         message: format!("instance {instance_id} reported on backup {backup_id} of another instance"),
                     });
+                }
+                // A backup's state only moves forward: a late progress report never revives one that ended (the
+                // workflow may have failed it for silence), nor a deleted one.
+                if b.deleted || !b.state.is_running() {
+                    tracing::debug!(backup = %backup_id, state = state.as_str(), "report on a backup that ended; ignored");
+                    return Ok(());
+                }
+                if state.is_running() && state_rank(state) < state_rank(b.state) {
+                    return Ok(());
                 }
                 b.state = state;
                 if size.is_some() {
@@ -283,7 +295,19 @@ impl Conductor {
                 if location.is_some() {
                     b.location = location;
                 }
+                if bytes.is_some() {
+                    b.bytes = bytes;
+                }
+                if position.is_some() {
+                    b.position = position;
+                }
+                if reason.is_some() {
+                    b.fault = reason;
+                }
                 b.updated = self.clock.now();
+                if let Some(n) = b.bytes {
+                    tracing::info!(backup = %backup_id, instance = %instance_id, state = b.state.as_str(), bytes = n, "backup progress");
+                }
                 self.store
                     .commit(ChangeSet::new().with(Write::Backup(b)))
                     .await
@@ -298,6 +322,16 @@ impl Conductor {
                     .await
             }
         }
+    }
+}
+
+/// The order of a running backup's states (NEW, BUILDING, SAVING).
+fn state_rank(s: crate::state::BackupState) -> u8 {
+    use crate::state::BackupState;
+    match s {
+        BackupState::New => 0,
+        BackupState::Building => 1,
+        _ => 2,
     }
 }
 

@@ -21,11 +21,11 @@ use uuid::Uuid;
 use crate::conductor::{guest_sender, GuestKeys};
 use crate::error::{Error, Result};
 use crate::ports::{
-    DatastoreStrategy, Delivery, DynBus, DynClock, GuestLauncher, GuestSpec, PrepareRequest,
-    StrategyFactory, Subscription,
+    BackupJob, BackupOutcome, BackupProgress, DatastoreStrategy, Delivery, DynBus, DynClock,
+    GuestLauncher, GuestSpec, PrepareRequest, StrategyFactory, Subscription,
 };
 use crate::rpc::{guest_topic, ConductorClient, ConductorRequest, Envelope, GuestRequest, Reply};
-use crate::state::ServiceStatus;
+use crate::state::{BackupState, ServiceStatus};
 
 const IDLE: u8 = 0;
 const PREPARING: u8 = 1;
@@ -53,6 +53,8 @@ pub struct GuestAgent {
     log_store: Option<crate::guest_log::LogStore>,
     /// Opens sealed requests and seals their replies (from the guest's key).
     seal: Option<crate::seal::Sealer>,
+    /// The backup running in the background, if any.
+    backup: std::sync::Mutex<Option<(Uuid, tokio::task::JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for GuestAgent {
@@ -84,6 +86,7 @@ impl GuestAgent {
             phase: AtomicU8::new(IDLE),
             reporting: Mutex::new(()),
             log_store: None,
+            backup: std::sync::Mutex::new(None),
         }
     }
 
@@ -152,6 +155,9 @@ impl GuestAgent {
             }
         }
         hb.abort();
+        if let Some((_, task)) = self.backup.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
     }
 
     /// Sends one heartbeat now. A guest that was never asked to prepare (or was relaunched half way through a
@@ -282,7 +288,51 @@ impl GuestAgent {
             GuestRequest::Configuration(r) => r.serve_on(s).await,
             GuestRequest::Tls(r) => r.serve_on(s).await,
             GuestRequest::Logs(r) => r.serve_on(s, &self.log_context()).await,
+            GuestRequest::Backup(job) => self.start_backup(job).map(|()| Value::Null),
         }
+    }
+
+    /// Starts `job` in the background (a job already running carries on); progress and the outcome go to the
+    /// conductor.
+    fn start_backup(&self, job: BackupJob) -> Result<()> {
+        let mut slot = self.backup.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, task)) = slot.as_ref() {
+            if !task.is_finished() {
+                if *id == job.backup_id {
+                    return Ok(());
+                }
+                let why = format!("backup {id} of this instance is still running");
+                let reporter = self.conductor.clone();
+                let (instance_id, backup_id) = (self.instance_id, job.backup_id);
+                tokio::spawn(async move {
+                    report_backup(
+                        &reporter,
+                        instance_id,
+                        backup_id,
+                        BackupState::Failed,
+                        None,
+                        Some(why),
+                    )
+                    .await
+                });
+                return Ok(());
+            }
+        }
+        let runner = BackupRunner {
+            instance_id: self.instance_id,
+            strategy: self.strategy.clone(),
+            conductor: self.conductor.clone(),
+            clock: self.clock.clone(),
+            every: BACKUP_PROGRESS_INTERVAL
+                .min(self.report_interval.max(Duration::from_millis(100))),
+        };
+        let id = job.backup_id;
+        let span = tracing::info_span!("backup", instance = %self.instance_id, backup = %id);
+        *slot = Some((
+            id,
+            tokio::spawn(tracing::Instrument::instrument(runner.run(job), span)),
+        ));
+        Ok(())
     }
 
     /// Runs prepare, reporting BUILDING first, then the outcome (FAILED with the reason when it fails).
@@ -318,6 +368,142 @@ impl GuestAgent {
     async fn then_report(&self, r: Result<()>) -> Result<Value> {
         self.heartbeat().await;
         r.map(|()| Value::Null)
+    }
+}
+
+/// How often a running backup reports its progress (at most; the report interval when shorter).
+pub const BACKUP_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+
+async fn report_backup(
+    conductor: &ConductorClient,
+    instance_id: Uuid,
+    backup_id: Uuid,
+    state: BackupState,
+    done: Option<&BackupOutcome>,
+    reason: Option<String>,
+) {
+    let r = conductor
+        .send(ConductorRequest::UpdateBackup {
+            instance_id,
+            backup_id,
+            state,
+            size: done.map(|o| o.object.size as f64 / GB),
+            checksum: done.map(|o| o.object.checksum.clone()),
+            location: done.map(|o| o.object.key.clone()),
+            bytes: done.map(|o| o.object.size),
+            position: done.and_then(|o| o.position.clone()),
+            reason,
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(instance = %instance_id, backup = %backup_id, error = %e, "backup report not sent");
+    }
+}
+
+const GB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// One backup taken in the background by an agent.
+struct BackupRunner {
+    instance_id: Uuid,
+    strategy: Arc<dyn DatastoreStrategy>,
+    conductor: ConductorClient,
+    clock: DynClock,
+    every: Duration,
+}
+
+impl BackupRunner {
+    async fn run(self, job: BackupJob) {
+        let (iid, bid) = (self.instance_id, job.backup_id);
+        report_backup(&self.conductor, iid, bid, BackupState::Building, None, None).await;
+        let Some(facet) = self.strategy.backup() else {
+            let why = format!(
+                "datastore {} cannot be backed up here",
+                self.strategy.manager()
+            );
+            report_backup(
+                &self.conductor,
+                iid,
+                bid,
+                BackupState::Failed,
+                None,
+                Some(why),
+            )
+            .await;
+            return;
+        };
+        if job.parent.is_some() && !facet.incremental() {
+            let why = format!(
+                "datastore {} takes full backups only",
+                self.strategy.manager()
+            );
+            report_backup(
+                &self.conductor,
+                iid,
+                bid,
+                BackupState::Failed,
+                None,
+                Some(why),
+            )
+            .await;
+            return;
+        }
+        let progress = BackupProgress::default();
+        let work = facet.backup(&job, &progress);
+        tokio::pin!(work);
+        let started = std::time::Instant::now();
+        let outcome = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = self.clock.sleep(self.every) => {
+                    let bytes = progress.bytes();
+                    tracing::info!(bytes, secs = started.elapsed().as_secs(), "backing up");
+                    let r = self.conductor.send(ConductorRequest::UpdateBackup {
+                        instance_id: iid,
+                        backup_id: bid,
+                        state: BackupState::Saving,
+                        size: None,
+                        checksum: None,
+                        location: None,
+                        bytes: Some(bytes),
+                        position: None,
+                        reason: None,
+                    }).await;
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "progress report not sent");
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(o) => {
+                tracing::info!(
+                    bytes = o.object.size,
+                    secs = started.elapsed().as_secs(),
+                    "backup completed"
+                );
+                report_backup(
+                    &self.conductor,
+                    iid,
+                    bid,
+                    BackupState::Completed,
+                    Some(&o),
+                    None,
+                )
+                .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "backup failed");
+                report_backup(
+                    &self.conductor,
+                    iid,
+                    bid,
+                    BackupState::Failed,
+                    None,
+                    Some(e.to_string()),
+                )
+                .await
+            }
+        }
     }
 }
 
@@ -560,6 +746,7 @@ mod tests {
                 users: vec![],
                 root_password: None,
                 overrides: Default::default(),
+                restore: None,
             }))
             .await
             .unwrap();

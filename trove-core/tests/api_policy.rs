@@ -815,6 +815,11 @@ async fn world(policies: &[Arc<Policy>]) -> (Vec<Arc<ApiService>>, Ids) {
         created: now,
         updated: now,
         deleted: false,
+        bytes: None,
+        position: None,
+        fault: None,
+        container: None,
+        purged: false,
     };
     store
         .commit(ChangeSet::new().with(Write::Backup(backup.clone())))

@@ -218,6 +218,7 @@ async fn strategy_prepare(manager: Manager) -> Duration {
         }],
         root_password: None,
         overrides: Default::default(),
+        restore: None,
     };
     let t = Instant::now();
     s.prepare(&req).await.expect("prepare");

@@ -401,6 +401,7 @@ mod tests {
             users: vec![],
             root_password: None,
             overrides: Default::default(),
+            restore: None,
         };
         let e = s.prepare(&req).await.expect_err("an unreachable data dir");
         let msg = e.to_string();

@@ -6,12 +6,35 @@ use uuid::Uuid;
 
 use super::{ApiService, Page, PageRequest};
 use crate::error::{Error, Result};
+use crate::model::WorkflowParams;
 use crate::model::{
     Backup, BackupFilter, BackupType, Datastore, DatastoreVersion, Facet, Resource,
 };
 use crate::policy::{rules, Target};
 use crate::ports::{ChangeSet, RequestContext, Write};
 use crate::state::{BackupState, Operation};
+use crate::taskmanager::workflows::backup::DEFAULT_BACKUP_CONTAINER;
+use crate::taskmanager::{BackupParams, CreateParams};
+
+/// A container (bucket) name: 1 to 63 letters, digits, `-`, `_` and `.`, starting with a letter or digit.
+fn check_container(c: &str) -> Result<&str> {
+    let ok = !c.is_empty()
+        && c.len() <= 63
+        && c.chars()
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphanumeric())
+        && c.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+    if ok {
+        Ok(c)
+    } else {
+        Err(Error::bad_request(format!(
+            "The container name '{}' is not valid: use 1 to 63 letters, digits, '-', '_' and '.', starting with a \
+             letter or digit.",
+            c.escape_default()
+        )))
+    }
+}
 
 /// A backup with its datastore.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +238,11 @@ impl ApiService {
                 created: now,
                 updated: now,
                 deleted: false,
+                bytes: None,
+                position: None,
+                fault: None,
+                container: None,
+                purged: false,
             };
             self.store
                 .commit(
@@ -232,14 +260,134 @@ impl ApiService {
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;
-        // The backup facet comes with its own issue: until a strategy offers it, no instance can be backed up
-        // (upstream's 501 for a manager without a backup strategy), at once and before anything is recorded.
         self.require_facet(v.manager, Facet::Backup, "backups")?;
         self.gate(&inst, Operation::Backup).await?;
-        Err(Error::not_implemented(format!(
-            "Backups are not supported for datastore {} by this deployment.",
-            v.manager
-        )))
+        let parent = self.backup_parent(ctx, &inst, v.manager, &req).await?;
+        let container = match req.container.as_deref().map(str::trim) {
+            Some("") => {
+                return Err(Error::bad_request(
+                    "swift_container must not be empty when given.",
+                ))
+            }
+            Some(c) => Some(check_container(c)?.to_string()),
+            None => self.strategy_container(&inst).await?,
+        };
+        let b = Backup {
+            id: Uuid::new_v4(),
+            tenant_id: ctx.tenant_id.clone(),
+            instance_id: Some(inst.id),
+            name: req.name,
+            description: req.description,
+            state: BackupState::New,
+            size: None,
+            location: None,
+            checksum: None,
+            parent_id: parent.as_ref().map(|p| p.id),
+            backup_type: if parent.is_some() {
+                BackupType::Incremental
+            } else {
+                BackupType::Full
+            },
+            datastore_version_id: inst.datastore_version_id,
+            created: now,
+            updated: now,
+            deleted: false,
+            bytes: None,
+            position: None,
+            fault: None,
+            container: Some(container.unwrap_or_else(|| DEFAULT_BACKUP_CONTAINER.to_string())),
+            purged: false,
+        };
+        let task = inst.task;
+        self.start_workflow(
+            inst,
+            &BackupParams { backup_id: b.id },
+            task,
+            vec![Write::Backup(b.clone())],
+            Some(&[Resource::Backups]),
+        )
+        .await?;
+        self.backup_view(b).await
+    }
+
+    /// The parent of a new backup: the one named (of the same instance, completed), or with `incremental` and
+    /// none named the instance's latest completed backup (none yet: a full backup, as upstream).
+    async fn backup_parent(
+        &self,
+        ctx: &RequestContext,
+        inst: &crate::model::Instance,
+        manager: crate::model::Manager,
+        req: &CreateBackup,
+    ) -> Result<Option<Backup>> {
+        if (req.incremental || req.parent_id.is_some()) && !manager.incremental_backups() {
+            return Err(Error::unprocessable(format!(
+                "Incremental backups are not supported for datastore {manager}; take a full backup."
+            )));
+        }
+        if let Some(pid) = req.parent_id {
+            let p = self.load_backup(ctx, pid).await?;
+            if p.instance_id != Some(inst.id) || p.datastore_version_id != inst.datastore_version_id
+            {
+                return Err(Error::bad_request(format!(
+                    "Backup {pid} is a backup of another instance or datastore version; an incremental \
+                     backup's parent must be a backup of the same instance."
+                )));
+            }
+            if p.state != BackupState::Completed {
+                return Err(Error::unprocessable(format!(
+                    "Backup {pid} is {} and cannot be the parent of an incremental backup.",
+                    p.state.as_str()
+                )));
+            }
+            return Ok(Some(p));
+        }
+        if !req.incremental {
+            return Ok(None);
+        }
+        let f = BackupFilter {
+            tenant_id: Some(ctx.tenant_id.clone()),
+            instance_id: Some(inst.id),
+            include_deleted: false,
+        };
+        Ok(self
+            .store
+            .list_backups(&f)
+            .await?
+            .into_iter()
+            .filter(|b| {
+                b.state == BackupState::Completed
+                    && b.datastore_version_id == inst.datastore_version_id
+            })
+            .max_by_key(|b| b.created))
+    }
+
+    /// The container of the instance's backup strategy, else of its tenant's.
+    async fn strategy_container(&self, inst: &crate::model::Instance) -> Result<Option<String>> {
+        let all = self
+            .store
+            .list_backup_strategies(&crate::model::BackupStrategyFilter {
+                tenant_id: Some(inst.tenant_id.clone()),
+                instance_id: None,
+            })
+            .await?;
+        let own = all.iter().find(|s| s.instance_id == Some(inst.id));
+        let tenant = all.iter().find(|s| s.instance_id.is_none());
+        Ok(own.or(tenant).map(|s| s.container.clone()))
+    }
+
+    /// The open create workflow (its instance) restoring from one of `ids`, if any.
+    async fn restoring_from(&self, ids: &[Uuid]) -> Result<Option<Uuid>> {
+        for wf in self.store.list_open_workflows().await? {
+            if wf.kind != CreateParams::KIND {
+                continue;
+            }
+            if let Ok(p) = wf.params::<CreateParams>() {
+                if p.restore_point.is_some_and(|r| ids.contains(&r)) {
+                    return Ok(Some(wf.instance_id));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// `GET /backups/{id}`.
@@ -279,6 +427,29 @@ impl ApiService {
                 }
             }
             i += 1;
+        }
+        // A restore reads the backup it starts from and every parent up the chain: refuse deleting any of them.
+        let mut read_by: Vec<Uuid> = doomed.iter().map(|d| d.id).collect();
+        read_by.extend(
+            all.iter()
+                .filter(|c| {
+                    let mut p = c.parent_id;
+                    let mut hops = 0;
+                    while let (Some(pid), true) = (p, hops < 64) {
+                        if doomed.iter().any(|d| d.id == pid) {
+                            return true;
+                        }
+                        p = all.iter().find(|x| x.id == pid).and_then(|x| x.parent_id);
+                        hops += 1;
+                    }
+                    false
+                })
+                .map(|c| c.id),
+        );
+        if let Some(iid) = self.restoring_from(&read_by).await? {
+            return Err(Error::unprocessable(format!(
+                "Backup {id} is being restored to instance {iid}; delete it once that instance is built."
+            )));
         }
         let mut cs = ChangeSet::new();
         for mut d in doomed {

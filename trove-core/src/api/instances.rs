@@ -381,8 +381,10 @@ impl ApiService {
                 }
                 if let (Some(bs), Some(vs)) = (b.size, volume_size) {
                     if bs > f64::from(vs) {
-                        return Err(forbidden(format!(
-                            "Backup {bid} ({bs} GB) does not fit the volume ({vs} GB)."
+                        return Err(Error::bad_request(format!(
+                            "Backup {bid} is {bs:.3} GB and does not fit a volume of {vs} GB; ask for a volume of \
+                             at least {} GB.",
+                            bs.ceil()
                         )));
                     }
                 }

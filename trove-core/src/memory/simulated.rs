@@ -19,7 +19,8 @@ use crate::model::{
 use crate::model::{Facet, FacetSet};
 use crate::model::{GuestLog, LogActionRequest};
 use crate::ports::{
-    not_supported, ConfigurationFacet, DatabasesFacet, DatastoreStrategy, EngineStatus, FsStats,
+    not_supported, verified_object, BackupFacet, BackupJob, BackupOutcome, BackupProgress,
+    ConfigurationFacet, DatabasesFacet, DatastoreStrategy, DynBackupStore, EngineStatus, FsStats,
     LogsFacet, PrepareRequest, RootFacet, StrategyContext, StrategyFactory, TlsFacet, UserInfo,
     UsersFacet,
 };
@@ -49,9 +50,9 @@ pub fn offered(manager: Manager) -> FacetSet {
     use Facet::*;
     match manager {
         Manager::Mysql | Manager::Mariadb | Manager::Postgresql => {
-            FacetSet::of(&[Users, Databases, Root, Configuration, Tls, Logs])
+            FacetSet::of(&[Users, Databases, Root, Configuration, Tls, Logs, Backup])
         }
-        Manager::Redis => FacetSet::of(&[Users, Root, Configuration, Tls]),
+        Manager::Redis => FacetSet::of(&[Users, Root, Configuration, Tls, Backup]),
         Manager::Mongodb | Manager::Cassandra => FacetSet::EMPTY,
     }
 }
@@ -223,6 +224,7 @@ impl SimulatedEngine {
 #[derive(Debug, Clone, Default)]
 pub struct SimulatedStrategyFactory {
     engines: Arc<Mutex<HashMap<Uuid, SimulatedEngine>>>,
+    backups: Option<DynBackupStore>,
 }
 
 impl SimulatedStrategyFactory {
@@ -241,6 +243,12 @@ impl SimulatedStrategyFactory {
             .clone()
     }
 
+    /// Strategies back up into (and restore from) `store`; without one they offer no backups.
+    pub fn with_backup_store(mut self, store: DynBackupStore) -> SimulatedStrategyFactory {
+        self.backups = Some(store);
+        self
+    }
+
     /// Whether an engine exists for the instance.
     pub fn has_engine(&self, instance_id: Uuid) -> bool {
         lock(&self.engines).contains_key(&instance_id)
@@ -257,12 +265,15 @@ impl StrategyFactory for SimulatedStrategyFactory {
         Ok(Arc::new(SimulatedStrategy {
             manager: ctx.datastore_version.manager,
             engine: self.engine(ctx.instance_id),
+            backups: self.backups.clone(),
         }))
     }
 
     /// From a standalone strategy's accessors, so asking registers no engine.
     fn facets(&self, manager: Manager) -> Option<FacetSet> {
-        Some(SimulatedStrategy::standalone(manager).facets())
+        let mut s = SimulatedStrategy::standalone(manager);
+        s.backups = self.backups.clone();
+        Some(s.facets())
     }
 }
 
@@ -271,6 +282,7 @@ impl StrategyFactory for SimulatedStrategyFactory {
 pub struct SimulatedStrategy {
     manager: Manager,
     engine: SimulatedEngine,
+    backups: Option<DynBackupStore>,
 }
 
 impl SimulatedStrategy {
@@ -281,6 +293,7 @@ impl SimulatedStrategy {
             engine: SimulatedEngine {
                 state: Arc::new(Mutex::new(EngineState::default())),
             },
+            backups: None,
         }
     }
 
@@ -385,6 +398,11 @@ impl DatastoreStrategy for SimulatedStrategy {
     }
 
     async fn prepare(&self, req: &PrepareRequest) -> Result<()> {
+        let prepared = lock(&self.engine.state).prepared;
+        let restored = match &req.restore {
+            Some(spec) if !prepared => Some(self.restored(spec).await?),
+            _ => None,
+        };
         let mut st = lock(&self.engine.state);
         if st.fail_next_prepare {
             st.fail_next_prepare = false;
@@ -422,6 +440,9 @@ impl DatastoreStrategy for SimulatedStrategy {
                 return Err(not_supported(self.manager, Facet::Users.as_str()));
             }
             self.add_users(&mut next, &req.users)?;
+        }
+        if let Some(snap) = restored {
+            snap.apply(&mut next);
         }
         next.prepared = true;
         next.running = true;
@@ -530,6 +551,110 @@ impl DatastoreStrategy for SimulatedStrategy {
 
     fn logs(&self) -> Option<&dyn LogsFacet> {
         self.offers(Facet::Logs).then_some(self)
+    }
+
+    fn backup(&self) -> Option<&dyn BackupFacet> {
+        (self.offers(Facet::Backup) && self.backups.is_some()).then_some(self)
+    }
+}
+
+/// What a simulated backup holds: the engine's databases, users (with their passwords: a simulation) and root.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SimSnapshot {
+    databases: Vec<DatabaseSpec>,
+    users: Vec<(String, String, Secret, Vec<String>)>,
+    root: Option<Secret>,
+}
+
+impl SimSnapshot {
+    fn of(st: &EngineState) -> SimSnapshot {
+        SimSnapshot {
+            databases: st.databases.values().cloned().collect(),
+            users: st
+                .users
+                .iter()
+                .map(|((n, h), u)| {
+                    (
+                        n.clone(),
+                        h.clone(),
+                        u.password.clone(),
+                        u.databases.iter().cloned().collect(),
+                    )
+                })
+                .collect(),
+            root: st.root.clone(),
+        }
+    }
+
+    fn apply(self, st: &mut EngineState) {
+        st.databases = self
+            .databases
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect();
+        st.users = self
+            .users
+            .into_iter()
+            .map(|(n, h, password, dbs)| {
+                (
+                    (n, h),
+                    SimUser {
+                        password,
+                        databases: dbs.into_iter().collect(),
+                    },
+                )
+            })
+            .collect();
+        st.root = self.root;
+    }
+}
+
+impl SimulatedStrategy {
+    fn store(&self) -> Result<&DynBackupStore> {
+        self.backups
+            .as_ref()
+            .ok_or_else(|| not_supported(self.manager, Facet::Backup.as_str()))
+    }
+
+    /// The engine's data from the restore chain: every object read whole (and so verified) before any is applied.
+    async fn restored(&self, spec: &crate::ports::RestoreSpec) -> Result<SimSnapshot> {
+        let store = self.store()?;
+        let mut last = None;
+        for piece in &spec.chain {
+            let mut bytes = Vec::new();
+            let mut stream = verified_object(store, piece).await?;
+            while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                bytes.extend_from_slice(&chunk?);
+            }
+            let snap: SimSnapshot = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::unprocessable(format!("backup {} is unreadable: {e}", piece.backup_id))
+            })?;
+            last = Some(snap);
+        }
+        last.ok_or_else(|| Error::bad_request("A restore needs at least one backup."))
+    }
+}
+
+#[async_trait]
+impl BackupFacet for SimulatedStrategy {
+    fn incremental(&self) -> bool {
+        self.manager.incremental_backups()
+    }
+
+    async fn backup(&self, job: &BackupJob, progress: &BackupProgress) -> Result<BackupOutcome> {
+        let store = self.store()?;
+        let (bytes, seq) = {
+            let st = self.running()?;
+            let bytes = serde_json::to_vec(&SimSnapshot::of(&st))
+                .map_err(|e| Error::backend("simulated", e, false))?;
+            (bytes, st.starts)
+        };
+        let stream = futures::StreamExt::boxed(futures::stream::iter([Ok(bytes)]));
+        let object = store.put(&job.key, progress.counted(stream)).await?;
+        Ok(BackupOutcome {
+            object,
+            position: Some(serde_json::json!({ "starts": seq })),
+        })
     }
 }
 
@@ -857,6 +982,7 @@ mod tests {
             }],
             root_password: None,
             overrides: Map::new(),
+            restore: None,
         }
     }
 

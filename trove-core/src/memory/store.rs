@@ -822,6 +822,7 @@ mod tests {
                                 location: None, checksum: None, parent_id: None,
                                 backup_type: crate::model::BackupType::Full, datastore_version_id: Uuid::new_v4(),
                                 created: now, updated: now, deleted: false,
+                                bytes: None, position: None, fault: None, container: None, purged: false,
                             };
                             backup_ids.push(b.id);
                             cs.push(Write::Backup(b));

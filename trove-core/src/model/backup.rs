@@ -37,6 +37,21 @@ pub struct Backup {
     pub updated: DateTime<Utc>,
     /// Whether it was deleted.
     pub deleted: bool,
+    /// Bytes written so far while it runs; its object's size in bytes once completed.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Where the backup ends in the engine's history (engine-specific; an incremental starts from it).
+    #[serde(default)]
+    pub position: Option<serde_json::Value>,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub fault: Option<String>,
+    /// The container its object is in (upstream `swift_container`, or the backup strategy's).
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Whether the objects of this (deleted or failed) backup were removed from the store.
+    #[serde(default)]
+    pub purged: bool,
 }
 
 /// Full or incremental.

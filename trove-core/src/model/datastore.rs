@@ -109,6 +109,12 @@ impl Manager {
             })
     }
 
+    /// Whether the engine's backups can be incremental (on top of a parent backup). The guest's
+    /// [`BackupFacet::incremental`](crate::ports::BackupFacet::incremental) answers the same.
+    pub fn incremental_backups(self) -> bool {
+        matches!(self, Manager::Mysql | Manager::Mariadb)
+    }
+
     /// The engine's standard port.
     pub fn default_port(self) -> u16 {
         match self {

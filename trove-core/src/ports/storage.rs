@@ -66,7 +66,7 @@ pub struct ObjectMeta {
 /// - `get` of a missing key is [`crate::Error::NotFound`]; the bytes read equal the bytes put.
 /// - `delete` is idempotent; `list` returns the keys under a prefix in lexical order.
 #[async_trait]
-pub trait BackupStore: Send + Sync + 'static {
+pub trait BackupStore: std::fmt::Debug + Send + Sync + 'static {
     /// Stores an object.
     async fn put(&self, key: &str, data: ByteStream) -> Result<ObjectMeta>;
     /// Reads an object.

@@ -157,6 +157,15 @@ pub enum ConductorRequest {
         checksum: Option<String>,
         /// Object location.
         location: Option<String>,
+        /// Bytes written so far (progress), or in all once completed.
+        #[serde(default)]
+        bytes: Option<u64>,
+        /// Where the backup ends in the engine's history (for the next incremental).
+        #[serde(default)]
+        position: Option<Value>,
+        /// Why it failed.
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// Root was enabled on the guest.
     ReportRoot {

@@ -203,6 +203,11 @@ impl StepContext<'_> {
         self.engine.compute.clone()
     }
 
+    /// The backup store, when the task manager has one.
+    pub fn backup_store(&self) -> Option<crate::ports::DynBackupStore> {
+        self.engine.backups.clone()
+    }
+
     /// Block storage.
     pub fn storage(&self) -> DynBlockStorage {
         self.engine.storage.clone()
@@ -264,6 +269,11 @@ impl StepContext<'_> {
             .rev()
             .find(|e| e.step == step && e.phase == JournalPhase::Started)
             .map(|e| e.at)
+    }
+
+    /// How often the task manager polls the store while it waits.
+    pub fn poll_interval(&self) -> Duration {
+        self.engine.tm.poll_interval
     }
 
     /// Waits `d` on the clock.

@@ -33,6 +33,7 @@ pub(super) struct Engine {
     pub(super) tm: TaskManagerConfig,
     pub(super) registry: Registry,
     pub(super) sealing: crate::seal::Sealing,
+    pub(super) backups: Option<crate::ports::DynBackupStore>,
 }
 
 impl Engine {

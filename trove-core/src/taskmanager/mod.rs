@@ -36,12 +36,15 @@ pub use context::{
 };
 pub use registry::{Registry, WorkflowDef};
 pub use workflows::{
-    ApplyConfigurationParams, CreateParams, DeleteParams, ForceDeleteParams, MigrateParams,
-    RebootParams, RebuildParams, ResizeFlavorParams, ResizeVolumeParams, RestartParams,
-    UpgradeParams,
+    ApplyConfigurationParams, BackupParams, CreateParams, DeleteParams, ForceDeleteParams,
+    MigrateParams, RebootParams, RebuildParams, ResizeFlavorParams, ResizeVolumeParams,
+    RestartParams, UpgradeParams,
 };
 
 use engine::Engine;
+
+/// How often the objects of deleted and failed backups are looked for.
+const PURGE_EVERY_SECS: i64 = 10;
 
 /// Settings of one task-manager worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +103,7 @@ impl TaskManager {
                 tm,
                 registry: Registry::standard(),
                 sealing: crate::seal::Sealing::default(),
+                backups: None,
             }),
             running: Arc::new(Mutex::new(HashSet::new())),
         }
@@ -118,6 +122,16 @@ impl TaskManager {
         self.rebuilt(registry, sealing)
     }
 
+    /// Removes the objects of deleted and failed backups from `store` (without one, they stay where they are).
+    pub fn with_backup_store(self, store: crate::ports::DynBackupStore) -> TaskManager {
+        let (registry, sealing) = (self.engine.registry.clone(), self.engine.sealing.clone());
+        let mut tm = self.rebuilt(registry, sealing);
+        if let Some(e) = Arc::get_mut(&mut tm.engine) {
+            e.backups = Some(store);
+        }
+        tm
+    }
+
     fn rebuilt(self, registry: Registry, sealing: crate::seal::Sealing) -> TaskManager {
         let e = &self.engine;
         TaskManager {
@@ -131,6 +145,7 @@ impl TaskManager {
                 tm: e.tm.clone(),
                 registry,
                 sealing,
+                backups: e.backups.clone(),
             }),
             running: self.running,
         }
@@ -187,6 +202,7 @@ impl TaskManager {
         });
         let mut tasks = tokio::task::JoinSet::new();
         // The first scan runs at once: a restarted task manager resumes what it finds.
+        let mut next_purge = self.engine.clock.now();
         let mut next_scan: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
             Box::pin(std::future::ready(()));
         loop {
@@ -203,6 +219,13 @@ impl TaskManager {
                     match self.claimable().await {
                         Ok(ids) => for id in ids { self.spawn(&mut tasks, id) },
                         Err(e) => tracing::warn!(error = %e, "workflow scan failed"),
+                    }
+                    let now = self.engine.clock.now();
+                    if now >= next_purge {
+                        next_purge = now + chrono::Duration::seconds(PURGE_EVERY_SECS);
+                        if let Err(e) = self.purge_backup_objects().await {
+                            tracing::warn!(error = %e, "purging the objects of deleted backups failed; retrying later");
+                        }
                     }
                     let clock = self.engine.clock.clone();
                     let every = self.engine.tm.scan_interval;
@@ -230,6 +253,41 @@ impl TaskManager {
             }
             running_set(&running).remove(&id);
         });
+    }
+
+    /// Removes the objects of deleted and failed backups from the backup store and records them purged; answers
+    /// how many backups were purged. Nothing happens without a backup store.
+    pub async fn purge_backup_objects(&self) -> Result<usize> {
+        let Some(objects) = &self.engine.backups else {
+            return Ok(0);
+        };
+        let all = self
+            .engine
+            .store
+            .list_backups(&crate::model::BackupFilter {
+                include_deleted: true,
+                ..Default::default()
+            })
+            .await?;
+        let mut n = 0;
+        for mut b in all {
+            let doomed = b.deleted || b.state == crate::state::BackupState::Failed;
+            if !doomed || b.purged || b.state.is_running() {
+                continue;
+            }
+            let Some(key) = workflows::backup::object_key(&b) else {
+                continue;
+            };
+            objects.delete(&key).await?;
+            tracing::info!(backup = %b.id, key = %key, "removed the object of a deleted or failed backup");
+            b.purged = true;
+            self.engine
+                .store
+                .commit(crate::ports::ChangeSet::new().with(crate::ports::Write::Backup(b)))
+                .await?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Open workflows this worker may claim now.

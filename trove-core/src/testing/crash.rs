@@ -31,7 +31,7 @@ use crate::config::CoreConfig;
 use crate::error::{Error, Result};
 use crate::guest_agent::InProcessLauncher;
 use crate::memory::{
-    ManualClock, MemoryBlockStorage, MemoryBus, MemoryCompute, MemoryStore,
+    ManualClock, MemoryBackupStore, MemoryBlockStorage, MemoryBus, MemoryCompute, MemoryStore,
     SimulatedStrategyFactory,
 };
 use crate::model::{
@@ -41,7 +41,8 @@ use crate::model::{
     WorkflowState,
 };
 use crate::ports::{
-    BlockStorage, ChangeSet, Clock, Compute, DynStore, Expect, InfraStore, RequestContext, Write,
+    BackupStore, BlockStorage, ChangeSet, Clock, Compute, DynStore, Expect, InfraStore,
+    RequestContext, Write,
 };
 use crate::state::TaskStatus;
 use crate::taskmanager::{Registry, TaskManager, TaskManagerConfig};
@@ -333,6 +334,8 @@ pub struct CrashWorld {
     pub compute: Arc<MemoryCompute>,
     /// Volumes.
     pub storage: Arc<MemoryBlockStorage>,
+    /// Backup objects.
+    pub backups: Arc<MemoryBackupStore>,
     /// The simulated engines.
     pub engines: Arc<SimulatedStrategyFactory>,
     /// The guest launcher.
@@ -343,6 +346,7 @@ pub struct CrashWorld {
     pub config: CoreConfig,
     old_version: Uuid,
     new_version: Uuid,
+    restore_sources: std::sync::Mutex<Vec<(Uuid, Vec<String>)>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -359,7 +363,8 @@ impl CrashWorld {
         let config = crash_config();
         let clock = Arc::new(ManualClock::new());
         let bus = Arc::new(MemoryBus::new());
-        let engines = Arc::new(SimulatedStrategyFactory::new());
+        let backups = Arc::new(MemoryBackupStore::new());
+        let engines = Arc::new(SimulatedStrategyFactory::new().with_backup_store(backups.clone()));
         let launcher = Arc::new(InProcessLauncher::new(
             bus.clone(),
             clock.clone(),
@@ -398,7 +403,8 @@ impl CrashWorld {
         }));
         let api = Arc::new(
             ApiService::new(store.clone(), bus.clone(), clock.clone(), config.clone())
-                .with_compute(compute.clone()),
+                .with_compute(compute.clone())
+                .with_facets(crate::ports::FacetCatalog::from_factory(engines.as_ref())),
         );
         let admin = RequestContext::admin("admin");
         let mut versions = Vec::new();
@@ -447,12 +453,14 @@ impl CrashWorld {
             bus,
             compute,
             storage,
+            backups,
             engines,
             launcher,
             clock,
             config,
             old_version: versions[0],
             new_version: versions[1],
+            restore_sources: std::sync::Mutex::new(Vec::new()),
             shutdown,
             tasks,
         })
@@ -499,6 +507,7 @@ impl CrashWorld {
             },
         )
         .with_registry(registry.clone())
+        .with_backup_store(self.backups.clone())
     }
 
     /// Runs every open workflow to its end on a healthy worker.
@@ -506,6 +515,7 @@ impl CrashWorld {
         let tm = self.task_manager("settler", self.store.clone(), &Registry::standard());
         for _ in 0..10 {
             if tm.run_pending().await? == 0 {
+                tm.purge_backup_objects().await?;
                 return Ok(());
             }
         }
@@ -528,6 +538,121 @@ impl CrashWorld {
             )
             .await?;
         Ok(v.instance.id)
+    }
+
+    /// Asks the API for a full backup of `id` (its workflow is left pending); answers the backup's id.
+    pub async fn take_backup(&self, id: Uuid) -> Outcome<Uuid> {
+        let v = self
+            .api
+            .create_backup(
+                &self.tenant(),
+                crate::api::CreateBackup {
+                    name: "b".into(),
+                    instance: Some(id),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(v.backup.id)
+    }
+
+    /// Every live backup of `id` is COMPLETED, and its object is in the store with the recorded size and
+    /// checksum.
+    pub async fn expect_backups_completed(&self, id: Uuid) -> Outcome<()> {
+        let all = self
+            .store
+            .list_backups(&BackupFilter {
+                instance_id: Some(id),
+                ..Default::default()
+            })
+            .await?;
+        self.expect(!all.is_empty(), "the instance has no backup")?;
+        for b in all {
+            self.expect(
+                b.state == crate::state::BackupState::Completed,
+                &format!("backup {} is {} ({:?})", b.id, b.state.as_str(), b.fault),
+            )?;
+            let key = b.location.clone().unwrap_or_default();
+            let found = self.backups.list(&key).await?;
+            self.expect(
+                found.iter().any(|o| {
+                    o.key == key
+                        && Some(&o.checksum) == b.checksum.as_ref()
+                        && Some(o.size) == b.bytes
+                }),
+                &format!("backup {} has no object matching its record at {key}", b.id),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Asks the API for an instance restored from the latest completed backup of `source` (its create workflow is
+    /// left pending). Before, a database `restored_db` is created on the source after the backup, so a restore
+    /// that brings it (a later state) is told from one that does not.
+    pub async fn create_restored(&self, name: &str, source: Uuid) -> Outcome<Uuid> {
+        let b = self
+            .store
+            .list_backups(&BackupFilter {
+                instance_id: Some(source),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|b| b.state == crate::state::BackupState::Completed)
+            .max_by_key(|b| b.created)
+            .ok_or_else(|| Broken("the source has no completed backup".into()))?;
+        self.restore_sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((source, self.engines.engine(source).databases()));
+        self.add_database(source, "after_backup").await?;
+        let v = self
+            .api
+            .create_instance(
+                &self.tenant(),
+                CreateInstance {
+                    name: name.into(),
+                    flavor_ref: Some("1".into()),
+                    volume_size: Some(2),
+                    datastore: Some(DATASTORE.into()),
+                    restore_point: Some(b.id),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(v.instance.id)
+    }
+
+    /// Creates database `name` on instance `id` through the API.
+    pub async fn add_database(&self, id: Uuid, name: &str) -> Outcome<()> {
+        self.api
+            .create_databases(
+                &self.tenant(),
+                id,
+                vec![crate::model::DatabaseSpec {
+                    name: name.into(),
+                    character_set: None,
+                    collate: None,
+                }],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The engine of `id` holds exactly the databases its source had when the backup was taken.
+    pub async fn expect_restored(&self, id: Uuid) -> Outcome<()> {
+        let (src, dbs) = self
+            .restore_sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .cloned()
+            .ok_or_else(|| Broken("no restore was asked for".into()))?;
+        let got = self.engines.engine(id).databases();
+        self.expect(
+            got == dbs,
+            &format!("restored databases {got:?}, the source {src} had {dbs:?} at the backup"),
+        )
     }
 
     /// An ACTIVE instance (created and built by a healthy worker).
@@ -759,6 +884,26 @@ impl CrashWorld {
         self.expect(
             usage == expected,
             &format!("quota usage {usage:?}, live rows {expected:?}"),
+        )?;
+        let keep: Vec<String> = self
+            .store
+            .list_backups(&BackupFilter::default())
+            .await?
+            .into_iter()
+            .filter(|b| b.state == crate::state::BackupState::Completed)
+            .filter_map(|b| b.location)
+            .collect();
+        let objects: Vec<String> = self
+            .backups
+            .list("")
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let stray: Vec<&String> = objects.iter().filter(|k| !keep.contains(k)).collect();
+        self.expect(
+            stray.is_empty(),
+            &format!("backup objects of no completed backup are left: {stray:?}"),
         )?;
         let open = self.store.list_open_workflows().await?;
         self.expect(

@@ -118,6 +118,11 @@ pub mod fixtures {
             created: updated,
             updated,
             deleted: false,
+            bytes: None,
+            position: None,
+            fault: None,
+            container: None,
+            purged: false,
         }
     }
 

@@ -94,6 +94,7 @@ impl Fixture {
             users: Vec::new(),
             root_password: None,
             overrides: Default::default(),
+            restore: None,
         }
     }
 

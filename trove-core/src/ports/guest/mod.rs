@@ -9,11 +9,12 @@
 //! | [`Facet::Configuration`] | [`ConfigurationFacet`] | apply configuration overrides |
 //! | [`Facet::Tls`] | [`TlsFacet`] | instance TLS: show, change, roll back |
 //! | [`Facet::Logs`] | [`LogsFacet`] | guest logs: list, one action on one log |
+//! | [`Facet::Backup`] | [`BackupFacet`] | backups into the deployment's store; restore in prepare |
 //!
 //! A strategy offers a facet by answering `Some` from its accessor ([`DatastoreStrategy::users`], ...); what it
 //! offers ([`DatastoreStrategy::facets`]) is derived from those accessors, so it cannot claim what it does not do.
 //! The guest agent answers a request for a facet the strategy lacks with upstream's status (see
-//! [`crate::rpc::GuestRequest`]). [`Facet::Backup`], [`Facet::Replication`] and [`Facet::Cluster`] are reserved:
+//! [`crate::rpc::GuestRequest`]). [`Facet::Replication`] and [`Facet::Cluster`] are reserved:
 //! their traits and accessors come with their issues.
 
 use async_trait::async_trait;
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod backup;
 mod configuration;
 mod databases;
 mod logs;
@@ -29,6 +31,10 @@ mod root;
 mod tls;
 mod users;
 
+pub use backup::{
+    checksum_fault, verified_object, BackupFacet, BackupJob, BackupOutcome, BackupPiece,
+    BackupProgress, RestoreSpec,
+};
 pub use configuration::ConfigurationFacet;
 pub use databases::DatabasesFacet;
 pub use logs::LogsFacet;
@@ -58,6 +64,10 @@ pub struct PrepareRequest {
     pub root_password: Option<Secret>,
     /// Configuration overrides to render.
     pub overrides: Map<String, Value>,
+    /// Make the data from these backups instead of an empty data directory (restore to a new instance); the
+    /// databases and users of the request are then left out (the backup brings its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
 }
 
 /// The engine's state as the strategy sees it.
@@ -154,6 +164,10 @@ pub trait DatastoreStrategy: Send + Sync + 'static {
     fn logs(&self) -> Option<&dyn LogsFacet> {
         None
     }
+    /// The backup facet, when the engine can be backed up (and restored) into this deployment's store.
+    fn backup(&self) -> Option<&dyn BackupFacet> {
+        None
+    }
 
     /// What the strategy offers, derived from the accessors above (do not override).
     fn facets(&self) -> FacetSet {
@@ -164,6 +178,7 @@ pub trait DatastoreStrategy: Send + Sync + 'static {
             (Facet::Configuration, self.configuration().is_some()),
             (Facet::Tls, self.tls().is_some()),
             (Facet::Logs, self.logs().is_some()),
+            (Facet::Backup, self.backup().is_some()),
         ];
         offered
             .into_iter()

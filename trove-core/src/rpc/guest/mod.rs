@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{guest_topic, Envelope, Reply};
 use crate::error::{Error, Result};
-use crate::ports::{DynBus, FsStats, PrepareRequest};
+use crate::ports::{BackupJob, DynBus, FsStats, PrepareRequest};
 use crate::seal::{guest_reply_context, guest_request_context, Sealer};
 
 mod configuration;
@@ -72,6 +72,10 @@ pub enum GuestRequest {
     Tls(TlsRequest),
     /// The guest-logs facet.
     Logs(LogsRequest),
+    /// Take a backup (a cast: the guest works in the background and reports progress and the outcome to the
+    /// conductor with [`ConductorRequest::UpdateBackup`](crate::rpc::ConductorRequest::UpdateBackup); asked again
+    /// for a backup it is already taking, it carries on).
+    Backup(BackupJob),
 }
 
 /// A handler's unit result as a reply value.
@@ -206,6 +210,10 @@ impl GuestClient {
     /// Asks the guest to bring the engine up again on its existing data (a cast, like prepare).
     pub async fn rebuild(&self, req: PrepareRequest) -> Result<()> {
         self.cast(GuestRequest::Rebuild(req)).await
+    }
+    /// Asks the guest to take a backup (a cast; the guest reports to the conductor).
+    pub async fn backup(&self, job: BackupJob) -> Result<()> {
+        self.cast(GuestRequest::Backup(job)).await
     }
     /// Restarts the engine.
     pub async fn restart(&self) -> Result<()> {

@@ -13,7 +13,7 @@ use crate::model::{
     DatabaseSpec, DatastoreVersion, Flavor, Locality, Secret, UserSpec, WorkflowKind,
     WorkflowParams,
 };
-use crate::ports::{PrepareRequest, Server, ServerSpec};
+use crate::ports::{PrepareRequest, RestoreSpec, Server, ServerSpec};
 use crate::seal::Sealer;
 use crate::state::{ServerStatus, TaskStatus};
 use crate::taskmanager::{Failure, StepContext, StepResult, WaitHealthy, WorkflowDef};
@@ -51,7 +51,7 @@ pub struct CreateParams {
     /// Source to replicate from (replication is a later issue: the build fails with a clear fault).
     #[serde(default)]
     pub replica_of: Option<Uuid>,
-    /// Backup to restore from (restore is a later issue: the build fails with a clear fault).
+    /// Backup to restore from: the guest makes the data from it (and its parents, for an incremental).
     #[serde(default)]
     pub restore_point: Option<Uuid>,
 }
@@ -125,6 +125,46 @@ impl CreateParams {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Create;
 
+/// The chain of backups a restore from `backup_id` applies, its full backup first.
+async fn restore_chain(cx: &StepContext<'_>, backup_id: Uuid) -> StepResult<RestoreSpec> {
+    let mut chain = Vec::new();
+    let mut next = Some(backup_id);
+    while let Some(id) = next {
+        let b = cx
+            .store()
+            .get_backup(id)
+            .await
+            .map_err(super::super::context::abort_on_store)?
+            .filter(|b| !b.deleted && b.state.is_restorable())
+            .ok_or_else(|| {
+                Failure::with_details(
+                    format!("Backup {id} to restore from is gone or not completed."),
+                    format!("restore chain of {backup_id} broken at {id}"),
+                )
+            })?;
+        let piece = super::backup::piece_of(&b).ok_or_else(|| {
+            Failure::with_details(
+                format!("Backup {id} has no complete object to restore from."),
+                format!("backup {id} has no location, checksum or size"),
+            )
+        })?;
+        next = b.parent_id;
+        chain.push(piece);
+        if chain.len() > 1000 {
+            return Err(Failure::with_details(
+                "The backup chain to restore is too long or loops.",
+                format!("chain of {backup_id}"),
+            )
+            .into());
+        }
+    }
+    chain.reverse();
+    Ok(RestoreSpec {
+        chain,
+        restore_time: None,
+    })
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct VolumeMade {
     volume_id: String,
@@ -149,13 +189,10 @@ impl WorkflowDef for Create {
             .task(TaskStatus::BuildingErrorReplica)
             .into());
         }
-        if p.restore_point.is_some() {
-            return Err(Failure::with_details(
-                "Restoring from a backup is not implemented by this deployment yet.",
-                format!("restore from backup {:?} requested", p.restore_point),
-            )
-            .into());
-        }
+        let restore = match p.restore_point {
+            Some(bid) => Some(restore_chain(cx, bid).await?),
+            None => None,
+        };
         let inst = cx.instance().await?;
 
         // 1. volume
@@ -234,6 +271,7 @@ impl WorkflowDef for Create {
             users,
             root_password,
             overrides: p.overrides.clone(),
+            restore,
         };
         let scrubbed = p.scrubbed;
         let compute = cx.compute();
@@ -297,6 +335,21 @@ impl WorkflowDef for Create {
                 Box::pin(async move { w.create_instance("db").await })
             })
             .check(|w, id| Box::pin(async move { w.expect_active(id).await })),
+            Scenario::new("create from a backup", |w| {
+                Box::pin(async move {
+                    let src = w.active_instance("src").await?;
+                    w.add_database(src, "before_backup").await?;
+                    w.take_backup(src).await?;
+                    w.settle().await?;
+                    w.create_restored("copy", src).await
+                })
+            })
+            .check(|w, id| {
+                Box::pin(async move {
+                    w.expect_active(id).await?;
+                    w.expect_restored(id).await
+                })
+            }),
             // The prepare request is lost (it died with a crashed process): the guest keeps reporting that it
             // waits to be prepared, and the workflow asks again.
             Scenario::new("create whose prepare request the guest never gets", |w| {

@@ -2,7 +2,8 @@
 //!
 //! | workflow | module |
 //! |---|---|
-//! | create an instance | [`create`] |
+//! | create an instance (or restore one from a backup) | [`create`] |
+//! | take a backup | [`backup`] |
 //! | delete / force delete | [`delete`] |
 //! | restart the engine / reboot the server (mgmt) | [`restart`] |
 //! | resize flavor / resize volume | [`resize`] |
@@ -22,6 +23,7 @@ use crate::error::Result;
 use crate::ports::{DynClock, PrepareRequest};
 use crate::state::ServiceStatus;
 
+pub mod backup;
 pub mod configuration;
 pub mod create;
 pub mod delete;
@@ -31,6 +33,7 @@ pub mod resize;
 pub mod restart;
 pub mod upgrade;
 
+pub use backup::BackupParams;
 pub use configuration::ApplyConfigurationParams;
 pub use create::CreateParams;
 pub use delete::{DeleteParams, ForceDeleteParams};
@@ -53,6 +56,7 @@ pub(super) fn register_standard(r: Registry) -> Registry {
         .register(upgrade::Upgrade)
         .register(migrate::Migrate)
         .register(rebuild::Rebuild)
+        .register(backup::TakeBackup)
 }
 
 /// Whether the guest stopped its engine in a tolerant `stop_db` step.
@@ -103,6 +107,7 @@ pub(crate) async fn rebuild_request(cx: &StepContext<'_>) -> StepResult<PrepareR
         users: vec![],
         root_password: None,
         overrides,
+        restore: None,
     })
 }
 

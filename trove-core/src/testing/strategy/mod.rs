@@ -84,6 +84,7 @@ pub fn prepare_request(strategy: &DynStrategy) -> PrepareRequest {
         },
         root_password: None,
         overrides: Map::new(),
+        restore: None,
     }
 }
 
