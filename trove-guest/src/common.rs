@@ -105,6 +105,13 @@ impl RunAs {
         }
     }
 
+    /// Applies the identity to a tokio command about to be spawned.
+    pub(crate) fn apply_tokio(self, cmd: &mut tokio::process::Command) {
+        if self.switch_needed() {
+            cmd.uid(self.uid).gid(self.gid);
+        }
+    }
+
     /// Makes `path` (not recursively) belong to this identity.
     pub(crate) fn own(self, path: &Path) -> Result<()> {
         if !self.switch_needed() {

@@ -15,12 +15,14 @@ use trove_core::model::{
     SslView,
 };
 use trove_core::ports::{
-    not_supported, ConfigurationFacet, DatabasesFacet, DatastoreStrategy, EngineStatus, FsStats,
-    LogsFacet, PrepareRequest, RootFacet, TlsFacet, UsersFacet,
+    not_supported, BackupFacet, BackupJob, BackupOutcome, BackupProgress, ConfigurationFacet,
+    DatabasesFacet, DatastoreStrategy, DynBackupStore, EngineStatus, FsStats, LogsFacet,
+    PrepareRequest, RestoreSpec, RootFacet, TlsFacet, UsersFacet,
 };
 use trove_core::state::ServiceStatus;
 use trove_core::{Error, Result};
 
+use crate::backup::EngineBackup;
 use crate::base::Base;
 use crate::common::{
     check_override_key, down_status, read_pid, spawn_detached, status, wait_ready,
@@ -95,6 +97,10 @@ pub(crate) trait Engine: Configurable + TlsEngine + Send + Sync + 'static {
     fn guest_logs(&self) -> Option<EngineLogs> {
         None
     }
+    /// The engine's backup tool, when it has one.
+    fn backup_tool(&self) -> Option<&dyn EngineBackup> {
+        None
+    }
 
     /// The running server's pid (from its pid file or the recorded spawn, checked against its command line).
     fn running_pid(&self) -> Option<u32> {
@@ -105,6 +111,7 @@ pub(crate) trait Engine: Configurable + TlsEngine + Send + Sync + 'static {
 /// A [`DatastoreStrategy`] for an engine run as a local process.
 pub(crate) struct ProcessStrategy<E> {
     engine: E,
+    backups: Option<DynBackupStore>,
 }
 
 impl<E: Engine> std::fmt::Debug for ProcessStrategy<E> {
@@ -119,9 +126,35 @@ impl<E: Engine> std::fmt::Debug for ProcessStrategy<E> {
 }
 
 impl<E: Engine> ProcessStrategy<E> {
-    /// A strategy over `engine`.
-    pub fn new(engine: E) -> ProcessStrategy<E> {
-        ProcessStrategy { engine }
+    /// A strategy over `engine`, backing up into `backups` when given.
+    pub fn new(engine: E, backups: Option<DynBackupStore>) -> ProcessStrategy<E> {
+        ProcessStrategy { engine, backups }
+    }
+
+    /// The engine's backup tool and the store, when both exist.
+    fn backup_parts(&self) -> Option<(&dyn EngineBackup, &DynBackupStore)> {
+        Some((self.engine.backup_tool()?, self.backups.as_ref()?))
+    }
+
+    /// Makes the data directory from a backup chain, once: a restore cut short is started again from an empty
+    /// directory (the records of [`Layout::data_initialized`](crate::common::Layout::data_initialized)).
+    async fn restore(&self, spec: &RestoreSpec) -> Result<()> {
+        let base = self.base();
+        let (tool, store) = self
+            .backup_parts()
+            .ok_or_else(|| not_supported(base.manager, Facet::Backup.as_str()))?;
+        if base.layout.data_initialized(false) {
+            return Ok(());
+        }
+        if spec.chain.is_empty() {
+            return Err(Error::bad_request("A restore needs at least one backup."));
+        }
+        base.layout
+            .initialize_data(|| async {
+                base.layout.clear_data_dir();
+                tool.restore(store, spec).await
+            })
+            .await
     }
 
     fn base(&self) -> &Base {
@@ -207,7 +240,10 @@ impl<E: Engine> DatastoreStrategy for ProcessStrategy<E> {
         // Every step below is idempotent, and `prepared` is recorded only after the last one: a prepare cut short
         // (the guest killed at any point) is finished by the next one. The kill points name the moments between
         // the steps for the whole-process crash tests.
-        e.init().await?;
+        match &req.restore {
+            Some(spec) => self.restore(spec).await?,
+            None => e.init().await?,
+        }
         crash_point("prepare:after_init");
         self.start_engine().await?;
         crash_point("prepare:after_start");
@@ -300,6 +336,42 @@ impl<E: Engine> DatastoreStrategy for ProcessStrategy<E> {
 
     fn logs(&self) -> Option<&dyn LogsFacet> {
         self.engine.guest_logs().map(|_| self as &dyn LogsFacet)
+    }
+
+    fn backup(&self) -> Option<&dyn BackupFacet> {
+        self.backup_parts().map(|_| self as &dyn BackupFacet)
+    }
+}
+
+#[async_trait]
+impl<E: Engine> BackupFacet for ProcessStrategy<E> {
+    fn incremental(&self) -> bool {
+        self.engine.backup_tool().is_some_and(|t| t.incremental())
+    }
+
+    async fn backup(&self, job: &BackupJob, progress: &BackupProgress) -> Result<BackupOutcome> {
+        let base = self.base();
+        let (tool, store) = self
+            .backup_parts()
+            .ok_or_else(|| not_supported(base.manager, Facet::Backup.as_str()))?;
+        if job.parent.is_some() && !tool.incremental() {
+            return Err(Error::unprocessable(format!(
+                "Incremental backups are not supported for datastore {}.",
+                base.manager
+            )));
+        }
+        if self.engine.running_pid().is_none() {
+            return Err(Error::unprocessable(format!(
+                "The {} engine is not running; start the instance, then take the backup.",
+                E::PROCESS
+            )));
+        }
+        let r = tool.backup(store, job, progress).await;
+        if r.is_err() {
+            // A put that failed leaves nothing; an object of an earlier attempt under the same key goes too.
+            let _ = store.delete(&job.key).await;
+        }
+        r
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use trove_core::model::Manager;
-use trove_core::ports::{DatastoreStrategy, StrategyContext, StrategyFactory};
+use trove_core::ports::{DatastoreStrategy, DynBackupStore, StrategyContext, StrategyFactory};
 use trove_core::{Error, Result};
 
 use crate::common::EngineConfig;
@@ -23,12 +23,22 @@ use crate::redis::{find_redis_server, Redis};
 #[derive(Debug, Clone, Default)]
 pub struct EngineStrategyFactory {
     config: EngineConfig,
+    backups: Option<DynBackupStore>,
 }
 
 impl EngineStrategyFactory {
     /// A factory whose strategies run engines as `config` says.
     pub fn new(config: EngineConfig) -> EngineStrategyFactory {
-        EngineStrategyFactory { config }
+        EngineStrategyFactory {
+            config,
+            backups: None,
+        }
+    }
+
+    /// Strategies back up into (and restore from) `store`; without one they offer no backups.
+    pub fn with_backup_store(mut self, store: DynBackupStore) -> EngineStrategyFactory {
+        self.backups = Some(store);
+        self
     }
 
     /// The configuration in use.
@@ -42,15 +52,16 @@ impl StrategyFactory for EngineStrategyFactory {
         match ctx.datastore_version.manager {
             m @ (Manager::Mysql | Manager::Mariadb) => Ok(Arc::new(ProcessStrategy::new(
                 Mysql::new(m, ctx, &self.config)?,
+                self.backups.clone(),
             ))),
-            Manager::Postgresql => Ok(Arc::new(ProcessStrategy::new(Postgres::new(
-                ctx,
-                &self.config,
-            )?))),
-            Manager::Redis => Ok(Arc::new(ProcessStrategy::new(Redis::new(
-                ctx,
-                &self.config,
-            )?))),
+            Manager::Postgresql => Ok(Arc::new(ProcessStrategy::new(
+                Postgres::new(ctx, &self.config)?,
+                self.backups.clone(),
+            ))),
+            Manager::Redis => Ok(Arc::new(ProcessStrategy::new(
+                Redis::new(ctx, &self.config)?,
+                self.backups.clone(),
+            ))),
             m @ (Manager::Mongodb | Manager::Cassandra) => Err(Error::not_implemented(format!(
                 "No engine strategy for datastore manager {m}: its server cannot run on this host."
             ))),

@@ -6,11 +6,14 @@
 //! rendering and live changes, spawn command, probes, admin bootstrap, stop signal, and its users, databases and
 //! root facets (`admin.rs`).
 //!
-//! | manager | users | databases | root | configuration | tls | logs |
-//! |---|---|---|---|---|---|---|
-//! | `mysql`, `mariadb` | yes | yes | yes | yes | yes | yes |
-//! | `postgresql` | yes | yes | yes | yes | yes | yes |
-//! | `redis` | yes | no | yes | yes | yes | no |
+//! | manager | users | databases | root | configuration | tls | logs | backup |
+//! |---|---|---|---|---|---|---|---|
+//! | `mysql`, `mariadb` | yes | yes | yes | yes | yes | yes | full + incremental (`mariadb-backup`) |
+//! | `postgresql` | yes | yes | yes | yes | yes | yes | no |
+//! | `redis` | yes | no | yes | yes | yes | no | no |
+//!
+//! Backups need a backup store ([`EngineStrategyFactory::with_backup_store`]); their streams are compressed with
+//! `zstd`, which must be installed.
 //!
 //! | manager | engine | memory rendered from the flavor RAM |
 //! |---|---|---|
@@ -33,6 +36,7 @@
 //! and has no `mtls`; PostgreSQL and Redis apply every change live (Redis `basic` serves TLS on a second port).
 #![forbid(unsafe_code)]
 
+mod backup;
 mod base;
 mod common;
 mod engine;
