@@ -16,6 +16,7 @@ use trove_core::ports::{DatabasesFacet, PrepareRequest, RootFacet, StrategyConte
 use trove_core::{Error, Result};
 
 mod admin;
+mod backup;
 mod config;
 mod tls;
 
@@ -66,6 +67,7 @@ async fn exec_sql(conn: &mut MySqlConnection, sql: &str) -> std::result::Result<
 pub(crate) struct Mysql {
     base: Base,
     bins: MysqlBinaries,
+    backup_bins: Option<backup::BackupBinaries>,
     socket: PathBuf,
 }
 
@@ -75,7 +77,13 @@ impl Mysql {
         let base = Base::new(manager, ctx, cfg)?;
         let bins = MysqlBinaries::find(image_dir(ctx).as_deref())?;
         let socket = socket_path(&base.layout.engine_dir, "mysqld.sock", ctx.instance_id);
-        Ok(Mysql { base, bins, socket })
+        let backup_bins = backup::BackupBinaries::find(image_dir(ctx).as_deref());
+        Ok(Mysql {
+            base,
+            bins,
+            backup_bins,
+            socket,
+        })
     }
 
     fn cnf_path(&self) -> PathBuf {
@@ -157,6 +165,8 @@ impl Mysql {
     async fn ensure_admin(&self) -> Result<()> {
         let had_secret = self.base.layout.admin_secret()?.is_some();
         if had_secret && self.connect_admin().await.is_ok() {
+            // A restored instance's first start reset the admin's password: its init file is done.
+            let _ = std::fs::remove_file(self.admin_reset_file());
             return Ok(());
         }
         let secret = self.base.layout.ensure_admin_secret()?;
@@ -241,12 +251,17 @@ impl Engine for Mysql {
 
     fn spawn(&self) -> Result<Spawn> {
         let _ = std::fs::remove_file(&self.socket);
+        let mut args = vec![OsString::from(format!(
+            "--defaults-file={}",
+            self.cnf_path().display()
+        ))];
+        let reset = self.admin_reset_file();
+        if reset.exists() {
+            args.push(OsString::from(format!("--init-file={}", reset.display())));
+        }
         Ok(Spawn {
             program: self.bins.server.clone(),
-            args: vec![OsString::from(format!(
-                "--defaults-file={}",
-                self.cnf_path().display()
-            ))],
+            args,
             output: self.base.layout.engine_dir.join("mysqld.out"),
         })
     }
@@ -301,5 +316,11 @@ impl Engine for Mysql {
 
     fn guest_logs(&self) -> Option<EngineLogs> {
         Some(EngineLogs::mysql(&self.base, &self.socket))
+    }
+
+    fn backup_tool(&self) -> Option<&dyn crate::backup::EngineBackup> {
+        self.backup_bins
+            .as_ref()
+            .map(|_| self as &dyn crate::backup::EngineBackup)
     }
 }

@@ -54,6 +54,23 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(manager: Manager, ram_mb: u32) -> Fixture {
+        Fixture::build(manager, ram_mb, None)
+    }
+
+    /// An instance whose strategy backs up into (and restores from) `store`.
+    pub fn with_backups(
+        manager: Manager,
+        ram_mb: u32,
+        store: trove_core::ports::DynBackupStore,
+    ) -> Fixture {
+        Fixture::build(manager, ram_mb, Some(store))
+    }
+
+    fn build(
+        manager: Manager,
+        ram_mb: u32,
+        store: Option<trove_core::ports::DynBackupStore>,
+    ) -> Fixture {
         let dir = tempfile::Builder::new()
             .prefix("tg")
             .tempdir()
@@ -70,7 +87,10 @@ impl Fixture {
             bind_address: "127.0.0.1".into(),
             port: free_port(),
         };
-        let factory = EngineStrategyFactory::new(EngineConfig::default());
+        let mut factory = EngineStrategyFactory::new(EngineConfig::default());
+        if let Some(store) = store {
+            factory = factory.with_backup_store(store);
+        }
         let strategy = factory
             .strategy(&ctx)
             .expect("the engine is installed on this machine");
