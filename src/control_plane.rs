@@ -211,6 +211,14 @@ impl ControlPlaneBuilder {
                 )
                 .with_sealing(sealing.clone()),
             );
+            let tm = match &self.backup_store {
+                Some(b) => Arc::new(
+                    Arc::try_unwrap(tm)
+                        .unwrap_or_else(|_| unreachable!("the task manager is not shared yet"))
+                        .with_backup_store(b.clone()),
+                ),
+                None => tm,
+            };
             let (t, rx) = (tm.clone(), rx.clone());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = t.run(rx).await {
@@ -309,8 +317,10 @@ impl std::fmt::Debug for InMemoryParts {
 impl InMemoryParts {
     /// Fresh in-memory ports with simulated guests, on `clock`.
     pub fn new(config: CoreConfig, clock: DynClock) -> InMemoryParts {
-        let engines = Arc::new(SimulatedStrategyFactory::new());
-        InMemoryParts::with_strategies(config, clock, engines.clone(), engines)
+        let backup_store = Arc::new(MemoryBackupStore::new());
+        let engines =
+            Arc::new(SimulatedStrategyFactory::new().with_backup_store(backup_store.clone()));
+        InMemoryParts::assemble(config, clock, engines.clone(), engines, backup_store)
     }
 
     /// In-memory ports whose guests run strategies from `factory` (e.g. real engines); `engines` is kept for
@@ -321,8 +331,18 @@ impl InMemoryParts {
         factory: Arc<dyn StrategyFactory>,
         engines: Arc<SimulatedStrategyFactory>,
     ) -> InMemoryParts {
-        let bus = Arc::new(MemoryBus::new());
         let backup_store = Arc::new(MemoryBackupStore::new());
+        InMemoryParts::assemble(config, clock, factory, engines, backup_store)
+    }
+
+    fn assemble(
+        config: CoreConfig,
+        clock: DynClock,
+        factory: Arc<dyn StrategyFactory>,
+        engines: Arc<SimulatedStrategyFactory>,
+        backup_store: Arc<MemoryBackupStore>,
+    ) -> InMemoryParts {
+        let bus = Arc::new(MemoryBus::new());
         // Guests publish their logs to the backup store, in the upstream default container.
         let launcher = Arc::new(
             InProcessLauncher::new(

@@ -236,9 +236,10 @@ impl Embedded {
         }
         let clock: DynClock = Arc::new(SystemClock);
         let bus = Arc::new(MemoryBus::new());
-        let engines: Arc<dyn StrategyFactory> =
-            Arc::new(EngineStrategyFactory::new(opts.engines.clone()));
         let backups = Arc::new(FsBackupStore::open(opts.state_dir.join("backups"))?);
+        let engines: Arc<dyn StrategyFactory> = Arc::new(
+            EngineStrategyFactory::new(opts.engines.clone()).with_backup_store(backups.clone()),
+        );
         // Guests publish their logs to the backup store, in the upstream default container.
         let launcher = Arc::new(
             InProcessLauncher::new(

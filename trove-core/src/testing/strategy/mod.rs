@@ -142,6 +142,7 @@ pub fn facets_match_accessors(strategy: &DynStrategy) {
         (Facet::Configuration, strategy.configuration().is_some()),
         (Facet::Tls, strategy.tls().is_some()),
         (Facet::Logs, strategy.logs().is_some()),
+        (Facet::Backup, strategy.backup().is_some()),
     ];
     for (facet, offered) in accessors {
         assert_eq!(
@@ -152,7 +153,7 @@ pub fn facets_match_accessors(strategy: &DynStrategy) {
             if offered { "Some" } else { "None" }
         );
     }
-    for reserved in [Facet::Backup, Facet::Replication, Facet::Cluster] {
+    for reserved in [Facet::Replication, Facet::Cluster] {
         assert!(
             !facets.contains(reserved),
             "{}: claims the {reserved} facet, which has no accessor yet",
