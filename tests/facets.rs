@@ -217,6 +217,23 @@ async fn every_manager_and_facet_is_offered_or_refused_at_once() {
             checked += 1;
         }
 
+        // A backup taken above completes.
+        tm.run_pending().await.unwrap();
+        if offered.contains(Facet::Backup) {
+            let backups = w.api.instance_backups(&t1(), id).await.unwrap();
+            assert!(
+                !backups.is_empty()
+                    && backups
+                        .iter()
+                        .all(|b| b.backup.state == trove::core::state::BackupState::Completed),
+                "{m}: backups {:?}",
+                backups
+                    .iter()
+                    .map(|b| (b.backup.state, b.backup.fault.clone()))
+                    .collect::<Vec<_>>()
+            );
+        }
+
         // Refused facets: with the guest gone, only an answer of the API itself can come back in time.
         w.parts.launcher.stop(id).await.unwrap();
         for f in Facet::ALL {

@@ -285,7 +285,14 @@ impl Conductor {
                 if state.is_running() && state_rank(state) < state_rank(b.state) {
                     return Ok(());
                 }
-                b.state = state;
+                // The guest's outcome is recorded, but the backup ends (COMPLETED or FAILED) only when its
+                // workflow closes, in the same commit: until then the instance shows BACKUP and takes no other
+                // action, so status and action gate agree.
+                b.state = if state.is_running() {
+                    state
+                } else {
+                    crate::state::BackupState::Saving
+                };
                 if size.is_some() {
                     b.size = size;
                 }
@@ -301,8 +308,8 @@ impl Conductor {
                 if position.is_some() {
                     b.position = position;
                 }
-                if reason.is_some() {
-                    b.fault = reason;
+                if reason.is_some() || state == crate::state::BackupState::Failed {
+                    b.fault = Some(reason.unwrap_or_else(|| "the guest reported a failure".into()));
                 }
                 b.updated = self.clock.now();
                 if let Some(n) = b.bytes {

@@ -1048,11 +1048,17 @@ mod tests {
 
     #[test]
     fn facets_follow_the_manager_and_the_factory_registers_nothing() {
+        let store: DynBackupStore = Arc::new(crate::memory::MemoryBackupStore::new());
         for m in Manager::ALL {
-            let s = SimulatedStrategy::standalone(m);
+            // Backups need a store: without one, everything else is offered.
+            let mut s = SimulatedStrategy::standalone(m);
+            let mut without = offered(m);
+            without.remove(Facet::Backup);
+            assert_eq!(s.facets(), without, "{m}");
+            s.backups = Some(store.clone());
             assert_eq!(s.facets(), offered(m), "{m}");
         }
-        let f = SimulatedStrategyFactory::new();
+        let f = SimulatedStrategyFactory::new().with_backup_store(store);
         assert_eq!(f.facets(Manager::Redis), Some(offered(Manager::Redis)));
         assert!(!f.has_engine(Uuid::nil()));
     }

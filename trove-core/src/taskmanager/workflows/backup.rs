@@ -1,8 +1,10 @@
 //! Take a backup: `ask` (cast `backup` to the guest, which streams the engine's backup into the backup store in
 //! the background and reports progress to the conductor) → wait for the backup record to end.
 //!
-//! The backup record is the evidence: the guest moves it NEW → BUILDING → SAVING (with the bytes written) →
-//! COMPLETED (size, checksum, location, position) or FAILED (with the reason). A guest that stops reporting for
+//! The backup record is the evidence: the guest moves it NEW → BUILDING → SAVING (with the bytes written), then
+//! reports the outcome (size, checksum, location, position; or the reason of a failure), which the conductor
+//! records while the backup stays SAVING; the workflow ends it COMPLETED (or FAILED, compensating) in the commit
+//! that closes the workflow, so the instance shows BACKUP exactly as long as it takes no other action. A guest that stops reporting for
 //! [`CoreConfig::guest_silence_timeout`](crate::config::CoreConfig::guest_silence_timeout) (it died with its
 //! process, the cast was lost) is asked again, at most [`MAX_ASKS`] times in all; a backup asked again starts
 //! afresh and replaces any object of the earlier attempt. A failure leaves the backup FAILED with the reason; the
@@ -61,7 +63,8 @@ impl WorkflowParams for BackupParams {
 pub struct TakeBackup;
 
 enum Waited {
-    Completed,
+    /// The guest reported the object (the record holds its location, size and checksum).
+    Completed(Backup),
     Silent(String),
 }
 
@@ -108,16 +111,17 @@ async fn wait(cx: &mut StepContext<'_>, id: Uuid) -> StepResult<Waited> {
     let mut last_renew = cx.clock().now();
     loop {
         let b = load(cx, id).await?;
-        match b.state {
-            BackupState::Completed => return Ok(Waited::Completed),
-            BackupState::Failed => {
-                let why = b.fault.unwrap_or_else(|| "no reason reported".into());
-                return Err(Stop::Fail(Failure::with_details(
-                    format!("The backup failed: {why}"),
-                    why,
-                )));
-            }
-            _ => {}
+        if b.state == BackupState::Completed || (b.state.is_running() && b.location.is_some()) {
+            return Ok(Waited::Completed(b));
+        }
+        if let (true, Some(why)) = (
+            b.state == BackupState::Failed || b.state.is_running(),
+            b.fault.clone(),
+        ) {
+            return Err(Stop::Fail(Failure::with_details(
+                format!("The backup failed: {why}"),
+                why,
+            )));
         }
         if b.deleted {
             return Err(Stop::Fail(Failure::with_details(
@@ -153,7 +157,7 @@ impl WorkflowDef for TakeBackup {
         let b = load(cx, p.backup_id).await?;
         let job = job_of(cx, &b).await?;
         let guest = cx.guest();
-        loop {
+        let done = loop {
             let (guest, job) = (guest.clone(), job.clone());
             cx.step("ask", |_| async move {
                 guest.backup(job).await.map_err(|e| {
@@ -165,7 +169,7 @@ impl WorkflowDef for TakeBackup {
             })
             .await?;
             match wait(cx, p.backup_id).await? {
-                Waited::Completed => break,
+                Waited::Completed(b) => break b,
                 Waited::Silent(why) => {
                     let asks = cx
                         .journal
@@ -185,8 +189,17 @@ impl WorkflowDef for TakeBackup {
                     cx.reopen(&["ask"], &why).await?;
                 }
             }
-        }
-        cx.finish(|_, _| {}).await?;
+        };
+        // The backup ends COMPLETED in the commit that closes the workflow.
+        let now = cx.clock().now();
+        cx.finish(|_, extra| {
+            let mut b = done.clone();
+            b.state = BackupState::Completed;
+            b.fault = None;
+            b.updated = now;
+            extra.push(Write::Backup(b));
+        })
+        .await?;
         Ok(())
     }
 
