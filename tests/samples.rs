@@ -164,9 +164,6 @@ enum Expect {
     Success,
     /// Refused for a reason of state (e.g. promoting a non-replica), never for its shape.
     StateRefusal,
-    /// Refused at once with upstream's 501 because no datastore strategy of this deployment offers the facet
-    /// (backups, until the backup facet exists), never for its shape.
-    NotSupported,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +292,6 @@ async fn every_upstream_sample_is_served() {
                     (200..300).contains(&a.status)
                         || (!shape_error && (400..500).contains(&a.status))
                 }
-                Expect::NotSupported => a.status == 501 && msg.contains("not supported"),
             };
             if !ok {
                 errors.push(format!(

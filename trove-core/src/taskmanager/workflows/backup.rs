@@ -64,7 +64,7 @@ pub struct TakeBackup;
 
 enum Waited {
     /// The guest reported the object (the record holds its location, size and checksum).
-    Completed(Backup),
+    Completed(Box<Backup>),
     Silent(String),
 }
 
@@ -112,7 +112,7 @@ async fn wait(cx: &mut StepContext<'_>, id: Uuid) -> StepResult<Waited> {
     loop {
         let b = load(cx, id).await?;
         if b.state == BackupState::Completed || (b.state.is_running() && b.location.is_some()) {
-            return Ok(Waited::Completed(b));
+            return Ok(Waited::Completed(Box::new(b)));
         }
         if let (true, Some(why)) = (
             b.state == BackupState::Failed || b.state.is_running(),
@@ -193,7 +193,7 @@ impl WorkflowDef for TakeBackup {
         // The backup ends COMPLETED in the commit that closes the workflow.
         let now = cx.clock().now();
         cx.finish(|_, extra| {
-            let mut b = done.clone();
+            let mut b = (*done).clone();
             b.state = BackupState::Completed;
             b.fault = None;
             b.updated = now;
