@@ -9,9 +9,11 @@
 //! the guest's prepare on the real engine.
 //!
 //! CI runs a representative subset (create, delete and resize flavor on MariaDB, PostgreSQL and Redis, two kill
-//! points each). The full sweep (create, delete, resize flavor, resize volume, restart, upgrade, mgmt migrate and
-//! mgmt rebuild on every engine; every journal write of each, found by moving the kill point on until the
-//! operation ends before reaching it, plus the guest's prepare points) is
+//! points each; a backup on MariaDB killed inside the guest's backup and at a journal write, and a restore killed
+//! after the guest unpacked the backup). The full sweep (create, delete, resize flavor, resize volume, restart,
+//! upgrade, mgmt migrate and mgmt rebuild on every engine, backup and restore on the engines with backups; every
+//! journal write of each, found by moving the kill point on until the operation ends before reaching it, plus the
+//! guest's prepare, backup and restore points) is
 //! `TROVE_KILL_SWEEP=full cargo test --all-features --test kill_anywhere -- --nocapture` (cargo test: it runs longer
 //! than nextest's timeout); it prints one line
 //! per case and a summary (cases, all converged, the longest convergence). `TROVE_KILL_ONLY=<text>` runs only
@@ -45,6 +47,10 @@ enum Op {
     Upgrade,
     Migrate,
     Rebuild,
+    /// Take a full backup (the instance must end ACTIVE, the backup COMPLETED or FAILED, no orphan object).
+    Backup,
+    /// Create an instance from a backup (it must end ACTIVE with the backup's user and database).
+    Restore,
 }
 
 /// One case: an operation on an engine, and where the process dies.
@@ -66,6 +72,12 @@ impl std::fmt::Display for Case {
 }
 
 const ENGINES: [&str; 3] = ["mariadb", "postgresql", "redis"];
+/// The engines whose backups the all-in-one takes.
+const BACKUP_ENGINES: [&str; 1] = ["mariadb"];
+/// The guest's kill points inside a backup.
+const BACKUP_POINTS: [&str; 2] = ["backup:before_put", "backup:after_put"];
+/// The guest's kill points inside a restore (MariaDB), besides prepare's.
+const RESTORE_POINTS: [&str; 2] = ["restore:after_unpack", "restore:after_prepare"];
 /// The guest's kill points inside prepare (create only).
 const PREPARE_POINTS: [&str; 5] = [
     "after_init",
@@ -90,6 +102,17 @@ fn journal(n: u32) -> (&'static str, String) {
 /// effect).
 fn ci_cases() -> Vec<Case> {
     let mut out = Vec::new();
+    for (op, kill) in [
+        (Op::Backup, (POINT, "backup:before_put".to_string())),
+        (Op::Backup, journal(2)),
+        (Op::Restore, (POINT, "restore:after_unpack".to_string())),
+    ] {
+        out.push(Case {
+            ds: "mariadb",
+            op,
+            kill,
+        });
+    }
     for (op, kills) in [
         // prepare's guest point, and the prepare step's "completed" line (the cast sent, its answer lost).
         (
@@ -242,6 +265,96 @@ fn ask(server: &AllInOne, op: Op, id: &str) -> Option<(u16, Value)> {
         Op::Rebuild => mgmt(
             json!({"rebuild": {"image_id": "3e50414a-8532-4646-982c-a66fe8f0411b"}}).to_string(),
         ),
+        Op::Backup => try_blocking(
+            "POST",
+            &url(server, "/backups"),
+            Some(&json!({"backup": {"name": "kb", "instance": id}}).to_string()),
+        ),
+        Op::Restore => {
+            let backup = completed_backup(server, id).expect("prepare_for took a backup");
+            let body = json!({"instance": {
+                "name": RESTORED, "flavorRef": "6", "volume": {"size": 1},
+                "datastore": {"type": "mariadb"}, "restorePoint": {"backupRef": backup},
+            }});
+            try_blocking("POST", &url(server, "/instances"), Some(&body.to_string()))
+        }
+    }
+}
+
+/// The name of the instance a restore case creates.
+const RESTORED: &str = "k-restored";
+
+/// The backups of instance `id` (id, status).
+fn backups_of(server: &AllInOne, id: &str) -> Vec<(String, String)> {
+    let (s, list) = get_json(&url(server, &format!("/instances/{id}/backups")));
+    assert_eq!(s, 200, "{list}");
+    list["backups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            (
+                b["id"].as_str().unwrap_or_default().to_string(),
+                b["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn completed_backup(server: &AllInOne, id: &str) -> Option<String> {
+    backups_of(server, id)
+        .into_iter()
+        .find(|(_, st)| st == "COMPLETED")
+        .map(|(b, _)| b)
+}
+
+/// Every backup of `id` ended (COMPLETED or FAILED, none stuck), and the store holds an object for each
+/// completed one and nothing else (objects of failed attempts are purged).
+fn assert_backups_settled(server: &AllInOne, id: &str, case: &Case) {
+    let all = backups_of(server, id);
+    for (b, st) in &all {
+        assert!(
+            st == "COMPLETED" || st == "FAILED",
+            "{case}: backup {b} is {st}"
+        );
+    }
+    let dir = server.state.path().join("backups/database_backups");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let objects: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|n| n.ends_with(".obj"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let stray: Vec<&String> = objects
+            .iter()
+            .filter(|o| {
+                !all.iter()
+                    .any(|(b, st)| st == "COMPLETED" && o.starts_with(b.as_str()))
+            })
+            .collect();
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|(b, st)| {
+                st == "COMPLETED" && !objects.iter().any(|o| o.starts_with(b.as_str()))
+            })
+            .map(|(b, _)| b)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{case}: completed backups without an object: {missing:?}"
+        );
+        if stray.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{case}: objects of no completed backup are left: {stray:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
@@ -249,7 +362,27 @@ fn ask(server: &AllInOne, op: Op, id: &str) -> Option<(u16, Value)> {
 const UPGRADE_TO: &str = "kill-upgrade";
 
 /// What must hold before `op` is asked (the server runs without a kill point).
-fn prepare_for(server: &AllInOne, op: Op, ds: &str) {
+fn prepare_for(server: &AllInOne, op: Op, ds: &str, id: &str) {
+    if op == Op::Restore {
+        let (s, b) = blocking(
+            "POST",
+            &url(server, "/backups"),
+            Some(&json!({"backup": {"name": "source", "instance": id}}).to_string()),
+        );
+        assert_eq!(s, 202, "backup for the restore: {b}");
+        let deadline = Instant::now() + CONVERGE;
+        while completed_backup(server, id).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no completed backup of {id}: {:?}",
+                backups_of(server, id)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        wait_for(server, id, "ACTIVE after its backup", CONVERGE, |_, i| {
+            healthy(i)
+        });
+    }
     if op == Op::Upgrade {
         let (image, manager) = version_of(server, ds);
         let body = json!({"version": {
@@ -273,7 +406,9 @@ fn ended(op: Op, s: u16, i: &Value) -> bool {
         Op::ResizeFlavor => healthy(i) && i["flavor"]["id"] == "1",
         Op::ResizeVolume => healthy(i) && i["volume"]["size"] == 2,
         Op::Upgrade => healthy(i) && i["datastore"]["version"] == UPGRADE_TO,
-        Op::Create | Op::Restart | Op::Migrate | Op::Rebuild => healthy(i),
+        Op::Create | Op::Restart | Op::Migrate | Op::Rebuild | Op::Backup | Op::Restore => {
+            healthy(i)
+        }
     }
 }
 
@@ -379,6 +514,7 @@ fn run(case: &Case) -> Option<Duration> {
     let kill = [(case.kill.0, case.kill.1.as_str())];
     let name = format!("k-{}", case.ds);
     let (op, ds) = (case.op, case.ds);
+    let mut source: Option<String> = None;
     let (outcome, id) = if op == Op::Create {
         let server = AllInOne::start_env(state, &ARGS, &kill);
         let id = create(&server, ds, &name);
@@ -387,14 +523,22 @@ fn run(case: &Case) -> Option<Duration> {
         let server = AllInOne::start_in(state, &ARGS);
         let id = create(&server, ds, &name).expect("create answered");
         wait_for(&server, &id, "ACTIVE", CONVERGE, |_, i| healthy(i));
-        prepare_for(&server, op, ds);
+        prepare_for(&server, op, ds, &id);
         let (_, state) = server.stop();
         let server = AllInOne::start_env(state, &ARGS, &kill);
         // No answer: the process died before it answered (the request may or may not have been taken).
-        if let Some((s, body)) = ask(&server, op, &id) {
-            assert!(s == 202 || s == 200, "{case}: {s} {body}");
+        let answer = ask(&server, op, &id);
+        if let Some((s, body)) = &answer {
+            assert!(*s == 202 || *s == 200, "{case}: {s} {body}");
         }
-        (killed(server, op, Some(&id), case), Some(id))
+        if op == Op::Restore {
+            // The case watches the new instance; the source is deleted at the end.
+            source = Some(id);
+            let new = answer.and_then(|(_, b)| b["instance"]["id"].as_str().map(str::to_string));
+            (killed(server, op, new.as_deref(), case), new)
+        } else {
+            (killed(server, op, Some(&id), case), Some(id))
+        }
     };
     let state = match outcome {
         Killed::Died(state) => state,
@@ -402,7 +546,7 @@ fn run(case: &Case) -> Option<Duration> {
             // Clean up on a server without the kill point (the killed one would die in the delete's journal).
             let (_, state) = server.stop();
             let server = AllInOne::start_in(state, &ARGS);
-            if let Some(id) = &id {
+            for id in id.iter().chain(source.iter()) {
                 delete_and_check_clean(&server, id, case);
             }
             let _ = server.stop();
@@ -411,21 +555,34 @@ fn run(case: &Case) -> Option<Duration> {
     };
     let restarted = Instant::now();
     let server = AllInOne::start_in(state, &ARGS);
-    let id = id.or_else(|| find(&server, &name));
+    let id = id.or_else(|| find(&server, if op == Op::Restore { RESTORED } else { &name }));
     let Some(id) = id else {
         // The create was never acknowledged and left nothing: a valid end, said so in the output.
-        assert_eq!(op, Op::Create, "{case}: the instance was lost");
+        assert!(
+            matches!(op, Op::Create | Op::Restore),
+            "{case}: the instance was lost"
+        );
+        if let Some(src) = &source {
+            delete_and_check_clean(&server, src, case);
+        }
         eprintln!("{case}: the create was never answered and left no instance");
         let _ = server.stop();
         return Some(restarted.elapsed());
     };
     wait_for(&server, &id, "converged", CONVERGE, |s, i| ended(op, s, i));
     let took = restarted.elapsed();
+    if op == Op::Backup {
+        assert_backups_settled(&server, &id, case);
+    }
     if op == Op::Delete {
         assert_gone(&server, &id, case);
     } else {
+        // A restored instance has the user of its backup's source (none was given at its create).
         assert_user(&server, &id, case);
         delete_and_check_clean(&server, &id, case);
+    }
+    if let Some(src) = &source {
+        delete_and_check_clean(&server, src, case);
     }
     let _ = server.stop();
     Some(took)
@@ -464,12 +621,27 @@ fn every_kill_point_converges_after_a_restart() {
             Op::Upgrade,
             Op::Migrate,
             Op::Rebuild,
+            Op::Backup,
+            Op::Restore,
         ] {
             for ds in ENGINES {
-                let points = (op == Op::Create)
-                    .then_some(PREPARE_POINTS.map(|p| (POINT, format!("prepare:{p}"))))
-                    .into_iter()
-                    .flatten();
+                if matches!(op, Op::Backup | Op::Restore) && !BACKUP_ENGINES.contains(&ds) {
+                    continue;
+                }
+                let guest_points: Vec<String> = match op {
+                    Op::Create => PREPARE_POINTS
+                        .iter()
+                        .map(|p| format!("prepare:{p}"))
+                        .collect(),
+                    Op::Backup => BACKUP_POINTS.iter().map(|p| p.to_string()).collect(),
+                    Op::Restore => RESTORE_POINTS
+                        .iter()
+                        .map(|p| p.to_string())
+                        .chain(PREPARE_POINTS.iter().map(|p| format!("prepare:{p}")))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let points = guest_points.into_iter().map(|p| (POINT, p));
                 for kill in points {
                     let case = Case { ds, op, kill };
                     if selected(&case) {

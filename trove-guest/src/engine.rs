@@ -367,6 +367,7 @@ impl<E: Engine> BackupFacet for ProcessStrategy<E> {
             )));
         }
         let r = tool.backup(store, job, progress).await;
+        crash_point("backup:after_put");
         if r.is_err() {
             // A put that failed leaves nothing; an object of an earlier attempt under the same key goes too.
             let _ = store.delete(&job.key).await;

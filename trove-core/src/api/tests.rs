@@ -29,11 +29,21 @@ struct World {
     api: ApiService,
     store: Arc<MemoryStore>,
     engines: Arc<SimulatedStrategyFactory>,
+    backups: Arc<crate::memory::MemoryBackupStore>,
     stop: watch::Sender<bool>,
     _time: crate::memory::Ticker,
 }
 
 async fn world() -> World {
+    build_world(false).await
+}
+
+/// A world whose strategies back up into a memory store (and a `redis` datastore besides).
+async fn world_with_backups() -> World {
+    build_world(true).await
+}
+
+async fn build_world(with_backups: bool) -> World {
     let config = CoreConfig {
         report_interval: Duration::from_secs(5),
         agent_call_low_timeout: Duration::from_secs(2),
@@ -43,7 +53,12 @@ async fn world() -> World {
     let store = Arc::new(MemoryStore::new());
     let bus = Arc::new(MemoryBus::new());
     let clock = Arc::new(ManualClock::new());
-    let engines = Arc::new(SimulatedStrategyFactory::new());
+    let backups = Arc::new(crate::memory::MemoryBackupStore::new());
+    let engines = Arc::new(if with_backups {
+        SimulatedStrategyFactory::new().with_backup_store(backups.clone())
+    } else {
+        SimulatedStrategyFactory::new()
+    });
     let launcher = Arc::new(InProcessLauncher::new(
         bus.clone(),
         clock.clone(),
@@ -67,12 +82,24 @@ async fn world() -> World {
             ..TaskManagerConfig::default()
         },
     );
+    let tm = if with_backups {
+        tm.with_backup_store(backups.clone())
+    } else {
+        tm
+    };
     tokio::spawn(async move { tm.run(rx).await });
     // The task manager waits for guests on the clock: let time pass (1 ms per ms).
     let time = clock.ticking(Duration::from_millis(1));
-    let api = ApiService::new(store.clone(), bus, clock, config);
+    let mut api = ApiService::new(store.clone(), bus, clock, config);
+    if with_backups {
+        api = api.with_facets(crate::ports::FacetCatalog::from_factory(engines.as_ref()));
+    }
     let admin = RequestContext::admin("admin");
-    for (ds, manager) in [("mysql", "mysql"), ("mongodb", "mongodb")] {
+    for (ds, manager) in [
+        ("mysql", "mysql"),
+        ("mongodb", "mongodb"),
+        ("redis", "redis"),
+    ] {
         api.mgmt_create_datastore_version(
             &admin,
             DatastoreVersionSpec {
@@ -104,6 +131,7 @@ async fn world() -> World {
         api,
         store,
         engines,
+        backups,
         stop,
         _time: time,
     }
@@ -162,6 +190,265 @@ async fn no_open_workflows(w: &World) {
 
 fn status<T: std::fmt::Debug>(r: Result<T>) -> u16 {
     r.unwrap_err().fault().status
+}
+
+fn backup_req(name: &str, id: Uuid) -> CreateBackup {
+    CreateBackup {
+        name: name.into(),
+        instance: Some(id),
+        ..Default::default()
+    }
+}
+
+/// Waits until backup `id` ended (COMPLETED or FAILED) and its workflow closed.
+async fn backup_ended(w: &World, id: Uuid) -> Backup {
+    no_open_workflows(w).await;
+    let b = w.api.show_backup(&t1(), id).await.unwrap().backup;
+    assert!(!b.state.is_running(), "{b:?}");
+    b
+}
+
+/// A backup, an incremental on it and restores, through the API on simulated engines; and every bad request the
+/// issue names, answered with upstream's status before anything is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_restore_and_their_refusals() {
+    let w = world_with_backups().await;
+    let api = &w.api;
+    let t = t1();
+    let id = active(&w, "mysql").await;
+    api.create_databases(
+        &t,
+        id,
+        vec![DatabaseSpec {
+            name: "one".into(),
+            character_set: None,
+            collate: None,
+        }],
+    )
+    .await
+    .unwrap();
+
+    // --incremental with no completed backup yet takes a full one.
+    let full = api
+        .create_backup(
+            &t,
+            CreateBackup {
+                incremental: true,
+                ..backup_req("full", id)
+            },
+        )
+        .await
+        .unwrap()
+        .backup;
+    assert_eq!(full.state, BackupState::New);
+    assert_eq!(full.backup_type, crate::model::BackupType::Full);
+    assert_eq!(full.parent_id, None);
+    // While it runs, a second backup and other actions get 422.
+    let running = api.show_instance(&t, id).await.unwrap();
+    if running.status == "BACKUP" {
+        assert_eq!(
+            status(api.create_backup(&t, backup_req("again", id)).await),
+            422
+        );
+        assert_eq!(status(api.restart_instance(&t, id).await), 422);
+    }
+    let full = backup_ended(&w, full.id).await;
+    assert_eq!(full.state, BackupState::Completed, "{:?}", full.fault);
+    assert!(full.location.is_some() && full.checksum.is_some() && full.bytes.is_some());
+    assert_eq!(api.show_instance(&t, id).await.unwrap().status, "ACTIVE");
+
+    api.create_databases(
+        &t,
+        id,
+        vec![DatabaseSpec {
+            name: "two".into(),
+            character_set: None,
+            collate: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let inc = api
+        .create_backup(
+            &t,
+            CreateBackup {
+                incremental: true,
+                ..backup_req("inc", id)
+            },
+        )
+        .await
+        .unwrap()
+        .backup;
+    assert_eq!(inc.parent_id, Some(full.id));
+    assert_eq!(inc.backup_type, crate::model::BackupType::Incremental);
+    let inc = backup_ended(&w, inc.id).await;
+    assert_eq!(inc.state, BackupState::Completed, "{:?}", inc.fault);
+
+    // Restore the incremental: the databases at its time.
+    let restore = |name: &str, b: Uuid, ds: &str, size: u32| CreateInstance {
+        name: name.into(),
+        flavor_ref: Some("1".into()),
+        volume_size: Some(size),
+        datastore: Some(ds.into()),
+        restore_point: Some(b),
+        ..Default::default()
+    };
+    let copy = api
+        .create_instance(&t, restore("copy", inc.id, "mysql", 1))
+        .await
+        .unwrap()
+        .instance
+        .id;
+    wait(&w, copy, |v| {
+        v.status == "ACTIVE" && v.instance.task == TaskStatus::None
+    })
+    .await;
+    assert_eq!(w.engines.engine(copy).databases(), vec!["one", "two"]);
+
+    // Refusals.
+    let usage = api.limits(&t).await.unwrap().usage;
+    let unknown = Uuid::new_v4();
+    assert_eq!(
+        status(
+            api.create_backup(
+                &t,
+                CreateBackup {
+                    parent_id: Some(unknown),
+                    ..backup_req("x", id)
+                }
+            )
+            .await
+        ),
+        404
+    );
+    let other = active(&w, "mysql").await;
+    assert_eq!(
+        status(
+            api.create_backup(
+                &t,
+                CreateBackup {
+                    parent_id: Some(full.id),
+                    ..backup_req("x", other)
+                }
+            )
+            .await
+        ),
+        400,
+        "a parent of another instance"
+    );
+    assert_eq!(
+        status(
+            api.create_backup(
+                &t,
+                CreateBackup {
+                    container: Some("bad/name".into()),
+                    ..backup_req("x", id)
+                }
+            )
+            .await
+        ),
+        400
+    );
+    assert_eq!(status(api.create_backup(&t, backup_req("", id)).await), 400);
+    // A volume smaller than the backup, another datastore.
+    let mut big = w.store.get_backup(full.id).await.unwrap().unwrap();
+    big.size = Some(3.5);
+    w.store
+        .commit(crate::ports::ChangeSet::new().with(crate::ports::Write::Backup(big)))
+        .await
+        .unwrap();
+    let e = api
+        .create_instance(&t, restore("small", full.id, "mysql", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400);
+    assert!(
+        e.to_string().contains("3.500 GB") && e.to_string().contains("1 GB"),
+        "{e}"
+    );
+    assert_eq!(
+        status(
+            api.create_instance(&t, restore("other", inc.id, "redis", 5))
+                .await
+        ),
+        400
+    );
+    // Redis takes full backups only.
+    let r = active(&w, "redis").await;
+    assert_eq!(
+        status(
+            api.create_backup(
+                &t,
+                CreateBackup {
+                    incremental: true,
+                    ..backup_req("x", r)
+                }
+            )
+            .await
+        ),
+        422
+    );
+    // An instance that is not running.
+    w.engines.engine(other).crash("test");
+    wait(&w, other, |v| v.status != "ACTIVE").await;
+    assert_eq!(
+        status(api.create_backup(&t, backup_req("x", other)).await),
+        422
+    );
+    let after = api.limits(&t).await.unwrap().usage;
+    assert_eq!(
+        after.backups, usage.backups,
+        "a refused backup recorded something"
+    );
+
+    // Deleting the full backup deletes its incremental; their objects are purged.
+    api.delete_backup(&t, full.id).await.unwrap();
+    assert_eq!(status(api.show_backup(&t, inc.id).await), 404);
+    for _ in 0..2000 {
+        if w.backups.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(w.backups.is_empty(), "objects of deleted backups are left");
+    let _ = w.stop.send(true);
+}
+
+/// A backup whose store fails ends FAILED with a fault that says so, and leaves no object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_whose_store_fails_ends_failed_and_leaves_nothing() {
+    let w = world_with_backups().await;
+    let id = active(&w, "mysql").await;
+    w.backups.fail_next_put(1);
+    let b = w
+        .api
+        .create_backup(&t1(), backup_req("b", id))
+        .await
+        .unwrap()
+        .backup;
+    let b = backup_ended(&w, b.id).await;
+    assert_eq!(b.state, BackupState::Failed);
+    assert!(
+        b.fault
+            .as_deref()
+            .is_some_and(|f| f.contains("injected") || f.contains("store")),
+        "{:?}",
+        b.fault
+    );
+    assert!(w.backups.is_empty());
+    assert_eq!(
+        w.api.show_instance(&t1(), id).await.unwrap().status,
+        "ACTIVE"
+    );
+    // The next one works.
+    let b = w
+        .api
+        .create_backup(&t1(), backup_req("b2", id))
+        .await
+        .unwrap()
+        .backup;
+    assert_eq!(backup_ended(&w, b.id).await.state, BackupState::Completed);
+    let _ = w.stop.send(true);
 }
 
 /// As upstream, an admin reaches any project's instance through the project-scoped routes (show, users, reset

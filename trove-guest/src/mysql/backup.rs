@@ -121,6 +121,7 @@ impl Mysql {
         let steps = [tool, Step::new(COMPRESS[0], &COMPRESS[1..])];
         let result = async {
             let stream = pipeline_output(&steps, self.base.run_as, &l.engine_dir)?;
+            trove_os::crash_point("backup:before_put");
             let object = store.put(&job.key, progress.counted(stream)).await?;
             let lsn = to_lsn(&lsn_dir)?;
             Ok(BackupOutcome {
@@ -163,6 +164,7 @@ impl Mysql {
             }
             dirs.push(dir);
         }
+        trove_os::crash_point("restore:after_unpack");
         // 2. Prepare the full backup, then apply each incremental in order.
         let full = dirs
             .first()
@@ -189,6 +191,7 @@ impl Mysql {
             )
             .await?;
         }
+        trove_os::crash_point("restore:after_prepare");
         // 3. The admin's password is reset by the first start (an init file), then the data moves into place.
         let secret = l.ensure_admin_secret()?;
         let pw = lit(secret.expose());
