@@ -324,6 +324,26 @@ pub(crate) fn move_contents(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The one full backup of a chain, for an engine that restores full backups only (an incremental or a longer
+/// chain is refused before anything is read, and so is a point in time).
+pub(crate) fn only_full(
+    spec: &RestoreSpec,
+    manager: trove_core::model::Manager,
+) -> Result<&trove_core::ports::BackupPiece> {
+    if spec.restore_time.is_some() {
+        return Err(Error::unprocessable(format!(
+            "Point-in-time restore is not supported for datastore {manager}."
+        )));
+    }
+    match spec.chain.as_slice() {
+        [full] if !full.incremental => Ok(full),
+        [] => Err(Error::bad_request("A restore needs at least one backup.")),
+        _ => Err(Error::unprocessable(format!(
+            "Incremental backups are not supported for datastore {manager}: restore from a full backup."
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
