@@ -7,7 +7,8 @@
 //! (PostgreSQL 15 no longer lets `PUBLIC` create there).
 
 //!
-//! Users, databases and root are in [`admin`], the configuration in [`config`], TLS in [`tls`].
+//! Users, databases and root are in [`admin`], the configuration in [`config`], TLS in [`tls`], backups in
+//! [`backup`].
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection};

@@ -7,7 +7,8 @@
 //! calls answer "not supported" (422).
 
 //!
-//! Users and root are in [`admin`], the configuration in [`config`], TLS (and the admin socket) in [`tls`].
+//! Users and root are in [`admin`], the configuration in [`config`], TLS (and the admin socket) in [`tls`],
+//! backups in [`backup`].
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
