@@ -237,7 +237,15 @@ pub(crate) async fn feed_pipeline(
         match chunk {
             Ok(c) => {
                 if let Err(e) = stdin.write_all(&c).await {
-                    // The pipeline ended early: its own error explains why.
+                    // The pipeline ended early: its own error explains why, unless the stream was damaged (a
+                    // process choking on damaged bytes is no explanation), so the rest is read to its end.
+                    while let Some(rest) = data.next().await {
+                        if let Err(e) = rest {
+                            drop(stdin);
+                            let _ = running.1.finish().await;
+                            return Err(e);
+                        }
+                    }
                     failed = Some(Error::backend(
                         BACKEND,
                         format!("pipeline closed: {e}"),
@@ -398,6 +406,19 @@ mod tests {
         let e = feed_pipeline(data, &steps, me(), dir.path())
             .await
             .expect_err("the stream's error");
+        assert!(e.to_string().contains("damaged"), "{e}");
+        // A process that gives up on the damaged bytes before their end: still the stream's error.
+        let quitter = [Step::new("/bin/sh", &["-c", "exit 2"])];
+        let mut chunks: Vec<Result<Vec<u8>>> = (0..8).map(|_| Ok(vec![3u8; 1 << 20])).collect();
+        chunks.push(Err(Error::unprocessable("damaged")));
+        let e = feed_pipeline(
+            futures::stream::iter(chunks).boxed(),
+            &quitter,
+            me(),
+            dir.path(),
+        )
+        .await
+        .expect_err("the stream's error");
         assert!(e.to_string().contains("damaged"), "{e}");
     }
 }
