@@ -388,6 +388,32 @@ mod tests {
         assert!(e.to_string().contains("broken"), "{e}");
     }
 
+    #[test]
+    fn only_a_single_full_backup_restores_without_incrementals() {
+        use trove_core::model::Manager;
+        use trove_core::ports::BackupPiece;
+        let piece = |incremental| BackupPiece {
+            backup_id: uuid::Uuid::new_v4(),
+            key: "c/k".into(),
+            checksum: "00".into(),
+            size: 1,
+            position: None,
+            incremental,
+        };
+        let spec = |chain| RestoreSpec {
+            chain,
+            restore_time: None,
+        };
+        assert!(only_full(&spec(vec![piece(false)]), Manager::Redis).is_ok());
+        let status = |s: &RestoreSpec| only_full(s, Manager::Redis).unwrap_err().fault().status;
+        assert_eq!(status(&spec(vec![])), 400);
+        assert_eq!(status(&spec(vec![piece(false), piece(true)])), 422);
+        assert_eq!(status(&spec(vec![piece(true)])), 422);
+        let mut pit = spec(vec![piece(false)]);
+        pit.restore_time = Some(chrono::Utc::now());
+        assert_eq!(status(&pit), 422);
+    }
+
     #[tokio::test]
     async fn a_fed_pipeline_gets_every_byte_and_a_stream_error_stops_it() {
         let dir = tempfile::tempdir().expect("dir");

@@ -320,6 +320,10 @@ async fn postgresql_backup_restores_into_a_new_instance() {
         .await
         .expect("insert");
     let piece = take_backup(&src.strategy, "backups/pg-full").await;
+    assert!(
+        !src.ctx.server_dir.join("engine/backup.pgpass").exists(),
+        "the passfile goes with the backup"
+    );
     // What is written after the backup is not in it.
     c.execute("INSERT INTO t VALUES (6000, 'after')")
         .await

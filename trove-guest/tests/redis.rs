@@ -267,6 +267,10 @@ async fn redis_backup_restores_into_a_new_instance() {
         let _: () = c.set(format!("k{i}"), format!("v{i}")).await.expect("set");
     }
     let piece = take_backup(&src.strategy, "backups/redis-full").await;
+    assert!(
+        !src.dir.path().join("vol/backup-snapshot").exists(),
+        "the snapshot's links go with the backup"
+    );
     // What is written after the backup is not in it.
     let _: () = c.set("after", "1").await.expect("set after");
 
