@@ -237,7 +237,15 @@ pub(crate) async fn feed_pipeline(
         match chunk {
             Ok(c) => {
                 if let Err(e) = stdin.write_all(&c).await {
-                    // The pipeline ended early: its own error explains why.
+                    // The pipeline ended early: its own error explains why, unless the stream was damaged (a
+                    // process choking on damaged bytes is no explanation), so the rest is read to its end.
+                    while let Some(rest) = data.next().await {
+                        if let Err(e) = rest {
+                            drop(stdin);
+                            let _ = running.1.finish().await;
+                            return Err(e);
+                        }
+                    }
                     failed = Some(Error::backend(
                         BACKEND,
                         format!("pipeline closed: {e}"),
@@ -324,6 +332,26 @@ pub(crate) fn move_contents(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The one full backup of a chain, for an engine that restores full backups only (an incremental or a longer
+/// chain is refused before anything is read, and so is a point in time).
+pub(crate) fn only_full(
+    spec: &RestoreSpec,
+    manager: trove_core::model::Manager,
+) -> Result<&trove_core::ports::BackupPiece> {
+    if spec.restore_time.is_some() {
+        return Err(Error::unprocessable(format!(
+            "Point-in-time restore is not supported for datastore {manager}."
+        )));
+    }
+    match spec.chain.as_slice() {
+        [full] if !full.incremental => Ok(full),
+        [] => Err(Error::bad_request("A restore needs at least one backup.")),
+        _ => Err(Error::unprocessable(format!(
+            "Incremental backups are not supported for datastore {manager}: restore from a full backup."
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +388,32 @@ mod tests {
         assert!(e.to_string().contains("broken"), "{e}");
     }
 
+    #[test]
+    fn only_a_single_full_backup_restores_without_incrementals() {
+        use trove_core::model::Manager;
+        use trove_core::ports::BackupPiece;
+        let piece = |incremental| BackupPiece {
+            backup_id: uuid::Uuid::new_v4(),
+            key: "c/k".into(),
+            checksum: "00".into(),
+            size: 1,
+            position: None,
+            incremental,
+        };
+        let spec = |chain| RestoreSpec {
+            chain,
+            restore_time: None,
+        };
+        assert!(only_full(&spec(vec![piece(false)]), Manager::Redis).is_ok());
+        let status = |s: &RestoreSpec| only_full(s, Manager::Redis).unwrap_err().fault().status;
+        assert_eq!(status(&spec(vec![])), 400);
+        assert_eq!(status(&spec(vec![piece(false), piece(true)])), 422);
+        assert_eq!(status(&spec(vec![piece(true)])), 422);
+        let mut pit = spec(vec![piece(false)]);
+        pit.restore_time = Some(chrono::Utc::now());
+        assert_eq!(status(&pit), 422);
+    }
+
     #[tokio::test]
     async fn a_fed_pipeline_gets_every_byte_and_a_stream_error_stops_it() {
         let dir = tempfile::tempdir().expect("dir");
@@ -378,6 +432,19 @@ mod tests {
         let e = feed_pipeline(data, &steps, me(), dir.path())
             .await
             .expect_err("the stream's error");
+        assert!(e.to_string().contains("damaged"), "{e}");
+        // A process that gives up on the damaged bytes before their end: still the stream's error.
+        let quitter = [Step::new("/bin/sh", &["-c", "exit 2"])];
+        let mut chunks: Vec<Result<Vec<u8>>> = (0..8).map(|_| Ok(vec![3u8; 1 << 20])).collect();
+        chunks.push(Err(Error::unprocessable("damaged")));
+        let e = feed_pipeline(
+            futures::stream::iter(chunks).boxed(),
+            &quitter,
+            me(),
+            dir.path(),
+        )
+        .await
+        .expect_err("the stream's error");
         assert!(e.to_string().contains("damaged"), "{e}");
     }
 }

@@ -9,8 +9,8 @@
 //! | manager | users | databases | root | configuration | tls | logs | backup |
 //! |---|---|---|---|---|---|---|---|
 //! | `mysql`, `mariadb` | yes | yes | yes | yes | yes | yes | full + incremental (`mariadb-backup`) |
-//! | `postgresql` | yes | yes | yes | yes | yes | yes | no |
-//! | `redis` | yes | no | yes | yes | yes | no | no |
+//! | `postgresql` | yes | yes | yes | yes | yes | yes | full (`pg_basebackup`) |
+//! | `redis` | yes | no | yes | yes | yes | no | full (`BGSAVE` snapshot and the ACL file) |
 //!
 //! Backups need a backup store ([`EngineStrategyFactory::with_backup_store`]); their streams are compressed with
 //! `zstd`, which must be installed.

@@ -282,3 +282,118 @@ async fn postgresql_real_engine_journey() {
     s.stop().await.expect("final stop");
     assert_eq!(s.status().await.status, ServiceStatus::Shutdown);
 }
+
+/// A full backup (`pg_basebackup`) restored into a new instance: its data, its users with their passwords, the
+/// new instance's own admin secret, port and settings; a damaged object restores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_backup_restores_into_a_new_instance() {
+    use common::{damaged_copy, empty_dir, restore_request, take_backup};
+    use std::sync::Arc;
+    use trove_core::memory::MemoryBackupStore;
+    use trove_core::ports::DynBackupStore;
+
+    let store: DynBackupStore = Arc::new(MemoryBackupStore::new());
+    let src = Fixture::with_backups(Manager::Postgresql, 256, store.clone());
+    let mut req = src.prepare_request(1);
+    req.databases = vec![DatabaseSpec {
+        name: "app_db".into(),
+        character_set: None,
+        collate: None,
+    }];
+    req.users = vec![UserSpec {
+        name: "alice".into(),
+        password: Secret::new("alice-pw"),
+        host: None,
+        databases: vec!["app_db".into()],
+    }];
+    src.strategy
+        .prepare(&req)
+        .await
+        .expect("prepare the source");
+    let mut c = connect(src.port(), "alice", "alice-pw", "app_db")
+        .await
+        .expect("alice connects");
+    c.execute("CREATE TABLE t (id int primary key, v text)")
+        .await
+        .expect("create table");
+    c.execute("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g")
+        .await
+        .expect("insert");
+    let piece = take_backup(&src.strategy, "backups/pg-full").await;
+    assert!(
+        !src.ctx.server_dir.join("engine/backup.pgpass").exists(),
+        "the passfile goes with the backup"
+    );
+    // What is written after the backup is not in it.
+    c.execute("INSERT INTO t VALUES (6000, 'after')")
+        .await
+        .expect("insert after");
+    let _ = c.close().await;
+
+    let dst = Fixture::with_backups(Manager::Postgresql, 256, store.clone());
+    let t = Instant::now();
+    dst.strategy
+        .prepare(&restore_request(&dst, &piece))
+        .await
+        .expect("restoring prepare");
+    eprintln!("postgresql: restoring prepare took {:?}", t.elapsed());
+    assert_eq!(dst.strategy.status().await.status, ServiceStatus::Healthy);
+    assert_ne!(src.admin_secret(), dst.admin_secret());
+    let mut c = connect(dst.port(), "alice", "alice-pw", "app_db")
+        .await
+        .expect("the source's user logs in on the restored instance");
+    let n: i64 = c
+        .fetch_one("SELECT count(*) FROM t")
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 5000);
+    let port: String = c.fetch_one("SHOW port").await.expect("port").get(0);
+    assert_eq!(port, dst.port().to_string(), "the instance's own settings");
+    let _ = c.close().await;
+    assert!(
+        connect(dst.port(), "os_admin", &src.admin_secret(), "postgres")
+            .await
+            .is_err(),
+        "the source's admin password is gone"
+    );
+    // The guest's admin works: users through the facet, and a new user.
+    let users = dst
+        .strategy
+        .users()
+        .expect("users")
+        .list_users()
+        .await
+        .expect("list");
+    assert!(users.iter().any(|u| u.name == "alice"), "{users:?}");
+    dst.strategy
+        .users()
+        .expect("users")
+        .create_users(&[UserSpec {
+            name: "bob".into(),
+            password: Secret::new("bob-pw"),
+            host: None,
+            databases: vec!["app_db".into()],
+        }])
+        .await
+        .expect("create a user on the restored instance");
+    connect(dst.port(), "bob", "bob-pw", "app_db")
+        .await
+        .expect("bob connects");
+    // A restart keeps it all.
+    dst.strategy.stop().await.expect("stop");
+    dst.strategy.start().await.expect("start");
+    assert_eq!(dst.strategy.status().await.status, ServiceStatus::Healthy);
+
+    // A damaged object: the checksum error, and nothing in the data directory.
+    let bad = damaged_copy(&store, &piece).await;
+    let third = Fixture::with_backups(Manager::Postgresql, 256, store.clone());
+    let e = third
+        .strategy
+        .prepare(&restore_request(&third, &bad))
+        .await
+        .expect_err("a damaged backup");
+    assert!(e.to_string().contains("damaged"), "{e}");
+    assert!(empty_dir(&third.data_dir()), "nothing was restored");
+    assert!(third.engine_pid().is_none());
+}

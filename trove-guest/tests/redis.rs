@@ -236,3 +236,114 @@ async fn redis_real_engine_journey() {
     s.stop().await.expect("final stop");
     assert_eq!(s.status().await.status, ServiceStatus::Shutdown);
 }
+
+/// A full backup (an RDB snapshot and the ACL file) restored into a new instance: its keys, its users with their
+/// passwords, the new instance's own admin secret; the restored data persists across a restart (the append-only
+/// file took it); a damaged object restores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backup_restores_into_a_new_instance() {
+    use common::{damaged_copy, empty_dir, restore_request, take_backup};
+    use std::sync::Arc;
+    use trove_core::memory::MemoryBackupStore;
+    use trove_core::ports::DynBackupStore;
+
+    let store: DynBackupStore = Arc::new(MemoryBackupStore::new());
+    let src = Fixture::with_backups(Manager::Redis, 256, store.clone());
+    let mut req = src.prepare_request(1);
+    req.users = vec![UserSpec {
+        name: "alice".into(),
+        password: Secret::new("alice-pw"),
+        host: None,
+        databases: vec![],
+    }];
+    src.strategy
+        .prepare(&req)
+        .await
+        .expect("prepare the source");
+    let mut c = connect(src.port(), Some("alice"), "alice-pw")
+        .await
+        .expect("alice connects");
+    for i in 0..2000 {
+        let _: () = c.set(format!("k{i}"), format!("v{i}")).await.expect("set");
+    }
+    let piece = take_backup(&src.strategy, "backups/redis-full").await;
+    assert!(
+        !src.dir.path().join("vol/backup-snapshot").exists(),
+        "the snapshot's links go with the backup"
+    );
+    // What is written after the backup is not in it.
+    let _: () = c.set("after", "1").await.expect("set after");
+
+    let dst = Fixture::with_backups(Manager::Redis, 256, store.clone());
+    let t = Instant::now();
+    dst.strategy
+        .prepare(&restore_request(&dst, &piece))
+        .await
+        .expect("restoring prepare");
+    eprintln!("redis: restoring prepare took {:?}", t.elapsed());
+    assert_eq!(dst.strategy.status().await.status, ServiceStatus::Healthy);
+    assert_ne!(src.admin_secret(), dst.admin_secret());
+    let check = |port: u16| async move {
+        let mut c = connect(port, Some("alice"), "alice-pw")
+            .await
+            .expect("the source's user logs in on the restored instance");
+        let v: String = c.get("k1999").await.expect("get");
+        assert_eq!(v, "v1999");
+        let n: u64 = redis::cmd("DBSIZE")
+            .query_async(&mut c)
+            .await
+            .expect("dbsize");
+        assert_eq!(n, 2000);
+        let after: Option<String> = c.get("after").await.expect("get after");
+        assert_eq!(after, None);
+    };
+    check(dst.port()).await;
+    assert!(
+        connect(dst.port(), Some("os_admin"), &src.admin_secret())
+            .await
+            .is_err(),
+        "the source's admin password is gone"
+    );
+    // The guest's admin works: users through the facet, and a new user.
+    let users = dst
+        .strategy
+        .users()
+        .expect("users")
+        .list_users()
+        .await
+        .expect("list");
+    assert!(users.iter().any(|u| u.name == "alice"), "{users:?}");
+    dst.strategy
+        .users()
+        .expect("users")
+        .create_users(&[UserSpec {
+            name: "bob".into(),
+            password: Secret::new("bob-pw"),
+            host: None,
+            databases: vec![],
+        }])
+        .await
+        .expect("create a user on the restored instance");
+    // A restart keeps it all: the data is in the append-only file now.
+    dst.strategy.stop().await.expect("stop");
+    dst.strategy.start().await.expect("start");
+    assert_eq!(dst.strategy.status().await.status, ServiceStatus::Healthy);
+    check(dst.port()).await;
+    connect(dst.port(), Some("bob"), "bob-pw")
+        .await
+        .expect("bob connects after the restart");
+    // A second backup of the restored instance works too.
+    take_backup(&dst.strategy, "backups/redis-again").await;
+
+    // A damaged object: the checksum error, and nothing in the data directory.
+    let bad = damaged_copy(&store, &piece).await;
+    let third = Fixture::with_backups(Manager::Redis, 256, store.clone());
+    let e = third
+        .strategy
+        .prepare(&restore_request(&third, &bad))
+        .await
+        .expect_err("a damaged backup");
+    assert!(e.to_string().contains("damaged"), "{e}");
+    assert!(empty_dir(&third.data_dir()), "nothing was restored");
+    assert!(third.engine_pid().is_none());
+}

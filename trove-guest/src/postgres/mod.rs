@@ -7,7 +7,8 @@
 //! (PostgreSQL 15 no longer lets `PUBLIC` create there).
 
 //!
-//! Users, databases and root are in [`admin`], the configuration in [`config`], TLS in [`tls`].
+//! Users, databases and root are in [`admin`], the configuration in [`config`], TLS in [`tls`], backups in
+//! [`backup`].
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -20,9 +21,11 @@ use trove_core::ports::{DatabasesFacet, PrepareRequest, RootFacet, StrategyConte
 use trove_core::{Error, Result};
 
 mod admin;
+mod backup;
 mod config;
 mod tls;
 
+use crate::backup::EngineBackup;
 use crate::base::Base;
 use crate::common::{
     find_program, image_dir, io_err, run_as_user, set_mode, write_engine_file, EngineConfig,
@@ -53,6 +56,8 @@ pub(crate) struct PostgresBinaries {
     pub initdb: PathBuf,
     /// `postgres`.
     pub postgres: PathBuf,
+    /// `pg_basebackup` of the same installation (backups need it).
+    pub basebackup: Option<PathBuf>,
 }
 
 impl PostgresBinaries {
@@ -83,7 +88,17 @@ impl PostgresBinaries {
             }
         }
         match (initdb, postgres) {
-            (Some(initdb), Some(postgres)) => Ok(PostgresBinaries { initdb, postgres }),
+            (Some(initdb), Some(postgres)) => {
+                // pg_basebackup of the same installation (its protocol must match the server's).
+                let basebackup = postgres
+                    .parent()
+                    .and_then(|d| find_program(&["pg_basebackup"], Some(d), &[]));
+                Ok(PostgresBinaries {
+                    initdb,
+                    postgres,
+                    basebackup,
+                })
+            }
             _ => Err(Error::backend(
                 "guest",
                 format!(
@@ -312,5 +327,9 @@ impl Engine for Postgres {
 
     fn guest_logs(&self) -> Option<EngineLogs> {
         Some(EngineLogs::postgres(&self.base, &self.socket_dir))
+    }
+
+    fn backup_tool(&self) -> Option<&dyn EngineBackup> {
+        Some(self)
     }
 }

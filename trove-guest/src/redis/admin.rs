@@ -15,7 +15,7 @@ use super::Redis;
 const USER_RULES: &[&str] = &["~*", "&*", "+@all", "-@admin"];
 
 impl Redis {
-    async fn acl(&self, args: &[&str]) -> Result<redis::Value> {
+    pub(super) async fn acl(&self, args: &[&str]) -> Result<redis::Value> {
         let mut c = self.connect_admin().await?;
         let mut cmd = redis::cmd("ACL");
         for a in args {

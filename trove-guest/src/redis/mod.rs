@@ -7,12 +7,12 @@
 //! calls answer "not supported" (422).
 
 //!
-//! Users and root are in [`admin`], the configuration in [`config`], TLS (and the admin socket) in [`tls`].
+//! Users and root are in [`admin`], the configuration in [`config`], TLS (and the admin socket) in [`tls`],
+//! backups in [`backup`].
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisConnectionInfo};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 use trove_core::model::Manager;
@@ -20,9 +20,11 @@ use trove_core::ports::{PrepareRequest, RootFacet, StrategyContext, UsersFacet};
 use trove_core::{Error, Result};
 
 mod admin;
+mod backup;
 mod config;
 mod tls;
 
+use crate::backup::EngineBackup;
 use crate::base::Base;
 use crate::common::{find_program, image_dir, write_engine_file, EngineConfig};
 use crate::engine::{Engine, Spawn};
@@ -109,10 +111,9 @@ impl Redis {
             return Ok(());
         }
         let secret = self.base.layout.ensure_admin_secret()?;
-        let hash = hex::encode(Sha256::digest(secret.expose().as_bytes()));
         let text = format!(
-            "user default off resetpass resetkeys resetchannels -@all\n\
-             user os_admin on #{hash} ~* &* +@all\n"
+            "user default off resetpass resetkeys resetchannels -@all\n{}\n",
+            backup::admin_acl_line(secret.expose())
         );
         write_engine_file(&self.acl_path(), &text, self.base.run_as)
     }
@@ -174,6 +175,10 @@ impl Engine for Redis {
     }
 
     fn root(&self) -> Option<&dyn RootFacet> {
+        Some(self)
+    }
+
+    fn backup_tool(&self) -> Option<&dyn EngineBackup> {
         Some(self)
     }
 }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trove_core::model::{DatastoreVersion, Flavor, Manager};
-use trove_core::ports::{DatastoreStrategy, PrepareRequest, StrategyContext, StrategyFactory};
+use trove_core::ports::{
+    BackupJob, BackupPiece, BackupProgress, DatastoreStrategy, DynBackupStore, PrepareRequest,
+    RestoreSpec, StrategyContext, StrategyFactory,
+};
 use trove_core::state::ServiceStatus;
 use trove_guest::{EngineConfig, EngineStrategyFactory};
 use uuid::Uuid;
@@ -54,23 +57,23 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(manager: Manager, ram_mb: u32) -> Fixture {
-        Fixture::build(manager, ram_mb, None)
+        Fixture::with_factory(
+            manager,
+            ram_mb,
+            EngineStrategyFactory::new(EngineConfig::default()),
+        )
     }
 
-    /// An instance whose strategy backs up into (and restores from) `store`.
-    pub fn with_backups(
-        manager: Manager,
-        ram_mb: u32,
-        store: trove_core::ports::DynBackupStore,
-    ) -> Fixture {
-        Fixture::build(manager, ram_mb, Some(store))
+    /// An instance whose strategies back up into (and restore from) `store`.
+    pub fn with_backups(manager: Manager, ram_mb: u32, store: DynBackupStore) -> Fixture {
+        Fixture::with_factory(
+            manager,
+            ram_mb,
+            EngineStrategyFactory::new(EngineConfig::default()).with_backup_store(store),
+        )
     }
 
-    fn build(
-        manager: Manager,
-        ram_mb: u32,
-        store: Option<trove_core::ports::DynBackupStore>,
-    ) -> Fixture {
+    fn with_factory(manager: Manager, ram_mb: u32, factory: EngineStrategyFactory) -> Fixture {
         let dir = tempfile::Builder::new()
             .prefix("tg")
             .tempdir()
@@ -87,10 +90,6 @@ impl Fixture {
             bind_address: "127.0.0.1".into(),
             port: free_port(),
         };
-        let mut factory = EngineStrategyFactory::new(EngineConfig::default());
-        if let Some(store) = store {
-            factory = factory.with_backup_store(store);
-        }
         let strategy = factory
             .strategy(&ctx)
             .expect("the engine is installed on this machine");
@@ -116,6 +115,23 @@ impl Fixture {
             overrides: Default::default(),
             restore: None,
         }
+    }
+
+    /// The instance's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.ctx
+            .volume_path
+            .clone()
+            .unwrap_or_else(|| self.ctx.server_dir.join("volume"))
+            .join("data")
+    }
+
+    /// The guest's admin password of this instance.
+    pub fn admin_secret(&self) -> String {
+        std::fs::read_to_string(self.ctx.server_dir.join("guest/os_admin.secret"))
+            .expect("admin secret")
+            .trim()
+            .to_string()
     }
 
     /// A fresh strategy for the same instance, as a restarted control plane would build.
@@ -193,4 +209,75 @@ pub async fn wait_status(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Takes a full backup through the strategy's backup facet under `key`; answers the piece a restore needs.
+pub async fn take_backup(s: &Arc<dyn DatastoreStrategy>, key: &str) -> BackupPiece {
+    let facet = s.backup().expect("the backup facet");
+    assert!(!facet.incremental(), "full backups only");
+    let job = BackupJob {
+        backup_id: Uuid::new_v4(),
+        key: key.to_string(),
+        parent: None,
+    };
+    let progress = BackupProgress::default();
+    let t = Instant::now();
+    let out = facet.backup(&job, &progress).await.expect("backup");
+    eprintln!(
+        "backup {key}: {} bytes in {:?}",
+        out.object.size,
+        t.elapsed()
+    );
+    assert_eq!(
+        progress.bytes(),
+        out.object.size,
+        "progress counts every byte"
+    );
+    assert!(out.object.size > 0);
+    BackupPiece {
+        backup_id: job.backup_id,
+        key: out.object.key,
+        checksum: out.object.checksum,
+        size: out.object.size,
+        position: out.position,
+        incremental: false,
+    }
+}
+
+/// The object of `piece` stored again under another key with one byte flipped; the piece keeps the recorded
+/// checksum and size (what a damaged object in the store looks like to a restore).
+pub async fn damaged_copy(store: &DynBackupStore, piece: &BackupPiece) -> BackupPiece {
+    use futures::StreamExt;
+    let mut s = store.get(&piece.key).await.expect("object");
+    let mut bytes = Vec::new();
+    while let Some(c) = s.next().await {
+        bytes.extend_from_slice(&c.expect("chunk"));
+    }
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let key = format!("{}.damaged", piece.key);
+    store
+        .put(&key, futures::stream::iter([Ok(bytes)]).boxed())
+        .await
+        .expect("put");
+    BackupPiece {
+        key,
+        ..piece.clone()
+    }
+}
+
+/// A prepare of `fx` restoring `piece`.
+pub fn restore_request(fx: &Fixture, piece: &BackupPiece) -> PrepareRequest {
+    PrepareRequest {
+        restore: Some(RestoreSpec {
+            chain: vec![piece.clone()],
+            restore_time: None,
+        }),
+        ..fx.prepare_request(1)
+    }
+}
+
+/// Whether a directory is missing or empty.
+pub fn empty_dir(p: &std::path::Path) -> bool {
+    std::fs::read_dir(p).map_or(true, |mut rd| rd.next().is_none())
 }
