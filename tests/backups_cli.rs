@@ -1,15 +1,17 @@
 //! Backups and restore through the real `openstack` CLI against the all-in-one server on real engines (MariaDB
-//! serving `mysql` and `mariadb`): write data, full backup COMPLETED, write more, incremental COMPLETED with the
-//! full as parent, write more, restore the incremental to a new instance (exactly the data of the incremental,
-//! the source's user logs in), list, list by instance, delete of the full removes its incremental too.
+//! serving `mysql` and `mariadb`, PostgreSQL, Redis): write data, full backup COMPLETED, write more, incremental
+//! COMPLETED with the full as parent (MariaDB; PostgreSQL and Redis take full backups only and refuse
+//! `--incremental`), write more, restore the latest backup to a new instance (exactly its data, the source's user
+//! logs in), list, list by instance, delete of the full removes its incremental too.
 
 mod api_support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use api_support::{
-    app_execute, app_i64, get_json, http_endpoint, logs_in, wait_status, AllInOne, Engine,
-    OpenStackCli, APP_DB, APP_PASSWORD, APP_USER,
+    app_execute, app_i64, get_json, http_endpoint, logs_in, redis_connect, wait_status, AllInOne,
+    Engine, OpenStackCli, APP_DB, APP_PASSWORD, APP_USER,
 };
 use serde_json::Value;
 
@@ -39,8 +41,76 @@ fn instance_view(base: &str, id: &str) -> Value {
     v["instance"].clone()
 }
 
+/// Writes item `n` as the application user: a row of `items`, or a Redis key `item:<n>`.
+async fn write(engine: Engine, at: SocketAddr, n: i64) {
+    match engine {
+        Engine::Redis => {
+            let mut c = redis_connect(at, APP_USER, APP_PASSWORD)
+                .await
+                .expect("the user connects");
+            let () = redis::cmd("SET")
+                .arg(format!("item:{n}"))
+                .arg(n)
+                .query_async(&mut c)
+                .await
+                .expect("SET");
+        }
+        _ => {
+            if n == 1 {
+                app_execute(engine, at, &["CREATE TABLE items (n BIGINT PRIMARY KEY)"]).await;
+            }
+            app_execute(engine, at, &[&format!("INSERT INTO items VALUES ({n})")]).await;
+        }
+    }
+}
+
+/// How many items the instance holds, as the application user sees them.
+async fn count(engine: Engine, at: SocketAddr) -> i64 {
+    match engine {
+        Engine::Redis => {
+            let mut c = redis_connect(at, APP_USER, APP_PASSWORD)
+                .await
+                .expect("the user connects");
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("item:*")
+                .query_async(&mut c)
+                .await
+                .expect("KEYS");
+            keys.len() as i64
+        }
+        _ => app_i64(engine, at, "SELECT COUNT(*) FROM items")
+            .await
+            .unwrap_or_default(),
+    }
+}
+
+fn create(cli: &mut OpenStackCli, ds: &str, version: &str, name: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "database",
+        "instance",
+        "create",
+        name,
+        "--flavor",
+        "1",
+        "--size",
+        "2",
+        "--datastore",
+        ds,
+        "--datastore-version",
+        version,
+        "-f",
+        "json",
+    ];
+    args.extend(extra);
+    cli.ok(&args).json()["id"]
+        .as_str()
+        .expect("an id")
+        .to_string()
+}
+
 fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime, ds: &str) {
     let engine = Engine::of(ds);
+    let incremental = matches!(ds, "mysql" | "mariadb");
     let version = cli
         .ok(&["datastore", "version", "list", ds, "-f", "json"])
         .json()[0]["Name"]
@@ -48,41 +118,15 @@ fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime,
         .expect("a version")
         .to_string();
     let user_arg = format!("{APP_USER}:{APP_PASSWORD}");
-    let src = cli
-        .ok(&[
-            "database",
-            "instance",
-            "create",
-            &format!("src-{ds}"),
-            "--flavor",
-            "1",
-            "--size",
-            "2",
-            "--datastore",
-            ds,
-            "--datastore-version",
-            &version,
-            "--databases",
-            APP_DB,
-            "--users",
-            &user_arg,
-            "-f",
-            "json",
-        ])
-        .json()["id"]
-        .as_str()
-        .expect("an id")
-        .to_string();
+    let mut extra = vec!["--users", user_arg.as_str()];
+    if engine != Engine::Redis {
+        extra.extend(["--databases", APP_DB]);
+    }
+    let src = create(cli, ds, &version, &format!("src-{ds}"), &extra);
     wait_status(&server.base, TENANT, &src, "ACTIVE", SETTLE);
     let at = http_endpoint(&instance_view(&server.base, &src));
-    rt.block_on(app_execute(
-        engine,
-        at,
-        &[
-            "CREATE TABLE items (n BIGINT PRIMARY KEY)",
-            "INSERT INTO items VALUES (1), (2)",
-        ],
-    ));
+    rt.block_on(write(engine, at, 1));
+    rt.block_on(write(engine, at, 2));
 
     // Full backup.
     let full = cli
@@ -107,26 +151,38 @@ fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime,
     );
     wait_status(&server.base, TENANT, &src, "ACTIVE", SETTLE);
 
-    // Incremental on top of it.
-    rt.block_on(app_execute(engine, at, &["INSERT INTO items VALUES (3)"]));
-    let inc = cli
-        .ok(&[
-            "database",
-            "backup",
-            "create",
-            &format!("inc-{ds}"),
-            "--instance",
-            &src,
-            "--incremental",
-            "-f",
-            "json",
-        ])
-        .json();
-    let inc_id = inc["id"].as_str().expect("backup id").to_string();
-    let inc = wait_backup(cli, &inc_id, "COMPLETED");
-    assert_eq!(inc["parent_id"].as_str(), Some(full_id.as_str()), "{inc}");
-    wait_status(&server.base, TENANT, &src, "ACTIVE", SETTLE);
-    rt.block_on(app_execute(engine, at, &["INSERT INTO items VALUES (4)"]));
+    // An incremental on top of it (MariaDB); the others refuse one.
+    rt.block_on(write(engine, at, 3));
+    let inc_name = format!("inc-{ds}");
+    let inc_args = [
+        "database",
+        "backup",
+        "create",
+        &inc_name,
+        "--instance",
+        &src,
+        "--incremental",
+        "-f",
+        "json",
+    ];
+    let (inc_id, expected) = if incremental {
+        let inc = cli.ok(&inc_args).json();
+        let inc_id = inc["id"].as_str().expect("backup id").to_string();
+        let inc = wait_backup(cli, &inc_id, "COMPLETED");
+        assert_eq!(inc["parent_id"].as_str(), Some(full_id.as_str()), "{inc}");
+        wait_status(&server.base, TENANT, &src, "ACTIVE", SETTLE);
+        (Some(inc_id), 3)
+    } else {
+        let out = cli.run(&inc_args);
+        assert_ne!(out.code, 0, "{ds} refuses an incremental backup");
+        assert!(
+            out.stderr.contains("Incremental backups are not supported"),
+            "{ds}: {}",
+            out.stderr
+        );
+        (None, 2)
+    };
+    rt.block_on(write(engine, at, 4));
 
     // Lists.
     let all = cli.ok(&["database", "backup", "list", "-f", "json"]).json();
@@ -136,10 +192,10 @@ fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime,
         .iter()
         .filter_map(|b| b["ID"].as_str())
         .collect();
-    assert!(
-        ids.contains(&full_id.as_str()) && ids.contains(&inc_id.as_str()),
-        "{all}"
-    );
+    assert!(ids.contains(&full_id.as_str()), "{all}");
+    if let Some(inc_id) = &inc_id {
+        assert!(ids.contains(&inc_id.as_str()), "{all}");
+    }
     let of_src = cli
         .ok(&[
             "database",
@@ -151,53 +207,41 @@ fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime,
             "json",
         ])
         .json();
-    assert_eq!(of_src.as_array().map(Vec::len), Some(2), "{of_src}");
+    assert_eq!(
+        of_src.as_array().map(Vec::len),
+        Some(1 + usize::from(inc_id.is_some())),
+        "{of_src}"
+    );
 
-    // Restore the incremental to a new instance: rows 1-3, not 4; the source's user logs in.
-    let copy = cli
-        .ok(&[
-            "database",
-            "instance",
-            "create",
-            &format!("copy-{ds}"),
-            "--flavor",
-            "1",
-            "--size",
-            "2",
-            "--datastore",
-            ds,
-            "--datastore-version",
-            &version,
-            "--backup",
-            &inc_id,
-            "-f",
-            "json",
-        ])
-        .json()["id"]
-        .as_str()
-        .expect("an id")
-        .to_string();
+    // Restore the latest backup to a new instance: exactly its items, not the later one; the source's user logs
+    // in there.
+    let latest = inc_id.clone().unwrap_or_else(|| full_id.clone());
+    let copy = create(
+        cli,
+        ds,
+        &version,
+        &format!("copy-{ds}"),
+        &["--backup", &latest],
+    );
     wait_status(&server.base, TENANT, &copy, "ACTIVE", SETTLE);
     let copy_at = http_endpoint(&instance_view(&server.base, &copy));
     assert_ne!(copy_at, at, "the copy has an address of its own");
     assert_eq!(
-        rt.block_on(app_i64(engine, copy_at, "SELECT COUNT(*) FROM items")),
-        Some(3)
-    );
-    assert_eq!(
-        rt.block_on(app_i64(engine, copy_at, "SELECT MAX(n) FROM items")),
-        Some(3)
+        rt.block_on(count(engine, copy_at)),
+        expected,
+        "{ds}: items on the copy"
     );
     rt.block_on(logs_in(engine, copy_at, APP_USER, APP_PASSWORD, APP_DB))
-        .unwrap_or_else(|e| panic!("the source's user logs in on the copy: {e}"));
+        .unwrap_or_else(|e| panic!("{ds}: the source's user logs in on the copy: {e}"));
     assert_eq!(
-        rt.block_on(app_i64(engine, at, "SELECT COUNT(*) FROM items")),
-        Some(4)
+        rt.block_on(count(engine, at)),
+        4,
+        "{ds}: items on the source"
     );
 
     // Deleting the full backup deletes its incremental too.
     cli.ok(&["database", "backup", "delete", &full_id]);
-    for id in [&full_id, &inc_id] {
+    for id in std::iter::once(&full_id).chain(inc_id.iter()) {
         let out = cli.run(&["database", "backup", "show", id]);
         assert_ne!(
             out.code, 0,
@@ -216,7 +260,7 @@ fn backups_through_the_openstack_cli_on_real_engines() {
     let endpoint = format!("{}/v1.0/{TENANT}", server.base);
     let mut cli = OpenStackCli::start(&endpoint);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    for ds in ["mysql", "mariadb"] {
+    for ds in ["mysql", "mariadb", "postgresql", "redis"] {
         let t = Instant::now();
         walk(&server, &mut cli, &rt, ds);
         println!("{ds}: backup walk in {:.1} s", t.elapsed().as_secs_f64());

@@ -9,7 +9,7 @@ mod api_support;
 use std::time::Duration;
 
 use api_support::{wait_status, AllInOne, OpenStackCli};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const TENANT: &str = "cli-tenant";
 const SETTLE: Duration = Duration::from_secs(60);
@@ -238,30 +238,37 @@ fn openstack_cli_drives_the_all_in_one_server() {
         "configuration deleted: {cfgs}"
     );
 
-    // --- backups: no strategy offers the backup facet yet (a later issue), so the real client gets upstream's
-    // 501 at once, with the reason, and nothing is recorded.
-    let refused = cli.run(&[
-        "database",
-        "backup",
-        "create",
-        "bk1",
-        "--instance",
-        "db1",
-        "-f",
-        "json",
-    ]);
-    assert_ne!(
-        refused.code, 0,
-        "backup create must be refused: {}",
-        refused.stdout
-    );
-    assert!(
-        refused.stderr.contains("not supported") && refused.stderr.contains("501"),
-        "backup create: {}",
-        refused.stderr
-    );
+    // --- backups (the full walk with restores is tests/backups_cli.rs): create answers NEW, the backup completes.
+    let bk = cli
+        .ok(&[
+            "database",
+            "backup",
+            "create",
+            "bk1",
+            "--instance",
+            "db1",
+            "-f",
+            "json",
+        ])
+        .json();
+    assert_eq!(bk["status"], "NEW", "backup create: {bk}");
+    let bk_id = bk["id"].as_str().expect("backup id").to_string();
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let shown = cli
+            .ok(&["database", "backup", "show", &bk_id, "-f", "json"])
+            .json();
+        if shown["status"] == "COMPLETED" {
+            break;
+        }
+        assert_ne!(shown["status"], "FAILED", "backup: {shown}");
+        assert!(std::time::Instant::now() < deadline, "backup: {shown}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let bks = cli.ok(&["database", "backup", "list", "-f", "json"]).json();
-    assert_eq!(bks, json!([]), "backup list: {bks}");
+    assert_eq!(names(&bks, "ID"), vec![bk_id.clone()], "backup list: {bks}");
+    wait_status(&server.base, TENANT, &id, "ACTIVE", SETTLE);
+    cli.ok(&["database", "backup", "delete", &bk_id]);
     // --- backup strategies: where this instance's backups go
     let st = cli
         .ok(&[

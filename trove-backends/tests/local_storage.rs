@@ -132,3 +132,24 @@ async fn keys_cannot_escape_the_root_and_objects_persist() {
     let m = again.list("a/").await.expect("list");
     assert_eq!((m.len(), m[0].size), (1, 3));
 }
+
+/// Several processes share a store root: opening it keeps another process's put in flight (a young temp file)
+/// and removes the left-overs of a crash (an old one).
+#[tokio::test]
+async fn opening_a_store_removes_only_stale_temp_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    FsBackupStore::open(dir.path()).expect("open");
+    let tmp = dir.path().join(".tmp");
+    let (young, old) = (tmp.join("young"), tmp.join("old"));
+    std::fs::write(&young, b"in flight").expect("write");
+    std::fs::write(&old, b"left by a crash").expect("write");
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&old)
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+    FsBackupStore::open(dir.path()).expect("open again");
+    assert!(young.exists(), "a put in flight lost its temp file");
+    assert!(!old.exists(), "a stale temp file is left");
+}

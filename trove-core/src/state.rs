@@ -458,6 +458,13 @@ pub fn check_operation(id: impl std::fmt::Display, op: Operation, s: &InstanceSt
             if s.backup_running {
                 return Err(not_available(id, "instance", "BACKUP"));
             }
+            // A backup reads the running engine.
+            if op == Operation::Backup && !s.service.is_datastore_running() {
+                return Err(Error::unprocessable(format!(
+                    "Instance {id} cannot be backed up: its datastore is not running (status is {}); start it first.",
+                    s.service.api_status()
+                )));
+            }
             Ok(())
         }
         Operation::AssignConfiguration => {

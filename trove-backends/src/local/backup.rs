@@ -15,6 +15,8 @@ const OBJ: &str = ".obj";
 const SUM: &str = ".sha256";
 const TMP_DIR: &str = ".tmp";
 const CHUNK: usize = 256 * 1024;
+/// Temp files of puts older than this are left-overs of a crash.
+pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Backup objects under a root directory. Key `a/b/c` is the file `<root>/a/b/c.obj`, its hex SHA-256 in
 /// `c.obj.sha256` beside it. A put streams into `<root>/.tmp/` while hashing, syncs, and renames into place, so
@@ -25,12 +27,26 @@ pub struct FsBackupStore {
 }
 
 impl FsBackupStore {
-    /// A store under `root` (created if missing; a put interrupted by a crash leaves only a temp file, removed here).
+    /// A store under `root` (created if missing). A put interrupted by a crash leaves only a temp file: those older
+    /// than [`STALE_TEMP`] are removed here (younger ones may be another process's put in flight: several
+    /// processes may share one root, e.g. a task manager and the guests of a host).
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBackupStore> {
         let root = root.into();
         let tmp = root.join(TMP_DIR);
-        let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        if let Ok(rd) = std::fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age >= STALE_TEMP);
+                if stale {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(FsBackupStore { root })
     }
 

@@ -152,6 +152,27 @@ impl ApiService {
         inst: Instance,
         service: Option<ServiceStatus>,
     ) -> Result<()> {
+        // A task manager may move the open workflow (or the instance) on between the read and the commit: read
+        // again and retry, so a reset never fails for a race with the work it ends.
+        let mut inst = inst;
+        let mut attempt = 0;
+        loop {
+            match self.reset_once(inst.clone(), service).await {
+                Err(Error::Conflict { .. }) if attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                    inst = self
+                        .store
+                        .get_instance(inst.id)
+                        .await?
+                        .ok_or_else(|| Error::not_found("Instance", inst.id))?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn reset_once(&self, inst: Instance, service: Option<ServiceStatus>) -> Result<()> {
         let now = self.clock.now();
         let open = self.open_workflows_of(inst.id).await?;
         let mut cs = ChangeSet::new();
@@ -173,6 +194,7 @@ impl ApiService {
             for mut b in self.store.list_backups(&f).await? {
                 if b.state.is_running() {
                     b.state = BackupState::Failed;
+                    b.fault = Some("the instance's status was reset while the backup ran".into());
                     b.updated = now;
                     cs.push(Write::Backup(b));
                 }

@@ -201,7 +201,7 @@ fn backup_req(name: &str, id: Uuid) -> CreateBackup {
 }
 
 /// Waits until backup `id` ended (COMPLETED or FAILED) and its workflow closed.
-async fn backup_ended(w: &World, id: Uuid) -> Backup {
+async fn backup_ended(w: &World, id: Uuid) -> crate::model::Backup {
     no_open_workflows(w).await;
     let b = w.api.show_backup(&t1(), id).await.unwrap().backup;
     assert!(!b.state.is_running(), "{b:?}");
@@ -390,7 +390,7 @@ async fn backups_restore_and_their_refusals() {
     );
     // An instance that is not running.
     w.engines.engine(other).crash("test");
-    wait(&w, other, |v| v.status != "ACTIVE").await;
+    wait(&w, other, |v| v.operating_status != "HEALTHY").await;
     assert_eq!(
         status(api.create_backup(&t, backup_req("x", other)).await),
         422
