@@ -297,10 +297,12 @@ impl GuestAgent {
     fn start_backup(&self, job: BackupJob) -> Result<()> {
         let mut slot = self.backup.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((id, task)) = slot.as_ref() {
+            // Asked again for the backup it is taking, or took: it carries on, or it is done (taking it again
+            // would replace an object the record already describes).
+            if *id == job.backup_id {
+                return Ok(());
+            }
             if !task.is_finished() {
-                if *id == job.backup_id {
-                    return Ok(());
-                }
                 let why = format!("backup {id} of this instance is still running");
                 let reporter = self.conductor.clone();
                 let (instance_id, backup_id) = (self.instance_id, job.backup_id);

@@ -156,6 +156,12 @@ impl WorkflowDef for TakeBackup {
     async fn run(&self, cx: &mut StepContext<'_>, p: &BackupParams) -> StepResult<()> {
         let b = load(cx, p.backup_id).await?;
         let job = job_of(cx, &b).await?;
+        // A resumed run (the worker before died after asking) asks again at once when the guest has not reported
+        // the object yet: a guest that died with the process lost the work, and one that still runs it carries on.
+        if cx.completed("ask").is_some() && b.location.is_none() && b.fault.is_none() {
+            cx.reopen(&["ask"], "resumed before the guest reported the backup")
+                .await?;
+        }
         let guest = cx.guest();
         let done = loop {
             let (guest, job) = (guest.clone(), job.clone());
