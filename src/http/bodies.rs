@@ -727,6 +727,61 @@ impl BackupFields {
     }
 }
 
+/// `POST /instances/{id}/backup_schedules` (a trove-rs extension).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupScheduleBody {
+    /// Fields.
+    pub backup_schedule: BackupScheduleFields,
+}
+
+/// Fields of a backup schedule: exactly one of `cron` and `interval`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupScheduleFields {
+    /// Name.
+    pub name: String,
+    /// A five-field cron expression (UTC).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Seconds between runs (at least 60).
+    #[serde(default)]
+    pub interval: Option<u64>,
+    /// Incremental backups (MariaDB).
+    #[serde(default)]
+    pub incremental: bool,
+    /// Keep at most this many completed backups.
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    /// Keep backups this many days.
+    #[serde(default)]
+    pub keep_days: Option<u32>,
+}
+
+impl BackupScheduleBody {
+    /// The core's request.
+    pub fn into_request(self) -> Result<trove_core::api::CreateBackupSchedule, ApiError> {
+        let f = self.backup_schedule;
+        let times = match (f.cron, f.interval) {
+            (Some(c), None) => trove_core::model::ScheduleTimes::Cron(c),
+            (None, Some(i)) => trove_core::model::ScheduleTimes::Interval(i),
+            _ => {
+                return Err(trove_core::Error::bad_request(
+                    "A backup schedule needs exactly one of 'cron' (e.g. \"30 2 * * *\") and 'interval' (seconds).",
+                )
+                .into())
+            }
+        };
+        Ok(trove_core::api::CreateBackupSchedule {
+            name: f.name,
+            times,
+            incremental: f.incremental,
+            keep_last: f.keep_last,
+            keep_days: f.keep_days,
+        })
+    }
+}
+
 /// `POST /backup_strategies`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

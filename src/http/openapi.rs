@@ -26,6 +26,28 @@ fn params(path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// What the trove-rs extensions (routes and fields upstream Trove does not have) take and answer.
+fn extension_doc(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "createBackupSchedule" => {
+            "trove-rs extension: scheduled backups with retention, run by the task manager. Body: \
+             {\"backup_schedule\": {\"name\": N, \"cron\": \"30 2 * * *\" | \"interval\": SECONDS (>= 60), \
+             \"incremental\": false, \"keep_last\": COUNT, \"keep_days\": DAYS}} (exactly one of cron and interval; \
+             cron in UTC, five fields). Answers 202 with the schedule and its next_run. Retention deletes the \
+             schedule's oldest backups beyond keep_last / older than keep_days, never one a kept incremental \
+             builds on."
+        }
+        "listBackupSchedules" => {
+            "trove-rs extension: the instance's backup schedules, with next_run, last_run, last_backup_id and \
+             last_error (why the last run took no backup)."
+        }
+        "deleteBackupSchedule" => {
+            "trove-rs extension: removes a backup schedule; the backups it took stay."
+        }
+        _ => return None,
+    })
+}
+
 /// Builds the document.
 pub fn document(routes: &[RouteDoc]) -> Value {
     let mut paths = Map::new();
@@ -48,6 +70,9 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         }
         if r.admin {
             op["description"] = json!("Requires the admin role.");
+        }
+        if let Some(d) = extension_doc(r.op) {
+            op["description"] = json!(d);
         }
         if matches!(r.method, "POST" | "PUT" | "PATCH") {
             op["requestBody"] = json!({

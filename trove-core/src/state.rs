@@ -459,7 +459,10 @@ pub fn check_operation(id: impl std::fmt::Display, op: Operation, s: &InstanceSt
                 return Err(not_available(id, "instance", "BACKUP"));
             }
             // A backup reads the running engine.
-            if op == Operation::Backup && !s.service.is_datastore_running() {
+            if op == Operation::Backup
+                && !(s.service.is_datastore_running()
+                    || s.service == ServiceStatus::RestartRequired)
+            {
                 return Err(Error::unprocessable(format!(
                     "Instance {id} cannot be backed up: its datastore is not running (status is {}); start it first.",
                     s.service.api_status()

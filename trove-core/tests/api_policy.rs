@@ -820,6 +820,7 @@ async fn world(policies: &[Arc<Policy>]) -> (Vec<Arc<ApiService>>, Ids) {
         fault: None,
         container: None,
         purged: false,
+        schedule_id: None,
     };
     store
         .commit(ChangeSet::new().with(Write::Backup(backup.clone())))

@@ -79,3 +79,41 @@ pub(super) async fn delete(
     s.api.delete_backup(&c.ctx, id).await?;
     accepted()
 }
+
+/// `GET /instances/{id}/backup_schedules` (extension).
+pub(super) async fn schedules(
+    State(s): State<AppState>,
+    c: Caller,
+    P((_, id)): P<(String, String)>,
+) -> JsonResult {
+    let id = uuid_or_404("Instance", &id)?;
+    let all = s.api.list_backup_schedules(&c.ctx, id).await?;
+    ok(views::backups::schedules(&all))
+}
+
+/// `POST /instances/{id}/backup_schedules` (extension).
+pub(super) async fn create_schedule(
+    State(s): State<AppState>,
+    c: Caller,
+    P((_, id)): P<(String, String)>,
+    JsonBody(b): JsonBody<bodies::BackupScheduleBody>,
+) -> JsonResult {
+    let id = uuid_or_404("Instance", &id)?;
+    let sch = s
+        .api
+        .create_backup_schedule(&c.ctx, id, b.into_request()?)
+        .await?;
+    with_status(StatusCode::ACCEPTED, views::backups::schedule_show(&sch))
+}
+
+/// `DELETE /instances/{id}/backup_schedules/{schedule_id}` (extension).
+pub(super) async fn delete_schedule(
+    State(s): State<AppState>,
+    c: Caller,
+    P((_, id, sid)): P<(String, String, String)>,
+) -> JsonResult {
+    let id = uuid_or_404("Instance", &id)?;
+    let sid = uuid_or_404("Backup schedule", &sid)?;
+    s.api.delete_backup_schedule(&c.ctx, id, sid).await?;
+    accepted()
+}

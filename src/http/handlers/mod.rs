@@ -205,6 +205,27 @@ pub fn routes() -> Routes {
     )
     .at(
         "GET",
+        "/v1.0/{tenant_id}/instances/{instance_id}/backup_schedules",
+        "listBackupSchedules",
+        200,
+        backups::schedules,
+    )
+    .at(
+        "POST",
+        "/v1.0/{tenant_id}/instances/{instance_id}/backup_schedules",
+        "createBackupSchedule",
+        202,
+        backups::create_schedule,
+    )
+    .at(
+        "DELETE",
+        "/v1.0/{tenant_id}/instances/{instance_id}/backup_schedules/{schedule_id}",
+        "deleteBackupSchedule",
+        202,
+        backups::delete_schedule,
+    )
+    .at(
+        "GET",
         "/v1.0/{tenant_id}/instances/{instance_id}/configuration",
         "showInstanceConfiguration",
         200,

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 use trove_core::api::{BackupView, Page, BACKUP_STRATEGY_BACKEND};
-use trove_core::model::BackupStrategy;
+use trove_core::model::{BackupSchedule, BackupStrategy, ScheduleTimes};
 
 use super::ts;
 use crate::http::extract::Caller;
@@ -59,4 +59,39 @@ pub fn strategy_show(s: &BackupStrategy) -> Value {
 pub fn strategies(all: &[BackupStrategy]) -> Value {
     let rows: Vec<Value> = all.iter().map(backup_strategy).collect();
     json!({ "backup_strategies": rows })
+}
+
+/// A backup schedule (extension).
+pub fn schedule(s: &BackupSchedule) -> Value {
+    let (cron, interval) = match &s.times {
+        ScheduleTimes::Cron(c) => (Some(c.clone()), None),
+        ScheduleTimes::Interval(i) => (None, Some(*i)),
+    };
+    json!({
+        "id": s.id,
+        "instance_id": s.instance_id,
+        "project_id": s.tenant_id,
+        "name": s.name,
+        "cron": cron,
+        "interval": interval,
+        "incremental": s.incremental,
+        "keep_last": s.keep_last,
+        "keep_days": s.keep_days,
+        "next_run": ts(&s.next_run),
+        "last_run": s.last_run.as_ref().map(ts),
+        "last_backup_id": s.last_backup_id,
+        "last_error": s.last_error,
+        "created": ts(&s.created),
+    })
+}
+
+/// `{"backup_schedule": ...}` (create).
+pub fn schedule_show(s: &BackupSchedule) -> Value {
+    json!({ "backup_schedule": schedule(s) })
+}
+
+/// `GET /instances/{id}/backup_schedules`.
+pub fn schedules(all: &[BackupSchedule]) -> Value {
+    let rows: Vec<Value> = all.iter().map(schedule).collect();
+    json!({ "backup_schedules": rows })
 }

@@ -102,7 +102,7 @@ macro_rules! impl_infra_store {
             use sqlx::Row;
             use std::collections::HashMap;
             use trove_core::model::{
-                Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor, Instance,
+                Backup, BackupFilter, BackupSchedule, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration, Datastore, DatastoreVersion, Flavor, Instance,
                 InstanceFilter, JournalEntry, QuotaLimits, QuotaUsage, RootHistory, ServiceStatusRecord, Workflow,
             };
             use trove_core::ports::{
@@ -282,6 +282,53 @@ macro_rules! impl_infra_store {
                 Ok(())
             }
 
+            async fn write_schedule(tx: &mut Tx, s: &BackupSchedule, expect: Expect) -> Result<()> {
+                let body = to_body(B, s)?;
+                match expect {
+                    Expect::Absent | Expect::Any => {
+                        let on_conflict = if expect == Expect::Any {
+                            " ON CONFLICT (id) DO UPDATE SET instance_id = excluded.instance_id, \
+                             version = backup_schedules.version + 1, body = excluded.body"
+                        } else {
+                            ""
+                        };
+                        let sql = format!(
+                            "INSERT INTO backup_schedules (id, instance_id, version, body) \
+                             VALUES ($1, $2, 0, $3){on_conflict}"
+                        );
+                        sqlx::query(&sql)
+                            .bind(s.id.to_string())
+                            .bind(s.instance_id.to_string())
+                            .bind(body)
+                            .execute(&mut *tx.tx)
+                            .await
+                            .map_err(|e| conflict_on_unique(e, || format!("Backup schedule {} already exists.", s.id)))?;
+                    }
+                    Expect::Version(v) => {
+                        let expected = i64::try_from(v).unwrap_or(i64::MAX);
+                        let done = sqlx::query(
+                            "UPDATE backup_schedules SET instance_id = $2, version = version + 1, body = $3 \
+                             WHERE id = $1 AND version = $4",
+                        )
+                        .bind(s.id.to_string())
+                        .bind(s.instance_id.to_string())
+                        .bind(body)
+                        .bind(expected)
+                        .execute(&mut *tx.tx)
+                        .await
+                        .map_err(err)?;
+                        if done.rows_affected() != 1 {
+                            let cur = current_version(tx, "backup_schedules", s.id).await?;
+                            return Err(Expect::Version(v)
+                                .next_version("Backup schedule", s.id, cur)
+                                .err()
+                                .unwrap_or_else(|| Error::conflict(format!("Backup schedule {} changed concurrently.", s.id))));
+                        }
+                    }
+                }
+                Ok(())
+            }
+
             async fn current_version(tx: &mut Tx, table: &str, id: uuid::Uuid) -> Result<Option<u64>> {
                 let sql = format!("SELECT version FROM {table} WHERE id = $1");
                 let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *tx.tx).await.map_err(err)?;
@@ -423,6 +470,15 @@ macro_rules! impl_infra_store {
                         .execute(&mut *tx.tx)
                         .await
                         .map_err(err)?;
+                        Ok(())
+                    }
+                    Write::BackupSchedule { schedule, expect } => write_schedule(tx, schedule, *expect).await,
+                    Write::DeleteBackupSchedule(id) => {
+                        sqlx::query("DELETE FROM backup_schedules WHERE id = $1")
+                            .bind(id.to_string())
+                            .execute(&mut *tx.tx)
+                            .await
+                            .map_err(err)?;
                         Ok(())
                     }
                     Write::DeleteBackupStrategy { tenant_id, instance_id } => {
@@ -823,6 +879,29 @@ macro_rules! impl_infra_store {
                         .await
                         .map_err(err)?;
                     row.map(|r| from_body(B, "backups", &body_of(&r)?)).transpose()
+                }
+
+                async fn list_backup_schedules(&self, instance_id: Option<uuid::Uuid>) -> Result<Vec<BackupSchedule>> {
+                    let rows = match instance_id {
+                        Some(i) => sqlx::query("SELECT body, version FROM backup_schedules WHERE instance_id = $1 ORDER BY id")
+                            .bind(i.to_string())
+                            .fetch_all(self.pool())
+                            .await,
+                        None => sqlx::query("SELECT body, version FROM backup_schedules ORDER BY id")
+                            .fetch_all(self.pool())
+                            .await,
+                    }
+                    .map_err(err)?;
+                    let mut out = rows
+                        .iter()
+                        .map(|r| {
+                            let mut s: BackupSchedule = from_body(B, "backup_schedules", &body_of(r)?)?;
+                            s.version = version_of(r)?;
+                            Ok(s)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+                    Ok(out)
                 }
 
                 async fn list_backup_strategies(

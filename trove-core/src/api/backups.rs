@@ -14,7 +14,7 @@ use crate::policy::{rules, Target};
 use crate::ports::{ChangeSet, RequestContext, Write};
 use crate::state::{BackupState, Operation};
 use crate::taskmanager::workflows::backup::DEFAULT_BACKUP_CONTAINER;
-use crate::taskmanager::{BackupParams, CreateParams};
+use crate::taskmanager::CreateParams;
 
 /// A container (bucket) name: 1 to 63 letters, digits, `-`, `_` and `.`, starting with a letter or digit.
 fn check_container(c: &str) -> Result<&str> {
@@ -243,6 +243,7 @@ impl ApiService {
                 fault: None,
                 container: None,
                 purged: false,
+                schedule_id: None,
             };
             self.store
                 .commit(
@@ -272,39 +273,20 @@ impl ApiService {
             Some(c) => Some(check_container(c)?.to_string()),
             None => self.strategy_container(&inst).await?,
         };
-        let b = Backup {
-            id: Uuid::new_v4(),
-            tenant_id: ctx.tenant_id.clone(),
-            instance_id: Some(inst.id),
-            name: req.name,
-            description: req.description,
-            state: BackupState::New,
-            size: None,
-            location: None,
-            checksum: None,
-            parent_id: parent.as_ref().map(|p| p.id),
-            backup_type: if parent.is_some() {
-                BackupType::Incremental
-            } else {
-                BackupType::Full
-            },
-            datastore_version_id: inst.datastore_version_id,
-            created: now,
-            updated: now,
-            deleted: false,
-            bytes: None,
-            position: None,
-            fault: None,
-            container: Some(container.unwrap_or_else(|| DEFAULT_BACKUP_CONTAINER.to_string())),
-            purged: false,
-        };
-        let task = inst.task;
-        self.start_workflow(
+        let (b, wf) = crate::taskmanager::workflows::backup::plan(
+            &inst,
+            req.name,
+            req.description,
+            parent.as_ref(),
+            container.unwrap_or_else(|| DEFAULT_BACKUP_CONTAINER.to_string()),
+            None,
+            now,
+        )?;
+        self.start_planned_workflow(
             inst,
-            &BackupParams { backup_id: b.id },
-            task,
+            wf,
             vec![Write::Backup(b.clone())],
-            Some(&[Resource::Backups]),
+            &[Resource::Backups],
         )
         .await?;
         self.backup_view(b).await
@@ -349,16 +331,10 @@ impl ApiService {
             instance_id: Some(inst.id),
             include_deleted: false,
         };
-        Ok(self
-            .store
-            .list_backups(&f)
-            .await?
-            .into_iter()
-            .filter(|b| {
-                b.state == BackupState::Completed
-                    && b.datastore_version_id == inst.datastore_version_id
-            })
-            .max_by_key(|b| b.created))
+        let all = self.store.list_backups(&f).await?;
+        Ok(crate::taskmanager::workflows::backup::latest_completed(
+            &all, inst,
+        ))
     }
 
     /// The container of the instance's backup strategy, else of its tenant's.

@@ -30,6 +30,7 @@ use crate::state::TaskStatus;
 use crate::taskmanager::Registry;
 
 mod actions;
+mod backup_schedules;
 mod backup_strategies;
 mod backups;
 mod catalog;
@@ -49,6 +50,7 @@ mod quotas;
 mod root;
 mod ssl;
 mod users;
+pub use backup_schedules::CreateBackupSchedule;
 pub use backup_strategies::{
     validate_container, BackupStrategyQuery, CreateBackupStrategy, BACKUP_STRATEGY_BACKEND,
     DEFAULT_BACKUP_CONTAINER,
@@ -249,6 +251,35 @@ impl ApiService {
     }
 
     /// Commits a task change plus a new workflow, then casts it.
+    /// Commits an already made workflow with the instance at its version (unchanged) and `extra` writes, checking
+    /// `quota`, then casts it.
+    async fn start_planned_workflow(
+        &self,
+        mut inst: Instance,
+        wf: Workflow,
+        extra: Vec<Write>,
+        quota: &[Resource],
+    ) -> Result<Uuid> {
+        let expect = Expect::Version(inst.version);
+        inst.updated = self.clock.now();
+        let tenant = inst.tenant_id.clone();
+        let mut cs = ChangeSet::new()
+            .with(Write::Instance {
+                instance: inst,
+                expect,
+            })
+            .with(Write::Workflow {
+                workflow: wf.clone(),
+                expect: Expect::Absent,
+            });
+        for w in extra {
+            cs.push(w);
+        }
+        self.store.commit(cs.check_quota(tenant, quota)).await?;
+        self.cast(wf.id).await;
+        Ok(wf.id)
+    }
+
     async fn start_workflow<P: WorkflowParams>(
         &self,
         mut inst: Instance,

@@ -95,11 +95,11 @@ async fn build_world(with_backups: bool) -> World {
         api = api.with_facets(crate::ports::FacetCatalog::from_factory(engines.as_ref()));
     }
     let admin = RequestContext::admin("admin");
-    for (ds, manager) in [
-        ("mysql", "mysql"),
-        ("mongodb", "mongodb"),
-        ("redis", "redis"),
-    ] {
+    let mut stores = vec![("mysql", "mysql"), ("mongodb", "mongodb")];
+    if with_backups {
+        stores.push(("redis", "redis"));
+    }
+    for (ds, manager) in stores {
         api.mgmt_create_datastore_version(
             &admin,
             DatastoreVersionSpec {

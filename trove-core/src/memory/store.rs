@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration,
-    Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, QuotaLimits,
-    QuotaUsage, RootHistory, ServiceStatusRecord, Workflow,
+    Backup, BackupFilter, BackupSchedule, BackupStrategy, BackupStrategyFilter, ConfigParam,
+    Configuration, Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry,
+    QuotaLimits, QuotaUsage, RootHistory, ServiceStatusRecord, Workflow,
 };
 use crate::ports::{
     heartbeat_may_overwrite, workflow_claim_renews, workflow_claimable, ChangeSet, InfraStore,
@@ -31,6 +31,7 @@ struct State {
     statuses: HashMap<Uuid, ServiceStatusRecord>,
     backups: HashMap<Uuid, Backup>,
     backup_strategies: BTreeMap<(String, Option<Uuid>), BackupStrategy>,
+    backup_schedules: HashMap<Uuid, BackupSchedule>,
     quotas: HashMap<String, QuotaLimits>,
     root_history: HashMap<Uuid, RootHistory>,
     workflows: HashMap<Uuid, Workflow>,
@@ -124,6 +125,20 @@ impl State {
                 let old = self.backup_strategies.remove(&key);
                 undo.push(Undo::Strategy(key, old));
             }
+            Write::BackupSchedule {
+                mut schedule,
+                expect,
+            } => {
+                let current = self.backup_schedules.get(&schedule.id).map(|s| s.version);
+                schedule.version = expect.next_version("Backup schedule", schedule.id, current)?;
+                undo.push(Undo::Schedule(
+                    schedule.id,
+                    self.backup_schedules.insert(schedule.id, schedule),
+                ));
+            }
+            Write::DeleteBackupSchedule(id) => {
+                undo.push(Undo::Schedule(id, self.backup_schedules.remove(&id)));
+            }
         }
         Ok(())
     }
@@ -148,6 +163,7 @@ impl State {
                 Undo::Backup(k, old) => put(&mut self.backups, k, old),
                 Undo::Configuration(k, old) => put(&mut self.configurations, k, old),
                 Undo::Root(k, old) => put(&mut self.root_history, k, old),
+                Undo::Schedule(k, old) => put(&mut self.backup_schedules, k, old),
                 Undo::Strategy(k, old) => match old {
                     Some(v) => {
                         self.backup_strategies.insert(k, v);
@@ -171,6 +187,7 @@ enum Undo {
     Configuration(Uuid, Option<Configuration>),
     Root(Uuid, Option<RootHistory>),
     Strategy((String, Option<Uuid>), Option<BackupStrategy>),
+    Schedule(Uuid, Option<BackupSchedule>),
 }
 
 /// An [`InfraStore`] kept in memory behind one mutex. A commit applies its writes while recording their previous
@@ -399,6 +416,21 @@ impl InfraStore for MemoryStore {
             .collect();
         v.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
         Ok(v)
+    }
+
+    async fn list_backup_schedules(
+        &self,
+        instance_id: Option<Uuid>,
+    ) -> Result<Vec<BackupSchedule>> {
+        let mut out: Vec<BackupSchedule> = self
+            .lock()
+            .backup_schedules
+            .values()
+            .filter(|s| instance_id.is_none_or(|i| i == s.instance_id))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(out)
     }
 
     async fn list_backup_strategies(
@@ -822,7 +854,7 @@ mod tests {
                                 location: None, checksum: None, parent_id: None,
                                 backup_type: crate::model::BackupType::Full, datastore_version_id: Uuid::new_v4(),
                                 created: now, updated: now, deleted: false,
-                                bytes: None, position: None, fault: None, container: None, purged: false,
+                                bytes: None, position: None, fault: None, container: None, purged: false, schedule_id: None,
                             };
                             backup_ids.push(b.id);
                             cs.push(Write::Backup(b));

@@ -52,6 +52,9 @@ pub struct Backup {
     /// Whether the objects of this (deleted or failed) backup were removed from the store.
     #[serde(default)]
     pub purged: bool,
+    /// The schedule that took it, if one did (its retention applies to it).
+    #[serde(default)]
+    pub schedule_id: Option<Uuid>,
 }
 
 /// Full or incremental.
@@ -113,4 +116,51 @@ impl BackupStrategyFilter {
         self.tenant_id.as_ref().is_none_or(|t| *t == s.tenant_id)
             && self.instance_id.is_none_or(|i| Some(i) == s.instance_id)
     }
+}
+
+/// When a backup schedule runs: every `interval` seconds, or at the times of a cron expression.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleTimes {
+    /// Every this many seconds (at least 60).
+    Interval(u64),
+    /// A five-field cron expression (minute hour day-of-month month day-of-week; `*`, lists, ranges, steps),
+    /// in UTC.
+    Cron(String),
+}
+
+/// Scheduled backups of an instance with retention, run by the task manager (beyond upstream, which needs
+/// Mistral).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupSchedule {
+    /// Schedule id.
+    pub id: Uuid,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// The instance backed up.
+    pub instance_id: Uuid,
+    /// Name (the backups it takes are named after it).
+    pub name: String,
+    /// When it runs.
+    pub times: ScheduleTimes,
+    /// Take incrementals on the latest completed backup (a full one when there is none).
+    pub incremental: bool,
+    /// Keep at most this many of its backups (the newest).
+    pub keep_last: Option<u32>,
+    /// Keep its backups for this many days.
+    pub keep_days: Option<u32>,
+    /// The next run.
+    pub next_run: DateTime<Utc>,
+    /// The last run.
+    pub last_run: Option<DateTime<Utc>>,
+    /// The backup the last run started.
+    pub last_backup_id: Option<Uuid>,
+    /// Why the last run took no backup, when it did not.
+    pub last_error: Option<String>,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Optimistic-concurrency version; the store bumps it on every write (a run is claimed by moving
+    /// `next_run` at the version read, so with several task managers each run happens once).
+    #[serde(default)]
+    pub version: u64,
 }

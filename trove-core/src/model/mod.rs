@@ -2,6 +2,7 @@
 
 mod backup;
 mod config;
+pub mod cron;
 mod datastore;
 mod guest_log;
 mod instance;
@@ -11,7 +12,10 @@ mod specs;
 mod ssl;
 mod workflow;
 
-pub use backup::{Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, BackupType};
+pub use backup::{
+    Backup, BackupFilter, BackupSchedule, BackupStrategy, BackupStrategyFilter, BackupType,
+    ScheduleTimes,
+};
 pub use config::{ConfigParam, Configuration, ParamType};
 pub use datastore::{Datastore, DatastoreVersion, Facet, FacetSet, Flavor, Manager};
 pub use guest_log::{

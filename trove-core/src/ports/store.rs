@@ -5,9 +5,9 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    Backup, BackupFilter, BackupStrategy, BackupStrategyFilter, ConfigParam, Configuration,
-    Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry, QuotaLimits,
-    QuotaUsage, Resource, RootHistory, ServiceStatusRecord, Workflow,
+    Backup, BackupFilter, BackupSchedule, BackupStrategy, BackupStrategyFilter, ConfigParam,
+    Configuration, Datastore, DatastoreVersion, Flavor, Instance, InstanceFilter, JournalEntry,
+    QuotaLimits, QuotaUsage, Resource, RootHistory, ServiceStatusRecord, Workflow,
 };
 use crate::state::ServiceStatus;
 
@@ -103,6 +103,15 @@ pub enum Write {
     DeleteRootHistory(Uuid),
     /// Insert or replace the backup strategy of (`tenant_id`, `instance_id`).
     BackupStrategy(BackupStrategy),
+    /// Insert (`Expect::Absent`), replace (`Any`) or update at a version (`Version`) a backup schedule.
+    BackupSchedule {
+        /// The schedule.
+        schedule: BackupSchedule,
+        /// What the stored row must be.
+        expect: Expect,
+    },
+    /// Remove a backup schedule (a missing one succeeds).
+    DeleteBackupSchedule(Uuid),
     /// Remove the backup strategy of (`tenant_id`, `instance_id`) exactly (`None`: the tenant-wide one); removing a
     /// missing one succeeds.
     DeleteBackupStrategy {
@@ -274,6 +283,9 @@ pub trait InfraStore: Send + Sync + 'static {
     async fn get_backup(&self, id: Uuid) -> Result<Option<Backup>>;
     /// Backups passing a filter.
     async fn list_backups(&self, filter: &BackupFilter) -> Result<Vec<Backup>>;
+    /// Backup schedules: of one instance, or all.
+    async fn list_backup_schedules(&self, instance_id: Option<Uuid>)
+        -> Result<Vec<BackupSchedule>>;
     /// Backup strategies passing a filter.
     async fn list_backup_strategies(
         &self,

@@ -29,6 +29,7 @@ use crate::rpc::{Envelope, TaskManagerRequest, TASKMANAGER_TOPIC};
 mod context;
 mod engine;
 mod registry;
+mod schedules;
 pub mod workflows;
 
 pub use context::{
@@ -219,6 +220,10 @@ impl TaskManager {
                     match self.claimable().await {
                         Ok(ids) => for id in ids { self.spawn(&mut tasks, id) },
                         Err(e) => tracing::warn!(error = %e, "workflow scan failed"),
+                    }
+                    match self.run_due_schedules().await {
+                        Ok(ids) => for id in ids { self.spawn(&mut tasks, id) },
+                        Err(e) => tracing::warn!(error = %e, "backup schedule scan failed"),
                     }
                     let now = self.engine.clock.now();
                     if now >= next_purge {

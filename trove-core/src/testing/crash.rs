@@ -221,6 +221,13 @@ impl InfraStore for CrashingStore {
         self.alive()?;
         self.inner.list_backup_strategies(filter).await
     }
+    async fn list_backup_schedules(
+        &self,
+        instance_id: Option<Uuid>,
+    ) -> Result<Vec<crate::model::BackupSchedule>> {
+        self.alive()?;
+        self.inner.list_backup_schedules(instance_id).await
+    }
     async fn get_quota_limits(&self, tenant_id: &str) -> Result<QuotaLimits> {
         self.alive()?;
         self.inner.get_quota_limits(tenant_id).await

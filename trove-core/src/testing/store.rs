@@ -123,6 +123,7 @@ pub mod fixtures {
             fault: None,
             container: None,
             purged: false,
+            schedule_id: None,
         }
     }
 
@@ -1666,6 +1667,97 @@ pub async fn check_root_history(store: &dyn InfraStore) {
     .await;
 }
 
+/// Backup schedules: inserted once, updated only at the version read (a run is claimed once), listed per
+/// instance, deleted.
+pub async fn check_backup_schedules(store: &dyn InfraStore) {
+    let (i1, i2) = (Uuid::new_v4(), Uuid::new_v4());
+    let schedule = |instance: Uuid, name: &str| crate::model::BackupSchedule {
+        id: Uuid::new_v4(),
+        tenant_id: tenant(),
+        instance_id: instance,
+        name: name.into(),
+        times: crate::model::ScheduleTimes::Cron("30 2 * * *".into()),
+        incremental: true,
+        keep_last: Some(3),
+        keep_days: None,
+        next_run: at(10),
+        last_run: None,
+        last_backup_id: None,
+        last_error: None,
+        created: at(1),
+        version: 0,
+    };
+    let (a, b) = (schedule(i1, "a"), schedule(i2, "b"));
+    for s in [&a, &b] {
+        store
+            .commit(ChangeSet::new().with(Write::BackupSchedule {
+                schedule: s.clone(),
+                expect: Expect::Absent,
+            }))
+            .await
+            .expect("insert a schedule");
+    }
+    let again = store
+        .commit(ChangeSet::new().with(Write::BackupSchedule {
+            schedule: a.clone(),
+            expect: Expect::Absent,
+        }))
+        .await;
+    assert!(
+        matches!(again, Err(crate::Error::Conflict { .. })),
+        "{again:?}"
+    );
+    let mine = store.list_backup_schedules(Some(i1)).await.expect("list");
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].name, "a");
+    assert_eq!(mine[0].times, a.times);
+    let read = mine[0].clone();
+    // Two claims of the same run at the version read: one wins.
+    let mut first = read.clone();
+    first.next_run = at(20);
+    let mut second = read.clone();
+    second.next_run = at(30);
+    let won = store
+        .commit(ChangeSet::new().with(Write::BackupSchedule {
+            schedule: first,
+            expect: Expect::Version(read.version),
+        }))
+        .await;
+    assert!(won.is_ok(), "{won:?}");
+    let lost = store
+        .commit(ChangeSet::new().with(Write::BackupSchedule {
+            schedule: second,
+            expect: Expect::Version(read.version),
+        }))
+        .await;
+    assert!(
+        matches!(lost, Err(crate::Error::Conflict { .. })),
+        "{lost:?}"
+    );
+    let now = store.list_backup_schedules(Some(i1)).await.expect("list");
+    assert_eq!(now[0].next_run, at(20));
+    assert_eq!(now[0].version, read.version + 1);
+    let all = store.list_backup_schedules(None).await.expect("list all");
+    assert!(all.iter().any(|s| s.id == a.id) && all.iter().any(|s| s.id == b.id));
+    store
+        .commit(ChangeSet::new().with(Write::DeleteBackupSchedule(a.id)))
+        .await
+        .expect("delete");
+    assert!(store
+        .list_backup_schedules(Some(i1))
+        .await
+        .expect("list")
+        .is_empty());
+    store
+        .commit(ChangeSet::new().with(Write::DeleteBackupSchedule(a.id)))
+        .await
+        .expect("deleting a missing schedule succeeds");
+    store
+        .commit(ChangeSet::new().with(Write::DeleteBackupSchedule(b.id)))
+        .await
+        .expect("delete");
+}
+
 /// Backup strategies: one per (tenant, instance) replaced by a new write, filters, order (tenant, then the
 /// tenant-wide strategy before instance ones), exact deletes, and a failed commit leaves them alone.
 pub async fn check_backup_strategies(store: &dyn InfraStore) {
@@ -2073,6 +2165,7 @@ pub async fn run_all(store: Arc<dyn InfraStore>) {
     check_backups(s).await;
     check_root_history(s).await;
     check_backup_strategies(s).await;
+    check_backup_schedules(s).await;
     for seed in 0..4 {
         check_matches_reference(s, seed, 250).await;
     }

@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{Backup, BackupType, JournalPhase, WorkflowKind, WorkflowParams};
+use crate::model::{
+    Backup, BackupType, Instance, JournalPhase, Workflow, WorkflowKind, WorkflowParams,
+};
 use crate::ports::{BackupJob, BackupPiece, Write};
 use crate::state::{BackupState, TaskStatus};
 use crate::taskmanager::context::abort_on_store;
@@ -45,6 +47,61 @@ pub fn piece_of(b: &Backup) -> Option<BackupPiece> {
         position: b.position.clone(),
         incremental: b.backup_type == BackupType::Incremental,
     })
+}
+
+/// A new backup of `inst` (NEW) and its workflow, to commit together with the instance at its version (so no
+/// other action starts in between) and the `backups` quota check. `parent`: the backup an incremental builds on.
+pub fn plan(
+    inst: &Instance,
+    name: String,
+    description: Option<String>,
+    parent: Option<&Backup>,
+    container: String,
+    schedule_id: Option<Uuid>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::Result<(Backup, Workflow)> {
+    let b = Backup {
+        id: Uuid::new_v4(),
+        tenant_id: inst.tenant_id.clone(),
+        instance_id: Some(inst.id),
+        name,
+        description,
+        state: BackupState::New,
+        size: None,
+        location: None,
+        checksum: None,
+        parent_id: parent.map(|p| p.id),
+        backup_type: if parent.is_some() {
+            BackupType::Incremental
+        } else {
+            BackupType::Full
+        },
+        datastore_version_id: inst.datastore_version_id,
+        created: now,
+        updated: now,
+        deleted: false,
+        bytes: None,
+        position: None,
+        fault: None,
+        container: Some(container),
+        purged: false,
+        schedule_id,
+    };
+    let wf = Workflow::new(inst.id, &BackupParams { backup_id: b.id }, now)?;
+    Ok((b, wf))
+}
+
+/// The latest completed backup of `inst` at its datastore version (an incremental's default parent).
+pub fn latest_completed(all: &[Backup], inst: &Instance) -> Option<Backup> {
+    all.iter()
+        .filter(|b| {
+            b.instance_id == Some(inst.id)
+                && !b.deleted
+                && b.state == BackupState::Completed
+                && b.datastore_version_id == inst.datastore_version_id
+        })
+        .max_by_key(|b| b.created)
+        .cloned()
 }
 
 /// Parameters of the backup workflow.
