@@ -525,3 +525,85 @@ async fn backup_strategies_are_per_tenant_and_validated() {
         .await;
     assert_eq!(b["backup_strategies"], json!([]), "{b}");
 }
+
+/// The backup-schedule extension over HTTP: create (202 with the next run), its bad bodies (400 with what to do),
+/// another project's 404, list, delete; and its routes in `/openapi.json` with their bodies described.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_schedules_over_http() {
+    let (_cp, c) = setup(HttpConfig::default()).await;
+    let (s, b, _) = c
+        .request("POST", "/v1.0/alpha/instances", "tok-a", Some(CREATE))
+        .await;
+    assert_eq!(s, 200, "create: {b}");
+    let id = b["instance"]["id"].as_str().expect("id").to_string();
+    wait_active(&c, "alpha", "tok-a", &id).await;
+    let path = format!("/v1.0/alpha/instances/{id}/backup_schedules");
+    let body = json!({"backup_schedule": {"name": "nightly", "cron": "30 2 * * *", "incremental": true, "keep_last": 7}});
+    let (s, made, _) = c
+        .request("POST", &path, "tok-a", Some(&body.to_string()))
+        .await;
+    assert_eq!(s, 202, "{made}");
+    let sch = &made["backup_schedule"];
+    assert_eq!(sch["cron"], "30 2 * * *");
+    assert_eq!(sch["keep_last"], 7);
+    assert!(
+        sch["next_run"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("02:30:00")),
+        "{sch}"
+    );
+    for (bad, why) in [
+        (
+            json!({"backup_schedule": {"name": "x", "cron": "30 2 * * *", "interval": 3600}}),
+            "exactly one",
+        ),
+        (
+            json!({"backup_schedule": {"name": "x", "cron": "61 * * * *"}}),
+            "outside 0-59",
+        ),
+        (
+            json!({"backup_schedule": {"name": "x", "interval": 5}}),
+            "at least 60",
+        ),
+        (
+            json!({"backup_schedule": {"name": "x", "interval": 3600, "keep_last": 0}}),
+            "at least 1",
+        ),
+    ] {
+        let (s, b, _) = c
+            .request("POST", &path, "tok-a", Some(&bad.to_string()))
+            .await;
+        assert_eq!(s, 400, "{bad}: {b}");
+        assert!(b.to_string().contains(why), "{bad}: {b}");
+    }
+    let (s, _, _) = c
+        .request(
+            "GET",
+            &format!("/v1.0/beta/instances/{id}/backup_schedules"),
+            "tok-b",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "another project");
+    let (s, list, _) = c.request("GET", &path, "tok-a", None).await;
+    assert_eq!(s, 200);
+    let rows = list["backup_schedules"].as_array().expect("list");
+    assert_eq!(rows.len(), 1, "{list}");
+    let sid = rows[0]["id"].as_str().expect("id");
+    let (s, _, _) = c
+        .request("DELETE", &format!("{path}/{sid}"), "tok-a", None)
+        .await;
+    assert_eq!(s, 202);
+    let (_, list, _) = c.request("GET", &path, "tok-a", None).await;
+    assert_eq!(list["backup_schedules"], json!([]));
+    let (s, doc, _) = c.request("GET", "/openapi.json", "", None).await;
+    assert_eq!(s, 200);
+    let op = &doc["paths"]["/v1.0/{tenant_id}/instances/{instance_id}/backup_schedules"]["post"];
+    assert_eq!(op["operationId"], "createBackupSchedule");
+    assert!(
+        op["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("keep_last")),
+        "{op}"
+    );
+}
