@@ -166,6 +166,8 @@ impl Source {
             .socket(self.socket())
             .username("os_admin")
             .password(&self.secret())
+            // The sequence engine's seq_1_to_N tables need a database selected.
+            .database("mysql")
             .connect()
             .await
             .expect("connect");
