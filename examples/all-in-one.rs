@@ -27,7 +27,7 @@ use trove::core::model::Secret;
 use trove::core::policy::Policy;
 use trove::core::ports::DynAuthenticator;
 use trove::core::Result;
-use trove::embedded::{Embedded, EmbeddedOptions};
+use trove::embedded::{BackupStoreChoice, Embedded, EmbeddedOptions};
 use trove::http::{router, HttpConfig, RateLimits};
 use trove::serve::{serve, TlsFiles};
 
@@ -39,6 +39,16 @@ enum AuthMode {
     TokenFile,
     /// Keystone v3 token validation.
     Keystone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackupStoreKind {
+    /// Files under `<state-dir>/backups`.
+    Fs,
+    /// OpenStack Swift (`--swift-auth-url`, `--swift-user`, the key in `TROVE_SWIFT_KEY`).
+    Swift,
+    /// An S3-compatible store (`--s3-endpoint`, `--s3-access-key`, the secret in `TROVE_S3_SECRET_KEY`).
+    S3,
 }
 
 /// Trove-compatible database-as-a-service in one process.
@@ -111,6 +121,78 @@ struct Args {
     /// The private key of `--tls-cert` (PEM, unencrypted). Needs `--tls-cert`.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Where backups and published guest logs go.
+    #[arg(long, value_enum, default_value_t = BackupStoreKind::Fs)]
+    backup_store: BackupStoreKind,
+    /// Swift's auth URL: a tempauth `.../auth/v1.0`, or Keystone v3 `.../v3` (then `--swift-project`).
+    #[arg(long, value_name = "URL")]
+    swift_auth_url: Option<String>,
+    /// Swift user (tempauth `account:user`).
+    #[arg(long)]
+    swift_user: Option<String>,
+    /// The Swift key (give it in the environment: command lines are visible to every local user).
+    #[arg(long, env = "TROVE_SWIFT_KEY", hide_env_values = true)]
+    swift_key: Option<String>,
+    /// Keystone project of the Swift user (Keystone auth only).
+    #[arg(long)]
+    swift_project: Option<String>,
+    /// S3 endpoint (path-style), e.g. `http://127.0.0.1:8080`.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, default_value = "us-east-1")]
+    s3_region: String,
+    /// S3 access key id.
+    #[arg(long)]
+    s3_access_key: Option<String>,
+    /// The S3 secret key (give it in the environment).
+    #[arg(long, env = "TROVE_S3_SECRET_KEY", hide_env_values = true)]
+    s3_secret_key: Option<String>,
+}
+
+/// The backup store the flags ask for; a clear 400 naming the missing flag otherwise.
+fn backup_store(args: &Args) -> Result<BackupStoreChoice> {
+    use trove::backends::objstore::{S3Config, SwiftAuth, SwiftConfig};
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone().ok_or_else(|| {
+            trove::core::Error::bad_request(format!(
+                "--backup-store {} needs {flag}",
+                match args.backup_store {
+                    BackupStoreKind::Swift => "swift",
+                    _ => "s3",
+                }
+            ))
+        })
+    };
+    Ok(match args.backup_store {
+        BackupStoreKind::Fs => BackupStoreChoice::Fs,
+        BackupStoreKind::Swift => {
+            let auth_url = need(&args.swift_auth_url, "--swift-auth-url")?;
+            let keystone = auth_url.trim_end_matches('/').ends_with("/v3");
+            BackupStoreChoice::Swift(SwiftConfig {
+                auth: if keystone {
+                    SwiftAuth::Keystone
+                } else {
+                    SwiftAuth::Tempauth
+                },
+                auth_url,
+                user: need(&args.swift_user, "--swift-user")?,
+                key: Secret::new(need(&args.swift_key, "TROVE_SWIFT_KEY (or --swift-key)")?),
+                project_name: args.swift_project.clone().unwrap_or_default(),
+                ..SwiftConfig::default()
+            })
+        }
+        BackupStoreKind::S3 => BackupStoreChoice::S3(S3Config {
+            endpoint: need(&args.s3_endpoint, "--s3-endpoint")?,
+            region: args.s3_region.clone(),
+            access_key: need(&args.s3_access_key, "--s3-access-key")?,
+            secret_key: Secret::new(need(
+                &args.s3_secret_key,
+                "TROVE_S3_SECRET_KEY (or --s3-secret-key)",
+            )?),
+            ..S3Config::default()
+        }),
+    })
 }
 
 fn authenticator(args: &Args) -> Result<DynAuthenticator> {
@@ -179,6 +261,8 @@ async fn run(args: Args) -> Result<()> {
     opts.extra_hosts = args.hosts.clone();
     opts.address_pool = Some(args.address_pool.clone()).filter(|p| p != "none");
     opts.policy = Arc::new(policy);
+    opts.backup_store = backup_store(&args)?;
+    let store_line = opts.backup_store.describe(&opts.state_dir);
     let opts_pool = opts.address_pool.clone();
     let embedded = Embedded::start(opts, auth.clone()).await?;
     for engine in &embedded.detection.found {
@@ -192,6 +276,7 @@ async fn run(args: Args) -> Result<()> {
     for (manager, why) in &embedded.detection.missing {
         println!("trove all-in-one: engine {manager} not available: {why}");
     }
+    println!("trove all-in-one: backups go to {store_line}");
     match (embedded.compute().address_pool(), &opts_pool) {
         (Some(pool), _) => println!(
             "trove all-in-one: instances get addresses of their own from {pool}, engines on their standard ports"

@@ -55,6 +55,50 @@ pub struct EmbeddedOptions {
     /// The API's authorization rules (default: upstream's; an operator's file is read with
     /// [`crate::load_policy_file`]).
     pub policy: Arc<Policy>,
+    /// Where backups and published guest logs go.
+    pub backup_store: BackupStoreChoice,
+}
+
+/// Where an embedded deployment keeps backups (and published guest logs).
+#[derive(Debug, Clone, Default)]
+pub enum BackupStoreChoice {
+    /// Files under `<state_dir>/backups`.
+    #[default]
+    Fs,
+    /// OpenStack Swift.
+    #[cfg(feature = "objstore")]
+    Swift(trove_backends::objstore::SwiftConfig),
+    /// An S3-compatible store.
+    #[cfg(feature = "objstore")]
+    S3(trove_backends::objstore::S3Config),
+}
+
+impl BackupStoreChoice {
+    /// Opens the store (no request is made yet).
+    pub fn open(&self, state_dir: &std::path::Path) -> Result<trove_core::ports::DynBackupStore> {
+        Ok(match self {
+            BackupStoreChoice::Fs => Arc::new(FsBackupStore::open(state_dir.join("backups"))?),
+            #[cfg(feature = "objstore")]
+            BackupStoreChoice::Swift(c) => {
+                Arc::new(trove_backends::objstore::SwiftBackupStore::new(c.clone())?)
+            }
+            #[cfg(feature = "objstore")]
+            BackupStoreChoice::S3(c) => {
+                Arc::new(trove_backends::objstore::S3BackupStore::new(c.clone())?)
+            }
+        })
+    }
+
+    /// What it is, for the start-up line (no credentials).
+    pub fn describe(&self, state_dir: &std::path::Path) -> String {
+        match self {
+            BackupStoreChoice::Fs => format!("files under {}", state_dir.join("backups").display()),
+            #[cfg(feature = "objstore")]
+            BackupStoreChoice::Swift(c) => format!("Swift at {} as {}", c.auth_url, c.user),
+            #[cfg(feature = "objstore")]
+            BackupStoreChoice::S3(c) => format!("S3 at {} as {}", c.endpoint, c.access_key),
+        }
+    }
 }
 
 impl EmbeddedOptions {
@@ -71,6 +115,7 @@ impl EmbeddedOptions {
             address_pool: LocalComputeConfig::default().address_pool,
             seal_key_file: None,
             policy: Arc::new(Policy::default()),
+            backup_store: BackupStoreChoice::Fs,
         }
     }
 }
@@ -236,7 +281,7 @@ impl Embedded {
         }
         let clock: DynClock = Arc::new(SystemClock);
         let bus = Arc::new(MemoryBus::new());
-        let backups = Arc::new(FsBackupStore::open(opts.state_dir.join("backups"))?);
+        let backups = opts.backup_store.open(&opts.state_dir)?;
         let engines: Arc<dyn StrategyFactory> = Arc::new(
             EngineStrategyFactory::new(opts.engines.clone()).with_backup_store(backups.clone()),
         );

@@ -109,6 +109,18 @@ fn create(cli: &mut OpenStackCli, ds: &str, version: &str, name: &str, extra: &[
 }
 
 fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime, ds: &str) {
+    walk_with(server, cli, rt, ds, &|| usize::MAX);
+}
+
+/// [`walk`], checking after the backups that `objects()` (the new objects in the store; `usize::MAX`: not
+/// checked) counts one per backup.
+fn walk_with(
+    server: &AllInOne,
+    cli: &mut OpenStackCli,
+    rt: &tokio::runtime::Runtime,
+    ds: &str,
+    objects: &dyn Fn() -> usize,
+) {
     let engine = Engine::of(ds);
     let incremental = matches!(ds, "mysql" | "mariadb");
     let version = cli
@@ -184,6 +196,15 @@ fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime,
     };
     rt.block_on(write(engine, at, 4));
 
+    let n = objects();
+    if n != usize::MAX {
+        assert_eq!(
+            n,
+            1 + usize::from(inc_id.is_some()),
+            "{ds}: one object per backup in the store"
+        );
+    }
+
     // Lists.
     let all = cli.ok(&["database", "backup", "list", "-f", "json"]).json();
     let ids: Vec<&str> = all
@@ -252,6 +273,133 @@ fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime,
     cli.ok(&["database", "instance", "delete", &src]);
     wait_status(&server.base, TENANT, &copy, "GONE", SETTLE);
     wait_status(&server.base, TENANT, &src, "GONE", SETTLE);
+}
+
+/// What `tests/support/swift.sh start DIR` printed (the private Swift `tests/run.sh` starts; started here when it
+/// does not run yet): `url`, `auth_url`, `user`, `key`, `access_key`, `secret_key`, `region`.
+fn swift() -> std::collections::HashMap<String, String> {
+    let dir = std::env::var_os("TROVE_SWIFT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("swift"));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/swift.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .arg(&dir)
+        .output()
+        .expect("run swift.sh");
+    assert!(
+        out.status.success(),
+        "Swift could not be started: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The keys of the objects under `database_backups/` in the remote store.
+fn remote_objects(
+    rt: &tokio::runtime::Runtime,
+    store: &trove::core::ports::DynBackupStore,
+) -> Vec<String> {
+    rt.block_on(store.list("database_backups/"))
+        .expect("list the store")
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+/// The same walk (MariaDB: full, incremental, restore, delete) with the all-in-one keeping its backups in a real
+/// Swift, through the Swift API and through its S3 API; the objects are in the store while the backups live and
+/// gone after their delete.
+#[test]
+fn backups_in_swift_and_through_its_s3_api() {
+    use trove::backends::objstore::{S3BackupStore, S3Config, SwiftBackupStore, SwiftConfig};
+    use trove::core::model::Secret;
+    let e = swift();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for kind in ["swift", "s3"] {
+        let (args, env, store): (
+            Vec<String>,
+            Vec<(&str, String)>,
+            trove::core::ports::DynBackupStore,
+        ) = if kind == "swift" {
+            (
+                vec![
+                    "--backup-store".into(),
+                    "swift".into(),
+                    "--swift-auth-url".into(),
+                    e["auth_url"].clone(),
+                    "--swift-user".into(),
+                    e["user"].clone(),
+                ],
+                vec![("TROVE_SWIFT_KEY", e["key"].clone())],
+                std::sync::Arc::new(
+                    SwiftBackupStore::new(SwiftConfig {
+                        auth_url: e["auth_url"].clone(),
+                        user: e["user"].clone(),
+                        key: Secret::new(e["key"].clone()),
+                        ..SwiftConfig::default()
+                    })
+                    .expect("swift store"),
+                ),
+            )
+        } else {
+            (
+                vec![
+                    "--backup-store".into(),
+                    "s3".into(),
+                    "--s3-endpoint".into(),
+                    e["url"].clone(),
+                    "--s3-region".into(),
+                    e["region"].clone(),
+                    "--s3-access-key".into(),
+                    e["access_key"].clone(),
+                ],
+                vec![("TROVE_S3_SECRET_KEY", e["secret_key"].clone())],
+                std::sync::Arc::new(
+                    S3BackupStore::new(S3Config {
+                        endpoint: e["url"].clone(),
+                        region: e["region"].clone(),
+                        access_key: e["access_key"].clone(),
+                        secret_key: Secret::new(e["secret_key"].clone()),
+                        ..S3Config::default()
+                    })
+                    .expect("s3 store"),
+                ),
+            )
+        };
+        let before = remote_objects(&rt, &store);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let server = AllInOne::start_env(api_support::engine_state_dir(), &args, &env);
+        let mut cli = OpenStackCli::start(&format!("{}/v1.0/{TENANT}", server.base));
+        let t = Instant::now();
+        walk_with(&server, &mut cli, &rt, "mariadb", &|| {
+            let now = remote_objects(&rt, &store);
+            now.into_iter().filter(|k| !before.contains(k)).count()
+        });
+        println!("{kind}: backup walk in {:.1} s", t.elapsed().as_secs_f64());
+        // The purge removes the deleted backups' objects from the store.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left: Vec<String> = remote_objects(&rt, &store)
+                .into_iter()
+                .filter(|k| !before.contains(k))
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind}: objects left after their backups were deleted: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }
 
 #[test]

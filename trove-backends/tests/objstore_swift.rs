@@ -663,3 +663,22 @@ async fn swift_logs_in_again_after_a_401() {
     assert_eq!(read_all(&store, &key).await, b"after");
     store.delete(&key).await.expect("delete");
 }
+
+/// Swift's (and upstream Trove's) container names with `_` are not bucket names: S3 keeps the key as given and
+/// stores it in the bucket with `-` (`database_backups` → `database-backups`).
+#[tokio::test]
+async fn s3_maps_container_names_to_bucket_names() {
+    let s3 = s3_store();
+    let key = format!("database_backups/mapped-{}", uuid::Uuid::new_v4().simple());
+    let data: ByteStream = futures::stream::iter([Ok(b"mapped".to_vec())]).boxed();
+    let meta = s3
+        .put(&key, data)
+        .await
+        .expect("put under an underscored container");
+    assert_eq!(meta.key, key);
+    assert_eq!(read_all(&s3, &key).await, b"mapped");
+    let listed = s3.list("database_backups/mapped-").await.expect("list");
+    assert!(listed.iter().any(|o| o.key == key), "{listed:?}");
+    s3.delete(&key).await.expect("delete");
+    assert!(matches!(s3.get(&key).await, Err(Error::NotFound { .. })));
+}

@@ -150,8 +150,15 @@ fn check_bucket(key: &str, bucket: &str) -> Result<()> {
     Ok(())
 }
 
+/// The bucket of a key's first part: container names as Swift and upstream Trove use them (`database_backups`)
+/// become bucket names (`_` turns into `-`, upper case into lower case). Keys keep the name as given.
+fn bucket_name(container: &str) -> String {
+    container.to_ascii_lowercase().replace('_', "-")
+}
+
 fn check_key(key: &str) -> Result<Location> {
-    let loc = split_key(key)?;
+    let mut loc = split_key(key)?;
+    loc.container = bucket_name(&loc.container);
     check_bucket(key, &loc.container)?;
     if loc.object.starts_with(COMPANIONS) {
         return Err(Error::bad_request(format!(
@@ -935,25 +942,27 @@ impl BackupStore for S3BackupStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let inner = &self.inner;
+        // (bucket, the key's first part): a prefix naming its container keeps that name in the keys listed.
         let (buckets, object_prefix) = match prefix.split_once('/') {
-            Some((b, rest)) => (vec![b.to_string()], rest.to_string()),
+            Some((c, rest)) => (vec![(bucket_name(c), c.to_string())], rest.to_string()),
             None => (
                 inner
                     .list_buckets()
                     .await?
                     .into_iter()
-                    .filter(|b| b.starts_with(prefix))
+                    .filter(|b| b.starts_with(&bucket_name(prefix)))
+                    .map(|b| (b.clone(), b))
                     .collect(),
                 String::new(),
             ),
         };
         let mut keys = Vec::new();
-        for b in buckets {
+        for (b, first) in buckets {
             if check_bucket(&b, &b).is_err() {
                 continue;
             }
             for o in inner.list_bucket(&b, &object_prefix).await? {
-                let key = format!("{b}/{o}");
+                let key = format!("{first}/{o}");
                 if let Ok(loc) = check_key(&key) {
                     keys.push((key, loc));
                 }
