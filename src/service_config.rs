@@ -242,6 +242,35 @@ pub struct ServiceConfig {
     pub log: LogConfig,
     /// Sealing keys.
     pub secrets: SecretsConfig,
+    /// Where backups go.
+    pub backups: BackupsConfig,
+}
+
+/// Where backups go (the task manager purges deleted ones there; guests write and read them; the API offers
+/// backups only when a store is set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupsConfig {
+    /// `none` (backups are refused with 501), `fs` (`dir`, which the task managers and every guest host must
+    /// reach: one host or a shared mount), `swift` or `s3`.
+    pub store: String,
+    /// The directory of `store = "fs"`.
+    pub dir: Option<PathBuf>,
+    /// OpenStack Swift (`store = "swift"`); its key may come from `TROVE_BACKUPS__SWIFT__KEY`.
+    pub swift: Option<trove_backends::objstore::SwiftConfig>,
+    /// An S3-compatible store (`store = "s3"`); its secret may come from `TROVE_BACKUPS__S3__SECRET_KEY`.
+    pub s3: Option<trove_backends::objstore::S3Config>,
+}
+
+impl Default for BackupsConfig {
+    fn default() -> Self {
+        BackupsConfig {
+            store: "none".into(),
+            dir: None,
+            swift: None,
+            s3: None,
+        }
+    }
 }
 
 /// Where the deployment's sealing keys are ([`crate::secrets`]); the API and task-manager roles need the same
@@ -405,10 +434,53 @@ impl ServiceConfig {
 
     /// The real-engine strategies.
     pub fn engines(&self) -> Arc<dyn StrategyFactory> {
-        Arc::new(EngineStrategyFactory::new(EngineConfig {
+        Arc::new(self.engine_factory())
+    }
+
+    fn engine_factory(&self) -> EngineStrategyFactory {
+        EngineStrategyFactory::new(EngineConfig {
             run_as: self.guest.engine_user.clone(),
             ..EngineConfig::default()
-        }))
+        })
+    }
+
+    /// The real-engine strategies, backing up into the configured store (when there is one).
+    pub fn engines_with_backups(&self) -> Result<Arc<dyn StrategyFactory>> {
+        Ok(match self.backup_store()? {
+            Some(b) => Arc::new(self.engine_factory().with_backup_store(b)),
+            None => self.engines(),
+        })
+    }
+
+    /// The configured backup store (`None` for `backups.store = "none"`).
+    pub fn backup_store(&self) -> Result<Option<trove_core::ports::DynBackupStore>> {
+        let b = &self.backups;
+        let need = |what: &str| config_err(format!("backups.store = \"{}\" needs {what}", b.store));
+        Ok(match b.store.as_str() {
+            "none" | "" => None,
+            "fs" => {
+                let dir = b.dir.as_ref().ok_or_else(|| need("backups.dir"))?;
+                Some(Arc::new(trove_backends::local::FsBackupStore::open(dir)?))
+            }
+            "swift" => {
+                let c = b
+                    .swift
+                    .clone()
+                    .ok_or_else(|| need("a [backups.swift] section"))?;
+                Some(Arc::new(trove_backends::objstore::SwiftBackupStore::new(
+                    c,
+                )?))
+            }
+            "s3" => {
+                let c = b.s3.clone().ok_or_else(|| need("a [backups.s3] section"))?;
+                Some(Arc::new(trove_backends::objstore::S3BackupStore::new(c)?))
+            }
+            other => {
+                return Err(config_err(format!(
+                    "backups.store = \"{other}\" is not one of none, fs, swift, s3"
+                )))
+            }
+        })
     }
 
     /// The host roots servers (and their guests' keys) live under.
@@ -617,7 +689,8 @@ pub async fn run_api(
     let auth = cfg.authenticator()?;
     // What the guests' engines offer: the API refuses the rest at once. (Read from the engine binaries installed
     // where the API runs, as the guests' hosts have them.)
-    let facets = trove_core::ports::FacetCatalog::from_factory(cfg.engines().as_ref());
+    let facets =
+        trove_core::ports::FacetCatalog::from_factory(cfg.engines_with_backups()?.as_ref());
     let cp = crate::ControlPlane::builder()
         .facets(facets)
         .store(store)
@@ -698,7 +771,12 @@ pub async fn run_taskmanager(
             launcher.relaunch_dead().await;
         }
     });
-    let cp = crate::ControlPlane::builder()
+    let mut builder = crate::ControlPlane::builder();
+    if let Some(b) = cfg.backup_store()? {
+        // The purge of deleted and failed backups' objects.
+        builder = builder.backup_store(b);
+    }
+    let cp = builder
         .store(store)
         .bus(Arc::new(cfg.bus()))
         .compute(compute)
@@ -764,7 +842,7 @@ pub async fn run_guestagent(
     let amqp: AmqpConfig = serde_json::from_value(g.bus.clone())
         .map_err(|e| config_err(format!("broker settings in {}: {e}", guest_file.display())))?;
     let bus = Arc::new(AmqpBus::lazy(amqp));
-    let strategy = cfg.engines().strategy(&g.spec)?;
+    let strategy = cfg.engines_with_backups()?.strategy(&g.spec)?;
     // One store root per guest: a store cleans its temp directory when it opens, which must not race another
     // agent's publish.
     let log_store = match &cfg.guest.log_store_dir {
@@ -844,6 +922,49 @@ mod tests {
         assert_eq!(cfg.database.url.expose(), "postgres://u:filepw@h/db");
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("filepw") && !dbg.contains("123456"), "{dbg}");
+    }
+
+    #[test]
+    fn backup_stores_from_the_file_and_the_environment() {
+        let cfg = ServiceConfig::from_toml_str("", env(&[])).expect("defaults");
+        assert!(cfg.backup_store().expect("none").is_none());
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = ServiceConfig::from_toml_str(
+            &format!(
+                "[backups]\nstore = \"fs\"\ndir = \"{}\"\n",
+                dir.path().display()
+            ),
+            env(&[]),
+        )
+        .expect("fs");
+        assert!(cfg.backup_store().expect("fs store").is_some());
+        let cfg = ServiceConfig::from_toml_str(
+            "[backups]\nstore = \"swift\"\n[backups.swift]\nauth_url = \"http://127.0.0.1:8080/auth/v1.0\"\nuser = \"t:u\"\n",
+            env(&[("TROVE_BACKUPS__SWIFT__KEY", "sw1ft-key")]),
+        )
+        .expect("swift");
+        assert_eq!(
+            cfg.backups.swift.as_ref().map(|s| s.key.expose()),
+            Some("sw1ft-key")
+        );
+        assert!(cfg.backup_store().expect("swift store").is_some());
+        assert!(
+            !format!("{cfg:?}").contains("sw1ft-key"),
+            "the key stays out of Debug"
+        );
+        for (text, why) in [
+            ("[backups]\nstore = \"fs\"\n", "backups.dir"),
+            ("[backups]\nstore = \"s3\"\n", "[backups.s3]"),
+            ("[backups]\nstore = \"tape\"\n", "not one of"),
+        ] {
+            let cfg = ServiceConfig::from_toml_str(text, env(&[])).expect("parses");
+            let e = cfg
+                .backup_store()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(why), "{text}: {e}");
+        }
     }
 
     #[test]

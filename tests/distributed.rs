@@ -1470,3 +1470,135 @@ async fn no_password_rests_in_clear_in_the_distributed_deployment() {
         "secrets at rest in clear (file, probe): {leaks:#?}"
     );
 }
+
+/// Backups in the distributed deployment: the guest agent process streams a MariaDB backup into the store named
+/// in `[backups]`, the task manager process runs the workflow and purges deleted backups' objects, and a restore
+/// to a new instance holds the source's user and database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_across_processes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let backups = tempfile::tempdir().expect("backups dir");
+    let bdir = backups.path().to_path_buf();
+    let s = setup(40, move |_| {
+        format!("[backups]\nstore = \"fs\"\ndir = \"{}\"\n", bdir.display())
+    })
+    .await;
+    let d = &s.d;
+    let mut conductor = d.start("trove-conductor", "bk", &[]);
+    let mut tm = d.start("trove-taskmanager", "bk", &[]);
+    let mut api = d.start("trove-api", "bk", &[]);
+    let src = d.create_with_user("mariadb", "src").await;
+    d.wait_healthy(
+        src,
+        Duration::from_secs(120),
+        &mut [&mut conductor, &mut tm, &mut api],
+        "source",
+    )
+    .await;
+    let (code, b) = d
+        .request(
+            reqwest::Method::POST,
+            "/v1.0/t1/backups",
+            Some(json!({"backup": {"name": "b1", "instance": src.to_string()}})),
+        )
+        .await;
+    assert_eq!(code, 202, "backup create: {b}");
+    let bid = b["backup"]["id"].as_str().expect("backup id").to_string();
+    let start = Instant::now();
+    let done = loop {
+        let (_, v) = d
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1.0/t1/backups/{bid}"),
+                None,
+            )
+            .await;
+        let st = v["backup"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if st == "COMPLETED" {
+            break v;
+        }
+        assert_ne!(st, "FAILED", "{v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "backup not COMPLETED: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let objects = |dir: &std::path::Path| -> usize {
+        std::fs::read_dir(dir.join("database_backups"))
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".obj"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(objects(backups.path()), 1, "{done}");
+    let copy = d
+        .post_create(json!({"instance": {
+            "name": "copy", "flavorRef": "1", "volume": {"size": 1},
+            "datastore": {"type": "mariadb"}, "restorePoint": {"backupRef": bid},
+        }}))
+        .await;
+    d.wait_healthy(
+        copy,
+        Duration::from_secs(120),
+        &mut [&mut conductor, &mut tm, &mut api],
+        "copy",
+    )
+    .await;
+    let (code, users) = d
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1.0/t1/instances/{copy}/users"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{users}");
+    assert!(
+        users["users"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u["name"] == KILL_USER.0)),
+        "the source's user is on the copy: {users}"
+    );
+    let (code, _) = d
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1.0/t1/backups/{bid}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 202);
+    let start = Instant::now();
+    while objects(backups.path()) != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the task manager did not purge the object"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for id in [copy, src] {
+        let (code, _) = d
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/v1.0/t1/instances/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 202);
+    }
+    for id in [copy, src] {
+        let start = Instant::now();
+        while d.status(id).await.0 != 404 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "instance {id} not deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    drop((api, tm, conductor));
+}

@@ -37,6 +37,17 @@ pub fn backup(v: &BackupView) -> Value {
     if let (Some(d), Some(dv)) = (&v.datastore, &v.datastore_version) {
         o["datastore"] = json!({ "type": d.name, "version": dv.name, "version_id": dv.id });
     }
+    // Extensions (not in upstream's view): why a backup failed, the bytes written so far or in all, the schedule
+    // that took it.
+    if let Some(f) = &b.fault {
+        o["fault"] = json!(f);
+    }
+    if let Some(n) = b.bytes {
+        o["bytes"] = json!(n);
+    }
+    if let Some(sid) = b.schedule_id {
+        o["schedule_id"] = json!(sid);
+    }
     o
 }
 
