@@ -402,6 +402,70 @@ fn backups_in_swift_and_through_its_s3_api() {
     }
 }
 
+/// A store that cannot be reached: the backup ends FAILED with a fault naming the endpoint, the instance is
+/// ACTIVE again and takes the next action.
+#[test]
+fn a_backup_to_an_unreachable_store_fails_and_says_so() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{closed}/auth/v1.0");
+    let server = AllInOne::start_env(
+        api_support::engine_state_dir(),
+        &[
+            "--backup-store",
+            "swift",
+            "--swift-auth-url",
+            &url,
+            "--swift-user",
+            "t:u",
+        ],
+        &[("TROVE_SWIFT_KEY", "k3y-unused")],
+    );
+    let mut cli = OpenStackCli::start(&format!("{}/v1.0/{TENANT}", server.base));
+    let version = cli
+        .ok(&["datastore", "version", "list", "mariadb", "-f", "json"])
+        .json()[0]["Name"]
+        .as_str()
+        .expect("a version")
+        .to_string();
+    let id = create(&mut cli, "mariadb", &version, "unreachable", &[]);
+    wait_status(&server.base, TENANT, &id, "ACTIVE", SETTLE);
+    let b = cli
+        .ok(&[
+            "database",
+            "backup",
+            "create",
+            "b",
+            "--instance",
+            &id,
+            "-f",
+            "json",
+        ])
+        .json();
+    let bid = b["id"].as_str().expect("backup id").to_string();
+    let deadline = Instant::now() + SETTLE;
+    let (s, failed) = loop {
+        let (s, v) = get_json(&format!("{}/v1.0/{TENANT}/backups/{bid}", server.base));
+        if v["backup"]["status"] == "FAILED" {
+            break (s, v);
+        }
+        assert_ne!(v["backup"]["status"], "COMPLETED", "{v}");
+        assert!(Instant::now() < deadline, "backup not FAILED: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(s, 200);
+    let fault = failed["backup"]["fault"].as_str().unwrap_or_default();
+    assert!(
+        fault.contains(&format!("127.0.0.1:{closed}")),
+        "the fault names the store: {failed}"
+    );
+    assert!(!failed.to_string().contains("k3y-unused"), "{failed}");
+    wait_status(&server.base, TENANT, &id, "ACTIVE", SETTLE);
+    cli.ok(&["database", "instance", "restart", &id]);
+}
+
 #[test]
 fn backups_through_the_openstack_cli_on_real_engines() {
     let server = AllInOne::start(&[]);
