@@ -16,7 +16,7 @@ const SUM: &str = ".sha256";
 const TMP_DIR: &str = ".tmp";
 const CHUNK: usize = 256 * 1024;
 /// Temp files of puts older than this are left-overs of a crash.
-pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Backup objects under a root directory. Key `a/b/c` is the file `<root>/a/b/c.obj`, its hex SHA-256 in
 /// `c.obj.sha256` beside it. A put streams into `<root>/.tmp/` while hashing, syncs, and renames into place, so
@@ -28,7 +28,7 @@ pub struct FsBackupStore {
 
 impl FsBackupStore {
     /// A store under `root` (created if missing). A put interrupted by a crash leaves only a temp file: those older
-    /// than [`STALE_TEMP`] are removed here (younger ones may be another process's put in flight: several
+    /// than an hour are removed here (younger ones may be another process's put in flight: several
     /// processes may share one root, e.g. a task manager and the guests of a host).
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBackupStore> {
         let root = root.into();
