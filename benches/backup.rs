@@ -247,6 +247,10 @@ fn piece(o: &BackupOutcome, incremental: bool) -> BackupPiece {
 
 #[tokio::main]
 async fn main() {
+    // `RUST_LOG=info` shows the restore's phases (unpack, prepare, engine start).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let mb = env_num("BACKUP_BENCH_MB", 256);
     let runs = env_num("BACKUP_BENCH_RUNS", 3).max(1) as usize;
     let who = RunAs::resolve(None).expect("engine user");

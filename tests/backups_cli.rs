@@ -411,6 +411,7 @@ fn a_backup_to_an_unreachable_store_fails_and_says_so() {
         .expect("a free port")
         .port();
     let url = format!("http://127.0.0.1:{closed}/auth/v1.0");
+    let key = api_support::probe("swift-key");
     let server = AllInOne::start_env(
         api_support::engine_state_dir(),
         &[
@@ -421,7 +422,7 @@ fn a_backup_to_an_unreachable_store_fails_and_says_so() {
             "--swift-user",
             "t:u",
         ],
-        &[("TROVE_SWIFT_KEY", "k3y-unused")],
+        &[("TROVE_SWIFT_KEY", key.as_str())],
     );
     let mut cli = OpenStackCli::start(&format!("{}/v1.0/{TENANT}", server.base));
     let version = cli
@@ -461,9 +462,12 @@ fn a_backup_to_an_unreachable_store_fails_and_says_so() {
         fault.contains(&format!("127.0.0.1:{closed}")),
         "the fault names the store: {failed}"
     );
-    assert!(!failed.to_string().contains("k3y-unused"), "{failed}");
+    assert!(!failed.to_string().contains(&key), "{failed}");
     wait_status(&server.base, TENANT, &id, "ACTIVE", SETTLE);
     cli.ok(&["database", "instance", "restart", &id]);
+    // The store's key rests nowhere under the state directory (store, logs, engine files).
+    let found = api_support::files_holding(server.state.path(), std::slice::from_ref(&key));
+    assert!(found.is_empty(), "the Swift key rests in {found:?}");
 }
 
 #[test]

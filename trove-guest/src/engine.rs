@@ -240,12 +240,21 @@ impl<E: Engine> DatastoreStrategy for ProcessStrategy<E> {
         // Every step below is idempotent, and `prepared` is recorded only after the last one: a prepare cut short
         // (the guest killed at any point) is finished by the next one. The kill points name the moments between
         // the steps for the whole-process crash tests.
+        let t = std::time::Instant::now();
         match &req.restore {
             Some(spec) => self.restore(spec).await?,
             None => e.init().await?,
         }
         crash_point("prepare:after_init");
+        let initialised = t.elapsed();
         self.start_engine().await?;
+        tracing::info!(
+            instance = %base.ctx.instance_id,
+            restored = req.restore.is_some(),
+            init_ms = initialised.as_millis() as u64,
+            started_ms = t.elapsed().as_millis() as u64,
+            "engine initialised and answering"
+        );
         crash_point("prepare:after_start");
         e.bootstrap().await?;
         crash_point("prepare:after_bootstrap");

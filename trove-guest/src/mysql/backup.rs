@@ -145,6 +145,7 @@ impl Mysql {
         let bins = self.bins()?;
         let l = &self.base.layout;
         let run_as = self.base.run_as;
+        let started = std::time::Instant::now();
         // 1. Unpack every object (each verified as it streams; a mismatch stops before anything is prepared).
         let mut dirs = Vec::new();
         for (i, piece) in spec.chain.iter().enumerate() {
@@ -165,6 +166,7 @@ impl Mysql {
             dirs.push(dir);
         }
         trove_os::crash_point("restore:after_unpack");
+        let unpacked = started.elapsed();
         // 2. Prepare the full backup, then apply each incremental in order.
         let full = dirs
             .first()
@@ -192,6 +194,7 @@ impl Mysql {
             .await?;
         }
         trove_os::crash_point("restore:after_prepare");
+        let prepared = started.elapsed();
         // 3. The admin's password is reset by the first start (an init file), then the data moves into place.
         let secret = l.ensure_admin_secret()?;
         let pw = lit(secret.expose());
@@ -209,6 +212,14 @@ impl Mysql {
         for d in &dirs {
             let _ = std::fs::remove_dir_all(d);
         }
+        tracing::info!(
+            instance = %self.base.ctx.instance_id,
+            backups = spec.chain.len(),
+            unpacked_ms = unpacked.as_millis() as u64,
+            prepared_ms = prepared.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "restored the backup chain into the data directory"
+        );
         Ok(())
     }
 }
