@@ -11,7 +11,7 @@
 //! CI runs a representative subset (create, delete and resize flavor on MariaDB, PostgreSQL and Redis, two kill
 //! points each; a backup on MariaDB killed inside the guest's backup and at a journal write, and a restore killed
 //! after the guest unpacked the backup). The full sweep (create, delete, resize flavor, resize volume, restart,
-//! upgrade, mgmt migrate and mgmt rebuild on every engine, backup and restore on the engines with backups; every
+//! upgrade, mgmt migrate, mgmt rebuild, backup and restore on every engine; every
 //! journal write of each, found by moving the kill point on until the operation ends before reaching it, plus the
 //! guest's prepare, backup and restore points) is
 //! `TROVE_KILL_SWEEP=full cargo test --all-features --test kill_anywhere -- --nocapture` (cargo test: it runs longer
@@ -73,11 +73,21 @@ impl std::fmt::Display for Case {
 
 const ENGINES: [&str; 3] = ["mariadb", "postgresql", "redis"];
 /// The engines whose backups the all-in-one takes.
-const BACKUP_ENGINES: [&str; 1] = ["mariadb"];
-/// The guest's kill points inside a backup.
-const BACKUP_POINTS: [&str; 2] = ["backup:before_put", "backup:after_put"];
-/// The guest's kill points inside a restore (MariaDB), besides prepare's.
-const RESTORE_POINTS: [&str; 2] = ["restore:after_unpack", "restore:after_prepare"];
+const BACKUP_ENGINES: [&str; 3] = ["mariadb", "postgresql", "redis"];
+/// The guest's kill points inside a backup: every engine's after the object is written, MariaDB's also before.
+fn backup_points(ds: &str) -> Vec<&'static str> {
+    match ds {
+        "mariadb" => vec!["backup:before_put", "backup:after_put"],
+        _ => vec!["backup:after_put"],
+    }
+}
+/// The guest's kill points inside a restore besides prepare's (MariaDB's unpack and prepare).
+fn restore_points(ds: &str) -> Vec<&'static str> {
+    match ds {
+        "mariadb" => vec!["restore:after_unpack", "restore:after_prepare"],
+        _ => vec![],
+    }
+}
 /// The guest's kill points inside prepare (create only).
 const PREPARE_POINTS: [&str; 5] = [
     "after_init",
@@ -234,7 +244,7 @@ fn version_of(server: &AllInOne, ds: &str) -> (String, String) {
 }
 
 /// Sends the request of `op` on `id`; `None` when the server died before it answered.
-fn ask(server: &AllInOne, op: Op, id: &str) -> Option<(u16, Value)> {
+fn ask(server: &AllInOne, op: Op, ds: &str, id: &str) -> Option<(u16, Value)> {
     let action = |body: &str| {
         try_blocking(
             "POST",
@@ -274,7 +284,7 @@ fn ask(server: &AllInOne, op: Op, id: &str) -> Option<(u16, Value)> {
             let backup = completed_backup(server, id).expect("prepare_for took a backup");
             let body = json!({"instance": {
                 "name": RESTORED, "flavorRef": "6", "volume": {"size": 1},
-                "datastore": {"type": "mariadb"}, "restorePoint": {"backupRef": backup},
+                "datastore": {"type": ds}, "restorePoint": {"backupRef": backup},
             }});
             try_blocking("POST", &url(server, "/instances"), Some(&body.to_string()))
         }
@@ -534,7 +544,7 @@ fn run(case: &Case) -> Option<Duration> {
         let (_, state) = server.stop();
         let server = AllInOne::start_env(state, &ARGS, &kill);
         // No answer: the process died before it answered (the request may or may not have been taken).
-        let answer = ask(&server, op, &id);
+        let answer = ask(&server, op, ds, &id);
         if let Some((s, body)) = &answer {
             assert!(*s == 202 || *s == 200, "{case}: {s} {body}");
         }
@@ -644,8 +654,8 @@ fn every_kill_point_converges_after_a_restart() {
                         .iter()
                         .map(|p| format!("prepare:{p}"))
                         .collect(),
-                    Op::Backup => BACKUP_POINTS.iter().map(|p| p.to_string()).collect(),
-                    Op::Restore => RESTORE_POINTS
+                    Op::Backup => backup_points(ds).iter().map(|p| p.to_string()).collect(),
+                    Op::Restore => restore_points(ds)
                         .iter()
                         .map(|p| p.to_string())
                         .chain(PREPARE_POINTS.iter().map(|p| format!("prepare:{p}")))
