@@ -33,7 +33,8 @@ pub fn named_after(dir: &Path, needle: &str) -> Vec<String> {
 }
 
 /// Every regular file under `root` (recursively, symlinks not followed) that holds one of `needles`, with the
-/// needle found; files that cannot be read are listed with the reason (a scan that cannot look is no proof).
+/// needle found; files that cannot be read are listed with the reason (a scan that cannot look is no proof). A
+/// file or directory removed while the scan runs (a recycled WAL segment) holds nothing any more and is skipped.
 pub fn files_holding(root: &Path, needles: &[String]) -> Vec<(PathBuf, String)> {
     let finders: Vec<(memchr::memmem::Finder<'_>, &String)> = needles
         .iter()
@@ -43,9 +44,13 @@ pub fn files_holding(root: &Path, needles: &[String]) -> Vec<(PathBuf, String)> 
     let mut found = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            found.push((dir, "unreadable directory".into()));
-            continue;
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => {
+                found.push((dir, "unreadable directory".into()));
+                continue;
+            }
         };
         for e in rd.flatten() {
             let Ok(ft) = e.file_type() else { continue };
@@ -61,6 +66,7 @@ pub fn files_holding(root: &Path, needles: &[String]) -> Vec<(PathBuf, String)> 
                             }
                         }
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => found.push((path, format!("unreadable: {e}"))),
                 }
             }
