@@ -275,7 +275,11 @@ impl ApiService {
         for w in extra {
             cs.push(w);
         }
-        self.store.commit(cs.check_quota(tenant, quota)).await?;
+        let id = wf.instance_id;
+        self.store
+            .commit(cs.check_quota(tenant, quota))
+            .await
+            .map_err(|e| busy_on_race(id, e))?;
         self.cast(wf.id).await;
         Ok(wf.id)
     }
@@ -308,9 +312,25 @@ impl ApiService {
         if let Some(q) = quota {
             cs = cs.check_quota(tenant, q);
         }
-        self.store.commit(cs).await?;
+        let id = wf.instance_id;
+        self.store
+            .commit(cs)
+            .await
+            .map_err(|e| busy_on_race(id, e))?;
         self.cast(wf.id).await;
         Ok(wf.id)
+    }
+}
+
+/// An action whose commit lost a race with a workflow moving the instance on (it changed between the gate and the
+/// commit) answers as the gate would have a moment later: the instance is busy (upstream's 422), not a 409.
+fn busy_on_race(id: Uuid, e: Error) -> Error {
+    match e {
+        Error::Conflict { .. } => Error::unprocessable(format!(
+            "Instance {id} is not currently available for an action to be performed (it changed while the \
+             request was handled); try again when its current action has finished."
+        )),
+        other => other,
     }
 }
 
