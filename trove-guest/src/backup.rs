@@ -310,6 +310,22 @@ fn spawn_pipeline_stdin(
     Ok((stdin, Running { children }))
 }
 
+/// Unpacks the object of `piece` (zstd-compressed) with `extract`, the pipeline that reads it decompressed on its
+/// standard input (`tar -x -C DIR`, `mbstream -x -C DIR`). The object's size and SHA-256 are verified as it
+/// streams ([`trove_core::ports::verified_object`]): what `extract` wrote may be used only when this answers `Ok`.
+pub(crate) async fn unpack_verified(
+    store: &DynBackupStore,
+    piece: &trove_core::ports::BackupPiece,
+    extract: Vec<Step>,
+    run_as: RunAs,
+    cwd: &Path,
+) -> Result<()> {
+    let mut steps = vec![Step::new(DECOMPRESS[0], &DECOMPRESS[1..])];
+    steps.extend(extract);
+    let data = trove_core::ports::verified_object(store, piece).await?;
+    feed_pipeline(data, &steps, run_as, cwd).await
+}
+
 /// A directory beside the data directory, on the same volume, emptied first: where a restore unpacks and checks
 /// before anything moves into the data directory.
 pub(crate) fn staging_dir(volume: &Path, name: &str, run_as: RunAs) -> Result<PathBuf> {

@@ -12,16 +12,13 @@ use serde_json::{json, Value};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use trove_core::ports::{
-    verified_object, BackupJob, BackupOutcome, BackupProgress, DynBackupStore, RestoreSpec,
-};
+use trove_core::ports::{BackupJob, BackupOutcome, BackupProgress, DynBackupStore, RestoreSpec};
 use trove_core::{Error, Result};
 
 use super::admin::{account, lit};
 use super::Mysql;
 use crate::backup::{
-    feed_pipeline, move_contents, pipeline_output, staging_dir, EngineBackup, Step, COMPRESS,
-    DECOMPRESS,
+    move_contents, pipeline_output, staging_dir, unpack_verified, EngineBackup, Step, COMPRESS,
 };
 use crate::common::{find_program, run_as_user, write_engine_file, BACKEND};
 
@@ -150,14 +147,12 @@ impl Mysql {
         let mut dirs = Vec::new();
         for (i, piece) in spec.chain.iter().enumerate() {
             let dir = staging_dir(&l.volume_dir, &format!("restore-{i}"), run_as)?;
-            let steps = [
-                Step::new(DECOMPRESS[0], &DECOMPRESS[1..]).engine_user(),
-                Step::new(&bins.mbstream, &["-x", "-C"])
-                    .arg(&dir)
-                    .engine_user(),
-            ];
-            let data = verified_object(store, piece).await?;
-            if let Err(e) = feed_pipeline(data, &steps, run_as, &l.engine_dir).await {
+            let mbstream = Step::new(&bins.mbstream, &["-x", "-C"])
+                .arg(&dir)
+                .engine_user();
+            if let Err(e) =
+                unpack_verified(store, piece, vec![mbstream], run_as, &l.engine_dir).await
+            {
                 for d in dirs.iter().chain(std::iter::once(&dir)) {
                     let _ = std::fs::remove_dir_all(d);
                 }

@@ -18,15 +18,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use trove_core::model::Manager;
-use trove_core::ports::{
-    verified_object, BackupJob, BackupOutcome, BackupProgress, DynBackupStore, RestoreSpec,
-};
+use trove_core::ports::{BackupJob, BackupOutcome, BackupProgress, DynBackupStore, RestoreSpec};
 use trove_core::{Error, Result};
 
 use super::Redis;
 use crate::backup::{
-    feed_pipeline, only_full, pipeline_output, staging_dir, EngineBackup, Step, COMPRESS,
-    DECOMPRESS,
+    only_full, pipeline_output, staging_dir, unpack_verified, EngineBackup, Step, COMPRESS,
 };
 use crate::common::{io_err, write_engine_file};
 
@@ -253,20 +250,11 @@ impl EngineBackup for Redis {
         let run_as = self.base.run_as;
         let secret = l.ensure_admin_secret()?;
         let staging = staging_dir(&l.volume_dir, STAGING, run_as)?;
-        let steps = [
-            Step::new(DECOMPRESS[0], &DECOMPRESS[1..]),
-            Step::new("tar", &["-x", "-f", "-", "-C"])
-                .arg(staging.as_os_str())
-                .engine_user(),
-        ];
+        let tar = Step::new("tar", &["-x", "-f", "-", "-C"])
+            .arg(staging.as_os_str())
+            .engine_user();
         let r = async {
-            feed_pipeline(
-                verified_object(store, piece).await?,
-                &steps,
-                run_as,
-                &l.engine_dir,
-            )
-            .await?;
+            unpack_verified(store, piece, vec![tar], run_as, &l.engine_dir).await?;
             if !staging.join(RDB).is_file() || !staging.join(ACL).is_file() {
                 return Err(Error::unprocessable(format!(
                     "Backup {} holds no Redis snapshot.",
