@@ -102,6 +102,7 @@ fn create_params(c: &mut Criterion) {
         sealed: None,
         replica_of: None,
         restore_point: None,
+        restore_time: None,
     };
     let mut g = c.benchmark_group("create workflow parameters (3 users)");
     g.bench_function("baseline: serialise + parse", |b| {

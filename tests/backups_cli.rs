@@ -1,8 +1,10 @@
 //! Backups and restore through the real `openstack` CLI against the all-in-one server on real engines (MariaDB
-//! serving `mysql` and `mariadb`, PostgreSQL, Redis): write data, full backup COMPLETED, write more, incremental
-//! COMPLETED with the full as parent (MariaDB; PostgreSQL and Redis take full backups only and refuse
-//! `--incremental`), write more, restore the latest backup to a new instance (exactly its data, the source's user
-//! logs in), list, list by instance, delete of the full removes its incremental too.
+//! serving `mysql` and `mariadb`, PostgreSQL, Redis): write data, full backup COMPLETED, write twice more (a moment
+//! between the two writes noted), incremental COMPLETED with the full as parent (Redis takes full backups only and
+//! refuses `--incremental`), write more, restore the latest backup to a new instance (exactly its data, the
+//! source's user logs in), a point-in-time restore to the noted moment (the first of the two writes, not the
+//! second; the extension `restorePoint.restore_time` over HTTP, the CLI has no option for it), list, list by
+//! instance, delete of the full removes its incremental too.
 
 mod api_support;
 
@@ -10,8 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use api_support::{
-    app_execute, app_i64, get_json, http_endpoint, logs_in, redis_connect, wait_status, AllInOne,
-    Engine, OpenStackCli, APP_DB, APP_PASSWORD, APP_USER,
+    app_execute, app_i64, get_json, http_endpoint, logs_in, post_json, redis_connect, wait_status,
+    AllInOne, Engine, OpenStackCli, APP_DB, APP_PASSWORD, APP_USER,
 };
 use serde_json::Value;
 
@@ -122,7 +124,8 @@ fn walk_with(
     objects: &dyn Fn() -> usize,
 ) {
     let engine = Engine::of(ds);
-    let incremental = matches!(ds, "mysql" | "mariadb");
+    let incremental = ds != "redis";
+    let point_in_time = ds == "postgresql";
     let version = cli
         .ok(&["datastore", "version", "list", ds, "-f", "json"])
         .json()[0]["Name"]
@@ -163,8 +166,13 @@ fn walk_with(
     );
     wait_status(&server.base, TENANT, &src, "ACTIVE", SETTLE);
 
-    // An incremental on top of it (MariaDB); the others refuse one.
+    // Two writes with a moment between them (binary log times are whole seconds: a second either side), then an
+    // incremental on top of the full backup (Redis refuses one).
     rt.block_on(write(engine, at, 3));
+    std::thread::sleep(Duration::from_millis(1100));
+    let between = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    rt.block_on(write(engine, at, 4));
     let inc_name = format!("inc-{ds}");
     let inc_args = [
         "database",
@@ -183,7 +191,7 @@ fn walk_with(
         let inc = wait_backup(cli, &inc_id, "COMPLETED");
         assert_eq!(inc["parent_id"].as_str(), Some(full_id.as_str()), "{inc}");
         wait_status(&server.base, TENANT, &src, "ACTIVE", SETTLE);
-        (Some(inc_id), 3)
+        (Some(inc_id), 4)
     } else {
         let out = cli.run(&inc_args);
         assert_ne!(out.code, 0, "{ds} refuses an incremental backup");
@@ -194,7 +202,7 @@ fn walk_with(
         );
         (None, 2)
     };
-    rt.block_on(write(engine, at, 4));
+    rt.block_on(write(engine, at, 5));
 
     let n = objects();
     if n != usize::MAX {
@@ -256,9 +264,45 @@ fn walk_with(
         .unwrap_or_else(|e| panic!("{ds}: the source's user logs in on the copy: {e}"));
     assert_eq!(
         rt.block_on(count(engine, at)),
-        4,
+        5,
         "{ds}: items on the source"
     );
+
+    // Point in time: the incremental's chain stopped at the moment between writes 3 and 4.
+    let mut pit = None;
+    if let (true, Some(inc_id)) = (point_in_time, &inc_id) {
+        let body = serde_json::json!({"instance": {
+            "name": format!("pit-{ds}"), "flavorRef": "1", "volume": {"size": 2},
+            "datastore": {"type": ds, "version": version},
+            "restorePoint": {"backupRef": inc_id, "restore_time": between.to_rfc3339()},
+        }});
+        let (s, v) = post_json(
+            &format!("{}/v1.0/{TENANT}/instances", server.base),
+            &body.to_string(),
+        );
+        assert_eq!(s, 200, "{ds}: point-in-time restore: {v}");
+        let id = v["instance"]["id"].as_str().expect("an id").to_string();
+        wait_status(&server.base, TENANT, &id, "ACTIVE", SETTLE);
+        let pit_at = http_endpoint(&instance_view(&server.base, &id));
+        assert_eq!(
+            rt.block_on(count(engine, pit_at)),
+            3,
+            "{ds}: the point-in-time copy holds the write before the moment and not the one after"
+        );
+        // A moment before the full backup ended is refused, naming the window.
+        let early = serde_json::json!({"instance": {
+            "name": format!("early-{ds}"), "flavorRef": "1", "volume": {"size": 2},
+            "datastore": {"type": ds, "version": version},
+            "restorePoint": {"backupRef": inc_id, "restore_time": "2001-01-01T00:00:00Z"},
+        }});
+        let (s, v) = post_json(
+            &format!("{}/v1.0/{TENANT}/instances", server.base),
+            &early.to_string(),
+        );
+        assert_eq!(s, 400, "{v}");
+        assert!(v.to_string().contains("outside what backup"), "{v}");
+        pit = Some(id);
+    }
 
     // Deleting the full backup deletes its incremental too.
     cli.ok(&["database", "backup", "delete", &full_id]);
@@ -268,6 +312,10 @@ fn walk_with(
             out.code, 0,
             "backup {id} is still shown after its parent's delete"
         );
+    }
+    if let Some(pit) = &pit {
+        cli.ok(&["database", "instance", "delete", pit]);
+        wait_status(&server.base, TENANT, pit, "GONE", SETTLE);
     }
     cli.ok(&["database", "instance", "delete", &copy]);
     cli.ok(&["database", "instance", "delete", &src]);

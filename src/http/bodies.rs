@@ -136,6 +136,9 @@ struct DatastoreRefBody {
 struct RestorePointBody {
     #[serde(rename = "backupRef")]
     backup_ref: String,
+    /// Extension: stop the restore at this moment (RFC 3339).
+    #[serde(default)]
+    restore_time: Option<String>,
 }
 
 /// `access` of create and update.
@@ -275,7 +278,23 @@ impl CreateInstanceBody {
             users: f.users.into_iter().map(Into::into).collect(),
             restore_point: f
                 .restore_point
+                .as_ref()
                 .map(|r| uuid_field("instance.restorePoint.backupRef", &r.backup_ref))
+                .transpose()?,
+            restore_time: f
+                .restore_point
+                .as_ref()
+                .and_then(|r| r.restore_time.as_deref())
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|e| {
+                            Error::bad_request(format!(
+                                "instance.restorePoint.restore_time '{t}' is not an RFC 3339 time ({e}); \
+                                 write it like 2026-12-06T08:30:00Z."
+                            ))
+                        })
+                })
                 .transpose()?,
             replica_of,
             replica_count: f.replica_count,

@@ -41,6 +41,14 @@ fn extension_doc(op: &str) -> Option<&'static str> {
             "trove-rs extension: the instance's backup schedules, with next_run, last_run, last_backup_id and \
              last_error (why the last run took no backup)."
         }
+        "createInstance" => {
+            "Upstream's instance create, with one trove-rs extension field: \
+             {\"instance\": {..., \"restorePoint\": {\"backupRef\": B, \"restore_time\": \"2026-12-06T08:30:00Z\"}}} \
+             (point-in-time restore, PostgreSQL and MariaDB). The restore stops at restore_time (RFC 3339): the new \
+             instance holds every transaction committed before it and none after. B's chain covers the moments from \
+             the end of its full backup to the end of B (an incremental: it carries the engine's archive since its \
+             parent); a time outside that range is refused with 400 naming the range covered."
+        }
         "deleteBackupSchedule" => {
             "trove-rs extension: removes a backup schedule; the backups it took stay."
         }

@@ -39,6 +39,8 @@ pub struct CreateInstance {
     pub users: Vec<UserSpec>,
     /// Backup to restore from.
     pub restore_point: Option<Uuid>,
+    /// Stop the restore at this moment (extension `restorePoint.restore_time`; point-in-time restore).
+    pub restore_time: Option<chrono::DateTime<chrono::Utc>>,
     /// Source to replicate.
     pub replica_of: Option<Uuid>,
     /// Number of replicas (with `replica_of`).
@@ -100,6 +102,56 @@ fn tenant_filter(ctx: &RequestContext, include_clustered: bool) -> InstanceFilte
 }
 
 impl ApiService {
+    /// Refuses a point-in-time restore of `b` to `t` (400) unless the engine offers it and the archive of the chain
+    /// ending at `b` covers `t` ([`crate::model::restore_window`]); the fault names the window that is covered.
+    async fn check_restore_time(
+        &self,
+        manager: crate::model::Manager,
+        b: &crate::model::Backup,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        if !manager.point_in_time_restore() {
+            return Err(Error::bad_request(format!(
+                "Point-in-time restore (restorePoint.restore_time) is not offered for datastore {manager}; \
+                 restore backup {} without restore_time.",
+                b.id
+            )));
+        }
+        let mut chain = vec![b.clone()];
+        while let Some(pid) = chain.last().and_then(|c| c.parent_id) {
+            match self.store.get_backup(pid).await? {
+                Some(p) if !p.deleted && chain.len() <= 1000 => chain.push(p),
+                _ => {
+                    return Err(Error::bad_request(format!(
+                        "The chain of backup {} is broken at {pid}.",
+                        b.id
+                    )))
+                }
+            }
+        }
+        chain.reverse();
+        let fmt = |t: chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
+        match crate::model::restore_window(&chain) {
+            Some((from, to)) if from <= t && t <= to => Ok(()),
+            Some((from, to)) => Err(Error::bad_request(format!(
+                "restore_time {} is outside what backup {} covers: from {} to {}. Choose a moment in that range, \
+                 or the backup whose range holds it (an incremental taken after the moment).",
+                fmt(t),
+                b.id,
+                fmt(from),
+                fmt(to)
+            ))),
+            None => Err(Error::bad_request(format!(
+                "Backup {} covers no point-in-time range: a restore can stop between the end of a full backup and \
+                 the end of an incremental on it. Take an incremental after the moment to restore to, and restore \
+                 from it.",
+                b.id
+            ))),
+        }
+    }
+
     /// The live replicas of `id` (cluster members included).
     pub(super) async fn replicas_of(&self, id: Uuid) -> Result<Vec<Instance>> {
         self.store
@@ -388,7 +440,15 @@ impl ApiService {
                         )));
                     }
                 }
+                if let Some(t) = req.restore_time {
+                    self.check_restore_time(manager, &b, t).await?;
+                }
                 Some(bid)
+            }
+            None if req.restore_time.is_some() => {
+                return Err(Error::bad_request(
+                    "restorePoint.restore_time needs restorePoint.backupRef: the backup to restore from.",
+                ));
             }
             None => None,
         };
@@ -452,6 +512,7 @@ impl ApiService {
                 sealed: None,
                 replica_of: req.replica_of,
                 restore_point: restore,
+                restore_time: req.restore_time,
             };
             let mut params = params;
             params.seal_secrets(&self.sealing.at_rest, inst.id)?;

@@ -653,7 +653,11 @@ impl BackupFacet for SimulatedStrategy {
         let object = store.put(&job.key, progress.counted(stream)).await?;
         Ok(BackupOutcome {
             object,
-            position: Some(serde_json::json!({ "starts": seq })),
+            // Like a real guest: where it ends, and the moment its archive covers up to.
+            position: Some(serde_json::json!({
+                "starts": seq,
+                "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            })),
         })
     }
 }

@@ -57,6 +57,28 @@ pub struct Backup {
     pub schedule_id: Option<Uuid>,
 }
 
+impl Backup {
+    /// The moment the engine's archive reached when this backup ended (the `time` its guest recorded in
+    /// [`position`](Backup::position)); `None` for a backup taken before point-in-time restore existed.
+    pub fn archived_at(&self) -> Option<DateTime<Utc>> {
+        let t = self.position.as_ref()?.get("time")?.as_str()?;
+        DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// The moments a point-in-time restore from `chain` (its full backup first, each incremental after its parent) may
+/// stop at: from the end of the full backup to the end of the last incremental. The archive an incremental carries
+/// (PostgreSQL's WAL, MariaDB's binary logs since its parent) is what a restore replays to the moment, so a chain
+/// without an incremental covers no window (`None`), nor does one whose backups recorded no archive times.
+pub fn restore_window(chain: &[Backup]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    match chain {
+        [full, .., last] => Some((full.archived_at()?, last.archived_at()?)),
+        _ => None,
+    }
+}
+
 /// Full or incremental.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

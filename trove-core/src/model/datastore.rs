@@ -112,7 +112,16 @@ impl Manager {
     /// Whether the engine's backups can be incremental (on top of a parent backup). The guest's
     /// [`BackupFacet::incremental`](crate::ports::BackupFacet::incremental) answers the same.
     pub fn incremental_backups(self) -> bool {
-        matches!(self, Manager::Mysql | Manager::Mariadb)
+        matches!(
+            self,
+            Manager::Mysql | Manager::Mariadb | Manager::Postgresql
+        )
+    }
+
+    /// Whether a restore can stop at a moment between two backups (`restorePoint.restore_time`): the engine's
+    /// incrementals carry its archive (WAL, binary logs) since their parent, replayed to the moment.
+    pub fn point_in_time_restore(self) -> bool {
+        matches!(self, Manager::Postgresql)
     }
 
     /// The engine's standard port.

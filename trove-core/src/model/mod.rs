@@ -13,8 +13,8 @@ mod ssl;
 mod workflow;
 
 pub use backup::{
-    Backup, BackupFilter, BackupSchedule, BackupStrategy, BackupStrategyFilter, BackupType,
-    ScheduleTimes,
+    restore_window, Backup, BackupFilter, BackupSchedule, BackupStrategy, BackupStrategyFilter,
+    BackupType, ScheduleTimes,
 };
 pub use config::{ConfigParam, Configuration, ParamType};
 pub use datastore::{Datastore, DatastoreVersion, Facet, FacetSet, Flavor, Manager};

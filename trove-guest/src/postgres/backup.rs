@@ -11,23 +11,35 @@
 //!   instance's TLS mode), `trove.conf` is rendered again. The restored `os_admin` still has the source's password:
 //!   one run of the server in single-user mode (no network, no authentication; it also replays the backup's WAL)
 //!   sets it to this instance's secret before the server first starts.
+//! - Incremental: the WAL since the parent, from the instance's archive ([`super::wal`]): a committed marker
+//!   transaction (so every moment up to the backup's recorded `time` has a later commit to stop before), a segment
+//!   switch, a wait until the archiver delivered that segment, then a tar of the segments from the parent's through
+//!   it, compressed. A backup's `position` is `{"wal": SEGMENT, "time": RFC3339}`: the first segment an incremental
+//!   on it ships, and the moment it covers up to.
+//! - Restore of a chain: the full backup as above, every incremental's segments unpacked (verified) into a
+//!   directory the single-user run recovers from (`recovery.signal`, `restore_command`), to the end of the last
+//!   incremental or to `recovery_target_time` (point-in-time restore), then promoted.
 
 use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
+use serde_json::{json, Value};
+use sqlx::Connection;
 use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use trove_core::model::Manager;
 use trove_core::ports::{
-    verified_object, BackupJob, BackupOutcome, BackupProgress, DynBackupStore, RestoreSpec,
+    BackupJob, BackupOutcome, BackupPiece, BackupProgress, DynBackupStore, RestoreSpec,
 };
 use trove_core::{Error, Result};
 
 use super::admin::lit;
 use super::tls::rewrite_hba;
-use super::Postgres;
+use super::{wal, Postgres, ADMIN_DB};
 use crate::backup::{
-    feed_pipeline, move_contents, only_full, pipeline_output, staging_dir, EngineBackup, Step,
-    COMPRESS, DECOMPRESS,
+    feed_pipeline, move_contents, pipeline_output, staging_dir, unpack_verified, EngineBackup,
+    Step, COMPRESS,
 };
 use crate::common::{io_err, write_engine_file, BACKEND};
 use crate::overrides::Configurable;
@@ -47,6 +59,10 @@ host    all             all             all                     scram-sha-256
 
 /// Where a restore unpacks, beside the data directory.
 const STAGING: &str = "restore-staging";
+/// Where a restore unpacks the WAL of the chain's incrementals.
+const RESTORE_WAL: &str = "restore-wal";
+/// How long an incremental waits for the archiver to deliver its last segment.
+const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
 
 /// A value of a libpq passfile line (`:` and `\` escaped).
 fn passfile_field(s: &str) -> String {
@@ -58,9 +74,152 @@ fn conninfo_value(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// A moment as PostgreSQL and the backup positions write it.
+fn moment(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The first segment an incremental on `parent` ships.
+fn parent_segment(parent: &BackupPiece) -> Result<String> {
+    parent
+        .position
+        .as_ref()
+        .and_then(|p| p.get("wal"))
+        .and_then(Value::as_str)
+        .filter(|s| wal::segment_index(s).is_some())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Error::unprocessable(format!(
+                "Backup {} records no WAL position to build an incremental on (it was taken before WAL \
+                 archiving); take a full backup.",
+                parent.backup_id
+            ))
+        })
+}
+
 impl Postgres {
     fn passfile(&self) -> std::path::PathBuf {
         self.base.layout.engine_dir.join("backup.pgpass")
+    }
+
+    /// The WAL archive's spool directory ([`wal`]).
+    pub(super) fn wal_spool(&self) -> PathBuf {
+        self.base.layout.volume_dir.join(wal::SPOOL)
+    }
+
+    /// Makes the spool (engine user's) so the archiver starts keeping segments.
+    fn ensure_spool(&self) -> Result<PathBuf> {
+        let d = self.wal_spool();
+        if !d.is_dir() {
+            std::fs::create_dir_all(&d).map_err(|e| io_err("create", &d, e))?;
+            crate::common::set_mode(&d, 0o700)?;
+            self.base.run_as.own(&d)?;
+        }
+        Ok(d)
+    }
+
+    /// One text value of `sql` as the admin.
+    async fn query_text(&self, sql: &str) -> Result<String> {
+        let mut c = self.connect_admin(ADMIN_DB).await?;
+        let r = sqlx::query_scalar::<_, String>(sql)
+            .fetch_one(&mut c)
+            .await
+            .map_err(|e| self.err(e));
+        let _ = c.close().await;
+        r
+    }
+
+    /// Commits a marker transaction and switches to a new segment; answers the segment switched from (the last
+    /// an incremental taken now ships) once the archiver delivered it to the spool.
+    async fn switch_and_archive(&self, spool: &std::path::Path) -> Result<String> {
+        let mut c = self.connect_admin(ADMIN_DB).await?;
+        let r = async {
+            // A transaction with an id writes a commit record: recovery to any moment before now finds a commit
+            // after it to stop before.
+            sqlx::query("SELECT txid_current()").execute(&mut c).await?;
+            sqlx::query_scalar::<_, String>("SELECT pg_walfile_name(pg_switch_wal())")
+                .fetch_one(&mut c)
+                .await
+        }
+        .await
+        .map_err(|e| self.err(e));
+        let seg = match r {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = c.close().await;
+                return Err(e);
+            }
+        };
+        let deadline = tokio::time::Instant::now() + ARCHIVE_WAIT;
+        while !spool.join(&seg).is_file() {
+            if tokio::time::Instant::now() > deadline {
+                let failure: Option<(Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
+                    "SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver",
+                )
+                .fetch_optional(&mut c)
+                .await
+                .ok()
+                .flatten();
+                let _ = c.close().await;
+                return Err(Error::backend(
+                    BACKEND,
+                    format!(
+                        "WAL archiving did not deliver segment {seg} within {} s (last failure: {:?}); see the \
+                         guest log of the instance",
+                        ARCHIVE_WAIT.as_secs(),
+                        failure
+                    ),
+                    true,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = c.close().await;
+        Ok(seg)
+    }
+
+    /// Ships the segments since `parent` as the object of `job`.
+    async fn ship_wal(
+        &self,
+        store: &DynBackupStore,
+        job: &BackupJob,
+        parent: &BackupPiece,
+        progress: &BackupProgress,
+    ) -> Result<BackupOutcome> {
+        let l = &self.base.layout;
+        let from = parent_segment(parent)?;
+        let spool = self.wal_spool();
+        if !spool.is_dir() {
+            return Err(Error::unprocessable(
+                "This instance keeps no WAL archive yet (it starts with the first full backup): take a full \
+                 backup.",
+            ));
+        }
+        let time = Utc::now();
+        let to = self.switch_and_archive(&spool).await?;
+        let names = wal::select(&wal::list(&spool)?, &from, &to)?;
+        let mut tar = Step::new("tar", &["-c", "-f", "-", "-C"])
+            .arg(spool.as_os_str())
+            .arg("--")
+            .engine_user();
+        for n in &names {
+            tar = tar.arg(n);
+        }
+        let steps = [tar, Step::new(COMPRESS[0], &COMPRESS[1..])];
+        let out = pipeline_output(&steps, self.base.run_as, &l.engine_dir)?;
+        let object = store.put(&job.key, progress.counted(out)).await?;
+        let pruned = wal::prune(&spool, &to)?;
+        tracing::info!(
+            instance = %self.base.ctx.instance_id,
+            segments = names.len(),
+            pruned,
+            "shipped the WAL since backup {} ({from}..{to})",
+            parent.backup_id
+        );
+        Ok(BackupOutcome {
+            object,
+            position: Some(json!({ "wal": to, "time": moment(time) })),
+        })
     }
 
     /// The settings and access rules of this instance over what the backup brought.
@@ -95,9 +254,10 @@ impl Postgres {
     }
 
     /// Sets `os_admin`'s password to this instance's secret with the server in single-user mode (it is not
-    /// running yet). The statement goes through standard input; an error ends the run (`exit_on_error`) and is
-    /// logged without the statement (`log_min_error_statement = panic`).
-    async fn reset_admin_password(&self) -> Result<()> {
+    /// running yet), after the recovery `recovery` sets up (settings; none: the backup's own WAL only). The
+    /// statement goes through standard input; an error ends the run (`exit_on_error`) and is logged without the
+    /// statement (`log_min_error_statement = panic`).
+    async fn reset_admin_password(&self, recovery: &[String]) -> Result<()> {
         let l = &self.base.layout;
         let secret = l.ensure_admin_secret()?;
         if secret.expose().contains(['\n', '\r']) {
@@ -122,6 +282,9 @@ impl Postgres {
         ] {
             step = step.arg("-c").arg(setting);
         }
+        for setting in recovery {
+            step = step.arg("-c").arg(setting);
+        }
         step = step.arg("postgres");
         let input = futures::stream::iter([Ok(sql.into_bytes())]).boxed();
         feed_pipeline(input, &[step], self.base.run_as, &l.engine_dir).await
@@ -131,7 +294,7 @@ impl Postgres {
 #[async_trait]
 impl EngineBackup for Postgres {
     fn incremental(&self) -> bool {
-        false
+        true
     }
 
     async fn backup(
@@ -140,6 +303,9 @@ impl EngineBackup for Postgres {
         job: &BackupJob,
         progress: &BackupProgress,
     ) -> Result<BackupOutcome> {
+        if let Some(parent) = &job.parent {
+            return self.ship_wal(store, job, parent, progress).await;
+        }
         let l = &self.base.layout;
         let tool = self.bins.basebackup.clone().ok_or_else(|| {
             Error::backend(
@@ -178,38 +344,46 @@ impl EngineBackup for Postgres {
             Step::new(COMPRESS[0], &COMPRESS[1..]),
         ];
         let r = async {
+            // The archive starts (or goes on) before the backup: every segment from the one current now is kept.
+            let spool = self.ensure_spool()?;
+            let from = self
+                .query_text("SELECT pg_walfile_name(pg_current_wal_lsn())")
+                .await?;
             let out = pipeline_output(&steps, self.base.run_as, &l.engine_dir)?;
-            store.put(&job.key, progress.counted(out)).await
+            let object = store.put(&job.key, progress.counted(out)).await?;
+            let time = Utc::now();
+            wal::prune(&spool, &from)?;
+            Ok::<_, Error>(BackupOutcome {
+                object,
+                position: Some(json!({ "wal": from, "time": moment(time) })),
+            })
         }
         .await;
         let _ = std::fs::remove_file(&passfile);
-        Ok(BackupOutcome {
-            object: r?,
-            position: None,
-        })
+        r
     }
 
     async fn restore(&self, store: &DynBackupStore, spec: &RestoreSpec) -> Result<()> {
-        let piece = only_full(spec, Manager::Postgresql)?;
+        let (piece, incrementals) = match spec.chain.split_first() {
+            Some((full, rest)) if !full.incremental => (full, rest),
+            _ => {
+                return Err(Error::bad_request(
+                    "A restore needs a chain that starts with a full backup.",
+                ))
+            }
+        };
+        if spec.restore_time.is_some() && incrementals.is_empty() {
+            return Err(Error::bad_request(
+                "A point-in-time restore needs an incremental backup after the moment.",
+            ));
+        }
         let l = &self.base.layout;
         let run_as = self.base.run_as;
         let staging = staging_dir(&l.volume_dir, STAGING, run_as)?;
-        let steps = [
-            Step::new(DECOMPRESS[0], &DECOMPRESS[1..]),
-            Step::new("tar", &["-x", "-f", "-", "-C"])
-                .arg(staging.as_os_str())
-                .engine_user(),
-        ];
-        let r = async {
-            feed_pipeline(
-                verified_object(store, piece).await?,
-                &steps,
-                run_as,
-                &l.engine_dir,
-            )
-            .await
-        }
-        .await;
+        let tar = Step::new("tar", &["-x", "-f", "-", "-C"])
+            .arg(staging.as_os_str())
+            .engine_user();
+        let r = unpack_verified(store, piece, vec![tar], run_as, &l.engine_dir).await;
         if let Err(e) = r {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
@@ -221,9 +395,41 @@ impl EngineBackup for Postgres {
                 piece.backup_id
             )));
         }
+        // The WAL of every incremental, verified, before anything moves into the data directory.
+        let wal_dir = staging_dir(&l.volume_dir, RESTORE_WAL, run_as)?;
+        for inc in incrementals {
+            let tar = Step::new("tar", &["-x", "-f", "-", "-C"])
+                .arg(wal_dir.as_os_str())
+                .engine_user();
+            if let Err(e) = unpack_verified(store, inc, vec![tar], run_as, &l.engine_dir).await {
+                let _ = std::fs::remove_dir_all(&staging);
+                let _ = std::fs::remove_dir_all(&wal_dir);
+                return Err(e);
+            }
+        }
         move_contents(&staging, &l.data_dir)?;
         self.own_settings()?;
-        self.reset_admin_password().await
+        let mut recovery = Vec::new();
+        if !incrementals.is_empty() {
+            write_engine_file(&l.data_dir.join("recovery.signal"), "", run_as)?;
+            recovery.push(format!(
+                "restore_command={}",
+                wal::restore_command(&wal_dir)
+            ));
+            recovery.push("recovery_target_action=promote".to_string());
+            if let Some(t) = spec.restore_time {
+                recovery.push(format!(
+                    "recovery_target_time={}",
+                    t.format("%Y-%m-%d %H:%M:%S%.6f+00")
+                ));
+            }
+        }
+        let r = self.reset_admin_password(&recovery).await;
+        let _ = std::fs::remove_dir_all(&wal_dir);
+        r.map_err(|e| match spec.restore_time {
+            Some(t) => Error::unprocessable(format!("Recovering to {} failed: {e}", moment(t))),
+            None => e,
+        })
     }
 }
 

@@ -48,6 +48,11 @@ impl Configurable for Postgres {
                 conf.push_str(&format!("{k} = '{}'\n", override_value(k, v)?));
             }
         }
+        // WAL archiving for incremental backups and point-in-time restore (last: no override replaces it).
+        conf.push_str(&format!(
+            "# WAL archive for backups (see the guest's postgres::wal)\narchive_mode = on\narchive_command = {}\n",
+            super::wal::archive_command(&self.wal_spool())
+        ));
         conf.push_str(&self.tls_conf()?);
         write_engine_file(&self.conf_path(), &conf, self.base.run_as)
     }

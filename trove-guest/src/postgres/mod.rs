@@ -24,6 +24,7 @@ mod admin;
 mod backup;
 mod config;
 mod tls;
+mod wal;
 
 use crate::backup::EngineBackup;
 use crate::base::Base;

@@ -213,12 +213,20 @@ pub async fn wait_status(
 
 /// Takes a full backup through the strategy's backup facet under `key`; answers the piece a restore needs.
 pub async fn take_backup(s: &Arc<dyn DatastoreStrategy>, key: &str) -> BackupPiece {
+    take_backup_on(s, key, None).await
+}
+
+/// Takes a backup under `key`, incremental on `parent` when given.
+pub async fn take_backup_on(
+    s: &Arc<dyn DatastoreStrategy>,
+    key: &str,
+    parent: Option<&BackupPiece>,
+) -> BackupPiece {
     let facet = s.backup().expect("the backup facet");
-    assert!(!facet.incremental(), "full backups only");
     let job = BackupJob {
         backup_id: Uuid::new_v4(),
         key: key.to_string(),
-        parent: None,
+        parent: parent.cloned(),
     };
     let progress = BackupProgress::default();
     let t = Instant::now();
@@ -240,7 +248,7 @@ pub async fn take_backup(s: &Arc<dyn DatastoreStrategy>, key: &str) -> BackupPie
         checksum: out.object.checksum,
         size: out.object.size,
         position: out.position,
-        incremental: false,
+        incremental: parent.is_some(),
     }
 }
 

@@ -54,6 +54,9 @@ pub struct CreateParams {
     /// Backup to restore from: the guest makes the data from it (and its parents, for an incremental).
     #[serde(default)]
     pub restore_point: Option<Uuid>,
+    /// Stop the restore at this moment (point-in-time restore; checked against the chain's window by the API).
+    #[serde(default)]
+    pub restore_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl WorkflowParams for CreateParams {
@@ -126,7 +129,11 @@ impl CreateParams {
 pub struct Create;
 
 /// The chain of backups a restore from `backup_id` applies, its full backup first.
-async fn restore_chain(cx: &StepContext<'_>, backup_id: Uuid) -> StepResult<RestoreSpec> {
+async fn restore_chain(
+    cx: &StepContext<'_>,
+    backup_id: Uuid,
+    restore_time: Option<chrono::DateTime<chrono::Utc>>,
+) -> StepResult<RestoreSpec> {
     let mut chain = Vec::new();
     let mut next = Some(backup_id);
     while let Some(id) = next {
@@ -161,7 +168,7 @@ async fn restore_chain(cx: &StepContext<'_>, backup_id: Uuid) -> StepResult<Rest
     chain.reverse();
     Ok(RestoreSpec {
         chain,
-        restore_time: None,
+        restore_time,
     })
 }
 
@@ -190,7 +197,7 @@ impl WorkflowDef for Create {
             .into());
         }
         let restore = match p.restore_point {
-            Some(bid) => Some(restore_chain(cx, bid).await?),
+            Some(bid) => Some(restore_chain(cx, bid, p.restore_time).await?),
             None => None,
         };
         let inst = cx.instance().await?;
