@@ -225,6 +225,7 @@ async fn our_backup(
         backup_id: Uuid::new_v4(),
         key: key.into(),
         parent,
+        retain_from: None,
     };
     let t = Instant::now();
     let o = facet

@@ -51,6 +51,9 @@ enum Op {
     Backup,
     /// Create an instance from a backup (it must end ACTIVE with the backup's user and database).
     Restore,
+    /// Create an instance from an incremental stopped at a moment between it and its parent (point-in-time
+    /// restore: MariaDB replays the binary log on a private server, PostgreSQL its WAL in the single-user run).
+    PitRestore,
 }
 
 /// One case: an operation on an engine, and where the process dies.
@@ -88,6 +91,16 @@ fn restore_points(ds: &str) -> Vec<&'static str> {
         _ => vec![],
     }
 }
+/// The guest's kill points inside a point-in-time restore besides prepare's.
+fn pit_restore_points(ds: &str) -> Vec<&'static str> {
+    match ds {
+        "mariadb" => vec!["restore:after_unpack", "restore:during_replay"],
+        "postgresql" => vec!["restore:after_unpack"],
+        _ => vec![],
+    }
+}
+/// The engines with point-in-time restore.
+const PIT_ENGINES: [&str; 2] = ["mariadb", "postgresql"];
 /// The guest's kill points inside prepare (create only).
 const PREPARE_POINTS: [&str; 5] = [
     "after_init",
@@ -116,6 +129,7 @@ fn ci_cases() -> Vec<Case> {
         (Op::Backup, (POINT, "backup:before_put".to_string())),
         (Op::Backup, journal(2)),
         (Op::Restore, (POINT, "restore:after_unpack".to_string())),
+        (Op::PitRestore, (POINT, "restore:during_replay".to_string())),
     ] {
         out.push(Case {
             ds: "mariadb",
@@ -288,6 +302,26 @@ fn ask(server: &AllInOne, op: Op, ds: &str, id: &str) -> Option<(u16, Value)> {
             }});
             try_blocking("POST", &url(server, "/instances"), Some(&body.to_string()))
         }
+        Op::PitRestore => {
+            // A second after the full backup was recorded COMPLETED (the view has whole seconds): after its end,
+            // before the incremental began (prepare_for waited longer than that).
+            let (full, inc) = full_and_incremental(server, id).expect("prepare_for took both");
+            let (_, view) = get_json(&url(server, &format!("/backups/{full}")));
+            let updated = view["backup"]["updated"].as_str().expect("updated");
+            let at = chrono::NaiveDateTime::parse_from_str(
+                updated.trim_end_matches('Z'),
+                "%Y-%m-%dT%H:%M:%S",
+            )
+            .expect("an upstream time")
+                + chrono::Duration::seconds(1);
+            let at = at.and_utc().to_rfc3339();
+            let body = json!({"instance": {
+                "name": RESTORED, "flavorRef": "6", "volume": {"size": 1},
+                "datastore": {"type": ds},
+                "restorePoint": {"backupRef": inc, "restore_time": at},
+            }});
+            try_blocking("POST", &url(server, "/instances"), Some(&body.to_string()))
+        }
     }
 }
 
@@ -309,6 +343,29 @@ fn backups_of(server: &AllInOne, id: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// The full backup of `id` and the incremental on it, once both completed.
+fn full_and_incremental(server: &AllInOne, id: &str) -> Option<(String, String)> {
+    let done: Vec<String> = backups_of(server, id)
+        .into_iter()
+        .filter(|(_, st)| st == "COMPLETED")
+        .map(|(b, _)| b)
+        .collect();
+    if done.len() < 2 {
+        return None;
+    }
+    let mut full = None;
+    let mut inc = None;
+    for b in done {
+        let (_, v) = get_json(&url(server, &format!("/backups/{b}")));
+        if v["backup"]["parent_id"].is_string() {
+            inc = Some(b);
+        } else {
+            full = Some(b);
+        }
+    }
+    Some((full?, inc?))
 }
 
 fn completed_backup(server: &AllInOne, id: &str) -> Option<String> {
@@ -373,7 +430,7 @@ const UPGRADE_TO: &str = "kill-upgrade";
 
 /// What must hold before `op` is asked (the server runs without a kill point).
 fn prepare_for(server: &AllInOne, op: Op, ds: &str, id: &str) {
-    if op == Op::Restore {
+    if matches!(op, Op::Restore | Op::PitRestore) {
         let (s, b) = blocking(
             "POST",
             &url(server, "/backups"),
@@ -392,6 +449,35 @@ fn prepare_for(server: &AllInOne, op: Op, ds: &str, id: &str) {
         wait_for(server, id, "ACTIVE after its backup", CONVERGE, |_, i| {
             healthy(i)
         });
+    }
+    if op == Op::PitRestore {
+        // The moment restored to (a second after the full backup's record) must fall before the incremental.
+        std::thread::sleep(Duration::from_millis(2100));
+        let (s, b) = blocking(
+            "POST",
+            &url(server, "/backups"),
+            Some(
+                &json!({"backup": {"name": "source-inc", "instance": id, "incremental": true}})
+                    .to_string(),
+            ),
+        );
+        assert_eq!(s, 202, "incremental for the restore: {b}");
+        let deadline = Instant::now() + CONVERGE;
+        while full_and_incremental(server, id).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no completed incremental of {id}: {:?}",
+                backups_of(server, id)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        wait_for(
+            server,
+            id,
+            "ACTIVE after its incremental",
+            CONVERGE,
+            |_, i| healthy(i),
+        );
     }
     if op == Op::Upgrade {
         let (image, manager) = version_of(server, ds);
@@ -416,9 +502,13 @@ fn ended(op: Op, s: u16, i: &Value) -> bool {
         Op::ResizeFlavor => healthy(i) && i["flavor"]["id"] == "1",
         Op::ResizeVolume => healthy(i) && i["volume"]["size"] == 2,
         Op::Upgrade => healthy(i) && i["datastore"]["version"] == UPGRADE_TO,
-        Op::Create | Op::Restart | Op::Migrate | Op::Rebuild | Op::Backup | Op::Restore => {
-            healthy(i)
-        }
+        Op::Create
+        | Op::Restart
+        | Op::Migrate
+        | Op::Rebuild
+        | Op::Backup
+        | Op::Restore
+        | Op::PitRestore => healthy(i),
     }
 }
 
@@ -548,7 +638,7 @@ fn run(case: &Case) -> Option<Duration> {
         if let Some((s, body)) = &answer {
             assert!(*s == 202 || *s == 200, "{case}: {s} {body}");
         }
-        if op == Op::Restore {
+        if matches!(op, Op::Restore | Op::PitRestore) {
             // The case watches the new instance; the source is deleted at the end.
             source = Some(id);
             let new = answer.and_then(|(_, b)| b["instance"]["id"].as_str().map(str::to_string));
@@ -575,11 +665,12 @@ fn run(case: &Case) -> Option<Duration> {
     };
     let restarted = Instant::now();
     let server = AllInOne::start_in(state, &ARGS);
-    let id = id.or_else(|| find(&server, if op == Op::Restore { RESTORED } else { &name }));
+    let restore = matches!(op, Op::Restore | Op::PitRestore);
+    let id = id.or_else(|| find(&server, if restore { RESTORED } else { &name }));
     let Some(id) = id else {
         // The create was never acknowledged and left nothing: a valid end, said so in the output.
         assert!(
-            matches!(op, Op::Create | Op::Restore),
+            matches!(op, Op::Create | Op::Restore | Op::PitRestore),
             "{case}: the instance was lost"
         );
         if let Some(src) = &source {
@@ -644,9 +735,13 @@ fn every_kill_point_converges_after_a_restart() {
             Op::Rebuild,
             Op::Backup,
             Op::Restore,
+            Op::PitRestore,
         ] {
             for ds in ENGINES {
                 if matches!(op, Op::Backup | Op::Restore) && !BACKUP_ENGINES.contains(&ds) {
+                    continue;
+                }
+                if op == Op::PitRestore && !PIT_ENGINES.contains(&ds) {
                     continue;
                 }
                 let guest_points: Vec<String> = match op {
@@ -659,6 +754,10 @@ fn every_kill_point_converges_after_a_restart() {
                         .iter()
                         .map(|p| p.to_string())
                         .chain(PREPARE_POINTS.iter().map(|p| format!("prepare:{p}")))
+                        .collect(),
+                    Op::PitRestore => pit_restore_points(ds)
+                        .iter()
+                        .map(|p| p.to_string())
                         .collect(),
                     _ => Vec::new(),
                 };

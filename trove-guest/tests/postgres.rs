@@ -470,9 +470,13 @@ async fn postgresql_incrementals_and_point_in_time_restore() {
     let between = chrono::Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     write(3, "second").await;
-    let inc1 = take_backup_on(&src.strategy, "backups/pg-inc1", Some(&full)).await;
+    // While the full backup lives (the task manager names it in retain_from), its WAL stays: a second
+    // incremental on it is taken after the first.
+    let inc1 = take_backup_on(&src.strategy, "backups/pg-inc1", Some(&full), Some(&full)).await;
+    let again = take_backup_on(&src.strategy, "backups/pg-inc1b", Some(&full), Some(&full)).await;
+    assert!(again.size > 0);
     write(4, "third").await;
-    let inc2 = take_backup_on(&src.strategy, "backups/pg-inc2", Some(&inc1)).await;
+    let inc2 = take_backup_on(&src.strategy, "backups/pg-inc2", Some(&inc1), None).await;
     assert!(
         inc1.size < full.size,
         "an incremental holds WAL, not the data directory ({} vs {})",
@@ -487,7 +491,7 @@ async fn postgresql_incrementals_and_point_in_time_restore() {
             .expect("a recorded time")
     };
     assert!(time(&full) < time(&inc1) && time(&inc1) < time(&inc2));
-    // inc2 pruned what inc1 needed: an incremental on the full again is refused.
+    // inc2, told of no older live backup, pruned what the full needed: an incremental on it is refused.
     let facet = src.strategy.backup().expect("backups");
     let e = facet
         .backup(
@@ -495,6 +499,7 @@ async fn postgresql_incrementals_and_point_in_time_restore() {
                 backup_id: uuid::Uuid::new_v4(),
                 key: "backups/pg-late".into(),
                 parent: Some(full.clone()),
+                retain_from: None,
             },
             &trove_core::ports::BackupProgress::default(),
         )

@@ -389,6 +389,24 @@ async fn backups_restore_and_their_refusals() {
         ),
         422
     );
+    assert_eq!(
+        status(
+            api.create_backup_schedule(
+                &t,
+                r,
+                crate::api::CreateBackupSchedule {
+                    name: "inc".into(),
+                    times: crate::model::ScheduleTimes::Interval(3600),
+                    incremental: true,
+                    keep_last: None,
+                    keep_days: None,
+                }
+            )
+            .await
+        ),
+        422,
+        "an incremental schedule on Redis"
+    );
     // An instance that is not running.
     w.engines.engine(other).crash("test");
     wait(&w, other, |v| v.operating_status != "HEALTHY").await;

@@ -121,7 +121,10 @@ impl Manager {
     /// Whether a restore can stop at a moment between two backups (`restorePoint.restore_time`): the engine's
     /// incrementals carry its archive (WAL, binary logs) since their parent, replayed to the moment.
     pub fn point_in_time_restore(self) -> bool {
-        matches!(self, Manager::Postgresql)
+        matches!(
+            self,
+            Manager::Mysql | Manager::Mariadb | Manager::Postgresql
+        )
     }
 
     /// The engine's standard port.

@@ -17,10 +17,10 @@ pub use bus::{AckHandle, Delivery, MessageBus, ReplyHandle, Subscription};
 pub use clock::{Clock, SystemClock};
 pub use compute::{migration_target, Compute, GuestLauncher, GuestSpec, Server, ServerSpec};
 pub use guest::{
-    checksum_fault, not_supported, verified_object, BackupFacet, BackupJob, BackupOutcome,
-    BackupPiece, BackupProgress, ConfigurationFacet, DatabasesFacet, DatastoreStrategy,
-    EngineStatus, FacetCatalog, FsStats, LogsFacet, PrepareRequest, RestoreSpec, RootFacet,
-    StrategyContext, StrategyFactory, TlsFacet, UserInfo, UsersFacet,
+    archive_key, archive_piece, checksum_fault, not_supported, verified_object, BackupFacet,
+    BackupJob, BackupOutcome, BackupPiece, BackupProgress, ConfigurationFacet, DatabasesFacet,
+    DatastoreStrategy, EngineStatus, FacetCatalog, FsStats, LogsFacet, PrepareRequest, RestoreSpec,
+    RootFacet, StrategyContext, StrategyFactory, TlsFacet, UserInfo, UsersFacet,
 };
 pub use storage::{BackupStore, BlockStorage, ByteStream, ObjectMeta, Volume};
 pub use store::{

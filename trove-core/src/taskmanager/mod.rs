@@ -284,7 +284,8 @@ impl TaskManager {
                 continue;
             };
             objects.delete(&key).await?;
-            tracing::info!(backup = %b.id, key = %key, "removed the object of a deleted or failed backup");
+            objects.delete(&crate::ports::archive_key(&key)).await?;
+            tracing::info!(backup = %b.id, key = %key, "removed the objects of a deleted or failed backup");
             b.purged = true;
             self.engine
                 .store

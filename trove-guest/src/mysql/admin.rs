@@ -35,6 +35,16 @@ pub(crate) fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// `IDENTIFIED BY PASSWORD '<hash>'`: the account's `mysql_native_password` hash (`*` and the upper-case hex of
+/// SHA-1 of SHA-1 of the password), so the statement carries no password in clear: not into the binary log
+/// (point-in-time restore, replicas), not into any statement log.
+pub(crate) fn identified_by(password: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let inner = Sha1::digest(password.as_bytes());
+    let outer = Sha1::digest(inner);
+    format!("IDENTIFIED BY PASSWORD '*{}'", hex::encode_upper(outer))
+}
+
 /// A database name in a GRANT: backticked, with the LIKE wildcards `_` and `%` escaped so only that database matches.
 fn grant_db(name: &str) -> String {
     ident(&grant_db_name(name))
@@ -159,10 +169,10 @@ impl Mysql {
         }
         for u in users {
             let acct = account(&u.name, Self::user_host(u.host.as_deref()));
-            let pw = lit(u.password.expose());
+            let pw = identified_by(u.password.expose());
             let mut stmts = vec![
-                format!("CREATE USER IF NOT EXISTS {acct} IDENTIFIED BY {pw}"),
-                format!("ALTER USER {acct} IDENTIFIED BY {pw}"),
+                format!("CREATE USER IF NOT EXISTS {acct} {pw}"),
+                format!("ALTER USER {acct} {pw}"),
             ];
             for d in &u.databases {
                 stmts.push(format!(
@@ -266,7 +276,7 @@ impl UsersFacet for Mysql {
         if let Some(p) = &update.password {
             exec_sql(
                 &mut c,
-                &format!("ALTER USER {acct} IDENTIFIED BY {}", lit(p.expose())),
+                &format!("ALTER USER {acct} {}", identified_by(p.expose())),
             )
             .await
             .map_err(|e| self.err(e))?;
@@ -294,10 +304,7 @@ impl UsersFacet for Mysql {
             let acct = account(&u.name, Self::user_host(u.host.as_deref()));
             exec_sql(
                 &mut c,
-                &format!(
-                    "ALTER USER {acct} IDENTIFIED BY {}",
-                    lit(u.password.expose())
-                ),
+                &format!("ALTER USER {acct} {}", identified_by(u.password.expose())),
             )
             .await
             .map_err(|e| self.err(e))?;
@@ -417,10 +424,10 @@ impl RootFacet for Mysql {
         let pw = password.unwrap_or_else(|| Secret::generate(24));
         validate_password(&pw)?;
         let acct = account("root", "%");
-        let p = lit(pw.expose());
+        let p = identified_by(pw.expose());
         self.exec(&[
-            format!("CREATE USER IF NOT EXISTS {acct} IDENTIFIED BY {p}"),
-            format!("ALTER USER {acct} IDENTIFIED BY {p}"),
+            format!("CREATE USER IF NOT EXISTS {acct} {p}"),
+            format!("ALTER USER {acct} {p}"),
             format!("GRANT ALL PRIVILEGES ON *.* TO {acct} WITH GRANT OPTION"),
         ])
         .await?;
@@ -445,5 +452,14 @@ mod tests {
         assert_eq!(unescape_grant_db("my\\_db"), "my_db");
         assert!(crate::base::check_charset("utf8mb4").is_ok());
         assert!(crate::base::check_charset("utf8; DROP").is_err());
+    }
+
+    #[test]
+    fn statements_carry_the_native_hash_not_the_password() {
+        // The server's PASSWORD('password').
+        assert_eq!(
+            identified_by("password"),
+            "IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19'"
+        );
     }
 }

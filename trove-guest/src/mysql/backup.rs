@@ -8,14 +8,16 @@
 //! the guest logged in with it.
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::Value;
+use sqlx::Connection;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use trove_core::ports::{BackupJob, BackupOutcome, BackupProgress, DynBackupStore, RestoreSpec};
 use trove_core::{Error, Result};
 
-use super::admin::{account, lit};
+use super::admin::{account, identified_by, lit};
+use super::binlog::{backup_binlog_position, closed_since, position, whole_pieces};
 use super::Mysql;
 use crate::backup::{
     move_contents, pipeline_output, staging_dir, unpack_verified, EngineBackup, Step, COMPRESS,
@@ -117,13 +119,52 @@ impl Mysql {
         }
         let steps = [tool, Step::new(COMPRESS[0], &COMPRESS[1..])];
         let result = async {
+            // The binary log: a new file the backup starts in (what an incremental on it ships from), and the
+            // files since the parent's still there (else the incremental could not carry them).
+            let parent_binlog = job
+                .parent
+                .as_ref()
+                .and_then(|p| p.position.as_ref()?.get("binlog")?.as_str().map(String::from));
+            let mut c = self.connect_admin().await?;
+            let start_binlog = self.flush_binlog(&mut c).await?;
+            if let Some(pb) = &parent_binlog {
+                if !self.binlogs(&mut c).await?.contains(pb) {
+                    let _ = c.close().await;
+                    return Err(Error::unprocessable(format!(
+                        "The binary log since backup {} is not all on the instance any more (a later backup \
+                         pruned it): take the incremental on the latest backup (--incremental without --parent), \
+                         or a full backup.",
+                        job.parent.as_ref().map(|p| p.backup_id).unwrap_or_default()
+                    )));
+                }
+            }
+            let _ = c.close().await;
             let stream = pipeline_output(&steps, self.base.run_as, &l.engine_dir)?;
             trove_os::crash_point("backup:before_put");
             let object = store.put(&job.key, progress.counted(stream)).await?;
+            let time = chrono::Utc::now();
             let lsn = to_lsn(&lsn_dir)?;
+            let archive = match &parent_binlog {
+                Some(pb) => match self.ship_since(store, &job.key, pb).await {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        let _ = store.delete(&job.key).await;
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
+            if let Some(sb) = &start_binlog {
+                self.prune_binlog(sb, job).await;
+            }
             Ok(BackupOutcome {
                 object,
-                position: Some(json!({ "to_lsn": lsn })),
+                position: Some(position(
+                    lsn,
+                    start_binlog.as_deref(),
+                    time,
+                    archive.as_ref(),
+                )),
             })
         }
         .await;
@@ -133,19 +174,75 @@ impl Mysql {
         result
     }
 
-    async fn restore_chain(&self, store: &DynBackupStore, spec: &RestoreSpec) -> Result<()> {
-        if spec.restore_time.is_some() {
-            return Err(Error::bad_request(
-                "Point-in-time restore is not available for MariaDB in this deployment yet.",
-            ));
+    /// Removes the binary log files no incremental on a live backup needs: those before `own` (where one on this
+    /// backup starts) or before the older file the instance's oldest live backup starts with (`retain_from`).
+    async fn prune_binlog(&self, own: &str, job: &BackupJob) {
+        let retain = job
+            .retain_from
+            .as_ref()
+            .and_then(|p| p.get("binlog")?.as_str());
+        let keep = match retain {
+            Some(r) if r < own => r,
+            _ => own,
+        };
+        let r = async {
+            let mut c = self.connect_admin().await?;
+            let logs = self.binlogs(&mut c).await;
+            let _ = c.close().await;
+            if logs?.iter().any(|l| l == keep) {
+                self.exec(&[format!("PURGE BINARY LOGS TO {}", lit(keep))])
+                    .await?;
+            }
+            Ok::<_, Error>(())
         }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "pruning the binary log failed");
+        }
+    }
+
+    /// Closes the binary log file being written and ships the files from `from` as the archive of `key`.
+    async fn ship_since(
+        &self,
+        store: &DynBackupStore,
+        key: &str,
+        from: &str,
+    ) -> Result<trove_core::ports::ObjectMeta> {
+        let mut c = self.connect_admin().await?;
+        let r = async {
+            self.flush_binlog(&mut c).await?;
+            self.binlogs(&mut c).await
+        }
+        .await;
+        let _ = c.close().await;
+        let files = closed_since(&r?, from).ok_or_else(|| {
+            Error::backend(
+                BACKEND,
+                format!("the binary log since {from} is gone while the backup ran"),
+                true,
+            )
+        })?;
+        self.ship_binlogs(store, key, &files).await
+    }
+
+    async fn restore_chain(&self, store: &DynBackupStore, spec: &RestoreSpec) -> Result<()> {
+        // A moment: the backups that ended before it whole, then the archive of the next one replayed to it.
+        let whole = match spec.restore_time {
+            Some(at) => whole_pieces(&spec.chain, at).ok_or_else(|| {
+                Error::bad_request(format!(
+                    "The restore time {at} is before the full backup of the chain ended."
+                ))
+            })?,
+            None => spec.chain.len(),
+        };
         let bins = self.bins()?;
+        self.end_stale_replay().await;
         let l = &self.base.layout;
         let run_as = self.base.run_as;
         let started = std::time::Instant::now();
         // 1. Unpack every object (each verified as it streams; a mismatch stops before anything is prepared).
         let mut dirs = Vec::new();
-        for (i, piece) in spec.chain.iter().enumerate() {
+        for (i, piece) in spec.chain[..whole].iter().enumerate() {
             let dir = staging_dir(&l.volume_dir, &format!("restore-{i}"), run_as)?;
             let mbstream = Step::new(&bins.mbstream, &["-x", "-C"])
                 .arg(&dir)
@@ -192,20 +289,28 @@ impl Mysql {
         let prepared = started.elapsed();
         // 3. The admin's password is reset by the first start (an init file), then the data moves into place.
         let secret = l.ensure_admin_secret()?;
-        let pw = lit(secret.expose());
+        let pw = identified_by(secret.expose());
         let mut sql = String::new();
         for host in ["localhost", "127.0.0.1", "::1"] {
             let acct = account("os_admin", host);
             sql.push_str(&format!(
-                "CREATE USER IF NOT EXISTS {acct} IDENTIFIED BY {pw};\n\
-                 ALTER USER {acct} IDENTIFIED BY {pw};\n\
+                "CREATE USER IF NOT EXISTS {acct} {pw};\n\
+                 ALTER USER {acct} {pw};\n\
                  GRANT ALL PRIVILEGES ON *.* TO {acct} WITH GRANT OPTION;\n"
             ));
         }
         write_engine_file(&self.admin_reset_file(), &sql, run_as)?;
+        let ends_at = dirs.last().and_then(|d| backup_binlog_position(d));
         move_contents(full, &l.data_dir)?;
         for d in &dirs {
             let _ = std::fs::remove_dir_all(d);
+        }
+        // 4. To a moment: the next backup's binary log archive, replayed up to it.
+        if let (Some(at), Some(next)) = (spec.restore_time, spec.chain.get(whole)) {
+            let staging = staging_dir(&l.volume_dir, "restore-binlog", run_as)?;
+            let r = self.replay_to(store, ends_at, next, at, &staging).await;
+            let _ = std::fs::remove_dir_all(&staging);
+            r?;
         }
         tracing::info!(
             instance = %self.base.ctx.instance_id,

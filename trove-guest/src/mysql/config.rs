@@ -52,6 +52,7 @@ impl Configurable for Mysql {
                 cnf.push_str(&format!("{k} = {}\n", override_value(k, v)?));
             }
         }
+        cnf.push_str(&self.binlog_cnf()?);
         cnf.push_str(&self.tls_cnf()?);
         cnf.push_str(&crate::logs::mysql_cnf(&self.base.layout)?);
         write_engine_file(&self.cnf_path(), &cnf, self.base.run_as)

@@ -17,6 +17,7 @@ use trove_core::{Error, Result};
 
 mod admin;
 mod backup;
+mod binlog;
 mod config;
 mod tls;
 
@@ -24,7 +25,7 @@ use crate::base::Base;
 use crate::common::{find_program, image_dir, run_as_user, socket_path, EngineConfig};
 use crate::engine::{Engine, Spawn};
 use crate::logs::EngineLogs;
-use admin::{account, lit};
+use admin::{account, identified_by};
 
 /// Binaries of the MySQL family.
 #[derive(Debug, Clone)]
@@ -175,14 +176,12 @@ impl Mysql {
             .connect()
             .await
             .map_err(|e| self.err(e))?;
-        let pw = lit(secret.expose());
+        let pw = identified_by(secret.expose());
         let mut stmts = Vec::new();
         for host in ["localhost", "127.0.0.1", "::1"] {
             let acct = account("os_admin", host);
-            stmts.push(format!(
-                "CREATE USER IF NOT EXISTS {acct} IDENTIFIED BY {pw}"
-            ));
-            stmts.push(format!("ALTER USER {acct} IDENTIFIED BY {pw}"));
+            stmts.push(format!("CREATE USER IF NOT EXISTS {acct} {pw}"));
+            stmts.push(format!("ALTER USER {acct} {pw}"));
             stmts.push(format!(
                 "GRANT ALL PRIVILEGES ON *.* TO {acct} WITH GRANT OPTION"
             ));

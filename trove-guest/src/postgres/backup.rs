@@ -15,7 +15,8 @@
 //!   transaction (so every moment up to the backup's recorded `time` has a later commit to stop before), a segment
 //!   switch, a wait until the archiver delivered that segment, then a tar of the segments from the parent's through
 //!   it, compressed. A backup's `position` is `{"wal": SEGMENT, "time": RFC3339}`: the first segment an incremental
-//!   on it ships, and the moment it covers up to.
+//!   on it ships, and the moment it covers up to. Each backup prunes the archive up to the first segment the
+//!   instance's oldest live backup needs (`retain_from`), so an incremental on any of them finds its WAL.
 //! - Restore of a chain: the full backup as above, every incremental's segments unpacked (verified) into a
 //!   directory the single-user run recovers from (`recovery.signal`, `restore_command`), to the end of the last
 //!   incremental or to `recovery_target_time` (point-in-time restore), then promoted.
@@ -77,6 +78,11 @@ fn conninfo_value(s: &str) -> String {
 /// A moment as PostgreSQL and the backup positions write it.
 fn moment(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The first segment an incremental on the instance's oldest live backup ships (see [`BackupJob::retain_from`]).
+fn retained(job: &BackupJob) -> Option<&str> {
+    job.retain_from.as_ref()?.get("wal")?.as_str()
 }
 
 /// The first segment an incremental on `parent` ships.
@@ -208,7 +214,7 @@ impl Postgres {
         let steps = [tar, Step::new(COMPRESS[0], &COMPRESS[1..])];
         let out = pipeline_output(&steps, self.base.run_as, &l.engine_dir)?;
         let object = store.put(&job.key, progress.counted(out)).await?;
-        let pruned = wal::prune(&spool, &to)?;
+        let pruned = wal::prune(&spool, wal::keep_from(&to, retained(job)))?;
         tracing::info!(
             instance = %self.base.ctx.instance_id,
             segments = names.len(),
@@ -352,7 +358,7 @@ impl EngineBackup for Postgres {
             let out = pipeline_output(&steps, self.base.run_as, &l.engine_dir)?;
             let object = store.put(&job.key, progress.counted(out)).await?;
             let time = Utc::now();
-            wal::prune(&spool, &from)?;
+            wal::prune(&spool, wal::keep_from(&from, retained(job)))?;
             Ok::<_, Error>(BackupOutcome {
                 object,
                 position: Some(json!({ "wal": from, "time": moment(time) })),
@@ -407,6 +413,7 @@ impl EngineBackup for Postgres {
                 return Err(e);
             }
         }
+        trove_os::crash_point("restore:after_unpack");
         move_contents(&staging, &l.data_dir)?;
         self.own_settings()?;
         let mut recovery = Vec::new();

@@ -73,6 +73,15 @@ pub(super) fn select(names: &[String], from: &str, to: &str) -> Result<Vec<Strin
     Ok(picked)
 }
 
+/// Where pruning stops: `own` (the first segment an incremental on the backup just taken ships), or the older
+/// `retain` (the instance's oldest backup's, so an incremental on it still finds its WAL).
+pub(super) fn keep_from<'a>(own: &'a str, retain: Option<&'a str>) -> &'a str {
+    match (segment_index(own), retain.and_then(segment_index)) {
+        (Some(o), Some(r)) if r < o => retain.unwrap_or(own),
+        _ => own,
+    }
+}
+
 /// The segment files in `spool`.
 pub(super) fn list(spool: &Path) -> Result<Vec<String>> {
     let rd = std::fs::read_dir(spool).map_err(|e| io_err("read", spool, e))?;
@@ -161,6 +170,14 @@ mod tests {
             left,
             vec![seg(1, 0, 2), seg(1, 0, 3), "00000002.history".to_string()]
         );
+    }
+
+    #[test]
+    fn pruning_stops_at_the_oldest_live_backup() {
+        assert_eq!(keep_from(&seg(1, 0, 9), Some(&seg(1, 0, 3))), seg(1, 0, 3));
+        assert_eq!(keep_from(&seg(1, 0, 9), Some(&seg(1, 0, 12))), seg(1, 0, 9));
+        assert_eq!(keep_from(&seg(1, 0, 9), None), seg(1, 0, 9));
+        assert_eq!(keep_from(&seg(1, 0, 9), Some("junk")), seg(1, 0, 9));
     }
 
     #[test]

@@ -213,20 +213,23 @@ pub async fn wait_status(
 
 /// Takes a full backup through the strategy's backup facet under `key`; answers the piece a restore needs.
 pub async fn take_backup(s: &Arc<dyn DatastoreStrategy>, key: &str) -> BackupPiece {
-    take_backup_on(s, key, None).await
+    take_backup_on(s, key, None, None).await
 }
 
-/// Takes a backup under `key`, incremental on `parent` when given.
+/// Takes a backup under `key`, incremental on `parent` when given, keeping the engine's archive from the position
+/// of `retain` when given (the task manager names the instance's oldest live backup).
 pub async fn take_backup_on(
     s: &Arc<dyn DatastoreStrategy>,
     key: &str,
     parent: Option<&BackupPiece>,
+    retain: Option<&BackupPiece>,
 ) -> BackupPiece {
     let facet = s.backup().expect("the backup facet");
     let job = BackupJob {
         backup_id: Uuid::new_v4(),
         key: key.to_string(),
         parent: parent.cloned(),
+        retain_from: retain.and_then(|r| r.position.clone()),
     };
     let progress = BackupProgress::default();
     let t = Instant::now();

@@ -23,6 +23,11 @@ pub struct BackupJob {
     pub key: String,
     /// The parent of an incremental backup; `None`: a full backup.
     pub parent: Option<BackupPiece>,
+    /// The position of the instance's oldest backup an incremental may still be taken on (its oldest completed
+    /// one): the engine's archive (WAL, binary log) is kept from there, so an incremental on any live backup finds
+    /// what it needs. `None`: keep only what an incremental on this backup needs.
+    #[serde(default)]
+    pub retain_from: Option<Value>,
 }
 
 /// One stored backup, as an incremental on top of it or a restore needs it.
@@ -42,6 +47,26 @@ pub struct BackupPiece {
     pub position: Option<Value>,
     /// Whether it holds only the changes since its parent.
     pub incremental: bool,
+}
+
+/// The key of the archive object a backup may carry beside its own (`<key>.archive`): the engine's log since the
+/// parent that a point-in-time restore replays (MariaDB's binary logs). Its size and checksum are in the backup's
+/// position (`"archive": {"size": N, "checksum": HEX}`); deleting a backup deletes both objects.
+pub fn archive_key(key: &str) -> String {
+    format!("{key}.archive")
+}
+
+/// The archive object of `piece` as a piece of its own (checked like any object), when it carries one.
+pub fn archive_piece(piece: &BackupPiece) -> Option<BackupPiece> {
+    let a = piece.position.as_ref()?.get("archive")?;
+    Some(BackupPiece {
+        backup_id: piece.backup_id,
+        key: archive_key(&piece.key),
+        checksum: a.get("checksum")?.as_str()?.to_string(),
+        size: a.get("size")?.as_u64()?,
+        position: None,
+        incremental: true,
+    })
 }
 
 /// What a finished backup reports.
@@ -167,7 +192,7 @@ pub fn checksum_fault(id: Uuid, expected: &str, found: &str, size: u64, read: u6
 /// # Contract
 /// - `backup` streams the engine's backup tool into the deployment's store under `job.key`, never staging the
 ///   whole backup on the volume or in memory, counting the bytes written into `progress`. It answers only when the
-///   object is complete; on any failure no object is left under `job.key`.
+///   object is complete; on any failure no object is left under `job.key` (nor under its [`archive_key`]).
 /// - An incremental job (`job.parent` set) on a strategy without incrementals is refused before anything is
 ///   written.
 /// - A restore (prepare with `restore`) verifies the size and checksum of every object of the chain before

@@ -32,8 +32,8 @@ mod tls;
 mod users;
 
 pub use backup::{
-    checksum_fault, verified_object, BackupFacet, BackupJob, BackupOutcome, BackupPiece,
-    BackupProgress, RestoreSpec,
+    archive_key, archive_piece, checksum_fault, verified_object, BackupFacet, BackupJob,
+    BackupOutcome, BackupPiece, BackupProgress, RestoreSpec,
 };
 pub use configuration::ConfigurationFacet;
 pub use databases::DatabasesFacet;

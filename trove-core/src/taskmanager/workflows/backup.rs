@@ -152,10 +152,27 @@ async fn job_of(cx: &StepContext<'_>, b: &Backup) -> StepResult<BackupJob> {
         }
         None => None,
     };
+    // The archive an incremental on any live backup of the instance needs is kept: from its oldest completed one.
+    let retain_from = match b.instance_id {
+        Some(iid) => cx
+            .store()
+            .list_backups(&crate::model::BackupFilter {
+                instance_id: Some(iid),
+                ..Default::default()
+            })
+            .await
+            .map_err(super::super::context::abort_on_store)?
+            .into_iter()
+            .filter(|o| o.id != b.id && o.state == BackupState::Completed && !o.deleted)
+            .min_by_key(|o| o.created)
+            .and_then(|o| o.position),
+        None => None,
+    };
     Ok(BackupJob {
         backup_id: b.id,
         key: object_key(b).unwrap_or_default(),
         parent,
+        retain_from,
     })
 }
 
