@@ -1,4 +1,8 @@
-//! MariaDB backup and restore throughput next to the raw tools writing the same kind of file in the same run.
+//! Backup and restore throughput of MariaDB and PostgreSQL (`BACKUP_BENCH_ENGINES`, default both) next to the raw
+//! tools writing the same kind of file in the same run.
+//!
+//! PostgreSQL: the same shape with `pg_basebackup -Ft | zstd -3 -T0 > file` as the raw backup, `zstd -dc | tar -x`
+//! and `postgres` started until it answers as the raw restore, and the incremental (the WAL since the full).
 //!
 //! A MariaDB instance is prepared through the real strategy and filled with `BACKUP_BENCH_MB` MB of rows (default
 //! 256; the issue's figure uses 1024): 256 random hex characters and 512 repeated ones each, so zstd has work. Then, `BACKUP_BENCH_RUNS` times each (default 3), alternating:
@@ -55,14 +59,14 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn ctx(dir: &Path) -> StrategyContext {
+fn ctx(dir: &Path, manager: Manager) -> StrategyContext {
     StrategyContext {
         instance_id: Uuid::new_v4(),
         datastore_version: DatastoreVersion {
             id: Uuid::new_v4(),
             datastore_id: Uuid::new_v4(),
             name: "bench".into(),
-            manager: Manager::Mariadb,
+            manager,
             image: String::new(),
             packages: String::new(),
             active: true,
@@ -254,6 +258,20 @@ async fn main() {
         .try_init();
     let mb = env_num("BACKUP_BENCH_MB", 256);
     let runs = env_num("BACKUP_BENCH_RUNS", 3).max(1) as usize;
+    let engines =
+        std::env::var("BACKUP_BENCH_ENGINES").unwrap_or_else(|_| "mariadb,postgresql".into());
+    for e in engines.split(',').map(str::trim) {
+        match e {
+            "mariadb" => mariadb(mb, runs).await,
+            "postgresql" => postgresql(mb, runs).await,
+            other => panic!("BACKUP_BENCH_ENGINES: unknown engine {other} (mariadb, postgresql)"),
+        }
+    }
+}
+
+/// MariaDB: `mariadb-backup` streams next to the raw tool.
+async fn mariadb(mb: u64, runs: usize) {
+    println!("== MariaDB");
     let who = RunAs::resolve(None).expect("engine user");
     let work = tempdir();
     let store_dir = work.path().join("store");
@@ -263,7 +281,7 @@ async fn main() {
 
     // The source, filled with `mb` MB of rows of about 1 KB (a quarter random hex, the rest repeated).
     let dir = tempdir();
-    let c = ctx(dir.path());
+    let c = ctx(dir.path(), Manager::Mariadb);
     let strategy = factory.strategy(&c).expect("MariaDB installed");
     strategy.prepare(&request()).await.expect("prepare");
     let src = Source {
@@ -373,7 +391,7 @@ async fn main() {
         raw_start(who, &out).await;
         raw.push(t.elapsed());
         let dir = tempdir();
-        let c = ctx(dir.path());
+        let c = ctx(dir.path(), Manager::Mariadb);
         let s = factory.strategy(&c).expect("strategy");
         let mut req = request();
         req.restore = Some(RestoreSpec {
@@ -397,4 +415,241 @@ async fn main() {
     );
     src.strategy.stop().await.expect("stop");
     drop(src.dir);
+}
+
+/// The PostgreSQL server binaries' directory (Debian's newest).
+fn pg_bin() -> std::path::PathBuf {
+    let mut v: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL installed")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    v.sort();
+    v.pop().expect("a PostgreSQL server")
+}
+
+/// Starts `postgres` on a restored data directory (its own port and socket, no archiving) and waits until it
+/// answers a login (any answer), then stops it: the part of a restore to a running engine the raw tools leave out.
+async fn raw_pg_start(who: RunAs, data: &Path) {
+    let port = free_port();
+    let mut c = Command::new(pg_bin().join("postgres"));
+    c.arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(data)
+        .args(["-c", "listen_addresses=", "-c", "archive_mode=off"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if trove_guest::current_uid() != who.uid {
+        c.uid(who.uid).gid(who.gid);
+    }
+    let mut child = c.spawn().expect("postgres");
+    let t = Instant::now();
+    loop {
+        let r = sqlx::postgres::PgConnectOptions::new()
+            .socket(data)
+            .port(port)
+            .username("nobody-here")
+            .connect()
+            .await;
+        match r {
+            Ok(_) | Err(sqlx::Error::Database(_)) => break,
+            Err(_) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(120),
+                    "postgres did not answer"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// PostgreSQL: `pg_basebackup` streamed through zstd next to the same tool writing a file; the WAL incremental.
+async fn postgresql(mb: u64, runs: usize) {
+    println!("== PostgreSQL");
+    let who = RunAs::resolve(None).expect("engine user");
+    let work = tempdir();
+    let store: DynBackupStore =
+        Arc::new(FsBackupStore::open(work.path().join("store")).expect("store"));
+    let factory =
+        EngineStrategyFactory::new(EngineConfig::default()).with_backup_store(store.clone());
+    let dir = tempdir();
+    let c = ctx(dir.path(), Manager::Postgresql);
+    let strategy = factory.strategy(&c).expect("PostgreSQL installed");
+    strategy.prepare(&request()).await.expect("prepare");
+    let secret = std::fs::read_to_string(c.server_dir.join("guest/os_admin.secret"))
+        .expect("admin secret")
+        .trim()
+        .to_string();
+    // The strategy's socket directory: the one named in its rendered trove.conf.
+    let conf = std::fs::read_to_string(
+        c.volume_path
+            .clone()
+            .expect("volume")
+            .join("data/trove.conf"),
+    )
+    .expect("trove.conf");
+    let sock: std::path::PathBuf = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("unix_socket_directories = "))
+        .expect("socket dir")
+        .trim_matches('\'')
+        .into();
+    let mut conn = sqlx::postgres::PgConnectOptions::new()
+        .socket(&sock)
+        .port(c.port)
+        .username("os_admin")
+        .password(&secret)
+        .database("postgres")
+        .connect()
+        .await
+        .expect("connect");
+    conn.execute("CREATE TABLE t (id bigserial PRIMARY KEY, pad text)")
+        .await
+        .expect("create");
+    let rows = mb * 1100;
+    let mut done = 0;
+    while done < rows {
+        let n = (rows - done).min(100_000);
+        conn.execute(
+            format!(
+                "INSERT INTO t (pad) SELECT md5(random()::text) || md5(random()::text) || md5(random()::text) || \
+                 md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) || \
+                 md5(random()::text) || repeat('x', 512) FROM generate_series(1, {n})"
+            )
+            .as_str(),
+        )
+        .await
+        .expect("insert");
+        done += n;
+    }
+    conn.execute("CHECKPOINT").await.expect("checkpoint");
+    let data_mb = du(&c.volume_path.clone().expect("volume").join("data")) as f64 / 1e6;
+    println!("data directory: {data_mb:.0} MB ({rows} rows)");
+
+    let raw_file = work.path().join("raw.tar.zst");
+    if trove_guest::current_uid() != who.uid {
+        std::os::unix::fs::chown(work.path(), Some(who.uid), Some(who.gid)).expect("chown");
+    }
+    let raw_backup = format!(
+        "PGPASSWORD='{secret}' {bin}/pg_basebackup --no-password --pgdata=- --format=tar --wal-method=fetch \
+         --checkpoint=fast --no-manifest --dbname='host={sock} port={port} user=os_admin dbname=postgres' \
+         | zstd -3 -T0 -q -c > {out}",
+        bin = pg_bin().display(),
+        sock = sock.display(),
+        port = c.port,
+        out = raw_file.display(),
+    );
+    let facet = strategy.backup().expect("backups offered");
+    let take = |key: String, parent: Option<BackupPiece>| async move {
+        let job = BackupJob {
+            backup_id: Uuid::new_v4(),
+            key,
+            parent,
+            retain_from: None,
+        };
+        let t = Instant::now();
+        let o = facet
+            .backup(&job, &BackupProgress::default())
+            .await
+            .expect("backup");
+        (t.elapsed(), o)
+    };
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    let rss_before = peak_rss_kb();
+    let mut full = None;
+    for i in 0..runs {
+        let t = Instant::now();
+        sh_as(who, &raw_backup);
+        raw.push(t.elapsed());
+        let (d, o) = take(format!("bench/pg-full-{i}"), None).await;
+        ours.push(d);
+        full = Some(o);
+    }
+    let rss_growth_mb = (peak_rss_kb().saturating_sub(rss_before)) as f64 / 1024.0;
+    let full = full.expect("a backup");
+    let (o, r) = (median(ours), median(raw));
+    println!(
+        "backup:  ours {:.2} s ({:.0} MB/s), raw pg_basebackup -Ft | zstd > file {:.2} s ({:.0} MB/s); raw/ours = \
+         {:.2}; object {:.0} MB (raw file {:.0} MB); guest peak memory growth {:.1} MB",
+        o.as_secs_f64(),
+        data_mb / o.as_secs_f64(),
+        r.as_secs_f64(),
+        data_mb / r.as_secs_f64(),
+        r.as_secs_f64() / o.as_secs_f64(),
+        full.object.size as f64 / 1e6,
+        std::fs::metadata(&raw_file).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
+        rss_growth_mb,
+    );
+
+    // Incremental (the WAL since the full) after 1 % of the rows changed.
+    let changed = (rows / 100).max(1);
+    conn.execute(
+        format!(
+            "UPDATE t SET pad = repeat(md5(random()::text), 8) || repeat('y', 512) WHERE id <= {changed}"
+        )
+        .as_str(),
+    )
+    .await
+    .expect("update");
+    let (inc_t, inc) = take("bench/pg-inc".into(), Some(piece(&full, false))).await;
+    println!(
+        "incremental after 1 % of the rows changed: {:.2} s, {:.1} MB; the full: {:.2} s, {:.0} MB",
+        inc_t.as_secs_f64(),
+        inc.object.size as f64 / 1e6,
+        o.as_secs_f64(),
+        full.object.size as f64 / 1e6
+    );
+    let _ = sqlx::Connection::close(conn).await;
+
+    // Restores, alternating.
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let out = work.path().join("raw-restore");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).expect("mkdir");
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        if trove_guest::current_uid() != who.uid {
+            std::os::unix::fs::chown(&out, Some(who.uid), Some(who.gid)).expect("chown");
+        }
+        let t = Instant::now();
+        sh_as(
+            who,
+            &format!(
+                "zstd -dc -q {f} | tar -x -f - -C {d}",
+                f = raw_file.display(),
+                d = out.display()
+            ),
+        );
+        raw_pg_start(who, &out).await;
+        raw.push(t.elapsed());
+        let dir = tempdir();
+        let rc = ctx(dir.path(), Manager::Postgresql);
+        let s = factory.strategy(&rc).expect("strategy");
+        let mut req = request();
+        req.restore = Some(RestoreSpec {
+            chain: vec![piece(&full, false)],
+            restore_time: None,
+        });
+        let t = Instant::now();
+        s.prepare(&req).await.expect("restore");
+        ours.push(t.elapsed());
+        s.stop().await.expect("stop");
+    }
+    let (o, r) = (median(ours), median(raw));
+    println!(
+        "restore: ours (to a running engine) {:.2} s ({:.0} MB/s), raw zstd -dc | tar -x, postgres until it \
+         answers {:.2} s ({:.0} MB/s); raw/ours = {:.2}",
+        o.as_secs_f64(),
+        data_mb / o.as_secs_f64(),
+        r.as_secs_f64(),
+        data_mb / r.as_secs_f64(),
+        r.as_secs_f64() / o.as_secs_f64()
+    );
+    strategy.stop().await.expect("stop");
+    drop(dir);
 }

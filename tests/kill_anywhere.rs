@@ -84,10 +84,11 @@ fn backup_points(ds: &str) -> Vec<&'static str> {
         _ => vec!["backup:after_put"],
     }
 }
-/// The guest's kill points inside a restore besides prepare's (MariaDB's unpack and prepare).
+/// The guest's kill points inside a restore besides prepare's (MariaDB's unpack and prepare, PostgreSQL's unpack).
 fn restore_points(ds: &str) -> Vec<&'static str> {
     match ds {
         "mariadb" => vec!["restore:after_unpack", "restore:after_prepare"],
+        "postgresql" => vec!["restore:after_unpack"],
         _ => vec![],
     }
 }

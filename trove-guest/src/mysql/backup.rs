@@ -157,12 +157,15 @@ impl Mysql {
             if let Some(sb) = &start_binlog {
                 self.prune_binlog(sb, job).await;
             }
+            // The moment a point-in-time restore may reach: recorded only when the binary log can get there (an
+            // incremental on a backup from before the binary log carries no archive).
+            let reach = (job.parent.is_none() || archive.is_some()).then_some(time);
             Ok(BackupOutcome {
                 object,
                 position: Some(position(
                     lsn,
                     start_binlog.as_deref(),
-                    time,
+                    reach,
                     archive.as_ref(),
                 )),
             })

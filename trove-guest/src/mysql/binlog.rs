@@ -91,15 +91,18 @@ impl Mysql {
     /// The `my.cnf` lines of the binary log.
     pub(super) fn binlog_cnf(&self) -> Result<String> {
         let d = self.binlog_dir()?;
+        // A server id of its own (from the instance id, never 0): replicas must not share their source's.
+        let b = self.base.ctx.instance_id.as_bytes();
+        let server_id = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) % (u32::MAX - 1) + 1;
         Ok(format!(
             "# binary log: point-in-time restore (see the guest's mysql::binlog)\n\
-             server_id = 1\n\
+             server_id = {server_id}\n\
              log_bin = {base}\n\
              log_bin_index = {base}.index\n\
              binlog_format = ROW\n\
              # a week at most when no backup prunes it earlier\n\
              binlog_expire_logs_seconds = 604800\n",
-            base = d.join(BASE).display()
+            base = d.join(BASE).display(),
         ))
     }
 
@@ -344,13 +347,15 @@ impl Mysql {
 pub(super) fn position(
     lsn: u64,
     binlog: Option<&str>,
-    time: DateTime<Utc>,
+    time: Option<DateTime<Utc>>,
     archive: Option<&ObjectMeta>,
 ) -> Value {
-    let mut p = serde_json::json!({
-        "to_lsn": lsn,
-        "time": time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    });
+    let mut p = serde_json::json!({ "to_lsn": lsn });
+    if let Some(t) = time {
+        p["time"] = t
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .into();
+    }
     if let Some(b) = binlog {
         p["binlog"] = b.into();
     }
