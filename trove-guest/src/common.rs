@@ -364,6 +364,10 @@ pub(crate) struct GuestState {
     /// Configuration overrides applied.
     #[serde(default)]
     pub overrides: serde_json::Map<String, serde_json::Value>,
+    /// Whether only the guest may write (a replica, or a source fenced or handing over); rendered into the
+    /// engine's configuration so a restart keeps it.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// Sets a file or directory's permission bits.

@@ -17,7 +17,7 @@ use trove_core::model::{
 use trove_core::ports::{
     not_supported, BackupFacet, BackupJob, BackupOutcome, BackupProgress, ConfigurationFacet,
     DatabasesFacet, DatastoreStrategy, DynBackupStore, EngineStatus, FsStats, LogsFacet,
-    PrepareRequest, RestoreSpec, RootFacet, TlsFacet, UsersFacet,
+    PrepareRequest, ReplicationFacet, RestoreSpec, RootFacet, TlsFacet, UsersFacet,
 };
 use trove_core::state::ServiceStatus;
 use trove_core::{Error, Result};
@@ -99,6 +99,10 @@ pub(crate) trait Engine: Configurable + TlsEngine + Send + Sync + 'static {
     }
     /// The engine's backup tool, when it has one.
     fn backup_tool(&self) -> Option<&dyn EngineBackup> {
+        None
+    }
+    /// The replication facet, when the engine replicates.
+    fn replication(&self) -> Option<&dyn ReplicationFacet> {
         None
     }
 
@@ -349,6 +353,10 @@ impl<E: Engine> DatastoreStrategy for ProcessStrategy<E> {
 
     fn backup(&self) -> Option<&dyn BackupFacet> {
         self.backup_parts().map(|_| self as &dyn BackupFacet)
+    }
+
+    fn replication(&self) -> Option<&dyn ReplicationFacet> {
+        self.engine.replication()
     }
 }
 

@@ -165,7 +165,10 @@ async fn active(w: &World, ds: &str) -> Uuid {
 }
 
 async fn wait(w: &World, id: Uuid, pred: impl Fn(&InstanceView) -> bool) -> InstanceView {
-    for _ in 0..2000 {
+    // Health reports come on the world's ticking clock: on a loaded machine a crash is seen after several
+    // seconds, so the budget is generous (it ends as soon as the condition holds).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while std::time::Instant::now() < deadline {
         let v = w.api.show_instance(&t1(), id).await.unwrap();
         if pred(&v) {
             return v;

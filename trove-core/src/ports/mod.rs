@@ -19,8 +19,9 @@ pub use compute::{migration_target, Compute, GuestLauncher, GuestSpec, Server, S
 pub use guest::{
     archive_key, archive_piece, checksum_fault, not_supported, verified_object, BackupFacet,
     BackupJob, BackupOutcome, BackupPiece, BackupProgress, ConfigurationFacet, DatabasesFacet,
-    DatastoreStrategy, EngineStatus, FacetCatalog, FsStats, LogsFacet, PrepareRequest, RestoreSpec,
-    RootFacet, StrategyContext, StrategyFactory, TlsFacet, UserInfo, UsersFacet,
+    DatastoreStrategy, EngineStatus, FacetCatalog, FsStats, LogsFacet, PrepareRequest,
+    ReplicaPosition, ReplicationFacet, ReplicationSource, RestoreSpec, RootFacet, StrategyContext,
+    StrategyFactory, TlsFacet, UserInfo, UsersFacet,
 };
 pub use storage::{BackupStore, BlockStorage, ByteStream, ObjectMeta, Volume};
 pub use store::{

@@ -293,7 +293,9 @@ impl Mysql {
         // 3. The admin's password is reset by the first start (an init file), then the data moves into place.
         let secret = l.ensure_admin_secret()?;
         let pw = identified_by(secret.expose());
-        let mut sql = String::new();
+        // Not into the binary log: the instance's own admin is no transaction of the data (a replica restored
+        // from this backup would otherwise hold writes its source never made).
+        let mut sql = String::from("SET SESSION sql_log_bin = 0;\n");
         for host in ["localhost", "127.0.0.1", "::1"] {
             let acct = account("os_admin", host);
             sql.push_str(&format!(

@@ -100,6 +100,8 @@ impl Mysql {
              log_bin = {base}\n\
              log_bin_index = {base}.index\n\
              binlog_format = ROW\n\
+             # replicated transactions keep their GTIDs in this log too: a promoted replica serves its siblings\n\
+             log_slave_updates = ON\n\
              # a week at most when no backup prunes it earlier\n\
              binlog_expire_logs_seconds = 604800\n",
             base = d.join(BASE).display(),

@@ -53,6 +53,11 @@ impl Configurable for Mysql {
             }
         }
         cnf.push_str(&self.binlog_cnf()?);
+        if st.read_only {
+            cnf.push_str(
+                "# a replica (or a fenced source): only the guest writes\nread_only = ON\n",
+            );
+        }
         cnf.push_str(&self.tls_cnf()?);
         cnf.push_str(&crate::logs::mysql_cnf(&self.base.layout)?);
         write_engine_file(&self.cnf_path(), &cnf, self.base.run_as)

@@ -19,6 +19,7 @@ mod admin;
 mod backup;
 mod binlog;
 mod config;
+mod replication;
 mod tls;
 
 use crate::base::Base;
@@ -315,6 +316,10 @@ impl Engine for Mysql {
 
     fn guest_logs(&self) -> Option<EngineLogs> {
         Some(EngineLogs::mysql(&self.base, &self.socket))
+    }
+
+    fn replication(&self) -> Option<&dyn trove_core::ports::ReplicationFacet> {
+        Some(self)
     }
 
     fn backup_tool(&self) -> Option<&dyn crate::backup::EngineBackup> {

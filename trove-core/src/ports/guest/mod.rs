@@ -10,12 +10,14 @@
 //! | [`Facet::Tls`] | [`TlsFacet`] | instance TLS: show, change, roll back |
 //! | [`Facet::Logs`] | [`LogsFacet`] | guest logs: list, one action on one log |
 //! | [`Facet::Backup`] | [`BackupFacet`] | backups into the deployment's store; restore in prepare |
+//! | [`Facet::Replication`] | [`ReplicationFacet`] | source, replica, positions, read only, promote, detach |
 //!
 //! A strategy offers a facet by answering `Some` from its accessor ([`DatastoreStrategy::users`], ...); what it
 //! offers ([`DatastoreStrategy::facets`]) is derived from those accessors, so it cannot claim what it does not do.
 //! The guest agent answers a request for a facet the strategy lacks with upstream's status (see
-//! [`crate::rpc::GuestRequest`]). [`Facet::Replication`] and [`Facet::Cluster`] are reserved:
-//! their traits and accessors come with their issues.
+//! [`crate::rpc::GuestRequest`]). [`Facet::Cluster`] is reserved: its trait and accessor come with its issue.
+//! [`Facet::Replication`] has its trait and accessor, but is not in [`DatastoreStrategy::facets`] yet: the API
+//! offers replicas once the task manager's replica workflows exist (the replication issue).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,7 @@ mod backup;
 mod configuration;
 mod databases;
 mod logs;
+mod replication;
 mod root;
 mod tls;
 mod users;
@@ -38,6 +41,7 @@ pub use backup::{
 pub use configuration::ConfigurationFacet;
 pub use databases::DatabasesFacet;
 pub use logs::LogsFacet;
+pub use replication::{ReplicaPosition, ReplicationFacet, ReplicationSource};
 pub use root::RootFacet;
 pub use tls::TlsFacet;
 pub use users::{UserInfo, UsersFacet};
@@ -166,6 +170,10 @@ pub trait DatastoreStrategy: Send + Sync + 'static {
     }
     /// The backup facet, when the engine can be backed up (and restored) into this deployment's store.
     fn backup(&self) -> Option<&dyn BackupFacet> {
+        None
+    }
+    /// The replication facet, when the engine can be a replication source and replica.
+    fn replication(&self) -> Option<&dyn ReplicationFacet> {
         None
     }
 

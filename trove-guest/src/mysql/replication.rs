@@ -1,0 +1,210 @@
+//! MariaDB GTID replication ([`ReplicationFacet`]): the source's replication account `os_repl` (REPLICATION SLAVE
+//! only, its password generated once and kept beside the admin's), replicas following with `MASTER_USE_GTID`,
+//! positions as `@@gtid_current_pos`, `read_only` for every account but the guest's (rendered into `my.cnf` from
+//! the guest state so a restart keeps it).
+//!
+//! Where a replica starts: its own `@@gtid_current_pos` when it has one (a former source, or a replica moving to
+//! another source), else the GTID of the backup its data was restored from (`mariadb_backup_binlog_info` in the data
+//! directory). The guest's own writes on a restored instance (the admin reset) stay out of the binary log, so a
+//! replica holds no transaction its source never made.
+
+use async_trait::async_trait;
+use sqlx::Connection;
+use std::time::Duration;
+
+use trove_core::model::Secret;
+use trove_core::ports::{ReplicaPosition, ReplicationFacet, ReplicationSource};
+use trove_core::{Error, Result};
+
+use super::admin::{account, identified_by, lit};
+use super::{exec_sql, Mysql};
+use crate::common::{io_err, write_private, BACKEND};
+
+/// The replication account replicas log in with.
+const REPL_USER: &str = "os_repl";
+
+/// The GTID of the backup a data directory was restored from (third field of `mariadb_backup_binlog_info`).
+fn restored_gtid(data: &std::path::Path) -> Option<String> {
+    ["mariadb_backup_binlog_info", "xtrabackup_binlog_info"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(data.join(f)).ok())
+        .and_then(|t| t.split_whitespace().nth(2).map(str::to_string))
+        .filter(|g| !g.is_empty())
+}
+
+impl Mysql {
+    /// The replication account's password, generated and stored (0600) on first use.
+    fn repl_secret(&self) -> Result<Secret> {
+        let p = self.base.layout.guest_dir.join("os_repl.secret");
+        match std::fs::read_to_string(&p) {
+            Ok(s) => Ok(Secret::new(s.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let s = Secret::generate(32);
+                write_private(&p, s.expose().as_bytes())?;
+                Ok(s)
+            }
+            Err(e) => Err(io_err("read", &p, e)),
+        }
+    }
+
+    /// One text value of `sql` as the admin.
+    async fn admin_text(&self, sql: &str) -> Result<String> {
+        let mut c = self.connect_admin().await?;
+        let r = sqlx::query_scalar::<_, String>(sql)
+            .fetch_one(&mut c)
+            .await
+            .map_err(|e| self.err(e));
+        let _ = c.close().await;
+        r
+    }
+
+    /// Records and applies who may write.
+    async fn read_only(&self, on: bool) -> Result<()> {
+        self.base.layout.update_state(|s| s.read_only = on)?;
+        self.exec(&[format!("SET GLOBAL read_only = {}", u8::from(on))])
+            .await
+    }
+}
+
+#[async_trait]
+impl ReplicationFacet for Mysql {
+    async fn source_info(&self) -> Result<ReplicationSource> {
+        let pw = self.repl_secret()?;
+        let acct = account(REPL_USER, "%");
+        let id = identified_by(pw.expose());
+        self.exec(&[
+            // The account is the instance's own, not data: kept out of the binary log.
+            "SET SESSION sql_log_bin = 0".to_string(),
+            format!("CREATE USER IF NOT EXISTS {acct} {id}"),
+            format!("ALTER USER {acct} {id}"),
+            format!("GRANT REPLICATION SLAVE ON *.* TO {acct}"),
+        ])
+        .await?;
+        let host = if self.base.ctx.bind_address.is_empty() {
+            "127.0.0.1".to_string()
+        } else {
+            self.base.ctx.bind_address.clone()
+        };
+        Ok(ReplicationSource {
+            host,
+            port: self.base.ctx.port,
+            user: REPL_USER.to_string(),
+            password: pw,
+        })
+    }
+
+    async fn attach(&self, source: &ReplicationSource) -> Result<()> {
+        let own = self
+            .admin_text("SELECT CAST(@@GLOBAL.gtid_current_pos AS CHAR)")
+            .await?;
+        let start = if own.is_empty() {
+            restored_gtid(&self.base.layout.data_dir).unwrap_or_default()
+        } else {
+            own
+        };
+        self.read_only(true).await?;
+        let mut c = self.connect_admin().await?;
+        let stmts = [
+            "STOP SLAVE".to_string(),
+            format!("SET GLOBAL gtid_slave_pos = {}", lit(&start)),
+            format!(
+                "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, \
+                 MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+                lit(&source.host),
+                source.port,
+                lit(&source.user),
+                lit(source.password.expose())
+            ),
+            "START SLAVE".to_string(),
+        ];
+        for s in &stmts {
+            if let Err(e) = exec_sql(&mut c, s).await {
+                let _ = c.close().await;
+                return Err(self.err(e));
+            }
+        }
+        let _ = c.close().await;
+        tracing::info!(
+            instance = %self.base.ctx.instance_id,
+            source = %format!("{}:{}", source.host, source.port),
+            from = %start,
+            "following the source"
+        );
+        Ok(())
+    }
+
+    async fn position(&self) -> Result<ReplicaPosition> {
+        Ok(ReplicaPosition::Gtid {
+            gtid: self
+                .admin_text("SELECT CAST(@@GLOBAL.gtid_current_pos AS CHAR)")
+                .await?,
+        })
+    }
+
+    async fn wait_for(&self, position: &ReplicaPosition, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let at = self.position().await?;
+            if at.covers(position) == Some(true) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let why = self
+                    .admin_text("SELECT CAST(IFNULL(MAX(Last_SQL_Error), '') AS CHAR) FROM information_schema.SLAVE_STATUS")
+                    .await
+                    .unwrap_or_default();
+                return Err(Error::backend(
+                    BACKEND,
+                    format!(
+                        "the replica reached {at:?}, not {position:?}, within {} s{}",
+                        timeout.as_secs(),
+                        if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (replica error: {why})")
+                        }
+                    ),
+                    true,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn set_read_only(&self, read_only: bool) -> Result<()> {
+        self.read_only(read_only).await
+    }
+
+    async fn promote(&self) -> Result<()> {
+        self.exec(&["STOP SLAVE".to_string(), "RESET SLAVE ALL".to_string()])
+            .await?;
+        self.read_only(false).await
+    }
+
+    async fn detach(&self) -> Result<()> {
+        self.promote().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gtid_of_a_restored_backup() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(restored_gtid(d.path()), None);
+        std::fs::write(
+            d.path().join("mariadb_backup_binlog_info"),
+            "mysql-bin.000002\t385\t0-7-12\n",
+        )
+        .unwrap();
+        assert_eq!(restored_gtid(d.path()).as_deref(), Some("0-7-12"));
+        std::fs::write(
+            d.path().join("mariadb_backup_binlog_info"),
+            "mysql-bin.000002\t385\n",
+        )
+        .unwrap();
+        assert_eq!(restored_gtid(d.path()), None);
+    }
+}
