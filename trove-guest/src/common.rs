@@ -368,6 +368,9 @@ pub(crate) struct GuestState {
     /// engine's configuration so a restart keeps it.
     #[serde(default)]
     pub read_only: bool,
+    /// The source a Redis replica follows (rendered into its `redis.conf`).
+    #[serde(default)]
+    pub following: Option<crate::redis::Following>,
 }
 
 /// Sets a file or directory's permission bits.

@@ -59,6 +59,7 @@ impl Configurable for Redis {
                 conf.push_str(&format!("{k} \"{}\"\n", override_value(k, v)?));
             }
         }
+        conf.push_str(&self.replica_conf()?);
         conf.push_str(&self.tls_conf()?);
         write_engine_file(&self.conf_path(), &conf, self.base.run_as)
     }

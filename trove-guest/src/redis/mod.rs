@@ -22,7 +22,10 @@ use trove_core::{Error, Result};
 mod admin;
 mod backup;
 mod config;
+mod replication;
 mod tls;
+
+pub(crate) use replication::Following;
 
 use crate::backup::EngineBackup;
 use crate::base::Base;
@@ -175,6 +178,10 @@ impl Engine for Redis {
     }
 
     fn root(&self) -> Option<&dyn RootFacet> {
+        Some(self)
+    }
+
+    fn replication(&self) -> Option<&dyn trove_core::ports::ReplicationFacet> {
         Some(self)
     }
 
