@@ -18,7 +18,7 @@ mod guest;
 
 pub use guest::{
     ConfigurationRequest, DatabasesRequest, GuestClient, GuestRequest, GuestTimeouts, LogsRequest,
-    RootRequest, TlsRequest, UsersRequest,
+    ReplicationRequest, RootRequest, TlsRequest, UsersRequest,
 };
 
 /// Version of the message formats below. Receivers accept messages of this version or older.

@@ -19,6 +19,7 @@ use crate::seal::{guest_reply_context, guest_request_context, Sealer};
 mod configuration;
 mod databases;
 mod logs;
+mod replication;
 mod root;
 mod tls;
 mod users;
@@ -26,6 +27,7 @@ mod users;
 pub use configuration::ConfigurationRequest;
 pub use databases::DatabasesRequest;
 pub use logs::LogsRequest;
+pub use replication::ReplicationRequest;
 pub use root::RootRequest;
 pub use tls::TlsRequest;
 pub use users::UsersRequest;
@@ -72,6 +74,8 @@ pub enum GuestRequest {
     Tls(TlsRequest),
     /// The guest-logs facet.
     Logs(LogsRequest),
+    /// The replication facet.
+    Replication(ReplicationRequest),
     /// Take a backup (a cast: the guest works in the background and reports progress and the outcome to the
     /// conductor with [`ConductorRequest::UpdateBackup`](crate::rpc::ConductorRequest::UpdateBackup); asked again
     /// for a backup it is already taking, it carries on).
