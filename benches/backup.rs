@@ -220,11 +220,11 @@ impl Source {
 }
 
 async fn our_backup(
-    s: &Source,
+    s: &Arc<dyn trove_core::ports::DatastoreStrategy>,
     key: &str,
     parent: Option<BackupPiece>,
 ) -> (Duration, BackupOutcome) {
-    let facet = s.strategy.backup().expect("backups offered");
+    let facet = s.backup().expect("backups offered");
     let job = BackupJob {
         backup_id: Uuid::new_v4(),
         key: key.into(),
@@ -237,6 +237,37 @@ async fn our_backup(
         .await
         .expect("backup");
     (t.elapsed(), o)
+}
+
+/// `p` made again, empty, owned by the engine user (where a raw restore unpacks).
+fn fresh_dir(who: RunAs, p: &Path) {
+    let _ = std::fs::remove_dir_all(p);
+    std::fs::create_dir_all(p).expect("mkdir");
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    if trove_guest::current_uid() != who.uid {
+        std::os::unix::fs::chown(p, Some(who.uid), Some(who.gid)).expect("chown");
+    }
+}
+
+/// One restoring prepare of a new `manager` instance from `full`, to a running engine; its time.
+async fn our_restore(
+    factory: &EngineStrategyFactory,
+    manager: Manager,
+    full: &BackupOutcome,
+) -> Duration {
+    let dir = tempdir();
+    let c = ctx(dir.path(), manager);
+    let s = factory.strategy(&c).expect("strategy");
+    let mut req = request();
+    req.restore = Some(RestoreSpec {
+        chain: vec![piece(full, false)],
+        restore_time: None,
+    });
+    let t = Instant::now();
+    s.prepare(&req).await.expect("restore");
+    let took = t.elapsed();
+    s.stop().await.expect("stop");
+    took
 }
 
 fn piece(o: &BackupOutcome, incremental: bool) -> BackupPiece {
@@ -335,7 +366,7 @@ async fn mariadb(mb: u64, runs: usize) {
         let t = Instant::now();
         sh_as(who, &raw_backup);
         raw.push(t.elapsed());
-        let (d, o) = our_backup(&src, &format!("bench/full-{i}"), None).await;
+        let (d, o) = our_backup(&src.strategy, &format!("bench/full-{i}"), None).await;
         ours.push(d);
         full = Some(o);
     }
@@ -361,7 +392,7 @@ async fn mariadb(mb: u64, runs: usize) {
         "UPDATE bench.t SET pad = CONCAT(REPEAT(MD5(RAND()), 8), REPEAT('y', 512)) WHERE id <= {changed}"
     )])
     .await;
-    let (inc_t, inc) = our_backup(&src, "bench/inc", Some(piece(&full, false))).await;
+    let (inc_t, inc) = our_backup(&src.strategy, "bench/inc", Some(piece(&full, false))).await;
     println!(
         "incremental after 1 % of the rows changed: {:.2} s, {:.1} MB; the full: {:.2} s, {:.0} MB",
         inc_t.as_secs_f64(),
@@ -374,11 +405,7 @@ async fn mariadb(mb: u64, runs: usize) {
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let out = work.path().join("raw-restore");
-        let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out).expect("mkdir");
-        if trove_guest::current_uid() != who.uid {
-            std::os::unix::fs::chown(&out, Some(who.uid), Some(who.gid)).expect("chown");
-        }
+        fresh_dir(who, &out);
         let t = Instant::now();
         sh_as(
             who,
@@ -390,18 +417,7 @@ async fn mariadb(mb: u64, runs: usize) {
         );
         raw_start(who, &out).await;
         raw.push(t.elapsed());
-        let dir = tempdir();
-        let c = ctx(dir.path(), Manager::Mariadb);
-        let s = factory.strategy(&c).expect("strategy");
-        let mut req = request();
-        req.restore = Some(RestoreSpec {
-            chain: vec![piece(&full, false)],
-            restore_time: None,
-        });
-        let t = Instant::now();
-        s.prepare(&req).await.expect("restore");
-        ours.push(t.elapsed());
-        s.stop().await.expect("stop");
+        ours.push(our_restore(&factory, Manager::Mariadb, &full).await);
     }
     let (o, r) = (median(ours), median(raw));
     println!(
@@ -544,21 +560,6 @@ async fn postgresql(mb: u64, runs: usize) {
         port = c.port,
         out = raw_file.display(),
     );
-    let facet = strategy.backup().expect("backups offered");
-    let take = |key: String, parent: Option<BackupPiece>| async move {
-        let job = BackupJob {
-            backup_id: Uuid::new_v4(),
-            key,
-            parent,
-            retain_from: None,
-        };
-        let t = Instant::now();
-        let o = facet
-            .backup(&job, &BackupProgress::default())
-            .await
-            .expect("backup");
-        (t.elapsed(), o)
-    };
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     let rss_before = peak_rss_kb();
     let mut full = None;
@@ -566,7 +567,7 @@ async fn postgresql(mb: u64, runs: usize) {
         let t = Instant::now();
         sh_as(who, &raw_backup);
         raw.push(t.elapsed());
-        let (d, o) = take(format!("bench/pg-full-{i}"), None).await;
+        let (d, o) = our_backup(&strategy, &format!("bench/pg-full-{i}"), None).await;
         ours.push(d);
         full = Some(o);
     }
@@ -596,7 +597,7 @@ async fn postgresql(mb: u64, runs: usize) {
     )
     .await
     .expect("update");
-    let (inc_t, inc) = take("bench/pg-inc".into(), Some(piece(&full, false))).await;
+    let (inc_t, inc) = our_backup(&strategy, "bench/pg-inc", Some(piece(&full, false))).await;
     println!(
         "incremental after 1 % of the rows changed: {:.2} s, {:.1} MB; the full: {:.2} s, {:.0} MB",
         inc_t.as_secs_f64(),
@@ -610,12 +611,7 @@ async fn postgresql(mb: u64, runs: usize) {
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let out = work.path().join("raw-restore");
-        let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out).expect("mkdir");
-        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-        if trove_guest::current_uid() != who.uid {
-            std::os::unix::fs::chown(&out, Some(who.uid), Some(who.gid)).expect("chown");
-        }
+        fresh_dir(who, &out);
         let t = Instant::now();
         sh_as(
             who,
@@ -627,18 +623,7 @@ async fn postgresql(mb: u64, runs: usize) {
         );
         raw_pg_start(who, &out).await;
         raw.push(t.elapsed());
-        let dir = tempdir();
-        let rc = ctx(dir.path(), Manager::Postgresql);
-        let s = factory.strategy(&rc).expect("strategy");
-        let mut req = request();
-        req.restore = Some(RestoreSpec {
-            chain: vec![piece(&full, false)],
-            restore_time: None,
-        });
-        let t = Instant::now();
-        s.prepare(&req).await.expect("restore");
-        ours.push(t.elapsed());
-        s.stop().await.expect("stop");
+        ours.push(our_restore(&factory, Manager::Postgresql, &full).await);
     }
     let (o, r) = (median(ours), median(raw));
     println!(

@@ -184,6 +184,9 @@ pub(crate) fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::backend(BACKEND, format!("{what} {}: {e}", path.display()), false)
 }
 
+/// The file of the admin password under the guest directory.
+const ADMIN_SECRET: &str = "os_admin.secret";
+
 /// Paths of one instance.
 ///
 /// - `<server_dir>/guest/` (control plane only, 0700): the admin secret and the recorded state.
@@ -234,17 +237,34 @@ impl Layout {
         Ok(())
     }
 
-    fn secret_path(&self) -> PathBuf {
-        self.guest_dir.join("os_admin.secret")
+    /// Where the guest keeps its secret `name` (0600, owner only).
+    pub fn secret_file(&self, name: &str) -> PathBuf {
+        self.guest_dir.join(name)
+    }
+
+    /// The guest's secret `name`, if one was stored.
+    pub fn stored_secret(&self, name: &str) -> Result<Option<Secret>> {
+        let p = self.secret_file(name);
+        match std::fs::read_to_string(&p) {
+            Ok(s) => Ok(Some(Secret::new(s.trim().to_string()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &p, e)),
+        }
+    }
+
+    /// The guest's secret `name`, generated and stored on first use.
+    pub fn ensure_secret(&self, name: &str) -> Result<Secret> {
+        if let Some(s) = self.stored_secret(name)? {
+            return Ok(s);
+        }
+        let secret = Secret::generate(32);
+        write_private(&self.secret_file(name), secret.expose().as_bytes())?;
+        Ok(secret)
     }
 
     /// The admin password, if one was generated.
     pub fn admin_secret(&self) -> Result<Option<Secret>> {
-        match std::fs::read_to_string(self.secret_path()) {
-            Ok(s) => Ok(Some(Secret::new(s.trim().to_string()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("read", &self.secret_path(), e)),
-        }
+        self.stored_secret(ADMIN_SECRET)
     }
 
     /// The admin password; `backend`'s error when there is none (the instance was never prepared).
@@ -309,12 +329,7 @@ impl Layout {
 
     /// The admin password, generated and stored (0600, owner only) on first use.
     pub fn ensure_admin_secret(&self) -> Result<Secret> {
-        if let Some(s) = self.admin_secret()? {
-            return Ok(s);
-        }
-        let secret = Secret::generate(32);
-        write_private(&self.secret_path(), secret.expose().as_bytes())?;
-        Ok(secret)
+        self.ensure_secret(ADMIN_SECRET)
     }
 
     fn state_path(&self) -> PathBuf {

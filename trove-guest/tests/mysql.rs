@@ -49,18 +49,7 @@ async fn journey(manager: Manager) {
     let port = fx.port();
 
     // prepare: init, start, initial database and user.
-    let mut req = fx.prepare_request(1);
-    req.databases = vec![DatabaseSpec {
-        name: "first_db".into(),
-        character_set: None,
-        collate: None,
-    }];
-    req.users = vec![UserSpec {
-        name: "early".into(),
-        password: Secret::new("early-pw"),
-        host: None,
-        databases: vec!["first_db".into()],
-    }];
+    let req = fx.app_request(Some("first_db"), "early", "early-pw");
     let t = Instant::now();
     s.prepare(&req).await.expect("prepare");
     eprintln!("{manager}: prepare took {:?}", t.elapsed());

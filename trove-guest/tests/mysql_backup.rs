@@ -10,7 +10,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 use std::sync::Arc;
 use trove_core::memory::MemoryBackupStore;
-use trove_core::model::{DatabaseSpec, Manager, Secret, UserSpec};
+use trove_core::model::Manager;
 use trove_core::ports::{
     BackupJob, BackupOutcome, BackupPiece, BackupProgress, BackupStore, DynBackupStore, RestoreSpec,
 };
@@ -71,18 +71,7 @@ async fn backup(fx: &Fixture, key: &str, parent: Option<BackupPiece>) -> (Backup
 async fn full_and_incremental_backups_restore_to_a_new_instance() {
     let store: DynBackupStore = Arc::new(MemoryBackupStore::new());
     let src = Fixture::with_backups(Manager::Mariadb, 256, store.clone());
-    let mut req = src.prepare_request(1);
-    req.databases = vec![DatabaseSpec {
-        name: "shop".into(),
-        character_set: None,
-        collate: None,
-    }];
-    req.users = vec![UserSpec {
-        name: "clerk".into(),
-        password: Secret::new("clerk-pw1"),
-        host: None,
-        databases: vec!["shop".into()],
-    }];
+    let req = src.app_request(Some("shop"), "clerk", "clerk-pw1");
     src.strategy.prepare(&req).await.expect("prepare");
     let mut c = connect(src.port(), "clerk", "clerk-pw1")
         .await
@@ -227,18 +216,7 @@ async fn point_in_time_restore_replays_the_binary_log_to_the_moment() {
     use std::time::Duration;
     let store: DynBackupStore = Arc::new(MemoryBackupStore::new());
     let src = Fixture::with_backups(Manager::Mariadb, 256, store.clone());
-    let mut req = src.prepare_request(1);
-    req.databases = vec![DatabaseSpec {
-        name: "shop".into(),
-        character_set: None,
-        collate: None,
-    }];
-    req.users = vec![UserSpec {
-        name: "clerk".into(),
-        password: Secret::new("clerk-pw1"),
-        host: None,
-        databases: vec!["shop".into()],
-    }];
+    let req = src.app_request(Some("shop"), "clerk", "clerk-pw1");
     src.strategy.prepare(&req).await.expect("prepare");
     let mut c = connect(src.port(), "clerk", "clerk-pw1")
         .await

@@ -12,7 +12,7 @@ use sqlx::{ConnectOptions, Connection, Executor, Row};
 use std::sync::Arc;
 use std::time::Duration;
 use trove_core::memory::MemoryBackupStore;
-use trove_core::model::{DatabaseSpec, Manager, Secret, UserSpec};
+use trove_core::model::{Manager, Secret, UserSpec};
 use trove_core::ports::{DynBackupStore, ReplicationFacet};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -66,18 +66,7 @@ async fn caught_up(leader: &dyn ReplicationFacet, follower: &dyn ReplicationFace
 async fn mariadb_replica_follows_switches_over_and_detaches() {
     let store: DynBackupStore = Arc::new(MemoryBackupStore::new());
     let src = Fixture::with_backups(Manager::Mariadb, 256, store.clone());
-    let mut req = src.prepare_request(1);
-    req.databases = vec![DatabaseSpec {
-        name: "shop".into(),
-        character_set: None,
-        collate: None,
-    }];
-    req.users = vec![UserSpec {
-        name: "clerk".into(),
-        password: Secret::new("clerk-pw1"),
-        host: None,
-        databases: vec!["shop".into()],
-    }];
+    let req = src.app_request(Some("shop"), "clerk", "clerk-pw1");
     src.strategy
         .prepare(&req)
         .await

@@ -39,18 +39,7 @@ async fn postgresql_real_engine_journey() {
     let s = fx.strategy.clone();
     let port = fx.port();
 
-    let mut req = fx.prepare_request(1);
-    req.databases = vec![DatabaseSpec {
-        name: "first_db".into(),
-        character_set: None,
-        collate: None,
-    }];
-    req.users = vec![UserSpec {
-        name: "early".into(),
-        password: Secret::new("early-pw"),
-        host: None,
-        databases: vec!["first_db".into()],
-    }];
+    let req = fx.app_request(Some("first_db"), "early", "early-pw");
     let t = Instant::now();
     s.prepare(&req).await.expect("prepare");
     eprintln!("postgresql: prepare took {:?}", t.elapsed());
@@ -294,18 +283,7 @@ async fn postgresql_backup_restores_into_a_new_instance() {
 
     let store: DynBackupStore = Arc::new(MemoryBackupStore::new());
     let src = Fixture::with_backups(Manager::Postgresql, 256, store.clone());
-    let mut req = src.prepare_request(1);
-    req.databases = vec![DatabaseSpec {
-        name: "app_db".into(),
-        character_set: None,
-        collate: None,
-    }];
-    req.users = vec![UserSpec {
-        name: "alice".into(),
-        password: Secret::new("alice-pw"),
-        host: None,
-        databases: vec!["app_db".into()],
-    }];
+    let req = src.app_request(Some("app_db"), "alice", "alice-pw");
     src.strategy
         .prepare(&req)
         .await
@@ -437,18 +415,7 @@ async fn postgresql_incrementals_and_point_in_time_restore() {
 
     let store: DynBackupStore = Arc::new(MemoryBackupStore::new());
     let src = Fixture::with_backups(Manager::Postgresql, 256, store.clone());
-    let mut req = src.prepare_request(1);
-    req.databases = vec![DatabaseSpec {
-        name: "app_db".into(),
-        character_set: None,
-        collate: None,
-    }];
-    req.users = vec![UserSpec {
-        name: "alice".into(),
-        password: Secret::new("alice-pw"),
-        host: None,
-        databases: vec!["app_db".into()],
-    }];
+    let req = src.app_request(Some("app_db"), "alice", "alice-pw");
     src.strategy
         .prepare(&req)
         .await

@@ -48,13 +48,7 @@ async fn redis_real_engine_journey() {
     let s = fx.strategy.clone();
     let port = fx.port();
 
-    let mut req = fx.prepare_request(1);
-    req.users = vec![UserSpec {
-        name: "early".into(),
-        password: Secret::new("early-pw"),
-        host: None,
-        databases: vec![],
-    }];
+    let req = fx.app_request(None, "early", "early-pw");
     let t = Instant::now();
     s.prepare(&req).await.expect("prepare");
     eprintln!("redis: prepare took {:?}", t.elapsed());
@@ -249,13 +243,7 @@ async fn redis_backup_restores_into_a_new_instance() {
 
     let store: DynBackupStore = Arc::new(MemoryBackupStore::new());
     let src = Fixture::with_backups(Manager::Redis, 256, store.clone());
-    let mut req = src.prepare_request(1);
-    req.users = vec![UserSpec {
-        name: "alice".into(),
-        password: Secret::new("alice-pw"),
-        host: None,
-        databases: vec![],
-    }];
+    let req = src.app_request(None, "alice", "alice-pw");
     src.strategy
         .prepare(&req)
         .await

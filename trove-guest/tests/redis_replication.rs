@@ -11,7 +11,7 @@ use redis::{AsyncCommands, ConnectionAddr, ConnectionInfo, ProtocolVersion, Redi
 use std::sync::Arc;
 use std::time::Duration;
 use trove_core::memory::MemoryBackupStore;
-use trove_core::model::{Manager, Secret, UserSpec};
+use trove_core::model::Manager;
 use trove_core::ports::{DynBackupStore, ReplicationFacet};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -58,13 +58,7 @@ async fn caught_up(leader: &dyn ReplicationFacet, follower: &dyn ReplicationFace
 async fn redis_replica_follows_switches_over_and_detaches() {
     let store: DynBackupStore = Arc::new(MemoryBackupStore::new());
     let src = Fixture::with_backups(Manager::Redis, 256, store.clone());
-    let mut req = src.prepare_request(1);
-    req.users = vec![UserSpec {
-        name: "alice".into(),
-        password: Secret::new("alice-pw"),
-        host: None,
-        databases: vec![],
-    }];
+    let req = src.app_request(None, "alice", "alice-pw");
     src.strategy
         .prepare(&req)
         .await

@@ -9,16 +9,14 @@
 //! replica holds no transaction its source never made.
 
 use async_trait::async_trait;
-use sqlx::Connection;
-use std::time::Duration;
+use sqlx::{Connection, Row};
 
 use trove_core::model::Secret;
 use trove_core::ports::{ReplicaPosition, ReplicationFacet, ReplicationSource};
-use trove_core::{Error, Result};
+use trove_core::Result;
 
 use super::admin::{account, identified_by, lit};
 use super::{exec_sql, Mysql};
-use crate::common::{io_err, write_private, BACKEND};
 
 /// The replication account replicas log in with.
 const REPL_USER: &str = "os_repl";
@@ -35,16 +33,7 @@ fn restored_gtid(data: &std::path::Path) -> Option<String> {
 impl Mysql {
     /// The replication account's password, generated and stored (0600) on first use.
     fn repl_secret(&self) -> Result<Secret> {
-        let p = self.base.layout.guest_dir.join("os_repl.secret");
-        match std::fs::read_to_string(&p) {
-            Ok(s) => Ok(Secret::new(s.trim().to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let s = Secret::generate(32);
-                write_private(&p, s.expose().as_bytes())?;
-                Ok(s)
-            }
-            Err(e) => Err(io_err("read", &p, e)),
-        }
+        self.base.layout.ensure_secret("os_repl.secret")
     }
 
     /// One text value of `sql` as the admin.
@@ -141,34 +130,26 @@ impl ReplicationFacet for Mysql {
         })
     }
 
-    async fn wait_for(&self, position: &ReplicaPosition, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let at = self.position().await?;
-            if at.covers(position) == Some(true) {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let why = self
-                    .admin_text("SELECT CAST(IFNULL(MAX(Last_SQL_Error), '') AS CHAR) FROM information_schema.SLAVE_STATUS")
-                    .await
-                    .unwrap_or_default();
-                return Err(Error::backend(
-                    BACKEND,
-                    format!(
-                        "the replica reached {at:?}, not {position:?}, within {} s{}",
-                        timeout.as_secs(),
-                        if why.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (replica error: {why})")
-                        }
-                    ),
-                    true,
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    async fn lag_reason(&self) -> Option<String> {
+        let mut c = self.connect_admin().await.ok()?;
+        let row = sqlx::query("SHOW SLAVE STATUS")
+            .fetch_optional(&mut c)
+            .await
+            .ok()
+            .flatten();
+        let _ = c.close().await;
+        let row = row?;
+        let get = |name: &str| {
+            row.try_get::<String, _>(name)
+                .ok()
+                .or_else(|| {
+                    row.try_get::<Vec<u8>, _>(name)
+                        .ok()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
+                .filter(|s| !s.is_empty())
+        };
+        get("Last_SQL_Error").or_else(|| get("Last_IO_Error"))
     }
 
     async fn set_read_only(&self, read_only: bool) -> Result<()> {

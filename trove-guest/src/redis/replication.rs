@@ -9,18 +9,18 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
-use std::time::Duration;
 
 use trove_core::model::Secret;
 use trove_core::ports::{ReplicaPosition, ReplicationFacet, ReplicationSource};
 use trove_core::{Error, Result};
 
 use super::Redis;
-use crate::common::{io_err, write_private, BACKEND};
+use crate::common::{write_private, BACKEND};
 
 /// The replication ACL user.
 const REPL_USER: &str = "os_repl";
+/// The file of the followed source's replication password under the guest directory.
+const MASTER_SECRET: &str = "master.secret";
 /// How long a source's writes stay paused at most when nobody ends the pause (ms).
 const PAUSE_MS: &str = "600000";
 
@@ -48,33 +48,15 @@ fn repl_offset(info: &str) -> Option<u64> {
 }
 
 impl Redis {
-    fn secret_file(&self, name: &str) -> PathBuf {
-        self.base.layout.guest_dir.join(name)
-    }
-
-    /// A secret the guest stored under its directory as `name`, if any.
-    fn guest_secret(&self, name: &str) -> Result<Option<Secret>> {
-        let p = self.secret_file(name);
-        match std::fs::read_to_string(&p) {
-            Ok(s) => Ok(Some(Secret::new(s.trim().to_string()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("read", &p, e)),
-        }
-    }
-
     fn repl_secret(&self) -> Result<Secret> {
-        if let Some(s) = self.guest_secret("os_repl.secret")? {
-            return Ok(s);
-        }
-        let s = Secret::generate(32);
-        write_private(&self.secret_file("os_repl.secret"), s.expose().as_bytes())?;
-        Ok(s)
+        self.base.layout.ensure_secret("os_repl.secret")
     }
 
     /// The `redis.conf` lines of the source this instance follows, if any.
     pub(super) fn replica_conf(&self) -> Result<String> {
         let st = self.base.layout.state()?;
-        let (Some(f), Some(pw)) = (st.following, self.guest_secret("master.secret")?) else {
+        let (Some(f), Some(pw)) = (st.following, self.base.layout.stored_secret(MASTER_SECRET)?)
+        else {
             return Ok(String::new());
         };
         Ok(format!(
@@ -124,7 +106,7 @@ impl ReplicationFacet for Redis {
 
     async fn attach(&self, source: &ReplicationSource) -> Result<()> {
         write_private(
-            &self.secret_file("master.secret"),
+            &self.base.layout.secret_file(MASTER_SECRET),
             source.password.expose().as_bytes(),
         )?;
         self.base.layout.update_state(|s| {
@@ -159,27 +141,6 @@ impl ReplicationFacet for Redis {
         Ok(ReplicaPosition::Offset { offset })
     }
 
-    async fn wait_for(&self, position: &ReplicaPosition, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let at = self.position().await?;
-            if at.covers(position) == Some(true) {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::backend(
-                    BACKEND,
-                    format!(
-                        "the replica reached {at:?}, not {position:?}, within {} s",
-                        timeout.as_secs()
-                    ),
-                    true,
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     async fn set_read_only(&self, read_only: bool) -> Result<()> {
         if read_only {
             self.command("CLIENT", &["PAUSE", PAUSE_MS, "WRITE"])
@@ -194,7 +155,7 @@ impl ReplicationFacet for Redis {
         self.command("REPLICAOF", &["NO", "ONE"]).await?;
         self.command("CLIENT", &["UNPAUSE"]).await?;
         self.base.layout.update_state(|s| s.following = None)?;
-        let _ = std::fs::remove_file(self.secret_file("master.secret"));
+        let _ = std::fs::remove_file(self.base.layout.secret_file(MASTER_SECRET));
         Ok(())
     }
 

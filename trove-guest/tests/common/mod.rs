@@ -117,6 +117,26 @@ impl Fixture {
         }
     }
 
+    /// A prepare request making database `db` (when given) and user `user` with `password` on it.
+    pub fn app_request(&self, db: Option<&str>, user: &str, password: &str) -> PrepareRequest {
+        let mut req = self.prepare_request(1);
+        req.databases = db
+            .map(|d| trove_core::model::DatabaseSpec {
+                name: d.into(),
+                character_set: None,
+                collate: None,
+            })
+            .into_iter()
+            .collect();
+        req.users = vec![trove_core::model::UserSpec {
+            name: user.into(),
+            password: trove_core::model::Secret::new(password),
+            host: None,
+            databases: db.into_iter().map(String::from).collect(),
+        }];
+        req
+    }
+
     /// The instance's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.ctx

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Secret;
 
 /// Where an engine is in its replication stream. Positions of one engine compare with [`ReplicaPosition::ahead_of`];
@@ -110,8 +110,37 @@ pub trait ReplicationFacet: Send + Sync {
     async fn attach(&self, source: &ReplicationSource) -> Result<()>;
     /// The engine's position.
     async fn position(&self) -> Result<ReplicaPosition>;
-    /// Waits until the engine covers `position`.
-    async fn wait_for(&self, position: &ReplicaPosition, timeout: Duration) -> Result<()>;
+    /// Waits until the engine covers `position` (polling [`Self::position`]; an engine with a server-side wait may
+    /// do better).
+    async fn wait_for(&self, position: &ReplicaPosition, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let at = self.position().await?;
+            if at.covers(position) == Some(true) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let why = self
+                    .lag_reason()
+                    .await
+                    .map(|w| format!(" (replica error: {w})"))
+                    .unwrap_or_default();
+                return Err(Error::backend(
+                    "guest",
+                    format!(
+                        "the replica reached {at:?}, not {position:?}, within {} s{why}",
+                        timeout.as_secs()
+                    ),
+                    true,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    /// Why the engine does not catch up, when it says (its replica's last error), for the fault of a wait.
+    async fn lag_reason(&self) -> Option<String> {
+        None
+    }
     /// Stops (or allows again) writes from every account but the guest's.
     async fn set_read_only(&self, read_only: bool) -> Result<()>;
     /// Becomes a writable source from what it applied.
