@@ -101,6 +101,7 @@ fn create_params(c: &mut Criterion) {
         scrubbed: false,
         sealed: None,
         replica_of: None,
+        seed_backup: None,
         restore_point: None,
         restore_time: None,
     };

@@ -336,6 +336,7 @@ pub fn update_instance(body: Map<String, Value>, patch: bool) -> Result<UpdateIn
             "configuration",
             "datastore_version",
             "access",
+            "auto_failover",
         ]
     } else {
         &[
@@ -344,6 +345,7 @@ pub fn update_instance(body: Map<String, Value>, patch: bool) -> Result<UpdateIn
             "configuration",
             "datastore_version",
             "access",
+            "auto_failover",
         ]
     };
     if let Some(k) = inst.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -388,6 +390,17 @@ pub fn update_instance(body: Map<String, Value>, patch: bool) -> Result<UpdateIn
         let a: AccessBody = serde_json::from_value(a.clone())
             .map_err(|e| invalid(format!("instance.access: {e}")))?;
         u.access = Some(a.into_access()?);
+    }
+    // Extension: automatic failover of this replication source on or off (`null`: the deployment's setting).
+    match inst.get("auto_failover") {
+        None => {}
+        Some(Value::Null) => u.auto_failover = Some(None),
+        Some(Value::Bool(b)) => u.auto_failover = Some(Some(*b)),
+        Some(other) => {
+            return Err(invalid(format!(
+                "instance.auto_failover {other} is not a boolean or null"
+            )))
+        }
     }
     // `{"instance": {}}` detaches the configuration group (upstream behaviour).
     if inst.is_empty() {

@@ -376,6 +376,7 @@ pub(crate) mod tests {
             access: Access::default(),
             fault: None,
             cluster_id: None,
+            auto_failover: None,
             created: at,
             updated: at,
             deleted: false,

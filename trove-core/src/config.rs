@@ -47,6 +47,16 @@ pub struct CoreConfig {
     /// (`trove-manage`, another API worker) within this time. `0` reads the store on every request.
     #[serde(with = "secs")]
     pub catalog_cache_ttl: Duration,
+    /// Whether the task manager fails a replication source over on its own when its engine stops answering
+    /// (a replication set can turn it off with the instance's `auto_failover`).
+    pub auto_failover: bool,
+    /// How long a source's guest must keep reporting its engine down (not answering, crashed, stopped) before it
+    /// is failed over: a blip shorter than this is not.
+    #[serde(with = "secs")]
+    pub failover_grace: Duration,
+    /// How long a source's guest may send no report before it is failed over (the guest or its host is gone).
+    #[serde(with = "secs")]
+    pub failover_silence: Duration,
 }
 
 impl Default for CoreConfig {
@@ -66,6 +76,9 @@ impl Default for CoreConfig {
             volume_support: true,
             page_size: 20,
             catalog_cache_ttl: Duration::from_secs(1),
+            auto_failover: true,
+            failover_grace: Duration::from_secs(2),
+            failover_silence: Duration::from_secs(8),
         }
     }
 }

@@ -283,6 +283,17 @@ impl<E: Engine> DatastoreStrategy for ProcessStrategy<E> {
             .await
     }
 
+    /// Kills the engine at once (a frozen engine cannot stop cleanly; SIGKILL ends a stopped process too) and keeps
+    /// it read only, so that a restart by anyone brings it up taking no writes.
+    async fn fence(&self) -> Result<()> {
+        let e = &self.engine;
+        self.base().layout.update_state(|s| s.read_only = true)?;
+        e.render_config()?;
+        self.base()
+            .stop_process(&e.pid_file(), &e.idents(), "KILL")
+            .await
+    }
+
     async fn status(&self) -> EngineStatus {
         let (e, base) = (&self.engine, self.base());
         let st = match base.layout.state() {

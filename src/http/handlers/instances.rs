@@ -110,3 +110,14 @@ pub(super) async fn modules(c: Caller, P((_, id)): P<(String, String)>) -> JsonR
         "Modules are not supported by this deployment (no module store); instances run without them.",
     )))
 }
+
+/// `GET /instances/{id}/events` (extension).
+pub(super) async fn events(
+    State(s): State<AppState>,
+    c: Caller,
+    P((_, id)): P<(String, String)>,
+) -> JsonResult {
+    let id = uuid_or_404("Instance", &id)?;
+    let all = s.api.list_instance_events(&c.ctx, id).await?;
+    ok(serde_json::json!({ "events": all }))
+}

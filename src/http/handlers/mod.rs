@@ -205,6 +205,13 @@ pub fn routes() -> Routes {
     )
     .at(
         "GET",
+        "/v1.0/{tenant_id}/instances/{instance_id}/events",
+        "listInstanceEvents",
+        200,
+        instances::events,
+    )
+    .at(
+        "GET",
         "/v1.0/{tenant_id}/instances/{instance_id}/backup_schedules",
         "listBackupSchedules",
         200,

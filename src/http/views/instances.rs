@@ -88,6 +88,10 @@ pub fn instance(c: &Caller, v: &InstanceView, detail: bool) -> Value {
             .collect();
         o.insert("replicas".into(), Value::Array(reps));
     }
+    if let Some(auto) = i.auto_failover {
+        // Extension: the replication source's own automatic-failover setting.
+        o.insert("auto_failover".into(), json!(auto));
+    }
     if c.ctx.is_admin() {
         o.insert("tenant_id".into(), json!(i.tenant_id));
     }

@@ -481,6 +481,21 @@ macro_rules! impl_infra_store {
                             .map_err(err)?;
                         Ok(())
                     }
+                    Write::Event(e) => {
+                        sqlx::query(
+                            "INSERT INTO events (id, tenant_id, at, body) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, at = excluded.at, \
+                             body = excluded.body",
+                        )
+                        .bind(e.id.to_string())
+                        .bind(e.tenant_id.as_str())
+                        .bind(e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                        .bind(to_body(B, e)?)
+                        .execute(&mut *tx.tx)
+                        .await
+                        .map_err(err)?;
+                        Ok(())
+                    }
                     Write::DeleteBackupStrategy { tenant_id, instance_id } => {
                         sqlx::query("DELETE FROM backup_strategies WHERE tenant_id = $1 AND instance_id = $2")
                             .bind(tenant_id.as_str())
@@ -879,6 +894,27 @@ macro_rules! impl_infra_store {
                         .await
                         .map_err(err)?;
                     row.map(|r| from_body(B, "backups", &body_of(&r)?)).transpose()
+                }
+
+                async fn list_events(&self, filter: &trove_core::model::EventFilter) -> Result<Vec<trove_core::model::Event>> {
+                    let rows = match &filter.tenant_id {
+                        Some(t) => sqlx::query("SELECT body FROM events WHERE tenant_id = $1 ORDER BY at, id")
+                            .bind(t.as_str())
+                            .fetch_all(self.pool())
+                            .await,
+                        None => sqlx::query("SELECT body FROM events ORDER BY at, id")
+                            .fetch_all(self.pool())
+                            .await,
+                    }
+                    .map_err(err)?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in &rows {
+                        let e: trove_core::model::Event = from_body(B, "events", &body_of(r)?)?;
+                        if filter.matches(&e) {
+                            out.push(e);
+                        }
+                    }
+                    Ok(out)
                 }
 
                 async fn list_backup_schedules(&self, instance_id: Option<uuid::Uuid>) -> Result<Vec<BackupSchedule>> {

@@ -223,24 +223,93 @@ impl ApiService {
         self.reset_common(inst, Some(ServiceStatus::Unknown)).await
     }
 
-    /// `{"promote_to_replica_source": {}}`.
+    /// A member of a replication set that a promote or eject moves: it must be idle (no task, no backup, no
+    /// open workflow); answers it with its task set to `busy`, to commit with the workflow.
+    async fn lock_member(&self, id: Uuid, busy: TaskStatus) -> Result<Write> {
+        let mut m = self
+            .store
+            .get_instance(id)
+            .await?
+            .ok_or_else(|| Error::not_found("Instance", id))?;
+        let (state, _) = self.state(&m).await?;
+        if !matches!(state.task, TaskStatus::None | TaskStatus::RestartRequired) {
+            return Err(Error::unprocessable(format!(
+                "Instance {id} of the replication set is not currently available for an action to be performed \
+                 (task status was {}).",
+                state.task.name()
+            )));
+        }
+        if state.backup_running {
+            return Err(Error::unprocessable(format!(
+                "Instance {id} of the replication set is not currently available for an action to be performed \
+                 (instance status was BACKUP)."
+            )));
+        }
+        if let Some(w) = self.open_workflows_of(id).await?.first() {
+            return Err(Error::unprocessable(format!(
+                "Instance {id} of the replication set is not currently available for an action to be performed \
+                 (its '{}' workflow is still running); try again when it has finished.",
+                w.kind
+            )));
+        }
+        let expect = Expect::Version(m.version);
+        m.task = busy;
+        m.updated = self.clock.now();
+        Ok(Write::Instance {
+            instance: m,
+            expect,
+        })
+    }
+
+    /// `{"promote_to_replica_source": {}}`: switchover to replica `id` (the old source turns read only, `id`
+    /// applies everything it acknowledged, then takes writes; the old source and the siblings follow it).
     pub async fn promote_to_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
         let (inst, _, _) = self
             .instance_for(ctx, id, rules::INSTANCE_PROMOTE, Operation::Promote)
             .await?;
-        if inst.replica_of.is_none() {
+        let Some(source_id) = inst.replica_of else {
             return Err(Error::bad_request(format!(
                 "Instance {id} is not a replica."
             )));
-        }
-        // The replication facet comes with its own issue: until a strategy offers it, nothing can be promoted.
+        };
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;
-        self.require_facet(v.manager, Facet::Replication, "replication")
+        self.require_facet(v.manager, Facet::Replication, "replication")?;
+        let source = self
+            .store
+            .get_instance(source_id)
+            .await?
+            .ok_or_else(|| Error::not_found("Instance", source_id))?;
+        // The old source must answer: it is made read only first (a dead source is ejected instead).
+        self.gate(&source, Operation::Promote).await.map_err(|e| {
+            Error::unprocessable(format!(
+                "The replica source {source_id} cannot take part in a switchover ({e}); if it is gone, eject it \
+                 instead."
+            ))
+        })?;
+        let siblings: Vec<Uuid> = self
+            .replicas_of(source_id)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .filter(|r| *r != id)
+            .collect();
+        let mut extra = vec![self.lock_member(source_id, TaskStatus::Promoting).await?];
+        for s in &siblings {
+            extra.push(self.lock_member(*s, TaskStatus::Promoting).await?);
+        }
+        let params = crate::taskmanager::PromoteParams {
+            old_source: source_id,
+            siblings,
+        };
+        self.start_workflow(inst, &params, TaskStatus::Promoting, extra, None)
+            .await?;
+        Ok(())
     }
 
-    /// `{"eject_replica_source": {}}`.
+    /// `{"eject_replica_source": {}}`: source `id` is gone (its heartbeat expired); its most advanced replica
+    /// becomes the source and the others follow it.
     pub async fn eject_replica_source(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
         let inst = self
             .authorized_instance(ctx, id, rules::INSTANCE_EJECT)
@@ -266,6 +335,48 @@ impl ApiService {
         let (v, _) = self
             .version_and_datastore(inst.datastore_version_id)
             .await?;
-        self.require_facet(v.manager, Facet::Replication, "replication")
+        self.require_facet(v.manager, Facet::Replication, "replication")?;
+        if !matches!(inst.task, TaskStatus::None | TaskStatus::RestartRequired) {
+            return Err(Error::unprocessable(format!(
+                "Instance {id} is not currently available for an action to be performed (task status was {}).",
+                inst.task.name()
+            )));
+        }
+        if let Some(w) = self.open_workflows_of(id).await?.first() {
+            return Err(Error::unprocessable(format!(
+                "Instance {id} is not currently available for an action to be performed (its '{}' workflow is \
+                 still running); try again when it has finished.",
+                w.kind
+            )));
+        }
+        let mut extra = Vec::new();
+        for r in &replicas {
+            extra.push(self.lock_member(r.id, TaskStatus::Ejecting).await?);
+        }
+        let params = crate::taskmanager::EjectParams {
+            replicas: replicas.iter().map(|r| r.id).collect(),
+            automatic: None,
+        };
+        self.start_workflow(inst, &params, TaskStatus::Ejecting, extra, None)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /instances/{id}/events` (extension): what happened to the instance's replication set (switchovers,
+    /// ejects, automatic failovers: when, why, old and new source, positions), oldest first.
+    pub async fn list_instance_events(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+    ) -> Result<Vec<crate::model::Event>> {
+        let inst = self
+            .authorized_instance(ctx, id, rules::INSTANCE_SHOW)
+            .await?;
+        self.store
+            .list_events(&crate::model::EventFilter {
+                tenant_id: Some(inst.tenant_id),
+                instance_id: Some(id),
+            })
+            .await
     }
 }

@@ -94,6 +94,14 @@ impl ApiService {
             .await?;
         self.require_facet(v.manager, need, what)?;
         self.gate(&inst, Operation::ManageData).await?;
+        // A replica's users and databases are its source's: they change there and arrive by replication.
+        let reads = rule.ends_with(":index") || rule.ends_with(":show");
+        if let (Some(source), false) = (inst.replica_of, reads) {
+            return Err(Error::bad_request(format!(
+                "Instance {id} is a replica of {source}: its users, databases and root are its source's; change \
+                 them on {source}, or detach the replica first."
+            )));
+        }
         Ok((inst, v.manager))
     }
 

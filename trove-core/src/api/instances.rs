@@ -70,6 +70,9 @@ pub struct UpdateInstance {
     pub datastore_version: Option<String>,
     /// New access.
     pub access: Option<Access>,
+    /// Extension: `Some(Some(b))` turns automatic failover of this replication source on or off,
+    /// `Some(None)` goes back to the deployment's setting.
+    pub auto_failover: Option<Option<bool>>,
 }
 
 fn validate_cidr(cidr: &str) -> Result<()> {
@@ -276,20 +279,10 @@ impl ApiService {
         // Replica: everything is copied from the source.
         let (flavor, ds, version, volume_size, volume_type, group) = match req.replica_of {
             Some(source_id) => {
-                for (given, field) in [
-                    (req.flavor_ref.is_some(), "flavorRef"),
-                    (
-                        req.datastore.is_some() || req.datastore_version.is_some(),
-                        "datastore",
-                    ),
-                    (req.volume_size.is_some(), "volume"),
-                    (req.locality.is_some(), "locality"),
-                ] {
-                    if given {
-                        return Err(Error::bad_request(format!(
-                            "A replica may not be given {field}; it is copied from the source."
-                        )));
-                    }
+                if req.locality.is_some() {
+                    return Err(Error::bad_request(
+                        "A replica may not be given locality; it is the source's (give it when creating the source).",
+                    ));
                 }
                 if !req.databases.is_empty() || !req.users.is_empty() {
                     return Err(Error::bad_request(
@@ -317,11 +310,19 @@ impl ApiService {
                     .version_and_datastore(source.datastore_version_id)
                     .await?;
                 self.require_facet(v.manager, Facet::Replication, "replication")?;
+                self.require_facet(
+                    v.manager,
+                    Facet::Backup,
+                    "replication (seeding from a backup)",
+                )?;
+                let size = self
+                    .replica_shape(ctx, &req, &source, &flavor, &ds, &v)
+                    .await?;
                 (
                     flavor,
                     ds,
                     v,
-                    source.volume_size,
+                    size,
                     source.volume_type.clone(),
                     source.locality.map(|l| (source_id, l)),
                 )
@@ -494,13 +495,25 @@ impl ApiService {
                 access: req.access.clone().unwrap_or_default(),
                 fault: None,
                 cluster_id: None,
+                auto_failover: None,
                 created: now,
                 updated: now,
                 deleted: false,
                 deleted_at: None,
                 version: 0,
             };
+            // A replica is seeded from a backup of its source, taken by its own workflow.
+            let seed_backup = match req.replica_of {
+                Some(source_id) => {
+                    let b = self.seed_backup(source_id, &inst, now).await?;
+                    let id = b.id;
+                    cs.push(Write::Backup(b));
+                    Some(id)
+                }
+                None => None,
+            };
             let params = CreateParams {
+                seed_backup,
                 flavor: flavor.clone(),
                 datastore_version: version.clone(),
                 databases: req.databases.clone(),
@@ -550,6 +563,106 @@ impl ApiService {
         self.view(first).await
     }
 
+    /// Stores a change of `inst` made by the API alone, at the version it was read.
+    async fn save_instance(&self, mut inst: Instance) -> Result<()> {
+        let expect = Expect::Version(inst.version);
+        inst.updated = self.clock.now();
+        self.store
+            .commit(ChangeSet::new().with(Write::Instance {
+                instance: inst,
+                expect,
+            }))
+            .await
+    }
+
+    /// The volume size of a replica of `source`. The legacy client always sends a flavor, a size and a datastore
+    /// (`trove create NAME FLAVOR --size N --datastore D --replica_of SRC`): they are accepted when they are the
+    /// source's (a larger volume is taken as asked); a conflict is a 400 naming both values.
+    async fn replica_shape(
+        &self,
+        ctx: &RequestContext,
+        req: &CreateInstance,
+        source: &Instance,
+        flavor: &crate::model::Flavor,
+        ds: &crate::model::Datastore,
+        v: &crate::model::DatastoreVersion,
+    ) -> Result<Option<u32>> {
+        if let Some(f) = req.flavor_ref.as_deref() {
+            let given = self.store.get_flavor(f).await?;
+            if given.as_ref().map(|g| g.id.as_str()) != Some(flavor.id.as_str()) {
+                return Err(Error::bad_request(format!(
+                    "A replica runs on its source's flavor {} ({}); flavorRef {f} differs. Leave it out or give \
+                     the source's.",
+                    flavor.id, flavor.name
+                )));
+            }
+        }
+        if req.datastore.is_some() || req.datastore_version.is_some() {
+            let (gds, gv) = self
+                .resolve_version(
+                    ctx,
+                    req.datastore.as_deref().or(Some(ds.name.as_str())),
+                    req.datastore_version.as_deref(),
+                    req.datastore_version_number.as_deref(),
+                )
+                .await?;
+            if gds.id != ds.id || (req.datastore_version.is_some() && gv.id != v.id) {
+                return Err(Error::bad_request(format!(
+                    "A replica runs its source's datastore {} {}; {} {} differs. Leave the datastore out or give \
+                     the source's.",
+                    ds.name,
+                    v.name,
+                    gds.name,
+                    if req.datastore_version.is_some() { gv.name.as_str() } else { "" }
+                )));
+            }
+        }
+        match (req.volume_size, source.volume_size) {
+            (Some(asked), Some(src)) if asked < src => Err(Error::bad_request(format!(
+                "A replica's volume must hold its source's data: {asked} GB is smaller than the source's {src} GB."
+            ))),
+            (Some(asked), Some(_)) if asked > self.config.max_accepted_volume_size => Err(Error::OverLimit {
+                message: format!(
+                    "Volume size {asked} GB exceeds the maximum volume size of {} GB.",
+                    self.config.max_accepted_volume_size
+                ),
+                retry_after: None,
+            }),
+            (Some(asked), Some(_)) => Ok(Some(asked)),
+            (Some(_), None) => Err(Error::bad_request(
+                "The source has no volume; do not give the replica a volume size.",
+            )),
+            (None, src) => Ok(src),
+        }
+    }
+
+    /// The backup record (NEW) that seeds `replica` from `source_id`.
+    async fn seed_backup(
+        &self,
+        source_id: Uuid,
+        replica: &Instance,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::model::Backup> {
+        let source = self
+            .store
+            .get_instance(source_id)
+            .await?
+            .ok_or_else(|| Error::not_found("Instance", source_id))?;
+        let (b, _) = crate::taskmanager::workflows::backup::plan(
+            &source,
+            crate::taskmanager::workflows::replication::seed_backup_name(&replica.name),
+            Some(format!(
+                "Seeds replica {}; deleted once it follows its source.",
+                replica.id
+            )),
+            None,
+            crate::taskmanager::workflows::backup::DEFAULT_BACKUP_CONTAINER.to_string(),
+            None,
+            now,
+        )?;
+        Ok(b)
+    }
+
     /// `PUT/PATCH /instances/{id}`: name, configuration attach/detach, replica detach, upgrade, access.
     pub async fn update_instance(
         &self,
@@ -576,6 +689,18 @@ impl ApiService {
         }
         if let Some(name) = &req.name {
             validate_instance_name(name)?;
+        }
+        if let Some(auto) = req.auto_failover {
+            if others > 0 {
+                return Err(Error::bad_request(
+                    "Only one attribute besides name may be updated at a time.",
+                ));
+            }
+            inst.auto_failover = auto;
+            if let Some(name) = req.name.clone() {
+                inst.name = name;
+            }
+            return self.save_instance(inst).await;
         }
         if others == 0 && req.name.is_none() {
             // An empty body detaches the configuration group (upstream).
@@ -604,11 +729,17 @@ impl ApiService {
                     "Instance {id} is not a replica."
                 )));
             }
-            self.gate(&inst, Operation::Detach).await?;
             let (v, _) = self
                 .version_and_datastore(inst.datastore_version_id)
                 .await?;
-            return self.require_facet(v.manager, Facet::Replication, "replication");
+            self.require_facet(v.manager, Facet::Replication, "replication")?;
+            self.gate(&inst, Operation::Detach).await?;
+            let params = crate::taskmanager::DetachParams {
+                source_id: inst.replica_of.unwrap_or_default(),
+            };
+            self.start_workflow(inst, &params, TaskStatus::Detaching, vec![], None)
+                .await?;
+            return Ok(());
         }
         if let Some(Some(_)) = req.replica_of {
             return Err(Error::bad_request(
@@ -619,16 +750,8 @@ impl ApiService {
             for c in &access.allowed_cidrs {
                 validate_cidr(c)?;
             }
-            let expect = Expect::Version(inst.version);
             inst.access = access;
-            inst.updated = self.clock.now();
-            return self
-                .store
-                .commit(ChangeSet::new().with(Write::Instance {
-                    instance: inst,
-                    expect,
-                }))
-                .await;
+            return self.save_instance(inst).await;
         }
         if let Some(version) = &req.datastore_version {
             return self.upgrade_instance(ctx, inst, version).await;

@@ -1051,3 +1051,246 @@ fn user_refs_parse_name_and_host() {
         }
     );
 }
+
+/// Replicas on simulated engines through the API: create (seeded from a backup of the source, which is deleted
+/// afterwards), the views, data reaching the replica, the refusals upstream gives (and the legacy client's
+/// flavor and size accepted when they are the source's), switchover, detach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_switchover_detach_and_their_refusals() {
+    let w = world_with_backups().await;
+    let (api, t) = (&w.api, t1());
+    let src = active(&w, "mysql").await;
+    let db = |name: &str| DatabaseSpec {
+        name: name.into(),
+        character_set: None,
+        collate: None,
+    };
+    api.create_databases(&t, src, vec![db("before")])
+        .await
+        .unwrap();
+    let replica = |name: &str| CreateInstance {
+        name: name.into(),
+        replica_of: Some(src),
+        ..Default::default()
+    };
+
+    // Refusals, with nothing recorded.
+    let before = api.limits(&t).await.unwrap().usage.instances;
+    let mut r = replica("bad");
+    r.replica_count = Some(4);
+    assert_eq!(status(api.create_instance(&t, r).await), 400);
+    let mut r = replica("bad");
+    r.flavor_ref = Some("2".into());
+    let e = api.create_instance(&t, r).await.unwrap_err();
+    assert_eq!(e.fault().status, 400);
+    assert!(
+        e.to_string().contains("flavor 1") && e.to_string().contains("flavorRef 2"),
+        "{e}"
+    );
+    let mut r = replica("bad");
+    r.volume_size = Some(0);
+    let e = api.create_instance(&t, r).await.unwrap_err();
+    assert!(
+        e.to_string().contains("0 GB") && e.to_string().contains("1 GB"),
+        "{e}"
+    );
+    let mut r = replica("bad");
+    r.datastore = Some("redis".into());
+    assert_eq!(status(api.create_instance(&t, r).await), 400);
+    let mut r = replica("bad");
+    r.users = vec![UserSpec {
+        name: "u".into(),
+        password: Secret::new("p"),
+        host: None,
+        databases: vec![],
+    }];
+    assert_eq!(status(api.create_instance(&t, r).await), 400);
+    assert_eq!(api.limits(&t).await.unwrap().usage.instances, before);
+    assert_eq!(status(api.promote_to_replica_source(&t, src).await), 400);
+    assert_eq!(status(api.eject_replica_source(&t, src).await), 400);
+
+    // The legacy client's literal create: the source's flavor, size and datastore are accepted.
+    let mut r = replica("r1");
+    r.flavor_ref = Some("1".into());
+    r.volume_size = Some(1);
+    r.datastore = Some("mysql".into());
+    let r1 = api.create_instance(&t, r).await.unwrap().instance.id;
+    let r1v = wait(&w, r1, |v| {
+        v.status == "ACTIVE" && v.instance.task == TaskStatus::None
+    })
+    .await;
+    assert_eq!(r1v.instance.replica_of, Some(src));
+    no_open_workflows(&w).await;
+    let srcv = api.show_instance(&t, src).await.unwrap();
+    assert_eq!(srcv.replicas, vec![r1]);
+    // The seed backup is gone from the listing once the replica follows.
+    assert!(api
+        .list_backups(&t, BackupQuery::default())
+        .await
+        .unwrap()
+        .is_empty());
+    // Data made on the source reaches the replica; the replica's own users and databases are refused.
+    api.create_databases(&t, src, vec![db("after")])
+        .await
+        .unwrap();
+    w.engines.sync(r1);
+    assert_eq!(w.engines.engine(r1).databases(), vec!["after", "before"]);
+    assert!(w.engines.engine(r1).is_read_only());
+    let e = api
+        .create_databases(&t, r1, vec![db("x")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400);
+    assert!(e.to_string().contains("is a replica of"), "{e}");
+    assert_eq!(api.list_databases(&t, r1).await.unwrap().len(), 2);
+    // A replica of a replica, deleting a source with replicas, ejecting a source with a current heartbeat.
+    let e = api
+        .create_instance(
+            &t,
+            CreateInstance {
+                name: "rr".into(),
+                replica_of: Some(r1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("replica of replica"), "{e}");
+    assert_eq!(status(api.delete_instance(&t, src).await), 403);
+    let e = api.eject_replica_source(&t, src).await.unwrap_err();
+    assert!(e.to_string().contains("current heartbeat"), "{e}");
+
+    // A second replica, then a switchover to the first: the old source and the sibling follow it.
+    let r2 = api
+        .create_instance(&t, replica("r2"))
+        .await
+        .unwrap()
+        .instance
+        .id;
+    wait(&w, r2, |v| {
+        v.status == "ACTIVE" && v.instance.task == TaskStatus::None
+    })
+    .await;
+    no_open_workflows(&w).await;
+    api.promote_to_replica_source(&t, r1).await.unwrap();
+    no_open_workflows(&w).await;
+    let r1v = api.show_instance(&t, r1).await.unwrap();
+    assert_eq!(r1v.instance.replica_of, None, "{:?}", r1v.instance.fault);
+    let mut reps = r1v.replicas.clone();
+    reps.sort();
+    let mut want = vec![src, r2];
+    want.sort();
+    assert_eq!(reps, want);
+    for m in [src, r2] {
+        let v = api.show_instance(&t, m).await.unwrap();
+        assert_eq!(
+            (v.instance.replica_of, v.instance.task),
+            (Some(r1), TaskStatus::None)
+        );
+        assert_eq!(w.engines.engine(m).following(), Some(r1));
+    }
+    assert!(!w.engines.engine(r1).is_read_only());
+    api.create_databases(&t, r1, vec![db("on_new_source")])
+        .await
+        .unwrap();
+    w.engines.sync(src);
+    assert!(w
+        .engines
+        .engine(src)
+        .databases()
+        .contains(&"on_new_source".to_string()));
+
+    // Detach: the old source stands alone and takes writes.
+    api.update_instance(
+        &t,
+        src,
+        UpdateInstance {
+            replica_of: Some(None),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    no_open_workflows(&w).await;
+    let v = api.show_instance(&t, src).await.unwrap();
+    assert_eq!((v.instance.replica_of, v.status.as_str()), (None, "ACTIVE"));
+    api.create_databases(&t, src, vec![db("standalone")])
+        .await
+        .unwrap();
+    assert_eq!(api.show_instance(&t, r1).await.unwrap().replicas, vec![r2]);
+    // The switchover is recorded.
+    let events = api.list_instance_events(&t, r1).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].kind.as_str(), events[0].ok),
+        ("switchover", true)
+    );
+    assert_eq!(events[0].instances[..2], [src, r1]);
+
+    // Automatic failover: off for this source, its crashed engine is left alone; on again, the replica takes over.
+    api.update_instance(
+        &t,
+        r1,
+        UpdateInstance {
+            auto_failover: Some(Some(false)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    w.engines.engine(r1).crash("frozen by the test");
+    tokio::time::sleep(CoreConfig::default().failover_grace + Duration::from_secs(2)).await;
+    assert_eq!(
+        api.show_instance(&t, r2).await.unwrap().instance.replica_of,
+        Some(r1)
+    );
+    api.update_instance(
+        &t,
+        r1,
+        UpdateInstance {
+            auto_failover: Some(None),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let v = wait(&w, r2, |v| {
+        v.instance.replica_of.is_none() && v.instance.task == TaskStatus::None
+    })
+    .await;
+    assert_eq!(v.replicas, vec![r1]);
+    no_open_workflows(&w).await;
+    let events = api.list_instance_events(&t, r2).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.ok),
+        ("failover", true),
+        "{last:?}"
+    );
+    assert!(
+        last.message.contains("crashed") || last.message.contains("reported"),
+        "{last:?}"
+    );
+    assert!(
+        !w.engines.engine(r1).is_running(),
+        "the old source is fenced"
+    );
+    assert!(!w.engines.engine(r2).is_read_only());
+
+    // Detaching a non-replica is refused.
+    assert_eq!(
+        status(
+            api.update_instance(
+                &t,
+                src,
+                UpdateInstance {
+                    replica_of: Some(None),
+                    ..Default::default()
+                }
+            )
+            .await
+        ),
+        400
+    );
+    let _ = w.stop.send(true);
+}

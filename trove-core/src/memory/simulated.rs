@@ -21,8 +21,8 @@ use crate::model::{GuestLog, LogActionRequest};
 use crate::ports::{
     not_supported, verified_object, BackupFacet, BackupJob, BackupOutcome, BackupProgress,
     ConfigurationFacet, DatabasesFacet, DatastoreStrategy, DynBackupStore, EngineStatus, FsStats,
-    LogsFacet, PrepareRequest, RootFacet, StrategyContext, StrategyFactory, TlsFacet, UserInfo,
-    UsersFacet,
+    LogsFacet, PrepareRequest, ReplicaPosition, ReplicationFacet, ReplicationSource, RootFacet,
+    StrategyContext, StrategyFactory, TlsFacet, UserInfo, UsersFacet,
 };
 use crate::state::ServiceStatus;
 
@@ -49,10 +49,20 @@ const STATIC_PARAMS: &[&str] = &[
 pub fn offered(manager: Manager) -> FacetSet {
     use Facet::*;
     match manager {
-        Manager::Mysql | Manager::Mariadb | Manager::Postgresql => {
+        Manager::Mysql | Manager::Mariadb => FacetSet::of(&[
+            Users,
+            Databases,
+            Root,
+            Configuration,
+            Tls,
+            Logs,
+            Backup,
+            Replication,
+        ]),
+        Manager::Postgresql => {
             FacetSet::of(&[Users, Databases, Root, Configuration, Tls, Logs, Backup])
         }
-        Manager::Redis => FacetSet::of(&[Users, Root, Configuration, Tls, Backup]),
+        Manager::Redis => FacetSet::of(&[Users, Root, Configuration, Tls, Backup, Replication]),
         Manager::Mongodb | Manager::Cassandra => FacetSet::EMPTY,
     }
 }
@@ -112,6 +122,13 @@ struct EngineState {
     ssl: SimSsl,
     /// The engine's logs: the general log records every statement the engine runs while it is on.
     logs: MemoryLogs,
+    /// The instance whose engine this one follows (a replica), if any.
+    following: Option<Uuid>,
+    /// Writes are refused (a replica, or a source fenced for a switchover).
+    read_only: bool,
+    /// The replication position: every statement a source runs advances it; a replica has its source's as of
+    /// its latest sync.
+    position: u64,
 }
 
 /// One TLS setting of a simulated engine.
@@ -217,6 +234,18 @@ impl SimulatedEngine {
     pub fn fail_next_prepare(&self) {
         lock(&self.state).fail_next_prepare = true;
     }
+    /// The instance this engine follows, if it is a replica.
+    pub fn following(&self) -> Option<Uuid> {
+        lock(&self.state).following
+    }
+    /// Whether the engine refuses writes.
+    pub fn is_read_only(&self) -> bool {
+        lock(&self.state).read_only
+    }
+    /// The engine's replication position.
+    pub fn position(&self) -> u64 {
+        lock(&self.state).position
+    }
 }
 
 /// Builds [`SimulatedStrategy`] values and keeps one engine per instance, so that every strategy built for an
@@ -254,9 +283,41 @@ impl SimulatedStrategyFactory {
         lock(&self.engines).contains_key(&instance_id)
     }
 
+    /// Lets the engine of `instance_id` catch up with the source it follows (replication is applied when an engine
+    /// runs a statement; a test reading an engine directly asks for it first).
+    pub fn sync(&self, instance_id: Uuid) {
+        let engine = lock(&self.engines).get(&instance_id).cloned();
+        if let Some(e) = engine {
+            sync_engine(&e, &self.engines);
+        }
+    }
+
     /// Forgets an instance's engine and its data (its volume was deleted).
     pub fn remove(&self, instance_id: Uuid) {
         lock(&self.engines).remove(&instance_id);
+    }
+}
+
+/// Replication in the simulation: `engine`, when it follows a running engine of `peers`, takes its data and
+/// position.
+fn sync_engine(engine: &SimulatedEngine, peers: &Mutex<HashMap<Uuid, SimulatedEngine>>) {
+    let Some(source) = lock(&engine.state).following else {
+        return;
+    };
+    let Some(peer) = lock(peers).get(&source).cloned() else {
+        return;
+    };
+    let (snap, position) = {
+        let src = lock(&peer.state);
+        if !src.running {
+            return;
+        }
+        (SimSnapshot::of(&src), src.position)
+    };
+    let mut st = lock(&engine.state);
+    if st.running && st.following == Some(source) {
+        snap.apply(&mut st);
+        st.position = position;
     }
 }
 
@@ -266,6 +327,8 @@ impl StrategyFactory for SimulatedStrategyFactory {
             manager: ctx.datastore_version.manager,
             engine: self.engine(ctx.instance_id),
             backups: self.backups.clone(),
+            instance_id: ctx.instance_id,
+            peers: self.engines.clone(),
         }))
     }
 
@@ -283,6 +346,9 @@ pub struct SimulatedStrategy {
     manager: Manager,
     engine: SimulatedEngine,
     backups: Option<DynBackupStore>,
+    instance_id: Uuid,
+    /// Every engine of the factory: a replica reads its source's here.
+    peers: Arc<Mutex<HashMap<Uuid, SimulatedEngine>>>,
 }
 
 impl SimulatedStrategy {
@@ -294,6 +360,8 @@ impl SimulatedStrategy {
                 state: Arc::new(Mutex::new(EngineState::default())),
             },
             backups: None,
+            instance_id: Uuid::nil(),
+            peers: Arc::default(),
         }
     }
 
@@ -308,8 +376,10 @@ impl SimulatedStrategy {
     }
 
     /// Locks the engine state, refusing when the engine is not running (as a real client's connect would fail).
+    /// A replica first takes what its source has (replication, instantly); a source's position advances.
     fn running(&self) -> Result<MutexGuard<'_, EngineState>> {
-        let st = lock(&self.engine.state);
+        self.sync();
+        let mut st = lock(&self.engine.state);
         if !st.running {
             return Err(Error::backend(
                 "simulated",
@@ -318,7 +388,15 @@ impl SimulatedStrategy {
             ));
         }
         st.logs.write("general", "Query\t(simulated statement)");
+        if st.following.is_none() {
+            st.position += 1;
+        }
         Ok(st)
+    }
+
+    /// A replica takes its running source's data and position (nothing when the source is down).
+    fn sync(&self) {
+        sync_engine(&self.engine, &self.peers);
     }
 
     fn user_host(&self, host: Option<&str>) -> String {
@@ -555,6 +633,11 @@ impl DatastoreStrategy for SimulatedStrategy {
 
     fn backup(&self) -> Option<&dyn BackupFacet> {
         (self.offers(Facet::Backup) && self.backups.is_some()).then_some(self)
+    }
+
+    /// Replicas are seeded from backups: offered with them.
+    fn replication(&self) -> Option<&dyn ReplicationFacet> {
+        (self.offers(Facet::Replication) && self.backups.is_some()).then_some(self)
     }
 }
 
@@ -946,6 +1029,65 @@ impl LogsFacet for SimulatedStrategy {
     }
 }
 
+/// The host a simulated source hands its replicas: its instance id.
+const SIM_HOST_PREFIX: &str = "sim-";
+
+#[async_trait]
+impl ReplicationFacet for SimulatedStrategy {
+    async fn source_info(&self) -> Result<ReplicationSource> {
+        let _st = self.running()?;
+        Ok(ReplicationSource {
+            host: format!("{SIM_HOST_PREFIX}{}", self.instance_id),
+            port: 0,
+            user: "os_repl".into(),
+            password: Secret::new("simulated"),
+        })
+    }
+
+    async fn attach(&self, source: &ReplicationSource) -> Result<()> {
+        let id = source
+            .host
+            .strip_prefix(SIM_HOST_PREFIX)
+            .and_then(|h| h.parse::<Uuid>().ok())
+            .ok_or_else(|| {
+                Error::bad_request(format!("{} is not a simulated source", source.host))
+            })?;
+        if id == self.instance_id {
+            return Err(Error::bad_request("An engine cannot follow itself."));
+        }
+        {
+            let mut st = self.running()?;
+            st.following = Some(id);
+            st.read_only = true;
+        }
+        self.sync();
+        Ok(())
+    }
+
+    async fn position(&self) -> Result<ReplicaPosition> {
+        let st = self.running()?;
+        Ok(ReplicaPosition::Offset {
+            offset: st.position,
+        })
+    }
+
+    async fn set_read_only(&self, read_only: bool) -> Result<()> {
+        self.running()?.read_only = read_only;
+        Ok(())
+    }
+
+    async fn promote(&self) -> Result<()> {
+        let mut st = self.running()?;
+        st.following = None;
+        st.read_only = false;
+        Ok(())
+    }
+
+    async fn detach(&self) -> Result<()> {
+        self.promote().await
+    }
+}
+
 impl SimulatedStrategy {
     /// The answer after the current setting changed: MariaDB turns TLS on or off only at a restart.
     fn ssl_applied(&self, st: &mut EngineState) -> SslChangeResult {
@@ -1054,10 +1196,11 @@ mod tests {
     fn facets_follow_the_manager_and_the_factory_registers_nothing() {
         let store: DynBackupStore = Arc::new(crate::memory::MemoryBackupStore::new());
         for m in Manager::ALL {
-            // Backups need a store: without one, everything else is offered.
+            // Backups need a store, and replicas are seeded from backups: without one, everything else is offered.
             let mut s = SimulatedStrategy::standalone(m);
             let mut without = offered(m);
             without.remove(Facet::Backup);
+            without.remove(Facet::Replication);
             assert_eq!(s.facets(), without, "{m}");
             s.backups = Some(store.clone());
             assert_eq!(s.facets(), offered(m), "{m}");

@@ -32,6 +32,7 @@ struct State {
     backups: HashMap<Uuid, Backup>,
     backup_strategies: BTreeMap<(String, Option<Uuid>), BackupStrategy>,
     backup_schedules: HashMap<Uuid, BackupSchedule>,
+    events: HashMap<Uuid, crate::model::Event>,
     quotas: HashMap<String, QuotaLimits>,
     root_history: HashMap<Uuid, RootHistory>,
     workflows: HashMap<Uuid, Workflow>,
@@ -139,6 +140,9 @@ impl State {
             Write::DeleteBackupSchedule(id) => {
                 undo.push(Undo::Schedule(id, self.backup_schedules.remove(&id)));
             }
+            Write::Event(e) => {
+                undo.push(Undo::Event(e.id, self.events.insert(e.id, e)));
+            }
         }
         Ok(())
     }
@@ -164,6 +168,7 @@ impl State {
                 Undo::Configuration(k, old) => put(&mut self.configurations, k, old),
                 Undo::Root(k, old) => put(&mut self.root_history, k, old),
                 Undo::Schedule(k, old) => put(&mut self.backup_schedules, k, old),
+                Undo::Event(k, old) => put(&mut self.events, k, old),
                 Undo::Strategy(k, old) => match old {
                     Some(v) => {
                         self.backup_strategies.insert(k, v);
@@ -188,6 +193,7 @@ enum Undo {
     Root(Uuid, Option<RootHistory>),
     Strategy((String, Option<Uuid>), Option<BackupStrategy>),
     Schedule(Uuid, Option<BackupSchedule>),
+    Event(Uuid, Option<crate::model::Event>),
 }
 
 /// An [`InfraStore`] kept in memory behind one mutex. A commit applies its writes while recording their previous
@@ -418,6 +424,21 @@ impl InfraStore for MemoryStore {
         Ok(v)
     }
 
+    async fn list_events(
+        &self,
+        filter: &crate::model::EventFilter,
+    ) -> Result<Vec<crate::model::Event>> {
+        let mut out: Vec<crate::model::Event> = self
+            .lock()
+            .events
+            .values()
+            .filter(|e| filter.matches(e))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.at.cmp(&b.at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
     async fn list_backup_schedules(
         &self,
         instance_id: Option<Uuid>,
@@ -633,6 +654,7 @@ mod tests {
             access: Access::default(),
             fault: None,
             cluster_id: None,
+            auto_failover: None,
             created: now,
             updated: now,
             deleted: false,

@@ -164,7 +164,7 @@ pub enum Facet {
     Logs,
     /// Backups (reserved: the facet comes with the backup issue).
     Backup,
-    /// Replication (reserved: the facet comes with the replication issue).
+    /// Replication: replicas, switchover, eject (seeded from backups).
     Replication,
     /// Cluster membership (reserved: the facet comes with the cluster issue).
     Cluster,

@@ -56,6 +56,9 @@ pub struct Instance {
     pub fault: Option<InstanceFault>,
     /// Cluster membership.
     pub cluster_id: Option<Uuid>,
+    /// Automatic failover of this instance as a replication source (`None`: the deployment's setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_failover: Option<bool>,
     /// Creation time.
     pub created: DateTime<Utc>,
     /// Last update time.

@@ -4,6 +4,7 @@ mod backup;
 mod config;
 pub mod cron;
 mod datastore;
+mod event;
 mod guest_log;
 mod instance;
 mod quota;
@@ -18,6 +19,7 @@ pub use backup::{
 };
 pub use config::{ConfigParam, Configuration, ParamType};
 pub use datastore::{Datastore, DatastoreVersion, Facet, FacetSet, Flavor, Manager};
+pub use event::{Event, EventFilter};
 pub use guest_log::{
     exposed_log_type, exposed_logs, log_metafile, log_prefix, log_status, GuestLog, LogAction,
     LogActionRequest, LogState, LogStatus, LogType, LogView, DEFAULT_LOG_CONTAINER,

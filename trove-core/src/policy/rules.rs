@@ -261,7 +261,11 @@ pub const DEFAULTS: &[RuleDefault] = &[
     up(
         INSTANCE_SHOW,
         OWNER,
-        &["GET /instances/{id}", "GET /instances/{id}/ssl"],
+        &[
+            "GET /instances/{id}",
+            "GET /instances/{id}/ssl",
+            "GET /instances/{id}/events",
+        ],
     ),
     up(
         INSTANCE_UPDATE,

@@ -112,6 +112,8 @@ pub enum Write {
     },
     /// Remove a backup schedule (a missing one succeeds).
     DeleteBackupSchedule(Uuid),
+    /// Record an event (a record with the same id is replaced: recording is idempotent).
+    Event(crate::model::Event),
     /// Remove the backup strategy of (`tenant_id`, `instance_id`) exactly (`None`: the tenant-wide one); removing a
     /// missing one succeeds.
     DeleteBackupStrategy {
@@ -286,6 +288,11 @@ pub trait InfraStore: Send + Sync + 'static {
     /// Backup schedules: of one instance, or all.
     async fn list_backup_schedules(&self, instance_id: Option<Uuid>)
         -> Result<Vec<BackupSchedule>>;
+    /// Events passing a filter, oldest first.
+    async fn list_events(
+        &self,
+        filter: &crate::model::EventFilter,
+    ) -> Result<Vec<crate::model::Event>>;
     /// Backup strategies passing a filter.
     async fn list_backup_strategies(
         &self,

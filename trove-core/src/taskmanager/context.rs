@@ -233,6 +233,32 @@ impl StepContext<'_> {
         self.engine.guest(self.wf.instance_id)
     }
 
+    /// A client of the guest agent of another instance (the source of a replica, say).
+    pub fn guest_of(&self, instance_id: Uuid) -> GuestClient {
+        self.engine.guest(instance_id)
+    }
+
+    /// A client of another instance's guest that gives up after `timeout` on every call (a guest presumed dead,
+    /// asked to fence itself).
+    pub fn guest_of_within(&self, instance_id: Uuid, timeout: Duration) -> GuestClient {
+        self.engine.guest_within(
+            instance_id,
+            crate::rpc::GuestTimeouts {
+                low: timeout,
+                high: timeout,
+            },
+        )
+    }
+
+    /// Another instance as stored now (`None`: it is gone).
+    pub async fn instance_of(&self, instance_id: Uuid) -> StepResult<Option<Instance>> {
+        self.engine
+            .store
+            .get_instance(instance_id)
+            .await
+            .map_err(abort_on_store)
+    }
+
     /// The instance as stored now.
     pub async fn instance(&self) -> StepResult<Instance> {
         self.engine
@@ -597,6 +623,38 @@ impl StepContext<'_> {
         self.engine
             .commit(&mut self.wf, |inst, wf, extra| {
                 change(inst, extra);
+                wf.state = crate::model::WorkflowState::Done;
+                wf.owner = None;
+                wf.lease_until = None;
+                def.scrub(wf);
+            })
+            .await
+    }
+
+    /// [`Self::update`] that also changes the instances `members` (each at the version read with it; see the
+    /// replication workflows, which move several members of a set in one commit).
+    pub async fn update_members(
+        &mut self,
+        members: &[Uuid],
+        mut change: impl FnMut(&mut Instance, &mut Vec<Instance>, &mut Vec<Write>),
+    ) -> StepResult<Instance> {
+        self.engine
+            .commit_members(&mut self.wf, members, |inst, others, _, extra| {
+                change(inst, others, extra)
+            })
+            .await
+    }
+
+    /// [`Self::finish`] that also changes the instances `members`, as [`Self::update_members`].
+    pub async fn finish_members(
+        &mut self,
+        members: &[Uuid],
+        mut change: impl FnMut(&mut Instance, &mut Vec<Instance>, &mut Vec<Write>),
+    ) -> StepResult<Instance> {
+        let def = self.def;
+        self.engine
+            .commit_members(&mut self.wf, members, |inst, others, wf, extra| {
+                change(inst, others, extra);
                 wf.state = crate::model::WorkflowState::Done;
                 wf.owner = None;
                 wf.lease_until = None;

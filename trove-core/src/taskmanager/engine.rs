@@ -45,16 +45,18 @@ impl Engine {
     }
 
     pub(super) fn guest(&self, instance_id: Uuid) -> GuestClient {
-        GuestClient::new(
-            self.bus.clone(),
+        self.guest_within(
             instance_id,
-            "taskmanager",
             GuestTimeouts {
                 low: self.config.agent_call_low_timeout,
                 high: self.config.agent_call_high_timeout,
             },
         )
-        .sealed(self.sealing.guest(instance_id))
+    }
+
+    pub(super) fn guest_within(&self, instance_id: Uuid, timeouts: GuestTimeouts) -> GuestClient {
+        GuestClient::new(self.bus.clone(), instance_id, "taskmanager", timeouts)
+            .sealed(self.sealing.guest(instance_id))
     }
 
     /// Commits a change of the instance and of the workflow (plus extra writes), both at the versions this worker
@@ -65,6 +67,19 @@ impl Engine {
         wf: &mut Workflow,
         mut change: impl FnMut(&mut Instance, &mut Workflow, &mut Vec<Write>),
     ) -> StepResult<Instance> {
+        self.commit_members(wf, &[], |inst, _, wf, extra| change(inst, wf, extra))
+            .await
+    }
+
+    /// [`Self::commit`] that also changes the instances `members` (the other members of a replication set, say),
+    /// each at the version read in the same attempt: `change` gets them in the order of `members`. A member that
+    /// no longer exists is left out.
+    pub(super) async fn commit_members(
+        &self,
+        wf: &mut Workflow,
+        members: &[Uuid],
+        mut change: impl FnMut(&mut Instance, &mut Vec<Instance>, &mut Workflow, &mut Vec<Write>),
+    ) -> StepResult<Instance> {
         for _ in 0..5 {
             let inst = self
                 .store
@@ -72,10 +87,17 @@ impl Engine {
                 .await
                 .map_err(abort_on_store)?
                 .ok_or_else(|| Stop::Abort(format!("instance {} vanished", wf.instance_id)))?;
+            let mut others = Vec::with_capacity(members.len());
+            for m in members {
+                if let Some(o) = self.store.get_instance(*m).await.map_err(abort_on_store)? {
+                    others.push(o);
+                }
+            }
+            let read: Vec<(Uuid, u64)> = others.iter().map(|o| (o.id, o.version)).collect();
             let mut new_inst = inst.clone();
             let mut new_wf = wf.clone();
             let mut extra = Vec::new();
-            change(&mut new_inst, &mut new_wf, &mut extra);
+            change(&mut new_inst, &mut others, &mut new_wf, &mut extra);
             let now = self.clock.now();
             new_inst.updated = now;
             new_wf.updated = now;
@@ -88,6 +110,16 @@ impl Engine {
                     workflow: new_wf.clone(),
                     expect: Expect::Version(wf.version),
                 });
+            for mut o in others {
+                let Some((_, v)) = read.iter().find(|(id, _)| *id == o.id) else {
+                    continue;
+                };
+                o.updated = now;
+                cs.push(Write::Instance {
+                    instance: o,
+                    expect: Expect::Version(*v),
+                });
+            }
             for w in extra {
                 cs.push(w);
             }

@@ -28,6 +28,7 @@ use crate::rpc::{Envelope, TaskManagerRequest, TASKMANAGER_TOPIC};
 
 mod context;
 mod engine;
+mod failover;
 mod registry;
 mod schedules;
 pub mod workflows;
@@ -37,9 +38,9 @@ pub use context::{
 };
 pub use registry::{Registry, WorkflowDef};
 pub use workflows::{
-    ApplyConfigurationParams, BackupParams, CreateParams, DeleteParams, ForceDeleteParams,
-    MigrateParams, RebootParams, RebuildParams, ResizeFlavorParams, ResizeVolumeParams,
-    RestartParams, UpgradeParams,
+    ApplyConfigurationParams, BackupParams, CreateParams, DeleteParams, DetachParams, EjectParams,
+    ForceDeleteParams, MigrateParams, PromoteParams, RebootParams, RebuildParams,
+    ResizeFlavorParams, ResizeVolumeParams, RestartParams, UpgradeParams,
 };
 
 use engine::Engine;
@@ -72,6 +73,8 @@ impl Default for TaskManagerConfig {
 pub struct TaskManager {
     engine: Arc<Engine>,
     running: Arc<Mutex<HashSet<Uuid>>>,
+    /// Replication sources this worker saw reported down, since when ([`failover`]).
+    suspects: Mutex<std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl std::fmt::Debug for TaskManager {
@@ -107,6 +110,7 @@ impl TaskManager {
                 backups: None,
             }),
             running: Arc::new(Mutex::new(HashSet::new())),
+            suspects: Mutex::default(),
         }
     }
 
@@ -149,6 +153,7 @@ impl TaskManager {
                 backups: e.backups.clone(),
             }),
             running: self.running,
+            suspects: self.suspects,
         }
     }
 
@@ -224,6 +229,10 @@ impl TaskManager {
                     match self.run_due_schedules().await {
                         Ok(ids) => for id in ids { self.spawn(&mut tasks, id) },
                         Err(e) => tracing::warn!(error = %e, "backup schedule scan failed"),
+                    }
+                    match self.check_failovers().await {
+                        Ok(ids) => for id in ids { self.spawn(&mut tasks, id) },
+                        Err(e) => tracing::warn!(error = %e, "failover scan failed"),
                     }
                     let now = self.engine.clock.now();
                     if now >= next_purge {
@@ -318,11 +327,15 @@ impl TaskManager {
         r
     }
 
-    /// Runs every workflow that is claimable now, one after another; answers how many were run.
+    /// Runs every workflow that is claimable now, concurrently, to its end; answers how many were run.
     pub async fn run_pending(&self) -> Result<usize> {
+        // Concurrently, as `run` does: one workflow may wait for another (a replica's seed for an earlier backup
+        // of its source).
+        let ids = self.claimable().await?;
+        let ran = futures::future::join_all(ids.into_iter().map(|id| self.run_workflow(id))).await;
         let mut n = 0;
-        for id in self.claimable().await? {
-            if self.run_workflow(id).await? {
+        for r in ran {
+            if r? {
                 n += 1;
             }
         }

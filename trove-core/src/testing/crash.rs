@@ -228,6 +228,13 @@ impl InfraStore for CrashingStore {
         self.alive()?;
         self.inner.list_backup_schedules(instance_id).await
     }
+    async fn list_events(
+        &self,
+        filter: &crate::model::EventFilter,
+    ) -> Result<Vec<crate::model::Event>> {
+        self.alive()?;
+        self.inner.list_events(filter).await
+    }
     async fn get_quota_limits(&self, tenant_id: &str) -> Result<QuotaLimits> {
         self.alive()?;
         self.inner.get_quota_limits(tenant_id).await
@@ -316,6 +323,8 @@ pub const NEW_IMAGE: &str = "image-new";
 pub const REBUILD_IMAGE: &str = "5d3ad3a4-05b9-4b2c-8d55-7c4c1a7e0b1e";
 const TENANT: &str = "t1";
 const DATASTORE: &str = "postgresql";
+/// The datastore replication scenarios use (its simulation offers replication).
+const REPLICATION_DATASTORE: &str = "mariadb";
 
 /// Settings of the harness world: quick guests, short agent timeouts.
 pub fn crash_config() -> CoreConfig {
@@ -432,6 +441,19 @@ impl CrashWorld {
                 .await?;
             versions.push(v.version.id);
         }
+        api.mgmt_create_datastore_version(
+            &admin,
+            DatastoreVersionSpec {
+                datastore_name: REPLICATION_DATASTORE.into(),
+                name: "10.11".into(),
+                manager: REPLICATION_DATASTORE.into(),
+                image: OLD_IMAGE.into(),
+                active: true,
+                default: true,
+                ..Default::default()
+            },
+        )
+        .await?;
         for (id, ram_mb) in [("1", 512), ("2", 1024)] {
             api.mgmt_put_flavor(
                 &admin,
@@ -531,6 +553,11 @@ impl CrashWorld {
 
     /// Asks the API for an instance (its create workflow is left pending).
     pub async fn create_instance(&self, name: &str) -> Outcome<Uuid> {
+        self.create_of(name, DATASTORE).await
+    }
+
+    /// Asks the API for an instance of `datastore` (its create workflow is left pending).
+    async fn create_of(&self, name: &str, datastore: &str) -> Outcome<Uuid> {
         let v = self
             .api
             .create_instance(
@@ -539,7 +566,7 @@ impl CrashWorld {
                     name: name.into(),
                     flavor_ref: Some("1".into()),
                     volume_size: Some(2),
-                    datastore: Some(DATASTORE.into()),
+                    datastore: Some(datastore.into()),
                     ..Default::default()
                 },
             )
@@ -756,6 +783,207 @@ impl CrashWorld {
             FIRST_HOST
         }
         .into())
+    }
+
+    /// A `mariadb` source and `n` replicas of it, all ACTIVE (built by a healthy worker), with a database made
+    /// on the source before and one after the replicas; answers (source, replicas).
+    pub async fn replication_set(&self, name: &str, n: u32) -> Outcome<(Uuid, Vec<Uuid>)> {
+        let source = self.replica_source(name).await?;
+        self.create_replicas(source, n).await?;
+        self.settle().await?;
+        let replicas: Vec<Uuid> = self
+            .store
+            .list_instances(&InstanceFilter {
+                replica_of: Some(source),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        self.expect(
+            replicas.len() == n as usize,
+            &format!("{} replicas built, {n} asked for", replicas.len()),
+        )?;
+        for r in &replicas {
+            self.expect_active(*r).await?;
+        }
+        self.add_database(source, "after_replicas").await?;
+        self.expect_one_source(source).await?;
+        Ok((source, replicas))
+    }
+
+    /// An ACTIVE `mariadb` instance (its simulation offers replication) with a database `before_replicas`.
+    pub async fn replica_source(&self, name: &str) -> Outcome<Uuid> {
+        let source = self.create_of(name, REPLICATION_DATASTORE).await?;
+        self.settle().await?;
+        self.expect_active(source).await?;
+        self.add_database(source, "before_replicas").await?;
+        Ok(source)
+    }
+
+    /// Asks the API for `n` replicas of `source` (their create workflows are left pending); answers the first.
+    pub async fn create_replicas(&self, source: Uuid, n: u32) -> Outcome<Uuid> {
+        let v = self
+            .api
+            .create_instance(
+                &self.tenant(),
+                CreateInstance {
+                    name: "replica".into(),
+                    replica_of: Some(source),
+                    replica_count: Some(n),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(v.instance.id)
+    }
+
+    /// Asks the API to detach replica `id`.
+    pub async fn detach(&self, id: Uuid) -> Outcome<()> {
+        self.api
+            .update_instance(
+                &self.tenant(),
+                id,
+                UpdateInstance {
+                    replica_of: Some(None),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the API to promote replica `id` to source.
+    pub async fn promote(&self, id: Uuid) -> Outcome<()> {
+        self.api
+            .promote_to_replica_source(&self.tenant(), id)
+            .await?;
+        Ok(())
+    }
+
+    /// Kills source `id`'s guest (its engine stops with it), lets its heartbeat expire and asks the API to eject
+    /// it.
+    pub async fn eject(&self, id: Uuid) -> Outcome<()> {
+        use crate::ports::GuestLauncher;
+        self.launcher.stop(id).await?;
+        self.clock
+            .advance(self.config.agent_heartbeat_expiry + Duration::from_secs(1));
+        self.api.eject_replica_source(&self.tenant(), id).await?;
+        Ok(())
+    }
+
+    /// Replica `id` stands alone: no source in the store or in its engine, and it takes writes.
+    pub async fn expect_standalone_writable(&self, id: Uuid) -> Outcome<()> {
+        let inst = self.instance(id).await?;
+        let engine = self.engines.engine(id);
+        self.expect(
+            inst.replica_of.is_none(),
+            "the instance still names a source",
+        )?;
+        self.expect(
+            engine.following().is_none() && !engine.is_read_only(),
+            "the engine still follows a source or refuses writes",
+        )?;
+        self.add_database(id, "written_after_detach").await
+    }
+
+    /// The replication set of member `id` (looked up through the store) has exactly one source: every other
+    /// member names it in the store and follows it in its engine, read only, with the source's databases; the
+    /// source takes writes. A member whose guest is gone (an ejected source) must name the source and carry a
+    /// fault; its guest is started again so that the leak checks find every server with its guest.
+    pub async fn expect_one_source(&self, id: Uuid) -> Outcome<()> {
+        let all = self
+            .store
+            .list_instances(&InstanceFilter {
+                tenant_id: Some(TENANT.into()),
+                ..Default::default()
+            })
+            .await?;
+        let inst = self.instance(id).await?;
+        let root = inst.replica_of.unwrap_or(id);
+        let mut members: Vec<Instance> = all
+            .into_iter()
+            .filter(|i| i.id == root || i.replica_of == Some(root))
+            .collect();
+        // A member may name a member that is not the root (a half-settled promote): the set is all of them.
+        let sources: Vec<Uuid> = members
+            .iter()
+            .filter(|m| m.replica_of.is_none())
+            .map(|m| m.id)
+            .collect();
+        if sources.len() != 1 {
+            // The root is itself a replica now: follow it to its source.
+            if let Some(next) = members
+                .iter()
+                .find(|m| m.id == root)
+                .and_then(|m| m.replica_of)
+            {
+                if next != root {
+                    return Box::pin(self.expect_one_source(next)).await;
+                }
+            }
+        }
+        self.expect(
+            sources.len() == 1,
+            &format!(
+                "the set of {id} has {} sources in the store: {sources:?}",
+                sources.len()
+            ),
+        )?;
+        let source = sources[0];
+        members.sort_by_key(|m| m.id != source);
+        let want = self.engines.engine(source).databases();
+        let running = self.launcher.running().await;
+        for m in &members {
+            self.expect(
+                m.task == TaskStatus::None,
+                &format!(
+                    "member {} has task {:?} (fault {:?})",
+                    m.id, m.task, m.fault
+                ),
+            )?;
+            let engine = self.engines.engine(m.id);
+            if m.id == source {
+                self.expect(
+                    engine.following().is_none() && !engine.is_read_only(),
+                    "the source's engine follows another or refuses writes",
+                )?;
+                continue;
+            }
+            self.engines.sync(m.id);
+            if !running.contains(&m.id) {
+                self.expect(
+                    m.fault.is_some(),
+                    &format!("member {} has no guest and no fault saying so", m.id),
+                )?;
+                let spec = self
+                    .compute
+                    .spec(m.id)
+                    .ok_or_else(|| Broken(format!("member {} has no server", m.id)))?;
+                crate::ports::Compute::create_server(self.compute.as_ref(), &spec).await?;
+                continue;
+            }
+            self.expect(
+                engine.following() == Some(source) && engine.is_read_only(),
+                &format!(
+                    "member {} follows {:?} (read only: {}), not the source {source}",
+                    m.id,
+                    engine.following(),
+                    engine.is_read_only()
+                ),
+            )?;
+            self.expect(
+                engine.databases() == want,
+                &format!(
+                    "member {} has {:?}, its source {:?}",
+                    m.id,
+                    engine.databases(),
+                    want
+                ),
+            )?;
+        }
+        Ok(())
     }
 
     /// Inserts a pending workflow with `params` for `id` directly (for workflows no API route asks for yet).

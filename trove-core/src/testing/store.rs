@@ -75,6 +75,7 @@ pub mod fixtures {
             access: Access::default(),
             fault: None,
             cluster_id: None,
+            auto_failover: None,
             created,
             updated: created,
             deleted: false,
@@ -2145,6 +2146,96 @@ pub async fn check_matches_reference(store: &dyn InfraStore, seed: u64, steps: u
     assert_eq!(mine(got), mine(want), "seed {seed}: open workflows");
 }
 
+/// Events: recorded in a commit (again with the same id: replaced, not doubled), listed oldest first, by project
+/// and by the instances they concern; a failed commit records none.
+pub async fn check_events(store: &dyn InfraStore) {
+    use crate::model::{Event, EventFilter};
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (t1_name, t2_name) = (fixtures::tenant(), fixtures::tenant());
+    let event = |tenant: &str, instances: Vec<Uuid>, secs: i64, message: &str| Event {
+        id: Uuid::new_v4(),
+        tenant_id: tenant.into(),
+        kind: "failover".into(),
+        instances,
+        at: fixtures::at(secs),
+        ok: true,
+        message: message.into(),
+        details: serde_json::json!({"positions": [1, 2]}),
+    };
+    let later = event(&t1_name, vec![a, b], 10, "later");
+    let earlier = event(&t1_name, vec![b, c], 5, "earlier");
+    let other = event(&t2_name, vec![a], 1, "other project");
+    must_commit(
+        store,
+        ChangeSet::new()
+            .with(Write::Event(later.clone()))
+            .with(Write::Event(earlier.clone()))
+            .with(Write::Event(other.clone())),
+        "record events",
+    )
+    .await;
+    let mut again = later.clone();
+    again.message = "later, recorded twice".into();
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Event(again.clone())),
+        "record again",
+    )
+    .await;
+    let of = |tenant: Option<&str>, instance: Option<Uuid>| EventFilter {
+        tenant_id: tenant.map(str::to_string),
+        instance_id: instance,
+    };
+    let t1 = store.list_events(&of(Some(&t1_name), None)).await.unwrap();
+    assert_eq!(
+        t1,
+        vec![earlier.clone(), again.clone()],
+        "oldest first, replaced"
+    );
+    assert_eq!(
+        store
+            .list_events(&of(Some(&t1_name), Some(a)))
+            .await
+            .unwrap(),
+        vec![again]
+    );
+    assert_eq!(
+        store
+            .list_events(&of(Some(&t1_name), Some(c)))
+            .await
+            .unwrap(),
+        vec![earlier]
+    );
+    assert_eq!(
+        store.list_events(&of(None, Some(a))).await.unwrap().len(),
+        2
+    );
+    // A commit that fails records nothing.
+    let lost = event(&t1_name, vec![c], 20, "lost");
+    let failed = store
+        .commit(
+            ChangeSet::new()
+                .with(Write::Event(lost))
+                .with(Write::Instance {
+                    instance: fixtures::instance(&t1_name, 512, None, fixtures::at(0)),
+                    expect: Expect::Version(3),
+                }),
+        )
+        .await;
+    assert!(
+        failed.is_err(),
+        "a write at a version of a missing row fails"
+    );
+    assert_eq!(
+        store
+            .list_events(&of(Some(&t1_name), Some(c)))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 /// Runs every check against `store` (which may already hold data). Call it from a multi-threaded tokio runtime.
 pub async fn run_all(store: Arc<dyn InfraStore>) {
     let s = store.as_ref();
@@ -2166,6 +2257,7 @@ pub async fn run_all(store: Arc<dyn InfraStore>) {
     check_root_history(s).await;
     check_backup_strategies(s).await;
     check_backup_schedules(s).await;
+    check_events(s).await;
     for seed in 0..4 {
         check_matches_reference(s, seed, 250).await;
     }

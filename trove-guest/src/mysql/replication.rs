@@ -3,8 +3,8 @@
 //! positions as `@@gtid_current_pos`, `read_only` for every account but the guest's (rendered into `my.cnf` from
 //! the guest state so a restart keeps it).
 //!
-//! Where a replica starts: its own `@@gtid_current_pos` when it has one (a former source, or a replica moving to
-//! another source), else the GTID of the backup its data was restored from (`mariadb_backup_binlog_info` in the data
+//! Where a replica starts: the more advanced of its own `@@gtid_current_pos` (a former source, or a replica moving to
+//! another source) and the GTID of the backup its data was restored from (`mariadb_backup_binlog_info` in the data
 //! directory). The guest's own writes on a restored instance (the admin reset) stay out of the binary log, so a
 //! replica holds no transaction its source never made.
 
@@ -28,6 +28,30 @@ fn restored_gtid(data: &std::path::Path) -> Option<String> {
         .find_map(|f| std::fs::read_to_string(data.join(f)).ok())
         .and_then(|t| t.split_whitespace().nth(2).map(str::to_string))
         .filter(|g| !g.is_empty())
+}
+
+/// Where a replica starts: the more advanced of its own position and the GTID of the backup it was restored
+/// from. A freshly restored instance's own position is the replica position its source had followed up to (the
+/// restored `mysql.gtid_slave_pos`), older than the backup when the source had been promoted since; a former source
+/// rejoining is ahead of any backup it was once restored from.
+fn start_gtid(own: String, restored: Option<String>) -> String {
+    let Some(restored) = restored else {
+        return own;
+    };
+    if own.is_empty() {
+        return restored;
+    }
+    let (o, r) = (
+        ReplicaPosition::Gtid { gtid: own.clone() },
+        ReplicaPosition::Gtid {
+            gtid: restored.clone(),
+        },
+    );
+    if r.ahead_of(&o) == Some(true) {
+        restored
+    } else {
+        own
+    }
 }
 
 impl Mysql {
@@ -86,11 +110,7 @@ impl ReplicationFacet for Mysql {
         let own = self
             .admin_text("SELECT CAST(@@GLOBAL.gtid_current_pos AS CHAR)")
             .await?;
-        let start = if own.is_empty() {
-            restored_gtid(&self.base.layout.data_dir).unwrap_or_default()
-        } else {
-            own
-        };
+        let start = start_gtid(own, restored_gtid(&self.base.layout.data_dir));
         self.read_only(true).await?;
         let mut c = self.connect_admin().await?;
         let stmts = [
@@ -170,6 +190,17 @@ impl ReplicationFacet for Mysql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_starts_from_the_more_advanced_of_its_own_and_the_backups_position() {
+        let s = |x: &str| x.to_string();
+        // Restored from a backup of a promoted replica: its copied slave position is behind the backup.
+        assert_eq!(start_gtid(s("0-1-5"), Some(s("0-2-7"))), "0-2-7");
+        // A former source rejoining: ahead of the backup it was once restored from.
+        assert_eq!(start_gtid(s("0-2-40"), Some(s("0-1-5"))), "0-2-40");
+        assert_eq!(start_gtid(s(""), Some(s("0-1-5"))), "0-1-5");
+        assert_eq!(start_gtid(s("0-1-5"), None), "0-1-5");
+    }
 
     #[test]
     fn the_gtid_of_a_restored_backup() {

@@ -47,6 +47,9 @@ fn repl_offset(info: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// `min-replicas-to-write` of a fenced source: no set has this many replicas, so it refuses every write.
+const FENCED_MIN_REPLICAS: u32 = 1_000_000;
+
 impl Redis {
     fn repl_secret(&self) -> Result<Secret> {
         self.base.layout.ensure_secret("os_repl.secret")
@@ -57,7 +60,13 @@ impl Redis {
         let st = self.base.layout.state()?;
         let (Some(f), Some(pw)) = (st.following, self.base.layout.stored_secret(MASTER_SECRET)?)
         else {
-            return Ok(String::new());
+            // A fenced source (failed over) takes no write when it comes back: it would need more replicas than
+            // any set has.
+            return Ok(if st.read_only {
+                format!("# fenced (see the guest's redis::replication)\nmin-replicas-to-write {FENCED_MIN_REPLICAS}\nmin-replicas-max-lag 1\n")
+            } else {
+                String::new()
+            });
         };
         Ok(format!(
             "# a replica (see the guest's redis::replication)\nreplicaof {} {}\nmasteruser {}\nmasterauth {}\n\
@@ -154,7 +163,12 @@ impl ReplicationFacet for Redis {
     async fn promote(&self) -> Result<()> {
         self.command("REPLICAOF", &["NO", "ONE"]).await?;
         self.command("CLIENT", &["UNPAUSE"]).await?;
-        self.base.layout.update_state(|s| s.following = None)?;
+        self.command("CONFIG", &["SET", "min-replicas-to-write", "0"])
+            .await?;
+        self.base.layout.update_state(|s| {
+            s.following = None;
+            s.read_only = false;
+        })?;
         let _ = std::fs::remove_file(self.base.layout.secret_file(MASTER_SECRET));
         Ok(())
     }

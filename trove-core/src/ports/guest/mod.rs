@@ -130,6 +130,13 @@ pub trait DatastoreStrategy: Send + Sync + 'static {
     async fn start(&self) -> Result<()>;
     /// Stops the engine.
     async fn stop(&self) -> Result<()>;
+
+    /// Fences the engine for a failover: from now on it takes no write, even if it was frozen and resumes, or
+    /// its guest restarts it. By default a stop; process strategies kill the engine at once (a frozen engine
+    /// cannot stop cleanly) and keep it read only.
+    async fn fence(&self) -> Result<()> {
+        self.stop().await
+    }
     /// Restarts the engine.
     async fn restart(&self) -> Result<()> {
         self.stop().await?;
@@ -187,6 +194,7 @@ pub trait DatastoreStrategy: Send + Sync + 'static {
             (Facet::Tls, self.tls().is_some()),
             (Facet::Logs, self.logs().is_some()),
             (Facet::Backup, self.backup().is_some()),
+            (Facet::Replication, self.replication().is_some()),
         ];
         offered
             .into_iter()

@@ -42,6 +42,9 @@ pub enum ReplicationRequest {
     Promote,
     /// Become a standalone writable instance.
     Detach,
+    /// Take no more writes, even frozen and resumed ([`DatastoreStrategy::fence`]); answers without connecting
+    /// to the engine.
+    Fence,
 }
 
 impl ReplicationRequest {
@@ -64,11 +67,18 @@ impl ReplicationRequest {
             }
             ReplicationRequest::Promote => unit(facet.promote().await),
             ReplicationRequest::Detach => unit(facet.detach().await),
+            // Served by the strategy, before the facet: see `serve_on`.
+            ReplicationRequest::Fence => {
+                Err(crate::Error::bad_request("fence is served by the strategy"))
+            }
         }
     }
 
     /// Runs the request on `strategy`'s replication facet; without one, upstream's 422.
     pub async fn serve_on(self, strategy: &dyn DatastoreStrategy) -> Result<Value> {
+        if self == ReplicationRequest::Fence {
+            return unit(strategy.fence().await);
+        }
         match strategy.replication() {
             Some(f) => self.serve(f).await,
             None => Err(not_supported(
@@ -116,6 +126,11 @@ impl GuestClient {
     pub async fn promote_replica(&self) -> Result<()> {
         let req = GuestRequest::Replication(ReplicationRequest::Promote);
         self.call_unit(req, self.high()).await
+    }
+    /// Fences the engine for a failover (it takes no more writes, see [`DatastoreStrategy::fence`]).
+    pub async fn fence(&self) -> Result<()> {
+        let req = GuestRequest::Replication(ReplicationRequest::Fence);
+        self.call_unit(req, self.low()).await
     }
     /// Makes the instance standalone.
     pub async fn detach_replica(&self) -> Result<()> {

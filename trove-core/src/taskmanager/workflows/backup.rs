@@ -176,12 +176,12 @@ async fn job_of(cx: &StepContext<'_>, b: &Backup) -> StepResult<BackupJob> {
     })
 }
 
-/// Waits until the backup ends, or its guest stays silent.
-async fn wait(cx: &mut StepContext<'_>, id: Uuid) -> StepResult<Waited> {
+/// Waits until the backup ends, or its guest stays silent since the latest step `ask`.
+async fn wait(cx: &mut StepContext<'_>, id: Uuid, ask: &str) -> StepResult<Waited> {
     let silence = chrono::Duration::from_std(cx.config().guest_silence_timeout)
         .unwrap_or(chrono::Duration::seconds(60));
     let lease = cx.config().workflow_lease;
-    let asked = cx.last_started("ask").unwrap_or_else(|| cx.clock().now());
+    let asked = cx.last_started(ask).unwrap_or_else(|| cx.clock().now());
     let mut last_renew = cx.clock().now();
     loop {
         let b = load(cx, id).await?;
@@ -219,6 +219,67 @@ async fn wait(cx: &mut StepContext<'_>, id: Uuid) -> StepResult<Waited> {
     }
 }
 
+/// The write that ends a backup the guest reported COMPLETED at `now`.
+pub(crate) fn completed(reported: &Backup, now: chrono::DateTime<chrono::Utc>) -> Write {
+    let mut b = reported.clone();
+    b.state = BackupState::Completed;
+    b.fault = None;
+    b.updated = now;
+    Write::Backup(b)
+}
+
+/// Asks `guest` (as the journaled step `ask`) to take backup `backup_id` and waits until the guest reported its
+/// object, asking again (at most [`MAX_ASKS`] times in all) when the guest goes silent. Answers the backup as
+/// reported, still running: the caller ends it COMPLETED in its own commit.
+pub(crate) async fn run_backup(
+    cx: &mut StepContext<'_>,
+    guest: crate::rpc::GuestClient,
+    backup_id: Uuid,
+    ask: &str,
+) -> StepResult<Box<Backup>> {
+    let b = load(cx, backup_id).await?;
+    let job = job_of(cx, &b).await?;
+    // A resumed run (the worker before died after asking) asks again at once when the guest has not reported
+    // the object yet: a guest that died with the process lost the work, and one that still runs it carries on.
+    if cx.completed(ask).is_some() && b.location.is_none() && b.fault.is_none() {
+        cx.reopen(&[ask], "resumed before the guest reported the backup")
+            .await?;
+    }
+    loop {
+        let (guest, job) = (guest.clone(), job.clone());
+        cx.step(ask, |_| async move {
+            guest.backup(job).await.map_err(|e| {
+                Stop::Fail(Failure::new(
+                    "The guest could not be asked to take the backup.",
+                    &e,
+                ))
+            })
+        })
+        .await?;
+        match wait(cx, backup_id, ask).await? {
+            Waited::Completed(b) => return Ok(b),
+            Waited::Silent(why) => {
+                let asks = cx
+                    .journal
+                    .iter()
+                    .filter(|e| e.step == ask && e.phase == JournalPhase::Started)
+                    .count();
+                if asks >= MAX_ASKS {
+                    return Err(Stop::Fail(Failure::with_details(
+                        format!(
+                            "The guest stopped reporting on the backup after {asks} requests; check that the \
+                             instance's guest runs, then take the backup again."
+                        ),
+                        why,
+                    )));
+                }
+                tracing::info!(backup = %backup_id, %why, "the guest went silent on a backup; asking again");
+                cx.reopen(&[ask], &why).await?;
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl WorkflowDef for TakeBackup {
     type Params = BackupParams;
@@ -228,58 +289,11 @@ impl WorkflowDef for TakeBackup {
     }
 
     async fn run(&self, cx: &mut StepContext<'_>, p: &BackupParams) -> StepResult<()> {
-        let b = load(cx, p.backup_id).await?;
-        let job = job_of(cx, &b).await?;
-        // A resumed run (the worker before died after asking) asks again at once when the guest has not reported
-        // the object yet: a guest that died with the process lost the work, and one that still runs it carries on.
-        if cx.completed("ask").is_some() && b.location.is_none() && b.fault.is_none() {
-            cx.reopen(&["ask"], "resumed before the guest reported the backup")
-                .await?;
-        }
         let guest = cx.guest();
-        let done = loop {
-            let (guest, job) = (guest.clone(), job.clone());
-            cx.step("ask", |_| async move {
-                guest.backup(job).await.map_err(|e| {
-                    Stop::Fail(Failure::new(
-                        "The guest could not be asked to take the backup.",
-                        &e,
-                    ))
-                })
-            })
-            .await?;
-            match wait(cx, p.backup_id).await? {
-                Waited::Completed(b) => break b,
-                Waited::Silent(why) => {
-                    let asks = cx
-                        .journal
-                        .iter()
-                        .filter(|e| e.step == "ask" && e.phase == JournalPhase::Started)
-                        .count();
-                    if asks >= MAX_ASKS {
-                        return Err(Stop::Fail(Failure::with_details(
-                            format!(
-                                "The guest stopped reporting on the backup after {asks} requests; check that \
-                                 the instance's guest runs, then take the backup again."
-                            ),
-                            why,
-                        )));
-                    }
-                    tracing::info!(backup = %p.backup_id, %why, "the guest went silent on a backup; asking again");
-                    cx.reopen(&["ask"], &why).await?;
-                }
-            }
-        };
+        let done = run_backup(cx, guest, p.backup_id, "ask").await?;
         // The backup ends COMPLETED in the commit that closes the workflow.
-        let now = cx.clock().now();
-        cx.finish(|_, extra| {
-            let mut b = (*done).clone();
-            b.state = BackupState::Completed;
-            b.fault = None;
-            b.updated = now;
-            extra.push(Write::Backup(b));
-        })
-        .await?;
+        let w = completed(&done, cx.clock().now());
+        cx.finish(|_, extra| extra.push(w.clone())).await?;
         Ok(())
     }
 

@@ -48,9 +48,12 @@ pub struct CreateParams {
     /// Whether secrets were scrubbed.
     #[serde(default)]
     pub scrubbed: bool,
-    /// Source to replicate from (replication is a later issue: the build fails with a clear fault).
+    /// Source to replicate from: the replica is seeded from a backup of it, then follows it.
     #[serde(default)]
     pub replica_of: Option<Uuid>,
+    /// The backup record (NEW, of the source) that seeds the replica; made by the API with the replica.
+    #[serde(default)]
+    pub seed_backup: Option<Uuid>,
     /// Backup to restore from: the guest makes the data from it (and its parents, for an incremental).
     #[serde(default)]
     pub restore_point: Option<Uuid>,
@@ -188,17 +191,20 @@ impl WorkflowDef for Create {
 
     async fn run(&self, cx: &mut StepContext<'_>, p: &CreateParams) -> StepResult<()> {
         let instance_id = cx.instance_id();
-        if p.replica_of.is_some() {
-            return Err(Failure::with_details(
-                "Creating replicas is not implemented by this deployment yet.",
-                format!("replica of {:?} requested", p.replica_of),
-            )
-            .task(TaskStatus::BuildingErrorReplica)
-            .into());
-        }
-        let restore = match p.restore_point {
-            Some(bid) => Some(restore_chain(cx, bid, p.restore_time).await?),
-            None => None,
+        let restore = match (p.replica_of, p.seed_backup, p.restore_point) {
+            (Some(source), Some(seed), _) => {
+                Some(super::replication::seed(cx, source, seed).await?)
+            }
+            (Some(source), None, _) => {
+                return Err(Failure::with_details(
+                    "The replica has no backup to be seeded from; create it again.",
+                    format!("replica of {source} without a seed backup"),
+                )
+                .task(TaskStatus::BuildingErrorReplica)
+                .into());
+            }
+            (None, _, Some(bid)) => Some(restore_chain(cx, bid, p.restore_time).await?),
+            (None, _, None) => None,
         };
         let inst = cx.instance().await?;
 
@@ -324,14 +330,39 @@ impl WorkflowDef for Create {
         )
         .await?;
 
-        // 5. done
-        cx.finish(|i, _| {
+        // 5. a replica follows its source; its seed backup goes
+        let mut seed_gone = None;
+        if let Some(source) = p.replica_of {
+            super::replication::attach(cx, source).await?;
+            if let Some(seed) = p.seed_backup {
+                seed_gone = super::replication::drop_seed(cx, seed).await?;
+            }
+        }
+
+        // 6. done
+        cx.finish(|i, extra| {
             i.task = TaskStatus::None;
             i.server_status = ServerStatus::Active;
             i.fault = None;
+            extra.extend(seed_gone.clone());
         })
         .await?;
         Ok(())
+    }
+
+    /// A replica's seed backup is deleted (its object purged); the rest stays for the user's delete.
+    async fn compensate(
+        &self,
+        cx: &mut StepContext<'_>,
+        p: &CreateParams,
+        failure: Failure,
+    ) -> StepResult<Failure> {
+        if let Some(seed) = p.seed_backup {
+            if let Some(w) = super::replication::drop_seed(cx, seed).await? {
+                cx.update(|_, extra| extra.push(w.clone())).await?;
+            }
+        }
+        Ok(failure)
     }
 
     #[cfg(feature = "testing")]
@@ -355,6 +386,21 @@ impl WorkflowDef for Create {
                 Box::pin(async move {
                     w.expect_active(id).await?;
                     w.expect_restored(id).await
+                })
+            }),
+            // A replica: seeded from a backup of its source taken through the source's guest, then attached.
+            Scenario::new("create a replica", |w| {
+                Box::pin(async move {
+                    let source = w.replica_source("src").await?;
+                    w.create_replicas(source, 1).await
+                })
+            })
+            .check(|w, id| {
+                Box::pin(async move {
+                    w.expect_active(id).await?;
+                    w.expect_one_source(id).await?;
+                    // The seed backup is deleted; the purge removes its object.
+                    w.settle().await
                 })
             }),
             // The prepare request is lost (it died with a crashed process): the guest keeps reporting that it

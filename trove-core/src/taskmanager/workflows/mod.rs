@@ -11,6 +11,7 @@
 //! | upgrade to another datastore version | [`upgrade`] |
 //! | migrate to another host (mgmt) | [`migrate`] |
 //! | rebuild the server (mgmt) | [`rebuild`] |
+//! | detach a replica, promote a replica (switchover), eject a source | [`replication`] |
 
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
@@ -29,6 +30,7 @@ pub mod create;
 pub mod delete;
 pub mod migrate;
 pub mod rebuild;
+pub mod replication;
 pub mod resize;
 pub mod restart;
 pub mod upgrade;
@@ -39,6 +41,7 @@ pub use create::CreateParams;
 pub use delete::{DeleteParams, ForceDeleteParams};
 pub use migrate::MigrateParams;
 pub use rebuild::RebuildParams;
+pub use replication::{DetachParams, EjectParams, PromoteParams};
 pub use resize::{ResizeFlavorParams, ResizeVolumeParams};
 pub use restart::{RebootParams, RestartParams};
 pub use upgrade::UpgradeParams;
@@ -57,6 +60,9 @@ pub(super) fn register_standard(r: Registry) -> Registry {
         .register(migrate::Migrate)
         .register(rebuild::Rebuild)
         .register(backup::TakeBackup)
+        .register(replication::Detach)
+        .register(replication::Promote)
+        .register(replication::Eject)
 }
 
 /// Whether the guest stopped its engine in a tolerant `stop_db` step.
