@@ -1602,3 +1602,112 @@ async fn backup_and_restore_across_processes() {
     }
     drop((api, tm, conductor));
 }
+
+/// Automatic failover with the four roles as processes: a MariaDB source and a replica seeded from a backup of it
+/// (taken and restored by guest agent processes), then the source's engine freezes (SIGSTOP): the task manager
+/// process fences it through its guest agent and promotes the replica, which takes writes; the failover is listed
+/// in the instance's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_across_processes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let backups = tempfile::tempdir().expect("backups dir");
+    let bdir = backups.path().to_path_buf();
+    let s = setup(40, move |_| {
+        format!("[backups]\nstore = \"fs\"\ndir = \"{}\"\n", bdir.display())
+    })
+    .await;
+    let d = &s.d;
+    let mut conductor = d.start("trove-conductor", "fo", &[]);
+    let mut tm = d.start("trove-taskmanager", "fo", &[]);
+    let mut api = d.start("trove-api", "fo", &[]);
+    let src = d.create_with_user("mariadb", "src").await;
+    d.wait_healthy(
+        src,
+        Duration::from_secs(120),
+        &mut [&mut conductor, &mut tm, &mut api],
+        "source",
+    )
+    .await;
+    let rep = d
+        .post_create(json!({"instance": {"name": "rep", "replica_of": src.to_string()}}))
+        .await;
+    d.wait_healthy(
+        rep,
+        Duration::from_secs(120),
+        &mut [&mut conductor, &mut tm, &mut api],
+        "replica",
+    )
+    .await;
+    let view = |id: Uuid| async move {
+        let (code, v) = d
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1.0/t1/instances/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        v["instance"].clone()
+    };
+    assert_eq!(view(rep).await["replica_of"]["id"], src.to_string());
+    let at = api_support::http_endpoint(&view(src).await);
+    let pid = api_support::pid_listening_on(at).expect("the source's engine listens");
+    let frozen = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    loop {
+        let v = view(rep).await;
+        if v.get("replica_of").is_none() && v["status"] == "ACTIVE" {
+            break;
+        }
+        assert!(
+            frozen.elapsed() < Duration::from_secs(60),
+            "the replica did not take over: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "failover across processes: the replica is the source {:.1} s after the freeze",
+        frozen.elapsed().as_secs_f64()
+    );
+    let _ = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
+    let (code, ev) = d
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1.0/t1/instances/{rep}/events"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{ev}");
+    assert_eq!(ev["events"][0]["kind"], "failover", "{ev}");
+    assert_eq!(
+        ev["events"][0]["details"]["new_source"],
+        rep.to_string(),
+        "{ev}"
+    );
+    assert_eq!(view(src).await["replica_of"]["id"], rep.to_string());
+    for id in [src, rep] {
+        let (code, _) = d
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/v1.0/t1/instances/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 202);
+        let start = Instant::now();
+        while d.status(id).await.0 != 404 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "instance {id} not deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    drop((api, tm, conductor));
+}

@@ -185,6 +185,18 @@ fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime,
         assert_ne!(out.code, 0, "{ds}: a database was made on a replica");
         assert!(out.stderr.contains("is a replica of"), "{}", out.stderr);
     }
+    // Redis ACL users do not replicate: a user made on the source is made on its replicas too.
+    if engine == Engine::Redis {
+        cli.ok(&["database", "user", "create", &src, "late", "late-Pw-12345"]);
+        rt.block_on(api_support::logs_in(
+            engine,
+            rep_at,
+            "late",
+            "late-Pw-12345",
+            "",
+        ))
+        .unwrap_or_else(|e| panic!("a user made on the source logs in on the replica: {e}"));
+    }
     // A source with replicas is not deleted.
     let out = cli.run(&["database", "instance", "delete", &src]);
     assert_ne!(out.code, 0, "{ds}: a source with replicas was deleted");
@@ -338,5 +350,83 @@ fn replicas_switchover_and_detach_through_the_openstack_cli_on_real_engines() {
             "{ds}: replication walk in {:.1} s",
             t.elapsed().as_secs_f64()
         );
+    }
+}
+
+/// Locality through the CLI on an all-in-one with two hosts: the replica of an `affinity` source lands on the
+/// source's host; an `anti-affinity` source's replica lands on the other host, and a second replica (three members,
+/// two hosts) is refused at once with a 400 naming the hosts.
+#[test]
+fn locality_places_replicas_on_hosts_and_refuses_what_cannot_fit() {
+    let server = AllInOne::start(&["--host", "remote", "--noauth-admin"]);
+    let endpoint = format!("{}/v1.0/{TENANT}", server.base);
+    let mut cli = OpenStackCli::start(&endpoint);
+    let host = |id: &str| {
+        let (_, shown) = get_json(&format!(
+            "{}/v1.0/{TENANT}/mgmt/instances/{id}",
+            server.base
+        ));
+        shown["instance"]["server"]["host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut ids = Vec::new();
+    for (policy, same) in [("affinity", true), ("anti-affinity", false)] {
+        let src = cli
+            .ok(&[
+                "database",
+                "instance",
+                "create",
+                &format!("loc-{policy}"),
+                "--flavor",
+                "1",
+                "--size",
+                "1",
+                "--datastore",
+                "redis",
+                "--locality",
+                policy,
+                "-f",
+                "json",
+            ])
+            .json()["id"]
+            .as_str()
+            .expect("an id")
+            .to_string();
+        wait_status(&server.base, TENANT, &src, "ACTIVE", SETTLE);
+        let rep = create_replica(&mut cli, &format!("loc-{policy}-r"), &src);
+        wait_status(&server.base, TENANT, &rep, "ACTIVE", SETTLE);
+        let (hs, hr) = (host(&src), host(&rep));
+        assert!(!hs.is_empty() && !hr.is_empty(), "hosts {hs:?} {hr:?}");
+        assert_eq!(hs == hr, same, "{policy}: source on {hs}, replica on {hr}");
+        if !same {
+            let out = cli.run(&[
+                "database",
+                "instance",
+                "create",
+                "loc-third",
+                "--replica-of",
+                &src,
+            ]);
+            assert_ne!(
+                out.code, 0,
+                "a third member of an anti-affinity set on two hosts was accepted"
+            );
+            assert!(
+                out.stderr.contains("anti-affinity") && out.stderr.contains("remote"),
+                "{}",
+                out.stderr
+            );
+        }
+        ids.push((src, rep));
+    }
+    for (src, rep) in &ids {
+        cli.ok(&["database", "instance", "delete", rep]);
+        wait_status(&server.base, TENANT, rep, "GONE", SETTLE);
+        cli.ok(&["database", "instance", "delete", src]);
+    }
+    for (src, _) in &ids {
+        wait_status(&server.base, TENANT, src, "GONE", SETTLE);
     }
 }

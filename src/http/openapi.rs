@@ -52,7 +52,7 @@ fn extension_doc(op: &str) -> Option<&'static str> {
         "updateInstance" | "patchInstance" => {
             "Upstream's instance update, with one trove-rs extension field: {\"instance\": {\"auto_failover\": \
              true | false | null}} turns automatic failover of this replication source on or off (null: the \
-             deployment's [failover] setting, on by default); the view shows the field once set."
+             deployment's [core] auto_failover, on by default); the view shows the field once set."
         }
         "listInstanceEvents" => {
             "trove-rs extension: the events of the instance's replication set, oldest first: \
@@ -60,7 +60,7 @@ fn extension_doc(op: &str) -> Option<&'static str> {
              new source, others...], \"at\", \"ok\", \"message\", \"details\": {\"old_source\", \"new_source\", \
              \"reason\", \"positions\", \"fenced\", \"took_ms\", ...}}]}. A failover is the control plane's own eject of \
              a source whose engine stopped answering (automatic failover, on by default; the deployment's \
-             [failover] settings and the instance's \"auto_failover\" field turn it off)."
+             [core] auto_failover and the instance's \"auto_failover\" field turn it off)."
         }
         "deleteBackupSchedule" => {
             "trove-rs extension: removes a backup schedule; the backups it took stay."

@@ -77,7 +77,7 @@ impl Default for CoreConfig {
             page_size: 20,
             catalog_cache_ttl: Duration::from_secs(1),
             auto_failover: true,
-            failover_grace: Duration::from_secs(2),
+            failover_grace: Duration::from_secs(3),
             failover_silence: Duration::from_secs(8),
         }
     }

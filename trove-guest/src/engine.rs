@@ -366,8 +366,9 @@ impl<E: Engine> DatastoreStrategy for ProcessStrategy<E> {
         self.backup_parts().map(|_| self as &dyn BackupFacet)
     }
 
+    /// Replicas are seeded from backups: offered with them.
     fn replication(&self) -> Option<&dyn ReplicationFacet> {
-        self.engine.replication()
+        self.backup_parts().and(self.engine.replication())
     }
 }
 

@@ -458,6 +458,9 @@ impl ApiService {
         } else {
             1
         };
+        if let (Some(source), Some((_, Locality::AntiAffinity))) = (req.replica_of, group) {
+            self.check_anti_affinity(source, count).await?;
+        }
         let now = self.clock.now();
         let mut cs = ChangeSet::new();
         let mut created = Vec::new();
@@ -561,6 +564,25 @@ impl ApiService {
             .next()
             .ok_or_else(|| Error::bad_request("nothing to create"))?;
         self.view(first).await
+    }
+
+    /// Strict anti-affinity puts every member of a replication set on a host of its own: refused at once (400
+    /// naming the hosts) when `count` more replicas of `source` would not fit, instead of a build that fails.
+    async fn check_anti_affinity(&self, source: Uuid, count: u32) -> Result<()> {
+        let Some(compute) = &self.compute else {
+            return Ok(());
+        };
+        let hosts = compute.hosts().await?;
+        let members = 1 + self.replicas_of(source).await?.len() + count as usize;
+        if members > hosts.len() {
+            return Err(Error::bad_request(format!(
+                "Locality anti-affinity puts each of the {members} members of this replication set on a host of its \
+                 own, but this deployment has {} host(s): {}. Ask for fewer replicas or add hosts.",
+                hosts.len(),
+                hosts.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// Stores a change of `inst` made by the API alone, at the version it was read.

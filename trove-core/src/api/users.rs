@@ -117,7 +117,38 @@ impl ApiService {
         for u in &users {
             Self::check_new_user(m, u)?;
         }
-        self.guest(id).create_users(users).await
+        self.guest(id).create_users(users.clone()).await?;
+        self.on_acl_replicas(m, id, |g| {
+            let users = users.clone();
+            async move { g.create_users(users).await }
+        })
+        .await
+    }
+
+    /// Redis keeps its ACL users apart from the data it replicates: a change of users on a source is made on each
+    /// of its running replicas too (a replica built later takes them from its seed backup). Answers what failed,
+    /// saying the change stands on the source.
+    async fn on_acl_replicas<F, Fut>(&self, m: Manager, id: Uuid, f: F) -> Result<()>
+    where
+        F: Fn(crate::rpc::GuestClient) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        if m != Manager::Redis {
+            return Ok(());
+        }
+        for r in self.replicas_of(id).await? {
+            if r.task != crate::state::TaskStatus::None {
+                continue;
+            }
+            if let Err(e) = f(self.guest(r.id)).await {
+                return Err(Error::unprocessable(format!(
+                    "The users were changed on {id} but not on its replica {}: {e}. Repeat the request once the \
+                     replica is running.",
+                    r.id
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn find_user(&self, id: Uuid, user: &UserRef) -> Result<UserInfo> {
@@ -171,8 +202,13 @@ impl ApiService {
         }
         self.find_user(id, user).await?;
         self.guest(id)
-            .update_user(&user.name, &user.host, update)
-            .await
+            .update_user(&user.name, &user.host, update.clone())
+            .await?;
+        self.on_acl_replicas(m, id, |g| {
+            let update = update.clone();
+            async move { g.update_user(&user.name, &user.host, update).await }
+        })
+        .await
     }
 
     /// `DELETE /instances/{id}/users/{user}`.
@@ -182,7 +218,11 @@ impl ApiService {
             .await?;
         Self::check_user(m, user)?;
         self.find_user(id, user).await?;
-        self.guest(id).delete_user(&user.name, &user.host).await
+        self.guest(id).delete_user(&user.name, &user.host).await?;
+        self.on_acl_replicas(m, id, |g| async move {
+            g.delete_user(&user.name, &user.host).await
+        })
+        .await
     }
 
     /// `PUT /instances/{id}/users`: change passwords.
@@ -205,7 +245,12 @@ impl ApiService {
                 return Err(Error::not_found("User", format!("{}@{host}", u.name)));
             }
         }
-        self.guest(id).change_passwords(users).await
+        self.guest(id).change_passwords(users.clone()).await?;
+        self.on_acl_replicas(m, id, |g| {
+            let users = users.clone();
+            async move { g.change_passwords(users).await }
+        })
+        .await
     }
 
     /// `GET /instances/{id}/users/{user}/databases`.

@@ -153,15 +153,19 @@ pub fn facets_match_accessors(strategy: &DynStrategy) {
             if offered { "Some" } else { "None" }
         );
     }
-    // Replication has its accessor but is offered to the API only once the replica workflows exist; Cluster has
-    // neither yet.
-    for reserved in [Facet::Replication, Facet::Cluster] {
+    // Replicas are seeded from backups: replication without backups cannot be served. Cluster has no accessor yet.
+    if facets.contains(Facet::Replication) {
         assert!(
-            !facets.contains(reserved),
-            "{}: claims the {reserved} facet, which the control plane cannot serve yet",
+            facets.contains(Facet::Backup),
+            "{}: offers replication without backups, which seed its replicas",
             strategy.manager()
         );
     }
+    assert!(
+        !facets.contains(Facet::Cluster),
+        "{}: claims the cluster facet, which the control plane cannot serve yet",
+        strategy.manager()
+    );
 }
 
 /// A request for a facet the strategy lacks, dispatched as the guest agent does, gets upstream's answer: 422

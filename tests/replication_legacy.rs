@@ -1,0 +1,241 @@
+//! The seed's literal legacy `trove` replica commands, with a real Keystone (installed from PyPI into a cached venv,
+//! as `tests/api_keystone.rs` sets it up) in front of the all-in-one (`--auth keystone`, the database service and
+//! its endpoints in Keystone's catalog): `trove create vm2 2 --size 3 --datastore mysql --replica_of vm1` (the legacy
+//! client always sends a flavor and a size: accepted because they are the source's), `promote-to-replica-source`,
+//! `eject-replica-source` (answered with upstream's refusal while the source's guest reports: a dead source is
+//! failed over on its own, see `tests/replication_cli.rs`) and the detach (`update --detach_replica_source`: the
+//! client's own `detach-replica` is broken in python-troveclient 8.x and never sends a request).
+
+mod api_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use api_support::{venv, AllInOne, Keystone};
+use serde_json::{json, Value};
+
+const SETTLE: Duration = Duration::from_secs(180);
+
+/// Runs `trove <args>` as Keystone's admin; answers (exit code, stdout, stderr).
+fn trove(k: &Keystone, args: &[&str]) -> (i32, String, String) {
+    run(k, "trove", args)
+}
+
+/// Runs the client `bin` (`trove`, `openstack`) of the clients' venv as Keystone's admin.
+fn run(k: &Keystone, bin: &str, args: &[&str]) -> (i32, String, String) {
+    let venv = venv(
+        "openstack",
+        &["python-openstackclient", "python-troveclient"],
+    );
+    let out = Command::new(venv.join("bin").join(bin))
+        .args(args)
+        .env_remove("OS_CLOUD")
+        .env("OS_AUTH_URL", &k.url)
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", &k.admin_password)
+        .env("OS_PROJECT_NAME", "admin")
+        .env("OS_USER_DOMAIN_NAME", "Default")
+        .env("OS_PROJECT_DOMAIN_NAME", "Default")
+        .env("OS_REGION_NAME", "RegionOne")
+        .output()
+        .expect("run trove");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn trove_ok(k: &Keystone, args: &[&str]) -> String {
+    let (code, out, err) = trove(k, args);
+    assert_eq!(code, 0, "trove {}:\n{out}\n{err}", args.join(" "));
+    out
+}
+
+/// A field of `trove show NAME`'s table.
+fn field(k: &Keystone, name: &str, key: &str) -> Option<String> {
+    let out = trove_ok(k, &["show", name]);
+    out.lines().find_map(|l| {
+        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        (cells.len() >= 3 && cells[1] == key).then(|| cells[2].to_string())
+    })
+}
+
+fn wait_active(k: &Keystone, name: &str) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let status = field(k, name, "status");
+        if status.as_deref() == Some("ACTIVE") {
+            return;
+        }
+        assert_ne!(status.as_deref(), Some("ERROR"), "{name} failed");
+        assert!(Instant::now() < deadline, "{name} not ACTIVE: {status:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Puts the database service and its endpoints (`BASE/v1.0/$(tenant_id)s`) into Keystone's catalog.
+fn register(k: &Keystone, base: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let login = json!({ "auth": {
+            "identity": { "methods": ["password"], "password": { "user": {
+                "name": "admin", "domain": { "name": "Default" }, "password": k.admin_password } } },
+            "scope": { "project": { "name": "admin", "domain": { "name": "Default" } } }
+        }});
+        let r = http
+            .post(format!("{}/auth/tokens", k.url))
+            .json(&login)
+            .send()
+            .await
+            .expect("login");
+        let token = r
+            .headers()
+            .get("x-subject-token")
+            .expect("token")
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        let post = |path: &str, body: Value| {
+            let (http, token, url) = (http.clone(), token.clone(), k.url.clone());
+            let path = path.to_string();
+            async move {
+                let r = http
+                    .post(format!("{url}{path}"))
+                    .header("X-Auth-Token", token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("keystone call");
+                assert!(r.status().is_success(), "POST {path}: {}", r.status());
+                r.json::<Value>().await.expect("json")
+            }
+        };
+        let svc = post(
+            "/services",
+            json!({"service": {"name": "trove", "type": "database", "enabled": true}}),
+        )
+        .await;
+        let sid = svc["service"]["id"].as_str().expect("service id").to_string();
+        for interface in ["public", "internal", "admin"] {
+            post(
+                "/endpoints",
+                json!({"endpoint": {"service_id": sid, "interface": interface, "region_id": "RegionOne",
+                    "url": format!("{base}/v1.0/$(tenant_id)s"), "enabled": true}}),
+            )
+            .await;
+        }
+    });
+}
+
+#[test]
+fn the_seeds_legacy_trove_replica_commands_work_with_a_real_keystone() {
+    let k = Keystone::start();
+    let server = AllInOne::start(&[
+        "--auth",
+        "keystone",
+        "--keystone-url",
+        &k.url,
+        "--keystone-user",
+        "admin",
+        "--keystone-project",
+        "admin",
+        "--keystone-password",
+        &k.admin_password,
+    ]);
+    register(&k, &server.base);
+
+    trove_ok(
+        &k,
+        &["create", "vm1", "2", "--size", "3", "--datastore", "mysql"],
+    );
+    wait_active(&k, "vm1");
+    let vm1 = field(&k, "vm1", "id").expect("vm1 id");
+    // The seed's literal command.
+    trove_ok(
+        &k,
+        &[
+            "create",
+            "vm2",
+            "2",
+            "--size",
+            "3",
+            "--datastore",
+            "mysql",
+            "--replica_of",
+            "vm1",
+        ],
+    );
+    wait_active(&k, "vm2");
+    let vm2 = field(&k, "vm2", "id").expect("vm2 id");
+    assert_eq!(
+        field(&k, "vm2", "replica_of").as_deref(),
+        Some(vm1.as_str())
+    );
+    assert_eq!(field(&k, "vm1", "replicas").as_deref(), Some(vm2.as_str()));
+    // A flavor that is not the source's is refused, naming both.
+    let (code, _, err) = trove(
+        &k,
+        &[
+            "create",
+            "vm3",
+            "1",
+            "--size",
+            "3",
+            "--datastore",
+            "mysql",
+            "--replica_of",
+            "vm1",
+        ],
+    );
+    assert_ne!(code, 0, "a replica with another flavor was accepted");
+    assert!(
+        err.contains("flavorRef 1") && err.contains("flavor 2"),
+        "{err}"
+    );
+
+    trove_ok(&k, &["promote-to-replica-source", "vm2"]);
+    wait_active(&k, "vm2");
+    wait_active(&k, "vm1");
+    assert_eq!(
+        field(&k, "vm1", "replica_of").as_deref(),
+        Some(vm2.as_str())
+    );
+    assert_eq!(field(&k, "vm2", "replica_of"), None);
+
+    // A source whose guest reports is not ejected (upstream's rule).
+    let (code, _, err) = trove(&k, &["eject-replica-source", "vm2"]);
+    assert_ne!(code, 0, "a live source was ejected");
+    assert!(err.contains("current heartbeat"), "{err}");
+
+    // The legacy client cannot detach: its `detach-replica` and `update --detach_replica_source` call
+    // `Instances.edit`, which python-troveclient 8.x no longer has, and fail before sending anything (against any
+    // server). The detach goes through `openstack database instance detach`, with the same Keystone login.
+    for args in [
+        &["detach-replica", "vm1"][..],
+        &["update", "vm1", "--detach_replica_source"],
+    ] {
+        let (code, _, err) = trove(&k, args);
+        assert_ne!(code, 0);
+        assert!(err.contains("has no attribute 'edit'"), "{err}");
+    }
+    assert_eq!(
+        field(&k, "vm1", "replica_of").as_deref(),
+        Some(vm2.as_str())
+    );
+    let (code, out, err) = run(&k, "openstack", &["database", "instance", "detach", "vm1"]);
+    assert_eq!(code, 0, "openstack database instance detach:\n{out}\n{err}");
+    wait_active(&k, "vm1");
+    assert_eq!(field(&k, "vm1", "replica_of"), None);
+    assert_eq!(field(&k, "vm2", "replicas"), None);
+
+    for name in ["vm1", "vm2"] {
+        trove_ok(&k, &["delete", name]);
+    }
+    let deadline = Instant::now() + SETTLE;
+    while trove(&k, &["show", "vm2"]).0 == 0 || trove(&k, &["show", "vm1"]).0 == 0 {
+        assert!(Instant::now() < deadline, "the instances are not deleted");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
