@@ -387,16 +387,32 @@ async fn wait_gone(emb: &Embedded, id: Uuid) {
 
 /// The pid of the process listening on `at` (from /proc/net/tcp and the processes' sockets).
 fn listening_pid(at: SocketAddr) -> Option<u32> {
-    let port = format!(":{:04X}", at.port());
+    // The exact local address (the engines share port numbers on addresses of their own, and the machine's own
+    // servers listen on the standard ports too).
+    let std::net::IpAddr::V4(ip) = at.ip() else {
+        return None;
+    };
+    let o = ip.octets();
+    let local = format!(
+        "{:02X}{:02X}{:02X}{:02X}:{:04X}",
+        o[3],
+        o[2],
+        o[1],
+        o[0],
+        at.port()
+    );
     let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
     let inodes: Vec<String> = tcp
         .lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 9 && f[1].ends_with(&port) && f[3] == "0A").then(|| f[9].to_string())
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].to_string())
         })
         .collect();
+    if inodes.is_empty() {
+        return None;
+    }
     for p in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
             continue;

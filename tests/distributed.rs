@@ -170,6 +170,28 @@ impl Deployment {
             .unwrap_or_else(|| panic!("no id in {body}"))
     }
 
+    /// Deletes the instances one after another, each gone (404) before the next.
+    async fn delete_in_order(&self, ids: &[Uuid]) {
+        for id in ids {
+            let (code, _) = self
+                .request(
+                    reqwest::Method::DELETE,
+                    &format!("/v1.0/t1/instances/{id}"),
+                    None,
+                )
+                .await;
+            assert_eq!(code, 202);
+            let start = Instant::now();
+            while self.status(*id).await.0 != 404 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "instance {id} not deleted"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
     async fn status(&self, id: Uuid) -> (u16, String) {
         let (code, body) = self
             .request(
@@ -1580,26 +1602,7 @@ async fn backup_and_restore_across_processes() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    for id in [copy, src] {
-        let (code, _) = d
-            .request(
-                reqwest::Method::DELETE,
-                &format!("/v1.0/t1/instances/{id}"),
-                None,
-            )
-            .await;
-        assert_eq!(code, 202);
-    }
-    for id in [copy, src] {
-        let start = Instant::now();
-        while d.status(id).await.0 != 404 {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "instance {id} not deleted"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    d.delete_in_order(&[copy, src]).await;
     drop((api, tm, conductor));
 }
 
@@ -1691,23 +1694,7 @@ async fn failover_across_processes() {
         "{ev}"
     );
     assert_eq!(view(src).await["replica_of"]["id"], rep.to_string());
-    for id in [src, rep] {
-        let (code, _) = d
-            .request(
-                reqwest::Method::DELETE,
-                &format!("/v1.0/t1/instances/{id}"),
-                None,
-            )
-            .await;
-        assert_eq!(code, 202);
-        let start = Instant::now();
-        while d.status(id).await.0 != 404 {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "instance {id} not deleted"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    // The old source is a replica of the new one now: it goes first.
+    d.delete_in_order(&[src, rep]).await;
     drop((api, tm, conductor));
 }

@@ -44,7 +44,9 @@ impl Configurable for Redis {
              save \"\"\n\
              # 50 % of the flavor RAM\n\
              maxmemory {maxmem}mb\n\
-             maxmemory-policy noeviction\n",
+             maxmemory-policy noeviction\n\
+             # a replica's first copy starts at once (the default waits 5 s for more replicas to share it)\n\
+             repl-diskless-sync-delay 0\n",
             mem = st.memory_mb,
             port = self.base.ctx.port,
             data = l.data_dir.display(),

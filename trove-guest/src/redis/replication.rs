@@ -47,6 +47,18 @@ fn repl_offset(info: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Whether `INFO replication` shows a replica whose link to its source is not up, or that is still loading its
+/// first copy: its offset says nothing yet about what it holds of that source.
+fn unsynced_replica(info: &str) -> bool {
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(k).map(|v| v.trim().to_string()))
+    };
+    field("role:").as_deref() == Some("slave")
+        && (field("master_link_status:").as_deref() != Some("up")
+            || field("master_sync_in_progress:").as_deref() == Some("1"))
+}
+
 /// `min-replicas-to-write` of a fenced source: no set has this many replicas, so it refuses every write.
 const FENCED_MIN_REPLICAS: u32 = 1_000_000;
 
@@ -150,6 +162,42 @@ impl ReplicationFacet for Redis {
         Ok(ReplicaPosition::Offset { offset })
     }
 
+    /// A replica has caught up only once its link to the source is up and its first copy loaded (right after
+    /// `REPLICAOF` its offset is still the one it had before).
+    async fn wait_for(
+        &self,
+        position: &ReplicaPosition,
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self.command("INFO", &["replication"]).await?;
+            let text: String = redis::from_redis_value(&v).map_err(|e| self.err(e))?;
+            let at = repl_offset(&text).map(|offset| ReplicaPosition::Offset { offset });
+            if !unsynced_replica(&text)
+                && at.as_ref().and_then(|a| a.covers(position)) == Some(true)
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::backend(
+                    BACKEND,
+                    format!(
+                        "the replica reached {at:?}, not {position:?}, within {} s{}",
+                        timeout.as_secs(),
+                        if unsynced_replica(&text) {
+                            " (its link to the source is not up)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    true,
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     async fn set_read_only(&self, read_only: bool) -> Result<()> {
         if read_only {
             self.command("CLIENT", &["PAUSE", PAUSE_MS, "WRITE"])
@@ -181,6 +229,22 @@ impl ReplicationFacet for Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_counts_as_synced_only_with_its_link_up_and_its_copy_loaded() {
+        assert!(!unsynced_replica(
+            "role:master\r\nmaster_repl_offset:10\r\n"
+        ));
+        assert!(unsynced_replica(
+            "role:slave\r\nmaster_link_status:down\r\nmaster_sync_in_progress:0\r\n"
+        ));
+        assert!(unsynced_replica(
+            "role:slave\r\nmaster_link_status:up\r\nmaster_sync_in_progress:1\r\n"
+        ));
+        assert!(!unsynced_replica(
+            "role:slave\r\nmaster_link_status:up\r\nmaster_sync_in_progress:0\r\n"
+        ));
+    }
 
     #[test]
     fn the_offset_of_an_info_answer() {

@@ -125,14 +125,31 @@ fn with_task(s: Stop, task: TaskStatus) -> Stop {
     }
 }
 
-/// Step `attach`: the replica's guest follows the source, with the replication account the source's guest hands
-/// out (the password stays in the two calls).
+/// Steps `attach` and `caught_up`: the replica's guest follows the source, with the replication account the
+/// source's guest hands out (the password stays in the two calls), and applies what the source had by then (a
+/// replica shows ACTIVE once it follows with its first copy loaded).
 pub(crate) async fn attach(cx: &mut StepContext<'_>, source_id: Uuid) -> StepResult<()> {
     let (source, guest) = (cx.guest_of(source_id), cx.guest());
+    let (s, g) = (source.clone(), guest.clone());
     cx.step("attach", |_| async move {
-        follow(&source, &guest).await.map_err(|e| {
+        follow(&s, &g).await.map_err(|e| {
             Stop::Fail(
                 Failure::new("The replica could not be attached to its source.", &e)
+                    .task(TaskStatus::BuildingErrorReplica),
+            )
+        })
+    })
+    .await?;
+    let timeout = catch_up_timeout(cx);
+    cx.step("caught_up", |_| async move {
+        let at = source.replication_position().await;
+        let waited = match at {
+            Ok(p) => guest.wait_for_position(p, timeout).await,
+            Err(e) => Err(e),
+        };
+        waited.map_err(|e| {
+            Stop::Fail(
+                Failure::new("The replica did not catch up with its source in time.", &e)
                     .task(TaskStatus::BuildingErrorReplica),
             )
         })
