@@ -162,7 +162,7 @@ pub enum Facet {
     Tls,
     /// Guest logs (list, enable, disable, publish, discard).
     Logs,
-    /// Backups (reserved: the facet comes with the backup issue).
+    /// Backups: take, restore, and incremental where the engine can.
     Backup,
     /// Replication: replicas, switchover, eject (seeded from backups).
     Replication,
