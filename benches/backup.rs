@@ -262,6 +262,7 @@ async fn our_restore(
     req.restore = Some(RestoreSpec {
         chain: vec![piece(full, false)],
         restore_time: None,
+        replica: false,
     });
     let t = Instant::now();
     s.prepare(&req).await.expect("restore");

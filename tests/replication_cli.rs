@@ -1,5 +1,5 @@
 //! Replication through the real `openstack` CLI against the all-in-one server on real engines (MariaDB serving
-//! `mysql` and `mariadb`, Redis): a replica of a source with data (`--replica-of`), writes on the source reach it,
+//! `mysql` and `mariadb`, PostgreSQL, Redis): a replica of a source with data (`--replica-of`), writes on the source reach it,
 //! it refuses writes, a switchover (`instance promote`) swaps the roles with no acknowledged write lost and the old
 //! source follows the new one (and refuses writes), a second replica of the new source follows it, `instance
 //! detach` makes a standalone writable instance, a source with replicas cannot be deleted, and freezing the source's
@@ -343,7 +343,12 @@ fn replicas_switchover_and_detach_through_the_openstack_cli_on_real_engines() {
     let endpoint = format!("{}/v1.0/{TENANT}", server.base);
     let mut cli = OpenStackCli::start(&endpoint);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    for ds in ["mysql", "mariadb", "redis"] {
+    // `REPL_CLI_DATASTORES` (comma-separated) narrows the walk while working on one engine.
+    let only = std::env::var("REPL_CLI_DATASTORES").unwrap_or_default();
+    for ds in ["mysql", "mariadb", "postgresql", "redis"] {
+        if !only.is_empty() && !only.split(',').any(|d| d == ds) {
+            continue;
+        }
         let t = Instant::now();
         walk(&server, &mut cli, &rt, ds);
         println!(

@@ -419,6 +419,7 @@ mod tests {
         let spec = |chain| RestoreSpec {
             chain,
             restore_time: None,
+            replica: false,
         };
         assert!(only_full(&spec(vec![piece(false)]), Manager::Redis).is_ok());
         let status = |s: &RestoreSpec| only_full(s, Manager::Redis).unwrap_err().fault().status;

@@ -155,9 +155,9 @@ impl Base {
     /// Refuses names the guest keeps for itself.
     pub fn check_reserved(&self, name: &str) -> Result<()> {
         let reserved: &[&str] = match self.manager {
-            Manager::Postgresql => &["os_admin", "postgres", "root"],
-            Manager::Redis => &["os_admin", "default"],
-            _ => &["os_admin", "root", "mariadb.sys", "mysql"],
+            Manager::Postgresql => &["os_admin", "os_repl", "postgres", "root"],
+            Manager::Redis => &["os_admin", "os_repl", "default"],
+            _ => &["os_admin", "os_repl", "root", "mariadb.sys", "mysql"],
         };
         if reserved.contains(&name) {
             return Err(Error::bad_request(format!(

@@ -383,9 +383,31 @@ pub(crate) struct GuestState {
     /// engine's configuration so a restart keeps it.
     #[serde(default)]
     pub read_only: bool,
-    /// The source a Redis replica follows (rendered into its `redis.conf`).
+    /// The source a replica follows (rendered into the engine's configuration; the password is kept apart).
     #[serde(default)]
-    pub following: Option<crate::redis::Following>,
+    pub following: Option<Following>,
+}
+
+/// Whom a replica follows (its password is kept apart, in a secret file of the guest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Following {
+    /// Source host.
+    pub host: String,
+    /// Source port.
+    pub port: u16,
+    /// Replication user.
+    pub user: String,
+}
+
+impl Following {
+    /// Whom a replica of `source` follows.
+    pub fn of(source: &trove_core::ports::ReplicationSource) -> Following {
+        Following {
+            host: source.host.clone(),
+            port: source.port,
+            user: source.user.clone(),
+        }
+    }
 }
 
 /// Sets a file or directory's permission bits.

@@ -191,35 +191,46 @@ impl<E: Engine> ProcessStrategy<E> {
 
     /// Starts the server unless it runs, and waits until it answers.
     async fn start_engine(&self) -> Result<()> {
-        let (e, base) = (&self.engine, self.base());
-        base.layout.update_state(|s| s.running = true)?;
-        let pid = match e.running_pid() {
-            Some(pid) => pid,
-            None => {
-                let _ = std::fs::remove_file(e.pid_file());
-                e.render_config()?;
-                let spawn = e.spawn()?;
-                let args: Vec<&std::ffi::OsStr> =
-                    spawn.args.iter().map(OsString::as_os_str).collect();
-                spawn_detached(
-                    &spawn.program,
-                    &args,
-                    base.run_as,
-                    &base.layout.engine_dir,
-                    &spawn.output,
-                )?
-            }
-        };
-        base.record_pid(pid)?;
-        wait_ready(
-            E::PROCESS,
-            base.cfg.ready_timeout,
-            || Some(pid),
-            &e.log_file(),
-            || e.answers(),
-        )
-        .await
+        start_engine(&self.engine).await
     }
+}
+
+/// Starts `e`'s server unless it runs, and waits until it answers (for facets that restart their engine).
+pub(crate) async fn start_engine<E: Engine>(e: &E) -> Result<()> {
+    let base = e.base();
+    base.layout.update_state(|s| s.running = true)?;
+    let pid = match e.running_pid() {
+        Some(pid) => pid,
+        None => {
+            let _ = std::fs::remove_file(e.pid_file());
+            e.render_config()?;
+            let spawn = e.spawn()?;
+            let args: Vec<&std::ffi::OsStr> = spawn.args.iter().map(OsString::as_os_str).collect();
+            spawn_detached(
+                &spawn.program,
+                &args,
+                base.run_as,
+                &base.layout.engine_dir,
+                &spawn.output,
+            )?
+        }
+    };
+    base.record_pid(pid)?;
+    wait_ready(
+        E::PROCESS,
+        base.cfg.ready_timeout,
+        || Some(pid),
+        &e.log_file(),
+        || e.answers(),
+    )
+    .await
+}
+
+/// Stops `e`'s server (its stop signal, waiting until it is gone), for facets that restart their engine.
+pub(crate) async fn stop_engine<E: Engine>(e: &E) -> Result<()> {
+    e.base()
+        .stop_process(&e.pid_file(), &e.idents(), E::STOP_SIGNAL)
+        .await
 }
 
 #[async_trait]

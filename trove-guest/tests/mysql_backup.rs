@@ -132,6 +132,7 @@ async fn full_and_incremental_backups_restore_to_a_new_instance() {
     req.restore = Some(RestoreSpec {
         chain: vec![full_piece.clone(), piece(&inc, Uuid::new_v4(), true)],
         restore_time: None,
+        replica: false,
     });
     dst.strategy.prepare(&req).await.expect("restoring prepare");
     assert_eq!(rows(dst.port()).await, vec![1, 2, 3]);
@@ -154,6 +155,7 @@ async fn full_and_incremental_backups_restore_to_a_new_instance() {
     req.restore = Some(RestoreSpec {
         chain: vec![full_piece.clone()],
         restore_time: None,
+        replica: false,
     });
     dst2.strategy
         .prepare(&req)
@@ -190,6 +192,7 @@ async fn a_damaged_backup_is_refused_before_anything_is_applied() {
     req.restore = Some(RestoreSpec {
         chain: vec![piece(&full, Uuid::new_v4(), false)],
         restore_time: None,
+        replica: false,
     });
     let e = dst
         .strategy
@@ -289,6 +292,7 @@ async fn point_in_time_restore_replays_the_binary_log_to_the_moment() {
         req.restore = Some(RestoreSpec {
             chain: chain.clone(),
             restore_time: Some(at),
+            replica: false,
         });
         let t = std::time::Instant::now();
         dst.strategy

@@ -6,16 +6,14 @@
 
 mod common;
 
-use common::{restore_request, take_backup, Fixture};
+use common::{caught_up, restore_request, take_backup, Fixture};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 use std::sync::Arc;
 use std::time::Duration;
 use trove_core::memory::MemoryBackupStore;
 use trove_core::model::{Manager, Secret, UserSpec};
-use trove_core::ports::{DynBackupStore, ReplicationFacet};
-
-const WAIT: Duration = Duration::from_secs(30);
+use trove_core::ports::DynBackupStore;
 
 async fn connect(port: u16, user: &str, pw: &str) -> Result<MySqlConnection, sqlx::Error> {
     MySqlConnectOptions::new()
@@ -54,12 +52,6 @@ async fn rows(port: u16) -> Vec<i64> {
 
 fn read_only_refusal(r: Result<(), sqlx::Error>) -> bool {
     matches!(r, Err(sqlx::Error::Database(e)) if e.message().contains("read-only") || e.message().contains("read_only"))
-}
-
-/// Waits until `follower` covers where `leader` is now.
-async fn caught_up(leader: &dyn ReplicationFacet, follower: &dyn ReplicationFacet) {
-    let p = leader.position().await.expect("position");
-    follower.wait_for(&p, WAIT).await.expect("caught up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

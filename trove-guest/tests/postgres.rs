@@ -488,6 +488,7 @@ async fn postgresql_incrementals_and_point_in_time_restore() {
                 restore: Some(RestoreSpec {
                     chain,
                     restore_time: at,
+                    replica: false,
                 }),
                 ..dst.prepare_request(1)
             };

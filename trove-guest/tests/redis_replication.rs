@@ -5,16 +5,14 @@
 
 mod common;
 
-use common::{restore_request, take_backup, Fixture};
+use common::{caught_up, restore_request, take_backup, Fixture};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisConnectionInfo};
 use std::sync::Arc;
 use std::time::Duration;
 use trove_core::memory::MemoryBackupStore;
 use trove_core::model::Manager;
-use trove_core::ports::{DynBackupStore, ReplicationFacet};
-
-const WAIT: Duration = Duration::from_secs(30);
+use trove_core::ports::DynBackupStore;
 
 async fn connect(port: u16) -> MultiplexedConnection {
     let info = ConnectionInfo {
@@ -47,11 +45,6 @@ async fn keys(port: u16) -> Vec<String> {
 
 fn read_only_refusal(r: redis::RedisResult<()>) -> bool {
     matches!(r, Err(e) if e.code() == Some("READONLY"))
-}
-
-async fn caught_up(leader: &dyn ReplicationFacet, follower: &dyn ReplicationFacet) {
-    let p = leader.position().await.expect("position");
-    follower.wait_for(&p, WAIT).await.expect("caught up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

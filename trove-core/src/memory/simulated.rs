@@ -49,7 +49,7 @@ const STATIC_PARAMS: &[&str] = &[
 pub fn offered(manager: Manager) -> FacetSet {
     use Facet::*;
     match manager {
-        Manager::Mysql | Manager::Mariadb => FacetSet::of(&[
+        Manager::Mysql | Manager::Mariadb | Manager::Postgresql => FacetSet::of(&[
             Users,
             Databases,
             Root,
@@ -59,9 +59,6 @@ pub fn offered(manager: Manager) -> FacetSet {
             Backup,
             Replication,
         ]),
-        Manager::Postgresql => {
-            FacetSet::of(&[Users, Databases, Root, Configuration, Tls, Logs, Backup])
-        }
         Manager::Redis => FacetSet::of(&[Users, Root, Configuration, Tls, Backup, Replication]),
         Manager::Mongodb | Manager::Cassandra => FacetSet::EMPTY,
     }

@@ -188,7 +188,7 @@ impl UsersFacet for Postgres {
         let rows = sqlx::query(
             "SELECT r.rolname::text, COALESCE(ARRAY(SELECT d.datname::text FROM pg_database d, aclexplode(d.datacl) a \
                WHERE a.grantee = r.oid AND a.privilege_type = 'CONNECT' ORDER BY d.datname), '{}') \
-             FROM pg_roles r WHERE r.rolcanlogin AND r.rolname NOT IN ('os_admin', 'postgres', 'root') \
+             FROM pg_roles r WHERE r.rolcanlogin AND r.rolname NOT IN ('os_admin', 'os_repl', 'postgres', 'root') \
                AND r.rolname NOT LIKE 'pg\\_%' ORDER BY r.rolname",
         )
         .fetch_all(&mut c)

@@ -17,6 +17,8 @@
 //!   it, compressed. A backup's `position` is `{"wal": SEGMENT, "time": RFC3339}`: the first segment an incremental
 //!   on it ships, and the moment it covers up to. Each backup prunes the archive up to the first segment the
 //!   instance's oldest live backup needs (`retain_from`), so an incremental on any of them finds its WAL.
+//! - Restore of a replica's seed ([`RestoreSpec::replica`]): the full backup as above, started as a standby
+//!   (`standby.signal`) with nothing of the guest's written, so it can go on with its source's WAL.
 //! - Restore of a chain: the full backup as above, every incremental's segments unpacked (verified) into a
 //!   directory the single-user run recovers from (`recovery.signal`, `restore_command`), to the end of the last
 //!   incremental or to `recovery_target_time` (point-in-time restore), then promoted.
@@ -45,16 +47,20 @@ use crate::backup::{
 use crate::common::{io_err, write_engine_file, BACKEND};
 use crate::overrides::Configurable;
 
-/// The `pg_hba.conf` of a fresh instance (initdb's lines with `--auth=scram-sha-256`, and password logins from
-/// every address), before its TLS mode is applied.
+/// The `pg_hba.conf` of an instance before its TLS mode is applied: the guest's own `os_admin` over the unix socket
+/// without a password (see [`super::replication`]), then initdb's lines with `--auth=scram-sha-256`, the
+/// replication role and password logins from every address.
 const FRESH_HBA: &str = "\
 # TYPE  DATABASE        USER            ADDRESS                 METHOD
+local   all             os_admin                                trust
+local   replication     os_admin                                trust
 local   all             all                                     scram-sha-256
 host    all             all             127.0.0.1/32            scram-sha-256
 host    all             all             ::1/128                 scram-sha-256
 local   replication     all                                     scram-sha-256
 host    replication     all             127.0.0.1/32            scram-sha-256
 host    replication     all             ::1/128                 scram-sha-256
+host    replication     os_repl         all                     scram-sha-256
 host    all             all             all                     scram-sha-256
 ";
 
@@ -228,8 +234,19 @@ impl Postgres {
         })
     }
 
-    /// The settings and access rules of this instance over what the backup brought.
-    fn own_settings(&self) -> Result<()> {
+    /// Writes this instance's `pg_hba.conf` (with its TLS mode).
+    pub(super) fn write_hba(&self) -> Result<()> {
+        let mode = crate::tls::state(&self.base)?.current.mode;
+        write_engine_file(
+            &self.base.layout.data_dir.join("pg_hba.conf"),
+            &rewrite_hba(FRESH_HBA, mode),
+            self.base.run_as,
+        )
+    }
+
+    /// The settings and access rules of this instance over what a copy of another instance (a backup, a rewind,
+    /// a fresh replica copy) brought.
+    pub(super) fn own_settings(&self) -> Result<()> {
         let data = &self.base.layout.data_dir;
         for f in [
             "postgresql.auto.conf",
@@ -242,12 +259,7 @@ impl Postgres {
                 std::fs::remove_file(&p).map_err(|e| io_err("remove", &p, e))?;
             }
         }
-        let mode = crate::tls::state(&self.base)?.current.mode;
-        write_engine_file(
-            &data.join("pg_hba.conf"),
-            &rewrite_hba(FRESH_HBA, mode),
-            self.base.run_as,
-        )?;
+        self.write_hba()?;
         // The backup's main file is a fresh instance's with our include; make sure the include is there (last,
         // so the rendered settings win).
         let main = data.join("postgresql.conf");
@@ -309,7 +321,14 @@ impl EngineBackup for Postgres {
         job: &BackupJob,
         progress: &BackupProgress,
     ) -> Result<BackupOutcome> {
+        // A standby keeps no WAL archive of its own: its full backups carry no position to build on.
+        let standby = self.in_recovery().await?;
         if let Some(parent) = &job.parent {
+            if standby {
+                return Err(Error::unprocessable(
+                    "A replica keeps no WAL archive: take incremental backups of its replication source.",
+                ));
+            }
             return self.ship_wal(store, job, parent, progress).await;
         }
         let l = &self.base.layout;
@@ -351,6 +370,14 @@ impl EngineBackup for Postgres {
         ];
         let r = async {
             // The archive starts (or goes on) before the backup: every segment from the one current now is kept.
+            if standby {
+                let out = pipeline_output(&steps, self.base.run_as, &l.engine_dir)?;
+                let object = store.put(&job.key, progress.counted(out)).await?;
+                return Ok(BackupOutcome {
+                    object,
+                    position: None,
+                });
+            }
             let spool = self.ensure_spool()?;
             let from = self
                 .query_text("SELECT pg_walfile_name(pg_current_wal_lsn())")
@@ -416,6 +443,14 @@ impl EngineBackup for Postgres {
         trove_os::crash_point("restore:after_unpack");
         move_contents(&staging, &l.data_dir)?;
         self.own_settings()?;
+        if spec.replica && incrementals.is_empty() {
+            // A replica's seed: a standby from the start, replaying the backup's WAL and then its source's
+            // (`attach`); the guest writes nothing of its own (the source's admin password stays; the guest
+            // reaches its engine over the socket without one).
+            let _ = std::fs::remove_dir_all(&wal_dir);
+            l.ensure_admin_secret()?;
+            return write_engine_file(&l.data_dir.join("standby.signal"), "", run_as);
+        }
         let mut recovery = Vec::new();
         if !incrementals.is_empty() {
             write_engine_file(&l.data_dir.join("recovery.signal"), "", run_as)?;

@@ -53,6 +53,7 @@ impl Configurable for Postgres {
             "# WAL archive for backups (see the guest's postgres::wal)\narchive_mode = on\narchive_command = {}\n",
             super::wal::archive_command(&self.wal_spool())
         ));
+        conf.push_str(&self.replication_conf()?);
         conf.push_str(&self.tls_conf()?);
         write_engine_file(&self.conf_path(), &conf, self.base.run_as)
     }
@@ -72,7 +73,7 @@ impl Configurable for Postgres {
 
 /// Reloads the (already rendered) config file and waits until this session has seen the reload;
 /// a restart is needed when a changed parameter can only be set at server start.
-async fn reload(conn: &mut PgConnection, changed: &[String]) -> Result<Vec<String>> {
+pub(super) async fn reload(conn: &mut PgConnection, changed: &[String]) -> Result<Vec<String>> {
     let err = |e: sqlx::Error| {
         Error::backend(
             "postgresql",

@@ -2,7 +2,8 @@
 //!
 //! Memory: `shared_buffers` = 25 % of the flavor RAM (at least 16 MB), `effective_cache_size` = 75 %,
 //! `max_connections` = RAM / 8 MB (between 20 and 500). The bootstrap superuser is `os_admin` (scram password);
-//! every connection needs a password (`scram-sha-256` for local and host lines). `PUBLIC` loses `CONNECT` on every
+//! every connection needs a password (`scram-sha-256` for local and host lines) but the guest's own as `os_admin`
+//! over the instance's unix socket (in a 0700 directory of the engine user; [`replication`] says why). `PUBLIC` loses `CONNECT` on every
 //! database, so access is exactly what was granted; a grant also gives the user the database's `public` schema
 //! (PostgreSQL 15 no longer lets `PUBLIC` create there).
 
@@ -17,12 +18,15 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use trove_core::model::Manager;
-use trove_core::ports::{DatabasesFacet, PrepareRequest, RootFacet, StrategyContext, UsersFacet};
+use trove_core::ports::{
+    DatabasesFacet, PrepareRequest, ReplicationFacet, RootFacet, StrategyContext, UsersFacet,
+};
 use trove_core::{Error, Result};
 
 mod admin;
 mod backup;
 mod config;
+mod replication;
 mod tls;
 mod wal;
 
@@ -57,8 +61,10 @@ pub(crate) struct PostgresBinaries {
     pub initdb: PathBuf,
     /// `postgres`.
     pub postgres: PathBuf,
-    /// `pg_basebackup` of the same installation (backups need it).
+    /// `pg_basebackup` of the same installation (backups and fresh replica copies need it).
     pub basebackup: Option<PathBuf>,
+    /// `pg_rewind` of the same installation (a former source rejoining as a replica).
+    pub rewind: Option<PathBuf>,
 }
 
 impl PostgresBinaries {
@@ -91,13 +97,16 @@ impl PostgresBinaries {
         match (initdb, postgres) {
             (Some(initdb), Some(postgres)) => {
                 // pg_basebackup of the same installation (its protocol must match the server's).
-                let basebackup = postgres
-                    .parent()
-                    .and_then(|d| find_program(&["pg_basebackup"], Some(d), &[]));
+                let beside = |name: &str| {
+                    postgres
+                        .parent()
+                        .and_then(|d| find_program(&[name], Some(d), &[]))
+                };
                 Ok(PostgresBinaries {
+                    basebackup: beside("pg_basebackup"),
+                    rewind: beside("pg_rewind"),
                     initdb,
                     postgres,
-                    basebackup,
                 })
             }
             _ => Err(Error::backend(
@@ -124,6 +133,8 @@ pub(crate) struct Postgres {
     base: Base,
     bins: PostgresBinaries,
     socket_dir: PathBuf,
+    /// When the replication slots were last checked ([`Postgres::check_slots`]).
+    slots_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 const ADMIN_DB: &str = "postgres";
@@ -144,6 +155,7 @@ impl Postgres {
             base,
             bins,
             socket_dir,
+            slots_checked: std::sync::Mutex::new(None),
         })
     }
 
@@ -167,7 +179,9 @@ impl Postgres {
 
     async fn connect_admin(&self, db: &str) -> Result<PgConnection> {
         let secret = self.base.layout.required_admin_secret("postgresql")?;
+        // The guest writes even where applications may not (a fenced source).
         self.options("os_admin", secret.expose(), db)
+            .options([("default_transaction_read_only", "off")])
             .connect()
             .await
             .map_err(|e| self.err(e))
@@ -221,12 +235,7 @@ impl Postgres {
         let mut text = std::fs::read_to_string(&main).map_err(|e| io_err("read", &main, e))?;
         text.push_str("\ninclude = 'trove.conf'\n");
         write_engine_file(&main, &text, self.base.run_as)?;
-        let hba = l.data_dir.join("pg_hba.conf");
-        let mut text = std::fs::read_to_string(&hba).map_err(|e| io_err("read", &hba, e))?;
-        text.push_str(
-            "\nhost    all             all             all                     scram-sha-256\n",
-        );
-        write_engine_file(&hba, &text, self.base.run_as)
+        self.write_hba()
     }
 }
 
@@ -291,12 +300,14 @@ impl Engine for Postgres {
             .await
             .map_err(|e| self.err(e))?;
         let _ = c.close().await;
+        self.check_slots().await;
         Ok(())
     }
 
     /// Access is what is granted: PUBLIC may not connect to the built-in databases (once, at the first prepare).
     async fn bootstrap(&self) -> Result<()> {
-        if self.base.layout.state()?.prepared {
+        // A standby's catalog is its source's (which did this itself).
+        if self.base.layout.state()?.prepared || self.in_recovery().await? {
             return Ok(());
         }
         self.exec(
@@ -331,6 +342,10 @@ impl Engine for Postgres {
     }
 
     fn backup_tool(&self) -> Option<&dyn EngineBackup> {
+        Some(self)
+    }
+
+    fn replication(&self) -> Option<&dyn ReplicationFacet> {
         Some(self)
     }
 }

@@ -25,8 +25,6 @@ mod config;
 mod replication;
 mod tls;
 
-pub(crate) use replication::Following;
-
 use crate::backup::EngineBackup;
 use crate::base::Base;
 use crate::common::{find_program, image_dir, write_engine_file, EngineConfig};

@@ -7,7 +7,6 @@
 //! WRITE`) for the handover; a replica is read only by itself (`replica-read-only`).
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use trove_core::model::Secret;
@@ -15,7 +14,7 @@ use trove_core::ports::{ReplicaPosition, ReplicationFacet, ReplicationSource};
 use trove_core::{Error, Result};
 
 use super::Redis;
-use crate::common::{write_private, BACKEND};
+use crate::common::{write_private, Following, BACKEND};
 
 /// The replication ACL user.
 const REPL_USER: &str = "os_repl";
@@ -23,17 +22,6 @@ const REPL_USER: &str = "os_repl";
 const MASTER_SECRET: &str = "master.secret";
 /// How long a source's writes stay paused at most when nobody ends the pause (ms).
 const PAUSE_MS: &str = "600000";
-
-/// Whom a replica follows (its password is kept apart, in `master.secret`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Following {
-    /// Source host.
-    pub host: String,
-    /// Source port.
-    pub port: u16,
-    /// Replication user.
-    pub user: String,
-}
 
 /// A `redis.conf` value, quoted.
 fn quoted(s: &str) -> String {
@@ -130,13 +118,9 @@ impl ReplicationFacet for Redis {
             &self.base.layout.secret_file(MASTER_SECRET),
             source.password.expose().as_bytes(),
         )?;
-        self.base.layout.update_state(|s| {
-            s.following = Some(Following {
-                host: source.host.clone(),
-                port: source.port,
-                user: source.user.clone(),
-            })
-        })?;
+        self.base
+            .layout
+            .update_state(|s| s.following = Some(Following::of(source)))?;
         let port = source.port.to_string();
         self.command("CONFIG", &["SET", "masteruser", &source.user])
             .await?;

@@ -303,9 +303,22 @@ pub fn restore_request(fx: &Fixture, piece: &BackupPiece) -> PrepareRequest {
         restore: Some(RestoreSpec {
             chain: vec![piece.clone()],
             restore_time: None,
+            replica: false,
         }),
         ..fx.prepare_request(1)
     }
+}
+
+/// Waits (30 s at most) until `follower` covers where `leader` is now.
+pub async fn caught_up(
+    leader: &dyn trove_core::ports::ReplicationFacet,
+    follower: &dyn trove_core::ports::ReplicationFacet,
+) {
+    let p = leader.position().await.expect("position");
+    follower
+        .wait_for(&p, Duration::from_secs(30))
+        .await
+        .expect("caught up");
 }
 
 /// Whether a directory is missing or empty.

@@ -80,13 +80,18 @@ pub struct BackupOutcome {
 
 /// What a restoring prepare gets: the chain of backups to apply, the full one first, each incremental after its
 /// parent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RestoreSpec {
     /// The chain, full backup first.
     pub chain: Vec<BackupPiece>,
     /// Stop replaying at this moment (point-in-time restore), when the engine can.
     #[serde(default)]
     pub restore_time: Option<DateTime<Utc>>,
+    /// The restore seeds a replica of the backup's instance: the data stays exactly the source's (the guest writes
+    /// nothing of its own into the engine's history, which the replica goes on from when it attaches). PostgreSQL
+    /// starts such a copy as a standby instead of ending its recovery.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replica: bool,
 }
 
 /// Bytes a running backup has written so far (read by the guest agent for its progress reports).

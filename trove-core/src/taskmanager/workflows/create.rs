@@ -172,6 +172,7 @@ async fn restore_chain(
     Ok(RestoreSpec {
         chain,
         restore_time,
+        replica: false,
     })
 }
 

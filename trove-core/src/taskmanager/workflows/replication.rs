@@ -115,6 +115,7 @@ pub(crate) async fn seed(
     Ok(RestoreSpec {
         chain: vec![piece],
         restore_time: None,
+        replica: true,
     })
 }
 
