@@ -1,9 +1,10 @@
-//! Replication on real engines through the embedded deployment's API (MariaDB serving `mysql`, and Redis;
-//! `REPL_BENCH_ENGINES`, default both), in one run per engine:
+//! Replication on real engines through the embedded deployment's API (MariaDB serving `mysql`, PostgreSQL and
+//! Redis; `REPL_BENCH_ENGINES`, default all three), in one run per engine:
 //! - replica creation with `REPL_BENCH_MB` MB of data (default 64): the API request until the replica is ACTIVE and
-//!   follows its source, next to a restore of a backup of the same data through the API (backup taken, then a new
-//!   instance restored from it until ACTIVE) in the same run: a replica is that plus attaching, so the ratio says what
-//!   following costs. (The restore itself is compared with the raw tools in `benches/backup.rs`.)
+//!   follows its source, next to (a) a restore of a backup of the same data through the API (backup taken, then a
+//!   new instance restored from it until ACTIVE): a replica is that plus attaching, so the ratio says what following
+//!   costs; and (b) the engine's bare copy tool run by hand against the source as its root (`mariadb-backup
+//!   --backup`, `pg_basebackup -X stream`, `redis-cli --rdb`): the floor of any copy, without starting anything.
 //! - replication lag under a steady write load (`REPL_BENCH_RATE` writes/s, default 200, for 10 s): each write's
 //!   time from its acknowledgement on the source until a reader polling the replica every 2 ms sees it; p50 and p99;
 //! - switchover: promote until both members are ACTIVE with the roles swapped;
@@ -77,12 +78,25 @@ fn active(v: &InstanceView) -> bool {
 /// A connection to an instance as the bench user.
 enum Conn {
     Sql(sqlx::MySqlConnection),
+    Pg(sqlx::PgConnection),
     Redis(redis::aio::MultiplexedConnection),
 }
 
 impl Conn {
-    async fn open(redis: bool, at: SocketAddr) -> Result<Conn, String> {
-        if redis {
+    async fn open(ds: &str, at: SocketAddr) -> Result<Conn, String> {
+        if ds == "postgresql" {
+            return sqlx::postgres::PgConnectOptions::new()
+                .host(&at.ip().to_string())
+                .port(at.port())
+                .username(USER)
+                .password(PASSWORD)
+                .database(DB)
+                .connect()
+                .await
+                .map(Conn::Pg)
+                .map_err(|e| e.to_string());
+        }
+        if ds == "redis" {
             let url = format!("redis://{USER}:{PASSWORD}@{at}/");
             let c = redis::Client::open(url).map_err(|e| e.to_string())?;
             c.get_multiplexed_async_connection()
@@ -106,9 +120,15 @@ impl Conn {
     /// Writes item `n` (a `pad`-byte payload).
     async fn write(&mut self, n: u64, pad: usize) -> Result<(), String> {
         let payload = "x".repeat(pad);
+        let insert = format!("INSERT INTO items VALUES ({n}, '{payload}')");
         match self {
             Conn::Sql(c) => c
-                .execute(format!("INSERT INTO items VALUES ({n}, '{payload}')").as_str())
+                .execute(insert.as_str())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Conn::Pg(c) => c
+                .execute(insert.as_str())
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
@@ -123,13 +143,16 @@ impl Conn {
 
     /// Whether item `n` is there.
     async fn has(&mut self, n: u64) -> bool {
+        let q = format!("SELECT COUNT(*) FROM items WHERE n = {n}");
         match self {
-            Conn::Sql(c) => {
-                sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM items WHERE n = {n}"))
-                    .fetch_one(c)
-                    .await
-                    .is_ok_and(|x| x == 1)
-            }
+            Conn::Sql(c) => sqlx::query_scalar::<_, i64>(&q)
+                .fetch_one(c)
+                .await
+                .is_ok_and(|x| x == 1),
+            Conn::Pg(c) => sqlx::query_scalar::<_, i64>(&q)
+                .fetch_one(c)
+                .await
+                .is_ok_and(|x| x == 1),
             Conn::Redis(c) => redis::cmd("EXISTS")
                 .arg(format!("item:{n}"))
                 .query_async::<i64>(c)
@@ -141,17 +164,21 @@ impl Conn {
     /// Fills with `mb` MB in `n` items from `from`.
     async fn fill(&mut self, mb: u64, from: u64) -> u64 {
         let count = mb * 1024 * 1024 / 1024;
+        let batches = (from..from + count).step_by(500).map(|n| {
+            let rows: Vec<String> = (n..(n + 500).min(from + count))
+                .map(|i| format!("({i}, REPEAT('y', 1000))"))
+                .collect();
+            format!("INSERT INTO items VALUES {}", rows.join(","))
+        });
         match self {
             Conn::Sql(c) => {
-                let mut n = from;
-                while n < from + count {
-                    let rows: Vec<String> = (n..(n + 500).min(from + count))
-                        .map(|i| format!("({i}, REPEAT('y', 1000))"))
-                        .collect();
-                    c.execute(format!("INSERT INTO items VALUES {}", rows.join(",")).as_str())
-                        .await
-                        .expect("fill");
-                    n += 500;
+                for b in batches {
+                    c.execute(b.as_str()).await.expect("fill");
+                }
+            }
+            Conn::Pg(c) => {
+                for b in batches {
+                    c.execute(b.as_str()).await.expect("fill");
                 }
             }
             Conn::Redis(c) => {
@@ -215,15 +242,15 @@ async fn create(emb: &Embedded, name: &str, ds: &str) -> Uuid {
 
 async fn bench(emb: &Embedded, ds: &str) {
     let api = emb.control_plane().api();
-    let redis = ds == "redis";
     let mb = env_num("REPL_BENCH_MB", 64);
     let src = create(emb, &format!("src-{ds}"), ds).await;
     let src_at = endpoint(&api.show_instance(&t1(), src).await.expect("show"));
-    let mut c = Conn::open(redis, src_at).await.expect("connect");
-    if let Conn::Sql(s) = &mut c {
-        s.execute("CREATE TABLE items (n BIGINT PRIMARY KEY, pad TEXT)")
-            .await
-            .expect("table");
+    let mut c = Conn::open(ds, src_at).await.expect("connect");
+    let table = "CREATE TABLE items (n BIGINT PRIMARY KEY, pad TEXT)";
+    match &mut c {
+        Conn::Sql(s) => drop(s.execute(table).await.expect("table")),
+        Conn::Pg(s) => drop(s.execute(table).await.expect("table")),
+        Conn::Redis(_) => {}
     }
     let mut next = c.fill(mb, 0).await;
 
@@ -290,18 +317,21 @@ async fn bench(emb: &Embedded, ds: &str) {
         .id;
     wait(emb, copy, "restored copy", active).await;
     let restore_took = t.elapsed();
+    let bare_took = bare_copy(emb, ds, src, src_at).await;
     println!(
         "{ds}: replica of {mb} MB ACTIVE and following in {:.2} s; backup + restore of the same data {:.2} s \
-         (ratio restore / replica {:.2}x)",
+         (ratio restore / replica {:.2}x); bare copy by hand {:.2} s (ratio bare / replica {:.2}x)",
         replica_took.as_secs_f64(),
         restore_took.as_secs_f64(),
-        restore_took.as_secs_f64() / replica_took.as_secs_f64()
+        restore_took.as_secs_f64() / replica_took.as_secs_f64(),
+        bare_took.as_secs_f64(),
+        bare_took.as_secs_f64() / replica_took.as_secs_f64()
     );
 
     // Lag under a steady write load.
     let rep_at = endpoint(&rep_view);
     let rate = env_num("REPL_BENCH_RATE", 200).max(1);
-    let mut reader = Conn::open(redis, rep_at).await.expect("replica connect");
+    let mut reader = Conn::open(ds, rep_at).await.expect("replica connect");
     let mut lags = Vec::new();
     let every = Duration::from_micros(1_000_000 / rate);
     let end = Instant::now() + Duration::from_secs(10);
@@ -353,7 +383,7 @@ async fn bench(emb: &Embedded, ds: &str) {
         .expect("kill");
     let mut n = 0;
     loop {
-        if let Ok(mut w) = Conn::open(redis, src_at).await {
+        if let Ok(mut w) = Conn::open(ds, src_at).await {
             if w.write(next + n, 10).await.is_ok() {
                 break;
             }
@@ -374,6 +404,66 @@ async fn bench(emb: &Embedded, ds: &str) {
         let _ = api.delete_instance(&t1(), id).await;
         wait_gone(emb, id).await;
     }
+}
+
+/// The engine's own copy tool run by hand against the source as its root (enabled through the API): the
+/// time of the copy alone.
+async fn bare_copy(emb: &Embedded, ds: &str, src: Uuid, at: SocketAddr) -> Duration {
+    let root = emb
+        .control_plane()
+        .api()
+        .root_enable(&t1(), src, None)
+        .await
+        .expect("root on the source")
+        .password;
+    let dir = tempfile::tempdir().expect("copy dir");
+    let (host, port) = (at.ip().to_string(), at.port().to_string());
+    let target = dir.path().join("copy");
+    let mut cmd = match ds {
+        "postgresql" => {
+            let mut c = std::process::Command::new("pg_basebackup");
+            c.args([
+                "-h", &host, "-p", &port, "-U", "root", "-X", "stream", "-c", "fast",
+            ])
+            .arg("-D")
+            .arg(&target)
+            .env("PGPASSWORD", root.expose());
+            c
+        }
+        "redis" => {
+            let mut c = std::process::Command::new("redis-cli");
+            c.args([
+                "-h",
+                &host,
+                "-p",
+                &port,
+                "--user",
+                "root",
+                "--no-auth-warning",
+            ])
+            .args(["--pass", root.expose(), "--rdb"])
+            .arg(&target);
+            c
+        }
+        _ => {
+            let mut c = std::process::Command::new("mariadb-backup");
+            c.args([
+                "--backup", "--host", &host, "--port", &port, "--user", "root",
+            ])
+            .arg(format!("--password={}", root.expose()))
+            .arg(format!("--target-dir={}", target.display()));
+            c
+        }
+    };
+    let t = Instant::now();
+    let out = cmd.output().expect("run the copy tool");
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{ds}: bare copy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
 }
 
 async fn wait_gone(emb: &Embedded, id: Uuid) {
@@ -452,7 +542,8 @@ fn main() {
         let emb = Embedded::start(opts, Arc::new(NoAuth::new()))
             .await
             .expect("the embedded deployment starts");
-        let engines = std::env::var("REPL_BENCH_ENGINES").unwrap_or_else(|_| "mysql,redis".into());
+        let engines =
+            std::env::var("REPL_BENCH_ENGINES").unwrap_or_else(|_| "mysql,postgresql,redis".into());
         for ds in engines.split(',') {
             bench(&emb, ds.trim()).await;
         }

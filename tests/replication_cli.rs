@@ -4,7 +4,8 @@
 //! source follows the new one (and refuses writes), a second replica of the new source follows it, `instance
 //! detach` makes a standalone writable instance, a source with replicas cannot be deleted, and freezing the source's
 //! engine (SIGSTOP) makes the control plane fail it over on its own: its replica takes writes, the old source
-//! resumed takes none, and the failover is listed in the instance's events.
+//! resumed takes none and rejoins as a replica of the new source, and the failover is listed in the instance's
+//! events.
 
 mod api_support;
 
@@ -288,6 +289,18 @@ fn walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime,
         6,
         "{ds}: the new source has every write"
     );
+    // The fenced old source came back as a replica of the new source (its guest restarted it read only).
+    rt.block_on(write(engine, src_at, 7)).expect("write 7");
+    wait_count(
+        rt,
+        engine,
+        rep_at,
+        7,
+        "the fenced old source rejoined as a replica of the new source",
+    );
+    let rep_view = instance_view(&server.base, &rep);
+    assert_eq!(rep_view["replica_of"]["id"], src.as_str(), "{rep_view}");
+    assert!(rep_view.get("fault").is_none(), "{ds}: {rep_view}");
     let (s, ev) = get_json(&format!(
         "{}/v1.0/{TENANT}/instances/{src}/events",
         server.base

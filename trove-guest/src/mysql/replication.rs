@@ -13,13 +13,17 @@ use sqlx::{Connection, Row};
 
 use trove_core::model::Secret;
 use trove_core::ports::{ReplicaPosition, ReplicationFacet, ReplicationSource};
-use trove_core::Result;
+use trove_core::{Error, Result};
+
+use crate::engine::{start_engine, Engine};
 
 use super::admin::{account, identified_by, lit};
 use super::{exec_sql, Mysql};
 
 /// The replication account replicas log in with.
 const REPL_USER: &str = "os_repl";
+/// How long an attached replica's threads may take to run.
+const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The GTID of the backup a data directory was restored from (third field of `mariadb_backup_binlog_info`).
 fn restored_gtid(data: &std::path::Path) -> Option<String> {
@@ -71,6 +75,62 @@ impl Mysql {
         r
     }
 
+    /// Waits (bounded) until both replica threads run; fails with the replica's error when one stops, e.g. a
+    /// former source holding transactions its new source never had (`from`: the position it asked for).
+    async fn replica_threads_run(&self, from: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + FOLLOW_WAIT;
+        loop {
+            let (io, sql, error) = self.replica_status().await?;
+            if io == "Yes" && sql == "Yes" {
+                return Ok(());
+            }
+            let stopped = io == "No" || sql == "No";
+            if stopped || tokio::time::Instant::now() >= deadline {
+                return Err(Error::backend(
+                    "mysql",
+                    format!(
+                        "the replica does not follow from {from} (IO thread {io}, SQL thread {sql}){}",
+                        error.map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                    !stopped,
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `Slave_IO_Running`, `Slave_SQL_Running` and the last error of `SHOW SLAVE STATUS`.
+    async fn replica_status(&self) -> Result<(String, String, Option<String>)> {
+        let mut c = self.connect_admin().await?;
+        let row = sqlx::query("SHOW SLAVE STATUS")
+            .fetch_optional(&mut c)
+            .await
+            .map_err(|e| self.err(e));
+        let _ = c.close().await;
+        let Some(row) = row? else {
+            return Ok((
+                "No".into(),
+                "No".into(),
+                Some("no replica configured".into()),
+            ));
+        };
+        let get = |name: &str| {
+            row.try_get::<String, _>(name)
+                .ok()
+                .or_else(|| {
+                    row.try_get::<Vec<u8>, _>(name)
+                        .ok()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
+                .filter(|s| !s.is_empty())
+        };
+        Ok((
+            get("Slave_IO_Running").unwrap_or_default(),
+            get("Slave_SQL_Running").unwrap_or_default(),
+            get("Last_SQL_Error").or_else(|| get("Last_IO_Error")),
+        ))
+    }
+
     /// Records and applies who may write.
     async fn read_only(&self, on: bool) -> Result<()> {
         self.base.layout.update_state(|s| s.read_only = on)?;
@@ -107,6 +167,10 @@ impl ReplicationFacet for Mysql {
     }
 
     async fn attach(&self, source: &ReplicationSource) -> Result<()> {
+        // A fenced former source (killed, rendered read only) comes back to follow.
+        if self.running_pid().is_none() {
+            start_engine(self).await?;
+        }
         let own = self
             .admin_text("SELECT CAST(@@GLOBAL.gtid_current_pos AS CHAR)")
             .await?;
@@ -133,6 +197,7 @@ impl ReplicationFacet for Mysql {
             }
         }
         let _ = c.close().await;
+        self.replica_threads_run(&start).await?;
         tracing::info!(
             instance = %self.base.ctx.instance_id,
             source = %format!("{}:{}", source.host, source.port),
@@ -151,25 +216,7 @@ impl ReplicationFacet for Mysql {
     }
 
     async fn lag_reason(&self) -> Option<String> {
-        let mut c = self.connect_admin().await.ok()?;
-        let row = sqlx::query("SHOW SLAVE STATUS")
-            .fetch_optional(&mut c)
-            .await
-            .ok()
-            .flatten();
-        let _ = c.close().await;
-        let row = row?;
-        let get = |name: &str| {
-            row.try_get::<String, _>(name)
-                .ok()
-                .or_else(|| {
-                    row.try_get::<Vec<u8>, _>(name)
-                        .ok()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                })
-                .filter(|s| !s.is_empty())
-        };
-        get("Last_SQL_Error").or_else(|| get("Last_IO_Error"))
+        self.replica_status().await.ok().and_then(|(_, _, e)| e)
     }
 
     async fn set_read_only(&self, read_only: bool) -> Result<()> {

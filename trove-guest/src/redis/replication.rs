@@ -15,6 +15,7 @@ use trove_core::{Error, Result};
 
 use super::Redis;
 use crate::common::{write_private, Following, BACKEND};
+use crate::engine::{start_engine, Engine};
 
 /// The replication ACL user.
 const REPL_USER: &str = "os_repl";
@@ -114,6 +115,10 @@ impl ReplicationFacet for Redis {
     }
 
     async fn attach(&self, source: &ReplicationSource) -> Result<()> {
+        // A fenced former source (killed, kept from taking writes) comes back to follow.
+        if self.running_pid().is_none() {
+            start_engine(self).await?;
+        }
         write_private(
             &self.base.layout.secret_file(MASTER_SECRET),
             source.password.expose().as_bytes(),
