@@ -431,6 +431,7 @@ async fn bare_copy(emb: &Embedded, ds: &str, src: Uuid, at: SocketAddr) -> Durat
             c
         }
         "redis" => {
+            // Redis's root is its `default` user.
             let mut c = std::process::Command::new("redis-cli");
             c.args([
                 "-h",
@@ -438,7 +439,7 @@ async fn bare_copy(emb: &Embedded, ds: &str, src: Uuid, at: SocketAddr) -> Durat
                 "-p",
                 &port,
                 "--user",
-                "root",
+                "default",
                 "--no-auth-warning",
             ])
             .args(["--pass", root.expose(), "--rdb"])
