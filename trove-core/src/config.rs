@@ -57,6 +57,11 @@ pub struct CoreConfig {
     /// How long a source's guest may send no report before it is failed over (the guest or its host is gone).
     #[serde(with = "secs")]
     pub failover_silence: Duration,
+    /// The most acknowledged writes (as time: how far behind the source's last sampled position the best replica
+    /// is) an automatic failover may lose; beyond it the failover waits for a replica to catch up and says why in
+    /// the source's fault. `0` turns the bound off.
+    #[serde(with = "secs")]
+    pub failover_max_loss: Duration,
 }
 
 impl Default for CoreConfig {
@@ -79,6 +84,7 @@ impl Default for CoreConfig {
             auto_failover: true,
             failover_grace: Duration::from_secs(3),
             failover_silence: Duration::from_secs(8),
+            failover_max_loss: Duration::from_secs(10),
         }
     }
 }

@@ -44,12 +44,17 @@ async fn world_with_backups() -> World {
 }
 
 async fn build_world(with_backups: bool) -> World {
-    let config = CoreConfig {
+    build_world_with(with_backups, |_| {}).await
+}
+
+async fn build_world_with(with_backups: bool, tune: impl FnOnce(&mut CoreConfig)) -> World {
+    let mut config = CoreConfig {
         report_interval: Duration::from_secs(5),
         agent_call_low_timeout: Duration::from_secs(2),
         agent_call_high_timeout: Duration::from_secs(2),
         ..CoreConfig::default()
     };
+    tune(&mut config);
     let store = Arc::new(MemoryStore::new());
     let bus = Arc::new(MemoryBus::new());
     let clock = Arc::new(ManualClock::new());
@@ -1050,6 +1055,67 @@ fn user_refs_parse_name_and_host() {
             host: "%".into()
         }
     );
+}
+
+/// Automatic failover with a bound on the loss: a replica cut off from its source while the source takes writes
+/// is too far behind when the source dies; the failover waits and the source's fault says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_failover_waits_while_the_best_replica_would_lose_too_much() {
+    let w = build_world_with(true, |c| c.failover_max_loss = Duration::from_secs(1)).await;
+    let (api, t) = (&w.api, t1());
+    let src = active(&w, "mysql").await;
+    let r1 = api
+        .create_instance(
+            &t,
+            CreateInstance {
+                name: "r1".into(),
+                replica_of: Some(src),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .instance
+        .id;
+    wait(&w, r1, |v| {
+        v.status == "ACTIVE" && v.instance.task == TaskStatus::None
+    })
+    .await;
+    // The replica's link is cut; the source takes writes across several samples (one per report interval).
+    w.engines.engine(r1).cut_off(true);
+    for i in 0..3 {
+        api.create_databases(
+            &t,
+            src,
+            vec![DatabaseSpec {
+                name: format!("d{i}"),
+                character_set: None,
+                collate: None,
+            }],
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    w.engines.engine(src).crash("frozen by the test");
+    let v = wait(&w, src, |v| {
+        v.instance
+            .fault
+            .as_ref()
+            .is_some_and(|f| f.message.starts_with("Automatic failover is held"))
+    })
+    .await;
+    let fault = v.instance.fault.unwrap().message;
+    assert!(
+        fault.contains(&r1.to_string()) && fault.contains("failover_max_loss 1.0 s"),
+        "{fault}"
+    );
+    // Nothing moved: the replica still follows the dead source, and no failover was recorded.
+    let r = api.show_instance(&t, r1).await.unwrap();
+    assert_eq!(r.instance.replica_of, Some(src));
+    assert_eq!(r.instance.task, TaskStatus::None);
+    assert!(api.list_instance_events(&t, src).await.unwrap().is_empty());
+    assert_eq!(w.engines.engine(r1).following(), Some(src));
 }
 
 /// Replicas on simulated engines through the API: create (seeded from a backup of the source, which is deleted

@@ -123,6 +123,8 @@ struct EngineState {
     following: Option<Uuid>,
     /// Writes are refused (a replica, or a source fenced for a switchover).
     read_only: bool,
+    /// A replica that receives nothing from its source (a cut link: it lags).
+    cut_off: bool,
     /// The replication position: every statement a source runs advances it; a replica has its source's as of
     /// its latest sync.
     position: u64,
@@ -235,6 +237,10 @@ impl SimulatedEngine {
     pub fn following(&self) -> Option<Uuid> {
         lock(&self.state).following
     }
+    /// Cuts (or restores) a replica's link to its source: cut, it applies nothing more and lags.
+    pub fn cut_off(&self, cut: bool) {
+        lock(&self.state).cut_off = cut;
+    }
     /// Whether the engine refuses writes.
     pub fn is_read_only(&self) -> bool {
         lock(&self.state).read_only
@@ -312,7 +318,7 @@ fn sync_engine(engine: &SimulatedEngine, peers: &Mutex<HashMap<Uuid, SimulatedEn
         (SimSnapshot::of(&src), src.position)
     };
     let mut st = lock(&engine.state);
-    if st.running && st.following == Some(source) {
+    if st.running && st.following == Some(source) && !st.cut_off {
         snap.apply(&mut st);
         st.position = position;
     }

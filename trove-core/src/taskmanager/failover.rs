@@ -11,17 +11,75 @@
 //! inside the grace ends the suspicion: a short blip is not failed over.
 //!
 //! On by default ([`CoreConfig::auto_failover`]); an instance's `auto_failover` overrides the deployment's.
+//!
+//! **Bounded loss**: replication is asynchronous, so a failover loses what the old source acknowledged and had not
+//! shipped. While a source is healthy, the monitor samples its position every report interval; when it must be
+//! failed over, the best candidate's position is compared with those samples: if it does not cover the source's
+//! position of more than [`CoreConfig::failover_max_loss`] before the source's last sample, the failover waits
+//! (re-judged on every scan: a replica may still be applying what it received) and the source's fault says why and
+//! how far behind the replica is. A user who accepts the loss ejects the source by hand.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 use uuid::Uuid;
 
 use super::workflows::replication::EjectParams;
 use super::TaskManager;
 use crate::config::CoreConfig;
 use crate::error::{Error, Result};
-use crate::model::{Instance, InstanceFilter, ServiceStatusRecord, Workflow};
-use crate::ports::{ChangeSet, Expect, Write};
+use crate::model::{Instance, InstanceFault, InstanceFilter, ServiceStatusRecord, Workflow};
+use crate::ports::{ChangeSet, Expect, ReplicaPosition, Write};
+use crate::rpc::GuestTimeouts;
 use crate::state::{ServiceStatus, TaskStatus};
+
+/// How many position samples of one source are kept (at one per report interval, minutes of history).
+const KEPT_SAMPLES: usize = 120;
+/// How long the monitor waits for a guest's position.
+const POSITION_TIMEOUT: Duration = Duration::from_secs(1);
+/// The start of the fault message of a held failover (so it is written once and replaced when the failover runs).
+const HELD: &str = "Automatic failover is held";
+
+/// Whether `source`'s fault is a held failover's.
+fn held(source: &Instance) -> bool {
+    source
+        .fault
+        .as_ref()
+        .is_some_and(|f| f.message.starts_with(HELD))
+}
+
+/// Positions of one healthy source, oldest first, with when they were read.
+#[derive(Debug, Default)]
+pub(crate) struct Samples(VecDeque<(chrono::DateTime<chrono::Utc>, ReplicaPosition)>);
+
+impl Samples {
+    fn push(&mut self, at: chrono::DateTime<chrono::Utc>, p: ReplicaPosition) {
+        if self.0.len() == KEPT_SAMPLES {
+            self.0.pop_front();
+        }
+        self.0.push_back((at, p));
+    }
+
+    fn last_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.back().map(|(t, _)| *t)
+    }
+
+    /// How far (in time) `best` is behind the source's last sample: zero when it covers it; from the last sample
+    /// it covers otherwise (from the oldest kept when it covers none). `None` without samples.
+    pub(crate) fn behind(&self, best: &ReplicaPosition) -> Option<Duration> {
+        let (last_at, last) = self.0.back()?;
+        if best.covers(last) == Some(true) {
+            return Some(Duration::ZERO);
+        }
+        let covered = self
+            .0
+            .iter()
+            .rev()
+            .find(|(_, p)| best.covers(p) == Some(true))
+            .or(self.0.front())
+            .map(|(t, _)| *t)?;
+        Some((*last_at - covered).to_std().unwrap_or_default())
+    }
+}
 
 /// Whether a reported status says the engine is down (as opposed to running, or not there yet / on purpose).
 fn engine_down(status: ServiceStatus) -> bool {
@@ -116,7 +174,22 @@ impl TaskManager {
                 };
                 why
             };
-            let Some(why) = why else { continue };
+            let Some(why) = why else {
+                // Only a source reported healthy and unsuspected is asked (a frozen engine answers nothing).
+                let healthy_now = st.as_ref().is_some_and(|x| {
+                    x.status == ServiceStatus::Healthy
+                        && (now - x.updated_at).to_std().unwrap_or_default()
+                            < config.report_interval * 2
+                });
+                if healthy_now && !self.suspects().contains_key(&s.id) {
+                    self.sample(s.id, now).await;
+                }
+                if held(s) {
+                    // It recovered: the hold is over.
+                    self.set_fault(s, None).await?;
+                }
+                continue;
+            };
             let open = match &open {
                 Some(o) => o,
                 None => open.insert(store.list_open_workflows().await?),
@@ -143,6 +216,11 @@ impl TaskManager {
                 tracing::warn!(source = %s.id, reason = %why, "a replication source is down and no replica is healthy: no failover");
                 continue;
             }
+            if let Some(held) = self.loss_beyond_bound(s.id, &healthy).await {
+                tracing::warn!(source = %s.id, reason = %why, held = %held, "automatic failover held");
+                self.hold(s, &held).await?;
+                continue;
+            }
             match self.start_failover(s, &healthy, &why).await {
                 Ok(wf) => {
                     tracing::warn!(source = %s.id, reason = %why, workflow = %wf, "failing a replication source over");
@@ -155,6 +233,7 @@ impl TaskManager {
                 Err(e) => return Err(e),
             }
         }
+        self.samples().retain(|id, _| replicas.contains_key(id));
         Ok(started)
     }
 
@@ -189,6 +268,101 @@ impl TaskManager {
         Ok(wf.id)
     }
 
+    /// Samples the position of healthy source `id` (once a report interval).
+    async fn sample(&self, id: Uuid, now: chrono::DateTime<chrono::Utc>) {
+        let due = self
+            .samples()
+            .get(&id)
+            .and_then(Samples::last_at)
+            .is_none_or(|t| {
+                (now - t).to_std().unwrap_or_default() >= self.engine.config.report_interval
+            });
+        if !due {
+            return;
+        }
+        if let Ok(p) = self.quick_guest(id).replication_position().await {
+            self.samples().entry(id).or_default().push(now, p);
+        }
+    }
+
+    /// Why failing source `id` over to the best of `candidates` would lose more than the bound, if it would.
+    async fn loss_beyond_bound(&self, id: Uuid, candidates: &[&Instance]) -> Option<String> {
+        let bound = self.engine.config.failover_max_loss;
+        if bound.is_zero() {
+            return None;
+        }
+        let mut best: Option<(Uuid, ReplicaPosition)> = None;
+        for c in candidates {
+            if let Ok(p) = self.quick_guest(c.id).replication_position().await {
+                if best
+                    .as_ref()
+                    .is_none_or(|(_, b)| p.ahead_of(b) == Some(true))
+                {
+                    best = Some((c.id, p));
+                }
+            }
+        }
+        // No candidate answers: the eject workflow says so.
+        let (best_id, best) = best?;
+        let behind = self.samples().get(&id)?.behind(&best)?;
+        (behind > bound).then(|| {
+            format!(
+                "{HELD}: the most advanced replica {best_id} is {:.1} s behind what this source had acknowledged \
+                 when it was last seen healthy (failover_max_loss {:.1} s); it fails over once a replica catches up. \
+                 To fail over now and lose those writes, eject this source (`openstack database instance eject`).",
+                behind.as_secs_f64(),
+                bound.as_secs_f64()
+            )
+        })
+    }
+
+    /// Records why the failover of `source` waits in its fault (once).
+    async fn hold(&self, source: &Instance, why: &str) -> Result<()> {
+        if held(source) {
+            return Ok(());
+        }
+        let fault = InstanceFault {
+            message: why.to_string(),
+            details: "automatic failover".into(),
+            created: self.engine.clock.now(),
+        };
+        self.set_fault(source, Some(fault)).await
+    }
+
+    /// Sets (or clears) `source`'s fault at the version read; a concurrent change wins (the next scan judges again).
+    async fn set_fault(&self, source: &Instance, fault: Option<InstanceFault>) -> Result<()> {
+        let mut s = source.clone();
+        let expect = Expect::Version(s.version);
+        s.fault = fault;
+        s.updated = self.engine.clock.now();
+        match self
+            .engine
+            .store
+            .commit(ChangeSet::new().with(Write::Instance {
+                instance: s,
+                expect,
+            }))
+            .await
+        {
+            Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn quick_guest(&self, id: Uuid) -> crate::rpc::GuestClient {
+        self.engine.guest_within(
+            id,
+            GuestTimeouts {
+                low: POSITION_TIMEOUT,
+                high: POSITION_TIMEOUT,
+            },
+        )
+    }
+
+    fn samples(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Samples>> {
+        self.samples.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn suspects(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, chrono::DateTime<chrono::Utc>>> {
         self.suspects.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -207,6 +381,31 @@ mod tests {
             volume: None,
             updated_at: at,
         }
+    }
+
+    #[test]
+    fn the_loss_of_a_failover_is_measured_against_the_sampled_positions() {
+        let t0 = chrono::Utc::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let off = |o| ReplicaPosition::Offset { offset: o };
+        let mut s = Samples::default();
+        assert_eq!(s.behind(&off(0)), None, "no samples: unknown");
+        for (t, o) in [(0, 10), (2, 20), (4, 30), (6, 40)] {
+            s.push(at(t), off(o));
+        }
+        assert_eq!(s.behind(&off(40)), Some(Duration::ZERO));
+        assert_eq!(s.behind(&off(45)), Some(Duration::ZERO));
+        assert_eq!(s.behind(&off(35)), Some(Duration::from_secs(2)));
+        assert_eq!(s.behind(&off(20)), Some(Duration::from_secs(4)));
+        assert_eq!(
+            s.behind(&off(5)),
+            Some(Duration::from_secs(6)),
+            "at least the kept history"
+        );
+        for i in 0..KEPT_SAMPLES as i64 {
+            s.push(at(10 + i), off(100 + i as u64));
+        }
+        assert_eq!(s.0.len(), KEPT_SAMPLES);
     }
 
     #[test]

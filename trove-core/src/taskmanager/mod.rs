@@ -75,6 +75,8 @@ pub struct TaskManager {
     running: Arc<Mutex<HashSet<Uuid>>>,
     /// Replication sources this worker saw reported down, since when ([`failover`]).
     suspects: Mutex<std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>>>,
+    /// Positions of healthy replication sources this worker sampled ([`failover`]).
+    samples: Mutex<std::collections::HashMap<Uuid, failover::Samples>>,
 }
 
 impl std::fmt::Debug for TaskManager {
@@ -111,6 +113,7 @@ impl TaskManager {
             }),
             running: Arc::new(Mutex::new(HashSet::new())),
             suspects: Mutex::default(),
+            samples: Mutex::default(),
         }
     }
 
@@ -154,6 +157,7 @@ impl TaskManager {
             }),
             running: self.running,
             suspects: self.suspects,
+            samples: self.samples,
         }
     }
 

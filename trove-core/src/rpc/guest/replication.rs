@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 use super::{to_value, unit, GuestClient, GuestRequest};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Facet;
 use crate::ports::{
     not_supported, DatastoreStrategy, ReplicaPosition, ReplicationFacet, ReplicationSource,
@@ -47,13 +47,30 @@ pub enum ReplicationRequest {
     Fence,
 }
 
+/// How long a guest waits for its engine's replication position.
+const POSITION_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl ReplicationRequest {
     /// Runs the request on the facet.
     pub async fn serve(self, facet: &dyn ReplicationFacet) -> Result<Value> {
         match self {
             ReplicationRequest::SourceInfo => to_value(facet.source_info().await),
             ReplicationRequest::Attach { source } => unit(facet.attach(&source).await),
-            ReplicationRequest::Position => to_value(facet.position().await),
+            // A frozen engine must not hold the guest (which serves one request at a time) past this: a fence
+            // may come next.
+            ReplicationRequest::Position => {
+                match tokio::time::timeout(POSITION_TIMEOUT, facet.position()).await {
+                    Ok(r) => to_value(r),
+                    Err(_) => Err(Error::backend(
+                        "guest",
+                        format!(
+                            "the engine did not answer with its position within {} s",
+                            POSITION_TIMEOUT.as_secs()
+                        ),
+                        true,
+                    )),
+                }
+            }
             ReplicationRequest::WaitFor {
                 position,
                 timeout_secs,
