@@ -1337,10 +1337,9 @@ async fn replicas_switchover_detach_and_their_refusals() {
         last.message.contains("crashed") || last.message.contains("reported"),
         "{last:?}"
     );
-    assert!(
-        !w.engines.engine(r1).is_running(),
-        "the old source is fenced"
-    );
+    // The fenced old source came back read only, following the new source.
+    assert_eq!(w.engines.engine(r1).following(), Some(r2));
+    assert!(w.engines.engine(r1).is_read_only());
     assert!(!w.engines.engine(r2).is_read_only());
 
     // Detaching a non-replica is refused.

@@ -1059,6 +1059,16 @@ impl ReplicationFacet for SimulatedStrategy {
             return Err(Error::bad_request("An engine cannot follow itself."));
         }
         {
+            // A fenced (stopped) former source comes back read only to follow, as the real engines do.
+            let mut st = lock(&self.engine.state);
+            if st.prepared && !st.running {
+                st.read_only = true;
+                st.running = true;
+                st.crashed = None;
+                st.starts += 1;
+            }
+        }
+        {
             let mut st = self.running()?;
             st.following = Some(id);
             st.read_only = true;
