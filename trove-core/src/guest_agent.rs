@@ -24,7 +24,10 @@ use crate::ports::{
     BackupJob, BackupOutcome, BackupProgress, DatastoreStrategy, Delivery, DynBus, DynClock,
     GuestLauncher, GuestSpec, PrepareRequest, StrategyFactory, Subscription,
 };
-use crate::rpc::{guest_topic, ConductorClient, ConductorRequest, Envelope, GuestRequest, Reply};
+use crate::rpc::{
+    guest_topic, ConductorClient, ConductorRequest, Envelope, GuestRequest, ReplicationRequest,
+    Reply,
+};
 use crate::state::{BackupState, ServiceStatus};
 
 const IDLE: u8 = 0;
@@ -138,6 +141,18 @@ impl GuestAgent {
                 }
             })
         };
+        // Requests are served one at a time, in order, by a worker; a fence goes past them (a request stuck on a
+        // frozen engine must not hold back the fence that ends it).
+        let (queue, mut queued) =
+            tokio::sync::mpsc::unbounded_channel::<(Delivery, GuestRequest, bool)>();
+        let worker = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                while let Some((d, req, sealed)) = queued.recv().await {
+                    me.answer(d, req, sealed).await;
+                }
+            })
+        };
         loop {
             if *shutdown.borrow() {
                 break;
@@ -145,7 +160,17 @@ impl GuestAgent {
             tokio::select! {
                 r = shutdown.changed() => if r.is_err() { break },
                 d = sub.next() => match d {
-                    Ok(Some(d)) => self.handle(d).await,
+                    Ok(Some(d)) => {
+                        if let Some((d, req, sealed)) = self.open(d).await {
+                            if matches!(req, GuestRequest::Replication(ReplicationRequest::Fence)) {
+                                let me = self.clone();
+                                tokio::spawn(async move { me.answer(d, req, sealed).await });
+                            } else if let Err(e) = queue.send((d, req, sealed)) {
+                                let (d, req, sealed) = e.0;
+                                self.answer(d, req, sealed).await;
+                            }
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(instance = %self.instance_id, error = %e, "guest subscription failed");
@@ -155,6 +180,7 @@ impl GuestAgent {
             }
         }
         hb.abort();
+        worker.abort();
         if let Some((_, task)) = self.backup.lock().unwrap_or_else(|e| e.into_inner()).take() {
             task.abort();
         }
@@ -232,9 +258,10 @@ impl GuestAgent {
         }
     }
 
-    async fn handle(&self, mut d: Delivery) {
-        let (req, sealed) = match self.open_request(&d.body) {
-            Ok(r) => r,
+    /// The request of a delivery, opened; one that cannot be opened is answered with the error and dropped.
+    async fn open(&self, mut d: Delivery) -> Option<(Delivery, GuestRequest, bool)> {
+        match self.open_request(&d.body) {
+            Ok((req, sealed)) => Some((d, req, sealed)),
             Err(e) => {
                 tracing::warn!(instance = %self.instance_id, error = %e, "dropping a guest request that cannot be opened or decoded");
                 if d.expects_reply() {
@@ -242,9 +269,13 @@ impl GuestAgent {
                     let _ = d.reply(body).await;
                 }
                 let _ = d.ack().await;
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Serves an opened request: runs it, replies (sealed when the request was), acknowledges the delivery.
+    async fn answer(&self, mut d: Delivery, req: GuestRequest, sealed: bool) {
         let result = self.dispatch(req).await;
         if d.expects_reply() {
             let body = self.reply_bytes(&Reply::from_result(result), sealed);
@@ -667,6 +698,79 @@ mod tests {
         let env = Envelope::<ConductorRequest>::decode(&d.body).unwrap();
         d.ack().await.unwrap();
         env.body
+    }
+
+    /// A fence goes past a request stuck on a frozen engine (the guest serves requests one at a time): the fence
+    /// that ends the freeze is never held back by it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fence_is_served_while_a_request_hangs_on_a_frozen_engine() {
+        let bus = Arc::new(MemoryBus::new());
+        let id = Uuid::new_v4();
+        let factory = crate::memory::SimulatedStrategyFactory::new()
+            .with_backup_store(Arc::new(crate::memory::MemoryBackupStore::new()));
+        let ctx = crate::ports::StrategyContext {
+            instance_id: id,
+            datastore_version: crate::testing::sample_version(Manager::Mariadb),
+            flavor: crate::testing::sample_flavor(),
+            server_dir: "/x".into(),
+            volume_path: None,
+            bind_address: "127.0.0.1".into(),
+            port: 3306,
+        };
+        let strategy = factory.strategy(&ctx).unwrap();
+        strategy
+            .prepare(&PrepareRequest {
+                memory_mb: 512,
+                volume_size_gb: Some(1),
+                databases: vec![],
+                users: vec![],
+                root_password: None,
+                overrides: Default::default(),
+                restore: None,
+            })
+            .await
+            .unwrap();
+        let agent = Arc::new(GuestAgent::new(
+            id,
+            bus.clone(),
+            Arc::new(ManualClock::new()),
+            strategy,
+            Duration::from_secs(1),
+            None,
+        ));
+        agent.assume_prepared();
+        let sub = agent.subscribe().await.unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(agent.clone().serve(sub, rx));
+        let client = GuestClient::new(bus.clone(), id, "test", GuestTimeouts::default());
+        let at = client.replication_position().await.unwrap();
+        factory.engine(id).freeze(true);
+        // A wait for a position polls the frozen engine: it hangs.
+        let stuck = {
+            let client = client.clone();
+            tokio::spawn(async move { client.wait_for_position(at, Duration::from_secs(60)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !stuck.is_finished(),
+            "the wait should hang on the frozen engine"
+        );
+        tokio::time::timeout(Duration::from_secs(5), client.fence())
+            .await
+            .expect("the fence is not held back by the stuck request")
+            .expect("fenced");
+        assert!(
+            !factory.engine(id).is_running(),
+            "the fence stopped the engine"
+        );
+        // The stuck request ends with the engine (it no longer runs).
+        let ended = tokio::time::timeout(Duration::from_secs(5), stuck).await;
+        assert!(
+            ended.is_ok(),
+            "the stuck request ends once the engine stopped"
+        );
+        tx.send(true).unwrap();
+        task.await.unwrap();
     }
 
     /// A guest with a key answers only requests sealed with it, seals its replies, and refuses the rest: a plain

@@ -125,6 +125,8 @@ struct EngineState {
     read_only: bool,
     /// A replica that receives nothing from its source (a cut link: it lags).
     cut_off: bool,
+    /// A frozen engine (SIGSTOP): asking its replication position hangs until it thaws or stops.
+    frozen: bool,
     /// The replication position: every statement a source runs advances it; a replica has its source's as of
     /// its latest sync.
     position: u64,
@@ -236,6 +238,10 @@ impl SimulatedEngine {
     /// The instance this engine follows, if it is a replica.
     pub fn following(&self) -> Option<Uuid> {
         lock(&self.state).following
+    }
+    /// Freezes (or thaws) the engine: its replication position does not answer meanwhile.
+    pub fn freeze(&self, on: bool) {
+        lock(&self.state).frozen = on;
     }
     /// Cuts (or restores) a replica's link to its source: cut, it applies nothing more and lags.
     pub fn cut_off(&self, cut: bool) {
@@ -1078,6 +1084,12 @@ impl ReplicationFacet for SimulatedStrategy {
     }
 
     async fn position(&self) -> Result<ReplicaPosition> {
+        while {
+            let st = lock(&self.engine.state);
+            st.frozen && st.running
+        } {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let st = self.running()?;
         Ok(ReplicaPosition::Offset {
             offset: st.position,
