@@ -4,7 +4,7 @@ mod common;
 
 use common::Fixture;
 use trove_core::model::Manager;
-use trove_core::testing::strategy::run_all;
+use trove_core::testing::strategy::{replication, run_all};
 
 async fn conformance(manager: Manager) {
     let fx = Fixture::new(manager, 256);
@@ -31,6 +31,35 @@ async fn postgresql_passes_the_strategy_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_passes_the_strategy_suite() {
     conformance(Manager::Redis).await;
+}
+
+/// The replication part of the suite on a source and a replica of `manager` sharing a backup store.
+async fn replication_conformance(manager: Manager) {
+    let store: trove_core::ports::DynBackupStore =
+        std::sync::Arc::new(trove_core::memory::MemoryBackupStore::new());
+    let (src, rep) = (
+        Fixture::with_backups(manager, 256, store.clone()),
+        Fixture::with_backups(manager, 256, store),
+    );
+    replication::run(src.strategy.clone(), rep.strategy.clone()).await;
+    for fx in [src, rep] {
+        fx.strategy.stop().await.expect("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_passes_the_replication_suite() {
+    replication_conformance(Manager::Mariadb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_passes_the_replication_suite() {
+    replication_conformance(Manager::Postgresql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_passes_the_replication_suite() {
+    replication_conformance(Manager::Redis).await;
 }
 
 /// The real strategies offer what the simulated one (the orchestration tests' engine) offers, and what the

@@ -4,7 +4,8 @@
 //! checks as the simulated one. It checks that [`DatastoreStrategy::facets`] matches the accessors, runs the
 //! lifecycle part ([`lifecycle`]) and one part per facet the strategy offers ([`users`], [`databases`],
 //! [`root`], [`configuration`], [`tls`], [`logs`]), and checks that a request for a facet it lacks gets
-//! upstream's answer from the guest agent's dispatch ([`missing_facets_answer_upstream_statuses`]).
+//! upstream's answer from the guest agent's dispatch ([`missing_facets_answer_upstream_statuses`]). Replication
+//! needs two engines: [`replication::run`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub mod configuration;
 pub mod databases;
 pub mod lifecycle;
 pub mod logs;
+pub mod replication;
 pub mod root;
 pub mod tls;
 pub mod users;
@@ -289,6 +291,29 @@ mod tests {
                 Ok(Arc::new(SimulatedStrategy::standalone(manager)) as DynStrategy)
             })
             .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn simulated_strategies_pass_the_replication_suite() {
+        for manager in [Manager::Mariadb, Manager::Postgresql, Manager::Redis] {
+            let factory = SimulatedStrategyFactory::new()
+                .with_backup_store(Arc::new(crate::memory::MemoryBackupStore::new()));
+            let fresh = || {
+                let mut spec = crate::testing::sample_server_spec(manager);
+                spec.instance_id = uuid::Uuid::new_v4();
+                let ctx = GuestSpec {
+                    instance_id: spec.instance_id,
+                    datastore_version: spec.datastore_version.clone(),
+                    flavor: spec.flavor.clone(),
+                    server_dir: "/x".into(),
+                    volume_path: None,
+                    bind_address: "127.0.0.1".into(),
+                    port: 1,
+                };
+                factory.strategy(&ctx).expect("a strategy")
+            };
+            replication::run(fresh(), fresh()).await;
         }
     }
 
