@@ -10,8 +10,9 @@
 //!
 //! CI runs a representative subset (create, delete and resize flavor on MariaDB, PostgreSQL and Redis, two kill
 //! points each; a backup on MariaDB killed inside the guest's backup and at a journal write, and a restore killed
-//! after the guest unpacked the backup). The full sweep (create, delete, resize flavor, resize volume, restart,
-//! upgrade, mgmt migrate, mgmt rebuild, backup and restore on every engine; every
+//! after the guest unpacked the backup; a replica's create on MariaDB and a switchover on PostgreSQL, at a journal
+//! write each). The full sweep (create, delete, resize flavor, resize volume, restart, upgrade, mgmt migrate, mgmt
+//! rebuild, backup, restore, point-in-time restore, create replica and promote on every engine; every
 //! journal write of each, found by moving the kill point on until the operation ends before reaching it, plus the
 //! guest's prepare, backup and restore points) is
 //! `TROVE_KILL_SWEEP=full cargo test --all-features --test kill_anywhere -- --nocapture` (cargo test: it runs longer
@@ -54,6 +55,20 @@ enum Op {
     /// Create an instance from an incremental stopped at a moment between it and its parent (point-in-time
     /// restore: MariaDB replays the binary log on a private server, PostgreSQL its WAL in the single-user run).
     PitRestore,
+    /// Create a replica of the instance (it must end ACTIVE, following the source; no seed backup left).
+    CreateReplica,
+    /// Promote the instance's replica (switchover: it must end the source, the old source following it).
+    Promote,
+}
+
+impl Op {
+    /// Whether the case watches an instance other than the one it made first (which it keeps as a companion).
+    fn watches_another(self) -> bool {
+        matches!(
+            self,
+            Op::Restore | Op::PitRestore | Op::CreateReplica | Op::Promote
+        )
+    }
 }
 
 /// One case: an operation on an engine, and where the process dies.
@@ -137,6 +152,18 @@ fn ci_cases() -> Vec<Case> {
             op,
             kill,
         });
+    }
+    // Replication: a replica's create killed inside its seed (the source's guest stored the seed backup, the
+    // process died before reporting it); a switchover killed at a journal write inside it.
+    for (ds, op, kill) in [
+        (
+            "mariadb",
+            Op::CreateReplica,
+            (POINT, "backup:after_put".to_string()),
+        ),
+        ("postgresql", Op::Promote, journal(8)),
+    ] {
+        out.push(Case { ds, op, kill });
     }
     for (op, kills) in [
         // prepare's guest point, and the prepare step's "completed" line (the cast sent, its answer lost).
@@ -276,6 +303,20 @@ fn ask(server: &AllInOne, op: Op, ds: &str, id: &str) -> Option<(u16, Value)> {
     };
     match op {
         Op::Create => unreachable!("create is asked by `create`"),
+        Op::CreateReplica => try_blocking(
+            "POST",
+            &url(server, "/instances"),
+            Some(&json!({"instance": {"name": REPLICA, "replica_of": id}}).to_string()),
+        ),
+        Op::Promote => {
+            let replica = find(server, REPLICA).expect("prepare_for made the replica");
+            try_blocking(
+                "POST",
+                &url(server, &format!("/instances/{replica}/action")),
+                Some(r#"{"promote_to_replica_source": {}}"#),
+            )
+            .map(|(s, _)| (s, json!({"instance": {"id": replica}})))
+        }
         Op::Delete => try_blocking("DELETE", &url(server, &format!("/instances/{id}")), None),
         Op::ResizeFlavor => action(r#"{"resize": {"flavorRef": "1"}}"#),
         Op::ResizeVolume => action(r#"{"resize": {"volume": {"size": 2}}}"#),
@@ -328,6 +369,8 @@ fn ask(server: &AllInOne, op: Op, ds: &str, id: &str) -> Option<(u16, Value)> {
 
 /// The name of the instance a restore case creates.
 const RESTORED: &str = "k-restored";
+/// The name of the replica a replication case makes.
+const REPLICA: &str = "k-replica";
 
 /// The backups of instance `id` (id, status).
 fn backups_of(server: &AllInOne, id: &str) -> Vec<(String, String)> {
@@ -480,6 +523,18 @@ fn prepare_for(server: &AllInOne, op: Op, ds: &str, id: &str) {
             |_, i| healthy(i),
         );
     }
+    if op == Op::Promote {
+        let (s, b) = blocking(
+            "POST",
+            &url(server, "/instances"),
+            Some(&json!({"instance": {"name": REPLICA, "replica_of": id}}).to_string()),
+        );
+        assert_eq!(s, 200, "replica for the promote: {b}");
+        let replica = b["instance"]["id"].as_str().expect("an id").to_string();
+        wait_for(server, &replica, "a following replica", CONVERGE, |_, i| {
+            healthy(i) && i["replica_of"]["id"] == id
+        });
+    }
     if op == Op::Upgrade {
         let (image, manager) = version_of(server, ds);
         let body = json!({"version": {
@@ -503,6 +558,10 @@ fn ended(op: Op, s: u16, i: &Value) -> bool {
         Op::ResizeFlavor => healthy(i) && i["flavor"]["id"] == "1",
         Op::ResizeVolume => healthy(i) && i["volume"]["size"] == 2,
         Op::Upgrade => healthy(i) && i["datastore"]["version"] == UPGRADE_TO,
+        Op::CreateReplica => healthy(i) && i["replica_of"]["id"].is_string(),
+        Op::Promote => {
+            healthy(i) && i.get("replica_of").is_none() && i["replicas"][0]["id"].is_string()
+        }
         Op::Create
         | Op::Restart
         | Op::Migrate
@@ -639,8 +698,8 @@ fn run(case: &Case) -> Option<Duration> {
         if let Some((s, body)) = &answer {
             assert!(*s == 202 || *s == 200, "{case}: {s} {body}");
         }
-        if matches!(op, Op::Restore | Op::PitRestore) {
-            // The case watches the new instance; the source is deleted at the end.
+        if op.watches_another() {
+            // The case watches the new instance (the promoted replica); the first one is deleted at the end.
             source = Some(id);
             let new = answer.and_then(|(_, b)| b["instance"]["id"].as_str().map(str::to_string));
             (killed(server, op, new.as_deref(), case), new)
@@ -654,51 +713,74 @@ fn run(case: &Case) -> Option<Duration> {
             // Clean up on a server without the kill point (the killed one would die in the delete's journal).
             let (_, state) = server.stop();
             let server = AllInOne::start_in(state, &ARGS);
-            if let Some(src) = &source {
-                delete_only(&server, src, case);
-            }
-            if let Some(id) = &id {
-                delete_and_check_clean(&server, id, case);
-            }
+            clean_up(&server, op, source.as_deref(), id.as_deref(), case);
             let _ = server.stop();
             return None;
         }
     };
     let restarted = Instant::now();
     let server = AllInOne::start_in(state, &ARGS);
-    let restore = matches!(op, Op::Restore | Op::PitRestore);
-    let id = id.or_else(|| find(&server, if restore { RESTORED } else { &name }));
+    let made = match op {
+        Op::Restore | Op::PitRestore => RESTORED,
+        Op::CreateReplica | Op::Promote => REPLICA,
+        _ => &name,
+    };
+    let id = id.or_else(|| find(&server, made));
     let Some(id) = id else {
         // The create was never acknowledged and left nothing: a valid end, said so in the output.
         assert!(
-            matches!(op, Op::Create | Op::Restore | Op::PitRestore),
+            matches!(
+                op,
+                Op::Create | Op::Restore | Op::PitRestore | Op::CreateReplica
+            ),
             "{case}: the instance was lost"
         );
-        if let Some(src) = &source {
-            delete_and_check_clean(&server, src, case);
-        }
+        clean_up(&server, op, source.as_deref(), None, case);
         eprintln!("{case}: the create was never answered and left no instance");
         let _ = server.stop();
         return Some(restarted.elapsed());
     };
     wait_for(&server, &id, "converged", CONVERGE, |s, i| ended(op, s, i));
     let took = restarted.elapsed();
-    // A restore's source goes first: the checks after the last delete find no engine at all.
-    if let Some(src) = &source {
-        delete_only(&server, src, case);
-    }
     if op == Op::Backup {
         assert_backups_settled(&server, &id, case);
+    }
+    if matches!(op, Op::CreateReplica | Op::Promote) {
+        // The seed backup is gone once the replica follows.
+        let src = source.as_deref().expect("the first instance");
+        let seeds: Vec<_> = [src, id.as_str()]
+            .iter()
+            .flat_map(|i| backups_of(&server, i))
+            .collect();
+        assert!(seeds.is_empty(), "{case}: seed backups left: {seeds:?}");
     }
     if op == Op::Delete {
         assert_gone(&server, &id, case);
     } else {
-        // A restored instance has the user of its backup's source (none was given at its create).
+        // A restored instance has the user of its backup's source (none was given at its create); a replica's
+        // users are its source's.
         assert_user(&server, &id, case);
-        delete_and_check_clean(&server, &id, case);
+        clean_up(&server, op, source.as_deref(), Some(&id), case);
     }
     let _ = server.stop();
     Some(took)
+}
+
+/// Deletes what a case made, in the order its relations allow, and checks nothing is left: a restore's source
+/// and a promoted case's old source (now a replica) first, a replica before its source.
+fn clean_up(server: &AllInOne, op: Op, first: Option<&str>, watched: Option<&str>, case: &Case) {
+    let order: Vec<&str> = if op == Op::CreateReplica {
+        watched.into_iter().chain(first).collect()
+    } else {
+        first.into_iter().chain(watched).collect()
+    };
+    for (n, id) in order.iter().enumerate() {
+        if n + 1 == order.len() {
+            delete_and_check_clean(server, id, case);
+        } else {
+            delete_only(server, id, case);
+        }
+    }
 }
 
 struct Tally {
@@ -737,6 +819,8 @@ fn every_kill_point_converges_after_a_restart() {
             Op::Backup,
             Op::Restore,
             Op::PitRestore,
+            Op::CreateReplica,
+            Op::Promote,
         ] {
             for ds in ENGINES {
                 if matches!(op, Op::Backup | Op::Restore) && !BACKUP_ENGINES.contains(&ds) {
