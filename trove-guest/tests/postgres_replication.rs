@@ -179,10 +179,31 @@ async fn postgresql_replica_streams_switches_over_rewinds_and_detaches() {
     bf.attach(&info).await.expect("attach the sibling");
     caught_up(sf, bf).await;
 
+    // A handover undone (a switchover that failed before its promote): the source takes writes again and the
+    // replicas follow it again.
+    sf.set_read_only(true).await.expect("source hands over");
+    assert!(insert(src.port(), 90).await.is_err());
+    sf.set_read_only(false).await.expect("the handover undone");
+    insert(src.port(), 90)
+        .await
+        .expect("the source takes writes again");
+    let mut c = connect(src.port(), "clerk", "clerk-pw1")
+        .await
+        .expect("connect");
+    c.execute("DELETE FROM items WHERE n = 90")
+        .await
+        .expect("delete");
+    let _ = c.close().await;
+    caught_up(sf, rf).await;
+    caught_up(sf, bf).await;
+
     // Switchover: the source stops taking writes, the replica catches up and is promoted, the sibling and the
     // old source (rewound) follow it.
     sf.set_read_only(true).await.expect("source read only");
-    assert!(read_only_refusal(insert(src.port(), 98).await));
+    assert!(
+        insert(src.port(), 98).await.is_err(),
+        "the source hands over: it takes no writes"
+    );
     caught_up(sf, rf).await;
     rf.promote().await.expect("promote");
     insert(rep.port(), 4)

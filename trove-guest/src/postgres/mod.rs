@@ -65,6 +65,8 @@ pub(crate) struct PostgresBinaries {
     pub basebackup: Option<PathBuf>,
     /// `pg_rewind` of the same installation (a former source rejoining as a replica).
     pub rewind: Option<PathBuf>,
+    /// `pg_controldata` of the same installation (the position of a cleanly stopped source).
+    pub controldata: Option<PathBuf>,
 }
 
 impl PostgresBinaries {
@@ -105,6 +107,7 @@ impl PostgresBinaries {
                 Ok(PostgresBinaries {
                     basebackup: beside("pg_basebackup"),
                     rewind: beside("pg_rewind"),
+                    controldata: beside("pg_controldata"),
                     initdb,
                     postgres,
                 })

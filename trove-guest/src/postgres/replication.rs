@@ -25,9 +25,12 @@
 //! only: it lives in a 0700 directory of the engine user): a replica's catalog, the admin's password with it, is
 //! its source's.
 //!
-//! Fencing a primary (`set_read_only(true)`) renders `default_transaction_read_only = on`, reloads, and ends every
-//! session but the guest's. PostgreSQL lets a session turn that default off again: it stops applications, not a
-//! superuser who wants to write; a standby is read only for everyone.
+//! A primary hands over (`set_read_only(true)`, a switchover) by a clean stop: nobody writes after it, a superuser
+//! included, and its WAL senders pass everything up to the shutdown checkpoint on; its position is then its
+//! control file's last checkpoint (`pg_controldata`, only for a clean shutdown); allowing writes again (a
+//! switchover undone) starts it. A fenced source (killed by its guest in a failover) is rendered with
+//! `default_transaction_read_only = on`, so a restart by anyone keeps applications from writing until it rejoins as
+//! a standby, which is read only for everyone.
 //!
 //! [`RestoreSpec::replica`]: trove_core::ports::RestoreSpec::replica
 
@@ -99,6 +102,12 @@ fn passfile_field(s: &str) -> String {
 /// The timeline of a WAL file name (its first 8 hex digits).
 fn timeline_of(walfile: &str) -> Option<u32> {
     u32::from_str_radix(walfile.get(..8)?, 16).ok()
+}
+
+/// An LSN as PostgreSQL prints it (`16/B374D848`).
+fn lsn_of(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
 /// An LSN as PostgreSQL prints a number (`numeric` text).
@@ -194,6 +203,51 @@ impl Postgres {
         .ok();
         let _ = c.close().await;
         r.and_then(|t| u32::try_from(t).ok())
+    }
+
+    /// The position of a stopped engine: its last checkpoint, only when it was shut down cleanly (then nothing
+    /// follows it); a crashed engine's WAL goes beyond its last checkpoint, so its position is unknown.
+    async fn stopped_position(&self) -> Result<ReplicaPosition> {
+        let tool = self.bins.controldata.clone().ok_or_else(|| {
+            Error::backend(
+                "postgresql",
+                "pg_controldata is not installed beside the PostgreSQL server",
+                false,
+            )
+        })?;
+        let out = tokio::process::Command::new(&tool)
+            .arg("-D")
+            .arg(&self.base.layout.data_dir)
+            .env("LC_ALL", "C")
+            .output()
+            .await
+            .map_err(|e| Error::backend("postgresql", format!("pg_controldata: {e}"), true))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let state = field("Database cluster state:").unwrap_or_default();
+        if state != "shut down" {
+            return Err(Error::backend(
+                "postgresql",
+                format!(
+                    "the engine does not run and its cluster state is '{state}': its position is unknown"
+                ),
+                true,
+            ));
+        }
+        field("Latest checkpoint location:")
+            .and_then(|v| lsn_of(&v))
+            .map(|lsn| ReplicaPosition::Lsn { lsn })
+            .ok_or_else(|| {
+                Error::backend(
+                    "postgresql",
+                    "pg_controldata shows no checkpoint location",
+                    false,
+                )
+            })
     }
 
     /// Reloads the rendered configuration (waiting until it is loaded).
@@ -617,6 +671,9 @@ impl ReplicationFacet for Postgres {
     }
 
     async fn position(&self) -> Result<ReplicaPosition> {
+        if self.running_pid().is_none() {
+            return self.stopped_position().await;
+        }
         let mut c = self.connect_admin(ADMIN_DB).await?;
         let r = sqlx::query_scalar::<_, String>(
             "SELECT (CASE WHEN pg_is_in_recovery() \
@@ -654,24 +711,26 @@ impl ReplicationFacet for Postgres {
         }
     }
 
+    /// A primary hands over by a clean stop: nobody, a superuser included, writes after it, and its WAL
+    /// senders pass everything up to the shutdown checkpoint to the standbys first. Its position is then read
+    /// from its control file; allowing writes again starts it.
     async fn set_read_only(&self, read_only: bool) -> Result<()> {
         self.base.layout.update_state(|s| s.read_only = read_only)?;
         self.render_config()?;
-        if self.in_recovery().await? {
+        let running = self.running_pid().is_some();
+        if !read_only {
+            if running {
+                return self.reload_conf().await;
+            }
+            return start_engine(self).await;
+        }
+        if !running || self.in_recovery().await? {
             return Ok(());
         }
-        self.reload_conf().await?;
-        if read_only {
-            // Sessions keep the default they started with: end them (the guest's own and WAL senders stay).
-            self.exec(
-                ADMIN_DB,
-                &["SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                   WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
-                   AND usename IS DISTINCT FROM 'os_admin'"
-                    .to_string()],
-            )
-            .await?;
-        }
+        // Stopped on purpose (SHUTDOWN, not CRASHED: nothing restarts it behind the handover's back).
+        self.base.layout.update_state(|s| s.running = false)?;
+        stop_engine(self).await?;
+        tracing::info!(instance = %self.base.ctx.instance_id, "stopped cleanly to hand over");
         Ok(())
     }
 
@@ -747,6 +806,9 @@ mod tests {
         assert_eq!(parse_lsn("50331784"), Some(50_331_784));
         assert_eq!(parse_lsn("7.0"), Some(7));
         assert_eq!(parse_lsn("-"), None);
+        assert_eq!(lsn_of("0/6000028"), Some(0x0600_0028));
+        assert_eq!(lsn_of("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
+        assert_eq!(lsn_of("x"), None);
         assert_eq!(conf_value("host='a' x"), "'host=''a'' x'");
         assert_eq!(passfile_field("a:b\\c"), "a\\:b\\\\c");
     }
