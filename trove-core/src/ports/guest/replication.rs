@@ -99,7 +99,9 @@ pub struct ReplicationSource {
 /// - `position` answers where the engine is: the last transaction written (source) or applied (replica).
 /// - `wait_for` answers once the engine covers `position`, or times out with a transient error saying how far it
 ///   got.
-/// - `set_read_only(true)` stops every account but the guest's from writing (a source about to hand over, or fenced).
+/// - `set_read_only(true)` stops every account but the guest's from writing (a source about to hand over, or fenced);
+///   an engine may instead stop cleanly (PostgreSQL), as long as `position` still answers where it stopped and
+///   `set_read_only(false)` starts it again.
 /// - `promote` stops following, and makes the engine a writable source from exactly what it applied.
 /// - `detach` is `promote` without a new role: a standalone writable instance.
 #[async_trait]
