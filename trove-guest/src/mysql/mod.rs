@@ -147,9 +147,17 @@ impl Mysql {
         // A half-initialised directory from an interrupted attempt is started again from scratch.
         self.base.layout.clear_data_dir();
         let datadir = format!("--datadir={}", data.display());
+        // The bootstrap server's temporary tables go to a directory of this instance's, not the shared /tmp
+        // (a bootstrap once failed there: its temporary table was gone when it removed it).
+        let tmp = self.base.layout.engine_dir.join("install-tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| crate::common::io_err("create", &tmp, e))?;
+        crate::common::set_mode(&tmp, 0o700)?;
+        self.base.run_as.own(&tmp)?;
+        let tmpdir = format!("--tmpdir={}", tmp.display());
         let args: Vec<&OsStr> = vec![
             OsStr::new("--no-defaults"),
             OsStr::new(&datadir),
+            OsStr::new(&tmpdir),
             OsStr::new("--auth-root-authentication-method=normal"),
             OsStr::new("--skip-test-db"),
             OsStr::new("--skip-name-resolve"),
