@@ -15,6 +15,11 @@
 //! With `--tls-cert PATH --tls-key PATH` (PEM; the certificate file may hold its chain) it serves HTTPS only and
 //! prints `listening on https://ADDR`; clients trust the certificate's CA (`openstack --os-cacert CA.pem ...`). A
 //! missing or bad file, or a key that is not the certificate's, refuses to start with a message naming the file.
+//!
+//! The control plane's settings (the distributed roles' `[core]` section: heartbeat expiry, report interval,
+//! automatic failover, ...) keep their defaults unless set by `TROVE_CORE__<KEY>` environment variables, e.g.
+//! `TROVE_CORE__AUTO_FAILOVER=false` for upstream's manual eject only; an unknown key or a bad value refuses to
+//! start, naming the variable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -257,6 +262,7 @@ async fn run(args: Args) -> Result<()> {
             .unwrap_or_else(StoreLocation::default_state_dir),
     );
     opts.database_url = args.database_url.clone();
+    opts.config = trove::env_overrides::core_config(std::env::vars())?;
     opts.seed = !args.no_seed;
     opts.extra_hosts = args.hosts.clone();
     opts.address_pool = Some(args.address_pool.clone()).filter(|p| p != "none");

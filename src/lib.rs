@@ -4,6 +4,7 @@
 pub mod control_plane;
 #[cfg(all(feature = "engines", any(feature = "sqlite", feature = "postgres")))]
 pub mod embedded;
+pub mod env_overrides;
 pub mod http;
 pub mod secrets;
 pub mod serve;

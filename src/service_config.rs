@@ -35,8 +35,8 @@ use trove_core::ports::{DynAuthenticator, DynStore, StrategyFactory};
 use trove_core::{CoreConfig, Error, Result};
 use trove_guest::{EngineConfig, EngineStrategyFactory};
 
-/// Prefix of the environment variables that override configuration keys.
-pub const ENV_PREFIX: &str = "TROVE_";
+pub use crate::env_overrides::ENV_PREFIX;
+use crate::env_overrides::{config_err, unknown_key};
 
 /// The infrastructure database.
 #[derive(Clone, Serialize, Deserialize)]
@@ -282,27 +282,6 @@ pub struct SecretsConfig {
     pub key_file: Option<PathBuf>,
 }
 
-fn config_err(msg: impl std::fmt::Display) -> Error {
-    Error::bad_request(format!("Configuration: {msg}"))
-}
-
-/// Turns an override's text into a value of the type the key has (strings stay strings, so a password of
-/// digits is fine); keys without a current value take TOML syntax when it parses, else the text.
-fn coerce(raw: &str, current: Option<&toml::Value>, var: &str) -> Result<toml::Value> {
-    use toml::Value as V;
-    let bad = |what: &str| config_err(format!("{var}: '{raw}' is not {what}"));
-    Ok(match current {
-        Some(V::String(_)) => V::String(raw.into()),
-        Some(V::Integer(_)) => V::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
-        Some(V::Float(_)) => V::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
-        Some(V::Boolean(_)) => V::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
-        _ => match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-            Ok(mut t) => t.remove("v").unwrap_or_else(|| V::String(raw.into())),
-            Err(_) => V::String(raw.into()),
-        },
-    })
-}
-
 impl ServiceConfig {
     /// Parses a TOML document over the defaults, then applies overrides from `env` (`(name, value)` pairs; only
     /// names `TROVE_<SECTION>__<KEY>` count).
@@ -315,34 +294,7 @@ impl ServiceConfig {
         let file: toml::Table = toml::from_str(text).map_err(|e| config_err(e.message()))?;
         let mut merged = defaults;
         merge(&mut merged, toml::Value::Table(file));
-        let mut overrides: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
-            .collect();
-        overrides.sort();
-        for (var, raw) in overrides {
-            let path: Vec<String> = var[ENV_PREFIX.len()..]
-                .split("__")
-                .map(|p| p.to_ascii_lowercase())
-                .collect();
-            if path.iter().any(String::is_empty) {
-                return Err(config_err(format!("{var}: empty key in the name")));
-            }
-            let mut node = &mut merged;
-            for (i, part) in path.iter().enumerate() {
-                let table = node
-                    .as_table_mut()
-                    .ok_or_else(|| config_err(format!("{var}: '{part}' is not under a section")))?;
-                if i + 1 == path.len() {
-                    let v = coerce(&raw, table.get(part.as_str()), &var)?;
-                    table.insert(part.clone(), v);
-                    break;
-                }
-                node = table
-                    .entry(part.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            }
-        }
+        crate::env_overrides::apply(&mut merged, env, None)?;
         let cfg: ServiceConfig = merged
             .clone()
             .try_into()
@@ -582,28 +534,6 @@ impl ServiceConfig {
 }
 
 /// The first key of `given` (dotted path) that `known` lacks.
-fn unknown_key(given: &toml::Value, known: &toml::Value, prefix: &str) -> Option<String> {
-    let (toml::Value::Table(g), toml::Value::Table(k)) = (given, known) else {
-        return None;
-    };
-    for (name, v) in g {
-        let path = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
-        match k.get(name) {
-            None => return Some(path),
-            Some(kv) => {
-                if let Some(u) = unknown_key(v, kv, &path) {
-                    return Some(u);
-                }
-            }
-        }
-    }
-    None
-}
-
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
@@ -893,13 +823,7 @@ pub async fn run_guestagent(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::env_overrides::env;
 
     #[test]
     fn file_then_environment() {

@@ -2,8 +2,10 @@
 //! as `tests/api_keystone.rs` sets it up) in front of the all-in-one (`--auth keystone`, the database service and
 //! its endpoints in Keystone's catalog): `trove create vm2 2 --size 3 --datastore mysql --replica_of vm1` (the legacy
 //! client always sends a flavor and a size: accepted because they are the source's), `promote-to-replica-source`,
-//! `eject-replica-source` (answered with upstream's refusal while the source's guest reports: a dead source is
-//! failed over on its own, see `tests/replication_cli.rs`) and `detach-replica`. The legacy commands run on
+//! `eject-replica-source` (refused while the source's guest reports, as upstream; accepted once the source's host is
+//! gone and its heartbeat expired, with automatic failover turned off for the deployment, `TROVE_CORE__AUTO_FAILOVER`:
+//! otherwise a dead source is failed over on its own, see `tests/replication_cli.rs`) and `detach-replica` (of the
+//! ejected source, when its host is back). The legacy commands run on
 //! python-troveclient 5.0.0, the last release whose legacy shell can detach: 5.1 renamed `Instances.edit` to
 //! `update` without changing the shell's `detach-replica` / `update --detach_replica_source`, which since fail in the
 //! client before sending anything (against any server).
@@ -126,10 +128,16 @@ fn register(k: &Keystone, base: &str) {
     });
 }
 
-#[test]
-fn the_seeds_legacy_trove_replica_commands_work_with_a_real_keystone() {
-    let k = Keystone::start();
-    let server = AllInOne::start(&[
+/// How long a silent guest's heartbeat counts as current in this test (upstream waits 90 s before an eject).
+const HEARTBEAT_EXPIRY: &str = "8";
+
+/// The all-in-one in front of Keystone on `port` (kept across restarts: it is in Keystone's catalog), with
+/// automatic failover off (upstream's manual eject) and a short heartbeat expiry, and `hosts` besides `local`.
+fn start_server(k: &Keystone, state: tempfile::TempDir, port: u16, hosts: &[&str]) -> AllInOne {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "--listen",
+        listen.as_str(),
         "--auth",
         "keystone",
         "--keystone-url",
@@ -140,7 +148,25 @@ fn the_seeds_legacy_trove_replica_commands_work_with_a_real_keystone() {
         "admin",
         "--keystone-password",
         &k.admin_password,
-    ]);
+    ];
+    for h in hosts {
+        args.extend(["--host", h]);
+    }
+    AllInOne::start_env(
+        state,
+        &args,
+        &[
+            ("TROVE_CORE__AUTO_FAILOVER", "false"),
+            ("TROVE_CORE__AGENT_HEARTBEAT_EXPIRY", HEARTBEAT_EXPIRY),
+        ],
+    )
+}
+
+#[test]
+fn the_seeds_legacy_trove_replica_commands_work_with_a_real_keystone() {
+    let k = Keystone::start();
+    let port = api_support::free_port();
+    let server = start_server(&k, api_support::engine_state_dir(), port, &["h2"]);
     register(&k, &server.base);
 
     trove_ok(
@@ -149,7 +175,7 @@ fn the_seeds_legacy_trove_replica_commands_work_with_a_real_keystone() {
     );
     wait_active(&k, "vm1");
     let vm1 = field(&k, "vm1", "id").expect("vm1 id");
-    // The seed's literal command.
+    // The seed's literal command (placed on host h2, which later goes away).
     trove_ok(
         &k,
         &[
@@ -162,6 +188,8 @@ fn the_seeds_legacy_trove_replica_commands_work_with_a_real_keystone() {
             "mysql",
             "--replica_of",
             "vm1",
+            "--availability_zone",
+            "h2",
         ],
     );
     wait_active(&k, "vm2");
@@ -206,15 +234,44 @@ fn the_seeds_legacy_trove_replica_commands_work_with_a_real_keystone() {
     assert_ne!(code, 0, "a live source was ejected");
     assert!(err.contains("current heartbeat"), "{err}");
 
-    // Detach: the replica stands alone.
-    assert_eq!(
-        field(&k, "vm1", "replica_of").as_deref(),
-        Some(vm2.as_str())
-    );
-    trove_ok(&k, &["detach-replica", "vm1"]);
+    // The source's host is gone: the control plane comes back without h2, so vm2's guest never reports again.
+    // Once its heartbeat expired, the eject is accepted and vm1 becomes the source.
+    let (_, state) = server.stop();
+    let server = start_server(&k, state, port, &[]);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (code, _, err) = trove(&k, &["eject-replica-source", "vm2"]);
+        if code == 0 {
+            break;
+        }
+        assert!(err.contains("current heartbeat"), "{err}");
+        assert!(Instant::now() < deadline, "vm2 was never ejected: {err}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     wait_active(&k, "vm1");
-    assert_eq!(field(&k, "vm1", "replica_of"), None);
-    assert_eq!(field(&k, "vm2", "replicas"), None);
+    assert_eq!(field(&k, "vm1", "replica_of"), None, "vm1 is the source");
+    // The old source is recorded as vm1's replica (to be detached or deleted when it is back).
+    assert_eq!(
+        field(&k, "vm2", "replica_of").as_deref(),
+        Some(vm1.as_str())
+    );
+
+    // h2 is back: vm2's guest reports again; detach makes it stand alone.
+    let (_, state) = server.stop();
+    let _server = start_server(&k, state, port, &["h2"]);
+    // The server reads ACTIVE at once; the guest's first report makes the instance HEALTHY again.
+    let deadline = Instant::now() + SETTLE;
+    while field(&k, "vm2", "operating_status").as_deref() != Some("HEALTHY") {
+        assert!(
+            Instant::now() < deadline,
+            "vm2's guest does not report after h2 came back"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    trove_ok(&k, &["detach-replica", "vm2"]);
+    wait_active(&k, "vm2");
+    assert_eq!(field(&k, "vm2", "replica_of"), None);
+    assert_eq!(field(&k, "vm1", "replicas"), None);
 
     for name in ["vm1", "vm2"] {
         trove_ok(&k, &["delete", name]);

@@ -479,7 +479,8 @@ pub fn all_in_one_binary() -> PathBuf {
 }
 
 impl AllInOne {
-    /// Starts the server on an ephemeral port with a fresh state directory and `extra` arguments.
+    /// Starts the server on an ephemeral port (unless `extra` has `--listen`) with a fresh state directory and
+    /// `extra` arguments.
     pub fn start(extra: &[&str]) -> AllInOne {
         AllInOne::start_in(engine_state_dir(), extra)
     }
@@ -516,8 +517,15 @@ impl AllInOne {
         stderr: Stdio,
     ) -> AllInOne {
         use std::io::BufRead;
+        // An ephemeral port unless `extra` names one (a restart that keeps its address).
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(all_in_one_binary())
-            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .args(listen)
+            .arg("--state-dir")
             .arg(state.path())
             .args(extra)
             .envs(env.iter().copied())
