@@ -320,6 +320,7 @@ impl GuestAgent {
             GuestRequest::Tls(r) => r.serve_on(s).await,
             GuestRequest::Logs(r) => r.serve_on(s, &self.log_context()).await,
             GuestRequest::Replication(r) => r.serve_on(s).await,
+            GuestRequest::Cluster(r) => r.serve_on(s).await,
             GuestRequest::Backup(job) => self.start_backup(job).map(|()| Value::Null),
         }
     }

@@ -166,7 +166,7 @@ pub enum Facet {
     Backup,
     /// Replication: replicas, switchover, eject (seeded from backups).
     Replication,
-    /// Cluster membership (reserved: the facet comes with the cluster issue).
+    /// Cluster membership: Redis Cluster, MariaDB Galera.
     Cluster,
 }
 

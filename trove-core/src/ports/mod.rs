@@ -18,8 +18,9 @@ pub use clock::{Clock, SystemClock};
 pub use compute::{migration_target, Compute, GuestLauncher, GuestSpec, Server, ServerSpec};
 pub use guest::{
     archive_key, archive_piece, checksum_fault, not_supported, verified_object, BackupFacet,
-    BackupJob, BackupOutcome, BackupPiece, BackupProgress, ConfigurationFacet, DatabasesFacet,
-    DatastoreStrategy, EngineStatus, FacetCatalog, FsStats, LogsFacet, PrepareRequest,
+    BackupJob, BackupOutcome, BackupPiece, BackupProgress, ClusterFacet, ClusterMember,
+    ClusterMemberStatus, ClusterSpec, ConfigurationFacet, DatabasesFacet, DatastoreStrategy,
+    EngineStatus, FacetCatalog, FsStats, LoadMetrics, LogsFacet, Moved, PrepareRequest,
     ReplicaPosition, ReplicationFacet, ReplicationSource, RestoreSpec, RootFacet, StrategyContext,
     StrategyFactory, TlsFacet, UserInfo, UsersFacet,
 };

@@ -11,13 +11,12 @@
 //! | [`Facet::Logs`] | [`LogsFacet`] | guest logs: list, one action on one log |
 //! | [`Facet::Backup`] | [`BackupFacet`] | backups into the deployment's store; restore in prepare |
 //! | [`Facet::Replication`] | [`ReplicationFacet`] | source, replica, positions, read only, promote, detach |
+//! | [`Facet::Cluster`] | [`ClusterFacet`] | cluster membership: join, members, rebalance, drain, load |
 //!
 //! A strategy offers a facet by answering `Some` from its accessor ([`DatastoreStrategy::users`], ...); what it
 //! offers ([`DatastoreStrategy::facets`]) is derived from those accessors, so it cannot claim what it does not do.
 //! The guest agent answers a request for a facet the strategy lacks with upstream's status (see
-//! [`crate::rpc::GuestRequest`]). [`Facet::Cluster`] is reserved: its trait and accessor come with its issue.
-//! [`Facet::Replication`] has its trait and accessor, but is not in [`DatastoreStrategy::facets`] yet: the API
-//! offers replicas once the task manager's replica workflows exist (the replication issue).
+//! [`crate::rpc::GuestRequest`]).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -26,6 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod backup;
+mod cluster;
 mod configuration;
 mod databases;
 mod logs;
@@ -37,6 +37,9 @@ mod users;
 pub use backup::{
     archive_key, archive_piece, checksum_fault, verified_object, BackupFacet, BackupJob,
     BackupOutcome, BackupPiece, BackupProgress, RestoreSpec,
+};
+pub use cluster::{
+    ClusterFacet, ClusterMember, ClusterMemberStatus, ClusterSpec, LoadMetrics, Moved,
 };
 pub use configuration::ConfigurationFacet;
 pub use databases::DatabasesFacet;
@@ -183,6 +186,10 @@ pub trait DatastoreStrategy: Send + Sync + 'static {
     fn replication(&self) -> Option<&dyn ReplicationFacet> {
         None
     }
+    /// The cluster facet, when the engine can be a member of a cluster of peers.
+    fn cluster(&self) -> Option<&dyn ClusterFacet> {
+        None
+    }
 
     /// What the strategy offers, derived from the accessors above (do not override).
     fn facets(&self) -> FacetSet {
@@ -195,6 +202,7 @@ pub trait DatastoreStrategy: Send + Sync + 'static {
             (Facet::Logs, self.logs().is_some()),
             (Facet::Backup, self.backup().is_some()),
             (Facet::Replication, self.replication().is_some()),
+            (Facet::Cluster, self.cluster().is_some()),
         ];
         offered
             .into_iter()

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::ports::{BackupJob, DynBus, FsStats, PrepareRequest};
 use crate::seal::{guest_reply_context, guest_request_context, Sealer};
 
+mod cluster;
 mod configuration;
 mod databases;
 mod logs;
@@ -24,6 +25,7 @@ mod root;
 mod tls;
 mod users;
 
+pub use cluster::ClusterRequest;
 pub use configuration::ConfigurationRequest;
 pub use databases::DatabasesRequest;
 pub use logs::LogsRequest;
@@ -76,6 +78,8 @@ pub enum GuestRequest {
     Logs(LogsRequest),
     /// The replication facet.
     Replication(ReplicationRequest),
+    /// The cluster facet.
+    Cluster(ClusterRequest),
     /// Take a backup (a cast: the guest works in the background and reports progress and the outcome to the
     /// conductor with [`ConductorRequest::UpdateBackup`](crate::rpc::ConductorRequest::UpdateBackup); asked again
     /// for a backup it is already taking, it carries on).
