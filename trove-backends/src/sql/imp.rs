@@ -329,6 +329,58 @@ macro_rules! impl_infra_store {
                 Ok(())
             }
 
+            async fn write_cluster(tx: &mut Tx, c: &trove_core::model::Cluster, expect: Expect) -> Result<()> {
+                let body = to_body(B, c)?;
+                match expect {
+                    Expect::Absent | Expect::Any => {
+                        let on_conflict = if expect == Expect::Any {
+                            " ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+                             deleted = excluded.deleted, created = excluded.created, \
+                             version = clusters.version + 1, body = excluded.body"
+                        } else {
+                            ""
+                        };
+                        let sql = format!(
+                            "INSERT INTO clusters (id, tenant_id, deleted, created, version, body) \
+                             VALUES ($1, $2, $3, $4, 0, $5){on_conflict}"
+                        );
+                        sqlx::query(&sql)
+                            .bind(c.id.to_string())
+                            .bind(c.tenant_id.as_str())
+                            .bind(c.deleted)
+                            .bind(nanos(c.created))
+                            .bind(body)
+                            .execute(&mut *tx.tx)
+                            .await
+                            .map_err(|e| conflict_on_unique(e, || format!("Cluster {} already exists.", c.id)))?;
+                    }
+                    Expect::Version(v) => {
+                        let expected = i64::try_from(v).unwrap_or(i64::MAX);
+                        let done = sqlx::query(
+                            "UPDATE clusters SET tenant_id = $2, deleted = $3, created = $4, version = version + 1, \
+                             body = $5 WHERE id = $1 AND version = $6",
+                        )
+                        .bind(c.id.to_string())
+                        .bind(c.tenant_id.as_str())
+                        .bind(c.deleted)
+                        .bind(nanos(c.created))
+                        .bind(body)
+                        .bind(expected)
+                        .execute(&mut *tx.tx)
+                        .await
+                        .map_err(err)?;
+                        if done.rows_affected() != 1 {
+                            let cur = current_version(tx, "clusters", c.id).await?;
+                            return Err(Expect::Version(v)
+                                .next_version("Cluster", c.id, cur)
+                                .err()
+                                .unwrap_or_else(|| Error::conflict(format!("Cluster {} changed concurrently.", c.id))));
+                        }
+                    }
+                }
+                Ok(())
+            }
+
             async fn current_version(tx: &mut Tx, table: &str, id: uuid::Uuid) -> Result<Option<u64>> {
                 let sql = format!("SELECT version FROM {table} WHERE id = $1");
                 let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *tx.tx).await.map_err(err)?;
@@ -481,6 +533,7 @@ macro_rules! impl_infra_store {
                             .map_err(err)?;
                         Ok(())
                     }
+                    Write::Cluster { cluster, expect } => write_cluster(tx, cluster, *expect).await,
                     Write::Event(e) => {
                         sqlx::query(
                             "INSERT INTO events (id, tenant_id, at, body) VALUES ($1, $2, $3, $4) \
@@ -816,7 +869,8 @@ macro_rules! impl_infra_store {
                     let mut w = Where::default();
                     w.eq("tenant_id", filter.tenant_id.clone())
                         .cond(!filter.include_deleted, "NOT deleted")
-                        .cond(!filter.include_clustered, "NOT clustered")
+                        .cond(!filter.include_clustered && filter.cluster_id.is_none(), "NOT clustered")
+                        .cond(filter.cluster_id.is_some(), "clustered")
                         .eq("replica_of", filter.replica_of.map(|r| r.to_string()))
                         .eq("configuration_id", filter.configuration_id.map(|c| c.to_string()));
                     let sql = w.sql("SELECT body, version FROM instances", "created DESC, id");
@@ -825,7 +879,12 @@ macro_rules! impl_infra_store {
                         q = q.bind(b.as_str());
                     }
                     let rows = q.fetch_all(self.pool()).await.map_err(err)?;
-                    rows.iter().map(instance_of).collect()
+                    let all: Vec<Instance> = rows.iter().map(instance_of).collect::<Result<_>>()?;
+                    // Members of one cluster: the `clustered` rows, narrowed by the body's cluster id.
+                    Ok(match filter.cluster_id {
+                        Some(_) => all.into_iter().filter(|i| filter.matches(i)).collect(),
+                        None => all,
+                    })
                 }
 
                 async fn list_replica_ids(&self, sources: &[uuid::Uuid]) -> Result<Vec<(uuid::Uuid, uuid::Uuid)>> {
@@ -991,6 +1050,42 @@ macro_rules! impl_infra_store {
                 async fn quota_usage(&self, tenant_id: &str) -> Result<QuotaUsage> {
                     let mut conn = self.pool().acquire().await.map_err(err)?;
                     usage_with(&mut conn, tenant_id).await
+                }
+
+                async fn get_cluster(&self, id: uuid::Uuid) -> Result<Option<trove_core::model::Cluster>> {
+                    let row = sqlx::query("SELECT body, version FROM clusters WHERE id = $1")
+                        .bind(id.to_string())
+                        .fetch_optional(self.pool())
+                        .await
+                        .map_err(err)?;
+                    row.map(|r| {
+                        let mut c: trove_core::model::Cluster = from_body(B, "clusters", &body_of(&r)?)?;
+                        c.version = version_of(&r)?;
+                        Ok(c)
+                    })
+                    .transpose()
+                }
+
+                async fn list_clusters(&self, tenant_id: Option<&str>) -> Result<Vec<trove_core::model::Cluster>> {
+                    let rows = match tenant_id {
+                        Some(t) => sqlx::query(
+                            "SELECT body, version FROM clusters WHERE tenant_id = $1 AND NOT deleted ORDER BY created, id",
+                        )
+                        .bind(t)
+                        .fetch_all(self.pool())
+                        .await,
+                        None => sqlx::query("SELECT body, version FROM clusters WHERE NOT deleted ORDER BY created, id")
+                            .fetch_all(self.pool())
+                            .await,
+                    }
+                    .map_err(err)?;
+                    rows.iter()
+                        .map(|r| {
+                            let mut c: trove_core::model::Cluster = from_body(B, "clusters", &body_of(r)?)?;
+                            c.version = version_of(r)?;
+                            Ok(c)
+                        })
+                        .collect()
                 }
 
                 async fn get_root_history(&self, instance_id: uuid::Uuid) -> Result<Option<RootHistory>> {

@@ -33,6 +33,7 @@ struct State {
     backup_strategies: BTreeMap<(String, Option<Uuid>), BackupStrategy>,
     backup_schedules: HashMap<Uuid, BackupSchedule>,
     events: HashMap<Uuid, crate::model::Event>,
+    clusters: HashMap<Uuid, crate::model::Cluster>,
     quotas: HashMap<String, QuotaLimits>,
     root_history: HashMap<Uuid, RootHistory>,
     workflows: HashMap<Uuid, Workflow>,
@@ -143,6 +144,17 @@ impl State {
             Write::Event(e) => {
                 undo.push(Undo::Event(e.id, self.events.insert(e.id, e)));
             }
+            Write::Cluster {
+                mut cluster,
+                expect,
+            } => {
+                let current = self.clusters.get(&cluster.id).map(|c| c.version);
+                cluster.version = expect.next_version("Cluster", cluster.id, current)?;
+                undo.push(Undo::Cluster(
+                    cluster.id,
+                    self.clusters.insert(cluster.id, cluster),
+                ));
+            }
         }
         Ok(())
     }
@@ -169,6 +181,7 @@ impl State {
                 Undo::Root(k, old) => put(&mut self.root_history, k, old),
                 Undo::Schedule(k, old) => put(&mut self.backup_schedules, k, old),
                 Undo::Event(k, old) => put(&mut self.events, k, old),
+                Undo::Cluster(k, old) => put(&mut self.clusters, k, old),
                 Undo::Strategy(k, old) => match old {
                     Some(v) => {
                         self.backup_strategies.insert(k, v);
@@ -194,6 +207,7 @@ enum Undo {
     Strategy((String, Option<Uuid>), Option<BackupStrategy>),
     Schedule(Uuid, Option<BackupSchedule>),
     Event(Uuid, Option<crate::model::Event>),
+    Cluster(Uuid, Option<crate::model::Cluster>),
 }
 
 /// An [`InfraStore`] kept in memory behind one mutex. A commit applies its writes while recording their previous
@@ -532,6 +546,22 @@ impl InfraStore for MemoryStore {
 
     async fn get_root_history(&self, instance_id: Uuid) -> Result<Option<RootHistory>> {
         Ok(self.lock().root_history.get(&instance_id).cloned())
+    }
+
+    async fn get_cluster(&self, id: Uuid) -> Result<Option<crate::model::Cluster>> {
+        Ok(self.lock().clusters.get(&id).cloned())
+    }
+
+    async fn list_clusters(&self, tenant_id: Option<&str>) -> Result<Vec<crate::model::Cluster>> {
+        let mut out: Vec<crate::model::Cluster> = self
+            .lock()
+            .clusters
+            .values()
+            .filter(|c| !c.deleted && tenant_id.is_none_or(|t| t == c.tenant_id))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(out)
     }
 
     async fn commit(&self, change: ChangeSet) -> Result<()> {

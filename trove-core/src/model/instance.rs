@@ -191,6 +191,8 @@ pub struct InstanceFilter {
     pub replica_of: Option<Uuid>,
     /// Only instances using this configuration group.
     pub configuration_id: Option<Uuid>,
+    /// Only members of this cluster (implies `include_clustered`).
+    pub cluster_id: Option<Uuid>,
 }
 
 impl InstanceFilter {
@@ -206,7 +208,10 @@ impl InstanceFilter {
     /// Whether `instance` passes the filter. Store implementations may use this to stay consistent.
     pub fn matches(&self, instance: &Instance) -> bool {
         (self.include_deleted || !instance.deleted)
-            && (self.include_clustered || instance.cluster_id.is_none())
+            && (self.include_clustered
+                || self.cluster_id.is_some()
+                || instance.cluster_id.is_none())
+            && self.cluster_id.is_none_or(|c| Some(c) == instance.cluster_id)
             && self
                 .tenant_id
                 .as_ref()

@@ -1,6 +1,7 @@
 //! Domain records of the control plane. Plain data: no I/O, no behaviour beyond validation.
 
 mod backup;
+mod cluster;
 mod config;
 pub mod cron;
 mod datastore;
@@ -17,6 +18,7 @@ pub use backup::{
     restore_window, Backup, BackupFilter, BackupSchedule, BackupStrategy, BackupStrategyFilter,
     BackupType, ScheduleTimes,
 };
+pub use cluster::{Cluster, ClusterTask, ScalingMetric, ScalingPolicy};
 pub use config::{ConfigParam, Configuration, ParamType};
 pub use datastore::{Datastore, DatastoreVersion, Facet, FacetSet, Flavor, Manager};
 pub use event::{Event, EventFilter};

@@ -114,6 +114,13 @@ pub enum Write {
     DeleteBackupSchedule(Uuid),
     /// Record an event (a record with the same id is replaced: recording is idempotent).
     Event(crate::model::Event),
+    /// Insert or update a cluster, with the same versioning rule as instances.
+    Cluster {
+        /// The new row.
+        cluster: crate::model::Cluster,
+        /// Precondition.
+        expect: Expect,
+    },
     /// Remove the backup strategy of (`tenant_id`, `instance_id`) exactly (`None`: the tenant-wide one); removing a
     /// missing one succeeds.
     DeleteBackupStrategy {
@@ -306,6 +313,12 @@ pub trait InfraStore: Send + Sync + 'static {
     async fn set_quota_limits(&self, tenant_id: &str, limits: &QuotaLimits) -> Result<()>;
     /// Usage of a tenant, derived from live rows.
     async fn quota_usage(&self, tenant_id: &str) -> Result<QuotaUsage>;
+
+    // ---- clusters
+    /// A cluster (deleted ones too), with its row version.
+    async fn get_cluster(&self, id: Uuid) -> Result<Option<crate::model::Cluster>>;
+    /// Clusters that are not deleted, of one project (`None`: every project), oldest first.
+    async fn list_clusters(&self, tenant_id: Option<&str>) -> Result<Vec<crate::model::Cluster>>;
 
     // ---- root history
     /// The root-history record of an instance.

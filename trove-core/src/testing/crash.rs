@@ -251,6 +251,14 @@ impl InfraStore for CrashingStore {
         self.alive()?;
         self.inner.get_root_history(instance_id).await
     }
+    async fn get_cluster(&self, id: Uuid) -> Result<Option<crate::model::Cluster>> {
+        self.alive()?;
+        self.inner.get_cluster(id).await
+    }
+    async fn list_clusters(&self, tenant_id: Option<&str>) -> Result<Vec<crate::model::Cluster>> {
+        self.alive()?;
+        self.inner.list_clusters(tenant_id).await
+    }
     async fn commit(&self, change: ChangeSet) -> Result<()> {
         self.alive()?;
         self.inner.commit(change).await

@@ -2236,6 +2236,127 @@ pub async fn check_events(store: &dyn InfraStore) {
     );
 }
 
+/// Clusters: insert, versioned update (a stale version is a conflict that writes nothing), listings per project
+/// without deleted ones, and members found by cluster id (only with it or `include_clustered`).
+pub async fn check_clusters(store: &dyn InfraStore) {
+    let t = tenant();
+    let cluster = |name: &str, created: i64| crate::model::Cluster {
+        id: Uuid::new_v4(),
+        tenant_id: t.clone(),
+        name: name.into(),
+        datastore_version_id: Uuid::new_v4(),
+        task: crate::model::ClusterTask::Building,
+        locality: None,
+        configuration_id: None,
+        extended_properties: Default::default(),
+        secret: "sealed".into(),
+        scaling: None,
+        last_scaled: None,
+        fault: None,
+        deleted: false,
+        created: at(created),
+        updated: at(created),
+        version: 0,
+    };
+    let (a, b) = (cluster("a", 1), cluster("b", 2));
+    for c in [&a, &b] {
+        must_commit(
+            store,
+            ChangeSet::new().with(Write::Cluster {
+                cluster: c.clone(),
+                expect: Expect::Absent,
+            }),
+            "insert a cluster",
+        )
+        .await;
+    }
+    let again = store
+        .commit(ChangeSet::new().with(Write::Cluster {
+            cluster: a.clone(),
+            expect: Expect::Absent,
+        }))
+        .await;
+    assert_eq!(again.expect_err("a second insert").fault().status, 409);
+    let got = store.get_cluster(a.id).await.expect("get").expect("stored");
+    assert_eq!((got.name.as_str(), got.version), ("a", 0));
+    let mut next = got.clone();
+    next.task = crate::model::ClusterTask::None;
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Cluster {
+            cluster: next.clone(),
+            expect: Expect::Version(0),
+        }),
+        "update a cluster at its version",
+    )
+    .await;
+    let stale = store
+        .commit(ChangeSet::new().with(Write::Cluster {
+            cluster: next.clone(),
+            expect: Expect::Version(0),
+        }))
+        .await;
+    assert!(stale.is_err(), "a stale version was accepted");
+    let got = store.get_cluster(a.id).await.expect("get").expect("stored");
+    assert_eq!((got.task, got.version), (crate::model::ClusterTask::None, 1));
+    let listed: Vec<Uuid> = store
+        .list_clusters(Some(&t))
+        .await
+        .expect("list")
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, vec![a.id, b.id], "oldest first");
+    let mut gone = store.get_cluster(b.id).await.expect("get").expect("b");
+    gone.deleted = true;
+    must_commit(
+        store,
+        ChangeSet::new().with(Write::Cluster {
+            cluster: gone,
+            expect: Expect::Version(0),
+        }),
+        "delete a cluster",
+    )
+    .await;
+    let listed = store.list_clusters(Some(&t)).await.expect("list");
+    assert_eq!(listed.len(), 1, "a deleted cluster is not listed");
+    assert!(store.list_clusters(None).await.expect("all").iter().any(|c| c.id == a.id));
+    assert!(store.get_cluster(b.id).await.expect("get").is_some(), "kept");
+
+    // Members.
+    let mut member = instance(&t, 512, Some(1), at(3));
+    member.cluster_id = Some(a.id);
+    let loner = instance(&t, 512, Some(1), at(4));
+    for i in [&member, &loner] {
+        must_commit(
+            store,
+            ChangeSet::new().with(Write::Instance {
+                instance: i.clone(),
+                expect: Expect::Absent,
+            }),
+            "insert an instance",
+        )
+        .await;
+    }
+    let ids = |v: Vec<Instance>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    let of_cluster = InstanceFilter {
+        tenant_id: Some(t.clone()),
+        cluster_id: Some(a.id),
+        ..Default::default()
+    };
+    assert_eq!(ids(store.list_instances(&of_cluster).await.expect("members")), vec![member.id]);
+    let plain = InstanceFilter {
+        tenant_id: Some(t.clone()),
+        ..Default::default()
+    };
+    assert_eq!(ids(store.list_instances(&plain).await.expect("plain")), vec![loner.id]);
+    let other = InstanceFilter {
+        cluster_id: Some(b.id),
+        ..of_cluster
+    };
+    assert!(store.list_instances(&other).await.expect("none").is_empty());
+}
+
 /// Runs every check against `store` (which may already hold data). Call it from a multi-threaded tokio runtime.
 pub async fn run_all(store: Arc<dyn InfraStore>) {
     let s = store.as_ref();
@@ -2258,6 +2379,7 @@ pub async fn run_all(store: Arc<dyn InfraStore>) {
     check_backup_strategies(s).await;
     check_backup_schedules(s).await;
     check_events(s).await;
+    check_clusters(s).await;
     for seed in 0..4 {
         check_matches_reference(s, seed, 250).await;
     }
