@@ -5,7 +5,7 @@
 //! - every facet the strategy offers is used through the API and works;
 //! - with the guest stopped, every request for a facet the strategy lacks is refused at once (well before any
 //!   guest call could time out) with upstream's answer: 422 "Operation not supported" for users, databases and
-//!   root, 501 for TLS and backups, 400 for replicas, an empty list and a 404 for logs, 422 for configuration
+//!   root, 501 for TLS and backups, 400 for replicas and clusters, an empty list and a 404 for logs, 422 for configuration
 //!   groups (no parameter rules for such a manager). Nothing is recorded for a refused backup or replica.
 
 mod api_support;
@@ -13,7 +13,9 @@ mod api_support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map};
-use trove::core::api::{CreateBackup, CreateConfiguration, CreateInstance};
+use trove::core::api::{
+    ClusterMemberRequest, CreateBackup, CreateCluster, CreateConfiguration, CreateInstance,
+};
 use trove::core::model::{
     DatabaseSpec, Facet, LogActionRequest, Manager, Secret, SslActionBody, UserSpec,
 };
@@ -101,7 +103,30 @@ async fn ask(w: &World, id: Uuid, m: Manager, facet: Facet) -> u16 {
             )
             .await,
         ),
-        Facet::Cluster => unreachable!("clusters have no API yet"),
+        Facet::Cluster => {
+            // A cluster of the instance's datastore version.
+            let v = api.show_instance(&t, id).await.expect("the instance");
+            status(
+                api.create_cluster(
+                    &t,
+                    CreateCluster {
+                        name: "cluster".into(),
+                        datastore: v.datastore.name.clone(),
+                        datastore_version: v.datastore_version.name.clone(),
+                        instances: vec![
+                            ClusterMemberRequest {
+                                flavor_ref: Some(v.instance.flavor_id.clone()),
+                                volume_size: v.instance.volume_size,
+                                ..Default::default()
+                            };
+                            3
+                        ],
+                        ..Default::default()
+                    },
+                )
+                .await,
+            )
+        }
     }
 }
 
@@ -110,10 +135,9 @@ fn refusal(facet: Facet) -> u16 {
     match facet {
         Facet::Users | Facet::Databases | Facet::Root | Facet::Configuration => 422,
         Facet::Tls | Facet::Backup => 501,
-        Facet::Replication => 400,
+        Facet::Replication | Facet::Cluster => 400,
         // The list is empty; an action on any log name is a 404.
         Facet::Logs => 404,
-        Facet::Cluster => unreachable!(),
     }
 }
 
@@ -134,6 +158,18 @@ async fn every_manager_and_facet_is_offered_or_refused_at_once() {
             ..TaskManagerConfig::default()
         },
     );
+    // Each cluster-capable manager builds a cluster of three besides its instance.
+    w.api
+        .update_quota(
+            &trove::core::ports::RequestContext::admin("admin"),
+            "t1",
+            [("instances", -1), ("ram", -1), ("volumes", -1)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+        .await
+        .expect("quota");
     let mut checked = 0;
     for m in Manager::ALL {
         let offered = catalog
@@ -242,7 +278,7 @@ async fn every_manager_and_facet_is_offered_or_refused_at_once() {
         // Refused facets: with the guest gone, only an answer of the API itself can come back in time.
         w.parts.launcher.stop(id).await.unwrap();
         for f in Facet::ALL {
-            if offered.contains(f) || f == Facet::Cluster {
+            if offered.contains(f) {
                 continue;
             }
             let usage = w.api.limits(&t1()).await.unwrap().usage;

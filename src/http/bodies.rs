@@ -29,7 +29,7 @@ pub fn ref_id(v: &str) -> &str {
 }
 
 /// A string-or-integer reference such as `flavorRef`.
-fn string_or_int(field: &str, v: &Value) -> Result<String, ApiError> {
+pub(crate) fn string_or_int(field: &str, v: &Value) -> Result<String, ApiError> {
     match v {
         Value::String(s) if !s.trim().is_empty() => Ok(ref_id(s).to_string()),
         Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
@@ -40,7 +40,7 @@ fn string_or_int(field: &str, v: &Value) -> Result<String, ApiError> {
 }
 
 /// A positive integer given as a number or a numeric string (upstream `volume.size`).
-fn positive_int(field: &str, v: &Value) -> Result<u32, ApiError> {
+pub(crate) fn positive_int(field: &str, v: &Value) -> Result<u32, ApiError> {
     let n = match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse::<u64>().ok(),
@@ -51,7 +51,7 @@ fn positive_int(field: &str, v: &Value) -> Result<u32, ApiError> {
         .ok_or_else(|| invalid(format!("{field} {v} is not a positive integer")))
 }
 
-fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(ref_id(s)).map_err(|_| {
         invalid(format!(
             "{field} '{}' is not a valid UUID",
@@ -429,7 +429,7 @@ pub enum InstanceAction {
     },
 }
 
-fn one_key(body: &Map<String, Value>, what: &str) -> Result<(String, Value), ApiError> {
+pub(crate) fn one_key(body: &Map<String, Value>, what: &str) -> Result<(String, Value), ApiError> {
     let mut it = body.iter();
     match (it.next(), it.next()) {
         (Some((k, v)), None) => Ok((k.clone(), v.clone())),
@@ -437,7 +437,7 @@ fn one_key(body: &Map<String, Value>, what: &str) -> Result<(String, Value), Api
     }
 }
 
-fn empty_object(key: &str, v: &Value) -> Result<(), ApiError> {
+pub(crate) fn empty_object(key: &str, v: &Value) -> Result<(), ApiError> {
     match v {
         Value::Object(m) if m.is_empty() => Ok(()),
         Value::Null => Ok(()),

@@ -14,6 +14,7 @@
 //! ```
 
 mod bodies;
+mod cluster_bodies;
 mod extract;
 mod fault;
 mod handlers;

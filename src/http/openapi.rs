@@ -62,6 +62,18 @@ fn extension_doc(op: &str) -> Option<&'static str> {
              a source whose engine stopped answering (automatic failover, on by default; the deployment's \
              [core] auto_failover and the instance's \"auto_failover\" field turn it off)."
         }
+        "listClusterEvents" => {
+            "trove-rs extension: what happened to the cluster, oldest first: {\"events\": [{\"id\", \"kind\": \
+             \"cluster_create\" | \"cluster_grow\" | \"cluster_shrink\", \"instances\": [members concerned], \"at\", \
+             \"ok\", \"message\", \"details\": {\"cluster_id\", \"members\", \"moved\": {\"slots\", \"keys\"}, \
+             \"reason\": why the scaling policy acted, or null for a user's action}}]}."
+        }
+        "clusterAction" => {
+            "Upstream's cluster actions, exactly one key: {\"grow\": [{\"flavorRef\", \"volume\": {\"size\"}}]} \
+             (new members equal to the others; Redis hash slots and their keys move to them), {\"shrink\": \
+             [{\"id\"}]} (beyond upstream, the leaving members' slots and keys move to the others first; never \
+             below the datastore's minimum of 3), {\"reset-status\": {}}. Answers 202 with the cluster."
+        }
         "deleteBackupSchedule" => {
             "trove-rs extension: removes a backup schedule; the backups it took stay."
         }

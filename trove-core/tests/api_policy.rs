@@ -17,10 +17,10 @@ use serde_json::Map;
 use uuid::Uuid;
 
 use trove_core::api::{
-    ApiService, BackupQuery, BackupStrategyQuery, ConfigParamSpec, CreateBackup,
-    CreateBackupStrategy, CreateConfiguration, CreateInstance, DatastoreVersionPatch,
-    DatastoreVersionSpec, MgmtAction, MgmtInstanceQuery, PageRequest, UpdateConfiguration,
-    UpdateInstance, UserRef,
+    ApiService, BackupQuery, BackupStrategyQuery, ClusterAction, ClusterMemberRequest,
+    ConfigParamSpec, CreateBackup, CreateBackupStrategy, CreateCluster, CreateConfiguration,
+    CreateInstance, DatastoreVersionPatch, DatastoreVersionSpec, MgmtAction, MgmtInstanceQuery,
+    PageRequest, UpdateConfiguration, UpdateInstance, UserRef,
 };
 use trove_core::memory::{MemoryBus, MemoryStore};
 use trove_core::model::{
@@ -39,6 +39,7 @@ struct Ids {
     configuration: Uuid,
     backup: Uuid,
     version: Uuid,
+    cluster: Uuid,
 }
 
 /// Whether the operation acts on one resource of a project (so another project's member must get 404).
@@ -109,6 +110,23 @@ fn new_instance() -> CreateInstance {
         flavor_ref: Some("1".into()),
         volume_size: Some(1),
         datastore: Some("mysql".into()),
+        ..Default::default()
+    }
+}
+
+fn new_cluster() -> CreateCluster {
+    CreateCluster {
+        name: "c1".into(),
+        datastore: "mysql".into(),
+        datastore_version: "5.7".into(),
+        instances: vec![
+            ClusterMemberRequest {
+                flavor_ref: Some("1".into()),
+                volume_size: Some(1),
+                ..Default::default()
+            };
+            3
+        ],
         ..Default::default()
     }
 }
@@ -351,6 +369,49 @@ fn operations() -> Vec<Op> {
             rules::DATABASE_DELETE,
             Owned,
             |a, c, i| a.delete_database(&c, i.instance, "shop")
+        ),
+        // clusters
+        op!("create cluster", rules::CLUSTER_CREATE, Other, |a, c, i| a
+            .create_cluster(&c, new_cluster())),
+        op!("list clusters", rules::CLUSTER_INDEX, Other, |a, c, i| a
+            .list_clusters(&c)),
+        op!("show cluster", rules::CLUSTER_SHOW, Owned, |a, c, i| a
+            .show_cluster(&c, i.cluster)),
+        op!(
+            "show a cluster member",
+            rules::CLUSTER_SHOW_INSTANCE,
+            Owned,
+            |a, c, i| a.show_cluster_instance(&c, i.cluster, i.instance)
+        ),
+        op!("delete cluster", rules::CLUSTER_DELETE, Owned, |a, c, i| a
+            .delete_cluster(&c, i.cluster)),
+        op!("shrink cluster", rules::CLUSTER_ACTION, Owned, |a, c, i| a
+            .cluster_action(
+                &c,
+                i.cluster,
+                ClusterAction::Shrink(vec![i.instance])
+            )),
+        op!(
+            "reset cluster status",
+            rules::CLUSTER_RESET_STATUS,
+            Owned,
+            |a, c, i| a.cluster_action(
+                &c,
+                i.cluster,
+                ClusterAction::ResetStatus {
+                    force_delete: false
+                }
+            )
+        ),
+        op!(
+            "force delete cluster",
+            rules::CLUSTER_FORCE_DELETE,
+            Owned,
+            |a, c, i| a.cluster_action(
+                &c,
+                i.cluster,
+                ClusterAction::ResetStatus { force_delete: true }
+            )
         ),
         // backups
         op!(
@@ -826,11 +887,37 @@ async fn world(policies: &[Arc<Policy>]) -> (Vec<Arc<ApiService>>, Ids) {
         .commit(ChangeSet::new().with(Write::Backup(backup.clone())))
         .await
         .expect("backup");
+    let cluster = trove_core::model::Cluster {
+        id: Uuid::new_v4(),
+        tenant_id: "p1".into(),
+        name: "c1".into(),
+        datastore_version_id: v.version.id,
+        task: trove_core::model::ClusterTask::None,
+        locality: None,
+        configuration_id: None,
+        extended_properties: Map::new(),
+        secret: String::new(),
+        scaling: None,
+        last_scaled: None,
+        fault: None,
+        deleted: false,
+        created: now,
+        updated: now,
+        version: 0,
+    };
+    store
+        .commit(ChangeSet::new().with(Write::Cluster {
+            cluster: cluster.clone(),
+            expect: trove_core::ports::Expect::Absent,
+        }))
+        .await
+        .expect("cluster");
     let ids = Ids {
         instance: inst.instance.id,
         configuration: cfg.configuration.id,
         backup: backup.id,
         version: v.version.id,
+        cluster: cluster.id,
     };
     (policies.iter().map(api).collect(), ids)
 }
@@ -900,6 +987,7 @@ fn the_rule_table_and_the_operations_cover_each_other() {
         rules::MGMT_PARAMETER_DELETE,
         rules::MGMT_FLAVOR_CREATE,
         rules::MGMT_FLAVOR_DELETE,
+        rules::CLUSTER_RESET_STATUS,
         rules::CONTEXT_IS_ADMIN,
     ]
     .into_iter()
@@ -980,7 +1068,8 @@ async fn owner_rules_let_members_through_and_hide_other_projects() {
                 op.name
             );
             // An admin of another project reaches the instance, as upstream (which skips the project check for
-            // admins when it loads an instance); other projects' backups and configuration groups stay hidden.
+            // admins when it loads an instance); other projects' backups, configuration groups and clusters stay
+            // hidden.
             let r = (op.run)(apis[0].clone(), admin_of("p2"), ids).await;
             if op.rule.starts_with("instance:") {
                 assert!(

@@ -5,6 +5,7 @@
 mod actions;
 mod backup_strategies;
 mod backups;
+mod clusters;
 mod configurations;
 mod databases;
 mod datastores;
@@ -534,6 +535,56 @@ pub fn routes() -> Routes {
         "listConfigurationInstances",
         200,
         configurations::instances,
+    )
+    // clusters
+    .at(
+        "GET",
+        "/v1.0/{tenant_id}/clusters",
+        "listClusters",
+        200,
+        clusters::list,
+    )
+    .at(
+        "POST",
+        "/v1.0/{tenant_id}/clusters",
+        "createCluster",
+        200,
+        clusters::create,
+    )
+    .at(
+        "GET",
+        "/v1.0/{tenant_id}/clusters/{cluster_id}",
+        "showCluster",
+        200,
+        clusters::show,
+    )
+    .at(
+        "POST",
+        "/v1.0/{tenant_id}/clusters/{cluster_id}",
+        "clusterAction",
+        202,
+        clusters::action,
+    )
+    .at(
+        "DELETE",
+        "/v1.0/{tenant_id}/clusters/{cluster_id}",
+        "deleteCluster",
+        202,
+        clusters::delete,
+    )
+    .at(
+        "GET",
+        "/v1.0/{tenant_id}/clusters/{cluster_id}/instances/{instance_id}",
+        "showClusterInstance",
+        200,
+        clusters::show_instance,
+    )
+    .at(
+        "GET",
+        "/v1.0/{tenant_id}/clusters/{cluster_id}/events",
+        "listClusterEvents",
+        200,
+        clusters::events,
     )
     // backups
     .at(

@@ -3,6 +3,7 @@
 //! links, list pages) are here.
 
 pub mod backups;
+pub mod clusters;
 pub mod configurations;
 pub mod datastores;
 pub mod flavors;

@@ -58,6 +58,19 @@ impl ApiService {
         inst: &Instance,
         op: Operation,
     ) -> Result<(InstanceState, Option<ServiceStatusRecord>)> {
+        if let Some(cluster) = inst.cluster_id {
+            // A member is changed through its cluster (upstream `ClusterInstanceOperationNotSupported`, 501);
+            // restarts, users, databases and root stay per member.
+            if !matches!(
+                op,
+                Operation::Restart | Operation::ManageData | Operation::AssignConfiguration
+            ) {
+                return Err(Error::not_implemented(format!(
+                    "Instance {} is a member of cluster {cluster}: act on the cluster (grow, shrink, delete)                      instead.",
+                    inst.id
+                )));
+            }
+        }
         let (state, service) = self.state(inst).await?;
         check_operation(inst.id, op, &state)?;
         // Operations on one instance are ordered: one that starts a workflow waits until the open one ended (a
@@ -108,7 +121,7 @@ impl ApiService {
     /// Refuses, with upstream's answer for the facet, a request for `facet` when `manager`'s strategy in this
     /// deployment does not offer it: 422 "Operation not supported" for users, databases, root and configuration;
     /// 501 for TLS and backups (upstream's `DatastoreOperationNotSupported`); 400 for replication (upstream: no
-    /// replication strategy for the manager).
+    /// replication strategy for the manager) and clusters.
     pub(super) fn require_facet(&self, manager: Manager, facet: Facet, what: &str) -> Result<()> {
         if self.facets.offers(manager, facet) {
             return Ok(());
@@ -128,7 +141,7 @@ impl ApiService {
             Facet::Replication => Error::bad_request(format!(
                 "Replication is not supported for datastore {manager} by this deployment."
             )),
-            Facet::Cluster => Error::not_implemented(format!(
+            Facet::Cluster => Error::bad_request(format!(
                 "Clusters are not supported for datastore {manager} by this deployment."
             )),
         })

@@ -349,28 +349,7 @@ impl ApiService {
                         format!("{} ({})", flavor.id, v.name),
                     ));
                 }
-                let size = match (self.config.volume_support, req.volume_size) {
-                    (true, None) => return Err(Error::bad_request("A volume size is required.")),
-                    (true, Some(0)) => {
-                        return Err(Error::bad_request("The volume size must be at least 1 GB."))
-                    }
-                    (true, Some(s)) if s > self.config.max_accepted_volume_size => {
-                        return Err(Error::OverLimit {
-                            message: format!(
-                                "Volume size {s} GB exceeds the maximum volume size of {} GB.",
-                                self.config.max_accepted_volume_size
-                            ),
-                            retry_after: None,
-                        })
-                    }
-                    (true, Some(s)) => Some(s),
-                    (false, Some(_)) => {
-                        return Err(Error::not_implemented(
-                            "Volume support is not enabled; do not give a volume size.",
-                        ))
-                    }
-                    (false, None) => None,
-                };
+                let size = self.checked_volume_size(req.volume_size)?;
                 (flavor, ds, v, size, req.volume_type.clone(), None)
             }
         };
@@ -564,6 +543,27 @@ impl ApiService {
             .next()
             .ok_or_else(|| Error::bad_request("nothing to create"))?;
         self.view(first).await
+    }
+
+    /// The volume size a create asks for, checked: required with volume support (1 GB or more, at most
+    /// `max_accepted_volume_size`: 413 beyond), refused without it.
+    pub(super) fn checked_volume_size(&self, asked: Option<u32>) -> Result<Option<u32>> {
+        match (self.config.volume_support, asked) {
+            (true, None) => Err(Error::bad_request("A volume size is required.")),
+            (true, Some(0)) => Err(Error::bad_request("The volume size must be at least 1 GB.")),
+            (true, Some(s)) if s > self.config.max_accepted_volume_size => Err(Error::OverLimit {
+                message: format!(
+                    "Volume size {s} GB exceeds the maximum volume size of {} GB.",
+                    self.config.max_accepted_volume_size
+                ),
+                retry_after: None,
+            }),
+            (true, Some(s)) => Ok(Some(s)),
+            (false, Some(_)) => Err(Error::not_implemented(
+                "Volume support is not enabled; do not give a volume size.",
+            )),
+            (false, None) => Ok(None),
+        }
     }
 
     /// Strict anti-affinity puts every member of a replication set on a host of its own: refused at once (400

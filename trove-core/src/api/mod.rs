@@ -34,6 +34,7 @@ mod backup_schedules;
 mod backup_strategies;
 mod backups;
 mod catalog;
+mod clusters;
 mod configurations;
 mod databases;
 mod datastores;
@@ -56,6 +57,7 @@ pub use backup_strategies::{
     DEFAULT_BACKUP_CONTAINER,
 };
 pub use backups::{BackupQuery, BackupView, CreateBackup, RestoreFrom};
+pub use clusters::{min_members, ClusterAction, ClusterMemberRequest, ClusterView, CreateCluster};
 pub use configurations::{ConfigurationView, CreateConfiguration, UpdateConfiguration};
 pub use datastores::{DatastoreVersionPatch, DatastoreVersionSpec, DatastoreView, VersionView};
 pub use instance_views::InstanceView;

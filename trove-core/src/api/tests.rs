@@ -1359,3 +1359,186 @@ async fn replicas_switchover_detach_and_their_refusals() {
     );
     let _ = w.stop.send(true);
 }
+
+// ------------------------------------------------------------------------------------------------ clusters
+
+fn cluster_members(n: usize, flavor: &str) -> Vec<ClusterMemberRequest> {
+    vec![
+        ClusterMemberRequest {
+            flavor_ref: Some(flavor.into()),
+            volume_size: Some(1),
+            ..Default::default()
+        };
+        n
+    ]
+}
+
+fn new_cluster(ds: &str, n: usize) -> CreateCluster {
+    CreateCluster {
+        name: "c1".into(),
+        datastore: ds.into(),
+        datastore_version: "1".into(),
+        instances: cluster_members(n, "1"),
+        ..Default::default()
+    }
+}
+
+/// Waits until the cluster's task is NONE; answers its view.
+async fn cluster_settled(w: &World, id: Uuid) -> ClusterView {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let v = w.api.show_cluster(&t1(), id).await.unwrap();
+        if v.cluster.task == crate::model::ClusterTask::None {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster stays {:?}",
+            v.cluster.task
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn slots(w: &World, v: &ClusterView) -> Vec<u32> {
+    v.members
+        .iter()
+        .map(|m| w.engines.engine(m.instance.id).cluster_slots())
+        .collect()
+}
+
+/// A Redis cluster through the API on simulated engines: built with its slots spread, its members hidden from
+/// instance lists unless asked for and refused instance-level changes, grown and shrunk with the slots following,
+/// and deleted with every member; bad requests get upstream's 4xx and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_is_built_grown_shrunk_and_deleted() {
+    let w = world_with_backups().await;
+    let (api, t) = (&w.api, t1());
+    let v = api
+        .create_cluster(&t, new_cluster("redis", 3))
+        .await
+        .unwrap();
+    assert_eq!(v.cluster.task, crate::model::ClusterTask::Building);
+    assert_eq!(v.members.len(), 3);
+    let id = v.cluster.id;
+    // Another action while it builds: upstream's 422.
+    let busy = api
+        .cluster_action(&t, id, ClusterAction::Grow(cluster_members(1, "1")))
+        .await
+        .unwrap_err();
+    assert_eq!(busy.fault().status, 422, "{busy}");
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    assert_eq!(slots(&w, &v), vec![5462, 5461, 5461]);
+    for m in &v.members {
+        assert_eq!(m.status, "ACTIVE");
+        assert_eq!(w.engines.engine(m.instance.id).cluster_id(), Some(id));
+    }
+    // Members are listed only with include_clustered; instance-level changes are refused.
+    assert!(api.list_instances(&t, false).await.unwrap().is_empty());
+    assert_eq!(api.list_instances(&t, true).await.unwrap().len(), 3);
+    let m0 = v.members[0].instance.id;
+    let e = api.delete_instance(&t, m0).await.unwrap_err();
+    assert_eq!(e.fault().status, 501, "{e}");
+    let shown = api.show_cluster_instance(&t, id, m0).await.unwrap();
+    assert_eq!(shown.instance.id, m0);
+
+    // Grow: the new member gets its share.
+    let v = api
+        .cluster_action(&t, id, ClusterAction::Grow(cluster_members(1, "1")))
+        .await
+        .unwrap();
+    assert_eq!(v.cluster.task, crate::model::ClusterTask::GrowingCluster);
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    assert_eq!(v.members.len(), 4);
+    assert_eq!(slots(&w, &v), vec![4096; 4]);
+    let events = api.list_cluster_events(&t, id).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "cluster_grow" && e.ok));
+
+    // Bad shrinks change nothing.
+    let stranger = Uuid::new_v4();
+    let e = api
+        .cluster_action(&t, id, ClusterAction::Shrink(vec![stranger]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    let two: Vec<Uuid> = v.members[2..].iter().map(|m| m.instance.id).collect();
+    let e = api
+        .cluster_action(&t, id, ClusterAction::Shrink(two))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 3"), "{e}");
+
+    // Shrink the newest member: its slots move to the others before it is deleted.
+    let leaving = v.members[3].instance.id;
+    api.cluster_action(&t, id, ClusterAction::Shrink(vec![leaving]))
+        .await
+        .unwrap();
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    assert_eq!(v.members.len(), 3);
+    assert_eq!(slots(&w, &v), vec![5462, 5461, 5461]);
+    let gone = w.store.get_instance(leaving).await.unwrap().unwrap();
+    assert!(gone.deleted);
+
+    // Delete: every member, then the cluster.
+    api.delete_cluster(&t, id).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while api.show_cluster(&t, id).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster is not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(api.list_instances(&t, true).await.unwrap().is_empty());
+    assert!(api.list_clusters(&t).await.unwrap().is_empty());
+    no_open_workflows(&w).await;
+}
+
+/// Clusters that cannot be made are refused at once with upstream's 4xx, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_cluster_requests_are_refused_and_store_nothing() {
+    let w = world_with_backups().await;
+    let (api, t) = (&w.api, t1());
+    api.mgmt_put_flavor(
+        &RequestContext::admin("admin"),
+        Flavor {
+            id: "2".into(),
+            name: "m".into(),
+            ram_mb: 512,
+            vcpus: 1,
+            disk_gb: 1,
+            ephemeral_gb: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let e = api
+        .create_cluster(&t, new_cluster("postgresql", 3))
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400);
+    assert!(e.to_string().contains("replica"), "{e}");
+    let e = api
+        .create_cluster(&t, new_cluster("redis", 2))
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400);
+    assert!(e.to_string().contains("at least 3"), "{e}");
+    let mut mixed = new_cluster("mysql", 3);
+    mixed.instances[1].flavor_ref = Some("2".into());
+    let e = api.create_cluster(&t, mixed).await.unwrap_err();
+    assert_eq!(e.fault().status, 400);
+    assert!(e.to_string().contains("same flavor"), "{e}");
+    let e = api
+        .create_cluster(&t, new_cluster("mongodb", 3))
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    let e = api.show_cluster(&t, Uuid::new_v4()).await.unwrap_err();
+    assert_eq!(e.fault().status, 404);
+    assert!(api.list_clusters(&t).await.unwrap().is_empty());
+    assert!(api.list_instances(&t, true).await.unwrap().is_empty());
+}

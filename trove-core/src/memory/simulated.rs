@@ -26,6 +26,8 @@ use crate::ports::{
 };
 use crate::state::ServiceStatus;
 
+mod cluster;
+
 const GIB: u64 = 1 << 30;
 /// Bytes a freshly prepared engine uses (system tables and logs).
 const BASE_USAGE: u64 = 16 << 20;
@@ -49,7 +51,18 @@ const STATIC_PARAMS: &[&str] = &[
 pub fn offered(manager: Manager) -> FacetSet {
     use Facet::*;
     match manager {
-        Manager::Mysql | Manager::Mariadb | Manager::Postgresql => FacetSet::of(&[
+        Manager::Mysql | Manager::Mariadb => FacetSet::of(&[
+            Users,
+            Databases,
+            Root,
+            Configuration,
+            Tls,
+            Logs,
+            Backup,
+            Replication,
+            Cluster,
+        ]),
+        Manager::Postgresql => FacetSet::of(&[
             Users,
             Databases,
             Root,
@@ -59,7 +72,15 @@ pub fn offered(manager: Manager) -> FacetSet {
             Backup,
             Replication,
         ]),
-        Manager::Redis => FacetSet::of(&[Users, Root, Configuration, Tls, Backup, Replication]),
+        Manager::Redis => FacetSet::of(&[
+            Users,
+            Root,
+            Configuration,
+            Tls,
+            Backup,
+            Replication,
+            Cluster,
+        ]),
         Manager::Mongodb | Manager::Cassandra => FacetSet::EMPTY,
     }
 }
@@ -130,6 +151,10 @@ struct EngineState {
     /// The replication position: every statement a source runs advances it; a replica has its source's as of
     /// its latest sync.
     position: u64,
+    /// Cluster membership.
+    cluster: Option<cluster::SimCluster>,
+    /// The load figures it reports (a test sets them).
+    load: crate::ports::LoadMetrics,
 }
 
 /// One TLS setting of a simulated engine.
@@ -647,6 +672,10 @@ impl DatastoreStrategy for SimulatedStrategy {
     /// Replicas are seeded from backups: offered with them.
     fn replication(&self) -> Option<&dyn ReplicationFacet> {
         (self.offers(Facet::Replication) && self.backups.is_some()).then_some(self)
+    }
+
+    fn cluster(&self) -> Option<&dyn crate::ports::ClusterFacet> {
+        self.offers(Facet::Cluster).then_some(self)
     }
 }
 

@@ -211,7 +211,9 @@ impl InstanceFilter {
             && (self.include_clustered
                 || self.cluster_id.is_some()
                 || instance.cluster_id.is_none())
-            && self.cluster_id.is_none_or(|c| Some(c) == instance.cluster_id)
+            && self
+                .cluster_id
+                .is_none_or(|c| Some(c) == instance.cluster_id)
             && self
                 .tenant_id
                 .as_ref()

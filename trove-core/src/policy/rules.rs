@@ -3,7 +3,7 @@
 //! rule (the mgmt routes, which upstream limits to admins; the guest-log action, which upstream only limits to
 //! the instance's project).
 //!
-//! Upstream rules for what this service does not offer (clusters, modules) are listed too, so that a policy file
+//! Upstream rules for what this service does not offer (modules) are listed too, so that a policy file
 //! written for upstream Trove loads unchanged.
 
 /// Where a rule comes from.
@@ -103,6 +103,22 @@ rule_names! {
     DATABASE_DELETE = "instance:extension:database:delete";
     /// `GET /instances/{id}/databases`.
     DATABASE_INDEX = "instance:extension:database:index";
+    /// `POST /clusters`.
+    CLUSTER_CREATE = "cluster:create";
+    /// `DELETE /clusters/{id}`.
+    CLUSTER_DELETE = "cluster:delete";
+    /// `POST /clusters/{id} {"reset-status": {"force_delete": true}}` (the client's force delete, with DELETE).
+    CLUSTER_FORCE_DELETE = "cluster:force_delete";
+    /// `GET /clusters`.
+    CLUSTER_INDEX = "cluster:index";
+    /// `GET /clusters/{id}`.
+    CLUSTER_SHOW = "cluster:show";
+    /// `GET /clusters/{id}/instances/{instance_id}`.
+    CLUSTER_SHOW_INSTANCE = "cluster:show_instance";
+    /// `POST /clusters/{id}` (grow, shrink, upgrade, ...), the scaling policy routes.
+    CLUSTER_ACTION = "cluster:action";
+    /// `POST /clusters/{id} {"reset-status": {}}`.
+    CLUSTER_RESET_STATUS = "cluster:reset-status";
     /// `POST /backups`.
     BACKUP_CREATE = "backup:create";
     /// `DELETE /backups/{id}`.
@@ -368,15 +384,23 @@ pub const DEFAULTS: &[RuleDefault] = &[
     ),
     up(DATABASE_INDEX, OWNER, &["GET /instances/{id}/databases"]),
     up("instance:extension:database:show", OWNER, &[]),
-    // clusters (not offered)
-    up("cluster:create", OWNER, &[]),
-    up("cluster:delete", OWNER, &[]),
-    up("cluster:force_delete", OWNER, &[]),
-    up("cluster:index", OWNER, &[]),
-    up("cluster:show", OWNER, &[]),
-    up("cluster:show_instance", OWNER, &[]),
-    up("cluster:action", OWNER, &[]),
-    up("cluster:reset-status", ADMIN, &[]),
+    // clusters
+    up(CLUSTER_CREATE, OWNER, &["POST /clusters"]),
+    up(CLUSTER_DELETE, OWNER, &["DELETE /clusters/{id}"]),
+    up(CLUSTER_FORCE_DELETE, OWNER, &["POST /clusters/{id}"]),
+    up(CLUSTER_INDEX, OWNER, &["GET /clusters"]),
+    up(
+        CLUSTER_SHOW,
+        OWNER,
+        &["GET /clusters/{id}", "GET /clusters/{id}/events"],
+    ),
+    up(
+        CLUSTER_SHOW_INSTANCE,
+        OWNER,
+        &["GET /clusters/{id}/instances/{instance_id}"],
+    ),
+    up(CLUSTER_ACTION, OWNER, &["POST /clusters/{id}"]),
+    up(CLUSTER_RESET_STATUS, ADMIN, &["POST /clusters/{id}"]),
     // backups
     up(BACKUP_CREATE, OWNER, &["POST /backups"]),
     up(BACKUP_DELETE, OWNER, &["DELETE /backups/{id}"]),

@@ -333,6 +333,10 @@ const TENANT: &str = "t1";
 const DATASTORE: &str = "postgresql";
 /// The datastore replication scenarios use (its simulation offers replication).
 const REPLICATION_DATASTORE: &str = "mariadb";
+/// The datastore cluster scenarios use (its simulation spreads hash slots).
+const CLUSTER_DATASTORE: &str = "redis";
+/// Its version.
+const CLUSTER_VERSION: &str = "7.0";
 
 /// Settings of the harness world: quick guests, short agent timeouts.
 pub fn crash_config() -> CoreConfig {
@@ -452,6 +456,19 @@ impl CrashWorld {
         api.mgmt_create_datastore_version(
             &admin,
             DatastoreVersionSpec {
+                datastore_name: CLUSTER_DATASTORE.into(),
+                name: CLUSTER_VERSION.into(),
+                manager: CLUSTER_DATASTORE.into(),
+                image: OLD_IMAGE.into(),
+                active: true,
+                default: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        api.mgmt_create_datastore_version(
+            &admin,
+            DatastoreVersionSpec {
                 datastore_name: REPLICATION_DATASTORE.into(),
                 name: "10.11".into(),
                 manager: REPLICATION_DATASTORE.into(),
@@ -547,16 +564,44 @@ impl CrashWorld {
         .with_backup_store(self.backups.clone())
     }
 
-    /// Runs every open workflow to its end on a healthy worker.
+    /// Runs every open workflow to its end on a healthy worker, concurrently (a workflow may wait for others,
+    /// even ones it starts itself: a cluster's for its members'). Workflows another worker holds a live lease on
+    /// are left alone.
     pub async fn settle(&self) -> Outcome<()> {
-        let tm = self.task_manager("settler", self.store.clone(), &Registry::standard());
-        for _ in 0..10 {
-            if tm.run_pending().await? == 0 {
+        let tm = Arc::new(self.task_manager("settler", self.store.clone(), &Registry::standard()));
+        let mut in_flight = std::collections::HashSet::new();
+        let mut unclaimable = std::collections::HashSet::new();
+        let mut set = tokio::task::JoinSet::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut started = 0;
+            for w in self.store.list_open_workflows().await? {
+                if in_flight.contains(&w.id) || unclaimable.contains(&w.id) {
+                    continue;
+                }
+                in_flight.insert(w.id);
+                started += 1;
+                let tm = tm.clone();
+                set.spawn(async move { (w.id, tm.run_workflow(w.id).await) });
+            }
+            if set.is_empty() && started == 0 {
                 tm.purge_backup_objects().await?;
                 return Ok(());
             }
+            tokio::select! {
+                Some(done) = set.join_next() => {
+                    let (id, ran) = done.map_err(|e| Broken(format!("a workflow run panicked: {e}")))?;
+                    in_flight.remove(&id);
+                    if !ran? {
+                        unclaimable.insert(id);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Broken("workflows keep appearing or do not end".into()));
+            }
         }
-        Err(Broken("workflows keep appearing".into()))
     }
 
     /// Asks the API for an instance (its create workflow is left pending).
@@ -881,6 +926,158 @@ impl CrashWorld {
         Ok(())
     }
 
+    /// Asks the API for a `redis` cluster of `n` members (every workflow left pending); answers its first member,
+    /// on which the cluster's workflows run.
+    pub async fn cluster(&self, name: &str, n: usize) -> Outcome<Uuid> {
+        let v = self
+            .api
+            .create_cluster(
+                &self.tenant(),
+                crate::api::CreateCluster {
+                    name: name.into(),
+                    datastore: CLUSTER_DATASTORE.into(),
+                    datastore_version: CLUSTER_VERSION.into(),
+                    instances: vec![Self::member_request(); n],
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let first = v
+            .members
+            .first()
+            .ok_or_else(|| Broken("the cluster has no members".into()))?;
+        Ok(first.instance.id)
+    }
+
+    fn member_request() -> crate::api::ClusterMemberRequest {
+        crate::api::ClusterMemberRequest {
+            flavor_ref: Some("1".into()),
+            volume_size: Some(2),
+            ..Default::default()
+        }
+    }
+
+    /// A built cluster of `n` (its workflows run by a healthy worker); answers its first member.
+    pub async fn cluster_built(&self, name: &str, n: usize) -> Outcome<Uuid> {
+        let first = self.cluster(name, n).await?;
+        self.settle().await?;
+        self.expect_cluster(first, n).await?;
+        Ok(first)
+    }
+
+    /// The cluster of member `member`.
+    pub async fn cluster_of(&self, member: Uuid) -> Outcome<crate::model::Cluster> {
+        let inst = self.instance(member).await?;
+        let cid = inst
+            .cluster_id
+            .ok_or_else(|| Broken(format!("instance {member} is in no cluster")))?;
+        self.store
+            .get_cluster(cid)
+            .await?
+            .ok_or_else(|| Broken(format!("cluster {cid} is not stored")))
+    }
+
+    /// The live members of the cluster of `member`, oldest first.
+    pub async fn cluster_members(&self, member: Uuid) -> Outcome<Vec<Instance>> {
+        let c = self.cluster_of(member).await?;
+        let mut m = self
+            .store
+            .list_instances(&InstanceFilter {
+                cluster_id: Some(c.id),
+                ..Default::default()
+            })
+            .await?;
+        m.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+        Ok(m)
+    }
+
+    /// Asks the API to grow the cluster of `member` by `n` (workflows left pending).
+    pub async fn grow_cluster(&self, member: Uuid, n: usize) -> Outcome<()> {
+        let c = self.cluster_of(member).await?;
+        self.api
+            .cluster_action(
+                &self.tenant(),
+                c.id,
+                crate::api::ClusterAction::Grow(vec![Self::member_request(); n]),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the API to shrink the cluster of `member` by its `n` newest members (workflow left pending).
+    pub async fn shrink_cluster(&self, member: Uuid, n: usize) -> Outcome<()> {
+        let c = self.cluster_of(member).await?;
+        let members = self.cluster_members(member).await?;
+        let leaving: Vec<Uuid> = members.iter().rev().take(n).map(|m| m.id).collect();
+        self.api
+            .cluster_action(
+                &self.tenant(),
+                c.id,
+                crate::api::ClusterAction::Shrink(leaving),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the API to delete the cluster of `member` (workflow left pending).
+    pub async fn delete_cluster(&self, member: Uuid) -> Outcome<()> {
+        let c = self.cluster_of(member).await?;
+        self.api.delete_cluster(&self.tenant(), c.id).await?;
+        Ok(())
+    }
+
+    /// The cluster of `member` is built with `n` members: task NONE without a fault, every member ACTIVE and a
+    /// member of it in its engine, and the hash slots spread evenly over them.
+    pub async fn expect_cluster(&self, member: Uuid, n: usize) -> Outcome<()> {
+        let c = self.cluster_of(member).await?;
+        self.expect(
+            c.task == crate::model::ClusterTask::None && c.fault.is_none(),
+            &format!("cluster task {:?}, fault {:?}", c.task, c.fault),
+        )?;
+        let members = self.cluster_members(member).await?;
+        self.expect(
+            members.len() == n,
+            &format!("{} members, {n} expected", members.len()),
+        )?;
+        let mut slots = Vec::new();
+        for m in &members {
+            self.expect_active(m.id).await?;
+            let e = self.engines.engine(m.id);
+            self.expect(
+                e.cluster_id() == Some(c.id),
+                &format!("member {} has not joined the cluster in its engine", m.id),
+            )?;
+            slots.push(e.cluster_slots());
+        }
+        let total: u32 = slots.iter().sum();
+        let (lo, hi) = (
+            slots.iter().min().copied().unwrap_or(0),
+            slots.iter().max().copied().unwrap_or(0),
+        );
+        self.expect(
+            total == 16384 && hi - lo <= 1,
+            &format!("hash slots per member {slots:?}"),
+        )
+    }
+
+    /// The cluster of `member` is deleted, with every member it ever had.
+    pub async fn expect_cluster_deleted(&self, member: Uuid) -> Outcome<()> {
+        let c = self.cluster_of(member).await?;
+        self.expect(c.deleted, "the cluster is not marked deleted")?;
+        let all = self
+            .store
+            .list_instances(&InstanceFilter {
+                cluster_id: Some(c.id),
+                include_deleted: true,
+                ..Default::default()
+            })
+            .await?;
+        for m in all {
+            self.expect_deleted(m.id).await?;
+        }
+        Ok(())
+    }
+
     /// Replica `id` stands alone: no source in the store or in its engine, and it takes writes.
     pub async fn expect_standalone_writable(&self, id: Uuid) -> Outcome<()> {
         let inst = self.instance(id).await?;
@@ -1177,6 +1374,8 @@ pub struct Scenario {
     check: Option<CheckFn>,
     /// The state the workflow must end in (`None`: either, as the check decides).
     expect: Option<WorkflowState>,
+    /// Other workflows (those the workflow waits for) run on a healthy worker meanwhile.
+    helpers: bool,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -1196,7 +1395,15 @@ impl Scenario {
             start,
             check: None,
             expect: Some(WorkflowState::Done),
+            helpers: false,
         }
+    }
+
+    /// Runs the other open workflows (those this one waits for, such as a cluster's members' creates and
+    /// deletes) on a healthy worker while the swept workflow runs and after its worker died.
+    pub fn with_helpers(mut self) -> Scenario {
+        self.helpers = true;
+        self
     }
 
     /// Checks the end state with `check`.
@@ -1297,6 +1504,23 @@ async fn crash_once(
         .find(|x| x.instance_id == id && &x.kind == kind)
         .map(|x| x.id)
         .ok_or_else(|| Broken(format!("the scenario did not start a {kind} workflow")))?;
+    let helper = s.helpers.then(|| {
+        let tm = Arc::new(w.task_manager(&format!("helper-{n}"), w.store.clone(), registry));
+        let store = w.store.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(open) = store.list_open_workflows().await {
+                    for other in open.into_iter().filter(|x| x.id != wf) {
+                        let tm = tm.clone();
+                        tokio::spawn(async move {
+                            let _ = tm.run_workflow(other.id).await;
+                        });
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    });
     let dying = CrashingStore::new(w.store.clone(), n);
     let first = w.task_manager(&format!("doomed-{n}"), dying.clone(), registry);
     let ran = first.run_workflow(wf).await;
@@ -1318,6 +1542,12 @@ async fn crash_once(
                 "the second worker could not take the workflow over after the lease expired".into(),
             ));
         }
+    }
+    if let Some(h) = helper {
+        // What the workflow started and did not wait for ends too.
+        w.settle().await?;
+        h.abort();
+        let _ = h.await;
     }
     let after = w
         .store

@@ -2298,7 +2298,10 @@ pub async fn check_clusters(store: &dyn InfraStore) {
         .await;
     assert!(stale.is_err(), "a stale version was accepted");
     let got = store.get_cluster(a.id).await.expect("get").expect("stored");
-    assert_eq!((got.task, got.version), (crate::model::ClusterTask::None, 1));
+    assert_eq!(
+        (got.task, got.version),
+        (crate::model::ClusterTask::None, 1)
+    );
     let listed: Vec<Uuid> = store
         .list_clusters(Some(&t))
         .await
@@ -2320,8 +2323,16 @@ pub async fn check_clusters(store: &dyn InfraStore) {
     .await;
     let listed = store.list_clusters(Some(&t)).await.expect("list");
     assert_eq!(listed.len(), 1, "a deleted cluster is not listed");
-    assert!(store.list_clusters(None).await.expect("all").iter().any(|c| c.id == a.id));
-    assert!(store.get_cluster(b.id).await.expect("get").is_some(), "kept");
+    assert!(store
+        .list_clusters(None)
+        .await
+        .expect("all")
+        .iter()
+        .any(|c| c.id == a.id));
+    assert!(
+        store.get_cluster(b.id).await.expect("get").is_some(),
+        "kept"
+    );
 
     // Members.
     let mut member = instance(&t, 512, Some(1), at(3));
@@ -2344,12 +2355,18 @@ pub async fn check_clusters(store: &dyn InfraStore) {
         cluster_id: Some(a.id),
         ..Default::default()
     };
-    assert_eq!(ids(store.list_instances(&of_cluster).await.expect("members")), vec![member.id]);
+    assert_eq!(
+        ids(store.list_instances(&of_cluster).await.expect("members")),
+        vec![member.id]
+    );
     let plain = InstanceFilter {
         tenant_id: Some(t.clone()),
         ..Default::default()
     };
-    assert_eq!(ids(store.list_instances(&plain).await.expect("plain")), vec![loner.id]);
+    assert_eq!(
+        ids(store.list_instances(&plain).await.expect("plain")),
+        vec![loner.id]
+    );
     let other = InstanceFilter {
         cluster_id: Some(b.id),
         ..of_cluster

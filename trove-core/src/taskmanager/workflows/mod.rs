@@ -12,6 +12,7 @@
 //! | migrate to another host (mgmt) | [`migrate`] |
 //! | rebuild the server (mgmt) | [`rebuild`] |
 //! | detach a replica, promote a replica (switchover), eject a source | [`replication`] |
+//! | create, grow, shrink, delete a cluster | [`cluster`] |
 
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
@@ -25,6 +26,7 @@ use crate::ports::{DynClock, PrepareRequest};
 use crate::state::ServiceStatus;
 
 pub mod backup;
+pub mod cluster;
 pub mod configuration;
 pub mod create;
 pub mod delete;
@@ -63,6 +65,10 @@ pub(super) fn register_standard(r: Registry) -> Registry {
         .register(replication::Detach)
         .register(replication::Promote)
         .register(replication::Eject)
+        .register(cluster::ClusterCreate)
+        .register(cluster::ClusterGrow)
+        .register(cluster::ClusterShrink)
+        .register(cluster::ClusterDelete)
 }
 
 /// Whether the guest stopped its engine in a tolerant `stop_db` step.

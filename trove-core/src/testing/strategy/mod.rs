@@ -155,7 +155,7 @@ pub fn facets_match_accessors(strategy: &DynStrategy) {
             if offered { "Some" } else { "None" }
         );
     }
-    // Replicas are seeded from backups: replication without backups cannot be served. Cluster has no accessor yet.
+    // Replicas are seeded from backups: replication without backups cannot be served.
     if facets.contains(Facet::Replication) {
         assert!(
             facets.contains(Facet::Backup),
@@ -163,11 +163,6 @@ pub fn facets_match_accessors(strategy: &DynStrategy) {
             strategy.manager()
         );
     }
-    assert!(
-        !facets.contains(Facet::Cluster),
-        "{}: claims the cluster facet, which the control plane cannot serve yet",
-        strategy.manager()
-    );
 }
 
 /// A request for a facet the strategy lacks, dispatched as the guest agent does, gets upstream's answer: 422

@@ -1,0 +1,751 @@
+//! Clusters (`/clusters`): create, list, show, show a member, delete, and the actions POSTed to a cluster (grow,
+//! shrink, reset-status; upgrade, restart and configuration changes answer 501 until they exist).
+//!
+//! A cluster's members are instances built by their own create workflows; the cluster workflows of
+//! [`crate::taskmanager::workflows::cluster`] make them one cluster. The API locks a cluster with its task in the
+//! commit that starts the workflow (at the cluster's version, so two actions never both start), and refuses an
+//! action while another runs with upstream's 422.
+
+use rand::distributions::{Alphanumeric, DistString};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::ApiService;
+use crate::error::{Error, Result};
+use crate::model::{
+    Cluster, ClusterTask, Datastore, DatastoreVersion, Facet, Flavor, Instance, InstanceFilter,
+    Locality, Manager, Resource, Secret, ServiceStatusRecord,
+};
+use crate::policy::{rules, Target};
+use crate::ports::{ChangeSet, Expect, RequestContext, Write};
+use crate::state::{ServerStatus, ServiceStatus, TaskStatus};
+use crate::taskmanager::workflows::cluster::{
+    secret_context, ClusterCreateParams, ClusterDeleteParams, ClusterGrowParams,
+    ClusterShrinkParams,
+};
+use crate::taskmanager::workflows::CreateParams;
+
+use super::InstanceView;
+
+/// One member asked for by a create or a grow (upstream's `instances` items).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterMemberRequest {
+    /// Flavor id.
+    pub flavor_ref: Option<String>,
+    /// Volume size, GB.
+    pub volume_size: Option<u32>,
+    /// Volume type.
+    pub volume_type: Option<String>,
+    /// Availability zone (a host of the all-in-one).
+    pub availability_zone: Option<String>,
+    /// Member name (default: the cluster's name and a number).
+    pub name: Option<String>,
+    /// Member type (engine-specific; Redis: `replica` for a shard replica is not offered yet).
+    pub kind: Option<String>,
+    /// Region.
+    pub region_name: Option<String>,
+}
+
+/// `POST /clusters`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateCluster {
+    /// Name.
+    pub name: String,
+    /// Datastore name or id.
+    pub datastore: String,
+    /// Datastore version name or id.
+    pub datastore_version: String,
+    /// The members.
+    pub instances: Vec<ClusterMemberRequest>,
+    /// Member placement.
+    pub locality: Option<Locality>,
+    /// Configuration group for every member.
+    pub configuration: Option<Uuid>,
+    /// Engine-specific options.
+    pub extended_properties: Map<String, Value>,
+}
+
+/// An action POSTed to a cluster (exactly one key of the body).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterAction {
+    /// `{"grow": [...]}`.
+    Grow(Vec<ClusterMemberRequest>),
+    /// `{"shrink": [{"id": ...}]}`.
+    Shrink(Vec<Uuid>),
+    /// `{"reset-status": {}}` (`force_delete` inside: the client's force delete, under its own rule).
+    ResetStatus {
+        /// The client's force delete.
+        force_delete: bool,
+    },
+    /// `{"upgrade": {"datastore_version": ...}}`.
+    Upgrade(String),
+    /// `{"restart": {}}`.
+    Restart,
+    /// `{"configuration_attach": {"configuration_id": ...}}`.
+    ConfigurationAttach(Uuid),
+    /// `{"configuration_detach": {}}`.
+    ConfigurationDetach,
+    /// `{"add_shard": {}}` (MongoDB upstream).
+    AddShard,
+}
+
+/// What a cluster view is made of.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// Its datastore.
+    pub datastore: Datastore,
+    /// Its version.
+    pub datastore_version: DatastoreVersion,
+    /// Its live members, oldest first.
+    pub members: Vec<InstanceView>,
+}
+
+/// The fewest members a cluster of `manager` may have (Redis Cluster: three primaries, so that a majority
+/// survives one; Galera: three, so that a quorum survives one).
+pub fn min_members(manager: Manager) -> u32 {
+    match manager {
+        Manager::Redis | Manager::Mysql | Manager::Mariadb => 3,
+        _ => 1,
+    }
+}
+
+/// A new random internal password.
+fn internal_password() -> Secret {
+    Secret::new(Alphanumeric.sample_string(&mut rand::thread_rng(), 32))
+}
+
+impl ApiService {
+    /// A cluster of the caller's project (deleted ones and other projects' are 404, as backups and configuration
+    /// groups).
+    async fn load_cluster(&self, ctx: &RequestContext, id: Uuid) -> Result<Cluster> {
+        match self.store.get_cluster(id).await? {
+            Some(c) if !c.deleted && c.tenant_id == ctx.tenant_id => Ok(c),
+            _ => Err(Error::not_found("Cluster", id)),
+        }
+    }
+
+    async fn authorized_cluster(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        rule: &str,
+    ) -> Result<Cluster> {
+        let c = self.load_cluster(ctx, id).await?;
+        self.authorize(ctx, rule, &Target::project(&c.tenant_id))?;
+        Ok(c)
+    }
+
+    /// The live members of a cluster, oldest first.
+    async fn cluster_members(&self, cluster_id: Uuid) -> Result<Vec<Instance>> {
+        let mut m = self
+            .store
+            .list_instances(&InstanceFilter {
+                cluster_id: Some(cluster_id),
+                ..Default::default()
+            })
+            .await?;
+        m.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+        Ok(m)
+    }
+
+    async fn cluster_view(&self, cluster: Cluster) -> Result<ClusterView> {
+        let (datastore_version, datastore) = self
+            .version_and_datastore(cluster.datastore_version_id)
+            .await?;
+        let members = self.cluster_members(cluster.id).await?;
+        let members = self.views(members).await?;
+        Ok(ClusterView {
+            cluster,
+            datastore,
+            datastore_version,
+            members,
+        })
+    }
+
+    /// Checks the members asked for and answers their flavor and volume size (every member the same: both
+    /// engines need equal members).
+    async fn member_shape(
+        &self,
+        version: &DatastoreVersion,
+        asked: &[ClusterMemberRequest],
+    ) -> Result<(Flavor, Option<u32>)> {
+        let first = asked.first().ok_or_else(|| {
+            Error::bad_request("A cluster needs members: give at least one instance.")
+        })?;
+        for (n, m) in asked.iter().enumerate() {
+            if m.flavor_ref.is_none() {
+                return Err(Error::bad_request(format!(
+                    "Instance {} of the request has no flavorRef.",
+                    n + 1
+                )));
+            }
+            if m.flavor_ref != first.flavor_ref {
+                return Err(Error::bad_request(format!(
+                    "Every member of a {} cluster must have the same flavor; got {} and {}.",
+                    version.manager,
+                    first.flavor_ref.as_deref().unwrap_or_default(),
+                    m.flavor_ref.as_deref().unwrap_or_default()
+                )));
+            }
+            if m.volume_size != first.volume_size {
+                return Err(Error::bad_request(format!(
+                    "Every member of a {} cluster must have the same volume size; got {:?} and {:?} GB.",
+                    version.manager, first.volume_size, m.volume_size
+                )));
+            }
+            if let Some(k) = m.kind.as_deref() {
+                if !matches!(k, "member" | "primary") {
+                    return Err(Error::bad_request(format!(
+                        "Member type '{}' is not offered; leave it out (every member is a primary).",
+                        k.escape_default()
+                    )));
+                }
+            }
+        }
+        let flavor_ref = first.flavor_ref.as_deref().unwrap_or_default();
+        let flavor = self.store.get_flavor(flavor_ref).await?.ok_or_else(|| {
+            Error::bad_request(format!("Flavor {flavor_ref} could not be found."))
+        })?;
+        if !version.flavor_ids.is_empty() && !version.flavor_ids.contains(&flavor.id) {
+            return Err(Error::not_found(
+                "Flavor for datastore version",
+                format!("{} ({})", flavor.id, version.name),
+            ));
+        }
+        let size = self.checked_volume_size(first.volume_size)?;
+        Ok((flavor, size))
+    }
+
+    /// The rows that build member `n` of `cluster` (instance, NEW status, create workflow), pushed to `cs`;
+    /// answers the member and its workflow id.
+    #[allow(clippy::too_many_arguments)]
+    fn member_rows(
+        &self,
+        cs: &mut ChangeSet,
+        cluster: &Cluster,
+        asked: &ClusterMemberRequest,
+        name: String,
+        flavor: &Flavor,
+        size: Option<u32>,
+        version: &DatastoreVersion,
+        overrides: &Map<String, Value>,
+        created: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Instance, Uuid)> {
+        let inst = Instance {
+            id: Uuid::new_v4(),
+            name,
+            tenant_id: cluster.tenant_id.clone(),
+            datastore_version_id: version.id,
+            flavor_id: flavor.id.clone(),
+            ram_mb: flavor.ram_mb,
+            volume_size: size,
+            volume_type: asked.volume_type.clone(),
+            task: TaskStatus::Building,
+            server_status: ServerStatus::Build,
+            server_id: None,
+            volume_id: None,
+            host: None,
+            addresses: Vec::new(),
+            port: None,
+            configuration_id: cluster.configuration_id,
+            replica_of: None,
+            locality: cluster.locality,
+            region: asked
+                .region_name
+                .clone()
+                .unwrap_or_else(|| self.config.region.clone()),
+            availability_zone: asked.availability_zone.clone(),
+            access: Default::default(),
+            fault: None,
+            cluster_id: Some(cluster.id),
+            auto_failover: None,
+            created,
+            updated: created,
+            deleted: false,
+            deleted_at: None,
+            version: 0,
+        };
+        let mut params = CreateParams {
+            seed_backup: None,
+            flavor: flavor.clone(),
+            datastore_version: version.clone(),
+            databases: Vec::new(),
+            users: Vec::new(),
+            root_password: None,
+            overrides: overrides.clone(),
+            group: cluster.locality.map(|l| (cluster.id, l)),
+            scrubbed: false,
+            sealed: None,
+            replica_of: None,
+            restore_point: None,
+            restore_time: None,
+        };
+        params.seal_secrets(&self.sealing.at_rest, inst.id)?;
+        let wf = self.new_workflow(inst.id, &params)?;
+        let wf_id = wf.id;
+        cs.push(Write::Instance {
+            instance: inst.clone(),
+            expect: Expect::Absent,
+        });
+        cs.push(Write::ServiceStatus(ServiceStatusRecord {
+            instance_id: inst.id,
+            status: ServiceStatus::New,
+            reason: None,
+            volume: None,
+            updated_at: created,
+        }));
+        cs.push(Write::Workflow {
+            workflow: wf,
+            expect: Expect::Absent,
+        });
+        Ok((inst, wf_id))
+    }
+
+    /// The configuration values of group `id` for `version` (a 400 for another version's group).
+    async fn cluster_overrides(
+        &self,
+        ctx: &RequestContext,
+        id: Option<Uuid>,
+        version: &DatastoreVersion,
+    ) -> Result<Map<String, Value>> {
+        let Some(cid) = id else {
+            return Ok(Map::new());
+        };
+        self.require_facet(version.manager, Facet::Configuration, "configuration")?;
+        let c = self.load_configuration(ctx, cid).await?;
+        if c.datastore_version_id != version.id {
+            return Err(Error::bad_request(format!(
+                "Configuration group {cid} is for another datastore version than the cluster."
+            )));
+        }
+        Ok(c.values)
+    }
+
+    /// `POST /clusters`: validates, checks quota, persists the cluster (BUILDING), its members (each with its
+    /// create workflow) and the cluster's create workflow in one commit, and casts the workflows. Answers the
+    /// cluster's view.
+    pub async fn create_cluster(
+        &self,
+        ctx: &RequestContext,
+        req: CreateCluster,
+    ) -> Result<ClusterView> {
+        self.authorize_on_tenant(ctx, rules::CLUSTER_CREATE)?;
+        crate::model::validate_instance_name(&req.name)?;
+        let (ds, version) = self
+            .resolve_version(
+                ctx,
+                Some(&req.datastore),
+                Some(&req.datastore_version),
+                None,
+            )
+            .await?;
+        let manager = version.manager;
+        if manager == Manager::Postgresql {
+            return Err(Error::bad_request(
+                "PostgreSQL has no cluster type: for copies of a PostgreSQL server, create replicas \
+                 (`openstack database instance create NAME --replica-of SOURCE`).",
+            ));
+        }
+        self.require_facet(manager, Facet::Cluster, "clusters")?;
+        let min = min_members(manager);
+        let n = u32::try_from(req.instances.len()).unwrap_or(u32::MAX);
+        if n < min {
+            return Err(Error::bad_request(format!(
+                "A {manager} cluster needs at least {min} members; the request has {n}."
+            )));
+        }
+        let (flavor, size) = self.member_shape(&version, &req.instances).await?;
+        let overrides = self
+            .cluster_overrides(ctx, req.configuration, &version)
+            .await?;
+        let now = self.clock.now();
+        let mut cluster = Cluster {
+            id: Uuid::new_v4(),
+            tenant_id: ctx.tenant_id.clone(),
+            name: req.name.clone(),
+            datastore_version_id: version.id,
+            task: ClusterTask::Building,
+            locality: req.locality,
+            configuration_id: req.configuration,
+            extended_properties: req.extended_properties.clone(),
+            secret: String::new(),
+            scaling: None,
+            last_scaled: None,
+            fault: None,
+            deleted: false,
+            created: now,
+            updated: now,
+            version: 0,
+        };
+        cluster.secret = self
+            .sealing
+            .at_rest
+            .seal_json(&internal_password(), &secret_context(cluster.id))?;
+        let mut cs = ChangeSet::new();
+        let mut members = Vec::new();
+        let mut workflows = Vec::new();
+        for (i, asked) in req.instances.iter().enumerate() {
+            let name = asked
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-member-{}", req.name, i + 1));
+            crate::model::validate_instance_name(&name)?;
+            // Members are created a microsecond apart so that their order is their joining order.
+            let at = now + chrono::Duration::microseconds(i as i64);
+            let (inst, wf) = self.member_rows(
+                &mut cs, &cluster, asked, name, &flavor, size, &version, &overrides, at,
+            )?;
+            members.push(inst.id);
+            workflows.push(wf);
+        }
+        let params = ClusterCreateParams {
+            cluster_id: cluster.id,
+            members: members.clone(),
+        };
+        let wf = self.new_workflow(members[0], &params)?;
+        workflows.push(wf.id);
+        cs.push(Write::Workflow {
+            workflow: wf,
+            expect: Expect::Absent,
+        });
+        cs.push(Write::Cluster {
+            cluster: cluster.clone(),
+            expect: Expect::Absent,
+        });
+        let cs = cs.check_quota(
+            ctx.tenant_id.clone(),
+            &[Resource::Instances, Resource::Ram, Resource::Volumes],
+        );
+        self.store.commit(cs).await?;
+        for w in workflows {
+            self.cast(w).await;
+        }
+        tracing::info!(cluster = %cluster.id, datastore = %ds.name, members = members.len(), "cluster requested");
+        self.cluster_view(cluster).await
+    }
+
+    /// `GET /clusters`: the caller's clusters, oldest first.
+    pub async fn list_clusters(&self, ctx: &RequestContext) -> Result<Vec<ClusterView>> {
+        self.authorize_on_tenant(ctx, rules::CLUSTER_INDEX)?;
+        let all = self.store.list_clusters(Some(&ctx.tenant_id)).await?;
+        let mut out = Vec::with_capacity(all.len());
+        for c in all {
+            out.push(self.cluster_view(c).await?);
+        }
+        Ok(out)
+    }
+
+    /// `GET /clusters/{id}`.
+    pub async fn show_cluster(&self, ctx: &RequestContext, id: Uuid) -> Result<ClusterView> {
+        let c = self
+            .authorized_cluster(ctx, id, rules::CLUSTER_SHOW)
+            .await?;
+        self.cluster_view(c).await
+    }
+
+    /// `GET /clusters/{id}/events` (extension): what happened to the cluster (built, grown, shrunk; by a user or
+    /// by its scaling policy, with the metric values that decided it), oldest first.
+    pub async fn list_cluster_events(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+    ) -> Result<Vec<crate::model::Event>> {
+        let c = self
+            .authorized_cluster(ctx, id, rules::CLUSTER_SHOW)
+            .await?;
+        let all = self
+            .store
+            .list_events(&crate::model::EventFilter {
+                tenant_id: Some(c.tenant_id.clone()),
+                instance_id: None,
+            })
+            .await?;
+        let key = c.id.to_string();
+        Ok(all
+            .into_iter()
+            .filter(|e| e.details.get("cluster_id").and_then(Value::as_str) == Some(key.as_str()))
+            .collect())
+    }
+
+    /// `GET /clusters/{id}/instances/{instance_id}`: a member's view (404 for an instance of no such member).
+    pub async fn show_cluster_instance(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        instance_id: Uuid,
+    ) -> Result<InstanceView> {
+        let c = self
+            .authorized_cluster(ctx, id, rules::CLUSTER_SHOW_INSTANCE)
+            .await?;
+        let inst = self.load_instance(ctx, instance_id).await?;
+        if inst.cluster_id != Some(c.id) {
+            return Err(Error::not_found("Instance", instance_id));
+        }
+        self.view(inst).await
+    }
+
+    /// Stores `cluster` with `task` and the workflow that runs it (anchored on `anchor`), plus `extra`, in one
+    /// commit at the cluster's version; casts the workflow(s).
+    async fn start_cluster_task<P: crate::model::WorkflowParams>(
+        &self,
+        mut cluster: Cluster,
+        task: ClusterTask,
+        anchor: Uuid,
+        params: &P,
+        mut cs: ChangeSet,
+        mut casts: Vec<Uuid>,
+    ) -> Result<Cluster> {
+        let wf = self.new_workflow(anchor, params)?;
+        casts.push(wf.id);
+        let expect = Expect::Version(cluster.version);
+        cluster.task = task;
+        cluster.fault = None;
+        cluster.updated = self.clock.now();
+        cs.push(Write::Workflow {
+            workflow: wf,
+            expect: Expect::Absent,
+        });
+        cs.push(Write::Cluster {
+            cluster: cluster.clone(),
+            expect,
+        });
+        self.store.commit(cs).await.map_err(|e| match e {
+            Error::Conflict { .. } => Error::unprocessable(
+                "The cluster changed while this action was asked for (another action started); try again.",
+            ),
+            e => e,
+        })?;
+        for w in casts {
+            self.cast(w).await;
+        }
+        Ok(cluster)
+    }
+
+    /// `DELETE /clusters/{id}`: every member is deleted by its own workflow, then the cluster.
+    pub async fn delete_cluster(&self, ctx: &RequestContext, id: Uuid) -> Result<()> {
+        let c = self
+            .authorized_cluster(ctx, id, rules::CLUSTER_DELETE)
+            .await?;
+        if !matches!(c.task, ClusterTask::None | ClusterTask::Deleting) {
+            return Err(c.task.busy());
+        }
+        if c.task == ClusterTask::Deleting {
+            // A delete runs: asking again is harmless.
+            return Ok(());
+        }
+        let members = self.cluster_members(id).await?;
+        let Some(anchor) = members.first().map(|m| m.id) else {
+            // No member left (all deleted by a workflow that failed after): the cluster goes at once.
+            let mut gone = c.clone();
+            let expect = Expect::Version(c.version);
+            gone.deleted = true;
+            gone.updated = self.clock.now();
+            return self
+                .store
+                .commit(ChangeSet::new().with(Write::Cluster {
+                    cluster: gone,
+                    expect,
+                }))
+                .await;
+        };
+        let params = ClusterDeleteParams {
+            cluster_id: id,
+            members: members.iter().map(|m| m.id).collect(),
+        };
+        self.start_cluster_task(
+            c,
+            ClusterTask::Deleting,
+            anchor,
+            &params,
+            ChangeSet::new(),
+            Vec::new(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /clusters/{id}`: one action. Answers the cluster's view (202).
+    pub async fn cluster_action(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        action: ClusterAction,
+    ) -> Result<ClusterView> {
+        let rule = match &action {
+            ClusterAction::ResetStatus { force_delete: true } => rules::CLUSTER_FORCE_DELETE,
+            ClusterAction::ResetStatus { .. } => rules::CLUSTER_RESET_STATUS,
+            _ => rules::CLUSTER_ACTION,
+        };
+        let c = self.authorized_cluster(ctx, id, rule).await?;
+        let c = match action {
+            ClusterAction::Grow(asked) => self.grow(ctx, c, asked, None).await?,
+            ClusterAction::Shrink(ids) => self.shrink(c, ids, None).await?,
+            ClusterAction::ResetStatus { .. } => self.reset_cluster(c).await?,
+            ClusterAction::Upgrade(_)
+            | ClusterAction::Restart
+            | ClusterAction::ConfigurationAttach(_)
+            | ClusterAction::ConfigurationDetach
+            | ClusterAction::AddShard => {
+                return Err(Error::not_implemented(
+                    "This cluster action is not offered yet: grow, shrink, reset-status and delete are.",
+                ))
+            }
+        };
+        self.cluster_view(c).await
+    }
+
+    /// Grow: new members (equal to the existing ones) are built and joined. `automatic`: the scaling policy's
+    /// reason.
+    pub(crate) async fn grow(
+        &self,
+        ctx: &RequestContext,
+        c: Cluster,
+        asked: Vec<ClusterMemberRequest>,
+        automatic: Option<String>,
+    ) -> Result<Cluster> {
+        if c.task != ClusterTask::None {
+            return Err(c.task.busy());
+        }
+        if asked.is_empty() {
+            return Err(Error::bad_request("grow needs at least one instance."));
+        }
+        let members = self.cluster_members(c.id).await?;
+        let anchor = members
+            .first()
+            .ok_or_else(|| Error::unprocessable("The cluster has no members left; delete it."))?;
+        let (version, _) = self.version_and_datastore(c.datastore_version_id).await?;
+        let (flavor, size) = self.member_shape(&version, &asked).await?;
+        if flavor.id != anchor.flavor_id || size != anchor.volume_size {
+            return Err(Error::bad_request(format!(
+                "New members must match the cluster's: flavor {} and a volume of {:?} GB.",
+                anchor.flavor_id, anchor.volume_size
+            )));
+        }
+        let overrides = self
+            .cluster_overrides(ctx, c.configuration_id, &version)
+            .await?;
+        let now = self.clock.now();
+        let mut cs = ChangeSet::new();
+        let mut new_members = Vec::new();
+        let mut casts = Vec::new();
+        for (i, a) in asked.iter().enumerate() {
+            let name = a
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-member-{}", c.name, members.len() + i + 1));
+            crate::model::validate_instance_name(&name)?;
+            let at = now + chrono::Duration::microseconds(i as i64);
+            let (inst, wf) = self.member_rows(
+                &mut cs, &c, a, name, &flavor, size, &version, &overrides, at,
+            )?;
+            new_members.push(inst.id);
+            casts.push(wf);
+        }
+        let params = ClusterGrowParams {
+            cluster_id: c.id,
+            new_members,
+            automatic,
+        };
+        let cs = cs.check_quota(
+            c.tenant_id.clone(),
+            &[Resource::Instances, Resource::Ram, Resource::Volumes],
+        );
+        let anchor = anchor.id;
+        self.start_cluster_task(c, ClusterTask::GrowingCluster, anchor, &params, cs, casts)
+            .await
+    }
+
+    /// Shrink: the leaving members' data moves to the others, then they are deleted.
+    pub(crate) async fn shrink(
+        &self,
+        c: Cluster,
+        ids: Vec<Uuid>,
+        automatic: Option<String>,
+    ) -> Result<Cluster> {
+        if c.task != ClusterTask::None {
+            return Err(c.task.busy());
+        }
+        if ids.is_empty() {
+            return Err(Error::bad_request("shrink needs at least one instance id."));
+        }
+        let members = self.cluster_members(c.id).await?;
+        for id in &ids {
+            if !members.iter().any(|m| m.id == *id) {
+                return Err(Error::bad_request(format!(
+                    "Instance {id} is not a member of cluster {}.",
+                    c.id
+                )));
+            }
+        }
+        let mut leaving = ids.clone();
+        leaving.sort();
+        leaving.dedup();
+        let (version, _) = self.version_and_datastore(c.datastore_version_id).await?;
+        let min = min_members(version.manager) as usize;
+        let left = members.len() - leaving.len();
+        if left < min {
+            return Err(Error::bad_request(format!(
+                "A {} cluster needs at least {min} members; shrinking {} of {} would leave {left}.",
+                version.manager,
+                leaving.len(),
+                members.len()
+            )));
+        }
+        let anchor = members
+            .iter()
+            .find(|m| !leaving.contains(&m.id))
+            .map(|m| m.id)
+            .ok_or_else(|| Error::bad_request("No member would stay."))?;
+        let params = ClusterShrinkParams {
+            cluster_id: c.id,
+            leaving,
+            automatic,
+        };
+        self.start_cluster_task(
+            c,
+            ClusterTask::ShrinkingCluster,
+            anchor,
+            &params,
+            ChangeSet::new(),
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// Reset status: the cluster's task goes back to NONE, its open workflows and its members' are closed, and
+    /// members left with a task get NONE (what a force delete needs before its DELETE).
+    async fn reset_cluster(&self, mut c: Cluster) -> Result<Cluster> {
+        let members = self.cluster_members(c.id).await?;
+        let ids: Vec<Uuid> = members.iter().map(|m| m.id).collect();
+        let mut cs = ChangeSet::new();
+        for w in self.store.list_open_workflows().await? {
+            if ids.contains(&w.instance_id) {
+                cs.push(self.close_workflow(w));
+            }
+        }
+        let now = self.clock.now();
+        for mut m in members {
+            if m.task != TaskStatus::None {
+                let expect = Expect::Version(m.version);
+                m.task = TaskStatus::None;
+                m.updated = now;
+                cs.push(Write::Instance {
+                    instance: m,
+                    expect,
+                });
+            }
+        }
+        let expect = Expect::Version(c.version);
+        c.task = ClusterTask::None;
+        c.updated = now;
+        cs.push(Write::Cluster {
+            cluster: c.clone(),
+            expect,
+        });
+        self.store.commit(cs).await?;
+        c.version += 1;
+        Ok(c)
+    }
+}

@@ -1,0 +1,774 @@
+//! Cluster workflows: create, grow, shrink and delete a cluster of member instances.
+//!
+//! Members are ordinary instances: each is built by its own create workflow and removed by its own delete
+//! workflow, so everything those do (placement, volumes, crash recovery, quota) holds for members too. A cluster
+//! workflow runs beside them, keyed on one member that stays (its *anchor*; a workflow's writes are fenced by the
+//! anchor's row like every workflow's): it waits for the members it needs, then makes them one cluster through
+//! their guests' cluster facet, and moves the cluster's task.
+//!
+//! - **create**: the members are built → each joins, in order (the first starts the cluster) → the data is spread
+//!   (`rebalance`) → task NONE.
+//! - **grow**: the new members are built → each joins → every old member learns who belongs → `rebalance` gives
+//!   the new members their share (Redis: slots move with their keys) → task NONE.
+//! - **shrink**: a staying member drains the leaving ones (Redis: their slots move away with their keys) → the
+//!   staying members learn who belongs → the leaving members are deleted by their own delete workflows → task
+//!   NONE. Nothing is deleted before its data moved.
+//! - **delete**: every member's delete workflow is started (each member once) → when all are deleted, the
+//!   cluster row is marked deleted.
+//!
+//! While a cluster task runs, only its workflow writes the cluster row (the API changes a cluster only when its
+//! task is NONE, at the version it read), so the workflow writes it as a whole (fenced by its own row).
+//! Every step is idempotent: a join, a rebalance or a drain done again moves nothing more; a member's delete
+//! workflow is started in the same commit that marks the member DELETING, and a member already DELETING (or
+//! deleted) is not started again.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::model::{
+    Cluster, ClusterTask, Event, Instance, InstanceFault, Workflow, WorkflowKind, WorkflowParams,
+};
+use crate::ports::{ClusterMember, ClusterSpec, Moved, Write};
+use crate::rpc::TaskManagerClient;
+use crate::state::{ServerStatus, TaskStatus};
+use crate::taskmanager::context::abort_on_store;
+use crate::taskmanager::{Failure, StepContext, StepResult, Stop, WorkflowDef};
+
+use super::delete::DeleteParams;
+
+/// The sealing context of a cluster's internal password.
+pub fn secret_context(cluster_id: Uuid) -> String {
+    format!("internal account of cluster {cluster_id}")
+}
+
+/// Parameters of the cluster create workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterCreateParams {
+    /// The cluster.
+    pub cluster_id: Uuid,
+    /// Its members, in the order they join.
+    pub members: Vec<Uuid>,
+}
+
+impl WorkflowParams for ClusterCreateParams {
+    const KIND: WorkflowKind = WorkflowKind::new("cluster_create");
+}
+
+/// Parameters of the cluster grow workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterGrowParams {
+    /// The cluster.
+    pub cluster_id: Uuid,
+    /// The members being added (being built by their create workflows).
+    pub new_members: Vec<Uuid>,
+    /// Why the task manager grew it on its own (a scaling decision), `None` for a user's grow.
+    #[serde(default)]
+    pub automatic: Option<String>,
+}
+
+impl WorkflowParams for ClusterGrowParams {
+    const KIND: WorkflowKind = WorkflowKind::new("cluster_grow");
+}
+
+/// Parameters of the cluster shrink workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterShrinkParams {
+    /// The cluster.
+    pub cluster_id: Uuid,
+    /// The members leaving.
+    pub leaving: Vec<Uuid>,
+    /// Why the task manager shrank it on its own, `None` for a user's shrink.
+    #[serde(default)]
+    pub automatic: Option<String>,
+}
+
+impl WorkflowParams for ClusterShrinkParams {
+    const KIND: WorkflowKind = WorkflowKind::new("cluster_shrink");
+}
+
+/// Parameters of the cluster delete workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterDeleteParams {
+    /// The cluster.
+    pub cluster_id: Uuid,
+    /// Every member at the time of the delete.
+    pub members: Vec<Uuid>,
+}
+
+impl WorkflowParams for ClusterDeleteParams {
+    const KIND: WorkflowKind = WorkflowKind::new("cluster_delete");
+}
+
+// ------------------------------------------------------------------------------------------------ shared steps
+
+async fn load_cluster(cx: &StepContext<'_>, id: Uuid) -> StepResult<Cluster> {
+    cx.store()
+        .get_cluster(id)
+        .await
+        .map_err(abort_on_store)?
+        .ok_or_else(|| {
+            Stop::Fail(Failure::with_details(
+                "The cluster is gone.",
+                format!("cluster {id} not found"),
+            ))
+        })
+}
+
+/// The live members of a cluster, oldest first (the order they joined).
+async fn members_of(cx: &StepContext<'_>, cluster_id: Uuid) -> StepResult<Vec<Instance>> {
+    let mut m = cx
+        .store()
+        .list_instances(&crate::model::InstanceFilter {
+            cluster_id: Some(cluster_id),
+            ..Default::default()
+        })
+        .await
+        .map_err(abort_on_store)?;
+    m.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+    Ok(m)
+}
+
+/// How the guests see a member: the address its engine listens on, and its port (`None`: the engine's standard
+/// port, as on a VM of its own).
+fn member_of(i: &Instance, standard_port: u16) -> StepResult<ClusterMember> {
+    match i.addresses.first() {
+        Some(a) => Ok(ClusterMember {
+            instance_id: i.id,
+            host: a.address.clone(),
+            port: i.port.unwrap_or(standard_port),
+            replica_of: None,
+        }),
+        None => Err(Stop::Fail(Failure::with_details(
+            format!(
+                "Member {} has no address yet; it cannot join the cluster.",
+                i.id
+            ),
+            "the member's server reported no address",
+        ))),
+    }
+}
+
+/// The cluster as its members' guests are told it: `members` in order, and the internal password opened.
+async fn spec(
+    cx: &StepContext<'_>,
+    cluster: &Cluster,
+    members: &[Instance],
+) -> StepResult<ClusterSpec> {
+    let secret: crate::model::Secret = cx
+        .sealer()
+        .open_json(&cluster.secret, &secret_context(cluster.id))
+        .map_err(|e| {
+            Stop::Fail(Failure::new(
+                "The cluster's internal password cannot be opened with this deployment's keys.",
+                &e,
+            ))
+        })?;
+    let version = cx
+        .store()
+        .get_datastore_version(cluster.datastore_version_id)
+        .await
+        .map_err(abort_on_store)?
+        .ok_or_else(|| {
+            Stop::Fail(Failure::with_details(
+                "The cluster's datastore version is gone.",
+                format!(
+                    "datastore version {} not found",
+                    cluster.datastore_version_id
+                ),
+            ))
+        })?;
+    let port = version.manager.default_port();
+    Ok(ClusterSpec {
+        cluster_id: cluster.id,
+        members: members
+            .iter()
+            .map(|m| member_of(m, port))
+            .collect::<StepResult<_>>()?,
+        secret,
+    })
+}
+
+/// Waits until every instance of `ids` is built and healthy (task NONE, server ACTIVE, engine running); fails
+/// when one of them fails to build, naming it and its fault.
+async fn wait_built(cx: &mut StepContext<'_>, ids: &[Uuid]) -> StepResult<Vec<Instance>> {
+    let deadline = cx.clock().now()
+        + chrono::Duration::from_std(cx.config().usage_timeout)
+            .unwrap_or(chrono::Duration::seconds(1800));
+    loop {
+        let mut ready = Vec::with_capacity(ids.len());
+        for id in ids {
+            let i = cx.instance_of(*id).await?.ok_or_else(|| {
+                Stop::Fail(Failure::with_details(
+                    format!("Member {id} is gone."),
+                    format!("instance {id} not found"),
+                ))
+            })?;
+            if i.task.is_error() || i.deleted {
+                let why = i.fault.as_ref().map_or_else(
+                    || i.task.name().to_string(),
+                    |f| format!("{}: {}", f.message, f.details),
+                );
+                return Err(Stop::Fail(Failure::with_details(
+                    format!("Member {} ({}) could not be built.", i.name, i.id),
+                    why,
+                )));
+            }
+            let st = cx
+                .store()
+                .get_service_status(*id)
+                .await
+                .map_err(abort_on_store)?;
+            let healthy = st.is_some_and(|s| s.status.is_datastore_running());
+            if i.task == TaskStatus::None && i.server_status == ServerStatus::Active && healthy {
+                ready.push(i);
+            }
+        }
+        if ready.len() == ids.len() {
+            return Ok(ready);
+        }
+        if cx.clock().now() >= deadline {
+            return Err(Stop::Fail(Failure::with_details(
+                "The cluster's members were not built in time.",
+                format!("{} of {} members ready", ready.len(), ids.len()),
+            )));
+        }
+        cx.renew().await?;
+        cx.sleep(cx.poll_interval()).await;
+    }
+}
+
+/// Steps `join_<id>`: each of `joining` joins the cluster `spec`, in order.
+async fn join_all(
+    cx: &mut StepContext<'_>,
+    spec: &ClusterSpec,
+    joining: &[Uuid],
+) -> StepResult<()> {
+    for id in joining {
+        let guest = cx.guest_of(*id);
+        let s = spec.clone();
+        cx.step(&format!("join_{id}"), |_| async move {
+            guest
+                .cluster_join(s)
+                .await
+                .map_err(|e| super::fail(&format!("Member {id} could not join the cluster."), &e))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Steps `members_<id>`: each of `told` learns who belongs now.
+async fn tell_members(
+    cx: &mut StepContext<'_>,
+    spec: &ClusterSpec,
+    told: &[Uuid],
+) -> StepResult<()> {
+    for id in told {
+        let guest = cx.guest_of(*id);
+        let s = spec.clone();
+        cx.step(&format!("members_{id}"), |_| async move {
+            guest.cluster_set_members(s).await.map_err(|e| {
+                super::fail(&format!("Member {id} could not be told who belongs."), &e)
+            })
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The event a cluster workflow records (its id is the workflow's, so a resumed run replaces it).
+fn event(
+    cx: &StepContext<'_>,
+    cluster: &Cluster,
+    kind: &str,
+    instances: Vec<Uuid>,
+    ok: bool,
+    message: String,
+    details: serde_json::Value,
+) -> Event {
+    let mut details = details;
+    if let Some(m) = details.as_object_mut() {
+        m.insert("cluster_id".into(), cluster.id.to_string().into());
+    }
+    Event {
+        id: cx.workflow().id,
+        tenant_id: cluster.tenant_id.clone(),
+        kind: kind.into(),
+        instances,
+        at: cx.clock().now(),
+        ok,
+        message,
+        details,
+    }
+}
+
+/// The cluster row written back with `change` (the workflow owns it while its task runs).
+fn cluster_write(
+    mut c: Cluster,
+    now: chrono::DateTime<chrono::Utc>,
+    change: impl FnOnce(&mut Cluster),
+) -> Write {
+    change(&mut c);
+    c.updated = now;
+    Write::Cluster {
+        cluster: c,
+        expect: crate::ports::Expect::Any,
+    }
+}
+
+/// Closes a grow or shrink: the cluster's task back to NONE (and, for the scaling policy's own action, the time of
+/// it for the cool-down), with its event.
+async fn finish_resized(
+    cx: &mut StepContext<'_>,
+    cluster: Cluster,
+    e: Event,
+    automatic: bool,
+) -> StepResult<()> {
+    let now = cx.clock().now();
+    let w = cluster_write(cluster, now, |c| {
+        c.task = ClusterTask::None;
+        c.fault = None;
+        if automatic {
+            c.last_scaled = Some(now);
+        }
+    });
+    cx.finish(|_, extra| {
+        extra.push(w.clone());
+        extra.push(Write::Event(e.clone()));
+    })
+    .await?;
+    Ok(())
+}
+
+/// Ends a failed cluster workflow: the cluster's task goes back to NONE with the failure as its fault.
+async fn release_cluster(
+    cx: &mut StepContext<'_>,
+    cluster_id: Uuid,
+    failure: &Failure,
+) -> StepResult<()> {
+    let c = load_cluster(cx, cluster_id).await?;
+    let now = cx.clock().now();
+    let fault = InstanceFault {
+        message: failure.message.clone(),
+        details: failure.details.clone(),
+        created: now,
+    };
+    let w = cluster_write(c, now, |c| {
+        c.task = ClusterTask::None;
+        c.fault = Some(fault);
+    });
+    cx.update(|_, extra| extra.push(w.clone())).await?;
+    Ok(())
+}
+
+/// Step `delete_members`: every one of `ids` that is not deleting yet gets its delete workflow, started in the
+/// commit that marks it DELETING; the new workflows are cast to the task managers.
+async fn delete_members(cx: &mut StepContext<'_>, ids: &[Uuid]) -> StepResult<()> {
+    let now = cx.clock().now();
+    let mut started: Vec<Workflow> = Vec::new();
+    let anchor = cx.instance_id();
+    let others: Vec<Uuid> = ids.iter().copied().filter(|i| *i != anchor).collect();
+    let mut new_wfs = Vec::new();
+    for id in ids {
+        let wf = Workflow::new(*id, &DeleteParams {}, now)
+            .map_err(|e| Stop::Fail(Failure::new("A member's delete could not be started.", &e)))?;
+        new_wfs.push((*id, wf));
+    }
+    let pick = |m: &mut Instance, extra: &mut Vec<Write>, started: &mut Vec<Workflow>| {
+        if m.deleted || m.task == TaskStatus::Deleting {
+            return;
+        }
+        let Some((_, wf)) = new_wfs.iter().find(|(id, _)| *id == m.id) else {
+            return;
+        };
+        m.task = TaskStatus::Deleting;
+        extra.push(Write::Workflow {
+            workflow: wf.clone(),
+            expect: crate::ports::Expect::Absent,
+        });
+        started.push(wf.clone());
+    };
+    cx.update_members(&others, |anchor_row, rows, extra| {
+        started.clear();
+        if ids.contains(&anchor_row.id) {
+            pick(anchor_row, extra, &mut started);
+        }
+        for m in rows.iter_mut() {
+            pick(m, extra, &mut started);
+        }
+    })
+    .await?;
+    let tm = TaskManagerClient::new(cx.bus(), "taskmanager");
+    for wf in started {
+        if let Err(e) = tm.run_workflow(wf.id).await {
+            tracing::warn!(workflow = %wf.id, error = %e, "could not cast a member's delete; the scan will run it");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every instance of `ids` is deleted.
+async fn wait_deleted(cx: &mut StepContext<'_>, ids: &[Uuid], timeout: Duration) -> StepResult<()> {
+    let started = cx.clock().now();
+    loop {
+        let mut left = Vec::new();
+        for id in ids {
+            if let Some(i) = cx.instance_of(*id).await? {
+                if !i.deleted {
+                    left.push(i);
+                }
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if let Some(i) = left
+            .iter()
+            .find(|i| i.fault.is_some() && i.task == TaskStatus::None)
+        {
+            let f = i.fault.as_ref().expect("checked");
+            return Err(Stop::Fail(Failure::with_details(
+                format!(
+                    "Member {} could not be deleted; delete the cluster again.",
+                    i.id
+                ),
+                format!("{}: {}", f.message, f.details),
+            )));
+        }
+        if (cx.clock().now() - started).to_std().unwrap_or_default() >= timeout {
+            return Err(Stop::Fail(Failure::with_details(
+                "The cluster's members were not deleted in time; delete the cluster again.",
+                format!("{} member(s) left", left.len()),
+            )));
+        }
+        cx.renew().await?;
+        cx.sleep(cx.poll_interval()).await;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ create
+
+/// The cluster create workflow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterCreate;
+
+#[async_trait]
+impl WorkflowDef for ClusterCreate {
+    type Params = ClusterCreateParams;
+
+    fn error_task(&self) -> Option<TaskStatus> {
+        None
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>, p: &ClusterCreateParams) -> StepResult<()> {
+        let members = wait_built(cx, &p.members).await?;
+        let cluster = load_cluster(cx, p.cluster_id).await?;
+        let spec = spec(cx, &cluster, &members).await?;
+        join_all(cx, &spec, &p.members).await?;
+        let first = cx.guest_of(p.members[0]);
+        let s = spec.clone();
+        let moved: Moved = cx
+            .step("rebalance", |_| async move {
+                first.cluster_rebalance(s).await.map_err(|e| {
+                    super::fail(
+                        "The cluster's data could not be spread over its members.",
+                        &e,
+                    )
+                })
+            })
+            .await?;
+        let now = cx.clock().now();
+        let e = event(
+            cx,
+            &cluster,
+            "cluster_create",
+            p.members.clone(),
+            true,
+            format!(
+                "Cluster {} is built with {} members.",
+                cluster.id,
+                p.members.len()
+            ),
+            serde_json::json!({"members": p.members, "moved": moved}),
+        );
+        let w = cluster_write(cluster, now, |c| {
+            c.task = ClusterTask::None;
+            c.fault = None;
+        });
+        cx.finish(|_, extra| {
+            extra.push(w.clone());
+            extra.push(Write::Event(e.clone()));
+        })
+        .await?;
+        tracing::info!(cluster = %p.cluster_id, members = p.members.len(), slots_moved = moved.slots, "cluster built");
+        Ok(())
+    }
+
+    async fn compensate(
+        &self,
+        cx: &mut StepContext<'_>,
+        p: &ClusterCreateParams,
+        failure: Failure,
+    ) -> StepResult<Failure> {
+        release_cluster(cx, p.cluster_id, &failure).await?;
+        Ok(failure)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    fn crash_scenarios(&self) -> Vec<crate::testing::crash::Scenario> {
+        use crate::testing::crash::Scenario;
+        vec![Scenario::new("create a cluster", |w| {
+            Box::pin(async move { w.cluster("c", 3).await })
+        })
+        .check(|w, id| Box::pin(async move { w.expect_cluster(id, 3).await }))
+        .with_helpers()]
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ grow
+
+/// The cluster grow workflow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterGrow;
+
+#[async_trait]
+impl WorkflowDef for ClusterGrow {
+    type Params = ClusterGrowParams;
+
+    fn error_task(&self) -> Option<TaskStatus> {
+        None
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>, p: &ClusterGrowParams) -> StepResult<()> {
+        wait_built(cx, &p.new_members).await?;
+        let cluster = load_cluster(cx, p.cluster_id).await?;
+        let members = members_of(cx, p.cluster_id).await?;
+        let spec = spec(cx, &cluster, &members).await?;
+        join_all(cx, &spec, &p.new_members).await?;
+        let old: Vec<Uuid> = members
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| !p.new_members.contains(id))
+            .collect();
+        tell_members(cx, &spec, &old).await?;
+        let anchor = cx.guest();
+        let s = spec.clone();
+        let moved: Moved = cx
+            .step("rebalance", |_| async move {
+                anchor.cluster_rebalance(s).await.map_err(|e| {
+                    super::fail(
+                        "The cluster's data could not be spread over the new members.",
+                        &e,
+                    )
+                })
+            })
+            .await?;
+        let e = event(
+            cx,
+            &cluster,
+            "cluster_grow",
+            p.new_members.clone(),
+            true,
+            format!(
+                "Cluster {} grew to {} members{}.",
+                cluster.id,
+                members.len(),
+                p.automatic
+                    .as_deref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ),
+            serde_json::json!({"new_members": p.new_members, "members": members.len(), "moved": moved,
+                "reason": p.automatic}),
+        );
+        finish_resized(cx, cluster, e, p.automatic.is_some()).await?;
+        tracing::info!(cluster = %p.cluster_id, members = members.len(), slots_moved = moved.slots, keys_moved = moved.keys, "cluster grown");
+        Ok(())
+    }
+
+    async fn compensate(
+        &self,
+        cx: &mut StepContext<'_>,
+        p: &ClusterGrowParams,
+        failure: Failure,
+    ) -> StepResult<Failure> {
+        release_cluster(cx, p.cluster_id, &failure).await?;
+        Ok(failure.task(TaskStatus::GrowingError))
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    fn crash_scenarios(&self) -> Vec<crate::testing::crash::Scenario> {
+        use crate::testing::crash::Scenario;
+        vec![Scenario::new("grow a cluster", |w| {
+            Box::pin(async move {
+                let c = w.cluster_built("c", 3).await?;
+                w.grow_cluster(c, 1).await?;
+                Ok(c)
+            })
+        })
+        .check(|w, id| Box::pin(async move { w.expect_cluster(id, 4).await }))
+        .with_helpers()]
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ shrink
+
+/// The cluster shrink workflow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterShrink;
+
+#[async_trait]
+impl WorkflowDef for ClusterShrink {
+    type Params = ClusterShrinkParams;
+
+    fn error_task(&self) -> Option<TaskStatus> {
+        None
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>, p: &ClusterShrinkParams) -> StepResult<()> {
+        let cluster = load_cluster(cx, p.cluster_id).await?;
+        let members = members_of(cx, p.cluster_id).await?;
+        // Once the leaving members are being deleted, their data has moved: what is left is the delete.
+        if cx.completed("delete_members").is_none() {
+            let spec_all = spec(cx, &cluster, &members).await?;
+            let anchor = cx.guest();
+            let leaving = p.leaving.clone();
+            let s = spec_all.clone();
+            let moved: Moved = cx
+                .step("drain", |_| async move {
+                    anchor.cluster_drain(s, leaving).await.map_err(|e| {
+                        super::fail(
+                            "The leaving members' data could not be moved to the others.",
+                            &e,
+                        )
+                    })
+                })
+                .await?;
+            let staying: Vec<Instance> = members
+                .iter()
+                .filter(|m| !p.leaving.contains(&m.id))
+                .cloned()
+                .collect();
+            let spec_after = spec(cx, &cluster, &staying).await?;
+            let told: Vec<Uuid> = staying.iter().map(|m| m.id).collect();
+            tell_members(cx, &spec_after, &told).await?;
+            let leaving = p.leaving.clone();
+            cx.step("moved", |_| async move {
+                tracing::info!(slots = moved.slots, keys = moved.keys, members = ?leaving, "leaving members drained");
+                Ok(moved)
+            })
+            .await?;
+        }
+        let moved: Moved = cx
+            .completed("moved")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let leaving = p.leaving.clone();
+        if cx.completed("delete_members").is_none() {
+            delete_members(cx, &leaving).await?;
+            cx.step("delete_members", |_| async { Ok(()) }).await?;
+        }
+        let timeout = cx.config().agent_call_high_timeout * 2;
+        wait_deleted(cx, &leaving, timeout).await?;
+        let left = members.len().saturating_sub(p.leaving.len());
+        let e = event(
+            cx,
+            &cluster,
+            "cluster_shrink",
+            p.leaving.clone(),
+            true,
+            format!(
+                "Cluster {} shrank to {left} members{}.",
+                cluster.id,
+                p.automatic
+                    .as_deref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ),
+            serde_json::json!({"removed": p.leaving, "members": left, "moved": moved, "reason": p.automatic}),
+        );
+        finish_resized(cx, cluster, e, p.automatic.is_some()).await
+    }
+
+    async fn compensate(
+        &self,
+        cx: &mut StepContext<'_>,
+        p: &ClusterShrinkParams,
+        failure: Failure,
+    ) -> StepResult<Failure> {
+        release_cluster(cx, p.cluster_id, &failure).await?;
+        Ok(failure.task(TaskStatus::ShrinkingError))
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    fn crash_scenarios(&self) -> Vec<crate::testing::crash::Scenario> {
+        use crate::testing::crash::Scenario;
+        vec![Scenario::new("shrink a cluster", |w| {
+            Box::pin(async move {
+                let c = w.cluster_built("c", 4).await?;
+                w.shrink_cluster(c, 1).await?;
+                Ok(c)
+            })
+        })
+        .check(|w, id| Box::pin(async move { w.expect_cluster(id, 3).await }))
+        .with_helpers()]
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ delete
+
+/// The cluster delete workflow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterDelete;
+
+#[async_trait]
+impl WorkflowDef for ClusterDelete {
+    type Params = ClusterDeleteParams;
+
+    fn error_task(&self) -> Option<TaskStatus> {
+        None
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>, p: &ClusterDeleteParams) -> StepResult<()> {
+        if cx.completed("delete_members").is_none() {
+            delete_members(cx, &p.members).await?;
+            cx.step("delete_members", |_| async { Ok(()) }).await?;
+        }
+        let timeout = cx.config().agent_call_high_timeout * 2;
+        wait_deleted(cx, &p.members, timeout).await?;
+        let cluster = load_cluster(cx, p.cluster_id).await?;
+        let now = cx.clock().now();
+        let w = cluster_write(cluster, now, |c| {
+            c.task = ClusterTask::None;
+            c.deleted = true;
+        });
+        cx.finish(|_, extra| extra.push(w.clone())).await?;
+        Ok(())
+    }
+
+    async fn compensate(
+        &self,
+        cx: &mut StepContext<'_>,
+        p: &ClusterDeleteParams,
+        failure: Failure,
+    ) -> StepResult<Failure> {
+        release_cluster(cx, p.cluster_id, &failure).await?;
+        Ok(failure)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    fn crash_scenarios(&self) -> Vec<crate::testing::crash::Scenario> {
+        use crate::testing::crash::Scenario;
+        vec![Scenario::new("delete a cluster", |w| {
+            Box::pin(async move {
+                let c = w.cluster_built("c", 3).await?;
+                w.delete_cluster(c).await?;
+                Ok(c)
+            })
+        })
+        .check(|w, id| Box::pin(async move { w.expect_cluster_deleted(id).await }))
+        .with_helpers()]
+    }
+}
