@@ -157,7 +157,14 @@ impl Base {
         let reserved: &[&str] = match self.manager {
             Manager::Postgresql => &["os_admin", "os_repl", "postgres", "root"],
             Manager::Redis => &["os_admin", "os_repl", "default"],
-            _ => &["os_admin", "os_repl", "root", "mariadb.sys", "mysql"],
+            _ => &[
+                "os_admin",
+                "os_repl",
+                "os_sst",
+                "root",
+                "mariadb.sys",
+                "mysql",
+            ],
         };
         if reserved.contains(&name) {
             return Err(Error::bad_request(format!(

@@ -29,6 +29,9 @@ pub struct EngineConfig {
     pub stop_timeout: Duration,
     /// How long a liveness probe (`status`) may take before the engine counts as not answering.
     pub probe_timeout: Duration,
+    /// Whether strategies offer the cluster facet (MariaDB Galera). Off by default: the control plane does not
+    /// serve clusters yet (the strategy conformance suite holds that no strategy claims the facet).
+    pub clusters: bool,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +41,7 @@ impl Default for EngineConfig {
             ready_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(30),
             probe_timeout: Duration::from_secs(3),
+            clusters: false,
         }
     }
 }
@@ -330,6 +334,12 @@ impl Layout {
     /// The admin password, generated and stored (0600, owner only) on first use.
     pub fn ensure_admin_secret(&self) -> Result<Secret> {
         self.ensure_secret(ADMIN_SECRET)
+    }
+
+    /// Stores `secret` (0600, owner only) as the admin password, replacing the one kept (the engine's account must
+    /// already have it).
+    pub fn store_admin_secret(&self, secret: &Secret) -> Result<()> {
+        write_private(&self.secret_file(ADMIN_SECRET), secret.expose().as_bytes())
     }
 
     fn state_path(&self) -> PathBuf {

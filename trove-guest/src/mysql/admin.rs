@@ -15,7 +15,15 @@ use trove_core::{Error, Result};
 use super::{exec_sql, Mysql};
 
 /// Users the guest keeps out of listings.
-const SYSTEM_USERS: &[&str] = &["os_admin", "root", "mariadb.sys", "mysql", "PUBLIC", ""];
+const SYSTEM_USERS: &[&str] = &[
+    "os_admin",
+    "os_sst",
+    "root",
+    "mariadb.sys",
+    "mysql",
+    "PUBLIC",
+    "",
+];
 /// Schemas the guest keeps out of listings.
 const SYSTEM_DBS: &[&str] = &[
     "mysql",

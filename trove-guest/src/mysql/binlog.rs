@@ -29,7 +29,7 @@ const BASE: &str = "mysql-bin";
 const REPLAY_START: Duration = Duration::from_secs(60);
 
 /// A text column of a `SHOW` result (MariaDB answers some as binary strings).
-fn text(row: &sqlx::mysql::MySqlRow, i: usize) -> Option<String> {
+pub(super) fn text(row: &sqlx::mysql::MySqlRow, i: usize) -> Option<String> {
     row.try_get::<String, _>(i).ok().or_else(|| {
         row.try_get::<Vec<u8>, _>(i)
             .ok()

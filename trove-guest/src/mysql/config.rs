@@ -53,6 +53,7 @@ impl Configurable for Mysql {
             }
         }
         cnf.push_str(&self.binlog_cnf()?);
+        cnf.push_str(&self.galera_cnf()?);
         if st.read_only {
             cnf.push_str(
                 "# a replica (or a fenced source): only the guest writes\nread_only = ON\n",

@@ -18,6 +18,7 @@ use trove_core::{Error, Result};
 mod admin;
 mod backup;
 mod binlog;
+mod cluster;
 mod config;
 mod replication;
 mod tls;
@@ -71,6 +72,8 @@ pub(crate) struct Mysql {
     bins: MysqlBinaries,
     backup_bins: Option<backup::BackupBinaries>,
     socket: PathBuf,
+    /// The previous reading of the cluster facet's load figures (its rates are per second since then).
+    last_load: std::sync::Mutex<Option<cluster::LoadReading>>,
 }
 
 impl Mysql {
@@ -85,6 +88,7 @@ impl Mysql {
             bins,
             backup_bins,
             socket,
+            last_load: std::sync::Mutex::new(None),
         })
     }
 
@@ -328,6 +332,14 @@ impl Engine for Mysql {
 
     fn replication(&self) -> Option<&dyn trove_core::ports::ReplicationFacet> {
         Some(self)
+    }
+
+    /// Galera ([`cluster`]), when the configuration offers clusters ([`EngineConfig::clusters`]).
+    fn cluster(&self) -> Option<&dyn trove_core::ports::ClusterFacet> {
+        self.base
+            .cfg
+            .clusters
+            .then_some(self as &dyn trove_core::ports::ClusterFacet)
     }
 
     fn backup_tool(&self) -> Option<&dyn crate::backup::EngineBackup> {

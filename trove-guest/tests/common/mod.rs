@@ -22,6 +22,21 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A port nobody listens on right now, with the `extra` ports after it free too (engines that derive ports from
+/// their own: Galera's group, IST and SST ports are the engine port + 1 to + 3).
+pub fn free_port_run(extra: u16) -> u16 {
+    for _ in 0..200 {
+        let p = free_port();
+        if p.checked_add(extra).is_none() {
+            continue;
+        }
+        if (1..=extra).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            return p;
+        }
+    }
+    panic!("no run of {} free ports found", extra + 1);
+}
+
 pub fn flavor(ram_mb: u32) -> Flavor {
     Flavor {
         id: format!("f{ram_mb}"),
@@ -74,6 +89,16 @@ impl Fixture {
     }
 
     fn with_factory(manager: Manager, ram_mb: u32, factory: EngineStrategyFactory) -> Fixture {
+        Fixture::with_factory_on(manager, ram_mb, factory, free_port())
+    }
+
+    /// An instance listening on `port` whose strategies `factory` builds.
+    pub fn with_factory_on(
+        manager: Manager,
+        ram_mb: u32,
+        factory: EngineStrategyFactory,
+        port: u16,
+    ) -> Fixture {
         let dir = tempfile::Builder::new()
             .prefix("tg")
             .tempdir()
@@ -88,7 +113,7 @@ impl Fixture {
             server_dir: dir.path().join("srv"),
             volume_path: Some(dir.path().join("vol")),
             bind_address: "127.0.0.1".into(),
-            port: free_port(),
+            port,
         };
         let strategy = factory
             .strategy(&ctx)
