@@ -134,7 +134,7 @@ async fn user_count(strategy: &DynStrategy) -> usize {
         .len()
 }
 
-/// [`DatastoreStrategy::facets`] is what the accessors say, and claims no reserved facet.
+/// [`DatastoreStrategy::facets`] is what the accessors say.
 pub fn facets_match_accessors(strategy: &DynStrategy) {
     let facets = strategy.facets();
     let accessors = [
@@ -145,6 +145,7 @@ pub fn facets_match_accessors(strategy: &DynStrategy) {
         (Facet::Tls, strategy.tls().is_some()),
         (Facet::Logs, strategy.logs().is_some()),
         (Facet::Backup, strategy.backup().is_some()),
+        (Facet::Cluster, strategy.cluster().is_some()),
     ];
     for (facet, offered) in accessors {
         assert_eq!(
@@ -155,7 +156,7 @@ pub fn facets_match_accessors(strategy: &DynStrategy) {
             if offered { "Some" } else { "None" }
         );
     }
-    // Replicas are seeded from backups: replication without backups cannot be served. Cluster has no accessor yet.
+    // Replicas are seeded from backups: replication without backups cannot be served.
     if facets.contains(Facet::Replication) {
         assert!(
             facets.contains(Facet::Backup),
@@ -163,11 +164,6 @@ pub fn facets_match_accessors(strategy: &DynStrategy) {
             strategy.manager()
         );
     }
-    assert!(
-        !facets.contains(Facet::Cluster),
-        "{}: claims the cluster facet, which the control plane cannot serve yet",
-        strategy.manager()
-    );
 }
 
 /// A request for a facet the strategy lacks, dispatched as the guest agent does, gets upstream's answer: 422
