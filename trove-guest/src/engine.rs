@@ -15,9 +15,9 @@ use trove_core::model::{
     SslView,
 };
 use trove_core::ports::{
-    not_supported, BackupFacet, BackupJob, BackupOutcome, BackupProgress, ConfigurationFacet,
-    DatabasesFacet, DatastoreStrategy, DynBackupStore, EngineStatus, FsStats, LogsFacet,
-    PrepareRequest, ReplicationFacet, RestoreSpec, RootFacet, TlsFacet, UsersFacet,
+    not_supported, BackupFacet, BackupJob, BackupOutcome, BackupProgress, ClusterFacet,
+    ConfigurationFacet, DatabasesFacet, DatastoreStrategy, DynBackupStore, EngineStatus, FsStats,
+    LogsFacet, PrepareRequest, ReplicationFacet, RestoreSpec, RootFacet, TlsFacet, UsersFacet,
 };
 use trove_core::state::ServiceStatus;
 use trove_core::{Error, Result};
@@ -103,6 +103,10 @@ pub(crate) trait Engine: Configurable + TlsEngine + Send + Sync + 'static {
     }
     /// The replication facet, when the engine replicates.
     fn replication(&self) -> Option<&dyn ReplicationFacet> {
+        None
+    }
+    /// The cluster facet, when the engine can be a member of a cluster.
+    fn cluster(&self) -> Option<&dyn ClusterFacet> {
         None
     }
 
@@ -380,6 +384,10 @@ impl<E: Engine> DatastoreStrategy for ProcessStrategy<E> {
     /// Replicas are seeded from backups: offered with them.
     fn replication(&self) -> Option<&dyn ReplicationFacet> {
         self.backup_parts().and(self.engine.replication())
+    }
+
+    fn cluster(&self) -> Option<&dyn ClusterFacet> {
+        self.engine.cluster()
     }
 }
 

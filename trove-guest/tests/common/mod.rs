@@ -22,6 +22,20 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A free port whose neighbour `port + 10000` (a Redis Cluster bus) is free too; both below the ephemeral range,
+/// so that no connection takes them meanwhile.
+pub fn cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let r = u16::from_le_bytes(Uuid::new_v4().as_bytes()[..2].try_into().expect("2 bytes"));
+        let port = 20000 + r % 2700;
+        let ok = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if ok(port) && ok(port + 10000) {
+            return port;
+        }
+    }
+    panic!("no free pair of ports")
+}
+
 pub fn flavor(ram_mb: u32) -> Flavor {
     Flavor {
         id: format!("f{ram_mb}"),
@@ -73,7 +87,26 @@ impl Fixture {
         )
     }
 
+    /// An instance on `port` (e.g. one of [`cluster_port`]).
+    pub fn on_port(manager: Manager, ram_mb: u32, port: u16) -> Fixture {
+        Fixture::with_factory_on(
+            manager,
+            ram_mb,
+            EngineStrategyFactory::new(EngineConfig::default()),
+            port,
+        )
+    }
+
     fn with_factory(manager: Manager, ram_mb: u32, factory: EngineStrategyFactory) -> Fixture {
+        Fixture::with_factory_on(manager, ram_mb, factory, free_port())
+    }
+
+    fn with_factory_on(
+        manager: Manager,
+        ram_mb: u32,
+        factory: EngineStrategyFactory,
+        port: u16,
+    ) -> Fixture {
         let dir = tempfile::Builder::new()
             .prefix("tg")
             .tempdir()
@@ -88,7 +121,7 @@ impl Fixture {
             server_dir: dir.path().join("srv"),
             volume_path: Some(dir.path().join("vol")),
             bind_address: "127.0.0.1".into(),
-            port: free_port(),
+            port,
         };
         let strategy = factory
             .strategy(&ctx)
