@@ -262,6 +262,19 @@ async fn redis_cluster_grows_shrinks_and_fails_over() {
         assert_eq!(st.slots, Some(if i == 0 { 5462 } else { 5461 }));
     }
 
+    let users = fx[0]
+        .strategy
+        .users()
+        .expect("users")
+        .list_users()
+        .await
+        .expect("list_users");
+    assert_eq!(
+        users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        ["alice"],
+        "the cluster account is the guest's own"
+    );
+
     let all_ports: Vec<u16> = fx.iter().map(Fixture::port).collect();
     let mut client = Client::new(&all_ports);
     let t = Instant::now();
