@@ -156,7 +156,7 @@ impl Base {
     pub fn check_reserved(&self, name: &str) -> Result<()> {
         let reserved: &[&str] = match self.manager {
             Manager::Postgresql => &["os_admin", "os_repl", "postgres", "root"],
-            Manager::Redis => &["os_admin", "os_repl", "default"],
+            Manager::Redis => &["os_admin", "os_repl", "os_cluster", "default"],
             _ => &[
                 "os_admin",
                 "os_repl",

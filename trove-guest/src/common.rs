@@ -29,9 +29,6 @@ pub struct EngineConfig {
     pub stop_timeout: Duration,
     /// How long a liveness probe (`status`) may take before the engine counts as not answering.
     pub probe_timeout: Duration,
-    /// Whether strategies offer the cluster facet (MariaDB Galera). Off by default: the control plane does not
-    /// serve clusters yet (the strategy conformance suite holds that no strategy claims the facet).
-    pub clusters: bool,
 }
 
 impl Default for EngineConfig {
@@ -41,7 +38,6 @@ impl Default for EngineConfig {
             ready_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(30),
             probe_timeout: Duration::from_secs(3),
-            clusters: false,
         }
     }
 }

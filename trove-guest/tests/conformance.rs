@@ -86,4 +86,7 @@ fn real_and_simulated_strategies_offer_the_same_facets() {
     }
     assert!(catalog.offers(Manager::Postgresql, Facet::Logs));
     assert!(!catalog.offers(Manager::Redis, Facet::Databases));
+    assert!(catalog.offers(Manager::Redis, Facet::Cluster));
+    assert!(catalog.offers(Manager::Mariadb, Facet::Cluster));
+    assert!(!catalog.offers(Manager::Postgresql, Facet::Cluster));
 }

@@ -11,7 +11,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 use std::time::{Duration, Instant};
 use trove_core::model::{DatabaseSpec, Manager, Secret, UserSpec};
-use trove_core::ports::{ClusterFacet, ClusterMember, ClusterSpec, Moved, StrategyFactory};
+use trove_core::ports::{ClusterFacet, ClusterMember, ClusterSpec, Moved};
 use trove_guest::{EngineConfig, EngineStrategyFactory};
 use uuid::Uuid;
 
@@ -123,11 +123,7 @@ fn ports(n: usize) -> Vec<u16> {
 async fn galera_members_join_grow_shrink_rejoin_and_restart_after_a_full_stop() {
     let total = Instant::now();
     let p = ports(4);
-    // Strategies offer the cluster facet only when configured to.
-    let clusters = EngineStrategyFactory::new(EngineConfig {
-        clusters: true,
-        ..EngineConfig::default()
-    });
+    let clusters = EngineStrategyFactory::new(EngineConfig::default());
     let fx: Vec<Fixture> = p
         .iter()
         .map(|port| Fixture::with_factory_on(Manager::Mariadb, 256, clusters.clone(), *port))
@@ -142,10 +138,6 @@ async fn galera_members_join_grow_shrink_rejoin_and_restart_after_a_full_stop() 
 
 async fn scenario(fx: &[Fixture]) {
     let (m1, m2, m3, m4) = (&fx[0], &fx[1], &fx[2], &fx[3]);
-    let default = EngineStrategyFactory::default()
-        .strategy(&m1.ctx)
-        .expect("strategy");
-    assert!(default.cluster().is_none(), "not offered unless configured");
     let t = Instant::now();
     for f in fx {
         f.strategy

@@ -334,12 +334,9 @@ impl Engine for Mysql {
         Some(self)
     }
 
-    /// Galera ([`cluster`]), when the configuration offers clusters ([`EngineConfig::clusters`]).
+    /// Galera ([`cluster`]).
     fn cluster(&self) -> Option<&dyn trove_core::ports::ClusterFacet> {
-        self.base
-            .cfg
-            .clusters
-            .then_some(self as &dyn trove_core::ports::ClusterFacet)
+        Some(self)
     }
 
     fn backup_tool(&self) -> Option<&dyn crate::backup::EngineBackup> {

@@ -110,7 +110,9 @@ impl UsersFacet for Redis {
             .user_names()
             .await?
             .into_iter()
-            .filter(|n| n != "os_admin" && n != "default")
+            .filter(|n| {
+                !["os_admin", "default", super::cluster::CLUSTER_USER].contains(&n.as_str())
+            })
             .map(|name| UserInfo {
                 name,
                 host: "%".into(),

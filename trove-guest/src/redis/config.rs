@@ -62,6 +62,7 @@ impl Configurable for Redis {
             }
         }
         conf.push_str(&self.replica_conf()?);
+        conf.push_str(&self.cluster_conf()?);
         conf.push_str(&self.tls_conf()?);
         write_engine_file(&self.conf_path(), &conf, self.base.run_as)
     }

@@ -8,7 +8,7 @@
 
 //!
 //! Users and root are in [`admin`], the configuration in [`config`], TLS (and the admin socket) in [`tls`],
-//! backups in [`backup`].
+//! backups in [`backup`], Redis Cluster membership in [`cluster`].
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
@@ -21,6 +21,7 @@ use trove_core::{Error, Result};
 
 mod admin;
 mod backup;
+mod cluster;
 mod config;
 mod replication;
 mod tls;
@@ -34,6 +35,8 @@ use crate::engine::{Engine, Spawn};
 pub(crate) struct Redis {
     base: Base,
     server: PathBuf,
+    /// The previous reading of the cluster facet's `load` (its rates are taken between readings).
+    load_prev: std::sync::Mutex<Option<cluster::LoadSample>>,
 }
 
 /// Finds `redis-server` in `dir`, or in PATH and the Debian locations.
@@ -55,7 +58,11 @@ impl Redis {
     pub fn new(ctx: &StrategyContext, cfg: &EngineConfig) -> Result<Redis> {
         let base = Base::new(Manager::Redis, ctx, cfg)?;
         let server = find_redis_server(image_dir(ctx).as_deref())?;
-        Ok(Redis { base, server })
+        Ok(Redis {
+            base,
+            server,
+            load_prev: std::sync::Mutex::new(None),
+        })
     }
 
     fn conf_path(&self) -> PathBuf {
@@ -180,6 +187,10 @@ impl Engine for Redis {
     }
 
     fn replication(&self) -> Option<&dyn trove_core::ports::ReplicationFacet> {
+        Some(self)
+    }
+
+    fn cluster(&self) -> Option<&dyn trove_core::ports::ClusterFacet> {
         Some(self)
     }
 

@@ -25,7 +25,7 @@ const MASTER_SECRET: &str = "master.secret";
 const PAUSE_MS: &str = "600000";
 
 /// A `redis.conf` value, quoted.
-fn quoted(s: &str) -> String {
+pub(super) fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 

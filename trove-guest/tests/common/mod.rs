@@ -37,6 +37,20 @@ pub fn free_port_run(extra: u16) -> u16 {
     panic!("no run of {} free ports found", extra + 1);
 }
 
+/// A free port whose neighbour `port + 10000` (a Redis Cluster bus) is free too; both below the ephemeral range,
+/// so that no connection takes them meanwhile.
+pub fn cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let r = u16::from_le_bytes(Uuid::new_v4().as_bytes()[..2].try_into().expect("2 bytes"));
+        let port = 20000 + r % 2700;
+        let ok = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if ok(port) && ok(port + 10000) {
+            return port;
+        }
+    }
+    panic!("no free pair of ports")
+}
+
 pub fn flavor(ram_mb: u32) -> Flavor {
     Flavor {
         id: format!("f{ram_mb}"),
@@ -85,6 +99,16 @@ impl Fixture {
             manager,
             ram_mb,
             EngineStrategyFactory::new(EngineConfig::default()).with_backup_store(store),
+        )
+    }
+
+    /// An instance on `port` (e.g. one of [`cluster_port`]).
+    pub fn on_port(manager: Manager, ram_mb: u32, port: u16) -> Fixture {
+        Fixture::with_factory_on(
+            manager,
+            ram_mb,
+            EngineStrategyFactory::new(EngineConfig::default()),
+            port,
         )
     }
 

@@ -134,7 +134,7 @@ async fn user_count(strategy: &DynStrategy) -> usize {
         .len()
 }
 
-/// [`DatastoreStrategy::facets`] is what the accessors say, and claims no reserved facet.
+/// [`DatastoreStrategy::facets`] is what the accessors say.
 pub fn facets_match_accessors(strategy: &DynStrategy) {
     let facets = strategy.facets();
     let accessors = [
@@ -145,6 +145,7 @@ pub fn facets_match_accessors(strategy: &DynStrategy) {
         (Facet::Tls, strategy.tls().is_some()),
         (Facet::Logs, strategy.logs().is_some()),
         (Facet::Backup, strategy.backup().is_some()),
+        (Facet::Cluster, strategy.cluster().is_some()),
     ];
     for (facet, offered) in accessors {
         assert_eq!(
