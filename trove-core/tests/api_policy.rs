@@ -383,6 +383,18 @@ fn operations() -> Vec<Op> {
             Owned,
             |a, c, i| a.show_cluster_instance(&c, i.cluster, i.instance)
         ),
+        op!(
+            "enable cluster root",
+            rules::CLUSTER_ROOT_CREATE,
+            Owned,
+            |a, c, i| a.cluster_root_enable(&c, i.cluster, None)
+        ),
+        op!(
+            "show cluster root",
+            rules::CLUSTER_ROOT_INDEX,
+            Owned,
+            |a, c, i| a.cluster_root_show(&c, i.cluster)
+        ),
         op!("delete cluster", rules::CLUSTER_DELETE, Owned, |a, c, i| a
             .delete_cluster(&c, i.cluster)),
         op!("shrink cluster", rules::CLUSTER_ACTION, Owned, |a, c, i| a
@@ -897,6 +909,7 @@ async fn world(policies: &[Arc<Policy>]) -> (Vec<Arc<ApiService>>, Ids) {
         configuration_id: None,
         extended_properties: Map::new(),
         secret: String::new(),
+        root: None,
         scaling: None,
         last_scaled: None,
         fault: None,

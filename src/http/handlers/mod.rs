@@ -581,6 +581,20 @@ pub fn routes() -> Routes {
     )
     .at(
         "GET",
+        "/v1.0/{tenant_id}/clusters/{cluster_id}/root",
+        "showClusterRoot",
+        200,
+        root::cluster_show,
+    )
+    .at(
+        "POST",
+        "/v1.0/{tenant_id}/clusters/{cluster_id}/root",
+        "enableClusterRoot",
+        200,
+        root::cluster_enable,
+    )
+    .at(
+        "GET",
         "/v1.0/{tenant_id}/clusters/{cluster_id}/events",
         "listClusterEvents",
         200,

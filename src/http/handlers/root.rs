@@ -55,3 +55,29 @@ pub(super) async fn mgmt_history(
     let history = s.api.mgmt_root_history(&c.ctx, id).await?;
     ok(views::users::root_history(id, history.as_ref()))
 }
+
+/// `GET /clusters/{id}/root`.
+pub(super) async fn cluster_show(
+    State(s): State<AppState>,
+    c: Caller,
+    P((_, id)): P<(String, String)>,
+) -> JsonResult {
+    let id = uuid_or_404("Cluster", &id)?;
+    let enabled = s.api.cluster_root_show(&c.ctx, id).await?;
+    ok(views::users::root_enabled(enabled))
+}
+
+/// `POST /clusters/{id}/root`: one root password on every member.
+pub(super) async fn cluster_enable(
+    State(s): State<AppState>,
+    c: Caller,
+    P((_, id)): P<(String, String)>,
+    OptJsonBody(b): OptJsonBody<RootBody>,
+) -> JsonResult {
+    let id = uuid_or_404("Cluster", &id)?;
+    let creds = s
+        .api
+        .cluster_root_enable(&c.ctx, id, RootBody::password_of(b))
+        .await?;
+    ok(views::users::root_user(&creds))
+}

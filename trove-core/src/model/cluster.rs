@@ -202,6 +202,10 @@ pub struct Cluster {
     pub extended_properties: serde_json::Map<String, serde_json::Value>,
     /// The password of the cluster's internal account, sealed at rest (see [`crate::seal`]).
     pub secret: String,
+    /// The root password given to every member once cluster root was enabled, sealed at rest (members added
+    /// later get it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// Scaling policy (extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingPolicy>,

@@ -119,6 +119,10 @@ rule_names! {
     CLUSTER_ACTION = "cluster:action";
     /// `POST /clusters/{id} {"reset-status": {}}`.
     CLUSTER_RESET_STATUS = "cluster:reset-status";
+    /// `POST /clusters/{id}/root`.
+    CLUSTER_ROOT_CREATE = "cluster:extension:root:create";
+    /// `GET /clusters/{id}/root`.
+    CLUSTER_ROOT_INDEX = "cluster:extension:root:index";
     /// `POST /backups`.
     BACKUP_CREATE = "backup:create";
     /// `DELETE /backups/{id}`.
@@ -338,9 +342,9 @@ pub const DEFAULTS: &[RuleDefault] = &[
     up(ROOT_CREATE, OWNER, &["POST /instances/{id}/root"]),
     up(ROOT_DELETE, OWNER, &["DELETE /instances/{id}/root"]),
     up(ROOT_INDEX, OWNER, &["GET /instances/{id}/root"]),
-    up("cluster:extension:root:create", OWNER, &[]),
+    up(CLUSTER_ROOT_CREATE, OWNER, &["POST /clusters/{id}/root"]),
     up("cluster:extension:root:delete", OWNER, &[]),
-    up("cluster:extension:root:index", OWNER, &[]),
+    up(CLUSTER_ROOT_INDEX, OWNER, &["GET /clusters/{id}/root"]),
     // users
     up(
         USER_CREATE,

@@ -2250,6 +2250,7 @@ pub async fn check_clusters(store: &dyn InfraStore) {
         configuration_id: None,
         extended_properties: Default::default(),
         secret: "sealed".into(),
+        root: None,
         scaling: None,
         last_scaled: None,
         fault: None,

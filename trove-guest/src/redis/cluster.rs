@@ -268,9 +268,15 @@ impl Redis {
         };
         let port = self.base.ctx.port;
         let bus = bus_port(port)?;
+        // The node announces the address it listens on: a peer would otherwise take the source address of the
+        // node's connections, which on a host with several addresses (loopback ones included) is another.
+        let announce = match self.base.ctx.bind_address.as_str() {
+            "" | "0.0.0.0" | "::" => String::new(),
+            ip => format!("cluster-announce-ip {}\n", quoted(ip)),
+        };
         Ok(format!(
             "# a Redis Cluster node (see the guest's redis::cluster)\ncluster-enabled yes\n\
-             cluster-config-file {}\ncluster-port {bus}\ncluster-node-timeout {NODE_TIMEOUT_MS}\n\
+             cluster-config-file {}\ncluster-port {bus}\ncluster-node-timeout {NODE_TIMEOUT_MS}\n{announce}\
              cluster-require-full-coverage no\ncluster-allow-replica-migration no\nmasteruser {}\nmasterauth {}\n",
             quoted(
                 &self

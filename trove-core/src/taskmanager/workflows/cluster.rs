@@ -43,6 +43,11 @@ pub fn secret_context(cluster_id: Uuid) -> String {
     format!("internal account of cluster {cluster_id}")
 }
 
+/// The sealing context of a cluster's root password.
+pub fn root_context(cluster_id: Uuid) -> String {
+    format!("root password of cluster {cluster_id}")
+}
+
 /// Parameters of the cluster create workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterCreateParams {
@@ -253,6 +258,46 @@ async fn join_all(
                 .cluster_join(s)
                 .await
                 .map_err(|e| super::fail(&format!("Member {id} could not join the cluster."), &e))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Steps `root_<id>`: when the cluster's root was enabled, each of `joined` gets the same root password (a client
+/// of the cluster logs in on every member), with its root history.
+async fn give_root(cx: &mut StepContext<'_>, cluster: &Cluster, joined: &[Uuid]) -> StepResult<()> {
+    let Some(sealed) = &cluster.root else {
+        return Ok(());
+    };
+    let password: crate::model::Secret = cx
+        .sealer()
+        .open_json(sealed, &root_context(cluster.id))
+        .map_err(|e| {
+        Stop::Fail(Failure::new(
+            "The cluster's root password cannot be opened with this deployment's keys.",
+            &e,
+        ))
+    })?;
+    for id in joined {
+        let guest = cx.guest_of(*id);
+        let pw = password.clone();
+        cx.step(&format!("root_{id}"), |_| async move {
+            guest
+                .enable_root(Some(pw))
+                .await
+                .map(|_| ())
+                .map_err(|e| super::fail(&format!("Root could not be enabled on member {id}."), &e))
+        })
+        .await?;
+        let now = cx.clock().now();
+        let (member, user) = (*id, cx.workflow().instance_id.to_string());
+        cx.update(|_, extra| {
+            extra.push(Write::RootHistory(crate::model::RootHistory {
+                instance_id: member,
+                user: user.clone(),
+                created: now,
+            }))
         })
         .await?;
     }
@@ -547,6 +592,7 @@ impl WorkflowDef for ClusterGrow {
         let members = members_of(cx, p.cluster_id).await?;
         let spec = spec(cx, &cluster, &members).await?;
         join_all(cx, &spec, &p.new_members).await?;
+        give_root(cx, &cluster, &p.new_members).await?;
         let old: Vec<Uuid> = members
             .iter()
             .map(|m| m.id)

@@ -1,0 +1,454 @@
+//! Clusters through the real `openstack` CLI against the all-in-one server on real engines: a Redis Cluster of
+//! three (keys written and read back in cluster mode with `redis-cli -c`), grown to four (the new member owns hash
+//! slots and keys, none lost), shrunk to three (the leaving member's slots and keys move first, none lost), and
+//! deleted; a MariaDB Galera cluster of three (a write on one member is read on another, `wsrep_cluster_size` 3),
+//! grown to four, shrunk to three, one member's engine killed with SIGKILL (the cluster keeps taking writes; the
+//! member is restarted by the compute's supervision and rejoins with the writes it missed), and deleted.
+//! `CLUSTER_CLI_DATASTORES` (comma-separated: `redis`, `mariadb`) narrows the walk.
+
+mod api_support;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use api_support::{get_json, http_endpoint, AllInOne, Engine, OpenStackCli, SqlConn};
+use serde_json::Value;
+
+const TENANT: &str = "cluster-tenant";
+const SETTLE: Duration = Duration::from_secs(300);
+
+fn cluster_view(base: &str, id: &str) -> Value {
+    let (s, v) = get_json(&format!("{base}/v1.0/{TENANT}/clusters/{id}"));
+    assert_eq!(s, 200, "{v}");
+    v["cluster"].clone()
+}
+
+/// Waits until the cluster's task is NONE with `n` members, every one ACTIVE; answers its view.
+fn wait_cluster(base: &str, id: &str, n: usize) -> Value {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let v = cluster_view(base, id);
+        let members = v["instances"].as_array().cloned().unwrap_or_default();
+        if v["task"]["name"] == "NONE"
+            && members.len() == n
+            && members.iter().all(|m| m["status"] == "ACTIVE")
+        {
+            assert!(v.get("fault").is_none(), "the cluster has a fault: {v}");
+            return v;
+        }
+        assert!(
+            v.get("fault").is_none() || v["task"]["name"] != "NONE",
+            "the cluster failed: {v}"
+        );
+        assert!(Instant::now() < deadline, "the cluster did not settle: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn member_ids(v: &Value) -> Vec<String> {
+    v["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+fn member_at(base: &str, id: &str) -> SocketAddr {
+    let (s, v) = get_json(&format!("{base}/v1.0/{TENANT}/instances/{id}"));
+    assert_eq!(s, 200, "{v}");
+    http_endpoint(&v["instance"])
+}
+
+fn version_of(cli: &mut OpenStackCli, ds: &str) -> String {
+    cli.ok(&["datastore", "version", "list", ds, "-f", "json"])
+        .json()[0]["Name"]
+        .as_str()
+        .expect("a version")
+        .to_string()
+}
+
+fn create_cluster(cli: &mut OpenStackCli, name: &str, ds: &str, n: usize) -> String {
+    let version = version_of(cli, ds);
+    let mut args = vec![
+        "database".to_string(),
+        "cluster".into(),
+        "create".into(),
+        name.into(),
+        ds.into(),
+        version,
+    ];
+    for _ in 0..n {
+        args.push("--instance".into());
+        args.push("flavor=1,volume=2".into());
+    }
+    args.extend(["-f".into(), "json".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli.ok(&refs).json()["id"]
+        .as_str()
+        .expect("an id")
+        .to_string()
+}
+
+fn enable_root(cli: &mut OpenStackCli, cluster: &str) -> String {
+    let out = cli
+        .ok(&["database", "root", "enable", cluster, "-f", "json"])
+        .json();
+    out["password"].as_str().expect("a password").to_string()
+}
+
+/// Runs `redis-cli` in cluster mode against `at` with `input` on its standard input; answers its output lines.
+fn redis_cli(at: SocketAddr, password: &str, args: &[&str], input: &str) -> Vec<String> {
+    let mut child = Command::new("redis-cli")
+        .args([
+            "-c",
+            "-h",
+            &at.ip().to_string(),
+            "-p",
+            &at.port().to_string(),
+        ])
+        .args(["--no-auth-warning", "-a", password])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write commands");
+    let out = child.wait_with_output().expect("redis-cli output");
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn redis_set(at: SocketAddr, pw: &str, from: usize, to: usize) {
+    let input: String = (from..to)
+        .map(|i| format!("SET key:{i} value-{i}\n"))
+        .collect();
+    let out = redis_cli(at, pw, &[], &input);
+    assert!(
+        out.iter().filter(|l| l.as_str() == "OK").count() == to - from,
+        "not every SET was acknowledged: {:?}",
+        &out[..out.len().min(5)]
+    );
+}
+
+/// Every key of `0..n` reads back with its value through `at`, in cluster mode.
+fn redis_all_there(at: SocketAddr, pw: &str, n: usize, what: &str) {
+    let input: String = (0..n).map(|i| format!("GET key:{i}\n")).collect();
+    let out = redis_cli(at, pw, &[], &input);
+    let values: Vec<&String> = out.iter().filter(|l| l.starts_with("value-")).collect();
+    assert_eq!(
+        values.len(),
+        n,
+        "{what}: {} of {n} keys read back",
+        values.len()
+    );
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(**v, format!("value-{i}"), "{what}: key:{i}");
+    }
+}
+
+/// One member's own figures: `(slots it owns, keys it holds)`.
+fn redis_member(at: SocketAddr, pw: &str) -> (u32, u64) {
+    let nodes = redis_cli(at, pw, &["CLUSTER", "NODES"], "");
+    let mine = nodes
+        .iter()
+        .find(|l| l.contains("myself"))
+        .unwrap_or_else(|| panic!("CLUSTER NODES names no node as myself: {nodes:?}"));
+    let slots: u32 = mine
+        .split_whitespace()
+        .skip(8)
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<u32>().unwrap_or(0) - a.parse::<u32>().unwrap_or(0) + 1,
+            None => u32::from(r.parse::<u32>().is_ok()),
+        })
+        .sum();
+    let keys = redis_cli(at, pw, &["DBSIZE"], "")[0]
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (slots, keys)
+}
+
+fn redis_walk(server: &AllInOne, cli: &mut OpenStackCli) {
+    const KEYS: usize = 2000;
+    let t = Instant::now();
+    let id = create_cluster(cli, "rc", "redis", 3);
+    let v = wait_cluster(&server.base, &id, 3);
+    println!(
+        "redis: cluster of 3 ready in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let listed = cli
+        .ok(&[
+            "database",
+            "cluster",
+            "list",
+            "instances",
+            &id,
+            "-f",
+            "json",
+        ])
+        .json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+    // Members are instances, listed only when asked for.
+    let plain = cli
+        .ok(&["database", "instance", "list", "-f", "json"])
+        .json();
+    assert_eq!(plain.as_array().map(Vec::len), Some(0), "{plain}");
+    let pw = enable_root(cli, &id);
+    let members = member_ids(&v);
+    let first = member_at(&server.base, &members[0]);
+    redis_set(first, &pw, 0, KEYS);
+    redis_all_there(first, &pw, KEYS, "after the writes");
+    for m in &members {
+        let (slots, keys) = redis_member(member_at(&server.base, m), &pw);
+        assert!(
+            (5461..=5462).contains(&slots) && keys > 0,
+            "{m}: {slots} slots, {keys} keys"
+        );
+    }
+
+    // Grow: the new member owns a fair share of the slots, with their keys.
+    let t = Instant::now();
+    cli.ok(&[
+        "database",
+        "cluster",
+        "grow",
+        &id,
+        "--instance",
+        "flavor=1,volume=2",
+    ]);
+    let v = wait_cluster(&server.base, &id, 4);
+    println!("redis: grown to 4 in {:.1} s", t.elapsed().as_secs_f64());
+    let newest = member_ids(&v)[3].clone();
+    let (slots, keys) = redis_member(member_at(&server.base, &newest), &pw);
+    assert!(
+        (4095..=4096).contains(&slots) && keys > 0,
+        "the new member: {slots} slots, {keys} keys"
+    );
+    redis_all_there(first, &pw, KEYS, "after the grow");
+
+    // Shrink: the leaving member's slots and keys move to the others before it is deleted.
+    let t = Instant::now();
+    cli.ok(&["database", "cluster", "shrink", &id, &newest]);
+    let v = wait_cluster(&server.base, &id, 3);
+    println!("redis: shrunk to 3 in {:.1} s", t.elapsed().as_secs_f64());
+    assert!(!member_ids(&v).contains(&newest));
+    let mut total = 0;
+    for m in member_ids(&v) {
+        let (slots, _) = redis_member(member_at(&server.base, &m), &pw);
+        total += slots;
+    }
+    assert_eq!(total, 16384, "every slot is owned by a staying member");
+    redis_all_there(first, &pw, KEYS, "after the shrink");
+
+    delete_cluster(server, cli, &id);
+}
+
+async fn galera_status(at: SocketAddr, pw: &str) -> Result<i64, String> {
+    let mut c = SqlConn::connect(Engine::Mysql, at, "root", pw, "mysql").await?;
+    let n = c
+        .fetch_i64(
+            "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME = 'WSREP_CLUSTER_SIZE'",
+        )
+        .await?;
+    c.close().await;
+    Ok(n.unwrap_or(0))
+}
+
+async fn galera_count(at: SocketAddr, pw: &str) -> Result<i64, String> {
+    let mut c = SqlConn::connect(Engine::Mysql, at, "root", pw, "shop").await?;
+    let n = c.fetch_i64("SELECT COUNT(*) FROM items").await?;
+    c.close().await;
+    Ok(n.unwrap_or(-1))
+}
+
+async fn galera_write(at: SocketAddr, pw: &str, n: i64) -> Result<(), String> {
+    let mut c = SqlConn::connect(Engine::Mysql, at, "root", pw, "shop").await?;
+    let r = c.execute(&format!("INSERT INTO items VALUES ({n})")).await;
+    c.close().await;
+    r
+}
+
+fn wait_for<T, F, Fut>(rt: &tokio::runtime::Runtime, what: &str, want: T, mut get: F)
+where
+    T: std::fmt::Debug + PartialEq,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let got = rt.block_on(get());
+        if got.as_ref().ok() == Some(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {got:?}, {want:?} expected"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn galera_walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::Runtime) {
+    let t = Instant::now();
+    let id = create_cluster(cli, "gc", "mariadb", 3);
+    let v = wait_cluster(&server.base, &id, 3);
+    println!(
+        "mariadb: Galera cluster of 3 ready in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let pw = enable_root(cli, &id);
+    let members = member_ids(&v);
+    let at: Vec<SocketAddr> = members.iter().map(|m| member_at(&server.base, m)).collect();
+    rt.block_on(async {
+        let mut c = SqlConn::connect(Engine::Mysql, at[0], "root", &pw, "mysql")
+            .await
+            .expect("root on member 1");
+        c.execute("CREATE DATABASE shop").await.expect("database");
+        c.execute("CREATE TABLE shop.items (n BIGINT PRIMARY KEY)")
+            .await
+            .expect("table");
+        c.execute("INSERT INTO shop.items VALUES (1)")
+            .await
+            .expect("write");
+        c.close().await;
+    });
+    wait_for(rt, "the write on member 1 read on member 3", 1, || {
+        galera_count(at[2], &pw)
+    });
+    wait_for(rt, "wsrep_cluster_size", 3, || galera_status(at[1], &pw));
+
+    // Grow to four: the new member receives the data by state transfer.
+    let t = Instant::now();
+    cli.ok(&[
+        "database",
+        "cluster",
+        "grow",
+        &id,
+        "--instance",
+        "flavor=1,volume=2",
+    ]);
+    let v = wait_cluster(&server.base, &id, 4);
+    println!("mariadb: grown to 4 in {:.1} s", t.elapsed().as_secs_f64());
+    let members = member_ids(&v);
+    let newest = members[3].clone();
+    let new_at = member_at(&server.base, &newest);
+    wait_for(rt, "wsrep_cluster_size after the grow", 4, || {
+        galera_status(at[0], &pw)
+    });
+    wait_for(rt, "the new member has the data", 1, || {
+        galera_count(new_at, &pw)
+    });
+
+    // Shrink back to three.
+    let t = Instant::now();
+    cli.ok(&["database", "cluster", "shrink", &id, &newest]);
+    wait_cluster(&server.base, &id, 3);
+    println!("mariadb: shrunk to 3 in {:.1} s", t.elapsed().as_secs_f64());
+    wait_for(rt, "wsrep_cluster_size after the shrink", 3, || {
+        galera_status(at[0], &pw)
+    });
+
+    // kill -9 of one member's engine: the others keep taking writes; the member comes back with them.
+    let pid = api_support::pid_listening_on(at[1]).expect("member 2's engine listens");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let t = Instant::now();
+    rt.block_on(galera_write(at[0], &pw, 2))
+        .expect("the cluster takes a write with a member down");
+    wait_for(rt, "member 2 rejoined with the write it missed", 2, || {
+        galera_count(at[1], &pw)
+    });
+    wait_for(rt, "wsrep_cluster_size after the rejoin", 3, || {
+        galera_status(at[1], &pw)
+    });
+    println!(
+        "mariadb: a killed member rejoined in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    delete_cluster(server, cli, &id);
+}
+
+fn delete_cluster(server: &AllInOne, cli: &mut OpenStackCli, id: &str) {
+    cli.ok(&["database", "cluster", "delete", id]);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (s, _) = get_json(&format!("{}/v1.0/{TENANT}/clusters/{id}", server.base));
+        if s == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cluster is not deleted");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, all) = get_json(&format!(
+        "{}/v1.0/{TENANT}/instances?include_clustered=true",
+        server.base
+    ));
+    assert_eq!(all["instances"].as_array().map(Vec::len), Some(0), "{all}");
+}
+
+#[test]
+fn clusters_through_the_openstack_cli_on_real_engines() {
+    let server = AllInOne::start(&[]);
+    let endpoint = format!("{}/v1.0/{TENANT}", server.base);
+    let mut cli = OpenStackCli::start(&endpoint);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let only = std::env::var("CLUSTER_CLI_DATASTORES").unwrap_or_default();
+    let wanted = |ds: &str| only.is_empty() || only.split(',').any(|d| d == ds);
+    // PostgreSQL has no cluster type: a clean 4xx pointing at replicas.
+    let version = version_of(&mut cli, "postgresql");
+    let out = cli.run(&[
+        "database",
+        "cluster",
+        "create",
+        "pg",
+        "postgresql",
+        &version,
+        "--instance",
+        "flavor=1,volume=2",
+        "--instance",
+        "flavor=1,volume=2",
+        "--instance",
+        "flavor=1,volume=2",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("replica") && out.stderr.contains("400"),
+        "{}",
+        out.stderr
+    );
+    if wanted("redis") {
+        let t = Instant::now();
+        redis_walk(&server, &mut cli);
+        println!("redis: cluster walk in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    if wanted("mariadb") {
+        let t = Instant::now();
+        galera_walk(&server, &mut cli, &rt);
+        println!(
+            "mariadb: cluster walk in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
