@@ -256,6 +256,7 @@ fn heartbeat(id: Uuid, seq: u64) -> ConductorRequest {
             used_bytes: seq,
             total_bytes: 1 << 30,
         }),
+        load: None,
     }
 }
 

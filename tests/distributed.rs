@@ -466,6 +466,7 @@ async fn four_roles_as_processes_on_postgresql_and_rabbitmq() {
             status: ServiceStatus::Shutdown,
             reason: Some("forged".into()),
             fs: None,
+            load: None,
         },
     )
     .signed(&wrong_key)
@@ -797,6 +798,7 @@ async fn per_guest_broker_users() {
             status: ServiceStatus::Shutdown,
             reason: Some("forged by a".into()),
             fs: None,
+            load: None,
         },
     )
     .signed(&fa.key)

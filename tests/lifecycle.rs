@@ -616,6 +616,7 @@ async fn a_silent_guest_is_recorded_as_failed_and_a_later_heartbeat_restores_it(
             status: ServiceStatus::Healthy,
             reason: None,
             fs: None,
+            load: None,
         })
         .await
         .unwrap();

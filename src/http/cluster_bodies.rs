@@ -217,6 +217,24 @@ pub fn cluster_action(body: Map<String, Value>) -> Result<ClusterAction, ApiErro
     }
 }
 
+/// `PUT /clusters/{id}/scaling_policy`: `{"scaling_policy": {"min_members", "max_members", "metric",
+/// "grow_above", "shrink_below", "breach_secs", "cooldown_secs", "step"}}` (every field required).
+pub fn scaling_policy(
+    body: Map<String, Value>,
+) -> Result<trove_core::model::ScalingPolicy, ApiError> {
+    if let Some(k) = body.keys().find(|k| *k != "scaling_policy") {
+        return Err(invalid(format!(
+            "Additional properties are not allowed ('{}' was unexpected)",
+            k.escape_default()
+        )));
+    }
+    let v = body
+        .get("scaling_policy")
+        .cloned()
+        .ok_or_else(|| invalid("'scaling_policy' is a required property"))?;
+    serde_json::from_value(v).map_err(|e| invalid(format!("scaling_policy: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

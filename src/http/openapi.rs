@@ -68,6 +68,21 @@ fn extension_doc(op: &str) -> Option<&'static str> {
              \"ok\", \"message\", \"details\": {\"cluster_id\", \"members\", \"moved\": {\"slots\", \"keys\"}, \
              \"reason\": why the scaling policy acted, or null for a user's action}}]}."
         }
+        "setClusterScalingPolicy" => {
+            "trove-rs extension: load-driven scaling. Body {\"scaling_policy\": {\"min_members\": 3, \
+             \"max_members\": 6, \"metric\": \"memory_used\" | \"ops_per_sec\" | \"connections\" | \
+             \"flow_control_paused\" | \"cpu\" | \"volume_used\", \"grow_above\": X, \"shrink_below\": Y, \
+             \"breach_secs\": S, \"cooldown_secs\": C, \"step\": 1}}. The task manager averages the metric over the \
+             members' heartbeat reports; when the average stays above grow_above (below shrink_below) for \
+             breach_secs it grows (shrinks, newest members first, their data moved away first) by step members \
+             through the same workflows as grow and shrink, never beyond min_members..max_members (min_members at \
+             least the datastore's minimum of 3), never while another cluster task runs, and waits cooldown_secs \
+             after each action. Every decision is a \"scaling\" event of GET /clusters/{id}/events. 422 while a \
+             cluster task runs; 400 for a policy that cannot hold."
+        }
+        "deleteClusterScalingPolicy" => {
+            "trove-rs extension: the cluster no longer scales on its own."
+        }
         "clusterAction" => {
             "Upstream's cluster actions, exactly one key: {\"grow\": [{\"flavorRef\", \"volume\": {\"size\"}}]} \
              (new members equal to the others; Redis hash slots and their keys move to them), {\"shrink\": \

@@ -235,6 +235,7 @@ impl Conductor {
                 status,
                 reason,
                 fs,
+                load,
             } => Some(ServiceStatusRecord {
                 instance_id,
                 status,
@@ -243,6 +244,7 @@ impl Conductor {
                     used_bytes: f.used_bytes,
                     total_bytes: f.total_bytes,
                 }),
+                load,
                 updated_at: self.clock.now(),
             }),
             other => {
@@ -391,6 +393,7 @@ pub(crate) mod tests {
             status,
             reason: None,
             volume: None,
+            load: None,
             updated_at: inst.created,
         };
         store
@@ -418,6 +421,7 @@ pub(crate) mod tests {
                 status,
                 reason: None,
                 fs: None,
+                load: None,
             },
         );
         env.sent = sent;

@@ -209,6 +209,17 @@ impl GuestAgent {
         } else {
             None
         };
+        // Engines that can be cluster members report their load (what a cluster's scaling policy judges); a
+        // slow engine does not hold the heartbeat back.
+        let load = match self.strategy.cluster() {
+            Some(c) if status.is_datastore_running() => {
+                tokio::time::timeout(std::time::Duration::from_secs(1), c.load())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            _ => None,
+        };
         let r = self
             .conductor
             .send(ConductorRequest::Heartbeat {
@@ -216,6 +227,7 @@ impl GuestAgent {
                 status,
                 reason,
                 fs,
+                load,
             })
             .await;
         if let Err(e) = r {

@@ -172,6 +172,7 @@ mod tests {
                 status: ServiceStatus::Healthy,
                 reason: None,
                 volume: None,
+                load: None,
                 updated_at: clock.now(),
             }])
             .await

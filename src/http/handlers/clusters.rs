@@ -83,3 +83,27 @@ pub(super) async fn events(
     let all = s.api.list_cluster_events(&c.ctx, id).await?;
     ok(serde_json::json!({ "events": all }))
 }
+
+/// `PUT /clusters/{id}/scaling_policy` (extension): `{"scaling_policy": {...}}`.
+pub(super) async fn set_scaling_policy(
+    State(s): State<AppState>,
+    c: Caller,
+    P((_, id)): P<(String, String)>,
+    JsonBody(b): JsonBody<Map<String, Value>>,
+) -> JsonResult {
+    let id = uuid_or_404("Cluster", &id)?;
+    let policy = cluster_bodies::scaling_policy(b)?;
+    let v = s.api.set_scaling_policy(&c.ctx, id, Some(policy)).await?;
+    ok(views::clusters::show(&c, &v))
+}
+
+/// `DELETE /clusters/{id}/scaling_policy` (extension).
+pub(super) async fn delete_scaling_policy(
+    State(s): State<AppState>,
+    c: Caller,
+    P((_, id)): P<(String, String)>,
+) -> JsonResult {
+    let id = uuid_or_404("Cluster", &id)?;
+    s.api.set_scaling_policy(&c.ctx, id, None).await?;
+    accepted()
+}

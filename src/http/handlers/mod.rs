@@ -594,6 +594,20 @@ pub fn routes() -> Routes {
         root::cluster_enable,
     )
     .at(
+        "PUT",
+        "/v1.0/{tenant_id}/clusters/{cluster_id}/scaling_policy",
+        "setClusterScalingPolicy",
+        200,
+        clusters::set_scaling_policy,
+    )
+    .at(
+        "DELETE",
+        "/v1.0/{tenant_id}/clusters/{cluster_id}/scaling_policy",
+        "deleteClusterScalingPolicy",
+        202,
+        clusters::delete_scaling_policy,
+    )
+    .at(
         "GET",
         "/v1.0/{tenant_id}/clusters/{cluster_id}/events",
         "listClusterEvents",

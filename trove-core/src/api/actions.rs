@@ -22,6 +22,7 @@ impl ApiService {
             status: ServiceStatus::Restarting,
             reason: None,
             volume: None,
+            load: None,
             updated_at: self.clock.now(),
         })
     }
@@ -185,6 +186,7 @@ impl ApiService {
                 status: s,
                 reason: Some("status reset".into()),
                 volume: None,
+                load: None,
                 updated_at: now,
             }));
             let f = BackupFilter {

@@ -14,16 +14,15 @@ use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::{
     Cluster, ClusterTask, Datastore, DatastoreVersion, Facet, Flavor, Instance, InstanceFilter,
-    Locality, Manager, Resource, Secret, ServiceStatusRecord,
+    Locality, Manager, Resource, Secret,
 };
 use crate::policy::{rules, Target};
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
-use crate::state::{ServerStatus, ServiceStatus, TaskStatus};
+use crate::state::TaskStatus;
 use crate::taskmanager::workflows::cluster::{
-    secret_context, ClusterCreateParams, ClusterDeleteParams, ClusterGrowParams,
-    ClusterShrinkParams,
+    member_rows, secret_context, ClusterCreateParams, ClusterDeleteParams, ClusterGrowParams,
+    ClusterShrinkParams, NewMember,
 };
-use crate::taskmanager::workflows::CreateParams;
 
 use super::InstanceView;
 
@@ -102,14 +101,7 @@ pub struct ClusterView {
     pub members: Vec<InstanceView>,
 }
 
-/// The fewest members a cluster of `manager` may have (Redis Cluster: three primaries, so that a majority
-/// survives one; Galera: three, so that a quorum survives one).
-pub fn min_members(manager: Manager) -> u32 {
-    match manager {
-        Manager::Redis | Manager::Mysql | Manager::Mariadb => 3,
-        _ => 1,
-    }
-}
+pub use crate::model::min_members;
 
 /// A new random internal password.
 fn internal_password() -> Secret {
@@ -218,8 +210,8 @@ impl ApiService {
         Ok((flavor, size))
     }
 
-    /// The rows that build member `n` of `cluster` (instance, NEW status, create workflow), pushed to `cs`;
-    /// answers the member and its workflow id.
+    /// The rows that build one member of `cluster` (see [`member_rows`]), pushed to `cs`; answers the member and
+    /// its create workflow's id.
     #[allow(clippy::too_many_arguments)]
     fn member_rows(
         &self,
@@ -233,74 +225,25 @@ impl ApiService {
         overrides: &Map<String, Value>,
         created: chrono::DateTime<chrono::Utc>,
     ) -> Result<(Instance, Uuid)> {
-        let inst = Instance {
-            id: Uuid::new_v4(),
-            name,
-            tenant_id: cluster.tenant_id.clone(),
-            datastore_version_id: version.id,
-            flavor_id: flavor.id.clone(),
-            ram_mb: flavor.ram_mb,
-            volume_size: size,
-            volume_type: asked.volume_type.clone(),
-            task: TaskStatus::Building,
-            server_status: ServerStatus::Build,
-            server_id: None,
-            volume_id: None,
-            host: None,
-            addresses: Vec::new(),
-            port: None,
-            configuration_id: cluster.configuration_id,
-            replica_of: None,
-            locality: cluster.locality,
-            region: asked
-                .region_name
-                .clone()
-                .unwrap_or_else(|| self.config.region.clone()),
-            availability_zone: asked.availability_zone.clone(),
-            access: Default::default(),
-            fault: None,
-            cluster_id: Some(cluster.id),
-            auto_failover: None,
-            created,
-            updated: created,
-            deleted: false,
-            deleted_at: None,
-            version: 0,
-        };
-        let mut params = CreateParams {
-            seed_backup: None,
-            flavor: flavor.clone(),
-            datastore_version: version.clone(),
-            databases: Vec::new(),
-            users: Vec::new(),
-            root_password: None,
-            overrides: overrides.clone(),
-            group: cluster.locality.map(|l| (cluster.id, l)),
-            scrubbed: false,
-            sealed: None,
-            replica_of: None,
-            restore_point: None,
-            restore_time: None,
-        };
-        params.seal_secrets(&self.sealing.at_rest, inst.id)?;
-        let wf = self.new_workflow(inst.id, &params)?;
-        let wf_id = wf.id;
-        cs.push(Write::Instance {
-            instance: inst.clone(),
-            expect: Expect::Absent,
-        });
-        cs.push(Write::ServiceStatus(ServiceStatusRecord {
-            instance_id: inst.id,
-            status: ServiceStatus::New,
-            reason: None,
-            volume: None,
-            updated_at: created,
-        }));
-        cs.push(Write::Workflow {
-            workflow: wf,
-            expect: Expect::Absent,
-        });
-        Ok((inst, wf_id))
+        member_rows(
+            cs,
+            &self.sealing.at_rest,
+            cluster,
+            NewMember {
+                name,
+                flavor,
+                volume_size: size,
+                volume_type: asked.volume_type.clone(),
+                availability_zone: asked.availability_zone.clone(),
+                region: asked
+                    .region_name
+                    .clone()
+                    .unwrap_or_else(|| self.config.region.clone()),
+                version,
+                overrides,
+                created,
+            },
+        )
     }
 
     /// The configuration values of group `id` for `version` (a 400 for another version's group).
@@ -443,6 +386,38 @@ impl ApiService {
         let c = self
             .authorized_cluster(ctx, id, rules::CLUSTER_SHOW)
             .await?;
+        self.cluster_view(c).await
+    }
+
+    /// `PUT /clusters/{id}/scaling_policy` (extension; `None`: `DELETE`, the policy goes): the task manager grows
+    /// and shrinks the cluster by it. Checked against the datastore's minimum (400); refused while a cluster task
+    /// runs (422).
+    pub async fn set_scaling_policy(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        policy: Option<crate::model::ScalingPolicy>,
+    ) -> Result<ClusterView> {
+        let mut c = self
+            .authorized_cluster(ctx, id, rules::CLUSTER_ACTION)
+            .await?;
+        if c.task != ClusterTask::None {
+            return Err(c.task.busy());
+        }
+        let (version, _) = self.version_and_datastore(c.datastore_version_id).await?;
+        if let Some(p) = &policy {
+            p.validate(min_members(version.manager))?;
+        }
+        let expect = Expect::Version(c.version);
+        c.scaling = policy;
+        c.updated = self.clock.now();
+        self.store
+            .commit(ChangeSet::new().with(Write::Cluster {
+                cluster: c.clone(),
+                expect,
+            }))
+            .await?;
+        c.version += 1;
         self.cluster_view(c).await
     }
 

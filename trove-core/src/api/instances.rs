@@ -521,6 +521,7 @@ impl ApiService {
                 status: ServiceStatus::New,
                 reason: None,
                 volume: None,
+                load: None,
                 updated_at: now,
             }));
             cs.push(Write::Workflow {

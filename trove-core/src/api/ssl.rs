@@ -88,6 +88,7 @@ impl ApiService {
                 status: ServiceStatus::RestartRequired,
                 reason: Some("SSL settings change on restart".into()),
                 volume: service.and_then(|s| s.volume),
+                load: None,
                 updated_at: self.clock.now(),
             };
             self.store

@@ -744,6 +744,7 @@ async fn databases_users_and_root() {
             status: ServiceStatus::Shutdown,
             reason: None,
             volume: None,
+            load: None,
             updated_at: w.api.clock.now(),
         }])
         .await
@@ -1541,4 +1542,109 @@ async fn bad_cluster_requests_are_refused_and_store_nothing() {
     assert_eq!(e.fault().status, 404);
     assert!(api.list_clusters(&t).await.unwrap().is_empty());
     assert!(api.list_instances(&t, true).await.unwrap().is_empty());
+}
+
+/// Every member of cluster `id` reports `ops` operations per second from now on.
+async fn set_load(w: &World, id: Uuid, ops: f64) {
+    let v = w.api.show_cluster(&t1(), id).await.unwrap();
+    for m in &v.members {
+        w.engines
+            .engine(m.instance.id)
+            .set_load(crate::model::LoadMetrics {
+                ops_per_sec: Some(ops),
+                ..Default::default()
+            });
+    }
+}
+
+/// Load-driven scaling on simulated engines: members report their load with their heartbeats; a breach that
+/// lasts grows the cluster by one (never beyond max), a lull shrinks it back (never below min), each decision is a
+/// `scaling` event, and a policy that cannot hold is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaling_policy_grows_under_load_and_shrinks_after() {
+    let w = build_world_with(true, |c| c.report_interval = Duration::from_millis(200)).await;
+    let (api, t) = (&w.api, t1());
+    let id = api
+        .create_cluster(&t, new_cluster("redis", 3))
+        .await
+        .unwrap()
+        .cluster
+        .id;
+    cluster_settled(&w, id).await;
+    let policy = crate::model::ScalingPolicy {
+        min_members: 3,
+        max_members: 4,
+        metric: crate::model::ScalingMetric::OpsPerSec,
+        grow_above: 1000.0,
+        shrink_below: 100.0,
+        breach_secs: 1,
+        cooldown_secs: 1,
+        step: 1,
+    };
+    let bad = crate::model::ScalingPolicy {
+        min_members: 2,
+        ..policy.clone()
+    };
+    let e = api.set_scaling_policy(&t, id, Some(bad)).await.unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    // A load inside the band first: nothing happens.
+    set_load(&w, id, 500.0).await;
+    let v = api.set_scaling_policy(&t, id, Some(policy)).await.unwrap();
+    assert!(v.cluster.scaling.is_some());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(api.show_cluster(&t, id).await.unwrap().members.len(), 3);
+
+    // Under load: one grow, to max and no further.
+    set_load(&w, id, 5000.0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let v = api.show_cluster(&t, id).await.unwrap();
+        if v.members.len() == 4 && v.cluster.task == crate::model::ClusterTask::None {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no grow: {:?}",
+            v.cluster.task
+        );
+        // New members report the same load.
+        set_load(&w, id, 5000.0).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v = cluster_settled(&w, id).await;
+    assert_eq!(v.members.len(), 4, "grew beyond max");
+    assert_eq!(slots(&w, &v), vec![4096; 4]);
+
+    // The load stops: one shrink, to min and no further.
+    set_load(&w, id, 10.0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let v = api.show_cluster(&t, id).await.unwrap();
+        if v.members.len() == 3 && v.cluster.task == crate::model::ClusterTask::None {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no shrink: {:?}",
+            v.cluster.task
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v = cluster_settled(&w, id).await;
+    assert_eq!(v.members.len(), 3, "shrank below min");
+    let events = api.list_cluster_events(&t, id).await.unwrap();
+    let decisions: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "scaling")
+        .map(|e| e.details["action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(decisions, vec!["grow", "shrink"], "{events:?}");
+    let grow = events.iter().find(|e| e.kind == "scaling").unwrap();
+    assert!(grow.details["average"].as_f64().unwrap() > 1000.0);
+    assert_eq!(grow.details["values"].as_array().unwrap().len(), 3);
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "cluster_grow" && e.details["reason"].is_string()));
 }

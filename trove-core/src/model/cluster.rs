@@ -12,6 +12,15 @@ use uuid::Uuid;
 use super::{InstanceFault, Locality};
 use crate::error::{Error, Result};
 
+/// The fewest members a cluster of `manager` may have (Redis Cluster: three primaries, so that a majority
+/// survives one; Galera: three, so that a quorum survives one).
+pub fn min_members(manager: super::Manager) -> u32 {
+    match manager {
+        super::Manager::Redis | super::Manager::Mysql | super::Manager::Mariadb => 3,
+        _ => 1,
+    }
+}
+
 /// Upstream's cluster tasks (`trove/cluster/tasks.py`): code, name, description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -92,6 +101,44 @@ impl ClusterTask {
     }
 }
 
+/// Load figures a guest reports with its heartbeats (what a scaling policy judges). Each is `None` when the
+/// engine does not have it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadMetrics {
+    /// Memory in use as a fraction of the engine's limit (Redis `used_memory / maxmemory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used: Option<f64>,
+    /// Operations (Redis commands, SQL statements) per second, averaged since the previous reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_per_sec: Option<f64>,
+    /// Client connections now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    /// Galera: the fraction of time replication was paused by flow control since the previous reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_control_paused: Option<f64>,
+    /// The engine's CPU use since the previous reading, as a fraction of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// The volume's used fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_used: Option<f64>,
+}
+
+impl LoadMetrics {
+    /// The figure `metric` names, when reported.
+    pub fn get(&self, metric: ScalingMetric) -> Option<f64> {
+        match metric {
+            ScalingMetric::MemoryUsed => self.memory_used,
+            ScalingMetric::OpsPerSec => self.ops_per_sec,
+            ScalingMetric::Connections => self.connections.map(|c| c as f64),
+            ScalingMetric::FlowControlPaused => self.flow_control_paused,
+            ScalingMetric::Cpu => self.cpu,
+            ScalingMetric::VolumeUsed => self.volume_used,
+        }
+    }
+}
+
 /// What a scaling policy watches: one of a member's [`crate::ports::LoadMetrics`], averaged over the members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,6 +176,7 @@ impl ScalingMetric {
 /// below `shrink_below` as long, never beyond `min_members`..=`max_members`, and waits `cooldown_secs` after each
 /// action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScalingPolicy {
     /// Fewest members.
     pub min_members: u32,

@@ -139,6 +139,9 @@ pub struct ServiceStatusRecord {
     pub reason: Option<String>,
     /// Volume usage last reported by the guest.
     pub volume: Option<VolumeUsage>,
+    /// Load figures last reported by the guest (cluster members' engines report them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<super::LoadMetrics>,
     /// Heartbeat time: refreshed on every save.
     pub updated_at: DateTime<Utc>,
 }

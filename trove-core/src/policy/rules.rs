@@ -403,7 +403,15 @@ pub const DEFAULTS: &[RuleDefault] = &[
         OWNER,
         &["GET /clusters/{id}/instances/{instance_id}"],
     ),
-    up(CLUSTER_ACTION, OWNER, &["POST /clusters/{id}"]),
+    up(
+        CLUSTER_ACTION,
+        OWNER,
+        &[
+            "POST /clusters/{id}",
+            "PUT /clusters/{id}/scaling_policy",
+            "DELETE /clusters/{id}/scaling_policy",
+        ],
+    ),
     up(CLUSTER_RESET_STATUS, ADMIN, &["POST /clusters/{id}"]),
     // backups
     up(BACKUP_CREATE, OWNER, &["POST /backups"]),

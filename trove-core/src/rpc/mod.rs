@@ -142,6 +142,9 @@ pub enum ConductorRequest {
         reason: Option<String>,
         /// Volume usage.
         fs: Option<FsStats>,
+        /// Load figures (engines that can be cluster members report them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        load: Option<crate::model::LoadMetrics>,
     },
     /// Progress of a backup.
     UpdateBackup {

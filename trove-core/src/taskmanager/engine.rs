@@ -299,6 +299,7 @@ impl Engine {
                         status: s,
                         reason: Some(fault.message.clone()),
                         volume: None,
+                        load: None,
                         updated_at: now,
                     }));
                 }

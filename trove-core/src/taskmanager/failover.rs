@@ -379,6 +379,7 @@ mod tests {
             status,
             reason: None,
             volume: None,
+            load: None,
             updated_at: at,
         }
     }

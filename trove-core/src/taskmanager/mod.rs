@@ -30,6 +30,7 @@ mod context;
 mod engine;
 mod failover;
 mod registry;
+mod scaling;
 mod schedules;
 pub mod workflows;
 
@@ -77,6 +78,8 @@ pub struct TaskManager {
     suspects: Mutex<std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>>>,
     /// Positions of healthy replication sources this worker sampled ([`failover`]).
     samples: Mutex<std::collections::HashMap<Uuid, failover::Samples>>,
+    /// Clusters whose load this worker saw outside their scaling policy's band, since when ([`scaling`]).
+    breaches: Mutex<std::collections::HashMap<Uuid, scaling::Breach>>,
 }
 
 impl std::fmt::Debug for TaskManager {
@@ -114,6 +117,7 @@ impl TaskManager {
             running: Arc::new(Mutex::new(HashSet::new())),
             suspects: Mutex::default(),
             samples: Mutex::default(),
+            breaches: Mutex::default(),
         }
     }
 
@@ -158,6 +162,7 @@ impl TaskManager {
             running: self.running,
             suspects: self.suspects,
             samples: self.samples,
+            breaches: self.breaches,
         }
     }
 
@@ -237,6 +242,10 @@ impl TaskManager {
                     match self.check_failovers().await {
                         Ok(ids) => for id in ids { self.spawn(&mut tasks, id) },
                         Err(e) => tracing::warn!(error = %e, "failover scan failed"),
+                    }
+                    match self.check_scaling().await {
+                        Ok(ids) => for id in ids { self.spawn(&mut tasks, id) },
+                        Err(e) => tracing::warn!(error = %e, "scaling scan failed"),
                     }
                     let now = self.engine.clock.now();
                     if now >= next_purge {

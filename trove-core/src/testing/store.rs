@@ -159,6 +159,7 @@ pub mod fixtures {
                 used_bytes: 1024,
                 total_bytes: 1 << 30,
             }),
+            load: None,
             updated_at: at,
         }
     }

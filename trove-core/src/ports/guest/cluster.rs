@@ -79,23 +79,7 @@ pub struct ClusterMemberStatus {
     pub state: String,
 }
 
-/// Load figures a member reports with its heartbeats (what a scaling policy judges). Each is `None` when the
-/// engine does not have it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LoadMetrics {
-    /// Memory in use as a fraction of the engine's limit (Redis `used_memory / maxmemory`).
-    pub memory_used: Option<f64>,
-    /// Operations (Redis commands, SQL statements) per second, averaged since the previous reading.
-    pub ops_per_sec: Option<f64>,
-    /// Client connections now.
-    pub connections: Option<u64>,
-    /// Galera: the fraction of time replication was paused by flow control since the previous reading.
-    pub flow_control_paused: Option<f64>,
-    /// The engine's CPU use since the previous reading, as a fraction of one core.
-    pub cpu: Option<f64>,
-    /// The volume's used fraction.
-    pub volume_used: Option<f64>,
-}
+pub use crate::model::LoadMetrics;
 
 /// The engine as a member of a cluster.
 ///

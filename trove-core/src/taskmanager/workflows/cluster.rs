@@ -48,6 +48,107 @@ pub fn root_context(cluster_id: Uuid) -> String {
     format!("root password of cluster {cluster_id}")
 }
 
+/// What a new member of a cluster is built from.
+#[derive(Debug)]
+pub struct NewMember<'a> {
+    /// Its name.
+    pub name: String,
+    /// Its flavor (every member's).
+    pub flavor: &'a crate::model::Flavor,
+    /// Its volume size, GB.
+    pub volume_size: Option<u32>,
+    /// Its volume type.
+    pub volume_type: Option<String>,
+    /// Where to place it.
+    pub availability_zone: Option<String>,
+    /// Its region.
+    pub region: String,
+    /// The cluster's datastore version.
+    pub version: &'a crate::model::DatastoreVersion,
+    /// The cluster's configuration values.
+    pub overrides: &'a serde_json::Map<String, serde_json::Value>,
+    /// When it is asked for (members are ordered by it: the order they join).
+    pub created: chrono::DateTime<chrono::Utc>,
+}
+
+/// The rows that build member `m` of `cluster`: the instance (BUILDING, in the cluster), its NEW service status and
+/// its own create workflow (its secrets sealed with `sealer`), pushed to `cs`. Answers the instance and the
+/// workflow's id. The API's create and grow and the scaling policy's grow build members alike.
+pub fn member_rows(
+    cs: &mut crate::ports::ChangeSet,
+    sealer: &crate::seal::Sealer,
+    cluster: &Cluster,
+    m: NewMember<'_>,
+) -> crate::Result<(Instance, Uuid)> {
+    use crate::ports::Expect;
+    let inst = Instance {
+        id: Uuid::new_v4(),
+        name: m.name,
+        tenant_id: cluster.tenant_id.clone(),
+        datastore_version_id: m.version.id,
+        flavor_id: m.flavor.id.clone(),
+        ram_mb: m.flavor.ram_mb,
+        volume_size: m.volume_size,
+        volume_type: m.volume_type,
+        task: TaskStatus::Building,
+        server_status: ServerStatus::Build,
+        server_id: None,
+        volume_id: None,
+        host: None,
+        addresses: Vec::new(),
+        port: None,
+        configuration_id: cluster.configuration_id,
+        replica_of: None,
+        locality: cluster.locality,
+        region: m.region,
+        availability_zone: m.availability_zone,
+        access: Default::default(),
+        fault: None,
+        cluster_id: Some(cluster.id),
+        auto_failover: None,
+        created: m.created,
+        updated: m.created,
+        deleted: false,
+        deleted_at: None,
+        version: 0,
+    };
+    let mut params = super::CreateParams {
+        seed_backup: None,
+        flavor: m.flavor.clone(),
+        datastore_version: m.version.clone(),
+        databases: Vec::new(),
+        users: Vec::new(),
+        root_password: None,
+        overrides: m.overrides.clone(),
+        group: cluster.locality.map(|l| (cluster.id, l)),
+        scrubbed: false,
+        sealed: None,
+        replica_of: None,
+        restore_point: None,
+        restore_time: None,
+    };
+    params.seal_secrets(sealer, inst.id)?;
+    let wf = Workflow::new(inst.id, &params, m.created)?;
+    let wf_id = wf.id;
+    cs.push(Write::Instance {
+        instance: inst.clone(),
+        expect: Expect::Absent,
+    });
+    cs.push(Write::ServiceStatus(crate::model::ServiceStatusRecord {
+        instance_id: inst.id,
+        status: crate::state::ServiceStatus::New,
+        reason: None,
+        volume: None,
+        load: None,
+        updated_at: m.created,
+    }));
+    cs.push(Write::Workflow {
+        workflow: wf,
+        expect: Expect::Absent,
+    });
+    Ok((inst, wf_id))
+}
+
 /// Parameters of the cluster create workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterCreateParams {

@@ -157,6 +157,7 @@ impl WorkflowDef for ApplyConfiguration {
                     status: ServiceStatus::RestartRequired,
                     reason: Some("configuration change takes effect on restart".into()),
                     volume,
+                    load: None,
                     updated_at: now,
                 }));
             }

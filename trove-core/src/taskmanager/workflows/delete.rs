@@ -98,6 +98,7 @@ async fn delete(cx: &mut StepContext<'_>, force: bool) -> StepResult<()> {
             status: ServiceStatus::Deleted,
             reason: None,
             volume: None,
+            load: None,
             updated_at: now,
         }));
     })
