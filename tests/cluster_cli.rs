@@ -3,7 +3,8 @@
 //! slots and keys, none lost), shrunk to three (the leaving member's slots and keys move first, none lost), and
 //! deleted; a MariaDB Galera cluster of three (a write on one member is read on another, `wsrep_cluster_size` 3),
 //! grown to four, shrunk to three, one member's engine killed with SIGKILL (the cluster keeps taking writes; the
-//! member is restarted by the compute's supervision and rejoins with the writes it missed), and deleted.
+//! member is restarted by the compute's supervision and rejoins with the writes it missed), every engine killed at
+//! once (the control plane starts the cluster again from its most advanced member, every write kept), and deleted.
 //! `CLUSTER_CLI_DATASTORES` (comma-separated: `redis`, `mariadb`) narrows the walk.
 
 mod api_support;
@@ -384,6 +385,42 @@ fn galera_walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::R
     });
     println!(
         "mariadb: a killed member rejoined in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // A full stop (every engine killed at once): no member may start the cluster on its own; the control plane
+    // starts it again from the most advanced member, with every acknowledged write.
+    rt.block_on(galera_write(at[2], &pw, 3)).expect("write 3");
+    for a in &at {
+        let pid = api_support::pid_listening_on(*a).expect("a member's engine listens");
+        let killed = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+    }
+    let t = Instant::now();
+    for a in &at {
+        wait_for(rt, "a member is back after the full stop", 3, || {
+            galera_count(*a, &pw)
+        });
+    }
+    wait_for(rt, "wsrep_cluster_size after the full stop", 3, || {
+        galera_status(at[0], &pw)
+    });
+    wait_cluster(&server.base, &id, 3);
+    let (_, events) = get_json(&format!(
+        "{}/v1.0/{TENANT}/clusters/{id}/events",
+        server.base
+    ));
+    assert!(
+        events["events"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["kind"] == "cluster_recover" && e["ok"] == true)),
+        "{events}"
+    );
+    println!(
+        "mariadb: started again after a full stop in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 

@@ -26,6 +26,7 @@ use crate::error::Result;
 use crate::ports::{DynBlockStorage, DynBus, DynClock, DynCompute, DynStore};
 use crate::rpc::{Envelope, TaskManagerRequest, TASKMANAGER_TOPIC};
 
+mod cluster_health;
 mod context;
 mod engine;
 mod failover;
@@ -80,6 +81,8 @@ pub struct TaskManager {
     samples: Mutex<std::collections::HashMap<Uuid, failover::Samples>>,
     /// Clusters whose load this worker saw outside their scaling policy's band, since when ([`scaling`]).
     breaches: Mutex<std::collections::HashMap<Uuid, scaling::Breach>>,
+    /// Clusters this worker saw with every member down, since when ([`cluster_health`]).
+    stopped: Mutex<std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl std::fmt::Debug for TaskManager {
@@ -118,6 +121,7 @@ impl TaskManager {
             suspects: Mutex::default(),
             samples: Mutex::default(),
             breaches: Mutex::default(),
+            stopped: Mutex::default(),
         }
     }
 
@@ -163,6 +167,7 @@ impl TaskManager {
             suspects: self.suspects,
             samples: self.samples,
             breaches: self.breaches,
+            stopped: self.stopped,
         }
     }
 
@@ -246,6 +251,10 @@ impl TaskManager {
                     match self.check_scaling().await {
                         Ok(ids) => for id in ids { self.spawn(&mut tasks, id) },
                         Err(e) => tracing::warn!(error = %e, "scaling scan failed"),
+                    }
+                    match self.check_cluster_stops().await {
+                        Ok(ids) => for id in ids { self.spawn(&mut tasks, id) },
+                        Err(e) => tracing::warn!(error = %e, "cluster stop scan failed"),
                     }
                     let now = self.engine.clock.now();
                     if now >= next_purge {

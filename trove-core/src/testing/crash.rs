@@ -1026,6 +1026,41 @@ impl CrashWorld {
         Ok(())
     }
 
+    /// Every member of the cluster of `member` stops (its engine crashes) and stays down past the grace; a
+    /// monitoring worker starts the recovery workflow (left pending).
+    pub async fn stop_cluster_fully(&self, member: Uuid) -> Outcome<()> {
+        let members = self.cluster_members(member).await?;
+        for m in &members {
+            self.engines.engine(m.id).crash("the host lost power");
+        }
+        // The guests report their engines down.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ids: Vec<Uuid> = members.iter().map(|m| m.id).collect();
+            let st = self.store.get_service_statuses(&ids).await?;
+            if st.len() == ids.len() && st.iter().all(|s| !s.status.is_datastore_running()) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Broken(
+                    "the guests never reported their engines down".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let monitor = self.task_manager("monitor", self.store.clone(), &Registry::standard());
+        monitor.check_cluster_stops().await?;
+        self.clock
+            .advance(self.config.failover_grace + Duration::from_secs(1));
+        // Fresh reports after the jump.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = monitor.check_cluster_stops().await?;
+        self.expect(
+            started.len() == 1,
+            &format!("{} recoveries started", started.len()),
+        )
+    }
+
     /// The cluster of `member` is built with `n` members: task NONE without a fault, every member ACTIVE and a
     /// member of it in its engine, and the hash slots spread evenly over them.
     pub async fn expect_cluster(&self, member: Uuid, n: usize) -> Outcome<()> {

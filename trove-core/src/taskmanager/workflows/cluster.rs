@@ -864,6 +864,162 @@ impl WorkflowDef for ClusterShrink {
     }
 }
 
+// ------------------------------------------------------------------------------------------------ recover
+
+/// Parameters of the cluster recovery workflow (every member's engine stopped: a full stop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecoverParams {
+    /// The cluster.
+    pub cluster_id: Uuid,
+    /// Its members.
+    pub members: Vec<Uuid>,
+}
+
+impl WorkflowParams for ClusterRecoverParams {
+    const KIND: WorkflowKind = WorkflowKind::new("cluster_recover");
+}
+
+/// What step `positions` journals: how far each member's stopped engine got, and the one chosen to start the
+/// cluster again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Recovery {
+    positions: Vec<(Uuid, Option<u64>)>,
+    chosen: Uuid,
+}
+
+/// The cluster recovery workflow: after every member's engine stopped (a host restart, a power cut, every engine
+/// killed), the cluster is started again from its most advanced member, never left for an operator to bootstrap
+/// by hand: every engine is stopped for good (the compute's supervision stops retrying them), each reports how far
+/// it got (Galera: `grastate.dat` or `--wsrep-recover`), the most advanced bootstraps the cluster, and the others
+/// start and join it (Galera: by IST from it). Redis members start again from their `nodes.conf`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterRecover;
+
+#[async_trait]
+impl WorkflowDef for ClusterRecover {
+    type Params = ClusterRecoverParams;
+
+    fn error_task(&self) -> Option<TaskStatus> {
+        None
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>, p: &ClusterRecoverParams) -> StepResult<()> {
+        let low = cx.config().agent_call_low_timeout;
+        for id in &p.members {
+            let guest = cx.guest_of(*id);
+            cx.step(&format!("stop_{id}"), |_| async move {
+                if let Err(e) = guest.stop_db(low).await {
+                    tracing::info!(instance = %id, error = %e, "stop before recovery failed; continuing");
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let guests: Vec<_> = p.members.iter().map(|m| (*m, cx.guest_of(*m))).collect();
+        let recovery: Recovery = cx
+            .step("positions", |_| async move {
+                let mut positions = Vec::new();
+                for (id, g) in guests {
+                    let pos = g.cluster_recovery_position().await.map_err(|e| {
+                        super::fail(&format!("Member {id} could not say how far it got."), &e)
+                    })?;
+                    positions.push((id, pos));
+                }
+                // The most advanced; the first of equals (the oldest member).
+                let mut chosen = positions[0];
+                for p in &positions {
+                    if p.1 > chosen.1 {
+                        chosen = *p;
+                    }
+                }
+                Ok(Recovery {
+                    chosen: chosen.0,
+                    positions,
+                })
+            })
+            .await?;
+        let cluster = load_cluster(cx, p.cluster_id).await?;
+        let members = members_of(cx, p.cluster_id).await?;
+        let spec = spec(cx, &cluster, &members).await?;
+        let first = cx.guest_of(recovery.chosen);
+        let s = spec.clone();
+        cx.step("bootstrap", |_| async move {
+            first.cluster_bootstrap(s).await.map_err(|e| {
+                super::fail(
+                    "The most advanced member could not start the cluster again.",
+                    &e,
+                )
+            })
+        })
+        .await?;
+        let others: Vec<Uuid> = p
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != recovery.chosen)
+            .collect();
+        for id in &others {
+            let guest = cx.guest_of(*id);
+            cx.step(&format!("start_{id}"), |_| async move {
+                guest
+                    .start_db()
+                    .await
+                    .map_err(|e| super::fail(&format!("Member {id} could not be started."), &e))
+            })
+            .await?;
+        }
+        join_all(cx, &spec, &others).await?;
+        let now = cx.clock().now();
+        let e = event(
+            cx,
+            &cluster,
+            "cluster_recover",
+            p.members.clone(),
+            true,
+            format!(
+                "Cluster {} started again from member {} after every member stopped.",
+                cluster.id, recovery.chosen
+            ),
+            serde_json::json!({"positions": recovery.positions, "chosen": recovery.chosen}),
+        );
+        let w = cluster_write(cluster, now, |c| {
+            c.task = ClusterTask::None;
+            c.fault = None;
+        });
+        cx.finish(|_, extra| {
+            extra.push(w.clone());
+            extra.push(Write::Event(e.clone()));
+        })
+        .await?;
+        tracing::info!(cluster = %p.cluster_id, chosen = %recovery.chosen, positions = ?recovery.positions, "cluster recovered from a full stop");
+        Ok(())
+    }
+
+    async fn compensate(
+        &self,
+        cx: &mut StepContext<'_>,
+        p: &ClusterRecoverParams,
+        failure: Failure,
+    ) -> StepResult<Failure> {
+        release_cluster(cx, p.cluster_id, &failure).await?;
+        Ok(failure)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    fn crash_scenarios(&self) -> Vec<crate::testing::crash::Scenario> {
+        use crate::testing::crash::Scenario;
+        vec![Scenario::new("recover a cluster after a full stop", |w| {
+            Box::pin(async move {
+                let c = w.cluster_built("c", 3).await?;
+                w.stop_cluster_fully(c).await?;
+                Ok(c)
+            })
+        })
+        .check(|w, id| Box::pin(async move { w.expect_cluster(id, 3).await }))
+        .with_helpers()]
+    }
+}
+
 // ------------------------------------------------------------------------------------------------ delete
 
 /// The cluster delete workflow.

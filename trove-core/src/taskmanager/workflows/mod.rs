@@ -12,7 +12,7 @@
 //! | migrate to another host (mgmt) | [`migrate`] |
 //! | rebuild the server (mgmt) | [`rebuild`] |
 //! | detach a replica, promote a replica (switchover), eject a source | [`replication`] |
-//! | create, grow, shrink, delete a cluster | [`cluster`] |
+//! | create, grow, shrink, delete a cluster; start it again after a full stop | [`cluster`] |
 
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
@@ -69,6 +69,7 @@ pub(super) fn register_standard(r: Registry) -> Registry {
         .register(cluster::ClusterGrow)
         .register(cluster::ClusterShrink)
         .register(cluster::ClusterDelete)
+        .register(cluster::ClusterRecover)
 }
 
 /// Whether the guest stopped its engine in a tolerant `stop_db` step.
