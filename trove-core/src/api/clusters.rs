@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::ApiService;
 use crate::error::{Error, Result};
 use crate::model::{
-    Cluster, ClusterTask, Datastore, DatastoreVersion, Facet, Flavor, Instance, InstanceFilter,
-    Locality, Manager, Resource, Secret,
+    Cluster, ClusterTask, Datastore, DatastoreVersion, Facet, Flavor, Instance, Locality, Manager,
+    Resource, Secret,
 };
 use crate::policy::{rules, Target};
 use crate::ports::{ChangeSet, Expect, RequestContext, Write};
@@ -131,15 +131,8 @@ impl ApiService {
 
     /// The live members of a cluster, oldest first.
     async fn cluster_members(&self, cluster_id: Uuid) -> Result<Vec<Instance>> {
-        let mut m = self
-            .store
-            .list_instances(&InstanceFilter {
-                cluster_id: Some(cluster_id),
-                ..Default::default()
-            })
-            .await?;
-        m.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
-        Ok(m)
+        crate::taskmanager::workflows::cluster::cluster_members(self.store.as_ref(), cluster_id)
+            .await
     }
 
     async fn cluster_view(&self, cluster: Cluster) -> Result<ClusterView> {

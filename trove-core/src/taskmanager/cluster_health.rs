@@ -10,10 +10,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::workflows::cluster::ClusterRecoverParams;
+use super::workflows::cluster::{cluster_members, ClusterRecoverParams};
 use super::TaskManager;
 use crate::error::{Error, Result};
-use crate::model::{ClusterTask, InstanceFilter, Workflow};
+use crate::model::{ClusterTask, Workflow};
 use crate::ports::{ChangeSet, Expect, Write};
 use crate::state::{ServiceStatus, TaskStatus};
 
@@ -51,14 +51,7 @@ impl TaskManager {
                 lock(&self.stopped).remove(&c.id);
                 continue;
             }
-            let mut members = e
-                .store
-                .list_instances(&InstanceFilter {
-                    cluster_id: Some(c.id),
-                    ..Default::default()
-                })
-                .await?;
-            members.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+            let members = cluster_members(e.store.as_ref(), c.id).await?;
             let ids: Vec<Uuid> = members.iter().map(|m| m.id).collect();
             let statuses = e.store.get_service_statuses(&ids).await?;
             let all_down = !members.is_empty()

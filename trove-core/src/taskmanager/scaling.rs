@@ -18,12 +18,12 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::workflows::cluster::{member_rows, ClusterGrowParams, ClusterShrinkParams, NewMember};
+use super::workflows::cluster::{
+    cluster_members, member_rows, ClusterGrowParams, ClusterShrinkParams, NewMember,
+};
 use super::TaskManager;
 use crate::error::{Error, Result};
-use crate::model::{
-    Cluster, ClusterTask, Event, Instance, InstanceFilter, Resource, ScalingPolicy, Workflow,
-};
+use crate::model::{Cluster, ClusterTask, Event, Instance, Resource, ScalingPolicy, Workflow};
 use crate::ports::{ChangeSet, Expect, Write};
 
 /// A breach of a policy's band that a worker is watching.
@@ -71,14 +71,7 @@ impl TaskManager {
     async fn judge(&self, c: &Cluster, p: &ScalingPolicy) -> Result<Vec<Uuid>> {
         let e = &self.engine;
         let now = e.clock.now();
-        let mut members = e
-            .store
-            .list_instances(&InstanceFilter {
-                cluster_id: Some(c.id),
-                ..Default::default()
-            })
-            .await?;
-        members.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+        let members = cluster_members(e.store.as_ref(), c.id).await?;
         if members.is_empty()
             || members
                 .iter()

@@ -980,15 +980,10 @@ impl CrashWorld {
     /// The live members of the cluster of `member`, oldest first.
     pub async fn cluster_members(&self, member: Uuid) -> Outcome<Vec<Instance>> {
         let c = self.cluster_of(member).await?;
-        let mut m = self
-            .store
-            .list_instances(&InstanceFilter {
-                cluster_id: Some(c.id),
-                ..Default::default()
-            })
-            .await?;
-        m.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
-        Ok(m)
+        Ok(
+            crate::taskmanager::workflows::cluster::cluster_members(self.store.as_ref(), c.id)
+                .await?,
+        )
     }
 
     /// Asks the API to grow the cluster of `member` by `n` (workflows left pending).

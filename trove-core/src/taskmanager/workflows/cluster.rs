@@ -224,14 +224,24 @@ async fn load_cluster(cx: &StepContext<'_>, id: Uuid) -> StepResult<Cluster> {
 
 /// The live members of a cluster, oldest first (the order they joined).
 async fn members_of(cx: &StepContext<'_>, cluster_id: Uuid) -> StepResult<Vec<Instance>> {
-    let mut m = cx
-        .store()
+    cluster_members(cx.store().as_ref(), cluster_id)
+        .await
+        .map_err(abort_on_store)
+}
+
+/// The live members of cluster `cluster_id` in the order they joined (by creation; the API creates a request's
+/// members a microsecond apart), the first being the one a new cluster starts from. The API, the workflows and the
+/// task manager's monitors all read members through this.
+pub async fn cluster_members(
+    store: &dyn crate::ports::InfraStore,
+    cluster_id: Uuid,
+) -> crate::Result<Vec<Instance>> {
+    let mut m = store
         .list_instances(&crate::model::InstanceFilter {
             cluster_id: Some(cluster_id),
             ..Default::default()
         })
-        .await
-        .map_err(abort_on_store)?;
+        .await?;
     m.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
     Ok(m)
 }
