@@ -8,7 +8,8 @@
 //! (re-exported here): `instances` (create, list, show, update, delete) with `instance_views`, `actions`
 //! (restart, resize, reset status, promote, eject), `maintenance` (upgrade, mgmt migrate and rebuild), `users`,
 //! `databases`, `root`, `configurations`, `parameters`, `backups`, `backup_strategies`, `datastores`, `flavors`,
-//! `quotas` (and limits), `mgmt` (instances), `guest_logs`, `ssl`. Shared by all: `gate` (an instance for the
+//! `quotas` (and limits), `mgmt` (instances), `guest_logs`, `ssl`, `clusters` (create, grow, shrink, delete,
+//! cluster root, events, scaling policy). Shared by all: `gate` (an instance for the
 //! caller and the action gate: `authorized_instance`, `instance_for`, `gate`, `manage_data_instance`), `paging`
 //! (the one paging scheme: [`PageRequest`] in, [`Page`] out), and here the service itself with the workflow
 //! helpers (`start_workflow`) and authorization (`authorize`, `authorize_on_tenant`: the operation's policy rule,
