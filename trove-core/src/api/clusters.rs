@@ -1,5 +1,6 @@
 //! Clusters (`/clusters`): create, list, show, show a member, delete, and the actions POSTed to a cluster (grow,
-//! shrink, reset-status; upgrade, restart and configuration changes answer 501 until they exist).
+//! shrink, reset-status, and the rolling ones: upgrade, restart, configuration attach and detach, which change one
+//! member at a time; `add_shard`, upstream's MongoDB action, answers 501).
 //!
 //! A cluster's members are instances built by their own create workflows; the cluster workflows of
 //! [`crate::taskmanager::workflows::cluster`] make them one cluster. The API locks a cluster with its task in the
@@ -23,6 +24,7 @@ use crate::taskmanager::workflows::cluster::{
     member_rows, secret_context, ClusterCreateParams, ClusterDeleteParams, ClusterGrowParams,
     ClusterShrinkParams, NewMember,
 };
+use crate::taskmanager::workflows::cluster_rolling::{ClusterRollingParams, RollingChange};
 
 use super::InstanceView;
 
@@ -615,13 +617,15 @@ impl ApiService {
             ClusterAction::Grow(asked) => self.grow(ctx, c, asked, None).await?,
             ClusterAction::Shrink(ids) => self.shrink(c, ids, None).await?,
             ClusterAction::ResetStatus { .. } => self.reset_cluster(c).await?,
-            ClusterAction::Upgrade(_)
-            | ClusterAction::Restart
-            | ClusterAction::ConfigurationAttach(_)
-            | ClusterAction::ConfigurationDetach
-            | ClusterAction::AddShard => {
+            ClusterAction::Upgrade(version) => self.upgrade_cluster(c, &version).await?,
+            ClusterAction::Restart => self.roll_cluster(c, RollingChange::Restart).await?,
+            ClusterAction::ConfigurationAttach(cid) => {
+                self.configure_cluster(ctx, c, Some(cid)).await?
+            }
+            ClusterAction::ConfigurationDetach => self.configure_cluster(ctx, c, None).await?,
+            ClusterAction::AddShard => {
                 return Err(Error::not_implemented(
-                    "This cluster action is not offered yet: grow, shrink, reset-status and delete are.",
+                    "add_shard is MongoDB's (sharded clusters); Redis and Galera clusters grow instead.",
                 ))
             }
         };
@@ -742,6 +746,105 @@ impl ApiService {
             &params,
             ChangeSet::new(),
             Vec::new(),
+        )
+        .await
+    }
+
+    /// Starts the rolling `change` (one member at a time, see
+    /// [`crate::taskmanager::workflows::cluster_rolling`]): the cluster must be free (422) and every member free of
+    /// other work (422, naming it).
+    async fn roll_cluster(&self, c: Cluster, change: RollingChange) -> Result<Cluster> {
+        if c.task != ClusterTask::None {
+            return Err(c.task.busy());
+        }
+        let members = self.cluster_members(c.id).await?;
+        let anchor = members
+            .first()
+            .map(|m| m.id)
+            .ok_or_else(|| Error::unprocessable("The cluster has no members left; delete it."))?;
+        for m in &members {
+            let busy = !(m.task == TaskStatus::None || m.task.is_error());
+            if busy || !self.open_workflows_of(m.id).await?.is_empty() {
+                return Err(Error::unprocessable(format!(
+                    "Member {} ({}) is busy ({}); try again when it has finished.",
+                    m.name,
+                    m.id,
+                    m.task.name()
+                )));
+            }
+        }
+        let task = change.cluster_task();
+        let params = ClusterRollingParams {
+            cluster_id: c.id,
+            members: members.iter().map(|m| m.id).collect(),
+            change,
+        };
+        self.start_cluster_task(c, task, anchor, &params, ChangeSet::new(), Vec::new())
+            .await
+    }
+
+    /// `{"upgrade": {"datastore_version": ...}}`: the target must be another active version of the cluster's
+    /// datastore and manager (as an instance's upgrade; 404/400) allowing the members' flavor (400). Members
+    /// already on it are skipped, so asking again after a failure goes on where the roll stopped.
+    async fn upgrade_cluster(&self, c: Cluster, version: &str) -> Result<Cluster> {
+        let (old_version, new_version) = self
+            .upgrade_target(
+                c.datastore_version_id,
+                version,
+                &format!("Cluster {}", c.id),
+            )
+            .await?;
+        for m in self.cluster_members(c.id).await? {
+            if !new_version.flavor_ids.is_empty() && !new_version.flavor_ids.contains(&m.flavor_id)
+            {
+                return Err(Error::bad_request(format!(
+                    "Flavor {} (member {}) is not allowed for datastore version '{}'.",
+                    m.flavor_id, m.id, new_version.name
+                )));
+            }
+        }
+        self.roll_cluster(
+            c,
+            RollingChange::Upgrade {
+                old_version: Box::new(old_version),
+                new_version: Box::new(new_version),
+            },
+        )
+        .await
+    }
+
+    /// `{"configuration_attach": {"configuration_id": ...}}` (`Some`) and `{"configuration_detach": {}}`
+    /// (`None`): the group (404 when not the caller's) must be for the cluster's version (400); attaching needs
+    /// none attached and detaching one attached (400). Every member gets it (or loses it) in turn; new members get
+    /// the cluster's group.
+    async fn configure_cluster(
+        &self,
+        ctx: &RequestContext,
+        c: Cluster,
+        target: Option<Uuid>,
+    ) -> Result<Cluster> {
+        match (target, c.configuration_id) {
+            (Some(_), Some(old)) => {
+                return Err(Error::bad_request(format!(
+                    "Cluster {} already has configuration group {old} attached; detach it first.",
+                    c.id
+                )))
+            }
+            (None, None) => {
+                return Err(Error::bad_request(format!(
+                    "Cluster {} has no configuration group attached.",
+                    c.id
+                )))
+            }
+            _ => {}
+        }
+        let (version, _) = self.version_and_datastore(c.datastore_version_id).await?;
+        self.cluster_overrides(ctx, target, &version).await?;
+        self.roll_cluster(
+            c,
+            RollingChange::Configuration {
+                configuration_id: target,
+            },
         )
         .await
     }

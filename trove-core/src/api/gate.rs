@@ -66,7 +66,8 @@ impl ApiService {
                 Operation::Restart | Operation::ManageData | Operation::AssignConfiguration
             ) {
                 return Err(Error::not_implemented(format!(
-                    "Instance {} is a member of cluster {cluster}: act on the cluster (grow, shrink, delete)                      instead.",
+                    "Instance {} is a member of cluster {cluster}: act on the cluster (grow, shrink, upgrade, delete) \
+                     instead.",
                     inst.id
                 )));
             }

@@ -24,15 +24,50 @@ impl ApiService {
         version: &str,
     ) -> Result<()> {
         let id = inst.id;
+        let (current, target) = self
+            .upgrade_target(
+                inst.datastore_version_id,
+                version,
+                &format!("Instance {id}"),
+            )
+            .await?;
+        if !target.flavor_ids.is_empty() && !target.flavor_ids.contains(&inst.flavor_id) {
+            return Err(Error::bad_request(format!(
+                "Flavor {} is not allowed for datastore version '{}'.",
+                inst.flavor_id, target.name
+            )));
+        }
+        self.gate(&inst, Operation::Upgrade).await?;
+        inst.datastore_version_id = target.id;
+        let params = UpgradeParams {
+            old_version: current,
+            new_version: target,
+        };
+        self.start_workflow(inst, &params, TaskStatus::Upgrading, vec![], None)
+            .await?;
+        Ok(())
+    }
+
+    /// The version an upgrade of `subject` (an instance or a cluster, named so in messages) running version
+    /// `current_id` goes to: `version` (a name or id) must name a version of the same datastore (404; 400 when it
+    /// is another datastore's), be unambiguous, active, of the same manager and differ from the current one
+    /// (400). Answers the current and the target version.
+    pub(super) async fn upgrade_target(
+        &self,
+        current_id: uuid::Uuid,
+        version: &str,
+        subject: &str,
+    ) -> Result<(
+        crate::model::DatastoreVersion,
+        crate::model::DatastoreVersion,
+    )> {
         let version = version.trim();
         if version.is_empty() {
             return Err(Error::bad_request(
                 "datastore_version must name a datastore version (name or id).",
             ));
         }
-        let (current, ds) = self
-            .version_and_datastore(inst.datastore_version_id)
-            .await?;
+        let (current, ds) = self.version_and_datastore(current_id).await?;
         let mut matching: Vec<_> = self
             .store
             .list_datastore_versions(Some(ds.id))
@@ -54,8 +89,8 @@ impl ApiService {
                     .await?
                     .map_or_else(|| v.datastore_id.to_string(), |d| d.name);
                 return Err(Error::bad_request(format!(
-                    "Datastore version '{}' belongs to datastore '{other}'; instance {id} runs datastore '{}' \
-                     and can only be upgraded to another version of it.",
+                    "Datastore version '{}' belongs to datastore '{other}'; {subject} runs datastore '{}' and \
+                     can only be upgraded to another version of it.",
                     version.escape_default(),
                     ds.name
                 )));
@@ -75,7 +110,7 @@ impl ApiService {
         let target = matching.remove(0);
         if target.id == current.id {
             return Err(Error::bad_request(format!(
-                "Instance {id} already runs datastore version '{}'.",
+                "{subject} already runs datastore version '{}'.",
                 current.name
             )));
         }
@@ -87,26 +122,12 @@ impl ApiService {
         }
         if target.manager != current.manager {
             return Err(Error::bad_request(format!(
-                "Datastore version '{}' uses manager {}, the instance's version uses {}: an upgrade keeps the \
+                "Datastore version '{}' uses manager {}, {subject} uses {}: an upgrade keeps the \
                  manager.",
                 target.name, target.manager, current.manager
             )));
         }
-        if !target.flavor_ids.is_empty() && !target.flavor_ids.contains(&inst.flavor_id) {
-            return Err(Error::bad_request(format!(
-                "Flavor {} is not allowed for datastore version '{}'.",
-                inst.flavor_id, target.name
-            )));
-        }
-        self.gate(&inst, Operation::Upgrade).await?;
-        inst.datastore_version_id = target.id;
-        let params = UpgradeParams {
-            old_version: current,
-            new_version: target,
-        };
-        self.start_workflow(inst, &params, TaskStatus::Upgrading, vec![], None)
-            .await?;
-        Ok(())
+        Ok((current, target))
     }
 
     /// Mgmt migrate: the instance must be free for an action (422, upstream `validate_can_perform_action`); a

@@ -1498,6 +1498,237 @@ async fn a_cluster_is_built_grown_shrunk_and_deleted() {
     no_open_workflows(&w).await;
 }
 
+/// The rolling cluster actions on simulated engines: an upgrade moves every member (each rebuilt by its own
+/// upgrade workflow) and then the cluster to the new version; a restart restarts every member's engine once; a
+/// configuration group attached to the cluster reaches every member's engine and leaves it on detach. Bad
+/// requests get their 4xx and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_is_upgraded_restarted_and_configured_one_member_at_a_time() {
+    let w = world_with_backups().await;
+    let (api, t) = (&w.api, t1());
+    let admin = RequestContext::admin("admin");
+    let v2 = api
+        .mgmt_create_datastore_version(
+            &admin,
+            DatastoreVersionSpec {
+                datastore_name: "mysql".into(),
+                name: "2".into(),
+                manager: "mysql".into(),
+                active: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .version;
+    let id = api
+        .create_cluster(&t, new_cluster("mysql", 3))
+        .await
+        .unwrap()
+        .cluster
+        .id;
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    let members: Vec<Uuid> = v.members.iter().map(|m| m.instance.id).collect();
+
+    // Bad upgrades: unknown version (404), the current one, another datastore's (400).
+    for (version, want) in [("nope", 404), ("1", 400)] {
+        let e = api
+            .cluster_action(&t, id, ClusterAction::Upgrade(version.into()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.fault().status, want, "{version}: {e}");
+    }
+    let redis_v1 = api
+        .list_datastore_versions(&t, "redis")
+        .await
+        .unwrap()
+        .remove(0)
+        .version;
+    let e = api
+        .cluster_action(&t, id, ClusterAction::Upgrade(redis_v1.id.to_string()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    assert!(
+        e.to_string().contains("belongs to datastore 'redis'"),
+        "{e}"
+    );
+    let e = api
+        .cluster_action(&t, id, ClusterAction::AddShard)
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 501, "{e}");
+
+    // Upgrade: UPGRADING_CLUSTER, a second action meanwhile is a 422, then every member and the cluster on "2".
+    let v = api
+        .cluster_action(&t, id, ClusterAction::Upgrade("2".into()))
+        .await
+        .unwrap();
+    assert_eq!(v.cluster.task, crate::model::ClusterTask::UpgradingCluster);
+    let busy = api
+        .cluster_action(&t, id, ClusterAction::Restart)
+        .await
+        .unwrap_err();
+    assert_eq!(busy.fault().status, 422, "{busy}");
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    assert_eq!(v.datastore_version.name, "2");
+    for m in &v.members {
+        assert_eq!(m.instance.datastore_version_id, v2.id);
+        assert_eq!(m.status, "ACTIVE");
+        assert_eq!(w.engines.engine(m.instance.id).cluster_id(), Some(id));
+    }
+    let events = api.list_cluster_events(&t, id).await.unwrap();
+    let up = events
+        .iter()
+        .find(|e| e.kind == "cluster_upgrade")
+        .expect("an upgrade event");
+    assert!(up.ok && up.instances.len() == 3, "{up:?}");
+    // One member at a time: each member's upgrade workflow started after the one before ended.
+    let rolling = up.id;
+    let plan = w
+        .store
+        .journal(rolling)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.step == "plan" && e.phase == crate::model::JournalPhase::Completed)
+        .expect("the plan is journaled");
+    let children: Vec<(Uuid, Uuid)> = serde_json::from_value(plan.data).unwrap();
+    let mut ended_before = None;
+    for (member, child) in children {
+        let wf = w.store.get_workflow(child).await.unwrap().unwrap();
+        assert_eq!((wf.instance_id, wf.kind.as_str()), (member, "upgrade"));
+        assert_eq!(wf.state, crate::model::WorkflowState::Done);
+        if let Some(end) = ended_before {
+            assert!(
+                wf.created >= end,
+                "a member's upgrade started before the previous one ended"
+            );
+        }
+        ended_before = Some(wf.updated);
+    }
+    // Asked again, the same version is refused: the cluster runs it.
+    let e = api
+        .cluster_action(&t, id, ClusterAction::Upgrade("2".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+
+    // Restart: each member's engine starts once more.
+    let starts: Vec<u32> = members
+        .iter()
+        .map(|m| w.engines.engine(*m).starts())
+        .collect();
+    api.cluster_action(&t, id, ClusterAction::Restart)
+        .await
+        .unwrap();
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    let after: Vec<u32> = members
+        .iter()
+        .map(|m| w.engines.engine(*m).starts())
+        .collect();
+    for (b, a) in starts.iter().zip(&after) {
+        assert_eq!(
+            *a,
+            b + 1,
+            "every member restarted once: {starts:?} -> {after:?}"
+        );
+    }
+
+    // Configuration: detaching none and a group of another version are refused; an attach reaches every member.
+    let e = api
+        .cluster_action(&t, id, ClusterAction::ConfigurationDetach)
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    let rules = crate::manage::default_validation_rules(crate::model::Manager::Mysql).unwrap();
+    let v1 = api
+        .list_datastore_versions(&t, "mysql")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|v| v.version.name == "1")
+        .unwrap()
+        .version;
+    for v in [v1.id, v2.id] {
+        w.store
+            .put_config_params(&crate::manage::parse_validation_rules(rules, v).unwrap())
+            .await
+            .unwrap();
+    }
+    let group = |version: &str| CreateConfiguration {
+        name: format!("g{version}"),
+        values: [("max_connections".to_string(), json!(60))]
+            .into_iter()
+            .collect(),
+        datastore: Some("mysql".into()),
+        datastore_version: Some(version.into()),
+        ..Default::default()
+    };
+    let old_group = api.create_configuration(&t, group("1")).await.unwrap();
+    let e = api
+        .cluster_action(
+            &t,
+            id,
+            ClusterAction::ConfigurationAttach(old_group.configuration.id),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    let g = api.create_configuration(&t, group("2")).await.unwrap();
+    let v = api
+        .cluster_action(
+            &t,
+            id,
+            ClusterAction::ConfigurationAttach(g.configuration.id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.cluster.task, crate::model::ClusterTask::UpdatingCluster);
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    assert_eq!(v.cluster.configuration_id, Some(g.configuration.id));
+    for m in &members {
+        assert_eq!(
+            w.engines.engine(*m).overrides().get("max_connections"),
+            Some(&json!(60)),
+            "member {m}"
+        );
+        let inst = w.store.get_instance(*m).await.unwrap().unwrap();
+        assert_eq!(inst.configuration_id, Some(g.configuration.id));
+    }
+    let e = api
+        .cluster_action(
+            &t,
+            id,
+            ClusterAction::ConfigurationAttach(g.configuration.id),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    api.cluster_action(&t, id, ClusterAction::ConfigurationDetach)
+        .await
+        .unwrap();
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    assert_eq!(v.cluster.configuration_id, None);
+    for m in &members {
+        assert!(
+            w.engines
+                .engine(*m)
+                .overrides()
+                .get("max_connections")
+                .is_none(),
+            "member {m} keeps the detached group's value"
+        );
+    }
+    no_open_workflows(&w).await;
+    let _ = w.stop.send(true);
+}
+
 /// Clusters that cannot be made are refused at once with upstream's 4xx, and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_cluster_requests_are_refused_and_store_nothing() {

@@ -337,6 +337,8 @@ const REPLICATION_DATASTORE: &str = "mariadb";
 const CLUSTER_DATASTORE: &str = "redis";
 /// Its version.
 const CLUSTER_VERSION: &str = "7.0";
+/// The version a cluster is upgraded to.
+const CLUSTER_NEW_VERSION: &str = "7.2";
 
 /// Settings of the harness world: quick guests, short agent timeouts.
 pub fn crash_config() -> CoreConfig {
@@ -453,19 +455,24 @@ impl CrashWorld {
                 .await?;
             versions.push(v.version.id);
         }
-        api.mgmt_create_datastore_version(
-            &admin,
-            DatastoreVersionSpec {
-                datastore_name: CLUSTER_DATASTORE.into(),
-                name: CLUSTER_VERSION.into(),
-                manager: CLUSTER_DATASTORE.into(),
-                image: OLD_IMAGE.into(),
-                active: true,
-                default: true,
-                ..Default::default()
-            },
-        )
-        .await?;
+        for (name, image, default) in [
+            (CLUSTER_VERSION, OLD_IMAGE, true),
+            (CLUSTER_NEW_VERSION, NEW_IMAGE, false),
+        ] {
+            api.mgmt_create_datastore_version(
+                &admin,
+                DatastoreVersionSpec {
+                    datastore_name: CLUSTER_DATASTORE.into(),
+                    name: name.into(),
+                    manager: CLUSTER_DATASTORE.into(),
+                    image: image.into(),
+                    active: true,
+                    default,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
         api.mgmt_create_datastore_version(
             &admin,
             DatastoreVersionSpec {
@@ -1011,6 +1018,52 @@ impl CrashWorld {
                 crate::api::ClusterAction::Shrink(leaving),
             )
             .await?;
+        Ok(())
+    }
+
+    /// Asks the API to upgrade the cluster of `member` to the cluster datastore's second version (workflow left
+    /// pending).
+    pub async fn upgrade_cluster(&self, member: Uuid) -> Outcome<()> {
+        let c = self.cluster_of(member).await?;
+        self.api
+            .cluster_action(
+                &self.tenant(),
+                c.id,
+                crate::api::ClusterAction::Upgrade(CLUSTER_NEW_VERSION.into()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the API to restart the cluster of `member`, one member at a time (workflow left pending).
+    pub async fn restart_cluster(&self, member: Uuid) -> Outcome<()> {
+        let c = self.cluster_of(member).await?;
+        self.api
+            .cluster_action(&self.tenant(), c.id, crate::api::ClusterAction::Restart)
+            .await?;
+        Ok(())
+    }
+
+    /// The cluster of `member` and every member of it run the cluster datastore's second version, each member's
+    /// server rebuilt once from its image.
+    pub async fn expect_cluster_upgraded(&self, member: Uuid) -> Outcome<()> {
+        let c = self.cluster_of(member).await?;
+        let v = self
+            .store
+            .get_datastore_version(c.datastore_version_id)
+            .await?
+            .ok_or_else(|| Broken("the cluster's version is not stored".into()))?;
+        self.expect(
+            v.name == CLUSTER_NEW_VERSION,
+            &format!("the cluster runs version '{}'", v.name),
+        )?;
+        for m in self.cluster_members(member).await? {
+            let (image, _) = self.compute.rebuilds(m.id);
+            self.expect(
+                m.datastore_version_id == v.id && image.as_deref() == Some(NEW_IMAGE),
+                &format!("member {} does not run the new version", m.id),
+            )?;
+        }
         Ok(())
     }
 

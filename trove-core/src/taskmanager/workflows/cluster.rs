@@ -209,7 +209,7 @@ impl WorkflowParams for ClusterDeleteParams {
 
 // ------------------------------------------------------------------------------------------------ shared steps
 
-async fn load_cluster(cx: &StepContext<'_>, id: Uuid) -> StepResult<Cluster> {
+pub(super) async fn load_cluster(cx: &StepContext<'_>, id: Uuid) -> StepResult<Cluster> {
     cx.store()
         .get_cluster(id)
         .await
@@ -223,7 +223,10 @@ async fn load_cluster(cx: &StepContext<'_>, id: Uuid) -> StepResult<Cluster> {
 }
 
 /// The live members of a cluster, oldest first (the order they joined).
-async fn members_of(cx: &StepContext<'_>, cluster_id: Uuid) -> StepResult<Vec<Instance>> {
+pub(super) async fn members_of(
+    cx: &StepContext<'_>,
+    cluster_id: Uuid,
+) -> StepResult<Vec<Instance>> {
     cluster_members(cx.store().as_ref(), cluster_id)
         .await
         .map_err(abort_on_store)
@@ -267,7 +270,7 @@ fn member_of(i: &Instance, standard_port: u16) -> StepResult<ClusterMember> {
 }
 
 /// The cluster as its members' guests are told it: `members` in order, and the internal password opened.
-async fn spec(
+pub(super) async fn spec(
     cx: &StepContext<'_>,
     cluster: &Cluster,
     members: &[Instance],
@@ -435,7 +438,7 @@ async fn tell_members(
 }
 
 /// The event a cluster workflow records (its id is the workflow's, so a resumed run replaces it).
-fn event(
+pub(super) fn event(
     cx: &StepContext<'_>,
     cluster: &Cluster,
     kind: &str,
@@ -461,7 +464,7 @@ fn event(
 }
 
 /// The cluster row written back with `change` (the workflow owns it while its task runs).
-fn cluster_write(
+pub(super) fn cluster_write(
     mut c: Cluster,
     now: chrono::DateTime<chrono::Utc>,
     change: impl FnOnce(&mut Cluster),
@@ -499,7 +502,7 @@ async fn finish_resized(
 }
 
 /// Ends a failed cluster workflow: the cluster's task goes back to NONE with the failure as its fault.
-async fn release_cluster(
+pub(super) async fn release_cluster(
     cx: &mut StepContext<'_>,
     cluster_id: Uuid,
     failure: &Failure,

@@ -27,6 +27,7 @@ use crate::state::ServiceStatus;
 
 pub mod backup;
 pub mod cluster;
+pub mod cluster_rolling;
 pub mod configuration;
 pub mod create;
 pub mod delete;
@@ -68,6 +69,7 @@ pub(super) fn register_standard(r: Registry) -> Registry {
         .register(cluster::ClusterCreate)
         .register(cluster::ClusterGrow)
         .register(cluster::ClusterShrink)
+        .register(cluster_rolling::ClusterRolling)
         .register(cluster::ClusterDelete)
         .register(cluster::ClusterRecover)
 }
