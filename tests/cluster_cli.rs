@@ -5,6 +5,9 @@
 //! grown to four, shrunk to three, one member's engine killed with SIGKILL (the cluster keeps taking writes; the
 //! member is restarted by the compute's supervision and rejoins with the writes it missed), every engine killed at
 //! once (the control plane starts the cluster again from its most advanced member, every write kept), and deleted.
+//! Both are then upgraded to a second version record (`openstack database cluster upgrade`) and restarted, one
+//! member at a time: every member runs a new engine process afterwards, no key or row is lost, and Galera takes
+//! every write sent meanwhile.
 //! `CLUSTER_CLI_DATASTORES` (comma-separated: `redis`, `mariadb`) narrows the walk.
 
 mod api_support;
@@ -14,7 +17,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use api_support::{get_json, http_endpoint, AllInOne, Engine, OpenStackCli, SqlConn};
+use api_support::{get_json, http_endpoint, post_json, AllInOne, Engine, OpenStackCli, SqlConn};
 use serde_json::Value;
 
 const TENANT: &str = "cluster-tenant";
@@ -61,6 +64,133 @@ fn member_at(base: &str, id: &str) -> SocketAddr {
     let (s, v) = get_json(&format!("{base}/v1.0/{TENANT}/instances/{id}"));
     assert_eq!(s, 200, "{v}");
     http_endpoint(&v["instance"])
+}
+
+/// Registers a second version of `ds` on the default version's binaries (mgmt API), for a rolling upgrade;
+/// answers its name.
+fn add_version(server: &AllInOne, ds: &str) -> String {
+    let (s, list) = get_json(&format!(
+        "{}/v1.0/{TENANT}/mgmt/datastore-versions",
+        server.base
+    ));
+    assert_eq!(s, 200, "{list}");
+    let v = list["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["datastore_name"] == ds && v["default"] == true)
+        .unwrap_or_else(|| panic!("no default version of {ds} in {list}"))
+        .clone();
+    let name = format!("{ds}-rolled");
+    let body = serde_json::json!({"version": {
+        "name": name, "datastore_name": ds, "datastore_manager": v["datastore_manager"],
+        "image": v["image"], "active": true,
+    }});
+    let (s, b) = post_json(
+        &format!("{}/v1.0/{TENANT}/mgmt/datastore-versions", server.base),
+        &body.to_string(),
+    );
+    assert!(s == 200 || s == 202, "add version {name}: {s} {b}");
+    name
+}
+
+/// The datastore version every member of `v` runs (from the members' own views).
+fn member_versions(base: &str, v: &Value) -> Vec<String> {
+    member_ids(v)
+        .iter()
+        .map(|m| {
+            let (s, i) = get_json(&format!("{base}/v1.0/{TENANT}/instances/{m}"));
+            assert_eq!(s, 200, "{i}");
+            i["instance"]["datastore"]["version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The engine processes serving `at`.
+fn engine_pids(at: &[SocketAddr]) -> Vec<u32> {
+    at.iter()
+        .map(|a| api_support::pid_listening_on(*a).expect("a member's engine listens"))
+        .collect()
+}
+
+/// Upgrades cluster `id` (of `n` members at `at`) through the CLI to a second version of `ds`, then restarts it
+/// (`{"restart": {}}`, which the CLI has no command for); after each, every member runs a new engine process and
+/// the cluster and every member name the new version. `during` runs while each roll goes on (answers when the
+/// roll ended, polled by the caller's own check).
+fn roll(
+    server: &AllInOne,
+    cli: &mut OpenStackCli,
+    id: &str,
+    ds: &str,
+    at: &[SocketAddr],
+    mut during: impl FnMut(),
+) {
+    let version = add_version(server, ds);
+    let before = engine_pids(at);
+    let t = Instant::now();
+    cli.ok(&["database", "cluster", "upgrade", id, &version]);
+    let v = cluster_view(&server.base, id);
+    assert_eq!(v["task"]["name"], "UPGRADING_CLUSTER", "{v}");
+    during();
+    let v = wait_cluster(&server.base, id, at.len());
+    println!(
+        "{ds}: rolling upgrade of {} members in {:.1} s",
+        at.len(),
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(v["datastore"]["version"], version.as_str(), "{v}");
+    assert!(
+        member_versions(&server.base, &v)
+            .iter()
+            .all(|m| *m == version),
+        "every member runs {version}"
+    );
+    let upgraded = engine_pids(at);
+    for (b, a) in before.iter().zip(&upgraded) {
+        assert_ne!(
+            b, a,
+            "every member's engine was started again on the new version"
+        );
+    }
+    // The same version again: refused, nothing runs.
+    let out = cli.run(&["database", "cluster", "upgrade", id, &version]);
+    assert!(
+        out.code != 0 && out.stderr.contains("400"),
+        "{}",
+        out.stderr
+    );
+
+    let t = Instant::now();
+    let (s, b) = post_json(
+        &format!("{}/v1.0/{TENANT}/clusters/{id}", server.base),
+        r#"{"restart": {}}"#,
+    );
+    assert_eq!(s, 202, "{b}");
+    during();
+    wait_cluster(&server.base, id, at.len());
+    println!(
+        "{ds}: rolling restart of {} members in {:.1} s",
+        at.len(),
+        t.elapsed().as_secs_f64()
+    );
+    for (b, a) in upgraded.iter().zip(engine_pids(at)) {
+        assert_ne!(*b, a, "every member's engine was restarted");
+    }
+    let (_, events) = get_json(&format!(
+        "{}/v1.0/{TENANT}/clusters/{id}/events",
+        server.base
+    ));
+    for kind in ["cluster_upgrade", "cluster_restart"] {
+        assert!(
+            events["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["kind"] == kind && e["ok"] == true)),
+            "no {kind} event: {events}"
+        );
+    }
 }
 
 fn version_of(cli: &mut OpenStackCli, ds: &str) -> String {
@@ -258,6 +388,16 @@ fn redis_walk(server: &AllInOne, cli: &mut OpenStackCli) {
     assert_eq!(total, 16384, "every slot is owned by a staying member");
     redis_all_there(first, &pw, KEYS, "after the shrink");
 
+    // Rolling upgrade and restart: one member away at a time; every key is there after each.
+    let at: Vec<SocketAddr> = member_ids(&v)
+        .iter()
+        .map(|m| member_at(&server.base, m))
+        .collect();
+    roll(server, cli, &id, "redis", &at, || {});
+    redis_all_there(first, &pw, KEYS, "after the rolling upgrade and restart");
+    let total: u32 = at.iter().map(|a| redis_member(*a, &pw).0).sum();
+    assert_eq!(total, 16384, "every slot is still owned");
+
     delete_cluster(server, cli, &id);
 }
 
@@ -424,6 +564,46 @@ fn galera_walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::R
         t.elapsed().as_secs_f64()
     );
 
+    // Rolling upgrade and restart: a writer keeps writing to whichever member answers; with one member away at a
+    // time the cluster never refuses a write, and every row is on every member afterwards.
+    let mut next = 100;
+    let mut refused = 0;
+    let base = server.base.clone();
+    roll(server, cli, &id, "mariadb", &at, || loop {
+        let ok = at
+            .iter()
+            .any(|a| rt.block_on(galera_write(*a, &pw, next)).is_ok());
+        if ok {
+            next += 1;
+        } else {
+            refused += 1;
+        }
+        if cluster_view(&base, &id)["task"]["name"] == "NONE" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    assert_eq!(
+        refused, 0,
+        "writes refused by every member during the rolls"
+    );
+    let rows = 3 + (next - 100);
+    println!(
+        "mariadb: {} writes during the rolls, none refused",
+        next - 100
+    );
+    for a in &at {
+        wait_for(
+            rt,
+            "every row on every member after the rolls",
+            rows,
+            || galera_count(*a, &pw),
+        );
+    }
+    wait_for(rt, "wsrep_cluster_size after the rolls", 3, || {
+        galera_status(at[0], &pw)
+    });
+
     delete_cluster(server, cli, &id);
 }
 
@@ -447,7 +627,8 @@ fn delete_cluster(server: &AllInOne, cli: &mut OpenStackCli, id: &str) {
 
 #[test]
 fn clusters_through_the_openstack_cli_on_real_engines() {
-    let server = AllInOne::start(&[]);
+    // Every caller is an admin of its tenant: the rolling upgrade registers its second version through mgmt.
+    let server = AllInOne::start(&["--noauth-admin"]);
     let endpoint = format!("{}/v1.0/{TENANT}", server.base);
     let mut cli = OpenStackCli::start(&endpoint);
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -23,6 +23,13 @@ impl Configurable for Mysql {
         let l = &self.base.layout;
         let pool_mb = share_mb(st.memory_mb, 0.5, 16);
         let max_conn = (st.memory_mb / 4).clamp(20, 1000);
+        // Temporary files (large sorts, and the state transfer scripts of a Galera member, which read it too) go to
+        // a directory of this instance's, never the machine's shared one, where two members' state transfers
+        // could meet.
+        let tmp = l.engine_dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| crate::common::io_err("create", &tmp, e))?;
+        crate::common::set_mode(&tmp, 0o700)?;
+        self.base.run_as.own(&tmp)?;
         let mut cnf = format!(
             "# Rendered by trove-guest for {mem} MB of RAM; do not edit (apply a configuration group instead).\n\
              [mysqld]\n\
@@ -30,6 +37,7 @@ impl Configurable for Mysql {
              port = {port}\n\
              bind-address = {bind}\n\
              socket = {sock}\n\
+             tmpdir = {tmp}\n\
              pid-file = {pid}\n\
              log-error = {log}\n\
              skip-name-resolve\n\
@@ -43,6 +51,7 @@ impl Configurable for Mysql {
             port = self.base.ctx.port,
             bind = if self.base.ctx.bind_address.is_empty() { "127.0.0.1" } else { &self.base.ctx.bind_address },
             sock = self.socket.display(),
+            tmp = tmp.display(),
             pid = self.pid_file().display(),
             log = self.log_file().display(),
         );
