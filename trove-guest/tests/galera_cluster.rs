@@ -184,6 +184,12 @@ async fn scenario(fx: &[Fixture]) {
     assert!(cnf(m2).contains(&format!("wsrep_node_address = 127.0.0.1:{}", m2.port() + 1)));
     assert!(cnf(m2).contains(&format!("127.0.0.1:{}", m1.port() + 1)));
     assert!(!cnf(m2).contains(&format!("127.0.0.1:{},", m2.port() + 1)));
+    // The state transfer's socat listens on the member's own address only, in the last option group.
+    assert!(
+        cnf(m2).ends_with("[sst]\nsockopt = bind=127.0.0.1\n"),
+        "{}",
+        cnf(m2)
+    );
     // The SST secret is in no server log (donor m1, joiner m2).
     for f in [m1, m2] {
         let log = std::fs::read_to_string(f.ctx.server_dir.join("engine/mysqld.log")).expect("log");

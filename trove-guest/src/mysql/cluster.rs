@@ -302,6 +302,26 @@ impl Mysql {
         ))
     }
 
+    /// The `[sst]` group of a Galera member's `my.cnf` (last in the file; empty for an instance that is not one):
+    /// the state transfer script's `socat` listens on the member's own address. Without it the joiner's `socat`
+    /// listens on every address of the host, so two members joining at once on one host (each on its own address,
+    /// with the same engine port) collide on the SST port: seen as "Address already in use" and a joiner leaving
+    /// its group, when two clusters were created side by side.
+    pub(super) fn galera_sst_cnf(&self) -> Result<String> {
+        let Some(m) = self.membership()? else {
+            return Ok(String::new());
+        };
+        let host = if m.host.contains(':') {
+            format!("[{}]", m.host)
+        } else {
+            m.host.clone()
+        };
+        Ok(format!(
+            "# the Galera state transfer script's own group (see the guest's mysql::cluster)\n[sst]\n\
+             sockopt = bind={host}\n"
+        ))
+    }
+
     /// This instance in `cluster`; refused when it is not listed.
     fn me<'a>(&self, cluster: &'a ClusterSpec) -> Result<&'a ClusterMember> {
         cluster.member(self.base.ctx.instance_id).ok_or_else(|| {

@@ -70,6 +70,8 @@ impl Configurable for Mysql {
         }
         cnf.push_str(&self.tls_cnf()?);
         cnf.push_str(&crate::logs::mysql_cnf(&self.base.layout)?);
+        // Another option group: last, so that nothing above lands in it.
+        cnf.push_str(&self.galera_sst_cnf()?);
         write_engine_file(&self.cnf_path(), &cnf, self.base.run_as)
     }
 
