@@ -401,6 +401,170 @@ fn redis_walk(server: &AllInOne, cli: &mut OpenStackCli) {
     delete_cluster(server, cli, &id);
 }
 
+/// The replication role a Redis member's engine reports (`master` or `slave`).
+fn redis_role(at: SocketAddr, pw: &str) -> String {
+    redis_cli(at, pw, &["INFO", "replication"], "")
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("role:").map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Sends `signal` to the engine serving `at`.
+fn signal_engine(at: SocketAddr, signal: &str) {
+    let pid = api_support::pid_listening_on(at).expect("the member's engine listens");
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill -{signal} {pid}");
+}
+
+/// Polls `check` every 200 ms until it holds (panics with `what` after `within`); answers how long it took.
+fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !check() {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t.elapsed()
+}
+
+/// A Redis cluster with a replica per shard: `type=replica` members serve the primaries' shards; a primary's
+/// engine frozen (SIGSTOP) is replaced by its replica and every key stays readable and writable; resumed, it
+/// follows the new primary; a grow afterwards learns the swapped roles (the view shows them) and spreads the slots
+/// over the primaries of now; the cluster is force-deleted.
+fn redis_replicas_walk(server: &AllInOne, cli: &mut OpenStackCli) {
+    const KEYS: usize = 1000;
+    let version = version_of(cli, "redis");
+    let t = Instant::now();
+    let mut args = vec!["database", "cluster", "create", "rr", "redis", &version];
+    for _ in 0..3 {
+        args.extend(["--instance", "flavor=1,volume=2"]);
+    }
+    for _ in 0..3 {
+        args.extend(["--instance", "flavor=1,volume=2,type=replica"]);
+    }
+    args.extend(["-f", "json"]);
+    let id = cli.ok(&args).json()["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let v = wait_cluster(&server.base, &id, 6);
+    println!(
+        "redis: cluster of 3 primaries and 3 replicas ready in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let types: Vec<&str> = v["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|m| m["type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        types,
+        ["member", "member", "member", "replica", "replica", "replica"],
+        "{v}"
+    );
+    let ids = member_ids(&v);
+    let at: Vec<SocketAddr> = ids.iter().map(|m| member_at(&server.base, m)).collect();
+    let pw = enable_root(cli, &id);
+    redis_set(at[0], &pw, 0, KEYS);
+    // Each replica holds its primary's keys and owns no slot.
+    let primary_of = |m: &Value| -> usize {
+        let p = m["replica_of"]
+            .as_str()
+            .expect("a replica names its primary");
+        ids.iter().position(|i| i == p).expect("a member")
+    };
+    let members = v["instances"].as_array().expect("instances").clone();
+    for (r, m) in members.iter().enumerate().skip(3) {
+        let p = primary_of(m);
+        wait_until(
+            "a replica holds its primary's keys",
+            Duration::from_secs(20),
+            || {
+                let (ps, pk) = redis_member(at[p], &pw);
+                let (rs, rk) = redis_member(at[r], &pw);
+                rs == 0 && ps > 0 && rk == pk && pk > 0
+            },
+        );
+    }
+
+    // Freeze the first primary: its replica takes its shard over; every key reads and a write succeeds.
+    let frozen = 0;
+    let heir = members
+        .iter()
+        .enumerate()
+        .skip(3)
+        .find(|(_, m)| primary_of(m) == frozen)
+        .map(|(i, _)| i)
+        .expect("the first primary has a replica");
+    signal_engine(at[frozen], "STOP");
+    let took = wait_until(
+        "the frozen primary's replica serves its shard",
+        Duration::from_secs(60),
+        || redis_role(at[heir], &pw) == "master",
+    );
+    println!(
+        "redis: a frozen primary's replica took its shard over in {:.1} s",
+        took.as_secs_f64()
+    );
+    wait_until(
+        "every key reads after the failover",
+        Duration::from_secs(30),
+        || {
+            let input: String = (0..KEYS).map(|i| format!("GET key:{i}\n")).collect();
+            redis_cli(at[1], &pw, &[], &input)
+                .iter()
+                .filter(|l| l.starts_with("value-"))
+                .count()
+                == KEYS
+        },
+    );
+    redis_set(at[1], &pw, KEYS, KEYS + 100);
+    signal_engine(at[frozen], "CONT");
+    wait_until(
+        "the old primary follows its replica",
+        Duration::from_secs(60),
+        || redis_role(at[frozen], &pw) == "slave",
+    );
+
+    // A grow learns the roles of now: four primaries share the slots, the view shows the swap, no key is lost.
+    let t = Instant::now();
+    cli.ok(&[
+        "database",
+        "cluster",
+        "grow",
+        &id,
+        "--instance",
+        "flavor=1,volume=2",
+    ]);
+    let v = wait_cluster(&server.base, &id, 7);
+    println!(
+        "redis: grown after the failover in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let view = v["instances"].as_array().expect("instances").clone();
+    assert_eq!(view[frozen]["type"], "replica", "{v}");
+    assert_eq!(view[frozen]["replica_of"], ids[heir].as_str(), "{v}");
+    assert_eq!(view[heir]["type"], "member", "{v}");
+    let newest = member_at(&server.base, &member_ids(&v)[6]);
+    let (slots, _) = redis_member(newest, &pw);
+    assert!(
+        (4095..=4096).contains(&slots),
+        "the new primary owns {slots} slots"
+    );
+    redis_all_there(at[1], &pw, KEYS + 100, "after the grow");
+
+    // Force delete (the client's reset-status, then DELETE).
+    cli.ok(&["database", "cluster", "force", "delete", &id]);
+    let deadline = Instant::now() + SETTLE;
+    while get_json(&format!("{}/v1.0/{TENANT}/clusters/{id}", server.base)).0 != 404 {
+        assert!(Instant::now() < deadline, "the cluster is not deleted");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 async fn galera_status(at: SocketAddr, pw: &str) -> Result<i64, String> {
     let mut c = SqlConn::connect(Engine::Mysql, at, "root", pw, "mysql").await?;
     let n = c
@@ -660,6 +824,9 @@ fn clusters_through_the_openstack_cli_on_real_engines() {
         let t = Instant::now();
         redis_walk(&server, &mut cli);
         println!("redis: cluster walk in {:.1} s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        redis_replicas_walk(&server, &mut cli);
+        println!("redis: replicas walk in {:.1} s", t.elapsed().as_secs_f64());
     }
     if wanted("mariadb") {
         let t = Instant::now();

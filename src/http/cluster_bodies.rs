@@ -25,6 +25,21 @@ fn string(m: &Map<String, Value>, key: &str, what: &str) -> Result<Option<String
     }
 }
 
+/// A member's `type`: a string, or (as the client sends it, and upstream's schema allows for engines whose members
+/// have several roles) a list of them; here a member has one role, so a list names one.
+fn member_type(m: &Map<String, Value>, what: &str) -> Result<Option<String>, ApiError> {
+    match m.get("type") {
+        Some(Value::Array(a)) => match a.as_slice() {
+            [] => Ok(None),
+            [Value::String(s)] => Ok(Some(s.clone())),
+            _ => Err(invalid(format!(
+                "{what}.type must be a string or a list of one string"
+            ))),
+        },
+        _ => string(m, "type", what),
+    }
+}
+
 /// One `instances` item of a create or a grow.
 fn member(v: &Value, what: &str) -> Result<ClusterMemberRequest, ApiError> {
     let m = object(v, what)?;
@@ -83,7 +98,7 @@ fn member(v: &Value, what: &str) -> Result<ClusterMemberRequest, ApiError> {
         volume_type,
         availability_zone: string(m, "availability_zone", what)?,
         name: string(m, "name", what)?,
-        kind: string(m, "type", what)?,
+        kind: member_type(m, what)?,
         region_name: string(m, "region_name", what)?,
     })
 }
@@ -252,11 +267,15 @@ mod tests {
             "instances": [
                 {"flavorRef": "2", "volume": {"size": 1}, "availability_zone": "h2"},
                 {"flavorRef": 2, "volume": {"size": "1"}},
+                {"flavorRef": 2, "type": ["replica"]},
+                {"flavorRef": 2, "type": "replica"},
             ],
             "locality": "anti-affinity",
         }})))
         .expect("decodes");
-        assert_eq!(c.instances.len(), 2);
+        assert_eq!(c.instances[2].kind.as_deref(), Some("replica"));
+        assert_eq!(c.instances[3].kind.as_deref(), Some("replica"));
+        assert_eq!(c.instances.len(), 4);
         assert_eq!(c.instances[1].flavor_ref.as_deref(), Some("2"));
         assert_eq!(c.instances[0].availability_zone.as_deref(), Some("h2"));
         assert_eq!(c.locality, Some(Locality::AntiAffinity));
@@ -271,6 +290,8 @@ mod tests {
                 "instances": [{"flavorRef": "1", "volume": {"size": 0}}]}}),
             json!({"cluster": {"name": "c", "datastore": {"type": "redis", "version": "7"},
                 "instances": [{"flavorRef": "1", "bogus": 1}]}}),
+            json!({"cluster": {"name": "c", "datastore": {"type": "redis", "version": "7"},
+                "instances": [{"flavorRef": "1", "type": ["replica", "member"]}]}}),
             json!({"clusters": {}}),
         ] {
             let e = create_cluster(map(bad.clone())).expect_err("refused");

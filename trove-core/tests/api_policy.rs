@@ -912,6 +912,7 @@ async fn world(policies: &[Arc<Policy>]) -> (Vec<Arc<ApiService>>, Ids) {
         root: None,
         scaling: None,
         last_scaled: None,
+        replicas: Default::default(),
         fault: None,
         deleted: false,
         created: now,

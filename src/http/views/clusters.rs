@@ -7,13 +7,23 @@ use super::{links, ts};
 use crate::http::extract::Caller;
 
 /// One member inside a cluster view (upstream's `instances` items, with the status the client's `cluster list
-/// instances` shows).
-fn member(c: &Caller, m: &trove_core::api::InstanceView) -> Value {
+/// instances` shows); `replica_of`: the primary whose shard it serves (type `replica`), else type `member`.
+fn member(c: &Caller, m: &trove_core::api::InstanceView, replica_of: Option<uuid::Uuid>) -> Value {
     let i = &m.instance;
     let mut o = Map::new();
     o.insert("id".into(), json!(i.id));
     o.insert("name".into(), json!(i.name));
-    o.insert("type".into(), json!("member"));
+    o.insert(
+        "type".into(),
+        json!(if replica_of.is_some() {
+            "replica"
+        } else {
+            "member"
+        }),
+    );
+    if let Some(p) = replica_of {
+        o.insert("replica_of".into(), json!(p));
+    }
     o.insert("links".into(), links(c, "instances", &i.id.to_string()));
     o.insert("status".into(), json!(m.status));
     o.insert("operating_status".into(), json!(m.operating_status));
@@ -64,7 +74,12 @@ pub fn cluster_object(c: &Caller, v: &ClusterView) -> Value {
     );
     o.insert(
         "instances".into(),
-        Value::Array(v.members.iter().map(|m| member(c, m)).collect()),
+        Value::Array(
+            v.members
+                .iter()
+                .map(|m| member(c, m, v.cluster.replicas.get(&m.instance.id).copied()))
+                .collect(),
+        ),
     );
     let ips: Vec<String> = v
         .members

@@ -41,7 +41,8 @@ pub struct ClusterMemberRequest {
     pub availability_zone: Option<String>,
     /// Member name (default: the cluster's name and a number).
     pub name: Option<String>,
-    /// Member type (engine-specific; Redis: `replica` for a shard replica is not offered yet).
+    /// Member type: `replica` (Redis) for a replica of a shard (it serves a primary's slots when that primary
+    /// fails); leave it out (or `member`, `primary`) for a primary.
     pub kind: Option<String>,
     /// Region.
     pub region_name: Option<String>,
@@ -88,6 +89,13 @@ pub enum ClusterAction {
     ConfigurationDetach,
     /// `{"add_shard": {}}` (MongoDB upstream).
     AddShard,
+}
+
+impl ClusterMemberRequest {
+    /// Whether it asks for a shard replica.
+    pub fn is_replica(&self) -> bool {
+        self.kind.as_deref() == Some("replica")
+    }
 }
 
 /// What a cluster view is made of.
@@ -182,12 +190,22 @@ impl ApiService {
                     version.manager, first.volume_size, m.volume_size
                 )));
             }
-            if let Some(k) = m.kind.as_deref() {
-                if !matches!(k, "member" | "primary") {
+            match m.kind.as_deref() {
+                None | Some("member" | "primary") => {}
+                Some("replica") if version.manager == Manager::Redis => {}
+                Some("replica") => {
                     return Err(Error::bad_request(format!(
-                        "Member type '{}' is not offered; leave it out (every member is a primary).",
+                        "A {} cluster has no replica members: every member holds all the data. Leave the type \
+                         out.",
+                        version.manager
+                    )))
+                }
+                Some(k) => {
+                    return Err(Error::bad_request(format!(
+                        "Member type '{}' is not offered: give 'replica' (Redis: a replica of a shard) or leave \
+                         it out (a primary).",
                         k.escape_default()
-                    )));
+                    )))
                 }
             }
         }
@@ -288,13 +306,18 @@ impl ApiService {
         }
         self.require_facet(manager, Facet::Cluster, "clusters")?;
         let min = min_members(manager);
-        let n = u32::try_from(req.instances.len()).unwrap_or(u32::MAX);
+        let n = u32::try_from(req.instances.iter().filter(|m| !m.is_replica()).count())
+            .unwrap_or(u32::MAX);
         if n < min {
             return Err(Error::bad_request(format!(
-                "A {manager} cluster needs at least {min} members; the request has {n}."
+                "A {manager} cluster needs at least {min} members (not counting replicas); the request has {n}."
             )));
         }
         let (flavor, size) = self.member_shape(&version, &req.instances).await?;
+        // Primaries first, then replicas: the order members join in.
+        let mut asked: Vec<&ClusterMemberRequest> =
+            req.instances.iter().filter(|m| !m.is_replica()).collect();
+        asked.extend(req.instances.iter().filter(|m| m.is_replica()));
         let overrides = self
             .cluster_overrides(ctx, req.configuration, &version)
             .await?;
@@ -312,6 +335,7 @@ impl ApiService {
             root: None,
             scaling: None,
             last_scaled: None,
+            replicas: Default::default(),
             fault: None,
             deleted: false,
             created: now,
@@ -324,8 +348,9 @@ impl ApiService {
             .seal_json(&internal_password(), &secret_context(cluster.id))?;
         let mut cs = ChangeSet::new();
         let mut members = Vec::new();
+        let mut replicas = Vec::new();
         let mut workflows = Vec::new();
-        for (i, asked) in req.instances.iter().enumerate() {
+        for (i, asked) in asked.into_iter().enumerate() {
             let name = asked
                 .name
                 .clone()
@@ -337,8 +362,20 @@ impl ApiService {
                 &mut cs, &cluster, asked, name, &flavor, size, &version, &overrides, at,
             )?;
             members.push(inst.id);
+            if asked.is_replica() {
+                replicas.push(inst.id);
+            }
             workflows.push(wf);
         }
+        let primaries: Vec<Uuid> = members
+            .iter()
+            .copied()
+            .filter(|m| !replicas.contains(m))
+            .collect();
+        cluster.replicas =
+            crate::model::assign_replicas(&primaries, &Default::default(), &replicas)
+                .into_iter()
+                .collect();
         let params = ClusterCreateParams {
             cluster_id: cluster.id,
             members: members.clone(),
@@ -637,7 +674,7 @@ impl ApiService {
     pub(crate) async fn grow(
         &self,
         ctx: &RequestContext,
-        c: Cluster,
+        mut c: Cluster,
         asked: Vec<ClusterMemberRequest>,
         automatic: Option<String>,
     ) -> Result<Cluster> {
@@ -665,8 +702,14 @@ impl ApiService {
         let now = self.clock.now();
         let mut cs = ChangeSet::new();
         let mut new_members = Vec::new();
+        let mut new_replicas = Vec::new();
         let mut casts = Vec::new();
-        for (i, a) in asked.iter().enumerate() {
+        // Primaries first, then replicas (the order they join in).
+        let ordered = asked
+            .iter()
+            .filter(|m| !m.is_replica())
+            .chain(asked.iter().filter(|m| m.is_replica()));
+        for (i, a) in ordered.enumerate() {
             let name = a
                 .name
                 .clone()
@@ -677,8 +720,19 @@ impl ApiService {
                 &mut cs, &c, a, name, &flavor, size, &version, &overrides, at,
             )?;
             new_members.push(inst.id);
+            if a.is_replica() {
+                new_replicas.push(inst.id);
+            }
             casts.push(wf);
         }
+        let primaries: Vec<Uuid> = members
+            .iter()
+            .map(|m| m.id)
+            .chain(new_members.iter().copied())
+            .filter(|m| !c.replicas.contains_key(m) && !new_replicas.contains(m))
+            .collect();
+        let assigned = crate::model::assign_replicas(&primaries, &c.replicas, &new_replicas);
+        c.replicas.extend(assigned);
         let params = ClusterGrowParams {
             cluster_id: c.id,
             new_members,
@@ -718,12 +772,26 @@ impl ApiService {
         let mut leaving = ids.clone();
         leaving.sort();
         leaving.dedup();
+        if let Some((r, p)) = c
+            .replicas
+            .iter()
+            .find(|(r, p)| leaving.contains(p) && !leaving.contains(r))
+        {
+            return Err(Error::bad_request(format!(
+                "Instance {r} is a replica of leaving member {p}: list it too (a replica leaves with its \
+                 primary)."
+            )));
+        }
         let (version, _) = self.version_and_datastore(c.datastore_version_id).await?;
         let min = min_members(version.manager) as usize;
-        let left = members.len() - leaving.len();
+        let left = members
+            .iter()
+            .filter(|m| !leaving.contains(&m.id) && !c.replicas.contains_key(&m.id))
+            .count();
         if left < min {
             return Err(Error::bad_request(format!(
-                "A {} cluster needs at least {min} members; shrinking {} of {} would leave {left}.",
+                "A {} cluster needs at least {min} members (not counting replicas); shrinking {} of {} would \
+                 leave {left}.",
                 version.manager,
                 leaving.len(),
                 members.len()

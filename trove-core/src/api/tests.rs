@@ -1729,6 +1729,92 @@ async fn a_cluster_is_upgraded_restarted_and_configured_one_member_at_a_time() {
     let _ = w.stop.send(true);
 }
 
+/// Redis replicas per shard on simulated engines: members of type `replica` join after the primaries, each
+/// serving the primary with the fewest replicas; they own no slots; a primary leaves only with its replicas, and
+/// the bounds count primaries. Other engines and unknown types are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_keeps_replicas_per_shard() {
+    let w = world_with_backups().await;
+    let (api, t) = (&w.api, t1());
+    let replica = || ClusterMemberRequest {
+        flavor_ref: Some("1".into()),
+        volume_size: Some(1),
+        kind: Some("replica".into()),
+        ..Default::default()
+    };
+    // Refused: replicas on Galera, an unknown type, too few primaries.
+    let mut galera = new_cluster("mysql", 3);
+    galera.instances.push(replica());
+    let e = api.create_cluster(&t, galera).await.unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    let mut bogus = new_cluster("redis", 3);
+    bogus.instances[0].kind = Some("arbiter".into());
+    let e = api.create_cluster(&t, bogus).await.unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    let mut few = new_cluster("redis", 2);
+    few.instances.extend([replica(), replica()]);
+    let e = api.create_cluster(&t, few).await.unwrap_err();
+    assert!(e.to_string().contains("at least 3"), "{e}");
+    assert!(api.list_clusters(&t).await.unwrap().is_empty());
+
+    // Three primaries and two replicas, asked for in mixed order.
+    let mut req = new_cluster("redis", 3);
+    req.instances.insert(0, replica());
+    req.instances.push(replica());
+    let id = api.create_cluster(&t, req).await.unwrap().cluster.id;
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    let ids: Vec<Uuid> = v.members.iter().map(|m| m.instance.id).collect();
+    assert_eq!(ids.len(), 5);
+    let expected: std::collections::BTreeMap<Uuid, Uuid> =
+        [(ids[3], ids[0]), (ids[4], ids[1])].into_iter().collect();
+    assert_eq!(
+        v.cluster.replicas, expected,
+        "replicas join last, one per primary"
+    );
+    assert_eq!(slots(&w, &v), vec![5462, 5461, 5461, 0, 0]);
+
+    // Grow by a primary and a replica: the replica serves the primary that had none.
+    let mut more = cluster_members(1, "1");
+    more.insert(0, replica());
+    api.cluster_action(&t, id, ClusterAction::Grow(more))
+        .await
+        .unwrap();
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    let ids: Vec<Uuid> = v.members.iter().map(|m| m.instance.id).collect();
+    assert_eq!(ids.len(), 7);
+    assert_eq!(v.cluster.replicas.get(&ids[6]), Some(&ids[2]));
+    assert_eq!(v.cluster.replicas.len(), 3, "{:?}", v.cluster.replicas);
+    assert_eq!(slots(&w, &v), vec![4096, 4096, 4096, 0, 0, 4096, 0]);
+
+    // A primary leaves only with its replica; then the three primaries left share the slots.
+    let e = api
+        .cluster_action(&t, id, ClusterAction::Shrink(vec![ids[0]]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 400, "{e}");
+    assert!(e.to_string().contains("replica"), "{e}");
+    api.cluster_action(&t, id, ClusterAction::Shrink(vec![ids[0], ids[3]]))
+        .await
+        .unwrap();
+    let v = cluster_settled(&w, id).await;
+    assert!(v.cluster.fault.is_none(), "{:?}", v.cluster.fault);
+    let left: Vec<Uuid> = v.members.iter().map(|m| m.instance.id).collect();
+    assert_eq!(left, vec![ids[1], ids[2], ids[4], ids[5], ids[6]]);
+    let expected: std::collections::BTreeMap<Uuid, Uuid> =
+        [(ids[4], ids[1]), (ids[6], ids[2])].into_iter().collect();
+    assert_eq!(v.cluster.replicas, expected);
+    assert_eq!(slots(&w, &v), vec![5462, 5461, 0, 5461, 0]);
+    // Three primaries are the least: one more may not leave, whatever the replicas.
+    let e = api
+        .cluster_action(&t, id, ClusterAction::Shrink(vec![ids[5]]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 3"), "{e}");
+    let _ = w.stop.send(true);
+}
+
 /// Clusters that cannot be made are refused at once with upstream's 4xx, and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_cluster_requests_are_refused_and_store_nothing() {

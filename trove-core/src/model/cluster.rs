@@ -21,6 +21,30 @@ pub fn min_members(manager: super::Manager) -> u32 {
     }
 }
 
+/// The primary each of `new_replicas` serves, given the `primaries` (in joining order) and the assignments
+/// `existing`: every new replica goes to the primary with the fewest replicas so far (the first of equals), so
+/// replicas spread evenly. Answers `(replica, primary)` pairs in the order of `new_replicas`; none without a
+/// primary.
+pub fn assign_replicas(
+    primaries: &[Uuid],
+    existing: &std::collections::BTreeMap<Uuid, Uuid>,
+    new_replicas: &[Uuid],
+) -> Vec<(Uuid, Uuid)> {
+    let mut counts: Vec<(Uuid, usize)> = primaries
+        .iter()
+        .map(|p| (*p, existing.values().filter(|q| *q == p).count()))
+        .collect();
+    let mut out = Vec::with_capacity(new_replicas.len());
+    for r in new_replicas {
+        let Some(slot) = counts.iter_mut().min_by_key(|(_, n)| *n) else {
+            break;
+        };
+        slot.1 += 1;
+        out.push((*r, slot.0));
+    }
+    out
+}
+
 /// Upstream's cluster tasks (`trove/cluster/tasks.py`): code, name, description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -260,6 +284,11 @@ pub struct Cluster {
     /// When the last scaling action ended (for the cool-down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scaled: Option<DateTime<Utc>>,
+    /// Redis Cluster replicas: each replica member and the primary member whose shard it serves (a replica owns
+    /// no slots and takes over its primary's when that primary fails). Members not listed are primaries. The
+    /// cluster workflows learn the engines' roles again before they act (a failover swaps them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub replicas: std::collections::BTreeMap<Uuid, Uuid>,
     /// Last fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<InstanceFault>,
@@ -277,6 +306,20 @@ pub struct Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_spread_over_the_primaries_with_fewest() {
+        let p: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let r: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+        let got = assign_replicas(&p, &Default::default(), &r);
+        let to: Vec<Uuid> = got.iter().map(|(_, q)| *q).collect();
+        assert_eq!(to, vec![p[0], p[1], p[2], p[0]]);
+        // With p[0] and p[1] served already, the next goes to p[2].
+        let existing = got[..2].iter().copied().collect();
+        let more = assign_replicas(&p, &existing, &[Uuid::new_v4()]);
+        assert_eq!(more[0].1, p[2]);
+        assert!(assign_replicas(&[], &Default::default(), &r).is_empty());
+    }
 
     fn policy() -> ScalingPolicy {
         ScalingPolicy {

@@ -18,7 +18,9 @@ pub use backup::{
     restore_window, Backup, BackupFilter, BackupSchedule, BackupStrategy, BackupStrategyFilter,
     BackupType, ScheduleTimes,
 };
-pub use cluster::{min_members, Cluster, ClusterTask, LoadMetrics, ScalingMetric, ScalingPolicy};
+pub use cluster::{
+    assign_replicas, min_members, Cluster, ClusterTask, LoadMetrics, ScalingMetric, ScalingPolicy,
+};
 pub use config::{ConfigParam, Configuration, ParamType};
 pub use datastore::{Datastore, DatastoreVersion, Facet, FacetSet, Flavor, Manager};
 pub use event::{Event, EventFilter};

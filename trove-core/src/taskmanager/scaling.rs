@@ -123,7 +123,11 @@ impl TaskManager {
                 return Ok(Vec::new());
             }
         }
-        let n = members.len() as u32;
+        // Bounds count primaries (a Redis cluster's replicas serve their shards, they do not add any).
+        let n = members
+            .iter()
+            .filter(|m| !c.replicas.contains_key(&m.id))
+            .count() as u32;
         let decision = if above && n + p.step <= p.max_members {
             Decision::Grow(p.step)
         } else if below && n >= p.min_members + p.step {
@@ -163,12 +167,19 @@ impl TaskManager {
                 ("grow", n + k, Workflow::new(members[0].id, &params, now)?)
             }
             Decision::Shrink(k) => {
+                // The newest primaries no replica serves (a replica would have to leave with its primary).
                 let leaving: Vec<Uuid> = members
                     .iter()
                     .rev()
+                    .filter(|m| {
+                        !c.replicas.contains_key(&m.id) && !c.replicas.values().any(|p| *p == m.id)
+                    })
                     .take(k as usize)
                     .map(|m| m.id)
                     .collect();
+                if leaving.len() < k as usize {
+                    return Ok(Vec::new());
+                }
                 let params = ClusterShrinkParams {
                     cluster_id: c.id,
                     leaving,

@@ -936,6 +936,18 @@ impl CrashWorld {
     /// Asks the API for a `redis` cluster of `n` members (every workflow left pending); answers its first member,
     /// on which the cluster's workflows run.
     pub async fn cluster(&self, name: &str, n: usize) -> Outcome<Uuid> {
+        self.cluster_with_replicas(name, n, 0).await
+    }
+
+    /// [`Self::cluster`] with `replicas` shard replicas besides its `n` primaries.
+    pub async fn cluster_with_replicas(
+        &self,
+        name: &str,
+        n: usize,
+        replicas: usize,
+    ) -> Outcome<Uuid> {
+        let mut instances = vec![Self::member_request(); n];
+        instances.extend(vec![Self::replica_request(); replicas]);
         let v = self
             .api
             .create_cluster(
@@ -944,7 +956,7 @@ impl CrashWorld {
                     name: name.into(),
                     datastore: CLUSTER_DATASTORE.into(),
                     datastore_version: CLUSTER_VERSION.into(),
-                    instances: vec![Self::member_request(); n],
+                    instances,
                     ..Default::default()
                 },
             )
@@ -961,6 +973,13 @@ impl CrashWorld {
             flavor_ref: Some("1".into()),
             volume_size: Some(2),
             ..Default::default()
+        }
+    }
+
+    fn replica_request() -> crate::api::ClusterMemberRequest {
+        crate::api::ClusterMemberRequest {
+            kind: Some("replica".into()),
+            ..Self::member_request()
         }
     }
 
@@ -995,13 +1014,21 @@ impl CrashWorld {
 
     /// Asks the API to grow the cluster of `member` by `n` (workflows left pending).
     pub async fn grow_cluster(&self, member: Uuid, n: usize) -> Outcome<()> {
+        self.grow_cluster_with_replicas(member, n, 0).await
+    }
+
+    /// [`Self::grow_cluster`] by `n` primaries and `replicas` replicas.
+    pub async fn grow_cluster_with_replicas(
+        &self,
+        member: Uuid,
+        n: usize,
+        replicas: usize,
+    ) -> Outcome<()> {
         let c = self.cluster_of(member).await?;
+        let mut asked = vec![Self::member_request(); n];
+        asked.extend(vec![Self::replica_request(); replicas]);
         self.api
-            .cluster_action(
-                &self.tenant(),
-                c.id,
-                crate::api::ClusterAction::Grow(vec![Self::member_request(); n]),
-            )
+            .cluster_action(&self.tenant(), c.id, crate::api::ClusterAction::Grow(asked))
             .await?;
         Ok(())
     }
@@ -1130,7 +1157,14 @@ impl CrashWorld {
                 e.cluster_id() == Some(c.id),
                 &format!("member {} has not joined the cluster in its engine", m.id),
             )?;
-            slots.push(e.cluster_slots());
+            if let Some(p) = c.replicas.get(&m.id) {
+                self.expect(
+                    e.cluster_slots() == 0 && members.iter().any(|x| x.id == *p),
+                    &format!("replica {} owns slots or serves a non-member", m.id),
+                )?;
+            } else {
+                slots.push(e.cluster_slots());
+            }
         }
         let total: u32 = slots.iter().sum();
         let (lo, hi) = (

@@ -2254,6 +2254,7 @@ pub async fn check_clusters(store: &dyn InfraStore) {
         root: None,
         scaling: None,
         last_scaled: None,
+        replicas: Default::default(),
         fault: None,
         deleted: false,
         created: at(created),

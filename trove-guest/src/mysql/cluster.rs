@@ -382,6 +382,7 @@ impl Mysql {
             slots: None,
             keys: None,
             state,
+            replica_of: None,
         })
     }
 

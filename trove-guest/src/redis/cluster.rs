@@ -1030,6 +1030,7 @@ impl ClusterFacet for Redis {
                 slots: None,
                 keys: Some(keys),
                 state: "not a cluster node".into(),
+                replica_of: None,
             });
         }
         let info: String = self.query(&mut c, &["CLUSTER", "INFO"]).await?;
@@ -1037,16 +1038,21 @@ impl ClusterFacet for Redis {
             .unwrap_or("unknown")
             .to_string();
         let nodes = self.my_nodes(&mut c).await?;
-        let slots = nodes
-            .iter()
-            .find(|n| n.has("myself"))
-            .map_or(0, |n| n.slots.len() as u32);
+        let me = nodes.iter().find(|n| n.has("myself"));
+        let slots = me.map_or(0, |n| n.slots.len() as u32);
+        // A replica names its primary by node id; the control plane knows members by address.
+        let replica_of = me
+            .filter(|n| n.has("slave"))
+            .and_then(|n| n.master.as_deref())
+            .and_then(|id| nodes.iter().find(|p| p.id == id))
+            .map(|p| format!("{}:{}", p.ip, p.port));
         Ok(ClusterMemberStatus {
             ready: state == "ok",
             members_seen: nodes.iter().filter(|n| n.healthy()).count() as u32,
             slots: Some(slots),
             keys: Some(keys),
             state,
+            replica_of,
         })
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct SimCluster {
     pub members: Vec<Uuid>,
     /// Hash slots owned (Redis).
     pub slots: u32,
+    /// Redis: the `host:port` of the primary it serves as a replica.
+    pub replica_of: Option<String>,
 }
 
 /// The fair share of slots of the `i`th of `n` primaries.
@@ -122,11 +124,18 @@ impl ClusterFacet for SimulatedStrategy {
                 snap.apply(&mut *self.running()?);
             }
         }
+        let replica_of = spec
+            .member(self.instance_id)
+            .and_then(|me| me.replica_of)
+            .and_then(|p| spec.member(p))
+            .filter(|_| self.redis())
+            .map(|p| format!("{}:{}", p.host, p.port));
         let mut st = self.running()?;
         st.cluster = Some(SimCluster {
             id: spec.cluster_id,
             members: spec.members.iter().map(|m| m.instance_id).collect(),
             slots: 0,
+            replica_of,
         });
         Ok(())
     }
@@ -198,6 +207,7 @@ impl ClusterFacet for SimulatedStrategy {
             slots: redis.then_some(c.slots),
             keys: None,
             state: if redis { "ok" } else { "Synced" }.into(),
+            replica_of: c.replica_of.clone(),
         })
     }
 

@@ -77,6 +77,10 @@ pub struct ClusterMemberStatus {
     pub keys: Option<u64>,
     /// The engine's own words for its state (Galera `wsrep_local_state_comment`, Redis `cluster_state`).
     pub state: String,
+    /// Redis: the `host:port` of the primary this member serves as a replica now (`None`: a primary). After a
+    /// failover the engines' roles differ from the ones the member was given: the control plane learns them here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
 }
 
 pub use crate::model::LoadMetrics;

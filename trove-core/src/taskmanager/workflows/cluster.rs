@@ -251,13 +251,17 @@ pub async fn cluster_members(
 
 /// How the guests see a member: the address its engine listens on, and its port (`None`: the engine's standard
 /// port, as on a VM of its own).
-fn member_of(i: &Instance, standard_port: u16) -> StepResult<ClusterMember> {
+fn member_of(
+    i: &Instance,
+    standard_port: u16,
+    replica_of: Option<Uuid>,
+) -> StepResult<ClusterMember> {
     match i.addresses.first() {
         Some(a) => Ok(ClusterMember {
             instance_id: i.id,
             host: a.address.clone(),
             port: i.port.unwrap_or(standard_port),
-            replica_of: None,
+            replica_of,
         }),
         None => Err(Stop::Fail(Failure::with_details(
             format!(
@@ -299,14 +303,94 @@ pub(super) async fn spec(
             ))
         })?;
     let port = version.manager.default_port();
+    // A replica is listed with its primary only when that primary is listed too.
+    let primary_of = |m: &Instance| {
+        cluster
+            .replicas
+            .get(&m.id)
+            .copied()
+            .filter(|p| members.iter().any(|x| x.id == *p))
+    };
     Ok(ClusterSpec {
         cluster_id: cluster.id,
         members: members
             .iter()
-            .map(|m| member_of(m, port))
+            .map(|m| member_of(m, port, primary_of(m)))
             .collect::<StepResult<_>>()?,
         secret,
     })
+}
+
+/// Step `roles`: the replicas of `cluster` as its `members`' engines see them now (a Redis failover makes a
+/// replica the primary of its shard and the old primary, when it is back, its replica). A member that does not
+/// answer keeps the role it had. Members in `joining` (not joined yet) keep their assignment, moved to whoever
+/// serves their primary's shard now. Answers the cluster with its replicas updated (the workflow writes it back
+/// when it ends).
+async fn learn_roles(
+    cx: &mut StepContext<'_>,
+    mut cluster: Cluster,
+    members: &[Instance],
+    joining: &[Uuid],
+) -> StepResult<Cluster> {
+    if cluster.replicas.is_empty() {
+        return Ok(cluster);
+    }
+    let asked: Vec<(Instance, crate::rpc::GuestClient)> = members
+        .iter()
+        .filter(|m| !joining.contains(&m.id))
+        .map(|m| (m.clone(), cx.guest_of(m.id)))
+        .collect();
+    // Members by the address their engines know each other at.
+    let addressed: Vec<(Uuid, String)> = spec(cx, &cluster, members)
+        .await?
+        .members
+        .iter()
+        .map(|m| (m.instance_id, format!("{}:{}", m.host, m.port)))
+        .collect();
+    let before = cluster.replicas.clone();
+    let joining = joining.to_vec();
+    let learned: std::collections::BTreeMap<Uuid, Uuid> = cx
+        .step("roles", |_| async move {
+            let mut now = std::collections::BTreeMap::new();
+            for (m, guest) in asked {
+                match guest.cluster_status().await {
+                    Ok(st) => {
+                        if let Some(addr) = st.replica_of {
+                            if let Some((p, _)) =
+                                addressed.iter().find(|(p, a)| *p != m.id && *a == addr)
+                            {
+                                now.insert(m.id, *p);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(member = %m.id, error = %e, "member did not say its role; it keeps the one it had");
+                        if let Some(p) = before.get(&m.id) {
+                            now.insert(m.id, *p);
+                        }
+                    }
+                }
+            }
+            for r in &joining {
+                if let Some(mut p) = before.get(r).copied() {
+                    // The shard's primary now: follow the chain from the assigned one (at most once per member).
+                    for _ in 0..before.len() + 1 {
+                        match now.get(&p) {
+                            Some(q) if *q != p => p = *q,
+                            _ => break,
+                        }
+                    }
+                    now.insert(*r, p);
+                }
+            }
+            Ok(now)
+        })
+        .await?;
+    if learned != cluster.replicas {
+        tracing::info!(cluster = %cluster.id, before = ?cluster.replicas, now = ?learned, "cluster roles changed (a failover)");
+    }
+    cluster.replicas = learned;
+    Ok(cluster)
 }
 
 /// Waits until every instance of `ids` is built and healthy (task NONE, server ACTIVE, engine running); fails
@@ -704,6 +788,7 @@ impl WorkflowDef for ClusterGrow {
         wait_built(cx, &p.new_members).await?;
         let cluster = load_cluster(cx, p.cluster_id).await?;
         let members = members_of(cx, p.cluster_id).await?;
+        let cluster = learn_roles(cx, cluster, &members, &p.new_members).await?;
         let spec = spec(cx, &cluster, &members).await?;
         join_all(cx, &spec, &p.new_members).await?;
         give_root(cx, &cluster, &p.new_members).await?;
@@ -761,15 +846,31 @@ impl WorkflowDef for ClusterGrow {
     #[cfg(any(test, feature = "testing"))]
     fn crash_scenarios(&self) -> Vec<crate::testing::crash::Scenario> {
         use crate::testing::crash::Scenario;
-        vec![Scenario::new("grow a cluster", |w| {
-            Box::pin(async move {
-                let c = w.cluster_built("c", 3).await?;
-                w.grow_cluster(c, 1).await?;
-                Ok(c)
+        vec![
+            Scenario::new("grow a cluster", |w| {
+                Box::pin(async move {
+                    let c = w.cluster_built("c", 3).await?;
+                    w.grow_cluster(c, 1).await?;
+                    Ok(c)
+                })
             })
-        })
-        .check(|w, id| Box::pin(async move { w.expect_cluster(id, 4).await }))
-        .with_helpers()]
+            .check(|w, id| Box::pin(async move { w.expect_cluster(id, 4).await }))
+            .with_helpers(),
+            Scenario::new(
+                "grow a cluster with replicas by a primary and a replica",
+                |w| {
+                    Box::pin(async move {
+                        let c = w.cluster_with_replicas("c", 3, 1).await?;
+                        w.settle().await?;
+                        w.expect_cluster(c, 4).await?;
+                        w.grow_cluster_with_replicas(c, 1, 1).await?;
+                        Ok(c)
+                    })
+                },
+            )
+            .check(|w, id| Box::pin(async move { w.expect_cluster(id, 6).await }))
+            .with_helpers(),
+        ]
     }
 }
 
@@ -790,6 +891,9 @@ impl WorkflowDef for ClusterShrink {
     async fn run(&self, cx: &mut StepContext<'_>, p: &ClusterShrinkParams) -> StepResult<()> {
         let cluster = load_cluster(cx, p.cluster_id).await?;
         let members = members_of(cx, p.cluster_id).await?;
+        // Journaled: a resumed shrink uses the roles it learned before (its leaving members may be gone).
+        let mut cluster = learn_roles(cx, cluster, &members, &[]).await?;
+
         // Once the leaving members are being deleted, their data has moved: what is left is the delete.
         if cx.completed("delete_members").is_none() {
             let spec_all = spec(cx, &cluster, &members).await?;
@@ -849,6 +953,10 @@ impl WorkflowDef for ClusterShrink {
             ),
             serde_json::json!({"removed": p.leaving, "members": left, "moved": moved, "reason": p.automatic}),
         );
+        let leaving = &p.leaving;
+        cluster
+            .replicas
+            .retain(|r, q| !leaving.contains(r) && !leaving.contains(q));
         finish_resized(cx, cluster, e, p.automatic.is_some()).await
     }
 
