@@ -223,6 +223,19 @@ fn create_cluster(cli: &mut OpenStackCli, name: &str, ds: &str, n: usize) -> Str
         .to_string()
 }
 
+/// Grows cluster `id` by one member through the CLI; answers its view once it has `n` members, all ACTIVE.
+fn grow_by_one(server: &AllInOne, cli: &mut OpenStackCli, id: &str, n: usize) -> Value {
+    cli.ok(&[
+        "database",
+        "cluster",
+        "grow",
+        id,
+        "--instance",
+        "flavor=1,volume=2",
+    ]);
+    wait_cluster(&server.base, id, n)
+}
+
 fn enable_root(cli: &mut OpenStackCli, cluster: &str) -> String {
     let out = cli
         .ok(&["database", "root", "enable", cluster, "-f", "json"])
@@ -356,15 +369,7 @@ fn redis_walk(server: &AllInOne, cli: &mut OpenStackCli) {
 
     // Grow: the new member owns a fair share of the slots, with their keys.
     let t = Instant::now();
-    cli.ok(&[
-        "database",
-        "cluster",
-        "grow",
-        &id,
-        "--instance",
-        "flavor=1,volume=2",
-    ]);
-    let v = wait_cluster(&server.base, &id, 4);
+    let v = grow_by_one(server, cli, &id, 4);
     println!("redis: grown to 4 in {:.1} s", t.elapsed().as_secs_f64());
     let newest = member_ids(&v)[3].clone();
     let (slots, keys) = redis_member(member_at(&server.base, &newest), &pw);
@@ -469,6 +474,48 @@ fn redis_replicas_walk(server: &AllInOne, cli: &mut OpenStackCli) {
     let at: Vec<SocketAddr> = ids.iter().map(|m| member_at(&server.base, m)).collect();
     let pw = enable_root(cli, &id);
     redis_set(at[0], &pw, 0, KEYS);
+    // A user made through one member is on every member: a cluster-mode client of it reads every key through
+    // another member.
+    cli.ok(&[
+        "database",
+        "user",
+        "create",
+        &ids[0],
+        "alice",
+        "Alice-pw-0123",
+    ]);
+    let input: String = (0..KEYS).map(|i| format!("GET key:{i}\n")).collect();
+    let mut child = Command::new("redis-cli")
+        .args([
+            "-c",
+            "-h",
+            &at[2].ip().to_string(),
+            "-p",
+            &at[2].port().to_string(),
+        ])
+        .args([
+            "--no-auth-warning",
+            "--user",
+            "alice",
+            "--pass",
+            "Alice-pw-0123",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write commands");
+    let out = child.wait_with_output().expect("redis-cli output");
+    let read = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("value-"))
+        .count();
+    assert_eq!(read, KEYS, "the user made through member 1 reads every key");
     // Each replica holds its primary's keys and owns no slot.
     let primary_of = |m: &Value| -> usize {
         let p = m["replica_of"]
@@ -531,15 +578,7 @@ fn redis_replicas_walk(server: &AllInOne, cli: &mut OpenStackCli) {
 
     // A grow learns the roles of now: four primaries share the slots, the view shows the swap, no key is lost.
     let t = Instant::now();
-    cli.ok(&[
-        "database",
-        "cluster",
-        "grow",
-        &id,
-        "--instance",
-        "flavor=1,volume=2",
-    ]);
-    let v = wait_cluster(&server.base, &id, 7);
+    let v = grow_by_one(server, cli, &id, 7);
     println!(
         "redis: grown after the failover in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -557,12 +596,7 @@ fn redis_replicas_walk(server: &AllInOne, cli: &mut OpenStackCli) {
     redis_all_there(at[1], &pw, KEYS + 100, "after the grow");
 
     // Force delete (the client's reset-status, then DELETE).
-    cli.ok(&["database", "cluster", "force", "delete", &id]);
-    let deadline = Instant::now() + SETTLE;
-    while get_json(&format!("{}/v1.0/{TENANT}/clusters/{id}", server.base)).0 != 404 {
-        assert!(Instant::now() < deadline, "the cluster is not deleted");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    delete_with(server, cli, &id, &["force", "delete"]);
 }
 
 async fn galera_status(at: SocketAddr, pw: &str) -> Result<i64, String> {
@@ -642,15 +676,7 @@ fn galera_walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::R
 
     // Grow to four: the new member receives the data by state transfer.
     let t = Instant::now();
-    cli.ok(&[
-        "database",
-        "cluster",
-        "grow",
-        &id,
-        "--instance",
-        "flavor=1,volume=2",
-    ]);
-    let v = wait_cluster(&server.base, &id, 4);
+    let v = grow_by_one(server, cli, &id, 4);
     println!("mariadb: grown to 4 in {:.1} s", t.elapsed().as_secs_f64());
     let members = member_ids(&v);
     let newest = members[3].clone();
@@ -772,7 +798,15 @@ fn galera_walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::R
 }
 
 fn delete_cluster(server: &AllInOne, cli: &mut OpenStackCli, id: &str) {
-    cli.ok(&["database", "cluster", "delete", id]);
+    delete_with(server, cli, id, &["delete"]);
+}
+
+/// Deletes cluster `id` with `openstack database cluster <command…> ID`; waits until it and every member are gone.
+fn delete_with(server: &AllInOne, cli: &mut OpenStackCli, id: &str, command: &[&str]) {
+    let mut args = vec!["database", "cluster"];
+    args.extend_from_slice(command);
+    args.push(id);
+    cli.ok(&args);
     let deadline = Instant::now() + SETTLE;
     loop {
         let (s, _) = get_json(&format!("{}/v1.0/{TENANT}/clusters/{id}", server.base));

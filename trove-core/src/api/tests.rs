@@ -1773,6 +1773,38 @@ async fn a_redis_cluster_keeps_replicas_per_shard() {
         "replicas join last, one per primary"
     );
     assert_eq!(slots(&w, &v), vec![5462, 5461, 5461, 0, 0]);
+    // A user made through one member is made on every member (a cluster client is redirected to any of them),
+    // and so is its removal.
+    let alice = UserSpec {
+        name: "alice".into(),
+        password: crate::model::Secret::new("Alice-pw-0123"),
+        host: None,
+        databases: vec![],
+    };
+    api.create_users(&t, ids[1], vec![alice]).await.unwrap();
+    for m in &ids {
+        let names: Vec<String> = api
+            .list_users(&t, *m)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert!(
+            names.contains(&"alice".to_string()),
+            "member {m}: {names:?}"
+        );
+    }
+    api.delete_user(&t, ids[4], &UserRef::parse("alice"))
+        .await
+        .unwrap();
+    for m in &ids {
+        let users = api.list_users(&t, *m).await.unwrap();
+        assert!(
+            users.iter().all(|u| u.name != "alice"),
+            "member {m}: {users:?}"
+        );
+    }
 
     // Grow by a primary and a replica: the replica serves the primary that had none.
     let mut more = cluster_members(1, "1");

@@ -125,9 +125,11 @@ impl ApiService {
         .await
     }
 
-    /// Redis keeps its ACL users apart from the data it replicates: a change of users on a source is made on each
-    /// of its running replicas too (a replica built later takes them from its seed backup). Answers what failed,
-    /// saying the change stands on the source.
+    /// Redis keeps its ACL users apart from the data it replicates: a change of users on an instance is made on
+    /// each of its running replicas too (a replica built later takes them from its seed backup), and on a member
+    /// of a Redis cluster on every other running member (a client of the cluster is redirected to any of them;
+    /// a member added by a later grow does not get them yet). Answers what failed, saying the change stands on the
+    /// instance asked.
     async fn on_acl_replicas<F, Fut>(&self, m: Manager, id: Uuid, f: F) -> Result<()>
     where
         F: Fn(crate::rpc::GuestClient) -> Fut,
@@ -136,14 +138,36 @@ impl ApiService {
         if m != Manager::Redis {
             return Ok(());
         }
-        for r in self.replicas_of(id).await? {
+        let mut peers = self.replicas_of(id).await?;
+        if let Some(cluster) = self
+            .store
+            .get_instance(id)
+            .await?
+            .and_then(|i| i.cluster_id)
+        {
+            peers.extend(
+                crate::taskmanager::workflows::cluster::cluster_members(
+                    self.store.as_ref(),
+                    cluster,
+                )
+                .await?
+                .into_iter()
+                .filter(|p| p.id != id),
+            );
+        }
+        for r in peers {
             if r.task != crate::state::TaskStatus::None {
                 continue;
             }
             if let Err(e) = f(self.guest(r.id)).await {
+                let what = if r.cluster_id.is_some() {
+                    "the cluster's member"
+                } else {
+                    "its replica"
+                };
                 return Err(Error::unprocessable(format!(
-                    "The users were changed on {id} but not on its replica {}: {e}. Repeat the request once the \
-                     replica is running.",
+                    "The users were changed on {id} but not on {what} {}: {e}. Repeat the request once it is \
+                     running.",
                     r.id
                 )));
             }

@@ -36,7 +36,8 @@
 //!   its own `nodes.conf`, there is nothing to choose.
 //!
 //! The users of the cluster's clients must exist on every member (a client is redirected to any of them): the
-//! users facet changes only the member it is called on, so the control plane makes each user on every member.
+//! users facet changes only the member it is called on, so the control plane makes each user on every member
+//! (the cluster's root, and the users made through any member's users API).
 //!
 //! Limits: a member's port must leave room for its bus port (at most 55535); TLS modes that close the plain port
 //! (`enforced`, `mtls`) are refused by `join` (the cluster bus and `MIGRATE` use plain text).

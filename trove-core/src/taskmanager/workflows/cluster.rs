@@ -1,4 +1,4 @@
-//! Cluster workflows: create, grow, shrink and delete a cluster of member instances.
+//! Cluster workflows: create, grow, shrink, recover and delete a cluster of member instances.
 //!
 //! Members are ordinary instances: each is built by its own create workflow and removed by its own delete
 //! workflow, so everything those do (placement, volumes, crash recovery, quota) holds for members too. A cluster
@@ -8,11 +8,14 @@
 //!
 //! - **create**: the members are built → each joins, in order (the first starts the cluster) → the data is spread
 //!   (`rebalance`) → task NONE.
-//! - **grow**: the new members are built → each joins → every old member learns who belongs → `rebalance` gives
-//!   the new members their share (Redis: slots move with their keys) → task NONE.
-//! - **shrink**: a staying member drains the leaving ones (Redis: their slots move away with their keys) → the
-//!   staying members learn who belongs → the leaving members are deleted by their own delete workflows → task
-//!   NONE. Nothing is deleted before its data moved.
+//! - **grow**: the new members are built → the engines' roles are learned (Redis replicas: a failover swaps a
+//!   primary and its replica) → each new member joins (primaries first; a replica follows the primary it was
+//!   given, or whoever serves that shard now) → every old member learns who belongs → `rebalance` gives the new
+//!   primaries their share (Redis: slots move with their keys) → task NONE.
+//! - **shrink**: the roles are learned → a staying member drains the leaving ones (Redis: their slots move away
+//!   with their keys) → the staying members learn who belongs → the leaving members are deleted by their own
+//!   delete workflows → task NONE. Nothing is deleted before its data moved.
+//! - **upgrade, restart, configuration**: see [`super::cluster_rolling`] (one member at a time).
 //! - **delete**: every member's delete workflow is started (each member once) → when all are deleted, the
 //!   cluster row is marked deleted.
 //!
