@@ -243,8 +243,14 @@ fn enable_root(cli: &mut OpenStackCli, cluster: &str) -> String {
     out["password"].as_str().expect("a password").to_string()
 }
 
-/// Runs `redis-cli` in cluster mode against `at` with `input` on its standard input; answers its output lines.
+/// Runs `redis-cli` in cluster mode against `at` as root (the cluster's root password) with `input` on its
+/// standard input; answers its output lines.
 fn redis_cli(at: SocketAddr, password: &str, args: &[&str], input: &str) -> Vec<String> {
+    redis_cli_as(at, &["-a", password], args, input)
+}
+
+/// [`redis_cli`] with the authentication arguments `auth` (e.g. `--user U --pass P`).
+fn redis_cli_as(at: SocketAddr, auth: &[&str], args: &[&str], input: &str) -> Vec<String> {
     let mut child = Command::new("redis-cli")
         .args([
             "-c",
@@ -253,7 +259,8 @@ fn redis_cli(at: SocketAddr, password: &str, args: &[&str], input: &str) -> Vec<
             "-p",
             &at.port().to_string(),
         ])
-        .args(["--no-auth-warning", "-a", password])
+        .arg("--no-auth-warning")
+        .args(auth)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -485,36 +492,15 @@ fn redis_replicas_walk(server: &AllInOne, cli: &mut OpenStackCli) {
         "Alice-pw-0123",
     ]);
     let input: String = (0..KEYS).map(|i| format!("GET key:{i}\n")).collect();
-    let mut child = Command::new("redis-cli")
-        .args([
-            "-c",
-            "-h",
-            &at[2].ip().to_string(),
-            "-p",
-            &at[2].port().to_string(),
-        ])
-        .args([
-            "--no-auth-warning",
-            "--user",
-            "alice",
-            "--pass",
-            "Alice-pw-0123",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("redis-cli");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write commands");
-    let out = child.wait_with_output().expect("redis-cli output");
-    let read = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("value-"))
-        .count();
+    let read = redis_cli_as(
+        at[2],
+        &["--user", "alice", "--pass", "Alice-pw-0123"],
+        &[],
+        &input,
+    )
+    .iter()
+    .filter(|l| l.starts_with("value-"))
+    .count();
     assert_eq!(read, KEYS, "the user made through member 1 reads every key");
     // Each replica holds its primary's keys and owns no slot.
     let primary_of = |m: &Value| -> usize {
