@@ -7,7 +7,10 @@
 //! once (the control plane starts the cluster again from its most advanced member, every write kept), and deleted.
 //! Both are then upgraded to a second version record (`openstack database cluster upgrade`) and restarted, one
 //! member at a time: every member runs a new engine process afterwards, no key or row is lost, and Galera takes
-//! every write sent meanwhile.
+//! every write sent meanwhile; a configuration group attached to the Galera cluster reaches every member and leaves
+//! on detach. A second Redis cluster has a replica per shard: a user made through one member reads every key
+//! through another, a frozen primary's replica takes its shard over, a grow afterwards learns the swapped roles,
+//! and the cluster is force-deleted.
 //! `CLUSTER_CLI_DATASTORES` (comma-separated: `redis`, `mariadb`) narrows the walk.
 
 mod api_support;
@@ -597,6 +600,16 @@ async fn galera_status(at: SocketAddr, pw: &str) -> Result<i64, String> {
     Ok(n.unwrap_or(0))
 }
 
+/// A global variable of a member's engine, as a number.
+async fn galera_variable(at: SocketAddr, pw: &str, name: &str) -> Result<i64, String> {
+    let mut c = SqlConn::connect(Engine::Mysql, at, "root", pw, "mysql").await?;
+    let n = c
+        .fetch_i64(&format!("SELECT CAST(@@GLOBAL.{name} AS SIGNED)"))
+        .await?;
+    c.close().await;
+    Ok(n.unwrap_or(-1))
+}
+
 async fn galera_count(at: SocketAddr, pw: &str) -> Result<i64, String> {
     let mut c = SqlConn::connect(Engine::Mysql, at, "root", pw, "shop").await?;
     let n = c.fetch_i64("SELECT COUNT(*) FROM items").await?;
@@ -739,6 +752,57 @@ fn galera_walk(server: &AllInOne, cli: &mut OpenStackCli, rt: &tokio::runtime::R
         "mariadb: started again after a full stop in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+
+    // A configuration group attached to the cluster reaches every member's engine (one member at a time), and
+    // leaves it on detach.
+    let version = version_of(cli, "mariadb");
+    let group = cli
+        .ok(&[
+            "database",
+            "configuration",
+            "create",
+            "gcfg",
+            r#"{"max_connections": 151}"#,
+            "--datastore",
+            "mariadb",
+            "--datastore-version",
+            &version,
+            "-f",
+            "json",
+        ])
+        .json()["id"]
+        .as_str()
+        .expect("a configuration id")
+        .to_string();
+    let url = format!("{}/v1.0/{TENANT}/clusters/{id}", server.base);
+    let t = Instant::now();
+    let (s, b) = post_json(
+        &url,
+        &serde_json::json!({"configuration_attach": {"configuration_id": group}}).to_string(),
+    );
+    assert_eq!(s, 202, "{b}");
+    let v = wait_cluster(&server.base, &id, 3);
+    assert_eq!(v["configuration"], group.as_str(), "{v}");
+    for a in &at {
+        wait_for(rt, "the group's value on every member", 151, || {
+            galera_variable(*a, &pw, "max_connections")
+        });
+    }
+    println!(
+        "mariadb: a configuration group on every member in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let (s, b) = post_json(&url, r#"{"configuration_detach": {}}"#);
+    assert_eq!(s, 202, "{b}");
+    let v = wait_cluster(&server.base, &id, 3);
+    assert!(v.get("configuration").is_none_or(Value::is_null), "{v}");
+    for a in &at {
+        let n = rt
+            .block_on(galera_variable(*a, &pw, "max_connections"))
+            .expect("max_connections");
+        assert_ne!(n, 151, "a member keeps the detached group's value");
+    }
+    cli.ok(&["database", "configuration", "delete", &group]);
 
     // Rolling upgrade and restart: a writer keeps writing to whichever member answers; with one member away at a
     // time the cluster never refuses a write, and every row is on every member afterwards.
