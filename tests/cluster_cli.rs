@@ -583,6 +583,21 @@ fn redis_replicas_walk(server: &AllInOne, cli: &mut OpenStackCli) {
         "the new primary owns {slots} slots"
     );
     redis_all_there(at[1], &pw, KEYS + 100, "after the grow");
+    // The grown member got the cluster's users: alice reads every key through it.
+    let input: String = (0..KEYS).map(|i| format!("GET key:{i}\n")).collect();
+    let read = redis_cli_as(
+        newest,
+        &["--user", "alice", "--pass", "Alice-pw-0123"],
+        &[],
+        &input,
+    )
+    .iter()
+    .filter(|l| l.starts_with("value-"))
+    .count();
+    assert_eq!(
+        read, KEYS,
+        "the user reads every key through the grown member"
+    );
 
     // Force delete (the client's reset-status, then DELETE).
     delete_with(server, cli, &id, &["force", "delete"]);

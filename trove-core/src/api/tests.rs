@@ -1795,17 +1795,6 @@ async fn a_redis_cluster_keeps_replicas_per_shard() {
             "member {m}: {names:?}"
         );
     }
-    api.delete_user(&t, ids[4], &UserRef::parse("alice"))
-        .await
-        .unwrap();
-    for m in &ids {
-        let users = api.list_users(&t, *m).await.unwrap();
-        assert!(
-            users.iter().all(|u| u.name != "alice"),
-            "member {m}: {users:?}"
-        );
-    }
-
     // Grow by a primary and a replica: the replica serves the primary that had none.
     let mut more = cluster_members(1, "1");
     more.insert(0, replica());
@@ -1819,6 +1808,24 @@ async fn a_redis_cluster_keeps_replicas_per_shard() {
     assert_eq!(v.cluster.replicas.get(&ids[6]), Some(&ids[2]));
     assert_eq!(v.cluster.replicas.len(), 3, "{:?}", v.cluster.replicas);
     assert_eq!(slots(&w, &v), vec![4096, 4096, 4096, 0, 0, 4096, 0]);
+    // The grown members got the cluster's users; a removal reaches them too.
+    for m in &ids[5..] {
+        let users = api.list_users(&t, *m).await.unwrap();
+        assert!(
+            users.iter().any(|u| u.name == "alice"),
+            "new member {m}: {users:?}"
+        );
+    }
+    api.delete_user(&t, ids[6], &UserRef::parse("alice"))
+        .await
+        .unwrap();
+    for m in &ids {
+        let users = api.list_users(&t, *m).await.unwrap();
+        assert!(
+            users.iter().all(|u| u.name != "alice"),
+            "member {m}: {users:?}"
+        );
+    }
 
     // A primary leaves only with its replica; then the three primaries left share the slots.
     let e = api

@@ -128,8 +128,8 @@ impl ApiService {
     /// Redis keeps its ACL users apart from the data it replicates: a change of users on an instance is made on
     /// each of its running replicas too (a replica built later takes them from its seed backup), and on a member
     /// of a Redis cluster on every other running member (a client of the cluster is redirected to any of them;
-    /// a member added by a later grow does not get them yet). Answers what failed, saying the change stands on the
-    /// instance asked.
+    /// a member added by a later grow gets them from the grow workflow). Answers what failed, saying the change
+    /// stands on the instance asked.
     async fn on_acl_replicas<F, Fut>(&self, m: Manager, id: Uuid, f: F) -> Result<()>
     where
         F: Fn(crate::rpc::GuestClient) -> Fut,

@@ -83,7 +83,7 @@ impl Redis {
         self.acl_save().await
     }
 
-    fn check_user(&self, name: &str) -> Result<()> {
+    pub(super) fn check_user(&self, name: &str) -> Result<()> {
         validate_user_name(Manager::Redis, name)?;
         self.base.check_reserved(name)
     }

@@ -1116,6 +1116,42 @@ impl ClusterFacet for Redis {
         self.me(cluster)?;
         start_engine(self).await
     }
+
+    /// The `ACL LIST` lines of the users made through the API (not `default`, not the guest's reserved ones):
+    /// rules and password hashes, never a password.
+    async fn users(&self) -> Result<Vec<Secret>> {
+        let mut c = self.connect_admin().await?;
+        let lines: Vec<String> = self.query(&mut c, &["ACL", "LIST"]).await?;
+        Ok(lines
+            .into_iter()
+            .filter(|l| {
+                let mut p = l.split(' ');
+                p.next() == Some("user")
+                    && p.next()
+                        .is_some_and(|n| n != "default" && self.base.check_reserved(n).is_ok())
+            })
+            .map(Secret::new)
+            .collect())
+    }
+
+    /// Each line's user made again with its rules (`ACL SETUSER <name> reset <rules>`), then `ACL SAVE`.
+    async fn set_users(&self, users: &[Secret]) -> Result<()> {
+        for line in users {
+            let parts: Vec<&str> = line.expose().split(' ').collect();
+            let (name, rules) = match parts.as_slice() {
+                ["user", name, rules @ ..] if *name != "default" => (*name, rules),
+                _ => return Err(Error::bad_request("Not a user line of `ACL LIST`.")),
+            };
+            self.check_user(name)?;
+            let mut args = vec!["SETUSER", name, "reset"];
+            args.extend_from_slice(rules);
+            self.acl(&args).await?;
+        }
+        if !users.is_empty() {
+            self.acl(&["SAVE"]).await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

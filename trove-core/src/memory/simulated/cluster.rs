@@ -8,7 +8,9 @@ use uuid::Uuid;
 use super::{lock, SimSnapshot, SimulatedEngine, SimulatedStrategy};
 use crate::error::{Error, Result};
 use crate::model::Manager;
+use crate::model::Secret;
 use crate::ports::{ClusterFacet, ClusterMemberStatus, ClusterSpec, LoadMetrics, Moved};
+use std::collections::BTreeSet;
 
 /// Redis Cluster's hash slots.
 pub(crate) const SLOTS: u32 = 16384;
@@ -209,6 +211,43 @@ impl ClusterFacet for SimulatedStrategy {
             state: if redis { "ok" } else { "Synced" }.into(),
             replica_of: c.replica_of.clone(),
         })
+    }
+
+    /// Redis members: each user as JSON (name, host, password, databases: a simulation keeps passwords).
+    async fn users(&self) -> Result<Vec<Secret>> {
+        if !self.redis() {
+            return Ok(Vec::new());
+        }
+        let st = self.running()?;
+        Ok(st
+            .users
+            .iter()
+            .map(|((name, host), u)| {
+                Secret::new(
+                    serde_json::json!([name, host, u.password.expose(), u.databases]).to_string(),
+                )
+            })
+            .collect())
+    }
+
+    async fn set_users(&self, users: &[Secret]) -> Result<()> {
+        if !self.redis() {
+            return Ok(());
+        }
+        let mut st = self.running()?;
+        for line in users {
+            let (name, host, password, databases): (String, String, String, BTreeSet<String>) =
+                serde_json::from_str(line.expose())
+                    .map_err(|e| Error::bad_request(format!("not a user line: {e}")))?;
+            st.users.insert(
+                (name, host),
+                super::SimUser {
+                    password: Secret::new(password),
+                    databases,
+                },
+            );
+        }
+        Ok(())
     }
 
     async fn load(&self) -> Result<LoadMetrics> {

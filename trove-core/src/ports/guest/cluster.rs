@@ -104,6 +104,10 @@ pub use crate::model::LoadMetrics;
 /// - `recovery_position` answers, with the engine stopped, how far it got (Galera: the last committed seqno from
 ///   `grastate.dat` or `--wsrep-recover`), so that after every member stopped the most advanced one is started
 ///   with [`ClusterFacet::bootstrap`] and the others `join` it. Engines without one answer `None`.
+/// - `users` answers the users made through the API on this member, each as one opaque line the same engine's
+///   `set_users` makes again (credentials included, as the engine keeps them: a password hash, never the
+///   password); `set_users` makes each given user on this member, replacing one of the same name. Engines whose
+///   users travel with their data (Galera) answer none and set nothing. Both are idempotent.
 #[async_trait]
 pub trait ClusterFacet: Send + Sync {
     /// Makes this engine a member of `cluster`.
@@ -122,4 +126,13 @@ pub trait ClusterFacet: Send + Sync {
     async fn recovery_position(&self) -> Result<Option<u64>>;
     /// Starts the cluster again from this (most advanced) member after every member stopped.
     async fn bootstrap(&self, cluster: &ClusterSpec) -> Result<()>;
+    /// The users made through the API on this member, as lines `set_users` takes.
+    async fn users(&self) -> Result<Vec<Secret>> {
+        Ok(Vec::new())
+    }
+    /// Makes each of `users` (lines from another member's `users`) on this member.
+    async fn set_users(&self, users: &[Secret]) -> Result<()> {
+        let _ = users;
+        Ok(())
+    }
 }

@@ -51,6 +51,13 @@ pub enum ClusterRequest {
         /// The cluster.
         cluster: ClusterSpec,
     },
+    /// The users made through the API on this member.
+    Users,
+    /// Make these users (another member's) on this member.
+    SetUsers {
+        /// Lines from another member's `users`.
+        users: Vec<crate::model::Secret>,
+    },
 }
 
 impl ClusterRequest {
@@ -67,6 +74,8 @@ impl ClusterRequest {
             ClusterRequest::Load => to_value(facet.load().await),
             ClusterRequest::RecoveryPosition => to_value(facet.recovery_position().await),
             ClusterRequest::Bootstrap { cluster } => unit(facet.bootstrap(&cluster).await),
+            ClusterRequest::Users => to_value(facet.users().await),
+            ClusterRequest::SetUsers { users } => unit(facet.set_users(&users).await),
         }
     }
 
@@ -118,6 +127,16 @@ impl GuestClient {
     /// Starts the cluster again from this member.
     pub async fn cluster_bootstrap(&self, cluster: ClusterSpec) -> Result<()> {
         let req = GuestRequest::Cluster(ClusterRequest::Bootstrap { cluster });
+        self.call_unit(req, self.high()).await
+    }
+    /// The users made through the API on the member (opaque lines with their credentials).
+    pub async fn cluster_users(&self) -> Result<Vec<crate::model::Secret>> {
+        let req = GuestRequest::Cluster(ClusterRequest::Users);
+        self.call(req, self.low()).await
+    }
+    /// Makes `users` (another member's) on the member.
+    pub async fn cluster_set_users(&self, users: Vec<crate::model::Secret>) -> Result<()> {
+        let req = GuestRequest::Cluster(ClusterRequest::SetUsers { users });
         self.call_unit(req, self.high()).await
     }
 }

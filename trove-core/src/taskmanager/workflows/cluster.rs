@@ -10,8 +10,9 @@
 //!   (`rebalance`) → task NONE.
 //! - **grow**: the new members are built → the engines' roles are learned (Redis replicas: a failover swaps a
 //!   primary and its replica) → each new member joins (primaries first; a replica follows the primary it was
-//!   given, or whoever serves that shard now) → every old member learns who belongs → `rebalance` gives the new
-//!   primaries their share (Redis: slots move with their keys) → task NONE.
+//!   given, or whoever serves that shard now) → the new members get the cluster's root and users → every old
+//!   member learns who belongs → `rebalance` gives the new primaries their share (Redis: slots move with their
+//!   keys) → task NONE.
 //! - **shrink**: the roles are learned → a staying member drains the leaving ones (Redis: their slots move away
 //!   with their keys) → the staying members learn who belongs → the leaving members are deleted by their own
 //!   delete workflows → task NONE. Nothing is deleted before its data moved.
@@ -505,6 +506,35 @@ async fn give_root(cx: &mut StepContext<'_>, cluster: &Cluster, joined: &[Uuid])
     Ok(())
 }
 
+/// Step `users`: the users made through the API on the cluster (read from the workflow's anchor, a member from
+/// before) are made on each of `joined` (Redis keeps users apart from its data, and a cluster client is redirected
+/// to any member; Galera's arrive with the state transfer and are not copied). Only how many is journaled: the
+/// lines carry credentials.
+async fn copy_users(cx: &mut StepContext<'_>, joined: &[Uuid]) -> StepResult<()> {
+    let from = cx.guest();
+    let to: Vec<(Uuid, crate::rpc::GuestClient)> =
+        joined.iter().map(|id| (*id, cx.guest_of(*id))).collect();
+    cx.step("users", |_| async move {
+        let users = from
+            .cluster_users()
+            .await
+            .map_err(|e| super::fail("The cluster's users could not be read.", &e))?;
+        if !users.is_empty() {
+            for (id, g) in to {
+                g.cluster_set_users(users.clone()).await.map_err(|e| {
+                    super::fail(
+                        &format!("The cluster's users could not be made on member {id}."),
+                        &e,
+                    )
+                })?;
+            }
+        }
+        Ok(users.len())
+    })
+    .await
+    .map(|_| ())
+}
+
 /// Steps `members_<id>`: each of `told` learns who belongs now.
 async fn tell_members(
     cx: &mut StepContext<'_>,
@@ -795,6 +825,7 @@ impl WorkflowDef for ClusterGrow {
         let spec = spec(cx, &cluster, &members).await?;
         join_all(cx, &spec, &p.new_members).await?;
         give_root(cx, &cluster, &p.new_members).await?;
+        copy_users(cx, &p.new_members).await?;
         let old: Vec<Uuid> = members
             .iter()
             .map(|m| m.id)
