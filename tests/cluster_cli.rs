@@ -444,6 +444,20 @@ fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> 
     t.elapsed()
 }
 
+/// How many of the keys `0..n` the user `alice` reads through `at` in cluster mode.
+fn keys_read_as_alice(at: SocketAddr, n: usize) -> usize {
+    let input: String = (0..n).map(|i| format!("GET key:{i}\n")).collect();
+    redis_cli_as(
+        at,
+        &["--user", "alice", "--pass", "Alice-pw-0123"],
+        &[],
+        &input,
+    )
+    .iter()
+    .filter(|l| l.starts_with("value-"))
+    .count()
+}
+
 /// A Redis cluster with a replica per shard: `type=replica` members serve the primaries' shards; a primary's
 /// engine frozen (SIGSTOP) is replaced by its replica and every key stays readable and writable; resumed, it
 /// follows the new primary; a grow afterwards learns the swapped roles (the view shows them) and spreads the slots
@@ -494,16 +508,7 @@ fn redis_replicas_walk(server: &AllInOne, cli: &mut OpenStackCli) {
         "alice",
         "Alice-pw-0123",
     ]);
-    let input: String = (0..KEYS).map(|i| format!("GET key:{i}\n")).collect();
-    let read = redis_cli_as(
-        at[2],
-        &["--user", "alice", "--pass", "Alice-pw-0123"],
-        &[],
-        &input,
-    )
-    .iter()
-    .filter(|l| l.starts_with("value-"))
-    .count();
+    let read = keys_read_as_alice(at[2], KEYS);
     assert_eq!(read, KEYS, "the user made through member 1 reads every key");
     // Each replica holds its primary's keys and owns no slot.
     let primary_of = |m: &Value| -> usize {
@@ -584,16 +589,7 @@ fn redis_replicas_walk(server: &AllInOne, cli: &mut OpenStackCli) {
     );
     redis_all_there(at[1], &pw, KEYS + 100, "after the grow");
     // The grown member got the cluster's users: alice reads every key through it.
-    let input: String = (0..KEYS).map(|i| format!("GET key:{i}\n")).collect();
-    let read = redis_cli_as(
-        newest,
-        &["--user", "alice", "--pass", "Alice-pw-0123"],
-        &[],
-        &input,
-    )
-    .iter()
-    .filter(|l| l.starts_with("value-"))
-    .count();
+    let read = keys_read_as_alice(newest, KEYS);
     assert_eq!(
         read, KEYS,
         "the user reads every key through the grown member"
