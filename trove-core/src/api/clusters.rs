@@ -908,6 +908,19 @@ impl ApiService {
         }
         let (version, _) = self.version_and_datastore(c.datastore_version_id).await?;
         self.cluster_overrides(ctx, target, &version).await?;
+        // A group is for one version: after an upgrade that stopped part way, members run two.
+        if let Some(m) = self
+            .cluster_members(c.id)
+            .await?
+            .into_iter()
+            .find(|m| m.datastore_version_id != c.datastore_version_id)
+        {
+            return Err(Error::unprocessable(format!(
+                "Member {} ({}) runs another datastore version than the cluster (an upgrade stopped part way): \
+                 upgrade the cluster again first.",
+                m.name, m.id
+            )));
+        }
         self.roll_cluster(
             c,
             RollingChange::Configuration {

@@ -1679,6 +1679,41 @@ async fn a_cluster_is_upgraded_restarted_and_configured_one_member_at_a_time() {
         .unwrap_err();
     assert_eq!(e.fault().status, 400, "{e}");
     let g = api.create_configuration(&t, group("2")).await.unwrap();
+    // A member left on another version (an upgrade that stopped part way): no group until the upgrade is done.
+    let mut odd = w.store.get_instance(members[1]).await.unwrap().unwrap();
+    let (expect, back) = (odd.version, odd.datastore_version_id);
+    odd.datastore_version_id = v1.id;
+    w.store
+        .commit(
+            crate::ports::ChangeSet::new().with(crate::ports::Write::Instance {
+                instance: odd.clone(),
+                expect: crate::ports::Expect::Version(expect),
+            }),
+        )
+        .await
+        .unwrap();
+    let e = api
+        .cluster_action(
+            &t,
+            id,
+            ClusterAction::ConfigurationAttach(g.configuration.id),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.fault().status, 422, "{e}");
+    assert!(e.to_string().contains("upgrade the cluster again"), "{e}");
+    let mut odd = w.store.get_instance(members[1]).await.unwrap().unwrap();
+    let expect = odd.version;
+    odd.datastore_version_id = back;
+    w.store
+        .commit(
+            crate::ports::ChangeSet::new().with(crate::ports::Write::Instance {
+                instance: odd,
+                expect: crate::ports::Expect::Version(expect),
+            }),
+        )
+        .await
+        .unwrap();
     let v = api
         .cluster_action(
             &t,
